@@ -1,1 +1,22 @@
-//! placeholder
+//! Wharf's broker core: virtual hosts, exchanges, bindings, queues and consumers, and the
+//! users who may reach them. It knows nothing of sockets or frames: the AMQP server (and
+//! later MQTT and HTTP) drive it through these types. It borrows the AMQP crate's value
+//! types (field tables, message properties) as its data model, as RabbitMQ's core does.
+
+pub mod broker;
+pub mod consumer;
+pub mod error;
+pub mod exchange;
+pub mod message;
+pub mod queue;
+pub mod users;
+pub mod vhost;
+
+pub use broker::Broker;
+pub use consumer::{Consumer, Delivery, DeliveryTarget};
+pub use error::{Error, ErrorKind, Result};
+pub use exchange::{Exchange, ExchangeKind};
+pub use message::Message;
+pub use queue::{ConnectionId, ConsumerRemoved, GetResult, Queue};
+pub use users::{User, Users};
+pub use vhost::{ExchangeDeclare, QueueDeclare, QueueDeclared, Routed, VHost};

@@ -1,0 +1,70 @@
+//! The broker: its virtual hosts and users. One `Arc<Broker>` is shared by every listener
+//! and connection; the maps are read on connect and changed only by administration.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+
+use crate::queue::ConnectionId;
+use crate::users::Users;
+use crate::vhost::VHost;
+
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// Users who may connect only from a loopback address (RabbitMQ's `loopback_users`).
+    pub loopback_users: Vec<String>,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            loopback_users: vec!["guest".to_string()],
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Broker {
+    pub config: BrokerConfig,
+    pub users: Users,
+    vhosts: RwLock<HashMap<String, Arc<VHost>>>,
+    next_connection_id: AtomicU64,
+}
+
+impl Broker {
+    /// A broker as RabbitMQ starts fresh: vhost "/" and user guest/guest.
+    pub fn new(config: BrokerConfig) -> Self {
+        let broker = Broker {
+            config,
+            users: Users::new(),
+            vhosts: RwLock::new(HashMap::new()),
+            next_connection_id: AtomicU64::new(1),
+        };
+        broker.add_vhost("/");
+        broker.users.add("guest", "guest", &["administrator"]);
+        broker
+    }
+
+    pub fn add_vhost(&self, name: &str) -> Arc<VHost> {
+        self.vhosts
+            .write()
+            .entry(name.to_string())
+            .or_insert_with(|| Arc::new(VHost::new(name.to_string())))
+            .clone()
+    }
+
+    pub fn vhost(&self, name: &str) -> Option<Arc<VHost>> {
+        self.vhosts.read().get(name).cloned()
+    }
+
+    pub fn next_connection_id(&self) -> ConnectionId {
+        self.next_connection_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Whether `user` may log in from a non-loopback address.
+    pub fn allows_remote(&self, user: &str) -> bool {
+        !self.config.loopback_users.iter().any(|u| u == user)
+    }
+}

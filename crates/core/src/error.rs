@@ -1,0 +1,79 @@
+//! Errors the core reports to whichever protocol drives it. Each kind maps onto one AMQP
+//! reply code; the message is the full reply text RabbitMQ would send, so clients that
+//! match on it keep working.
+
+use std::fmt;
+
+/// What went wrong, in the protocol-neutral terms of the core. The server maps each kind
+/// to its AMQP reply code (and whether it closes the channel or the connection).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    AccessRefused,
+    NotFound,
+    ResourceLocked,
+    PreconditionFailed,
+    NotAllowed,
+    CommandInvalid,
+    NotImplemented,
+    ResourceError,
+    InternalError,
+}
+
+impl ErrorKind {
+    /// The symbolic name RabbitMQ prefixes its reply texts with.
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorKind::AccessRefused => "ACCESS_REFUSED",
+            ErrorKind::NotFound => "NOT_FOUND",
+            ErrorKind::ResourceLocked => "RESOURCE_LOCKED",
+            ErrorKind::PreconditionFailed => "PRECONDITION_FAILED",
+            ErrorKind::NotAllowed => "NOT_ALLOWED",
+            ErrorKind::CommandInvalid => "COMMAND_INVALID",
+            ErrorKind::NotImplemented => "NOT_IMPLEMENTED",
+            ErrorKind::ResourceError => "RESOURCE_ERROR",
+            ErrorKind::InternalError => "INTERNAL_ERROR",
+        }
+    }
+}
+
+/// A refused operation: its kind and the complete reply text ("NOT_FOUND - no queue ...").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Error {
+    pub kind: ErrorKind,
+    pub text: String,
+}
+
+impl Error {
+    pub fn new(kind: ErrorKind, detail: impl fmt::Display) -> Self {
+        Error {
+            kind,
+            text: format!("{} - {}", kind.name(), detail),
+        }
+    }
+
+    pub fn not_found(detail: impl fmt::Display) -> Self {
+        Self::new(ErrorKind::NotFound, detail)
+    }
+
+    pub fn precondition(detail: impl fmt::Display) -> Self {
+        Self::new(ErrorKind::PreconditionFailed, detail)
+    }
+
+    pub fn access_refused(detail: impl fmt::Display) -> Self {
+        Self::new(ErrorKind::AccessRefused, detail)
+    }
+
+    pub fn locked(detail: impl fmt::Display) -> Self {
+        Self::new(ErrorKind::ResourceLocked, detail)
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl std::error::Error for Error {}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

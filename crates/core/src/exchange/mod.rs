@@ -1,0 +1,247 @@
+//! Exchanges and their bindings. An exchange owns the list of bindings whose source it is,
+//! and an index built for its type (hash map, trie, list) so that routing never scans
+//! patterns. The vhost owns the exchanges; routing reads them under a read lock.
+
+mod headers;
+mod topic;
+
+pub use headers::{headers_match, validate_binding as validate_headers_binding};
+pub use topic::{pattern_matches as topic_pattern_matches, TopicTrie};
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+use wharf_amqp::{ByteString, FieldTable};
+
+use crate::queue::Queue;
+
+/// The routing algorithm of an exchange.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExchangeKind {
+    Direct,
+    Fanout,
+    Topic,
+    Headers,
+}
+
+impl ExchangeKind {
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "direct" => Some(ExchangeKind::Direct),
+            "fanout" => Some(ExchangeKind::Fanout),
+            "topic" => Some(ExchangeKind::Topic),
+            "headers" => Some(ExchangeKind::Headers),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExchangeKind::Direct => "direct",
+            ExchangeKind::Fanout => "fanout",
+            ExchangeKind::Topic => "topic",
+            ExchangeKind::Headers => "headers",
+        }
+    }
+}
+
+impl fmt::Display for ExchangeKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where a binding leads: a queue, or another exchange (exchange-to-exchange binding).
+/// Two destinations are equal when they are the same object.
+#[derive(Clone)]
+pub enum Destination {
+    Queue(Arc<Queue>),
+    Exchange(Arc<Exchange>),
+}
+
+impl PartialEq for Destination {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Destination::Queue(a), Destination::Queue(b)) => Arc::ptr_eq(a, b),
+            (Destination::Exchange(a), Destination::Exchange(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Debug for Destination {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Destination::Queue(q) => write!(f, "queue '{}'", q.name),
+            Destination::Exchange(e) => write!(f, "exchange '{}'", e.name),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Binding {
+    pub destination: Destination,
+    pub routing_key: ByteString,
+    pub arguments: FieldTable,
+}
+
+/// The per-type routing index over an exchange's bindings.
+#[derive(Debug)]
+enum Router {
+    Direct(HashMap<ByteString, Vec<Destination>>),
+    Fanout,
+    Topic(TopicTrie<Destination>),
+    Headers,
+}
+
+#[derive(Debug)]
+struct Bindings {
+    list: Vec<Binding>,
+    router: Router,
+}
+
+#[derive(Debug)]
+pub struct Exchange {
+    pub name: ByteString,
+    pub kind: ExchangeKind,
+    pub durable: bool,
+    pub auto_delete: bool,
+    pub internal: bool,
+    pub arguments: FieldTable,
+    bindings: RwLock<Bindings>,
+}
+
+impl Exchange {
+    pub fn new(
+        name: ByteString,
+        kind: ExchangeKind,
+        durable: bool,
+        auto_delete: bool,
+        internal: bool,
+        arguments: FieldTable,
+    ) -> Self {
+        let router = match kind {
+            ExchangeKind::Direct => Router::Direct(HashMap::new()),
+            ExchangeKind::Fanout => Router::Fanout,
+            ExchangeKind::Topic => Router::Topic(TopicTrie::new()),
+            ExchangeKind::Headers => Router::Headers,
+        };
+        Exchange {
+            name,
+            kind,
+            durable,
+            auto_delete,
+            internal,
+            arguments,
+            bindings: RwLock::new(Bindings {
+                list: Vec::new(),
+                router,
+            }),
+        }
+    }
+
+    /// Adds a binding; binding the same (destination, key, arguments) twice is a no-op.
+    pub fn bind(&self, binding: Binding) {
+        let mut bindings = self.bindings.write();
+        if bindings.list.contains(&binding) {
+            return;
+        }
+        match &mut bindings.router {
+            Router::Direct(map) => {
+                let dests = map.entry(binding.routing_key.clone()).or_default();
+                if !dests.contains(&binding.destination) {
+                    dests.push(binding.destination.clone());
+                }
+            }
+            Router::Topic(trie) => {
+                trie.bind(&binding.routing_key, binding.destination.clone());
+            }
+            Router::Fanout | Router::Headers => {}
+        }
+        bindings.list.push(binding);
+    }
+
+    /// Removes a binding; returns whether it existed.
+    pub fn unbind(&self, binding: &Binding) -> bool {
+        let mut bindings = self.bindings.write();
+        let Some(at) = bindings.list.iter().position(|b| b == binding) else {
+            return false;
+        };
+        bindings.list.remove(at);
+        // The index ignores arguments: only drop its entry when no twin binding remains.
+        let twin_left = bindings.list.iter().any(|b| {
+            b.destination == binding.destination && b.routing_key == binding.routing_key
+        });
+        if !twin_left {
+            match &mut bindings.router {
+                Router::Direct(map) => {
+                    if let Some(dests) = map.get_mut(&binding.routing_key) {
+                        dests.retain(|d| d != &binding.destination);
+                        if dests.is_empty() {
+                            map.remove(&binding.routing_key);
+                        }
+                    }
+                }
+                Router::Topic(trie) => {
+                    trie.unbind(&binding.routing_key, &binding.destination);
+                }
+                Router::Fanout | Router::Headers => {}
+            }
+        }
+        true
+    }
+
+    /// Removes every binding leading to `destination`; returns how many there were.
+    pub fn unbind_destination(&self, destination: &Destination) -> usize {
+        let mut bindings = self.bindings.write();
+        let before = bindings.list.len();
+        bindings.list.retain(|b| &b.destination != destination);
+        let removed = before - bindings.list.len();
+        if removed > 0 {
+            match &mut bindings.router {
+                Router::Direct(map) => map.retain(|_, dests| {
+                    dests.retain(|d| d != destination);
+                    !dests.is_empty()
+                }),
+                Router::Topic(trie) => trie.remove_destination(&|d| d == destination),
+                Router::Fanout | Router::Headers => {}
+            }
+        }
+        removed
+    }
+
+    pub fn has_bindings(&self) -> bool {
+        !self.bindings.read().list.is_empty()
+    }
+
+    pub fn bindings(&self) -> Vec<Binding> {
+        self.bindings.read().list.clone()
+    }
+
+    /// Calls `found` with each destination a message with this key and these headers goes
+    /// to. The same destination may be reported more than once; the caller deduplicates.
+    pub fn route(
+        &self,
+        routing_key: &str,
+        headers: Option<&FieldTable>,
+        found: &mut impl FnMut(&Destination),
+    ) {
+        let bindings = self.bindings.read();
+        match &bindings.router {
+            Router::Direct(map) => {
+                if let Some(dests) = map.get(routing_key) {
+                    dests.iter().for_each(found);
+                }
+            }
+            Router::Fanout => bindings.list.iter().for_each(|b| found(&b.destination)),
+            Router::Topic(trie) => trie.route(routing_key, found),
+            Router::Headers => bindings
+                .list
+                .iter()
+                .filter(|b| headers_match(&b.arguments, headers))
+                .for_each(|b| found(&b.destination)),
+        }
+    }
+}

@@ -1,0 +1,546 @@
+//! A virtual host: its exchanges and queues, and the operations of AMQP's exchange and
+//! queue classes on them. The vhost owns both maps; callers hold `Arc`s to the objects,
+//! whose own locks guard their contents. Routing takes only read locks.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+use wharf_amqp::{ByteString, FieldTable, FieldValue};
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::exchange::{validate_headers_binding, Binding, Destination, Exchange, ExchangeKind};
+use crate::message::Message;
+use crate::queue::{ConnectionId, Queue, QueueOptions};
+
+/// The exchanges every vhost starts with, as RabbitMQ declares them.
+const STANDARD_EXCHANGES: &[(&str, ExchangeKind)] = &[
+    ("", ExchangeKind::Direct),
+    ("amq.direct", ExchangeKind::Direct),
+    ("amq.fanout", ExchangeKind::Fanout),
+    ("amq.topic", ExchangeKind::Topic),
+    ("amq.headers", ExchangeKind::Headers),
+    ("amq.match", ExchangeKind::Headers),
+];
+
+/// The arguments of exchange.declare.
+#[derive(Debug, Clone, Default)]
+pub struct ExchangeDeclare {
+    pub name: ByteString,
+    pub kind: ByteString,
+    pub passive: bool,
+    pub durable: bool,
+    pub auto_delete: bool,
+    pub internal: bool,
+    pub arguments: FieldTable,
+}
+
+/// The arguments of queue.declare.
+#[derive(Debug, Clone, Default)]
+pub struct QueueDeclare {
+    pub name: ByteString,
+    pub passive: bool,
+    pub durable: bool,
+    pub exclusive: bool,
+    pub auto_delete: bool,
+    pub arguments: FieldTable,
+}
+
+pub struct QueueDeclared {
+    pub queue: Arc<Queue>,
+    pub message_count: u32,
+    pub consumer_count: u32,
+}
+
+/// Where a published message went.
+pub struct Routed {
+    pub queues: Vec<Arc<Queue>>,
+}
+
+#[derive(Debug)]
+pub struct VHost {
+    pub name: ByteString,
+    exchanges: RwLock<HashMap<ByteString, Arc<Exchange>>>,
+    queues: RwLock<HashMap<ByteString, Arc<Queue>>>,
+}
+
+fn inequivalent(what: &str, name: &str, vhost: &str, arg: &str, got: &str, current: &str) -> Error {
+    Error::precondition(format_args!(
+        "inequivalent arg '{arg}' for {what} '{name}' in vhost '{vhost}': received '{got}' but current is '{current}'"
+    ))
+}
+
+fn default_exchange_refused() -> Error {
+    Error::access_refused("operation not permitted on the default exchange")
+}
+
+fn describe(value: Option<&FieldValue>) -> String {
+    match value {
+        None => "none".to_string(),
+        Some(v) => match v.as_str() {
+            Some(s) => s.to_string(),
+            None => format!("{v:?}"),
+        },
+    }
+}
+
+/// RabbitMQ's server-generated queue names: "amq.gen-" and 22 URL-safe base64 characters.
+fn generated_queue_name() -> ByteString {
+    use base64::Engine;
+    let bytes: [u8; 16] = rand::random();
+    let encoded = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    ByteString::from(format!("amq.gen-{encoded}"))
+}
+
+impl VHost {
+    pub fn new(name: impl Into<ByteString>) -> Self {
+        let vhost = VHost {
+            name: name.into(),
+            exchanges: RwLock::new(HashMap::new()),
+            queues: RwLock::new(HashMap::new()),
+        };
+        {
+            let mut exchanges = vhost.exchanges.write();
+            for (name, kind) in STANDARD_EXCHANGES {
+                let name = ByteString::from_static(name);
+                let exchange = Exchange::new(name.clone(), *kind, true, false, false, FieldTable::new());
+                exchanges.insert(name, Arc::new(exchange));
+            }
+        }
+        vhost
+    }
+
+    fn no_exchange(&self, name: &str) -> Error {
+        Error::not_found(format_args!("no exchange '{name}' in vhost '{}'", self.name))
+    }
+
+    fn no_queue(&self, name: &str) -> Error {
+        Error::not_found(format_args!("no queue '{name}' in vhost '{}'", self.name))
+    }
+
+    pub fn exchange(&self, name: &str) -> Result<Arc<Exchange>> {
+        self.exchanges
+            .read()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| self.no_exchange(name))
+    }
+
+    pub fn queue(&self, name: &str) -> Result<Arc<Queue>> {
+        self.queues
+            .read()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| self.no_queue(name))
+    }
+
+    /// A queue, checked to be usable by `connection` (exclusive queues are their owner's).
+    pub fn queue_for(&self, name: &str, connection: ConnectionId) -> Result<Arc<Queue>> {
+        let queue = self.queue(name)?;
+        queue.check_owner(connection)?;
+        Ok(queue)
+    }
+
+    pub fn exchanges(&self) -> Vec<Arc<Exchange>> {
+        self.exchanges.read().values().cloned().collect()
+    }
+
+    pub fn queues(&self) -> Vec<Arc<Queue>> {
+        self.queues.read().values().cloned().collect()
+    }
+
+    pub fn declare_exchange(&self, declare: ExchangeDeclare) -> Result<Arc<Exchange>> {
+        let name = &declare.name;
+        if declare.passive {
+            return self.exchange(name);
+        }
+        if name.is_empty() {
+            return Err(default_exchange_refused());
+        }
+        let Some(kind) = ExchangeKind::parse(&declare.kind) else {
+            return Err(Error::new(
+                ErrorKind::CommandInvalid,
+                format_args!("invalid exchange type '{}'", declare.kind),
+            ));
+        };
+        let mut exchanges = self.exchanges.write();
+        if let Some(existing) = exchanges.get(name) {
+            let vhost = &self.name;
+            let check = |arg: &str, got: String, current: String| {
+                if got == current {
+                    Ok(())
+                } else {
+                    Err(inequivalent("exchange", name, vhost, arg, &got, &current))
+                }
+            };
+            check("type", kind.to_string(), existing.kind.to_string())?;
+            check("durable", declare.durable.to_string(), existing.durable.to_string())?;
+            check(
+                "auto_delete",
+                declare.auto_delete.to_string(),
+                existing.auto_delete.to_string(),
+            )?;
+            check("internal", declare.internal.to_string(), existing.internal.to_string())?;
+            check_arguments("exchange", name, vhost, &declare.arguments, &existing.arguments)?;
+            return Ok(existing.clone());
+        }
+        if name.starts_with("amq.") {
+            return Err(Error::access_refused(format_args!(
+                "exchange name '{name}' contains reserved prefix 'amq.*'"
+            )));
+        }
+        let exchange = Arc::new(Exchange::new(
+            name.clone(),
+            kind,
+            declare.durable,
+            declare.auto_delete,
+            declare.internal,
+            declare.arguments,
+        ));
+        exchanges.insert(name.clone(), exchange.clone());
+        Ok(exchange)
+    }
+
+    pub fn delete_exchange(&self, name: &str, if_unused: bool) -> Result<()> {
+        if name.is_empty() {
+            return Err(default_exchange_refused());
+        }
+        if name.starts_with("amq.") {
+            return Err(Error::access_refused(format_args!(
+                "deletion of system exchange '{name}' in vhost '{}' not allowed",
+                self.name
+            )));
+        }
+        let exchange = {
+            let mut exchanges = self.exchanges.write();
+            let Some(exchange) = exchanges.get(name).cloned() else {
+                // Deleting what is not there succeeds, as in RabbitMQ.
+                return Ok(());
+            };
+            if if_unused && exchange.has_bindings() {
+                return Err(Error::precondition(format_args!(
+                    "exchange '{name}' in vhost '{}' in use",
+                    self.name
+                )));
+            }
+            exchanges.remove(name);
+            exchange
+        };
+        self.remove_bindings_to(&Destination::Exchange(exchange));
+        Ok(())
+    }
+
+    /// Removes bindings leading to `destination` from every exchange, then deletes the
+    /// auto-delete exchanges that lost their last binding.
+    fn remove_bindings_to(&self, destination: &Destination) {
+        let mut emptied = Vec::new();
+        for exchange in self.exchanges() {
+            if exchange.unbind_destination(destination) > 0
+                && exchange.auto_delete
+                && !exchange.has_bindings()
+            {
+                emptied.push(exchange);
+            }
+        }
+        for exchange in emptied {
+            self.delete_auto_exchange(&exchange);
+        }
+    }
+
+    fn delete_auto_exchange(&self, exchange: &Arc<Exchange>) {
+        let removed = {
+            let mut exchanges = self.exchanges.write();
+            match exchanges.get(&exchange.name) {
+                Some(current) if Arc::ptr_eq(current, exchange) && !exchange.has_bindings() => {
+                    exchanges.remove(&exchange.name);
+                    true
+                }
+                _ => false,
+            }
+        };
+        if removed {
+            self.remove_bindings_to(&Destination::Exchange(exchange.clone()));
+        }
+    }
+
+    pub fn declare_queue(
+        &self,
+        declare: QueueDeclare,
+        connection: ConnectionId,
+    ) -> Result<QueueDeclared> {
+        let declared = |queue: Arc<Queue>| QueueDeclared {
+            message_count: queue.message_count(),
+            consumer_count: queue.consumer_count(),
+            queue,
+        };
+        if declare.passive {
+            // A passive declare with an empty name refers to no queue at all.
+            let queue = self.queue_for(&declare.name, connection)?;
+            return Ok(declared(queue));
+        }
+        let mut queues = self.queues.write();
+        if let Some(existing) = queues.get(&declare.name) {
+            existing.check_owner(connection)?;
+            let (name, vhost) = (&declare.name, &self.name);
+            let options = &existing.options;
+            let check = |arg: &str, got: bool, current: bool| {
+                if got == current {
+                    Ok(())
+                } else {
+                    Err(inequivalent(
+                        "queue",
+                        name,
+                        vhost,
+                        arg,
+                        &got.to_string(),
+                        &current.to_string(),
+                    ))
+                }
+            };
+            check("durable", declare.durable, options.durable)?;
+            check(
+                "exclusive",
+                declare.exclusive,
+                options.exclusive_owner.is_some(),
+            )?;
+            check("auto_delete", declare.auto_delete, options.auto_delete)?;
+            check_arguments("queue", name, vhost, &declare.arguments, &options.arguments)?;
+            let existing = existing.clone();
+            drop(queues);
+            return Ok(declared(existing));
+        }
+        let name = if declare.name.is_empty() {
+            generated_queue_name()
+        } else if declare.name.starts_with("amq.") {
+            return Err(Error::access_refused(format_args!(
+                "queue name '{}' contains reserved prefix 'amq.*'",
+                declare.name
+            )));
+        } else {
+            declare.name
+        };
+        let queue = Arc::new(Queue::new(
+            name.clone(),
+            self.name.clone(),
+            QueueOptions {
+                durable: declare.durable,
+                exclusive_owner: declare.exclusive.then_some(connection),
+                auto_delete: declare.auto_delete,
+                arguments: declare.arguments,
+            },
+        ));
+        queues.insert(name, queue.clone());
+        drop(queues);
+        Ok(declared(queue))
+    }
+
+    /// Deletes a queue; returns how many ready messages it held. A missing queue is not an
+    /// error (RabbitMQ answers delete-ok with a count of 0).
+    pub fn delete_queue(
+        &self,
+        name: &str,
+        connection: ConnectionId,
+        if_unused: bool,
+        if_empty: bool,
+    ) -> Result<u32> {
+        let queue = {
+            let mut queues = self.queues.write();
+            let Some(queue) = queues.get(name).cloned() else {
+                return Ok(0);
+            };
+            queue.check_owner(connection)?;
+            queue.check_deletable(if_unused, if_empty)?;
+            queues.remove(name);
+            queue
+        };
+        Ok(self.finish_queue_deletion(queue))
+    }
+
+    /// Deletes `queue` if it is still the one registered under its name (auto-delete and
+    /// exclusive queues go this way, without owner checks).
+    pub fn delete_queue_instance(&self, queue: &Arc<Queue>) {
+        let removed = {
+            let mut queues = self.queues.write();
+            match queues.get(&queue.name) {
+                Some(current) if Arc::ptr_eq(current, queue) => queues.remove(&queue.name),
+                _ => None,
+            }
+        };
+        if let Some(queue) = removed {
+            self.finish_queue_deletion(queue);
+        }
+    }
+
+    fn finish_queue_deletion(&self, queue: Arc<Queue>) -> u32 {
+        let count = queue.mark_deleted();
+        self.remove_bindings_to(&Destination::Queue(queue));
+        count
+    }
+
+    /// Deletes the exclusive queues a closing connection owned.
+    pub fn connection_closed(&self, connection: ConnectionId) {
+        let owned: Vec<Arc<Queue>> = self
+            .queues
+            .read()
+            .values()
+            .filter(|q| q.options.exclusive_owner == Some(connection))
+            .cloned()
+            .collect();
+        for queue in owned {
+            self.delete_queue_instance(&queue);
+        }
+    }
+
+    pub fn purge_queue(&self, name: &str, connection: ConnectionId) -> Result<u32> {
+        Ok(self.queue_for(name, connection)?.purge())
+    }
+
+    fn check_bindable_source(&self, exchange: &str) -> Result<Arc<Exchange>> {
+        if exchange.is_empty() {
+            return Err(default_exchange_refused());
+        }
+        self.exchange(exchange)
+    }
+
+    pub fn bind_queue(
+        &self,
+        queue: &str,
+        exchange: &str,
+        routing_key: ByteString,
+        arguments: FieldTable,
+        connection: ConnectionId,
+    ) -> Result<()> {
+        let queue = self.queue_for(queue, connection)?;
+        let source = self.check_bindable_source(exchange)?;
+        self.bind(&source, Destination::Queue(queue), routing_key, arguments)
+    }
+
+    pub fn unbind_queue(
+        &self,
+        queue: &str,
+        exchange: &str,
+        routing_key: ByteString,
+        arguments: FieldTable,
+        connection: ConnectionId,
+    ) -> Result<()> {
+        let queue = self.queue_for(queue, connection)?;
+        let source = self.check_bindable_source(exchange)?;
+        self.unbind(&source, Destination::Queue(queue), routing_key, arguments);
+        Ok(())
+    }
+
+    pub fn bind_exchange(
+        &self,
+        destination: &str,
+        source: &str,
+        routing_key: ByteString,
+        arguments: FieldTable,
+    ) -> Result<()> {
+        let destination = self.check_bindable_source(destination)?;
+        let source = self.check_bindable_source(source)?;
+        self.bind(&source, Destination::Exchange(destination), routing_key, arguments)
+    }
+
+    pub fn unbind_exchange(
+        &self,
+        destination: &str,
+        source: &str,
+        routing_key: ByteString,
+        arguments: FieldTable,
+    ) -> Result<()> {
+        let destination = self.check_bindable_source(destination)?;
+        let source = self.check_bindable_source(source)?;
+        self.unbind(&source, Destination::Exchange(destination), routing_key, arguments);
+        Ok(())
+    }
+
+    fn bind(
+        &self,
+        source: &Arc<Exchange>,
+        destination: Destination,
+        routing_key: ByteString,
+        arguments: FieldTable,
+    ) -> Result<()> {
+        if source.kind == ExchangeKind::Headers {
+            validate_headers_binding(&arguments).map_err(Error::precondition)?;
+        }
+        source.bind(Binding {
+            destination,
+            routing_key,
+            arguments,
+        });
+        Ok(())
+    }
+
+    fn unbind(
+        &self,
+        source: &Arc<Exchange>,
+        destination: Destination,
+        routing_key: ByteString,
+        arguments: FieldTable,
+    ) {
+        let binding = Binding {
+            destination,
+            routing_key,
+            arguments,
+        };
+        if source.unbind(&binding) && source.auto_delete && !source.has_bindings() {
+            self.delete_auto_exchange(source);
+        }
+    }
+
+    /// The queues a message published to `exchange` reaches, each once, following
+    /// exchange-to-exchange bindings (cycles included: each exchange is visited once).
+    pub fn route(&self, exchange: &Arc<Exchange>, message: &Message) -> Routed {
+        let mut queues: Vec<Arc<Queue>> = Vec::new();
+        if exchange.name.is_empty() {
+            if let Ok(queue) = self.queue(&message.routing_key) {
+                queues.push(queue);
+            }
+            return Routed { queues };
+        }
+        let headers = message.properties.headers.as_ref();
+        let mut visited: Vec<*const Exchange> = vec![Arc::as_ptr(exchange)];
+        let mut pending: Vec<Arc<Exchange>> = Vec::new();
+        let mut current = exchange.clone();
+        loop {
+            current.route(&message.routing_key, headers, &mut |destination| match destination {
+                Destination::Queue(q) => {
+                    if !queues.iter().any(|known| Arc::ptr_eq(known, q)) {
+                        queues.push(q.clone());
+                    }
+                }
+                Destination::Exchange(e) => {
+                    if !visited.contains(&Arc::as_ptr(e)) {
+                        visited.push(Arc::as_ptr(e));
+                        pending.push(e.clone());
+                    }
+                }
+            });
+            match pending.pop() {
+                Some(next) => current = next,
+                None => break,
+            }
+        }
+        Routed { queues }
+    }
+}
+
+/// Queue and exchange arguments must match those of the existing object. RabbitMQ
+/// compares the arguments it understands; Wharf compares every `x-` argument the same way.
+fn check_arguments(
+    what: &str,
+    name: &str,
+    vhost: &str,
+    got: &FieldTable,
+    current: &FieldTable,
+) -> Result<()> {
+    let keys = got.iter().chain(current.iter()).map(|(k, _)| k);
+    for key in keys.filter(|k| k.starts_with("x-")) {
+        let (a, b) = (got.get(key), current.get(key));
+        if a != b {
+            return Err(inequivalent(what, name, vhost, key, &describe(a), &describe(b)));
+        }
+    }
+    Ok(())
+}
