@@ -1,1 +1,103 @@
-//! placeholder
+//! Wharf's AMQP 0-9-1 server: accepts connections on a listener it is given, runs each
+//! connection's handshake and channels, and drives the broker core. Holds no broker state
+//! of its own: everything lives in the [`wharf_core::Broker`] it is handed.
+
+mod channel;
+mod connection;
+mod error;
+mod frame_reader;
+mod handshake;
+mod outbound;
+mod sasl;
+mod writer;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use wharf_core::Broker;
+
+pub use error::AmqpError;
+
+/// Limits and defaults of the AMQP listener; RabbitMQ's defaults unless noted.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub channel_max: u16,
+    pub frame_max: u32,
+    pub heartbeat_secs: u16,
+    pub max_message_bytes: usize,
+    /// A socket that has not completed the handshake by then is closed.
+    pub handshake_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            channel_max: 2047,
+            frame_max: 131_072,
+            heartbeat_secs: 60,
+            max_message_bytes: 128 * 1024 * 1024,
+            handshake_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Tells a running server to stop; dropping it has the same effect.
+#[derive(Debug)]
+pub struct Shutdown(watch::Sender<bool>);
+
+impl Shutdown {
+    pub fn new() -> (Self, watch::Receiver<bool>) {
+        let (tx, rx) = watch::channel(false);
+        (Shutdown(tx), rx)
+    }
+
+    pub fn trigger(&self) {
+        let _ = self.0.send(true);
+    }
+}
+
+/// Serves AMQP on `listener` until `shutdown` fires; then closes every connection with
+/// 320 CONNECTION_FORCED and returns once they are gone (or after a grace period).
+pub async fn serve(
+    listener: TcpListener,
+    broker: Arc<Broker>,
+    config: ServerConfig,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let config = Arc::new(config);
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((socket, peer)) => {
+                    let _ = socket.set_nodelay(true);
+                    connections.spawn(connection::serve_connection(
+                        socket,
+                        peer,
+                        broker.clone(),
+                        config.clone(),
+                        shutdown.clone(),
+                    ));
+                }
+                Err(error) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            _ = shutdown.changed() => break,
+        }
+    }
+    drop(listener);
+    let drained = tokio::time::timeout(Duration::from_secs(10), async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        connections.abort_all();
+    }
+}

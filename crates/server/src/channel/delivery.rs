@@ -1,0 +1,220 @@
+//! The part of a channel that queues reach: consumer credit (prefetch), delivery tags and
+//! the unacknowledged deliveries they name, and the encoding of deliveries onto the
+//! connection's outbound buffer. Queues call it under their own lock, so nothing here
+//! calls into a queue; the channel task does that after releasing this state's lock.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use parking_lot::Mutex;
+use wharf_amqp::frame::{encode_body, encode_content_header, encode_method};
+use wharf_amqp::{BasicCancel, BasicDeliver, ByteString, ContentHeader, Method};
+use wharf_core::{Delivery, DeliveryTarget, Message, Queue};
+
+use crate::outbound::Outbound;
+
+/// A delivery the client has not yet acknowledged.
+#[derive(Debug, Clone)]
+pub struct Unacked {
+    pub delivery_tag: u64,
+    pub queue: Arc<Queue>,
+    pub offset: u64,
+    /// None for basic.get deliveries, which no consumer's prefetch counts.
+    pub consumer_tag: Option<ByteString>,
+}
+
+#[derive(Debug)]
+pub struct ConsumerEntry {
+    pub queue: Arc<Queue>,
+    pub no_ack: bool,
+    /// 0 = unlimited.
+    pub prefetch_count: u16,
+    pub unacked: u32,
+}
+
+#[derive(Debug, Default)]
+pub struct DeliveryState {
+    pub next_delivery_tag: u64,
+    /// Ascending by delivery tag.
+    pub unacked: VecDeque<Unacked>,
+    pub consumers: HashMap<ByteString, ConsumerEntry>,
+    /// basic.qos with global=true: a limit on the channel's unacked consumer deliveries.
+    pub global_prefetch: u16,
+    /// Consumer deliveries (not gets) currently unacked, for the global limit.
+    pub consumer_unacked: u32,
+    /// channel.flow active=false pauses deliveries.
+    pub flow_paused: bool,
+    pub closed: bool,
+}
+
+impl DeliveryState {
+    fn assign_tag(&mut self) -> u64 {
+        self.next_delivery_tag += 1;
+        self.next_delivery_tag
+    }
+
+    /// Records a delivery that needs an ack and counts it against the consumer's credit.
+    pub fn record(&mut self, unacked: Unacked) {
+        if let Some(tag) = &unacked.consumer_tag {
+            if let Some(consumer) = self.consumers.get_mut(tag) {
+                consumer.unacked += 1;
+            }
+            self.consumer_unacked += 1;
+        }
+        self.unacked.push_back(unacked);
+    }
+
+    /// Releases the credit an acknowledged (or requeued) delivery held.
+    fn release(&mut self, unacked: &Unacked) {
+        if let Some(tag) = &unacked.consumer_tag {
+            if let Some(consumer) = self.consumers.get_mut(tag) {
+                consumer.unacked = consumer.unacked.saturating_sub(1);
+            }
+            self.consumer_unacked = self.consumer_unacked.saturating_sub(1);
+        }
+    }
+
+    /// Removes the deliveries an ack/nack/reject names: one tag, or every tag up to it
+    /// with `multiple` (tag 0 with multiple means all). None when a named tag is unknown.
+    pub fn take_acked(&mut self, delivery_tag: u64, multiple: bool) -> Option<Vec<Unacked>> {
+        let taken: Vec<Unacked> = if multiple {
+            let upto = if delivery_tag == 0 {
+                self.unacked.len()
+            } else {
+                self.unacked
+                    .partition_point(|u| u.delivery_tag <= delivery_tag)
+            };
+            if upto == 0 && delivery_tag != 0 {
+                return None;
+            }
+            self.unacked.drain(..upto).collect()
+        } else {
+            let at = self
+                .unacked
+                .binary_search_by_key(&delivery_tag, |u| u.delivery_tag)
+                .ok()?;
+            vec![self.unacked.remove(at)?]
+        };
+        for unacked in &taken {
+            self.release(unacked);
+        }
+        Some(taken)
+    }
+
+    /// Removes every unacked delivery (channel close, basic.recover).
+    pub fn take_all_unacked(&mut self) -> Vec<Unacked> {
+        let all: Vec<Unacked> = self.unacked.drain(..).collect();
+        for unacked in &all {
+            self.release(unacked);
+        }
+        all
+    }
+
+    fn has_credit(&self, consumer_tag: &str) -> bool {
+        let Some(consumer) = self.consumers.get(consumer_tag) else {
+            return false;
+        };
+        if consumer.no_ack {
+            return true;
+        }
+        let consumer_ok =
+            consumer.prefetch_count == 0 || consumer.unacked < u32::from(consumer.prefetch_count);
+        let channel_ok =
+            self.global_prefetch == 0 || self.consumer_unacked < u32::from(self.global_prefetch);
+        consumer_ok && channel_ok
+    }
+}
+
+/// The delivery target of one AMQP channel.
+pub struct ChannelDelivery {
+    pub channel_id: u16,
+    pub outbound: Arc<Outbound>,
+    pub frame_max: u32,
+    /// Whether the client asked to hear about consumers the broker cancels.
+    pub consumer_cancel_notify: bool,
+    pub state: Mutex<DeliveryState>,
+}
+
+/// Appends basic.deliver / basic.get-ok / basic.return with the message's content frames.
+pub fn encode_with_content(
+    channel: u16,
+    method: &Method,
+    message: &Message,
+    frame_max: u32,
+    out: &mut BytesMut,
+) {
+    encode_method(channel, method, out);
+    let header = ContentHeader {
+        class_id: 60,
+        body_size: message.body.len() as u64,
+        properties: message.properties.clone(),
+    };
+    encode_content_header(channel, &header, out);
+    encode_body(channel, &message.body, frame_max, out);
+}
+
+impl ChannelDelivery {
+    pub fn new(
+        channel_id: u16,
+        outbound: Arc<Outbound>,
+        frame_max: u32,
+        consumer_cancel_notify: bool,
+    ) -> Self {
+        ChannelDelivery {
+            channel_id,
+            outbound,
+            frame_max,
+            consumer_cancel_notify,
+            state: Mutex::new(DeliveryState::default()),
+        }
+    }
+}
+
+impl DeliveryTarget for ChannelDelivery {
+    fn try_deliver(&self, delivery: Delivery<'_>) -> bool {
+        let mut state = self.state.lock();
+        if state.closed || state.flow_paused || !state.has_credit(delivery.consumer_tag) {
+            return false;
+        }
+        let delivery_tag = state.next_delivery_tag + 1;
+        let method = Method::BasicDeliver(BasicDeliver {
+            consumer_tag: delivery.consumer_tag.clone(),
+            delivery_tag,
+            redelivered: delivery.redelivered,
+            exchange: delivery.message.exchange.clone(),
+            routing_key: delivery.message.routing_key.clone(),
+        });
+        let written = self.outbound.try_write_delivery(|out| {
+            encode_with_content(self.channel_id, &method, delivery.message, self.frame_max, out)
+        });
+        if !written {
+            return false;
+        }
+        state.assign_tag();
+        if !delivery.no_ack {
+            state.record(Unacked {
+                delivery_tag,
+                queue: delivery.queue.clone(),
+                offset: delivery.offset,
+                consumer_tag: Some(delivery.consumer_tag.clone()),
+            });
+        }
+        true
+    }
+
+    fn consumer_cancelled(&self, consumer_tag: &ByteString) {
+        let mut state = self.state.lock();
+        if state.consumers.remove(consumer_tag).is_none() || state.closed {
+            return;
+        }
+        if self.consumer_cancel_notify {
+            let method = Method::BasicCancel(BasicCancel {
+                consumer_tag: consumer_tag.clone(),
+                no_wait: true,
+            });
+            self.outbound
+                .write(|out| encode_method(self.channel_id, &method, out));
+        }
+    }
+}

@@ -1,0 +1,580 @@
+//! One AMQP channel: the state a client builds on it (consumers, qos, confirm or tx mode,
+//! a message being published) and the mapping of each method to core calls. Owned by its
+//! connection's task; the part queues reach lives in [`delivery::ChannelDelivery`].
+
+pub mod delivery;
+mod publish;
+
+use std::sync::Arc;
+
+use wharf_amqp::frame::encode_method;
+use wharf_amqp::*;
+use wharf_core::queue::ConsumerRemoved;
+use wharf_core::{
+    Consumer, DeliveryTarget, ExchangeDeclare, Queue, QueueDeclare as CoreQueueDeclare, VHost,
+};
+
+use self::delivery::{encode_with_content, ChannelDelivery, ConsumerEntry, Unacked};
+use self::publish::{PendingPublish, TxBuffer};
+use crate::error::{AmqpError, AmqpResult};
+use crate::outbound::Outbound;
+use crate::ServerConfig;
+
+/// What the connection shares with each of its channels.
+pub struct ChannelContext<'a> {
+    pub vhost: &'a Arc<VHost>,
+    pub connection_id: u64,
+    pub config: &'a ServerConfig,
+    pub outbound: &'a Arc<Outbound>,
+}
+
+#[derive(Debug)]
+enum Mode {
+    Plain,
+    Confirm { published: u64 },
+    Tx(TxBuffer),
+}
+
+pub struct Channel {
+    pub id: u16,
+    delivery: Arc<ChannelDelivery>,
+    /// The same object as `delivery`, as the trait object queues know consumers by.
+    target: Arc<dyn DeliveryTarget>,
+    mode: Mode,
+    pending: Option<PendingPublish>,
+    /// queue.declare's name, which an empty queue name in later methods stands for.
+    last_declared_queue: Option<ByteString>,
+    /// The prefetch given to consumers created from now on (basic.qos, global=false).
+    consumer_prefetch: u16,
+    consumer_tags_issued: u64,
+}
+
+fn generated_tag(prefix: &str, n: u64) -> ByteString {
+    let random: u64 = rand_u64();
+    ByteString::from(format!("{prefix}{n}-{random:016x}"))
+}
+
+/// A random 64-bit value without pulling a RNG crate into the server: RandomState is seeded
+/// from the OS for each instance.
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(0);
+    hasher.finish()
+}
+
+impl Channel {
+    pub fn new(id: u16, outbound: Arc<Outbound>, frame_max: u32, cancel_notify: bool) -> Self {
+        let delivery = Arc::new(ChannelDelivery::new(id, outbound, frame_max, cancel_notify));
+        let target: Arc<dyn DeliveryTarget> = delivery.clone();
+        Channel {
+            id,
+            delivery,
+            target,
+            mode: Mode::Plain,
+            pending: None,
+            last_declared_queue: None,
+            consumer_prefetch: 0,
+            consumer_tags_issued: 0,
+        }
+    }
+
+    fn reply(&self, outbound: &Outbound, method: impl Into<Method>) {
+        let method = method.into();
+        outbound.write(|out| encode_method(self.id, &method, out));
+    }
+
+    /// An empty queue name means the queue last declared on this channel.
+    fn queue_name(&self, name: &ByteString) -> AmqpResult<ByteString> {
+        if !name.is_empty() {
+            return Ok(name.clone());
+        }
+        self.last_declared_queue
+            .clone()
+            .ok_or_else(|| AmqpError::new(ReplyCode::NotFound, "no previously declared queue"))
+    }
+
+    pub fn is_receiving_content(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    pub fn handle_method(&mut self, ctx: &ChannelContext<'_>, method: Method) -> AmqpResult<()> {
+        let result = self.dispatch(ctx, &method);
+        result.map_err(|e| {
+            if e.class_id == 0 {
+                e.during(&method)
+            } else {
+                e
+            }
+        })
+    }
+
+    fn dispatch(&mut self, ctx: &ChannelContext<'_>, method: &Method) -> AmqpResult<()> {
+        let vhost = ctx.vhost;
+        let out = ctx.outbound;
+        match method {
+            Method::ChannelFlow(m) => {
+                self.delivery.state.lock().flow_paused = !m.active;
+                self.reply(out, ChannelFlowOk { active: m.active });
+                if m.active {
+                    self.resume_consumers();
+                }
+            }
+            Method::ChannelFlowOk(_) => {}
+            Method::ExchangeDeclare(m) => {
+                vhost.declare_exchange(ExchangeDeclare {
+                    name: m.exchange.clone(),
+                    kind: m.kind.clone(),
+                    passive: m.passive,
+                    durable: m.durable,
+                    auto_delete: m.auto_delete,
+                    internal: m.internal,
+                    arguments: m.arguments.clone(),
+                })?;
+                if !m.no_wait {
+                    self.reply(out, ExchangeDeclareOk {});
+                }
+            }
+            Method::ExchangeDelete(m) => {
+                vhost.delete_exchange(&m.exchange, m.if_unused)?;
+                if !m.no_wait {
+                    self.reply(out, ExchangeDeleteOk {});
+                }
+            }
+            Method::ExchangeBind(m) => {
+                vhost.bind_exchange(
+                    &m.destination,
+                    &m.source,
+                    m.routing_key.clone(),
+                    m.arguments.clone(),
+                )?;
+                if !m.no_wait {
+                    self.reply(out, ExchangeBindOk {});
+                }
+            }
+            Method::ExchangeUnbind(m) => {
+                vhost.unbind_exchange(
+                    &m.destination,
+                    &m.source,
+                    m.routing_key.clone(),
+                    m.arguments.clone(),
+                )?;
+                if !m.no_wait {
+                    self.reply(out, ExchangeUnbindOk {});
+                }
+            }
+            Method::QueueDeclare(m) => {
+                let declared = vhost.declare_queue(
+                    CoreQueueDeclare {
+                        name: m.queue.clone(),
+                        passive: m.passive,
+                        durable: m.durable,
+                        exclusive: m.exclusive,
+                        auto_delete: m.auto_delete,
+                        arguments: m.arguments.clone(),
+                    },
+                    ctx.connection_id,
+                )?;
+                self.last_declared_queue = Some(declared.queue.name.clone());
+                if !m.no_wait {
+                    self.reply(
+                        out,
+                        QueueDeclareOk {
+                            queue: declared.queue.name.clone(),
+                            message_count: declared.message_count,
+                            consumer_count: declared.consumer_count,
+                        },
+                    );
+                }
+            }
+            Method::QueueBind(m) => {
+                let queue = self.queue_name(&m.queue)?;
+                let routing_key = if m.routing_key.is_empty() && m.queue.is_empty() {
+                    queue.clone()
+                } else {
+                    m.routing_key.clone()
+                };
+                vhost.bind_queue(
+                    &queue,
+                    &m.exchange,
+                    routing_key,
+                    m.arguments.clone(),
+                    ctx.connection_id,
+                )?;
+                if !m.no_wait {
+                    self.reply(out, QueueBindOk {});
+                }
+            }
+            Method::QueueUnbind(m) => {
+                let queue = self.queue_name(&m.queue)?;
+                vhost.unbind_queue(
+                    &queue,
+                    &m.exchange,
+                    m.routing_key.clone(),
+                    m.arguments.clone(),
+                    ctx.connection_id,
+                )?;
+                self.reply(out, QueueUnbindOk {});
+            }
+            Method::QueuePurge(m) => {
+                let queue = self.queue_name(&m.queue)?;
+                let message_count = vhost.purge_queue(&queue, ctx.connection_id)?;
+                if !m.no_wait {
+                    self.reply(out, QueuePurgeOk { message_count });
+                }
+            }
+            Method::QueueDelete(m) => {
+                let queue = self.queue_name(&m.queue)?;
+                let message_count =
+                    vhost.delete_queue(&queue, ctx.connection_id, m.if_unused, m.if_empty)?;
+                if !m.no_wait {
+                    self.reply(out, QueueDeleteOk { message_count });
+                }
+            }
+            Method::BasicQos(m) => {
+                if m.prefetch_size != 0 {
+                    return Err(AmqpError::new(
+                        ReplyCode::NotImplemented,
+                        format_args!("prefetch_size!=0 ({})", m.prefetch_size),
+                    ));
+                }
+                if m.global {
+                    self.delivery.state.lock().global_prefetch = m.prefetch_count;
+                } else {
+                    self.consumer_prefetch = m.prefetch_count;
+                }
+                self.reply(out, BasicQosOk {});
+                self.resume_consumers();
+            }
+            Method::BasicConsume(m) => self.consume(ctx, m)?,
+            Method::BasicCancel(m) => {
+                self.cancel(vhost, &m.consumer_tag);
+                if !m.no_wait {
+                    self.reply(
+                        out,
+                        BasicCancelOk {
+                            consumer_tag: m.consumer_tag.clone(),
+                        },
+                    );
+                }
+            }
+            Method::BasicPublish(m) => {
+                self.pending = Some(PendingPublish::start(ctx, m)?);
+            }
+            Method::BasicGet(m) => self.get(ctx, m)?,
+            Method::BasicAck(m) => {
+                let acked = self.take_acked(m.delivery_tag, m.multiple)?;
+                match &mut self.mode {
+                    Mode::Tx(buffer) => buffer.acks.push((acked, None)),
+                    _ => settle(acked, None),
+                }
+                self.resume_consumers();
+            }
+            Method::BasicNack(m) => {
+                let nacked = self.take_acked(m.delivery_tag, m.multiple)?;
+                match &mut self.mode {
+                    Mode::Tx(buffer) => buffer.acks.push((nacked, Some(m.requeue))),
+                    _ => settle(nacked, Some(m.requeue)),
+                }
+                self.resume_consumers();
+            }
+            Method::BasicReject(m) => {
+                let rejected = self.take_acked(m.delivery_tag, false)?;
+                match &mut self.mode {
+                    Mode::Tx(buffer) => buffer.acks.push((rejected, Some(m.requeue))),
+                    _ => settle(rejected, Some(m.requeue)),
+                }
+                self.resume_consumers();
+            }
+            Method::BasicRecover(m) => {
+                self.recover(m.requeue)?;
+                self.reply(out, BasicRecoverOk {});
+            }
+            Method::BasicRecoverAsync(m) => self.recover(m.requeue)?,
+            Method::ConfirmSelect(m) => {
+                match self.mode {
+                    Mode::Tx(_) => {
+                        return Err(AmqpError::new(
+                            ReplyCode::PreconditionFailed,
+                            "cannot switch from tx to confirm mode",
+                        ))
+                    }
+                    Mode::Plain => self.mode = Mode::Confirm { published: 0 },
+                    Mode::Confirm { .. } => {}
+                }
+                if !m.no_wait {
+                    self.reply(out, ConfirmSelectOk {});
+                }
+            }
+            Method::TxSelect(_) => {
+                match self.mode {
+                    Mode::Confirm { .. } => {
+                        return Err(AmqpError::new(
+                            ReplyCode::PreconditionFailed,
+                            "cannot switch from confirm to tx mode",
+                        ))
+                    }
+                    Mode::Plain => self.mode = Mode::Tx(TxBuffer::default()),
+                    Mode::Tx(_) => {}
+                }
+                self.reply(out, TxSelectOk {});
+            }
+            Method::TxCommit(_) => {
+                let Mode::Tx(buffer) = &mut self.mode else {
+                    return Err(not_transactional());
+                };
+                let buffer = std::mem::take(buffer);
+                buffer.commit(self, ctx);
+                self.reply(out, TxCommitOk {});
+                self.resume_consumers();
+            }
+            Method::TxRollback(_) => {
+                let Mode::Tx(buffer) = &mut self.mode else {
+                    return Err(not_transactional());
+                };
+                // Rolled-back acks leave their deliveries unacknowledged, as RabbitMQ does.
+                let buffer = std::mem::take(buffer);
+                let mut state = self.delivery.state.lock();
+                for (deliveries, _) in buffer.acks {
+                    for unacked in deliveries {
+                        state.record(unacked);
+                    }
+                }
+                state.unacked.make_contiguous().sort_by_key(|u| u.delivery_tag);
+                drop(state);
+                self.reply(out, TxRollbackOk {});
+            }
+            other => {
+                return Err(AmqpError::new(
+                    ReplyCode::CommandInvalid,
+                    format_args!("unexpected method {} on channel {}", other.name(), self.id),
+                ))
+            }
+        }
+        Ok(())
+    }
+
+    fn take_acked(&self, delivery_tag: u64, multiple: bool) -> AmqpResult<Vec<Unacked>> {
+        self.delivery
+            .state
+            .lock()
+            .take_acked(delivery_tag, multiple)
+            .ok_or_else(|| {
+                AmqpError::new(
+                    ReplyCode::PreconditionFailed,
+                    format_args!("unknown delivery tag {delivery_tag}"),
+                )
+            })
+    }
+
+    fn consume(&mut self, ctx: &ChannelContext<'_>, m: &BasicConsume) -> AmqpResult<()> {
+        let queue_name = self.queue_name(&m.queue)?;
+        let queue = ctx.vhost.queue_for(&queue_name, ctx.connection_id)?;
+        let tag = if m.consumer_tag.is_empty() {
+            self.consumer_tags_issued += 1;
+            generated_tag("amq.ctag-", self.consumer_tags_issued)
+        } else {
+            m.consumer_tag.clone()
+        };
+        if self.delivery.state.lock().consumers.contains_key(&tag) {
+            return Err(AmqpError::new(
+                ReplyCode::NotAllowed,
+                format_args!("attempt to reuse consumer tag '{tag}'"),
+            ));
+        }
+        queue.add_consumer(Consumer {
+            tag: tag.clone(),
+            no_ack: m.no_ack,
+            exclusive: m.exclusive,
+            arguments: m.arguments.clone(),
+            target: self.target.clone(),
+        })?;
+        // consume-ok goes out before the first delivery: until the consumer's entry exists
+        // below, this channel refuses deliveries for it and the queue keeps the messages.
+        if !m.no_wait {
+            self.reply(
+                ctx.outbound,
+                BasicConsumeOk {
+                    consumer_tag: tag.clone(),
+                },
+            );
+        }
+        self.delivery.state.lock().consumers.insert(
+            tag,
+            ConsumerEntry {
+                queue: queue.clone(),
+                no_ack: m.no_ack,
+                prefetch_count: self.consumer_prefetch,
+                unacked: 0,
+            },
+        );
+        queue.deliver_ready();
+        Ok(())
+    }
+
+    fn cancel(&mut self, vhost: &VHost, tag: &ByteString) {
+        let entry = self.delivery.state.lock().consumers.remove(tag);
+        if let Some(entry) = entry {
+            self.detach_consumer(vhost, &entry.queue, tag);
+        }
+    }
+
+    fn detach_consumer(&self, vhost: &VHost, queue: &Arc<Queue>, tag: &str) {
+        if queue.remove_consumer(&self.target, tag) == ConsumerRemoved::RemovedLastOfAutoDelete {
+            vhost.delete_queue_instance(queue);
+        }
+    }
+
+    fn get(&mut self, ctx: &ChannelContext<'_>, m: &BasicGet) -> AmqpResult<()> {
+        let queue_name = self.queue_name(&m.queue)?;
+        let queue = ctx.vhost.queue_for(&queue_name, ctx.connection_id)?;
+        let Some(got) = queue.get(m.no_ack) else {
+            self.reply(ctx.outbound, BasicGetEmpty {});
+            return Ok(());
+        };
+        // Tag assignment and the write happen under one lock so tags go out in order.
+        let mut state = self.delivery.state.lock();
+        state.next_delivery_tag += 1;
+        let delivery_tag = state.next_delivery_tag;
+        if !m.no_ack {
+            state.record(Unacked {
+                delivery_tag,
+                queue: queue.clone(),
+                offset: got.offset,
+                consumer_tag: None,
+            });
+        }
+        let method = Method::BasicGetOk(BasicGetOk {
+            delivery_tag,
+            redelivered: got.redelivered,
+            exchange: got.message.exchange.clone(),
+            routing_key: got.message.routing_key.clone(),
+            message_count: got.message_count,
+        });
+        let frame_max = self.delivery.frame_max;
+        ctx.outbound
+            .write(|out| encode_with_content(self.id, &method, &got.message, frame_max, out));
+        Ok(())
+    }
+
+    fn recover(&mut self, requeue: bool) -> AmqpResult<()> {
+        if !requeue {
+            return Err(AmqpError::new(ReplyCode::NotImplemented, "requeue=false"));
+        }
+        let all = self.delivery.state.lock().take_all_unacked();
+        settle(all, Some(true));
+        self.resume_consumers();
+        Ok(())
+    }
+
+    /// Lets every queue this channel consumes from deliver again (credit was freed).
+    pub fn resume_consumers(&self) {
+        let queues: Vec<Arc<Queue>> = {
+            let state = self.delivery.state.lock();
+            let mut queues: Vec<Arc<Queue>> = Vec::new();
+            for entry in state.consumers.values() {
+                if !queues.iter().any(|q| Arc::ptr_eq(q, &entry.queue)) {
+                    queues.push(entry.queue.clone());
+                }
+            }
+            queues
+        };
+        for queue in queues {
+            queue.deliver_ready();
+        }
+    }
+
+    /// Content frames for the message being published.
+    pub fn handle_header(&mut self, ctx: &ChannelContext<'_>, header: ContentHeader) -> AmqpResult<()> {
+        let Some(pending) = self.pending.as_mut() else {
+            return Err(unexpected_content());
+        };
+        if pending.add_header(ctx, header)? {
+            self.finish_publish(ctx);
+        }
+        Ok(())
+    }
+
+    pub fn handle_body(&mut self, ctx: &ChannelContext<'_>, body: bytes::Bytes) -> AmqpResult<()> {
+        let Some(pending) = self.pending.as_mut() else {
+            return Err(unexpected_content());
+        };
+        if pending.add_body(body)? {
+            self.finish_publish(ctx);
+        }
+        Ok(())
+    }
+
+    fn finish_publish(&mut self, ctx: &ChannelContext<'_>) {
+        let Some(pending) = self.pending.take() else {
+            return;
+        };
+        let publish = pending.into_publish();
+        match &mut self.mode {
+            Mode::Tx(buffer) => buffer.publishes.push(publish),
+            Mode::Confirm { published } => {
+                *published += 1;
+                let delivery_tag = *published;
+                publish.route_and_enqueue(self.id, ctx, self.delivery.frame_max);
+                self.reply(
+                    ctx.outbound,
+                    BasicAck {
+                        delivery_tag,
+                        multiple: false,
+                    },
+                );
+            }
+            Mode::Plain => publish.route_and_enqueue(self.id, ctx, self.delivery.frame_max),
+        }
+    }
+
+    /// The channel is going away (closed by either side, or its connection ended): cancel
+    /// its consumers and return its unacknowledged messages to their queues.
+    pub fn release(&mut self, vhost: Option<&Arc<VHost>>) {
+        let (consumers, unacked) = {
+            let mut state = self.delivery.state.lock();
+            state.closed = true;
+            let consumers: Vec<(ByteString, ConsumerEntry)> = state.consumers.drain().collect();
+            (consumers, state.take_all_unacked())
+        };
+        for (tag, entry) in consumers {
+            match vhost {
+                Some(vhost) => self.detach_consumer(vhost, &entry.queue, &tag),
+                None => {
+                    entry.queue.remove_consumer(&self.target, &tag);
+                }
+            }
+        }
+        settle(unacked, Some(true));
+        self.pending = None;
+    }
+}
+
+/// Applies acks (requeue None), or nacks/rejects with or without requeue, per queue.
+fn settle(deliveries: Vec<Unacked>, requeue: Option<bool>) {
+    let mut by_queue: Vec<(Arc<Queue>, Vec<u64>)> = Vec::new();
+    for unacked in deliveries {
+        match by_queue.iter_mut().find(|(q, _)| Arc::ptr_eq(q, &unacked.queue)) {
+            Some((_, offsets)) => offsets.push(unacked.offset),
+            None => by_queue.push((unacked.queue, vec![unacked.offset])),
+        }
+    }
+    for (queue, offsets) in by_queue {
+        if requeue == Some(true) {
+            queue.requeue(&offsets);
+        } else {
+            queue.ack(&offsets);
+        }
+    }
+}
+
+fn not_transactional() -> AmqpError {
+    AmqpError::new(ReplyCode::PreconditionFailed, "channel is not transactional")
+}
+
+fn unexpected_content() -> AmqpError {
+    AmqpError::new(
+        ReplyCode::UnexpectedFrame,
+        "expected method frame, got non method frame instead",
+    )
+}

@@ -1,0 +1,193 @@
+//! basic.publish: collecting a message's header and body frames, then routing it and
+//! handing it to its queues (or to a transaction's buffer until commit).
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use wharf_amqp::{BasicPublish, BasicReturn, ContentHeader, Method, ReplyCode};
+use wharf_core::{Exchange, Message};
+
+use super::delivery::{encode_with_content, Unacked};
+use super::{settle, Channel, ChannelContext};
+use crate::error::{AmqpError, AmqpResult};
+
+/// The class id content headers of basic.publish must carry.
+const BASIC_CLASS_ID: u16 = 60;
+
+#[derive(Debug)]
+enum Body {
+    Empty,
+    /// One body frame: the common case, kept as a zero-copy slice of the read buffer.
+    Single(Bytes),
+    Many(BytesMut),
+}
+
+/// A publish whose content frames are still arriving.
+#[derive(Debug)]
+pub struct PendingPublish {
+    exchange: Arc<Exchange>,
+    method: BasicPublish,
+    header: Option<ContentHeader>,
+    body: Body,
+    received_bytes: u64,
+}
+
+/// A complete message, ready to route.
+#[derive(Debug)]
+pub struct Publish {
+    exchange: Arc<Exchange>,
+    mandatory: bool,
+    message: Arc<Message>,
+}
+
+/// What a transaction holds until commit: publishes, and settled deliveries with their
+/// outcome (None = ack, Some(requeue) = nack/reject).
+#[derive(Debug, Default)]
+pub struct TxBuffer {
+    pub publishes: Vec<Publish>,
+    pub acks: Vec<(Vec<Unacked>, Option<bool>)>,
+}
+
+impl PendingPublish {
+    pub fn start(ctx: &ChannelContext<'_>, method: &BasicPublish) -> AmqpResult<Self> {
+        if method.immediate {
+            return Err(AmqpError::new(ReplyCode::NotImplemented, "immediate=true"));
+        }
+        let exchange = ctx.vhost.exchange(&method.exchange)?;
+        if exchange.internal {
+            return Err(AmqpError::new(
+                ReplyCode::AccessRefused,
+                format_args!(
+                    "cannot publish to internal exchange '{}' in vhost '{}'",
+                    exchange.name,
+                    ctx.vhost.name
+                ),
+            ));
+        }
+        Ok(PendingPublish {
+            exchange,
+            method: method.clone(),
+            header: None,
+            body: Body::Empty,
+            received_bytes: 0,
+        })
+    }
+
+    /// Returns true when the message is complete (an empty body needs no body frame).
+    pub fn add_header(&mut self, ctx: &ChannelContext<'_>, header: ContentHeader) -> AmqpResult<bool> {
+        if self.header.is_some() {
+            return Err(AmqpError::new(
+                ReplyCode::UnexpectedFrame,
+                "expected content body, got non content body frame instead",
+            ));
+        }
+        if header.class_id != BASIC_CLASS_ID {
+            return Err(AmqpError::new(
+                ReplyCode::FrameError,
+                format_args!("content header for class {} does not match method class 60", header.class_id),
+            ));
+        }
+        let max = ctx.config.max_message_bytes;
+        if header.body_size > max as u64 {
+            return Err(AmqpError::new(
+                ReplyCode::PreconditionFailed,
+                format_args!(
+                    "message size {} is larger than configured max size {max}",
+                    header.body_size
+                ),
+            )
+            .with_ids(60, 40));
+        }
+        let complete = header.body_size == 0;
+        self.header = Some(header);
+        Ok(complete)
+    }
+
+    pub fn add_body(&mut self, chunk: Bytes) -> AmqpResult<bool> {
+        let Some(header) = &self.header else {
+            return Err(AmqpError::new(
+                ReplyCode::UnexpectedFrame,
+                "expected content header for class 60, got non content header frame instead",
+            ));
+        };
+        self.received_bytes += chunk.len() as u64;
+        if self.received_bytes > header.body_size {
+            return Err(AmqpError::new(
+                ReplyCode::FrameError,
+                format_args!(
+                    "content body exceeds declared size {} (received {})",
+                    header.body_size, self.received_bytes
+                ),
+            ));
+        }
+        self.body = match std::mem::replace(&mut self.body, Body::Empty) {
+            Body::Empty => Body::Single(chunk),
+            Body::Single(first) => {
+                let mut all = BytesMut::with_capacity(header.body_size as usize);
+                all.extend_from_slice(&first);
+                all.extend_from_slice(&chunk);
+                Body::Many(all)
+            }
+            Body::Many(mut all) => {
+                all.extend_from_slice(&chunk);
+                Body::Many(all)
+            }
+        };
+        Ok(self.received_bytes == header.body_size)
+    }
+
+    pub fn into_publish(self) -> Publish {
+        let body = match self.body {
+            Body::Empty => Bytes::new(),
+            Body::Single(bytes) => bytes,
+            Body::Many(all) => all.freeze(),
+        };
+        let properties = self.header.map(|h| h.properties).unwrap_or_default();
+        Publish {
+            mandatory: self.method.mandatory,
+            message: Arc::new(Message {
+                exchange: self.exchange.name.clone(),
+                routing_key: self.method.routing_key,
+                properties,
+                body,
+            }),
+            exchange: self.exchange,
+        }
+    }
+}
+
+impl Publish {
+    /// Routes the message and enqueues it; an unroutable mandatory message goes back to
+    /// the publisher with basic.return.
+    pub fn route_and_enqueue(self, channel: u16, ctx: &ChannelContext<'_>, frame_max: u32) {
+        let routed = ctx.vhost.route(&self.exchange, &self.message);
+        if routed.queues.is_empty() {
+            if self.mandatory {
+                let method = Method::BasicReturn(BasicReturn {
+                    reply_code: ReplyCode::NoRoute as u16,
+                    reply_text: "NO_ROUTE".into(),
+                    exchange: self.message.exchange.clone(),
+                    routing_key: self.message.routing_key.clone(),
+                });
+                ctx.outbound.write(|out| {
+                    encode_with_content(channel, &method, &self.message, frame_max, out)
+                });
+            }
+            return;
+        }
+        for queue in &routed.queues {
+            queue.publish(self.message.clone());
+        }
+    }
+}
+
+impl TxBuffer {
+    pub fn commit(self, channel: &Channel, ctx: &ChannelContext<'_>) {
+        for publish in self.publishes {
+            publish.route_and_enqueue(channel.id, ctx, channel.delivery.frame_max);
+        }
+        for (deliveries, outcome) in self.acks {
+            settle(deliveries, outcome);
+        }
+    }
+}

@@ -1,0 +1,355 @@
+//! One client connection: the handshake, then frames dispatched to channels until either
+//! side closes. The connection task owns its channels; a writer task owns the socket's
+//! write half and drains the shared outbound buffer.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::watch;
+use wharf_amqp::frame::encode_method;
+use wharf_amqp::*;
+use wharf_core::{Broker, ConnectionId, VHost};
+
+use crate::channel::{Channel, ChannelContext};
+use crate::error::AmqpError;
+use crate::frame_reader::{FrameReader, ReadError};
+use crate::handshake::{self, Handshake, HandshakeError};
+use crate::outbound::Outbound;
+use crate::writer::{run_writer, HeartbeatSetting};
+use crate::ServerConfig;
+
+/// How long we wait for the client's close-ok after sending connection.close.
+const CLOSE_OK_TIMEOUT: Duration = Duration::from_secs(3);
+
+enum Slot {
+    Open(Channel),
+    /// We sent channel.close and wait for close-ok; other frames are dropped.
+    Closing,
+}
+
+/// How the frame loop ended.
+enum Ending {
+    /// The client closed (close-ok sent) or went away.
+    ClientGone,
+    /// We close with this error (or a forced shutdown) and wait for close-ok.
+    Close(AmqpError),
+}
+
+struct Connection {
+    id: ConnectionId,
+    vhost: Arc<VHost>,
+    config: Arc<ServerConfig>,
+    outbound: Arc<Outbound>,
+    handshake: Handshake,
+    channels: HashMap<u16, Slot>,
+}
+
+pub async fn serve_connection<S>(
+    socket: S,
+    peer: SocketAddr,
+    broker: Arc<Broker>,
+    config: Arc<ServerConfig>,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (read_half, write_half) = tokio::io::split(socket);
+    let outbound = Arc::new(Outbound::new());
+    let heartbeat = Arc::new(HeartbeatSetting::default());
+    let writer = tokio::spawn(run_writer(write_half, outbound.clone(), heartbeat.clone()));
+    let mut reader = FrameReader::new(read_half, config.frame_max);
+
+    let opened = tokio::time::timeout(
+        config.handshake_timeout,
+        handshake::run(&mut reader, &outbound, &broker, &config, peer),
+    )
+    .await;
+    let handshake = match opened {
+        Ok(Ok(handshake)) => handshake,
+        Ok(Err(HandshakeError::Refused(error))) => {
+            tracing::info!(%peer, error = %error.text, "connection refused during handshake");
+            send_close(&outbound, &error);
+            let _ = tokio::time::timeout(CLOSE_OK_TIMEOUT, await_close_ok(&mut reader)).await;
+            finish(outbound, writer).await;
+            return;
+        }
+        Ok(Err(HandshakeError::Abandoned | HandshakeError::SilentRefusal)) => {
+            finish(outbound, writer).await;
+            return;
+        }
+        Err(_elapsed) => {
+            tracing::info!(%peer, "handshake timed out");
+            finish(outbound, writer).await;
+            return;
+        }
+    };
+    heartbeat.set(handshake.heartbeat_secs);
+    let id = broker.next_connection_id();
+    tracing::debug!(%peer, id, user = handshake.username, vhost = %handshake.vhost.name, "connection open");
+    let mut connection = Connection {
+        id,
+        vhost: handshake.vhost.clone(),
+        config,
+        outbound: outbound.clone(),
+        handshake,
+        channels: HashMap::new(),
+    };
+
+    let ending = connection.run(&mut reader, &mut shutdown).await;
+    connection.release_all();
+    if let Ending::Close(error) = ending {
+        tracing::info!(%peer, id, error = %error.text, "closing connection");
+        send_close(&outbound, &error);
+        let _ = tokio::time::timeout(CLOSE_OK_TIMEOUT, await_close_ok(&mut reader)).await;
+    }
+    finish(outbound, writer).await;
+    tracing::debug!(%peer, id, "connection closed");
+}
+
+fn send_close(outbound: &Outbound, error: &AmqpError) {
+    let close = Method::ConnectionClose(ConnectionClose {
+        reply_code: error.code as u16,
+        reply_text: error.text.as_str().into(),
+        class_id: error.class_id,
+        method_id: error.method_id,
+    });
+    outbound.write(|out| encode_method(0, &close, out));
+}
+
+/// After connection.close, everything but close-ok (or the client's own close) is ignored.
+async fn await_close_ok<R: AsyncRead + Unpin>(reader: &mut FrameReader<R>) {
+    while let Ok(frame) = reader.next().await {
+        if let FramePayload::Method(Method::ConnectionCloseOk(_) | Method::ConnectionClose(_)) =
+            frame.payload
+        {
+            return;
+        }
+    }
+}
+
+async fn finish(
+    outbound: Arc<Outbound>,
+    writer: tokio::task::JoinHandle<std::io::Result<()>>,
+) {
+    outbound.close();
+    let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+}
+
+impl Connection {
+    async fn run<R: AsyncRead + Unpin>(
+        &mut self,
+        reader: &mut FrameReader<R>,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Ending {
+        let heartbeat = self.handshake.heartbeat_secs;
+        // A peer that sends nothing for two heartbeat intervals is dead.
+        let silence_limit = (heartbeat > 0).then(|| Duration::from_secs(2 * u64::from(heartbeat)));
+        loop {
+            let read = async {
+                match silence_limit {
+                    Some(limit) => tokio::time::timeout(limit, reader.next()).await.ok(),
+                    None => Some(reader.next().await),
+                }
+            };
+            let frame = tokio::select! {
+                read = read => read,
+                _ = self.outbound.drained.notified() => {
+                    self.resume_consumers();
+                    continue;
+                }
+                _ = shutdown.changed() => {
+                    return Ending::Close(AmqpError::new(
+                        ReplyCode::ConnectionForced,
+                        "broker forced connection closure with reason 'shutdown'",
+                    ));
+                }
+            };
+            let frame = match frame {
+                None => {
+                    tracing::warn!(id = self.id, "missed heartbeats from client, timeout: {heartbeat}s");
+                    return Ending::ClientGone;
+                }
+                Some(Ok(frame)) => frame,
+                Some(Err(ReadError::Malformed(error))) => return Ending::Close(error.into()),
+                Some(Err(ReadError::Closed | ReadError::Io(_))) => return Ending::ClientGone,
+            };
+            match self.handle_frame(frame) {
+                Ok(true) => {}
+                Ok(false) => return Ending::ClientGone,
+                Err(error) => return Ending::Close(error),
+            }
+        }
+    }
+
+    /// Ok(false) when the client closed the connection.
+    fn handle_frame(&mut self, frame: Frame) -> Result<bool, AmqpError> {
+        let channel_id = frame.channel;
+        if channel_id == 0 {
+            return self.handle_connection_frame(frame.payload);
+        }
+        if channel_id > self.handshake.channel_max {
+            return Err(AmqpError::new(
+                ReplyCode::ChannelError,
+                format_args!("channel {channel_id} is above channel_max {}", self.handshake.channel_max),
+            ));
+        }
+        let ctx = ChannelContext {
+            vhost: &self.vhost,
+            connection_id: self.id,
+            config: &self.config,
+            outbound: &self.outbound,
+        };
+        let slot = self.channels.get_mut(&channel_id);
+        let result = match (slot, frame.payload) {
+            (None, FramePayload::Method(Method::ChannelOpen(_))) => {
+                let channel = Channel::new(
+                    channel_id,
+                    self.outbound.clone(),
+                    self.handshake.frame_max,
+                    self.handshake.consumer_cancel_notify,
+                );
+                self.channels.insert(channel_id, Slot::Open(channel));
+                self.outbound.write(|out| {
+                    encode_method(channel_id, &Method::ChannelOpenOk(ChannelOpenOk {}), out)
+                });
+                Ok(())
+            }
+            (None, _) => {
+                return Err(AmqpError::new(ReplyCode::ChannelError, "expected 'channel.open'"))
+            }
+            (Some(Slot::Closing), FramePayload::Method(Method::ChannelCloseOk(_))) => {
+                self.channels.remove(&channel_id);
+                Ok(())
+            }
+            (Some(Slot::Closing), FramePayload::Method(Method::ChannelClose(_))) => {
+                // Both sides closed at once: our close stands in for the client's close-ok.
+                self.outbound.write(|out| {
+                    encode_method(channel_id, &Method::ChannelCloseOk(ChannelCloseOk {}), out)
+                });
+                Ok(())
+            }
+            (Some(Slot::Closing), _) => Ok(()),
+            (Some(Slot::Open(channel)), payload) => match payload {
+                FramePayload::Method(method) => {
+                    if channel.is_receiving_content() {
+                        return Err(AmqpError::new(
+                            ReplyCode::UnexpectedFrame,
+                            format_args!(
+                                "expected content header for class 60, got non content header frame instead"
+                            ),
+                        ));
+                    }
+                    match method {
+                        Method::ChannelOpen(_) => {
+                            return Err(AmqpError::new(
+                                ReplyCode::ChannelError,
+                                "second 'channel.open' seen",
+                            ))
+                        }
+                        Method::ChannelClose(_) => {
+                            channel.release(Some(&self.vhost));
+                            self.channels.remove(&channel_id);
+                            self.outbound.write(|out| {
+                                encode_method(
+                                    channel_id,
+                                    &Method::ChannelCloseOk(ChannelCloseOk {}),
+                                    out,
+                                )
+                            });
+                            return Ok(true);
+                        }
+                        method if is_connection_method(&method) => {
+                            return Err(AmqpError::new(
+                                ReplyCode::CommandInvalid,
+                                format_args!(
+                                    "{} is only valid on channel 0",
+                                    method.name()
+                                ),
+                            )
+                            .during(&method))
+                        }
+                        method => channel.handle_method(&ctx, method),
+                    }
+                }
+                FramePayload::Header(header) => channel.handle_header(&ctx, header),
+                FramePayload::Body(body) => channel.handle_body(&ctx, body),
+                FramePayload::Heartbeat => Err(AmqpError::new(
+                    ReplyCode::FrameError,
+                    format_args!("heartbeat frame on channel {channel_id}"),
+                )),
+            },
+        };
+        match result {
+            Ok(()) => Ok(true),
+            Err(error) if error.closes_connection() => Err(error),
+            Err(error) => {
+                self.close_channel(channel_id, &error);
+                Ok(true)
+            }
+        }
+    }
+
+    /// A channel error: release the channel and tell the client with channel.close.
+    fn close_channel(&mut self, channel_id: u16, error: &AmqpError) {
+        if let Some(Slot::Open(mut channel)) = self.channels.insert(channel_id, Slot::Closing) {
+            channel.release(Some(&self.vhost));
+        }
+        let close = Method::ChannelClose(ChannelClose {
+            reply_code: error.code as u16,
+            reply_text: error.text.as_str().into(),
+            class_id: error.class_id,
+            method_id: error.method_id,
+        });
+        self.outbound.write(|out| encode_method(channel_id, &close, out));
+    }
+
+    fn handle_connection_frame(&mut self, payload: FramePayload) -> Result<bool, AmqpError> {
+        match payload {
+            FramePayload::Heartbeat => Ok(true),
+            FramePayload::Method(Method::ConnectionClose(_)) => {
+                self.release_all();
+                self.outbound.write(|out| {
+                    encode_method(0, &Method::ConnectionCloseOk(ConnectionCloseOk {}), out)
+                });
+                Ok(false)
+            }
+            FramePayload::Method(
+                Method::ConnectionBlocked(_) | Method::ConnectionUnblocked(_),
+            ) => Ok(true),
+            FramePayload::Method(method) => Err(AmqpError::new(
+                ReplyCode::CommandInvalid,
+                format_args!("unexpected method {} on channel 0", method.name()),
+            )
+            .during(&method)),
+            FramePayload::Header(_) | FramePayload::Body(_) => Err(AmqpError::new(
+                ReplyCode::UnexpectedFrame,
+                "content frame on channel 0",
+            )),
+        }
+    }
+
+    fn resume_consumers(&self) {
+        for slot in self.channels.values() {
+            if let Slot::Open(channel) = slot {
+                channel.resume_consumers();
+            }
+        }
+    }
+
+    /// Releases every channel and the connection's exclusive queues. Idempotent.
+    fn release_all(&mut self) {
+        for (_, slot) in self.channels.drain() {
+            if let Slot::Open(mut channel) = slot {
+                channel.release(Some(&self.vhost));
+            }
+        }
+        self.vhost.connection_closed(self.id);
+    }
+}
+
+fn is_connection_method(method: &Method) -> bool {
+    method.class_id() == 10
+}

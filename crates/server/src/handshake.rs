@@ -1,0 +1,231 @@
+//! The opening of a connection: protocol header, connection.start / start-ok (SASL),
+//! tune / tune-ok, and open / open-ok. Everything the rest of the connection needs to
+//! know about its client comes out of here as a [`Handshake`].
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::io::AsyncRead;
+use wharf_amqp::frame::{encode_method, PROTOCOL_HEADER};
+use wharf_amqp::*;
+use wharf_core::{Broker, VHost};
+
+use crate::error::AmqpError;
+use crate::frame_reader::{FrameReader, ReadError};
+use crate::outbound::Outbound;
+use crate::sasl;
+use crate::ServerConfig;
+
+/// Frames may not be smaller than this (AMQP's frame-min-size).
+const FRAME_MIN_BYTES: u32 = 4096;
+
+/// The capabilities of RabbitMQ that Wharf implements, announced in connection.start.
+const CAPABILITIES: &[&str] = &[
+    "publisher_confirms",
+    "exchange_exchange_bindings",
+    "basic.nack",
+    "consumer_cancel_notify",
+    "connection.blocked",
+    "authentication_failure_close",
+    "per_consumer_qos",
+];
+
+#[derive(Debug)]
+pub struct Handshake {
+    pub vhost: Arc<VHost>,
+    pub username: String,
+    pub channel_max: u16,
+    pub frame_max: u32,
+    pub heartbeat_secs: u16,
+    pub consumer_cancel_notify: bool,
+}
+
+/// Why a handshake did not complete.
+#[derive(Debug)]
+pub enum HandshakeError {
+    /// The client spoke another protocol (we answered with ours) or went away.
+    Abandoned,
+    /// A protocol error to report with connection.close before closing.
+    Refused(AmqpError),
+    /// Authentication failed; the client did not ask for a close frame.
+    SilentRefusal,
+}
+
+impl From<ReadError> for HandshakeError {
+    fn from(error: ReadError) -> Self {
+        match error {
+            ReadError::Malformed(e) => HandshakeError::Refused(e.into()),
+            _ => HandshakeError::Abandoned,
+        }
+    }
+}
+
+fn server_properties() -> FieldTable {
+    let mut capabilities = FieldTable::new();
+    for name in CAPABILITIES {
+        capabilities.insert(*name, FieldValue::Bool(true));
+    }
+    let text = |s: &str| FieldValue::LongStr(bytes::Bytes::copy_from_slice(s.as_bytes()));
+    let mut props = FieldTable::new();
+    props.insert("capabilities", FieldValue::Table(capabilities));
+    props.insert("cluster_name", text("wharf"));
+    props.insert("copyright", text("Copyright (c) the Wharf authors"));
+    props.insert("information", text("Licensed under the Apache License 2.0"));
+    props.insert("platform", text("Rust"));
+    props.insert("product", text("Wharf"));
+    props.insert("version", text(env!("CARGO_PKG_VERSION")));
+    props
+}
+
+fn client_capability(client_properties: &FieldTable, name: &str) -> bool {
+    match client_properties.get("capabilities") {
+        Some(FieldValue::Table(caps)) => caps.get(name).and_then(FieldValue::as_bool) == Some(true),
+        _ => false,
+    }
+}
+
+async fn expect_method<R: AsyncRead + Unpin>(
+    reader: &mut FrameReader<R>,
+) -> Result<Method, HandshakeError> {
+    loop {
+        let frame = reader.next().await?;
+        match frame.payload {
+            FramePayload::Heartbeat => continue,
+            FramePayload::Method(method) if frame.channel == 0 => return Ok(method),
+            _ => {
+                return Err(HandshakeError::Refused(AmqpError::new(
+                    ReplyCode::CommandInvalid,
+                    "expected a connection method during the handshake",
+                )))
+            }
+        }
+    }
+}
+
+fn unexpected(method: &Method, expected: &str) -> HandshakeError {
+    HandshakeError::Refused(
+        AmqpError::new(
+            ReplyCode::CommandInvalid,
+            format_args!("expected '{expected}', got '{}'", method.name()),
+        )
+        .during(method),
+    )
+}
+
+pub async fn run<R: AsyncRead + Unpin>(
+    reader: &mut FrameReader<R>,
+    outbound: &Outbound,
+    broker: &Broker,
+    config: &ServerConfig,
+    peer: SocketAddr,
+) -> Result<Handshake, HandshakeError> {
+    let header = reader.read_exact_raw(PROTOCOL_HEADER.len()).await?;
+    if header[..] != PROTOCOL_HEADER[..] {
+        // As RabbitMQ does: answer with the protocol version we speak, then close.
+        outbound.write(|out| out.extend_from_slice(PROTOCOL_HEADER));
+        return Err(HandshakeError::Abandoned);
+    }
+
+    let start = Method::ConnectionStart(ConnectionStart {
+        version_major: 0,
+        version_minor: 9,
+        server_properties: server_properties(),
+        mechanisms: bytes::Bytes::from_static(sasl::MECHANISMS.as_bytes()),
+        locales: bytes::Bytes::from_static(b"en_US"),
+    });
+    outbound.write(|out| encode_method(0, &start, out));
+
+    let method = expect_method(reader).await?;
+    let Method::ConnectionStartOk(start_ok) = &method else {
+        return Err(unexpected(&method, "connection.start-ok"));
+    };
+    let failure_close = client_capability(&start_ok.client_properties, "authentication_failure_close");
+    let consumer_cancel_notify =
+        client_capability(&start_ok.client_properties, "consumer_cancel_notify");
+    let mechanism = start_ok.mechanism.to_string();
+    if !sasl::MECHANISMS.split(' ').any(|m| m == mechanism) {
+        return Err(HandshakeError::Refused(
+            AmqpError::new(
+                ReplyCode::CommandInvalid,
+                format_args!("unknown authentication mechanism '{mechanism}'"),
+            )
+            .during(&method),
+        ));
+    }
+    let user = sasl::parse_response(&mechanism, &start_ok.response)
+        .and_then(|c| broker.users.authenticate(&c.username, &c.password))
+        .filter(|user| peer.ip().is_loopback() || broker.allows_remote(&user.name));
+    let Some(user) = user else {
+        tracing::warn!(%peer, mechanism, "login refused");
+        if !failure_close {
+            return Err(HandshakeError::SilentRefusal);
+        }
+        return Err(HandshakeError::Refused(
+            AmqpError::new(
+                ReplyCode::AccessRefused,
+                format_args!(
+                    "Login was refused using authentication mechanism {mechanism}. For details see the broker logfile."
+                ),
+            )
+            .during(&method),
+        ));
+    };
+
+    let tune = Method::ConnectionTune(ConnectionTune {
+        channel_max: config.channel_max,
+        frame_max: config.frame_max,
+        heartbeat: config.heartbeat_secs,
+    });
+    outbound.write(|out| encode_method(0, &tune, out));
+    let method = expect_method(reader).await?;
+    let Method::ConnectionTuneOk(tune_ok) = &method else {
+        return Err(unexpected(&method, "connection.tune-ok"));
+    };
+    let refuse = |detail: String| {
+        HandshakeError::Refused(AmqpError::new(ReplyCode::NotAllowed, detail).during(&method))
+    };
+    let channel_max = match tune_ok.channel_max {
+        0 => config.channel_max,
+        n if n > config.channel_max => {
+            return Err(refuse(format!(
+                "negotiated channel_max = {n} is higher than the maximum allowed value ({})",
+                config.channel_max
+            )))
+        }
+        n => n,
+    };
+    let frame_max = match tune_ok.frame_max {
+        0 => config.frame_max,
+        n if n < FRAME_MIN_BYTES => {
+            return Err(refuse(format!("frame_max={n} < {FRAME_MIN_BYTES} min size")))
+        }
+        n if n > config.frame_max => {
+            return Err(refuse(format!("frame_max={n} > {} max size", config.frame_max)))
+        }
+        n => n,
+    };
+    reader.frame_max = frame_max;
+
+    let method = expect_method(reader).await?;
+    let Method::ConnectionOpen(open) = &method else {
+        return Err(unexpected(&method, "connection.open"));
+    };
+    let Some(vhost) = broker.vhost(&open.virtual_host) else {
+        return Err(HandshakeError::Refused(
+            AmqpError::new(
+                ReplyCode::NotAllowed,
+                format_args!("vhost {} not found", open.virtual_host),
+            )
+            .during(&method),
+        ));
+    };
+    outbound.write(|out| encode_method(0, &Method::ConnectionOpenOk(ConnectionOpenOk {}), out));
+    Ok(Handshake {
+        vhost,
+        username: user.name,
+        channel_max,
+        frame_max,
+        heartbeat_secs: tune_ok.heartbeat,
+        consumer_cancel_notify,
+    })
+}

@@ -1,0 +1,96 @@
+//! The bytes waiting to be written to one connection's socket. Channels and queues append
+//! whole frames under a short lock; the writer task takes everything at once and writes it
+//! with one syscall, so many deliveries share a write. The connection owns it; queues
+//! reach it through their consumers' delivery targets.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bytes::BytesMut;
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+/// Above this many unwritten bytes, queues stop delivering to the connection until the
+/// writer has caught up: a slow reader cannot make the broker buffer without bound.
+pub const OUTBOUND_HIGH_WATER_BYTES: usize = 4 * 1024 * 1024;
+
+#[derive(Debug, Default)]
+pub struct Outbound {
+    buffer: Mutex<BytesMut>,
+    /// Wakes the writer when bytes were added.
+    pub(crate) wake_writer: Notify,
+    /// Set when a delivery was refused for lack of room; the writer clears it once the
+    /// buffer drains and wakes the connection to resume its consumers.
+    delivery_blocked: AtomicBool,
+    pub(crate) drained: Notify,
+    closed: AtomicBool,
+}
+
+impl Outbound {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends frames written by `encode`; nothing is appended once the connection closed.
+    pub fn write(&self, encode: impl FnOnce(&mut BytesMut)) {
+        if self.closed.load(Ordering::Acquire) {
+            return;
+        }
+        {
+            let mut buffer = self.buffer.lock();
+            encode(&mut buffer);
+        }
+        self.wake_writer.notify_one();
+    }
+
+    /// Like `write`, for deliveries: refuses (and remembers it refused) when the buffer
+    /// is above the high-water mark.
+    pub fn try_write_delivery(&self, encode: impl FnOnce(&mut BytesMut)) -> bool {
+        if self.closed.load(Ordering::Acquire) {
+            return false;
+        }
+        {
+            let mut buffer = self.buffer.lock();
+            if buffer.len() >= OUTBOUND_HIGH_WATER_BYTES {
+                self.delivery_blocked.store(true, Ordering::Release);
+                return false;
+            }
+            encode(&mut buffer);
+        }
+        self.wake_writer.notify_one();
+        true
+    }
+
+    /// Whether a delivery would currently be refused for lack of room.
+    pub fn is_full(&self) -> bool {
+        self.buffer.lock().len() >= OUTBOUND_HIGH_WATER_BYTES
+    }
+
+    /// Takes everything buffered, leaving `spare` (cleared) in its place so that buffers
+    /// are reused rather than reallocated.
+    pub(crate) fn take(&self, spare: &mut BytesMut) {
+        spare.clear();
+        std::mem::swap(&mut *self.buffer.lock(), spare);
+    }
+
+    /// Called by the writer after a write: if deliveries were refused, let the connection
+    /// know there is room again.
+    pub(crate) fn after_write(&self) {
+        if self.delivery_blocked.swap(false, Ordering::AcqRel) {
+            self.drained.notify_one();
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.buffer.lock().is_empty()
+    }
+
+    /// Stops accepting bytes; the writer finishes what is buffered and exits.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.wake_writer.notify_one();
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+}
