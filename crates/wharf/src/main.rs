@@ -1,1 +1,84 @@
-fn main() {}
+//! The `wharf` command: runs the broker (the default), and later its tools.
+
+mod config;
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tokio::net::TcpListener;
+use wharf_core::broker::{Broker, BrokerConfig};
+use wharf_server::{ServerConfig, Shutdown};
+
+use crate::config::{Config, ServeArgs};
+
+#[derive(Debug, Parser)]
+#[command(name = "wharf", version, about = "An AMQP 0-9-1 message broker")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the broker (what `wharf` with no subcommand does).
+    Serve(ServeArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let args = match cli.command {
+        Some(Command::Serve(args)) => args,
+        None => cli.serve,
+    };
+    let config = Config::resolve(&args)?;
+    init_logging(&config.log_level)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    runtime.block_on(serve(config))
+}
+
+fn init_logging(level: &str) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .with_context(|| format!("invalid log level '{level}'"))?;
+    tracing_subscriber::fmt().with_env_filter(filter).init();
+    Ok(())
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
+    let listener = TcpListener::bind(config.amqp_listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.amqp_listen))?;
+    let address = listener.local_addr()?;
+    let broker = Arc::new(Broker::new(BrokerConfig::default()));
+    let (shutdown, shutdown_rx) = Shutdown::new();
+    let server = tokio::spawn(wharf_server::serve(
+        listener,
+        broker,
+        ServerConfig::default(),
+        shutdown_rx,
+    ));
+    tracing::info!(%address, data_dir = %config.data_dir.display(), "wharf ready, AMQP listening on {address}");
+    wait_for_signal().await?;
+    tracing::info!("shutting down");
+    shutdown.trigger();
+    server.await.context("server task failed")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    tokio::select! {
+        _ = term.recv() => {}
+        result = tokio::signal::ctrl_c() => result.context("cannot handle SIGINT")?,
+    }
+    Ok(())
+}

@@ -1,0 +1,121 @@
+//! The broker's settings: defaults, then a TOML file (`--config`), then `WHARF_*`
+//! environment variables and command-line flags, each overriding the one before.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::Args;
+use serde::Deserialize;
+
+/// Flags of `wharf` (and `wharf serve`); each can also come from the environment.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ServeArgs {
+    /// TOML file with any of the settings below (flags and env override it).
+    #[arg(long, env = "WHARF_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address for AMQP connections [default: 0.0.0.0:5672]
+    #[arg(long, env = "WHARF_AMQP_LISTEN", value_name = "ADDR:PORT")]
+    pub amqp_listen: Option<SocketAddr>,
+    /// Directory for the broker's data [default: ./data]
+    #[arg(long, env = "WHARF_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// error, warn, info, debug or trace (or a tracing filter) [default: info]
+    #[arg(long, env = "WHARF_LOG_LEVEL", value_name = "LEVEL")]
+    pub log_level: Option<String>,
+}
+
+/// The settings file. Unknown keys are refused, so a typo does not pass silently.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    amqp_listen: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+    log_level: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub amqp_listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub log_level: String,
+}
+
+impl Config {
+    pub fn resolve(args: &ServeArgs) -> anyhow::Result<Config> {
+        let file = match &args.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        Ok(Config {
+            amqp_listen: args
+                .amqp_listen
+                .or(file.amqp_listen)
+                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 5672))),
+            data_dir: args
+                .data_dir
+                .clone()
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from("./data")),
+            log_level: args
+                .log_level
+                .clone()
+                .or(file.log_level)
+                .unwrap_or_else(|| "info".to_string()),
+        })
+    }
+}
+
+fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults() {
+        let config = Config::resolve(&ServeArgs::default()).unwrap();
+        assert_eq!(config.amqp_listen, "0.0.0.0:5672".parse().unwrap());
+        assert_eq!(config.data_dir, PathBuf::from("./data"));
+        assert_eq!(config.log_level, "info");
+    }
+
+    #[test]
+    fn flags_override_file() {
+        let dir = std::env::temp_dir().join(format!("wharf-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("wharf.toml");
+        std::fs::write(
+            &path,
+            "amqp_listen = \"127.0.0.1:5800\"\ndata_dir = \"/tmp/x\"\nlog_level = \"debug\"\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(path.clone()),
+            log_level: Some("warn".into()),
+            ..Default::default()
+        };
+        let config = Config::resolve(&args).unwrap();
+        assert_eq!(config.amqp_listen, "127.0.0.1:5800".parse().unwrap());
+        assert_eq!(config.data_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(config.log_level, "warn");
+
+        std::fs::write(&path, "amqp_lisen = \"127.0.0.1:1\"\n").unwrap();
+        let error = Config::resolve(&args).unwrap_err();
+        assert!(format!("{error:#}").contains("unknown field"), "{error:#}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn missing_file_is_an_error() {
+        let args = ServeArgs {
+            config: Some("/nonexistent/wharf.toml".into()),
+            ..Default::default()
+        };
+        assert!(Config::resolve(&args).is_err());
+    }
+}
