@@ -1,0 +1,256 @@
+//! Frames: type, channel, size, payload, end marker. Parsing is two-phase, as in
+//! mini-redis: [`Frame::check`] says whether a whole frame is buffered (refusing one larger
+//! than frame_max before anything is allocated), [`Frame::decode`] takes it.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+use crate::error::Error;
+use crate::method::Method;
+use crate::properties::ContentHeader;
+
+pub const FRAME_METHOD: u8 = 1;
+pub const FRAME_HEADER: u8 = 2;
+pub const FRAME_BODY: u8 = 3;
+pub const FRAME_HEARTBEAT: u8 = 8;
+pub const FRAME_END: u8 = 0xCE;
+/// Type, channel and size.
+pub const FRAME_HEADER_SIZE: usize = 7;
+/// Header plus end marker: what a frame costs beyond its payload.
+pub const FRAME_OVERHEAD: usize = FRAME_HEADER_SIZE + 1;
+pub const PROTOCOL_HEADER: &[u8; 8] = b"AMQP\x00\x00\x09\x01";
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum FramePayload {
+    Method(Method),
+    Header(ContentHeader),
+    Body(Bytes),
+    Heartbeat,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Frame {
+    pub channel: u16,
+    pub payload: FramePayload,
+}
+
+impl Frame {
+    /// Ok(None): more bytes needed. Ok(Some(n)): a whole frame of n bytes is buffered.
+    /// A frame whose size exceeds `frame_max` (0 = no limit) is refused at once.
+    pub fn check(buf: &[u8], frame_max: u32) -> Result<Option<usize>, Error> {
+        if buf.len() < FRAME_HEADER_SIZE {
+            return Ok(None);
+        }
+        let size = u32::from_be_bytes([buf[3], buf[4], buf[5], buf[6]]) as usize;
+        let total = size + FRAME_OVERHEAD;
+        if frame_max != 0 && total > frame_max as usize {
+            return Err(Error::FrameTooLarge {
+                size: total,
+                max: frame_max,
+            });
+        }
+        if buf.len() < total {
+            return Ok(None);
+        }
+        Ok(Some(total))
+    }
+
+    /// Takes one frame off the front of `buf`, if a whole one is there.
+    pub fn decode(buf: &mut BytesMut, frame_max: u32) -> Result<Option<Frame>, Error> {
+        let Some(total) = Frame::check(buf, frame_max)? else {
+            return Ok(None);
+        };
+        let end = buf[total - 1];
+        if end != FRAME_END {
+            return Err(Error::BadFrameEnd(end));
+        }
+        let mut raw = buf.split_to(total).freeze();
+        let kind = raw.get_u8();
+        let channel = raw.get_u16();
+        raw.advance(4);
+        raw.truncate(total - FRAME_OVERHEAD);
+        let payload = match kind {
+            FRAME_METHOD => FramePayload::Method(Method::decode_bytes(raw)?),
+            FRAME_HEADER => FramePayload::Header(ContentHeader::decode(raw)?),
+            FRAME_BODY => FramePayload::Body(raw),
+            FRAME_HEARTBEAT => FramePayload::Heartbeat,
+            other => return Err(Error::UnknownFrameType(other)),
+        };
+        Ok(Some(Frame { channel, payload }))
+    }
+
+    pub fn encode(&self, out: &mut BytesMut) {
+        match &self.payload {
+            FramePayload::Method(m) => encode_method(self.channel, m, out),
+            FramePayload::Header(h) => encode_content_header(self.channel, h, out),
+            FramePayload::Body(b) => {
+                write_frame(out, FRAME_BODY, self.channel, |out| out.put_slice(b))
+            }
+            FramePayload::Heartbeat => encode_heartbeat(out),
+        }
+    }
+}
+
+/// Writes one frame, patching its size in after the payload is written.
+fn write_frame(out: &mut BytesMut, kind: u8, channel: u16, payload: impl FnOnce(&mut BytesMut)) {
+    out.put_u8(kind);
+    out.put_u16(channel);
+    let size_at = out.len();
+    out.put_u32(0);
+    payload(out);
+    let size = (out.len() - size_at - 4) as u32;
+    out[size_at..size_at + 4].copy_from_slice(&size.to_be_bytes());
+    out.put_u8(FRAME_END);
+}
+
+pub fn encode_method(channel: u16, method: &Method, out: &mut BytesMut) {
+    write_frame(out, FRAME_METHOD, channel, |out| method.encode(out));
+}
+
+pub fn encode_content_header(channel: u16, header: &ContentHeader, out: &mut BytesMut) {
+    write_frame(out, FRAME_HEADER, channel, |out| header.encode(out));
+}
+
+/// Writes `body` as body frames of at most frame_max bytes each (0 = no limit); an
+/// empty body needs no frame.
+pub fn encode_body(channel: u16, body: &[u8], frame_max: u32, out: &mut BytesMut) {
+    let chunk = if frame_max == 0 {
+        body.len().max(1)
+    } else {
+        (frame_max as usize).saturating_sub(FRAME_OVERHEAD).max(1)
+    };
+    out.reserve(body.len() + body.len().div_ceil(chunk) * FRAME_OVERHEAD);
+    for part in body.chunks(chunk) {
+        write_frame(out, FRAME_BODY, channel, |out| out.put_slice(part));
+    }
+}
+
+pub fn encode_heartbeat(out: &mut BytesMut) {
+    out.put_slice(&[FRAME_HEARTBEAT, 0, 0, 0, 0, 0, 0, FRAME_END]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::method::*;
+
+    use crate::method::strategies::method;
+    use crate::properties::strategies::content_header;
+    use proptest::prelude::*;
+
+    fn frame() -> impl Strategy<Value = Frame> {
+        let payload = prop_oneof![
+            method().prop_map(FramePayload::Method),
+            content_header().prop_map(FramePayload::Header),
+            prop::collection::vec(any::<u8>(), 0..300)
+                .prop_map(|b| FramePayload::Body(Bytes::from(b))),
+            Just(FramePayload::Heartbeat),
+        ];
+        (any::<u16>(), payload).prop_map(|(channel, payload)| Frame {
+            channel: if payload == FramePayload::Heartbeat {
+                0
+            } else {
+                channel
+            },
+            payload,
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn every_method_round_trips(m in method()) {
+            let mut out = BytesMut::new();
+            m.encode(&mut out);
+            prop_assert_eq!(Method::decode(&out).unwrap(), m);
+        }
+
+        #[test]
+        fn frames_round_trip_back_to_back(frames in prop::collection::vec(frame(), 1..6)) {
+            let mut out = BytesMut::new();
+            for f in &frames {
+                f.encode(&mut out);
+            }
+            let mut decoded = Vec::new();
+            while let Some(f) = Frame::decode(&mut out, 0).unwrap() {
+                decoded.push(f);
+            }
+            prop_assert!(out.is_empty());
+            prop_assert_eq!(decoded, frames);
+        }
+    }
+
+    #[test]
+    fn publish_frame_known_bytes() {
+        let publish = Method::BasicPublish(BasicPublish {
+            exchange: "ex".into(),
+            routing_key: "rk".into(),
+            mandatory: true,
+            immediate: false,
+        });
+        let mut out = BytesMut::new();
+        encode_method(1, &publish, &mut out);
+        let expected: &[u8] = &[
+            1, 0, 1, 0, 0, 0, 13, // method frame, channel 1, size 13
+            0, 60, 0, 40, // basic.publish
+            0, 0, // reserved ticket
+            2, b'e', b'x', 2, b'r', b'k', 1, // exchange, routing key, mandatory bit
+            0xCE,
+        ];
+        assert_eq!(&out[..], expected);
+        let frame = Frame::decode(&mut out, 131072).unwrap().unwrap();
+        assert_eq!(frame.channel, 1);
+        assert_eq!(frame.payload, FramePayload::Method(publish));
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn partial_frames_wait_for_more() {
+        let mut out = BytesMut::new();
+        encode_heartbeat(&mut out);
+        for cut in 0..out.len() {
+            let mut partial = BytesMut::from(&out[..cut]);
+            assert_eq!(Frame::decode(&mut partial, 0).unwrap(), None);
+            assert_eq!(partial.len(), cut, "nothing consumed");
+        }
+    }
+
+    #[test]
+    fn bad_end_unknown_type_and_oversize() {
+        let mut bad_end = BytesMut::from(&[8u8, 0, 0, 0, 0, 0, 0, 0xAB][..]);
+        assert_eq!(
+            Frame::decode(&mut bad_end, 0),
+            Err(Error::BadFrameEnd(0xAB))
+        );
+        let mut unknown = BytesMut::from(&[9u8, 0, 0, 0, 0, 0, 0, 0xCE][..]);
+        assert_eq!(
+            Frame::decode(&mut unknown, 0),
+            Err(Error::UnknownFrameType(9))
+        );
+        let huge = [3u8, 0, 1, 0x7f, 0xff, 0xff, 0xff];
+        assert!(matches!(
+            Frame::check(&huge, 131072),
+            Err(Error::FrameTooLarge { max: 131072, .. })
+        ));
+    }
+
+    #[test]
+    fn body_split_by_frame_max() {
+        let body = vec![7u8; 10_000];
+        let mut out = BytesMut::new();
+        encode_body(3, &body, 4096, &mut out);
+        let mut received = Vec::new();
+        let mut frames = 0;
+        while let Some(frame) = Frame::decode(&mut out, 4096).unwrap() {
+            let FramePayload::Body(b) = frame.payload else {
+                panic!("not a body frame")
+            };
+            assert!(b.len() <= 4096 - FRAME_OVERHEAD);
+            received.extend_from_slice(&b);
+            frames += 1;
+        }
+        assert_eq!(frames, 3);
+        assert_eq!(received, body);
+        let mut empty = BytesMut::new();
+        encode_body(3, &[], 4096, &mut empty);
+        assert!(empty.is_empty());
+    }
+}

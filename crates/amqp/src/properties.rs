@@ -1,0 +1,284 @@
+//! Content headers: the class, the body size and the basic class's fourteen properties,
+//! present or absent according to a flags word.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::error::Error;
+use crate::field_table::FieldTable;
+use crate::wire;
+use crate::ByteString;
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct BasicProperties {
+    pub content_type: Option<ByteString>,
+    pub content_encoding: Option<ByteString>,
+    pub headers: Option<FieldTable>,
+    pub delivery_mode: Option<u8>,
+    pub priority: Option<u8>,
+    pub correlation_id: Option<ByteString>,
+    pub reply_to: Option<ByteString>,
+    pub expiration: Option<ByteString>,
+    pub message_id: Option<ByteString>,
+    pub timestamp: Option<u64>,
+    /// The AMQP `type` property.
+    pub kind: Option<ByteString>,
+    pub user_id: Option<ByteString>,
+    pub app_id: Option<ByteString>,
+    pub cluster_id: Option<ByteString>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContentHeader {
+    pub class_id: u16,
+    pub body_size: u64,
+    pub properties: BasicProperties,
+}
+
+// Flag bits, most significant first, in the order the properties are written.
+const CONTENT_TYPE: u16 = 1 << 15;
+const CONTENT_ENCODING: u16 = 1 << 14;
+const HEADERS: u16 = 1 << 13;
+const DELIVERY_MODE: u16 = 1 << 12;
+const PRIORITY: u16 = 1 << 11;
+const CORRELATION_ID: u16 = 1 << 10;
+const REPLY_TO: u16 = 1 << 9;
+const EXPIRATION: u16 = 1 << 8;
+const MESSAGE_ID: u16 = 1 << 7;
+const TIMESTAMP: u16 = 1 << 6;
+const TYPE: u16 = 1 << 5;
+const USER_ID: u16 = 1 << 4;
+const APP_ID: u16 = 1 << 3;
+const CLUSTER_ID: u16 = 1 << 2;
+/// Another flags word follows.
+const CONTINUATION: u16 = 1;
+
+impl BasicProperties {
+    fn flags(&self) -> u16 {
+        let mut flags = 0;
+        let mut set = |present: bool, bit: u16| {
+            if present {
+                flags |= bit;
+            }
+        };
+        set(self.content_type.is_some(), CONTENT_TYPE);
+        set(self.content_encoding.is_some(), CONTENT_ENCODING);
+        set(self.headers.is_some(), HEADERS);
+        set(self.delivery_mode.is_some(), DELIVERY_MODE);
+        set(self.priority.is_some(), PRIORITY);
+        set(self.correlation_id.is_some(), CORRELATION_ID);
+        set(self.reply_to.is_some(), REPLY_TO);
+        set(self.expiration.is_some(), EXPIRATION);
+        set(self.message_id.is_some(), MESSAGE_ID);
+        set(self.timestamp.is_some(), TIMESTAMP);
+        set(self.kind.is_some(), TYPE);
+        set(self.user_id.is_some(), USER_ID);
+        set(self.app_id.is_some(), APP_ID);
+        set(self.cluster_id.is_some(), CLUSTER_ID);
+        flags
+    }
+
+    pub fn encode(&self, out: &mut BytesMut) {
+        out.put_u16(self.flags());
+        let short = |out: &mut BytesMut, v: &Option<ByteString>| {
+            if let Some(s) = v {
+                wire::put_shortstr(out, s);
+            }
+        };
+        short(out, &self.content_type);
+        short(out, &self.content_encoding);
+        if let Some(headers) = &self.headers {
+            headers.encode(out);
+        }
+        if let Some(v) = self.delivery_mode {
+            out.put_u8(v);
+        }
+        if let Some(v) = self.priority {
+            out.put_u8(v);
+        }
+        short(out, &self.correlation_id);
+        short(out, &self.reply_to);
+        short(out, &self.expiration);
+        short(out, &self.message_id);
+        if let Some(v) = self.timestamp {
+            out.put_u64(v);
+        }
+        short(out, &self.kind);
+        short(out, &self.user_id);
+        short(out, &self.app_id);
+        short(out, &self.cluster_id);
+    }
+
+    pub fn decode(buf: &mut Bytes) -> Result<BasicProperties, Error> {
+        let flags = wire::get_u16(buf)?;
+        // Later flag words name properties no class of 0-9-1 has: read and ignore them.
+        let mut more = flags & CONTINUATION != 0;
+        while more {
+            more = wire::get_u16(buf)? & CONTINUATION != 0;
+        }
+        let has = |bit: u16| flags & bit != 0;
+        let short = |buf: &mut Bytes, bit: u16| -> Result<Option<ByteString>, Error> {
+            if has(bit) {
+                Ok(Some(wire::get_shortstr(buf)?))
+            } else {
+                Ok(None)
+            }
+        };
+        Ok(BasicProperties {
+            content_type: short(buf, CONTENT_TYPE)?,
+            content_encoding: short(buf, CONTENT_ENCODING)?,
+            headers: if has(HEADERS) {
+                Some(FieldTable::decode(buf)?)
+            } else {
+                None
+            },
+            delivery_mode: if has(DELIVERY_MODE) {
+                Some(wire::get_u8(buf)?)
+            } else {
+                None
+            },
+            priority: if has(PRIORITY) {
+                Some(wire::get_u8(buf)?)
+            } else {
+                None
+            },
+            correlation_id: short(buf, CORRELATION_ID)?,
+            reply_to: short(buf, REPLY_TO)?,
+            expiration: short(buf, EXPIRATION)?,
+            message_id: short(buf, MESSAGE_ID)?,
+            timestamp: if has(TIMESTAMP) {
+                Some(wire::get_u64(buf)?)
+            } else {
+                None
+            },
+            kind: short(buf, TYPE)?,
+            user_id: short(buf, USER_ID)?,
+            app_id: short(buf, APP_ID)?,
+            cluster_id: short(buf, CLUSTER_ID)?,
+        })
+    }
+}
+
+impl ContentHeader {
+    /// Appends the header frame's payload: class, weight (always 0), body size, properties.
+    pub fn encode(&self, out: &mut BytesMut) {
+        out.put_u16(self.class_id);
+        out.put_u16(0);
+        out.put_u64(self.body_size);
+        self.properties.encode(out);
+    }
+
+    pub fn decode(mut payload: Bytes) -> Result<ContentHeader, Error> {
+        let buf = &mut payload;
+        let class_id = wire::get_u16(buf)?;
+        let _weight = wire::get_u16(buf)?;
+        let body_size = wire::get_u64(buf)?;
+        let properties = BasicProperties::decode(buf)?;
+        Ok(ContentHeader {
+            class_id,
+            body_size,
+            properties,
+        })
+    }
+}
+
+#[cfg(any(test, feature = "proptest"))]
+pub mod strategies {
+    //! proptest strategies for content headers.
+    use super::*;
+    use crate::field_table::strategies::{field_table, short_string};
+    use proptest::prelude::*;
+
+    pub fn properties() -> impl Strategy<Value = BasicProperties> {
+        let s = || proptest::option::of(short_string());
+        (
+            (s(), s(), proptest::option::of(field_table())),
+            (
+                proptest::option::of(any::<u8>()),
+                proptest::option::of(any::<u8>()),
+            ),
+            (s(), s(), s(), s()),
+            proptest::option::of(any::<u64>()),
+            (s(), s(), s(), s()),
+        )
+            .prop_map(
+                |(
+                    (content_type, content_encoding, headers),
+                    (delivery_mode, priority),
+                    (correlation_id, reply_to, expiration, message_id),
+                    timestamp,
+                    (kind, user_id, app_id, cluster_id),
+                )| BasicProperties {
+                    content_type,
+                    content_encoding,
+                    headers,
+                    delivery_mode,
+                    priority,
+                    correlation_id,
+                    reply_to,
+                    expiration,
+                    message_id,
+                    timestamp,
+                    kind,
+                    user_id,
+                    app_id,
+                    cluster_id,
+                },
+            )
+    }
+
+    pub fn content_header() -> impl Strategy<Value = ContentHeader> {
+        (any::<u16>(), any::<u64>(), properties()).prop_map(|(class_id, body_size, properties)| {
+            ContentHeader {
+                class_id,
+                body_size,
+                properties,
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::strategies::*;
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn flags_in_spec_order() {
+        let props = BasicProperties {
+            content_type: Some("text/plain".into()),
+            delivery_mode: Some(2),
+            cluster_id: Some("c".into()),
+            ..Default::default()
+        };
+        let mut out = BytesMut::new();
+        props.encode(&mut out);
+        assert_eq!(&out[..2], &(0x8000u16 | 0x1000 | 0x0004).to_be_bytes());
+        assert_eq!(out[2], 10);
+        assert_eq!(&out[3..13], b"text/plain");
+        assert_eq!(out[13], 2);
+    }
+
+    #[test]
+    fn continuation_words_are_skipped() {
+        // content_type present + continuation; a second word (no more continuation).
+        let raw = [0x80, 0x01, 0x00, 0x00, 1, b'x'];
+        let props = BasicProperties::decode(&mut Bytes::copy_from_slice(&raw)).unwrap();
+        assert_eq!(props.content_type.as_deref(), Some("x"));
+    }
+
+    #[test]
+    fn truncated_properties_fail() {
+        let raw = [0x10, 0x00];
+        assert!(BasicProperties::decode(&mut Bytes::copy_from_slice(&raw)).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn headers_round_trip(header in content_header()) {
+            let mut out = BytesMut::new();
+            header.encode(&mut out);
+            prop_assert_eq!(ContentHeader::decode(out.freeze()).unwrap(), header);
+        }
+    }
+}
