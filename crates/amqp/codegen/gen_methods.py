@@ -40,6 +40,17 @@ WRITE_ZERO = {
 }
 
 
+# RabbitMQ extensions that Debian's copy of the extended spec predates.
+EXTRA_METHODS = {
+    "connection": [
+        ("blocked", 60, [("reason", "shortstr")]),
+        ("unblocked", 61, []),
+        ("update-secret", 70, [("new-secret", "longstr"), ("reason", "shortstr")]),
+        ("update-secret-ok", 71, []),
+    ],
+}
+
+
 def camel(name):
     return "".join(part.capitalize() for part in name.replace("-", " ").split())
 
@@ -66,6 +77,16 @@ def main():
                 "class": cls.get("name"), "class_id": int(cls.get("index")),
                 "name": m.get("name"), "method_id": int(m.get("index")),
                 "struct": camel(cls.get("name")) + camel(m.get("name")), "fields": fields,
+            })
+        known = {m["name"] for m in methods if m["class"] == cls.get("name")}
+        for name, index, fields in EXTRA_METHODS.get(cls.get("name"), []):
+            if name in known:
+                continue
+            methods.append({
+                "class": cls.get("name"), "class_id": int(cls.get("index")),
+                "name": name, "method_id": index,
+                "struct": camel(cls.get("name")) + camel(name),
+                "fields": [(snake(n), k, False) for n, k in fields],
             })
 
     w = sys.stdout.write

@@ -333,6 +333,103 @@ impl From<ConnectionCloseOk> for Method {
     }
 }
 
+/// `connection.blocked` (10, 60)
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ConnectionBlocked {
+    pub reason: ByteString,
+}
+
+impl ConnectionBlocked {
+    pub const CLASS_ID: u16 = 10;
+    pub const METHOD_ID: u16 = 60;
+
+    fn decode_args(buf: &mut Bytes) -> Result<Self, Error> {
+        let reason = wire::get_shortstr(buf)?;
+        Ok(ConnectionBlocked { reason })
+    }
+
+    fn encode_args(&self, out: &mut BytesMut) {
+        wire::put_shortstr(out, &self.reason);
+    }
+}
+
+impl From<ConnectionBlocked> for Method {
+    fn from(m: ConnectionBlocked) -> Method {
+        Method::ConnectionBlocked(m)
+    }
+}
+
+/// `connection.unblocked` (10, 61)
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ConnectionUnblocked {}
+
+impl ConnectionUnblocked {
+    pub const CLASS_ID: u16 = 10;
+    pub const METHOD_ID: u16 = 61;
+
+    fn decode_args(_buf: &mut Bytes) -> Result<Self, Error> {
+        Ok(ConnectionUnblocked {})
+    }
+
+    fn encode_args(&self, _out: &mut BytesMut) {}
+}
+
+impl From<ConnectionUnblocked> for Method {
+    fn from(m: ConnectionUnblocked) -> Method {
+        Method::ConnectionUnblocked(m)
+    }
+}
+
+/// `connection.update-secret` (10, 70)
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ConnectionUpdateSecret {
+    pub new_secret: Bytes,
+    pub reason: ByteString,
+}
+
+impl ConnectionUpdateSecret {
+    pub const CLASS_ID: u16 = 10;
+    pub const METHOD_ID: u16 = 70;
+
+    fn decode_args(buf: &mut Bytes) -> Result<Self, Error> {
+        let new_secret = wire::get_longstr(buf)?;
+        let reason = wire::get_shortstr(buf)?;
+        Ok(ConnectionUpdateSecret { new_secret, reason })
+    }
+
+    fn encode_args(&self, out: &mut BytesMut) {
+        wire::put_longstr(out, &self.new_secret);
+        wire::put_shortstr(out, &self.reason);
+    }
+}
+
+impl From<ConnectionUpdateSecret> for Method {
+    fn from(m: ConnectionUpdateSecret) -> Method {
+        Method::ConnectionUpdateSecret(m)
+    }
+}
+
+/// `connection.update-secret-ok` (10, 71)
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ConnectionUpdateSecretOk {}
+
+impl ConnectionUpdateSecretOk {
+    pub const CLASS_ID: u16 = 10;
+    pub const METHOD_ID: u16 = 71;
+
+    fn decode_args(_buf: &mut Bytes) -> Result<Self, Error> {
+        Ok(ConnectionUpdateSecretOk {})
+    }
+
+    fn encode_args(&self, _out: &mut BytesMut) {}
+}
+
+impl From<ConnectionUpdateSecretOk> for Method {
+    fn from(m: ConnectionUpdateSecretOk) -> Method {
+        Method::ConnectionUpdateSecretOk(m)
+    }
+}
+
 /// `channel.open` (20, 10)
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ChannelOpen {}
@@ -1918,6 +2015,10 @@ pub enum Method {
     ConnectionOpenOk(ConnectionOpenOk),
     ConnectionClose(ConnectionClose),
     ConnectionCloseOk(ConnectionCloseOk),
+    ConnectionBlocked(ConnectionBlocked),
+    ConnectionUnblocked(ConnectionUnblocked),
+    ConnectionUpdateSecret(ConnectionUpdateSecret),
+    ConnectionUpdateSecretOk(ConnectionUpdateSecretOk),
     ChannelOpen(ChannelOpen),
     ChannelOpenOk(ChannelOpenOk),
     ChannelFlow(ChannelFlow),
@@ -1983,6 +2084,10 @@ impl Method {
             Method::ConnectionOpenOk(_) => 10,
             Method::ConnectionClose(_) => 10,
             Method::ConnectionCloseOk(_) => 10,
+            Method::ConnectionBlocked(_) => 10,
+            Method::ConnectionUnblocked(_) => 10,
+            Method::ConnectionUpdateSecret(_) => 10,
+            Method::ConnectionUpdateSecretOk(_) => 10,
             Method::ChannelOpen(_) => 20,
             Method::ChannelOpenOk(_) => 20,
             Method::ChannelFlow(_) => 20,
@@ -2048,6 +2153,10 @@ impl Method {
             Method::ConnectionOpenOk(_) => 41,
             Method::ConnectionClose(_) => 50,
             Method::ConnectionCloseOk(_) => 51,
+            Method::ConnectionBlocked(_) => 60,
+            Method::ConnectionUnblocked(_) => 61,
+            Method::ConnectionUpdateSecret(_) => 70,
+            Method::ConnectionUpdateSecretOk(_) => 71,
             Method::ChannelOpen(_) => 10,
             Method::ChannelOpenOk(_) => 11,
             Method::ChannelFlow(_) => 20,
@@ -2114,6 +2223,10 @@ impl Method {
             Method::ConnectionOpenOk(_) => "connection.open-ok",
             Method::ConnectionClose(_) => "connection.close",
             Method::ConnectionCloseOk(_) => "connection.close-ok",
+            Method::ConnectionBlocked(_) => "connection.blocked",
+            Method::ConnectionUnblocked(_) => "connection.unblocked",
+            Method::ConnectionUpdateSecret(_) => "connection.update-secret",
+            Method::ConnectionUpdateSecretOk(_) => "connection.update-secret-ok",
             Method::ChannelOpen(_) => "channel.open",
             Method::ChannelOpenOk(_) => "channel.open-ok",
             Method::ChannelFlow(_) => "channel.flow",
@@ -2191,6 +2304,10 @@ impl Method {
             (10, 41) => Some("connection.open-ok"),
             (10, 50) => Some("connection.close"),
             (10, 51) => Some("connection.close-ok"),
+            (10, 60) => Some("connection.blocked"),
+            (10, 61) => Some("connection.unblocked"),
+            (10, 70) => Some("connection.update-secret"),
+            (10, 71) => Some("connection.update-secret-ok"),
             (20, 10) => Some("channel.open"),
             (20, 11) => Some("channel.open-ok"),
             (20, 20) => Some("channel.flow"),
@@ -2263,6 +2380,12 @@ impl Method {
             (10, 41) => Method::ConnectionOpenOk(ConnectionOpenOk::decode_args(buf)?),
             (10, 50) => Method::ConnectionClose(ConnectionClose::decode_args(buf)?),
             (10, 51) => Method::ConnectionCloseOk(ConnectionCloseOk::decode_args(buf)?),
+            (10, 60) => Method::ConnectionBlocked(ConnectionBlocked::decode_args(buf)?),
+            (10, 61) => Method::ConnectionUnblocked(ConnectionUnblocked::decode_args(buf)?),
+            (10, 70) => Method::ConnectionUpdateSecret(ConnectionUpdateSecret::decode_args(buf)?),
+            (10, 71) => {
+                Method::ConnectionUpdateSecretOk(ConnectionUpdateSecretOk::decode_args(buf)?)
+            }
             (20, 10) => Method::ChannelOpen(ChannelOpen::decode_args(buf)?),
             (20, 11) => Method::ChannelOpenOk(ChannelOpenOk::decode_args(buf)?),
             (20, 20) => Method::ChannelFlow(ChannelFlow::decode_args(buf)?),
@@ -2342,6 +2465,10 @@ impl Method {
             Method::ConnectionOpenOk(m) => m.encode_args(out),
             Method::ConnectionClose(m) => m.encode_args(out),
             Method::ConnectionCloseOk(m) => m.encode_args(out),
+            Method::ConnectionBlocked(m) => m.encode_args(out),
+            Method::ConnectionUnblocked(m) => m.encode_args(out),
+            Method::ConnectionUpdateSecret(m) => m.encode_args(out),
+            Method::ConnectionUpdateSecretOk(m) => m.encode_args(out),
             Method::ChannelOpen(m) => m.encode_args(out),
             Method::ChannelOpenOk(m) => m.encode_args(out),
             Method::ChannelFlow(m) => m.encode_args(out),
@@ -2460,6 +2587,15 @@ pub mod strategies {
                 )
             ),
             Just(Method::ConnectionCloseOk(ConnectionCloseOk {})),
+            (short_string(),)
+                .prop_map(|(reason,)| Method::ConnectionBlocked(ConnectionBlocked { reason })),
+            Just(Method::ConnectionUnblocked(ConnectionUnblocked {})),
+            (bytes(), short_string(),).prop_map(|(new_secret, reason)| {
+                Method::ConnectionUpdateSecret(ConnectionUpdateSecret { new_secret, reason })
+            }),
+            Just(Method::ConnectionUpdateSecretOk(
+                ConnectionUpdateSecretOk {}
+            )),
             Just(Method::ChannelOpen(ChannelOpen {})),
             Just(Method::ChannelOpenOk(ChannelOpenOk {})),
             (any::<bool>(),).prop_map(|(active,)| Method::ChannelFlow(ChannelFlow { active })),

@@ -136,7 +136,12 @@ mod tests {
         // Built by hand the way RabbitMQ builds it: salt 0x01020304, SHA-256(salt ++ "guest").
         let salt = [1u8, 2, 3, 4];
         let mut raw = salt.to_vec();
-        raw.extend(Sha256::new().chain_update(salt).chain_update(b"guest").finalize());
+        raw.extend(
+            Sha256::new()
+                .chain_update(salt)
+                .chain_update(b"guest")
+                .finalize(),
+        );
         let encoded = base64::engine::general_purpose::STANDARD.encode(&raw);
         let hash = PasswordHash::from_base64(&encoded, HashingAlgorithm::Sha256).unwrap();
         assert!(hash.verify("guest"));

@@ -103,7 +103,8 @@ impl VHost {
             let mut exchanges = vhost.exchanges.write();
             for (name, kind) in STANDARD_EXCHANGES {
                 let name = ByteString::from_static(name);
-                let exchange = Exchange::new(name.clone(), *kind, true, false, false, FieldTable::new());
+                let exchange =
+                    Exchange::new(name.clone(), *kind, true, false, false, FieldTable::new());
                 exchanges.insert(name, Arc::new(exchange));
             }
         }
@@ -111,7 +112,10 @@ impl VHost {
     }
 
     fn no_exchange(&self, name: &str) -> Error {
-        Error::not_found(format_args!("no exchange '{name}' in vhost '{}'", self.name))
+        Error::not_found(format_args!(
+            "no exchange '{name}' in vhost '{}'",
+            self.name
+        ))
     }
 
     fn no_queue(&self, name: &str) -> Error {
@@ -174,14 +178,28 @@ impl VHost {
                 }
             };
             check("type", kind.to_string(), existing.kind.to_string())?;
-            check("durable", declare.durable.to_string(), existing.durable.to_string())?;
+            check(
+                "durable",
+                declare.durable.to_string(),
+                existing.durable.to_string(),
+            )?;
             check(
                 "auto_delete",
                 declare.auto_delete.to_string(),
                 existing.auto_delete.to_string(),
             )?;
-            check("internal", declare.internal.to_string(), existing.internal.to_string())?;
-            check_arguments("exchange", name, vhost, &declare.arguments, &existing.arguments)?;
+            check(
+                "internal",
+                declare.internal.to_string(),
+                existing.internal.to_string(),
+            )?;
+            check_arguments(
+                "exchange",
+                name,
+                vhost,
+                &declare.arguments,
+                &existing.arguments,
+            )?;
             return Ok(existing.clone());
         }
         if name.starts_with("amq.") {
@@ -438,7 +456,12 @@ impl VHost {
     ) -> Result<()> {
         let destination = self.check_bindable_source(destination)?;
         let source = self.check_bindable_source(source)?;
-        self.bind(&source, Destination::Exchange(destination), routing_key, arguments)
+        self.bind(
+            &source,
+            Destination::Exchange(destination),
+            routing_key,
+            arguments,
+        )
     }
 
     pub fn unbind_exchange(
@@ -450,7 +473,12 @@ impl VHost {
     ) -> Result<()> {
         let destination = self.check_bindable_source(destination)?;
         let source = self.check_bindable_source(source)?;
-        self.unbind(&source, Destination::Exchange(destination), routing_key, arguments);
+        self.unbind(
+            &source,
+            Destination::Exchange(destination),
+            routing_key,
+            arguments,
+        );
         Ok(())
     }
 
@@ -504,19 +532,23 @@ impl VHost {
         let mut pending: Vec<Arc<Exchange>> = Vec::new();
         let mut current = exchange.clone();
         loop {
-            current.route(&message.routing_key, headers, &mut |destination| match destination {
-                Destination::Queue(q) => {
-                    if !queues.iter().any(|known| Arc::ptr_eq(known, q)) {
-                        queues.push(q.clone());
+            current.route(
+                &message.routing_key,
+                headers,
+                &mut |destination| match destination {
+                    Destination::Queue(q) => {
+                        if !queues.iter().any(|known| Arc::ptr_eq(known, q)) {
+                            queues.push(q.clone());
+                        }
                     }
-                }
-                Destination::Exchange(e) => {
-                    if !visited.contains(&Arc::as_ptr(e)) {
-                        visited.push(Arc::as_ptr(e));
-                        pending.push(e.clone());
+                    Destination::Exchange(e) => {
+                        if !visited.contains(&Arc::as_ptr(e)) {
+                            visited.push(Arc::as_ptr(e));
+                            pending.push(e.clone());
+                        }
                     }
-                }
-            });
+                },
+            );
             match pending.pop() {
                 Some(next) => current = next,
                 None => break,
@@ -539,7 +571,14 @@ fn check_arguments(
     for key in keys.filter(|k| k.starts_with("x-")) {
         let (a, b) = (got.get(key), current.get(key));
         if a != b {
-            return Err(inequivalent(what, name, vhost, key, &describe(a), &describe(b)));
+            return Err(inequivalent(
+                what,
+                name,
+                vhost,
+                key,
+                &describe(a),
+                &describe(b),
+            ));
         }
     }
     Ok(())

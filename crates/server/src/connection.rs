@@ -130,10 +130,7 @@ async fn await_close_ok<R: AsyncRead + Unpin>(reader: &mut FrameReader<R>) {
     }
 }
 
-async fn finish(
-    outbound: Arc<Outbound>,
-    writer: tokio::task::JoinHandle<std::io::Result<()>>,
-) {
+async fn finish(outbound: Arc<Outbound>, writer: tokio::task::JoinHandle<std::io::Result<()>>) {
     outbound.close();
     let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
 }
@@ -169,12 +166,19 @@ impl Connection {
             };
             let frame = match frame {
                 None => {
-                    tracing::warn!(id = self.id, "missed heartbeats from client, timeout: {heartbeat}s");
+                    tracing::warn!(
+                        id = self.id,
+                        "missed heartbeats from client, timeout: {heartbeat}s"
+                    );
                     return Ending::ClientGone;
                 }
                 Some(Ok(frame)) => frame,
                 Some(Err(ReadError::Malformed(error))) => return Ending::Close(error.into()),
-                Some(Err(ReadError::Closed | ReadError::Io(_))) => return Ending::ClientGone,
+                Some(Err(ReadError::Closed)) => return Ending::ClientGone,
+                Some(Err(ReadError::Io(error))) => {
+                    tracing::debug!(id = self.id, %error, "socket error");
+                    return Ending::ClientGone;
+                }
             };
             match self.handle_frame(frame) {
                 Ok(true) => {}
@@ -193,7 +197,10 @@ impl Connection {
         if channel_id > self.handshake.channel_max {
             return Err(AmqpError::new(
                 ReplyCode::ChannelError,
-                format_args!("channel {channel_id} is above channel_max {}", self.handshake.channel_max),
+                format_args!(
+                    "channel {channel_id} is above channel_max {}",
+                    self.handshake.channel_max
+                ),
             ));
         }
         let ctx = ChannelContext {
@@ -218,7 +225,10 @@ impl Connection {
                 Ok(())
             }
             (None, _) => {
-                return Err(AmqpError::new(ReplyCode::ChannelError, "expected 'channel.open'"))
+                return Err(AmqpError::new(
+                    ReplyCode::ChannelError,
+                    "expected 'channel.open'",
+                ))
             }
             (Some(Slot::Closing), FramePayload::Method(Method::ChannelCloseOk(_))) => {
                 self.channels.remove(&channel_id);
@@ -264,10 +274,7 @@ impl Connection {
                         method if is_connection_method(&method) => {
                             return Err(AmqpError::new(
                                 ReplyCode::CommandInvalid,
-                                format_args!(
-                                    "{} is only valid on channel 0",
-                                    method.name()
-                                ),
+                                format_args!("{} is only valid on channel 0", method.name()),
                             )
                             .during(&method))
                         }
@@ -303,7 +310,8 @@ impl Connection {
             class_id: error.class_id,
             method_id: error.method_id,
         });
-        self.outbound.write(|out| encode_method(channel_id, &close, out));
+        self.outbound
+            .write(|out| encode_method(channel_id, &close, out));
     }
 
     fn handle_connection_frame(&mut self, payload: FramePayload) -> Result<bool, AmqpError> {
@@ -316,9 +324,9 @@ impl Connection {
                 });
                 Ok(false)
             }
-            FramePayload::Method(
-                Method::ConnectionBlocked(_) | Method::ConnectionUnblocked(_),
-            ) => Ok(true),
+            FramePayload::Method(Method::ConnectionBlocked(_) | Method::ConnectionUnblocked(_)) => {
+                Ok(true)
+            }
             FramePayload::Method(method) => Err(AmqpError::new(
                 ReplyCode::CommandInvalid,
                 format_args!("unexpected method {} on channel 0", method.name()),

@@ -40,11 +40,6 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         Ok(self.buffer.split_to(n))
     }
 
-    /// Raw bytes received so far and not yet consumed.
-    pub fn buffered(&self) -> &[u8] {
-        &self.buffer
-    }
-
     /// A frame already in the buffer, without reading the socket.
     pub fn try_next(&mut self) -> Result<Option<Frame>, ReadError> {
         Frame::decode(&mut self.buffer, self.frame_max).map_err(ReadError::Malformed)

@@ -139,7 +139,8 @@ pub async fn run<R: AsyncRead + Unpin>(
     let Method::ConnectionStartOk(start_ok) = &method else {
         return Err(unexpected(&method, "connection.start-ok"));
     };
-    let failure_close = client_capability(&start_ok.client_properties, "authentication_failure_close");
+    let failure_close =
+        client_capability(&start_ok.client_properties, "authentication_failure_close");
     let consumer_cancel_notify =
         client_capability(&start_ok.client_properties, "consumer_cancel_notify");
     let mechanism = start_ok.mechanism.to_string();
@@ -197,10 +198,15 @@ pub async fn run<R: AsyncRead + Unpin>(
     let frame_max = match tune_ok.frame_max {
         0 => config.frame_max,
         n if n < FRAME_MIN_BYTES => {
-            return Err(refuse(format!("frame_max={n} < {FRAME_MIN_BYTES} min size")))
+            return Err(refuse(format!(
+                "frame_max={n} < {FRAME_MIN_BYTES} min size"
+            )))
         }
         n if n > config.frame_max => {
-            return Err(refuse(format!("frame_max={n} > {} max size", config.frame_max)))
+            return Err(refuse(format!(
+                "frame_max={n} > {} max size",
+                config.frame_max
+            )))
         }
         n => n,
     };

@@ -60,11 +60,6 @@ impl Outbound {
         true
     }
 
-    /// Whether a delivery would currently be refused for lack of room.
-    pub fn is_full(&self) -> bool {
-        self.buffer.lock().len() >= OUTBOUND_HIGH_WATER_BYTES
-    }
-
     /// Takes everything buffered, leaving `spare` (cleared) in its place so that buffers
     /// are reused rather than reallocated.
     pub(crate) fn take(&self, spare: &mut BytesMut) {

@@ -54,7 +54,7 @@ pub fn headers_match(arguments: &FieldTable, headers: Option<&FieldTable>) -> bo
     let with_x = matches!(kind, MatchKind::AllWithX | MatchKind::AnyWithX);
     let mut compared = arguments
         .iter()
-        .filter(|(key, _)| key.as_ref() != "x-match" && (with_x || !key.starts_with("x-")))
+        .filter(|(key, _)| *key != "x-match" && (with_x || !key.starts_with("x-")))
         .map(|(key, expected)| {
             let found = headers.and_then(|h| h.get(key));
             match (expected, found) {
@@ -123,7 +123,10 @@ mod tests {
     #[test]
     fn void_means_present() {
         let binding = table(&[("a", FieldValue::Void)]);
-        assert!(headers_match(&binding, Some(&table(&[("a", s("anything"))]))));
+        assert!(headers_match(
+            &binding,
+            Some(&table(&[("a", s("anything"))]))
+        ));
         assert!(!headers_match(&binding, Some(&table(&[("b", s("x"))]))));
     }
 

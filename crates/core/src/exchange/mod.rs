@@ -171,9 +171,10 @@ impl Exchange {
         };
         bindings.list.remove(at);
         // The index ignores arguments: only drop its entry when no twin binding remains.
-        let twin_left = bindings.list.iter().any(|b| {
-            b.destination == binding.destination && b.routing_key == binding.routing_key
-        });
+        let twin_left = bindings
+            .list
+            .iter()
+            .any(|b| b.destination == binding.destination && b.routing_key == binding.routing_key);
         if !twin_left {
             match &mut bindings.router {
                 Router::Direct(map) => {

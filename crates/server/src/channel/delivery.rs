@@ -186,7 +186,13 @@ impl DeliveryTarget for ChannelDelivery {
             routing_key: delivery.message.routing_key.clone(),
         });
         let written = self.outbound.try_write_delivery(|out| {
-            encode_with_content(self.channel_id, &method, delivery.message, self.frame_max, out)
+            encode_with_content(
+                self.channel_id,
+                &method,
+                delivery.message,
+                self.frame_max,
+                out,
+            )
         });
         if !written {
             return false;

@@ -340,7 +340,10 @@ impl Channel {
                         state.record(unacked);
                     }
                 }
-                state.unacked.make_contiguous().sort_by_key(|u| u.delivery_tag);
+                state
+                    .unacked
+                    .make_contiguous()
+                    .sort_by_key(|u| u.delivery_tag);
                 drop(state);
                 self.reply(out, TxRollbackOk {});
             }
@@ -485,7 +488,11 @@ impl Channel {
     }
 
     /// Content frames for the message being published.
-    pub fn handle_header(&mut self, ctx: &ChannelContext<'_>, header: ContentHeader) -> AmqpResult<()> {
+    pub fn handle_header(
+        &mut self,
+        ctx: &ChannelContext<'_>,
+        header: ContentHeader,
+    ) -> AmqpResult<()> {
         let Some(pending) = self.pending.as_mut() else {
             return Err(unexpected_content());
         };
@@ -554,7 +561,10 @@ impl Channel {
 fn settle(deliveries: Vec<Unacked>, requeue: Option<bool>) {
     let mut by_queue: Vec<(Arc<Queue>, Vec<u64>)> = Vec::new();
     for unacked in deliveries {
-        match by_queue.iter_mut().find(|(q, _)| Arc::ptr_eq(q, &unacked.queue)) {
+        match by_queue
+            .iter_mut()
+            .find(|(q, _)| Arc::ptr_eq(q, &unacked.queue))
+        {
             Some((_, offsets)) => offsets.push(unacked.offset),
             None => by_queue.push((unacked.queue, vec![unacked.offset])),
         }
@@ -569,7 +579,10 @@ fn settle(deliveries: Vec<Unacked>, requeue: Option<bool>) {
 }
 
 fn not_transactional() -> AmqpError {
-    AmqpError::new(ReplyCode::PreconditionFailed, "channel is not transactional")
+    AmqpError::new(
+        ReplyCode::PreconditionFailed,
+        "channel is not transactional",
+    )
 }
 
 fn unexpected_content() -> AmqpError {

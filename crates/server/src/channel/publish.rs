@@ -59,8 +59,7 @@ impl PendingPublish {
                 ReplyCode::AccessRefused,
                 format_args!(
                     "cannot publish to internal exchange '{}' in vhost '{}'",
-                    exchange.name,
-                    ctx.vhost.name
+                    exchange.name, ctx.vhost.name
                 ),
             ));
         }
@@ -74,7 +73,11 @@ impl PendingPublish {
     }
 
     /// Returns true when the message is complete (an empty body needs no body frame).
-    pub fn add_header(&mut self, ctx: &ChannelContext<'_>, header: ContentHeader) -> AmqpResult<bool> {
+    pub fn add_header(
+        &mut self,
+        ctx: &ChannelContext<'_>,
+        header: ContentHeader,
+    ) -> AmqpResult<bool> {
         if self.header.is_some() {
             return Err(AmqpError::new(
                 ReplyCode::UnexpectedFrame,
@@ -84,7 +87,10 @@ impl PendingPublish {
         if header.class_id != BASIC_CLASS_ID {
             return Err(AmqpError::new(
                 ReplyCode::FrameError,
-                format_args!("content header for class {} does not match method class 60", header.class_id),
+                format_args!(
+                    "content header for class {} does not match method class 60",
+                    header.class_id
+                ),
             ));
         }
         let max = ctx.config.max_message_bytes;
