@@ -164,7 +164,7 @@ impl VHost {
         let Some(kind) = ExchangeKind::parse(&declare.kind) else {
             return Err(Error::new(
                 ErrorKind::CommandInvalid,
-                format_args!("invalid exchange type '{}'", declare.kind),
+                format_args!("unknown exchange type '{}'", declare.kind),
             ));
         };
         let mut exchanges = self.exchanges.write();

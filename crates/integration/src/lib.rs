@@ -1,1 +1,72 @@
-//! placeholder
+//! Test harness: starts a real Wharf broker in-process on 127.0.0.1:0 for each test, or,
+//! with `WHARF_TEST_EXTERNAL=host:port`, points the same tests at a broker already running
+//! there (e.g. RabbitMQ, to check that a test expects what RabbitMQ does).
+
+pub mod raw;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use wharf_core::broker::{Broker, BrokerConfig};
+use wharf_server::{ServerConfig, Shutdown};
+
+pub struct TestBroker {
+    pub addr: SocketAddr,
+    /// Stops the in-process broker when the test ends.
+    _shutdown: Option<Shutdown>,
+}
+
+impl TestBroker {
+    /// amqp URL for guest on vhost "/".
+    pub fn url(&self) -> String {
+        self.url_with("guest", "guest", "/")
+    }
+
+    pub fn url_with(&self, user: &str, password: &str, vhost: &str) -> String {
+        let vhost = vhost.replace('%', "%25").replace('/', "%2f");
+        format!("amqp://{user}:{password}@{}/{vhost}", self.addr)
+    }
+
+    pub fn is_external(&self) -> bool {
+        self._shutdown.is_none()
+    }
+}
+
+pub async fn start_broker() -> TestBroker {
+    start_broker_with(ServerConfig::default()).await
+}
+
+/// Starts a broker with these listener settings (ignored for an external broker).
+pub async fn start_broker_with(config: ServerConfig) -> TestBroker {
+    if let Ok(external) = std::env::var("WHARF_TEST_EXTERNAL") {
+        let addr = external
+            .parse()
+            .expect("WHARF_TEST_EXTERNAL must be host:port");
+        return TestBroker {
+            addr,
+            _shutdown: None,
+        };
+    }
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
+    let addr = listener.local_addr().expect("local addr");
+    let broker = Arc::new(Broker::new(BrokerConfig::default()));
+    let (shutdown, shutdown_rx) = Shutdown::new();
+    tokio::spawn(wharf_server::serve(listener, broker, config, shutdown_rx));
+    TestBroker {
+        addr,
+        _shutdown: Some(shutdown),
+    }
+}
+
+/// A name no other test (or earlier run against an external broker) uses.
+pub fn unique(prefix: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{prefix}-{}-{n}-{nanos:x}", std::process::id())
+}

@@ -1,0 +1,77 @@
+//! Client helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::time::Duration;
+
+use futures_lite::StreamExt;
+use lapin::{Channel, Connection, ConnectionProperties};
+
+pub use wharf_integration::{start_broker, unique, TestBroker};
+
+/// How long a test waits for something the broker should do promptly.
+pub const WAIT: Duration = Duration::from_secs(5);
+
+pub async fn lapin_connect(url: &str) -> Connection {
+    try_lapin_connect(url).await.expect("lapin connect")
+}
+
+pub async fn try_lapin_connect(url: &str) -> lapin::Result<Connection> {
+    let properties = ConnectionProperties::default()
+        .with_executor(tokio_executor_trait::Tokio::current())
+        .with_reactor(tokio_reactor_trait::Tokio);
+    Connection::connect(url, properties).await
+}
+
+pub async fn lapin_channel(broker: &TestBroker) -> (Connection, Channel) {
+    let connection = lapin_connect(&broker.url()).await;
+    let channel = connection.create_channel().await.expect("create channel");
+    (connection, channel)
+}
+
+/// The reply code and text of a channel or connection closed by the broker.
+pub fn protocol_error(error: &lapin::Error) -> (u16, String) {
+    match error {
+        lapin::Error::ProtocolError(e) => (e.get_id(), e.get_message().to_string()),
+        other => panic!("expected a protocol error, got {other:?}"),
+    }
+}
+
+/// Awaits `f`, failing the test instead of hanging when the broker never answers.
+pub async fn within<T>(f: impl Future<Output = T>) -> T {
+    tokio::time::timeout(WAIT, f)
+        .await
+        .expect("timed out waiting for the broker")
+}
+
+/// The next delivery of a lapin consumer.
+pub async fn next_delivery(consumer: &mut lapin::Consumer) -> lapin::message::Delivery {
+    within(consumer.next())
+        .await
+        .expect("consumer stream ended")
+        .expect("delivery error")
+}
+
+/// Asserts that no delivery arrives for a short while.
+pub async fn no_delivery(consumer: &mut lapin::Consumer) {
+    let quiet = tokio::time::timeout(Duration::from_millis(300), consumer.next()).await;
+    assert!(quiet.is_err(), "unexpected delivery: {quiet:?}");
+}
+
+/// Resolves with the error the broker closes `channel` with (set up before provoking it).
+pub fn channel_error(channel: &Channel) -> tokio::sync::oneshot::Receiver<lapin::Error> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let tx = std::sync::Mutex::new(Some(tx));
+    channel.on_error(move |error| {
+        if let Some(tx) = tx.lock().unwrap().take() {
+            let _ = tx.send(error);
+        }
+    });
+    rx
+}
+
+/// Waits for the close reason registered with [`channel_error`].
+pub async fn closed_with(rx: tokio::sync::oneshot::Receiver<lapin::Error>) -> (u16, String) {
+    let error = within(rx).await.expect("channel error handler dropped");
+    protocol_error(&error)
+}
