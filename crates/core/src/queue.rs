@@ -274,7 +274,7 @@ impl Queue {
         }
         if if_empty && !state.ready.is_empty() {
             return Err(Error::precondition(format_args!(
-                "queue '{}' in vhost '{}' is not empty",
+                "queue '{}' in vhost '{}' not empty",
                 self.name, self.vhost
             )));
         }

@@ -32,8 +32,10 @@ enum Slot {
 
 /// How the frame loop ended.
 enum Ending {
-    /// The client closed (close-ok sent) or went away.
+    /// The client went away (socket closed, heartbeats missed).
     ClientGone,
+    /// The client sent connection.close and we answered close-ok.
+    ClientClosed,
     /// We close with this error (or a forced shutdown) and wait for close-ok.
     Close(AmqpError),
 }
@@ -100,10 +102,18 @@ pub async fn serve_connection<S>(
 
     let ending = connection.run(&mut reader, &mut shutdown).await;
     connection.release_all();
-    if let Ending::Close(error) = ending {
-        tracing::info!(%peer, id, error = %error.text, "closing connection");
-        send_close(&outbound, &error);
-        let _ = tokio::time::timeout(CLOSE_OK_TIMEOUT, await_close_ok(&mut reader)).await;
+    match ending {
+        Ending::Close(error) => {
+            tracing::info!(%peer, id, error = %error.text, "closing connection");
+            send_close(&outbound, &error);
+            let _ = tokio::time::timeout(CLOSE_OK_TIMEOUT, await_close_ok(&mut reader)).await;
+        }
+        Ending::ClientClosed => {
+            // Let the client read close-ok and close the socket first, as RabbitMQ does:
+            // closing ours at once can reset the connection before close-ok is read.
+            let _ = tokio::time::timeout(CLOSE_OK_TIMEOUT, await_eof(&mut reader)).await;
+        }
+        Ending::ClientGone => {}
     }
     finish(outbound, writer).await;
     tracing::debug!(%peer, id, "connection closed");
@@ -128,6 +138,10 @@ async fn await_close_ok<R: AsyncRead + Unpin>(reader: &mut FrameReader<R>) {
             return;
         }
     }
+}
+
+async fn await_eof<R: AsyncRead + Unpin>(reader: &mut FrameReader<R>) {
+    while reader.next().await.is_ok() {}
 }
 
 async fn finish(outbound: Arc<Outbound>, writer: tokio::task::JoinHandle<std::io::Result<()>>) {
@@ -182,7 +196,7 @@ impl Connection {
             };
             match self.handle_frame(frame) {
                 Ok(true) => {}
-                Ok(false) => return Ending::ClientGone,
+                Ok(false) => return Ending::ClientClosed,
                 Err(error) => return Ending::Close(error),
             }
         }

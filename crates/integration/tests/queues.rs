@@ -1,0 +1,389 @@
+//! queue.declare / bind / unbind / purge / delete, as RabbitMQ answers them.
+
+mod common;
+
+use common::*;
+use lapin::options::*;
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, ExchangeKind};
+
+fn exclusive() -> QueueDeclareOptions {
+    QueueDeclareOptions {
+        exclusive: true,
+        ..Default::default()
+    }
+}
+
+async fn publish(ch: &lapin::Channel, exchange: &str, key: &str, body: &[u8]) {
+    ch.basic_publish(
+        exchange,
+        key,
+        Default::default(),
+        body,
+        BasicProperties::default(),
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_named_queue() {
+    let broker = start_broker().await;
+    let (_c, ch) = lapin_channel(&broker).await;
+    let q = ch
+        .queue_declare("", exclusive(), FieldTable::default())
+        .await
+        .unwrap();
+    let name = q.name().as_str();
+    assert!(name.starts_with("amq.gen-"), "{name}");
+    assert_eq!(name.len(), "amq.gen-".len() + 22, "{name}");
+    assert_eq!((q.message_count(), q.consumer_count()), (0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn declare_ok_counts_messages_and_consumers() {
+    let broker = start_broker().await;
+    let (_c, ch) = lapin_channel(&broker).await;
+    let name = unique("q");
+    ch.queue_declare(&name, exclusive(), FieldTable::default())
+        .await
+        .unwrap();
+    for i in 0..3u8 {
+        publish(&ch, "", &name, &[i]).await;
+    }
+    let _consumer = ch
+        .basic_consume(
+            &name,
+            "c1",
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    // The consumer (no prefetch) takes all three; they are unacked, not ready.
+    let q = within(async {
+        loop {
+            let q = ch
+                .queue_declare(&name, exclusive(), FieldTable::default())
+                .await
+                .unwrap();
+            if q.message_count() == 0 {
+                return q;
+            }
+        }
+    })
+    .await;
+    assert_eq!(q.consumer_count(), 1);
+    let ch2 = ch.clone();
+    ch2.basic_cancel("c1", Default::default()).await.unwrap();
+    let q = ch
+        .queue_declare(&name, exclusive(), FieldTable::default())
+        .await
+        .unwrap();
+    assert_eq!(q.consumer_count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passive_declare_of_missing_queue_is_404() {
+    let broker = start_broker().await;
+    let (_c, ch) = lapin_channel(&broker).await;
+    let name = unique("missing");
+    let err = ch
+        .queue_declare(
+            &name,
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        protocol_error(&err),
+        (404, format!("NOT_FOUND - no queue '{name}' in vhost '/'"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redeclare_with_other_durability_is_406() {
+    let broker = start_broker().await;
+    let (conn, ch) = lapin_channel(&broker).await;
+    let name = unique("q");
+    ch.queue_declare(&name, Default::default(), FieldTable::default())
+        .await
+        .unwrap();
+    let err = ch
+        .queue_declare(
+            &name,
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        protocol_error(&err),
+        (
+            406,
+            format!("PRECONDITION_FAILED - inequivalent arg 'durable' for queue '{name}' in vhost '/': received 'true' but current is 'false'")
+        )
+    );
+    let ch = conn.create_channel().await.unwrap();
+    ch.queue_delete(&name, Default::default()).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redeclare_with_other_arguments_is_406() {
+    let broker = start_broker().await;
+    let (conn, ch) = lapin_channel(&broker).await;
+    let name = unique("q");
+    let mut args = FieldTable::default();
+    args.insert("x-max-length".into(), AMQPValue::LongInt(10));
+    ch.queue_declare(&name, Default::default(), args)
+        .await
+        .unwrap();
+    let mut other = FieldTable::default();
+    other.insert("x-max-length".into(), AMQPValue::LongInt(20));
+    let err = ch
+        .queue_declare(&name, Default::default(), other)
+        .await
+        .unwrap_err();
+    let (code, text) = protocol_error(&err);
+    assert_eq!(code, 406);
+    assert!(
+        text.starts_with(&format!(
+            "PRECONDITION_FAILED - inequivalent arg 'x-max-length' for queue '{name}' in vhost '/'"
+        )),
+        "{text}"
+    );
+    let ch = conn.create_channel().await.unwrap();
+    ch.queue_delete(&name, Default::default()).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exclusive_queue_is_locked_to_its_connection_and_goes_with_it() {
+    let broker = start_broker().await;
+    let (owner, ch) = lapin_channel(&broker).await;
+    let name = unique("excl");
+    ch.queue_declare(&name, exclusive(), FieldTable::default())
+        .await
+        .unwrap();
+    let (_other, ch2) = lapin_channel(&broker).await;
+    let err = ch2
+        .basic_consume(&name, "", Default::default(), FieldTable::default())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        protocol_error(&err),
+        (
+            405,
+            format!("RESOURCE_LOCKED - cannot obtain exclusive access to locked queue '{name}' in vhost '/'. It could be originally declared on another connection or the exclusive property value does not match that of the original declaration.")
+        )
+    );
+    owner.close(200, "bye").await.unwrap();
+    let (_third, ch3) = lapin_channel(&broker).await;
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    let err = within(async {
+        loop {
+            match ch3
+                .queue_declare(&name, passive, FieldTable::default())
+                .await
+            {
+                Err(e) => return e,
+                Ok(_) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+            }
+        }
+    })
+    .await;
+    assert_eq!(protocol_error(&err).0, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_delete_queue_goes_when_its_last_consumer_cancels() {
+    let broker = start_broker().await;
+    let (_c, ch) = lapin_channel(&broker).await;
+    let name = unique("auto");
+    ch.queue_declare(
+        &name,
+        QueueDeclareOptions {
+            auto_delete: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    // lapin cancels a consumer when its handle is dropped: keep both.
+    let _a = ch
+        .basic_consume(&name, "a", Default::default(), FieldTable::default())
+        .await
+        .unwrap();
+    let _b = ch
+        .basic_consume(&name, "b", Default::default(), FieldTable::default())
+        .await
+        .unwrap();
+    ch.basic_cancel("a", Default::default()).await.unwrap();
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    ch.queue_declare(&name, passive, FieldTable::default())
+        .await
+        .unwrap();
+    ch.basic_cancel("b", Default::default()).await.unwrap();
+    let err = ch
+        .queue_declare(&name, passive, FieldTable::default())
+        .await
+        .unwrap_err();
+    assert_eq!(protocol_error(&err).0, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purge_and_delete_report_counts() {
+    let broker = start_broker().await;
+    let (_c, ch) = lapin_channel(&broker).await;
+    let name = unique("q");
+    ch.queue_declare(&name, Default::default(), FieldTable::default())
+        .await
+        .unwrap();
+    for i in 0..5u8 {
+        publish(&ch, "", &name, &[i]).await;
+    }
+    assert_eq!(ch.queue_purge(&name, Default::default()).await.unwrap(), 5);
+    for i in 0..2u8 {
+        publish(&ch, "", &name, &[i]).await;
+    }
+    assert_eq!(ch.queue_delete(&name, Default::default()).await.unwrap(), 2);
+    // Deleting a queue that is not there answers delete-ok with 0.
+    assert_eq!(ch.queue_delete(&name, Default::default()).await.unwrap(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_if_empty_and_if_unused() {
+    let broker = start_broker().await;
+    let (conn, ch) = lapin_channel(&broker).await;
+    let name = unique("q");
+    ch.queue_declare(&name, Default::default(), FieldTable::default())
+        .await
+        .unwrap();
+    publish(&ch, "", &name, b"x").await;
+    let err = ch
+        .queue_delete(
+            &name,
+            QueueDeleteOptions {
+                if_empty: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        protocol_error(&err),
+        (
+            406,
+            format!("PRECONDITION_FAILED - queue '{name}' in vhost '/' not empty")
+        )
+    );
+    let ch = conn.create_channel().await.unwrap();
+    let _consumer = ch
+        .basic_consume(&name, "c", Default::default(), FieldTable::default())
+        .await
+        .unwrap();
+    let ch2 = conn.create_channel().await.unwrap();
+    let err = ch2
+        .queue_delete(
+            &name,
+            QueueDeleteOptions {
+                if_unused: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        protocol_error(&err),
+        (
+            406,
+            format!("PRECONDITION_FAILED - queue '{name}' in vhost '/' in use")
+        )
+    );
+    let ch3 = conn.create_channel().await.unwrap();
+    ch3.queue_delete(&name, Default::default()).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bind_to_missing_exchange_is_404_and_unbind_stops_routing() {
+    let broker = start_broker().await;
+    let (conn, ch) = lapin_channel(&broker).await;
+    let q = ch
+        .queue_declare("", exclusive(), FieldTable::default())
+        .await
+        .unwrap();
+    let q = q.name().as_str().to_string();
+    let missing = unique("nox");
+    let err = ch
+        .queue_bind(&q, &missing, "k", Default::default(), FieldTable::default())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        protocol_error(&err),
+        (
+            404,
+            format!("NOT_FOUND - no exchange '{missing}' in vhost '/'")
+        )
+    );
+    let ch = conn.create_channel().await.unwrap();
+    let ex = unique("ex");
+    ch.exchange_declare(
+        &ex,
+        ExchangeKind::Direct,
+        Default::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    ch.queue_bind(&q, &ex, "k", Default::default(), FieldTable::default())
+        .await
+        .unwrap();
+    publish(&ch, &ex, "k", b"one").await;
+    ch.queue_unbind(&q, &ex, "k", FieldTable::default())
+        .await
+        .unwrap();
+    publish(&ch, &ex, "k", b"two").await;
+    let got = ch
+        .basic_get(&q, BasicGetOptions { no_ack: true })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.delivery.data, b"one");
+    assert!(ch
+        .basic_get(&q, BasicGetOptions { no_ack: true })
+        .await
+        .unwrap()
+        .is_none());
+    ch.exchange_delete(&ex, Default::default()).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reserved_queue_name_is_403() {
+    let broker = start_broker().await;
+    let (_c, ch) = lapin_channel(&broker).await;
+    let name = format!("amq.{}", unique("q"));
+    let err = ch
+        .queue_declare(&name, Default::default(), FieldTable::default())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        protocol_error(&err),
+        (
+            403,
+            format!("ACCESS_REFUSED - queue name '{name}' contains reserved prefix 'amq.*'")
+        )
+    );
+}
