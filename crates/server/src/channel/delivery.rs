@@ -43,8 +43,6 @@ pub struct DeliveryState {
     pub global_prefetch: u16,
     /// Consumer deliveries (not gets) currently unacked, for the global limit.
     pub consumer_unacked: u32,
-    /// channel.flow active=false pauses deliveries.
-    pub flow_paused: bool,
     pub closed: bool,
 }
 
@@ -174,7 +172,7 @@ impl ChannelDelivery {
 impl DeliveryTarget for ChannelDelivery {
     fn try_deliver(&self, delivery: Delivery<'_>) -> bool {
         let mut state = self.state.lock();
-        if state.closed || state.flow_paused || !state.has_credit(delivery.consumer_tag) {
+        if state.closed || !state.has_credit(delivery.consumer_tag) {
             return false;
         }
         let delivery_tag = state.next_delivery_tag + 1;

@@ -114,11 +114,11 @@ impl Channel {
         let out = ctx.outbound;
         match method {
             Method::ChannelFlow(m) => {
-                self.delivery.state.lock().flow_paused = !m.active;
-                self.reply(out, ChannelFlowOk { active: m.active });
-                if m.active {
-                    self.resume_consumers();
+                // As RabbitMQ: clients limit deliveries with basic.qos, not by pausing.
+                if !m.active {
+                    return Err(AmqpError::new(ReplyCode::NotImplemented, "active=false"));
                 }
+                self.reply(out, ChannelFlowOk { active: true });
             }
             Method::ChannelFlowOk(_) => {}
             Method::ExchangeDeclare(m) => {
