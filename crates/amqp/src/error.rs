@@ -24,9 +24,12 @@ impl Error {
     /// The reply code of the connection.close this error calls for.
     pub fn reply_code(&self) -> u16 {
         match self {
-            Error::Syntax(_) => 502,
+            // RabbitMQ answers a method it cannot decode with FRAME_ERROR, not SYNTAX_ERROR.
+            Error::Syntax(_)
+            | Error::UnknownFrameType(_)
+            | Error::BadFrameEnd(_)
+            | Error::FrameTooLarge { .. } => 501,
             Error::UnknownMethod { .. } => 540,
-            Error::UnknownFrameType(_) | Error::BadFrameEnd(_) | Error::FrameTooLarge { .. } => 501,
         }
     }
 }

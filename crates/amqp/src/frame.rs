@@ -19,6 +19,9 @@ pub const FRAME_HEADER_SIZE: usize = 7;
 pub const FRAME_OVERHEAD: usize = FRAME_HEADER_SIZE + 1;
 pub const PROTOCOL_HEADER: &[u8; 8] = b"AMQP\x00\x00\x09\x01";
 
+// A header is larger than the other payloads, but frames live one at a time on the stack
+// and boxing it would cost an allocation for every published message.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum FramePayload {
     Method(Method),

@@ -86,7 +86,7 @@ async fn properties_and_headers_survive_the_round_trip() {
         .with_expiration("60000".into())
         .with_message_id("m-1".into())
         .with_timestamp(1_700_000_123)
-        .with_kind("kind".into())
+        .with_type("kind".into())
         .with_user_id("guest".into())
         .with_app_id("tests".into())
         .with_cluster_id("c1".into());

@@ -25,7 +25,7 @@ use crate::ServerConfig;
 const CLOSE_OK_TIMEOUT: Duration = Duration::from_secs(3);
 
 enum Slot {
-    Open(Channel),
+    Open(Box<Channel>),
     /// We sent channel.close and wait for close-ok; other frames are dropped.
     Closing,
 }
@@ -130,12 +130,19 @@ fn send_close(outbound: &Outbound, error: &AmqpError) {
 }
 
 /// After connection.close, everything but close-ok (or the client's own close) is ignored.
+/// Bytes that do not parse are skipped too, so that a client still sending the rest of a
+/// bad frame sees our close rather than a reset connection.
 async fn await_close_ok<R: AsyncRead + Unpin>(reader: &mut FrameReader<R>) {
-    while let Ok(frame) = reader.next().await {
-        if let FramePayload::Method(Method::ConnectionCloseOk(_) | Method::ConnectionClose(_)) =
-            frame.payload
-        {
-            return;
+    loop {
+        match reader.next().await {
+            Ok(Frame {
+                payload:
+                    FramePayload::Method(Method::ConnectionCloseOk(_) | Method::ConnectionClose(_)),
+                ..
+            }) => return,
+            Ok(_) => {}
+            Err(ReadError::Malformed(_)) => reader.discard_buffered(),
+            Err(ReadError::Closed | ReadError::Io(_)) => return,
         }
     }
 }
@@ -232,7 +239,8 @@ impl Connection {
                     self.handshake.frame_max,
                     self.handshake.consumer_cancel_notify,
                 );
-                self.channels.insert(channel_id, Slot::Open(channel));
+                self.channels
+                    .insert(channel_id, Slot::Open(Box::new(channel)));
                 self.outbound.write(|out| {
                     encode_method(channel_id, &Method::ChannelOpenOk(ChannelOpenOk {}), out)
                 });
@@ -342,8 +350,8 @@ impl Connection {
                 Ok(true)
             }
             FramePayload::Method(method) => Err(AmqpError::new(
-                ReplyCode::CommandInvalid,
-                format_args!("unexpected method {} on channel 0", method.name()),
+                ReplyCode::ChannelError,
+                "unexpected method in connection state running",
             )
             .during(&method)),
             FramePayload::Header(_) | FramePayload::Body(_) => Err(AmqpError::new(

@@ -65,12 +65,16 @@ impl From<wharf_core::Error> for AmqpError {
 
 impl From<wharf_amqp::Error> for AmqpError {
     fn from(error: wharf_amqp::Error) -> Self {
-        let code = match error.reply_code() {
-            501 => ReplyCode::FrameError,
-            540 => ReplyCode::NotImplemented,
-            _ => ReplyCode::SyntaxError,
-        };
-        AmqpError::new(code, error)
+        match error {
+            wharf_amqp::Error::UnknownMethod { .. } => {
+                AmqpError::new(ReplyCode::NotImplemented, error)
+            }
+            wharf_amqp::Error::Syntax(detail) => AmqpError::new(
+                ReplyCode::FrameError,
+                format_args!("cannot decode: {detail}"),
+            ),
+            other => AmqpError::new(ReplyCode::FrameError, other),
+        }
     }
 }
 

@@ -40,6 +40,11 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         Ok(self.buffer.split_to(n))
     }
 
+    /// Drops whatever is buffered: after a framing error the rest cannot be trusted.
+    pub fn discard_buffered(&mut self) {
+        self.buffer.clear();
+    }
+
     /// A frame already in the buffer, without reading the socket.
     pub fn try_next(&mut self) -> Result<Option<Frame>, ReadError> {
         Frame::decode(&mut self.buffer, self.frame_max).map_err(ReadError::Malformed)

@@ -225,7 +225,11 @@ mod tests {
         assert_eq!(routed(&trie, "x.b.d"), vec![3, 4]);
         assert_eq!(routed(&trie, "x.b.y.z.d"), vec![3, 4]);
         assert_eq!(routed(&trie, ""), vec![3, 5]);
-        assert_eq!(routed(&trie, "a..c"), vec![2, 3]);
+        assert_eq!(
+            routed(&trie, "a..c"),
+            vec![1, 2, 3],
+            "* matches the empty word"
+        );
     }
 
     #[test]

@@ -86,9 +86,9 @@ impl PendingPublish {
         }
         if header.class_id != BASIC_CLASS_ID {
             return Err(AmqpError::new(
-                ReplyCode::FrameError,
+                ReplyCode::UnexpectedFrame,
                 format_args!(
-                    "content header for class {} does not match method class 60",
+                    "expected content header for class 60, got one for class {} instead",
                     header.class_id
                 ),
             ));
