@@ -22,6 +22,7 @@ pub struct RawClient {
 impl RawClient {
     pub async fn connect(addr: SocketAddr) -> RawClient {
         let socket = TcpStream::connect(addr).await.expect("connect");
+        socket.set_nodelay(true).expect("nodelay");
         RawClient {
             socket,
             buffer: BytesMut::new(),
