@@ -40,6 +40,11 @@ pub async fn start_broker() -> TestBroker {
 
 /// Starts a broker with these listener settings (ignored for an external broker).
 pub async fn start_broker_with(config: ServerConfig) -> TestBroker {
+    start_broker_at("127.0.0.1:0".parse().expect("address"), config).await
+}
+
+/// Starts a broker listening on `bind` (port 0 picks a free port).
+pub async fn start_broker_at(bind: SocketAddr, config: ServerConfig) -> TestBroker {
     if let Ok(external) = std::env::var("WHARF_TEST_EXTERNAL") {
         let addr = external
             .parse()
@@ -49,7 +54,7 @@ pub async fn start_broker_with(config: ServerConfig) -> TestBroker {
             _shutdown: None,
         };
     }
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
+    let listener = TcpListener::bind(bind).await.expect("bind the test broker");
     let addr = listener.local_addr().expect("local addr");
     let broker = Arc::new(Broker::new(BrokerConfig::default()));
     let (shutdown, shutdown_rx) = Shutdown::new();

@@ -257,3 +257,38 @@ async fn recover_requeues_everything_unacked() {
     ch.basic_ack(1, Default::default()).await.unwrap();
     assert_eq!(closed_with(closed).await.0, 406);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recover_without_requeue_is_not_implemented() {
+    let broker = start_broker().await;
+    let mut client = wharf_integration::raw::RawClient::open_with_channel(broker.addr).await;
+    client
+        .send_method(1, wharf_amqp::BasicRecover { requeue: false })
+        .await;
+    let (code, text) = client.expect_connection_close().await;
+    assert_eq!(
+        (code, text.as_str()),
+        (540, "NOT_IMPLEMENTED - requeue=false")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefetch_size_is_not_implemented() {
+    let broker = start_broker().await;
+    let mut client = wharf_integration::raw::RawClient::open_with_channel(broker.addr).await;
+    client
+        .send_method(
+            1,
+            wharf_amqp::BasicQos {
+                prefetch_size: 1000,
+                prefetch_count: 0,
+                global: false,
+            },
+        )
+        .await;
+    let (code, text) = client.expect_connection_close().await;
+    assert_eq!(
+        (code, text.as_str()),
+        (540, "NOT_IMPLEMENTED - prefetch_size!=0 (1000)")
+    );
+}

@@ -364,3 +364,85 @@ async fn shutdown_closes_connections_with_320() {
         "CONNECTION_FORCED - broker forced connection closure with reason 'shutdown'"
     );
 }
+
+/// The first address of this machine that is not loopback, if it has one.
+fn non_loopback_ipv4() -> Option<std::net::IpAddr> {
+    // Connecting a UDP socket sends nothing; it only picks the outgoing interface.
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    socket.connect("192.0.2.1:9").ok()?;
+    let ip = socket.local_addr().ok()?.ip();
+    (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guest_may_only_connect_from_loopback() {
+    if std::env::var("WHARF_TEST_EXTERNAL").is_ok() {
+        return; // needs a broker listening on a non-loopback address
+    }
+    let Some(ip) = non_loopback_ipv4() else {
+        eprintln!("no non-loopback address on this machine: nothing to check");
+        return;
+    };
+    let broker = wharf_integration::start_broker_at(
+        std::net::SocketAddr::new(ip, 0),
+        wharf_server::ServerConfig::default(),
+    )
+    .await;
+    let err = try_lapin_connect(&broker.url()).await.unwrap_err();
+    assert_eq!(
+        protocol_error(&err),
+        (
+            403,
+            "ACCESS_REFUSED - Login was refused using authentication mechanism PLAIN. For details see the broker logfile.".into()
+        )
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_over_the_size_limit_is_406() {
+    if std::env::var("WHARF_TEST_EXTERNAL").is_ok() {
+        return; // RabbitMQ's limit is configured in its own file
+    }
+    let config = wharf_server::ServerConfig {
+        max_message_bytes: 1000,
+        ..Default::default()
+    };
+    let broker = wharf_integration::start_broker_with(config).await;
+    let (_c, ch) = lapin_channel(&broker).await;
+    let closed = channel_error(&ch);
+    ch.basic_publish(
+        "",
+        "q",
+        Default::default(),
+        &[0u8; 1001],
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        closed_with(closed).await,
+        (
+            406,
+            "PRECONDITION_FAILED - message size 1001 is larger than configured max size 1000"
+                .into()
+        )
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_above_channel_max_is_a_connection_error() {
+    let broker = start_broker().await;
+    if broker.is_external() {
+        return; // RabbitMQ limits the number of open channels, not their numbers
+    }
+    let mut client = RawClient::open(broker.addr).await;
+    client.send_method(2048, ChannelOpen {}).await;
+    let (code, text) = client.expect_connection_close().await;
+    assert_eq!(
+        (code, text.as_str()),
+        (
+            504,
+            "CHANNEL_ERROR - channel 2048 is above channel_max 2047"
+        )
+    );
+}
