@@ -57,7 +57,8 @@ impl Frame {
         Ok(Some(total))
     }
 
-    /// Takes one frame off the front of `buf`, if a whole one is there.
+    /// Takes one frame off the front of `buf`, if a whole one is there. Body payloads are
+    /// zero-copy slices of `buf`; method and header payloads are copied out of it.
     pub fn decode(buf: &mut BytesMut, frame_max: u32) -> Result<Option<Frame>, Error> {
         let Some(total) = Frame::check(buf, frame_max)? else {
             return Ok(None);
@@ -66,15 +67,22 @@ impl Frame {
         if end != FRAME_END {
             return Err(Error::BadFrameEnd(end));
         }
-        let mut raw = buf.split_to(total).freeze();
+        let mut raw = buf.split_to(total);
         let kind = raw.get_u8();
         let channel = raw.get_u16();
         raw.advance(4);
         raw.truncate(total - FRAME_OVERHEAD);
+        // Methods and headers are small and their strings live on in queued messages: they
+        // get their own copy so that they do not keep the whole read buffer alive. Bodies
+        // stay slices of it; the receiver decides whether to keep or copy them.
         let payload = match kind {
-            FRAME_METHOD => FramePayload::Method(Method::decode_bytes(raw)?),
-            FRAME_HEADER => FramePayload::Header(ContentHeader::decode(raw)?),
-            FRAME_BODY => FramePayload::Body(raw),
+            FRAME_METHOD => {
+                FramePayload::Method(Method::decode_bytes(Bytes::copy_from_slice(&raw))?)
+            }
+            FRAME_HEADER => {
+                FramePayload::Header(ContentHeader::decode(Bytes::copy_from_slice(&raw))?)
+            }
+            FRAME_BODY => FramePayload::Body(raw.freeze()),
             FRAME_HEARTBEAT => FramePayload::Heartbeat,
             other => return Err(Error::UnknownFrameType(other)),
         };

@@ -14,6 +14,11 @@ use crate::error::{AmqpError, AmqpResult};
 /// The class id content headers of basic.publish must carry.
 const BASIC_CLASS_ID: u16 = 60;
 
+/// A body frame is a slice of the connection's 64 KiB read buffer, and keeping it keeps
+/// the whole buffer alive for as long as the message is queued. Bodies smaller than this
+/// are copied out, which bounds that overhead to 8x the body for the ones kept as slices.
+const COPY_BODY_BELOW_BYTES: usize = 8 * 1024;
+
 #[derive(Debug)]
 enum Body {
     Empty,
@@ -145,6 +150,9 @@ impl PendingPublish {
     pub fn into_publish(self) -> Publish {
         let body = match self.body {
             Body::Empty => Bytes::new(),
+            Body::Single(bytes) if bytes.len() < COPY_BODY_BELOW_BYTES => {
+                Bytes::copy_from_slice(&bytes)
+            }
             Body::Single(bytes) => bytes,
             Body::Many(all) => all.freeze(),
         };
