@@ -64,11 +64,17 @@ pub async fn serve_connection<S>(
     let writer = tokio::spawn(run_writer(write_half, outbound.clone(), heartbeat.clone()));
     let mut reader = FrameReader::new(read_half, config.frame_max);
 
-    let opened = tokio::time::timeout(
-        config.handshake_timeout,
-        handshake::run(&mut reader, &outbound, &broker, &config, peer),
-    )
-    .await;
+    let opened = tokio::select! {
+        opened = tokio::time::timeout(
+            config.handshake_timeout,
+            handshake::run(&mut reader, &outbound, &broker, &config, peer),
+        ) => opened,
+        _ = shutdown.changed() => {
+            // Not open yet: nothing to tell the client but that the socket closes.
+            finish(outbound, writer).await;
+            return;
+        }
+    };
     let handshake = match opened {
         Ok(Ok(handshake)) => handshake,
         Ok(Err(HandshakeError::Refused(error))) => {

@@ -1,0 +1,161 @@
+//! The `wharf` binary as a user runs it: configuration from env and file, the ready line,
+//! AMQP on the configured port, a clean exit on SIGTERM, clear errors for bad settings.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn wharf() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_wharf"))
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("wharf-bin-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Waits for the ready line on stdout (logs go to stdout) and returns every line seen.
+fn wait_ready(child: &mut Child) -> Vec<String> {
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for line in BufReader::new(stdout).lines() {
+        let line = line.unwrap();
+        let ready = line.contains("wharf ready");
+        lines.push(line);
+        if ready {
+            return lines;
+        }
+        assert!(Instant::now() < deadline, "no ready line: {lines:?}");
+    }
+    panic!("wharf exited before it was ready: {lines:?}");
+}
+
+fn sigterm(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn env_configured_broker_serves_and_stops_on_sigterm() {
+    let port = free_port();
+    let data = temp_dir("env");
+    let mut child = wharf()
+        .env("WHARF_AMQP_LISTEN", format!("127.0.0.1:{port}"))
+        .env("WHARF_DATA_DIR", &data)
+        .env("WHARF_LOG_LEVEL", "info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = wait_ready(&mut child);
+    assert!(
+        lines.last().unwrap().contains(&format!("127.0.0.1:{port}")),
+        "the ready line names the address: {lines:?}"
+    );
+
+    // It speaks AMQP there: a protocol header gets connection.start back.
+    let mut socket = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    socket.write_all(b"AMQP\x00\x00\x09\x01").unwrap();
+    let mut head = [0u8; 11];
+    socket.read_exact(&mut head).unwrap();
+    assert_eq!(head[0], 1, "a method frame");
+    assert_eq!(&head[7..11], &[0, 10, 0, 10], "connection.start");
+
+    sigterm(&child);
+    let status = child.wait().unwrap();
+    assert!(status.success(), "exit status {status:?}");
+    assert!(data.is_dir(), "the data dir was created");
+    std::fs::remove_dir_all(&data).unwrap();
+}
+
+#[test]
+fn config_file_is_read_and_flags_win() {
+    let (file_port, flag_port) = (free_port(), free_port());
+    let dir = temp_dir("file");
+    let config = dir.join("wharf.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "amqp_listen = \"127.0.0.1:{file_port}\"\ndata_dir = \"{}\"\n",
+            dir.join("data").display()
+        ),
+    )
+    .unwrap();
+    let mut child = wharf()
+        .arg("--config")
+        .arg(&config)
+        .arg("--amqp-listen")
+        .arg(format!("127.0.0.1:{flag_port}"))
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = wait_ready(&mut child);
+    assert!(
+        lines
+            .last()
+            .unwrap()
+            .contains(&format!("127.0.0.1:{flag_port}")),
+        "{lines:?}"
+    );
+    assert!(dir.join("data").is_dir(), "data_dir came from the file");
+    sigterm(&child);
+    assert!(child.wait().unwrap().success());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn bad_settings_fail_with_a_clear_message() {
+    let dir = temp_dir("bad");
+    let config = dir.join("wharf.toml");
+    std::fs::write(&config, "amqp_port = 1\n").unwrap();
+    let out = wharf().arg("--config").arg(&config).output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("invalid config file") && stderr.contains("amqp_port"),
+        "{stderr}"
+    );
+
+    // A port that is taken.
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let out = wharf()
+        .arg("--amqp-listen")
+        .arg(addr.to_string())
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("cannot listen on {addr}")),
+        "{stderr}"
+    );
+
+    let out = wharf()
+        .arg("--amqp-listen")
+        .arg("not-an-address")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
