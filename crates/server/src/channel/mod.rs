@@ -403,7 +403,7 @@ impl Channel {
             );
         }
         self.delivery.state.lock().consumers.insert(
-            tag,
+            tag.clone(),
             ConsumerEntry {
                 queue: queue.clone(),
                 no_ack: m.no_ack,
@@ -411,6 +411,10 @@ impl Channel {
                 unacked: 0,
             },
         );
+        if queue.is_deleted() {
+            // Deleted between add_consumer and now: its cancellation found no entry yet.
+            self.delivery.consumer_cancelled(&tag);
+        }
         queue.deliver_ready();
         Ok(())
     }
