@@ -1,0 +1,13 @@
+//! Wharf's storage: the data directory and its format version, the durable definitions,
+//! and (next) the message segments. It knows nothing of AMQP or the network: the core hands
+//! it names, flags and opaque bytes.
+
+pub mod data_dir;
+pub mod definitions;
+pub mod error;
+
+pub use data_dir::DataDir;
+pub use definitions::{
+    BindingDef, Change, DefinitionStore, Definitions, DestinationKind, ExchangeDef, QueueDef,
+};
+pub use error::{Result, StoreError};
