@@ -7,6 +7,9 @@ use std::sync::Arc;
 
 use parking_lot::RwLock;
 
+use wharf_store::{DataDir, DefinitionStore, StoreError};
+
+use crate::durability::Durability;
 use crate::queue::ConnectionId;
 use crate::users::Users;
 use crate::vhost::VHost;
@@ -28,16 +31,40 @@ impl Default for BrokerConfig {
 #[derive(Debug)]
 pub struct Broker {
     pub config: BrokerConfig,
+    durability: Option<Arc<Durability>>,
     pub users: Users,
     vhosts: RwLock<HashMap<String, Arc<VHost>>>,
     next_connection_id: AtomicU64,
 }
 
 impl Broker {
-    /// A broker as RabbitMQ starts fresh: vhost "/" and user guest/guest.
+    /// A broker as RabbitMQ starts fresh: vhost "/" and user guest/guest, kept in memory
+    /// only.
     pub fn new(config: BrokerConfig) -> Self {
+        Self::with_durability(config, None)
+    }
+
+    /// A broker whose durable definitions live in `data_dir`, restored from it.
+    pub fn open(config: BrokerConfig, data_dir: &std::path::Path) -> Result<Self, StoreError> {
+        let data_dir = DataDir::open(data_dir)?;
+        let store = DefinitionStore::open(&data_dir)?;
+        let definitions = store.definitions();
+        let broker = Self::with_durability(config, Some(Durability::new(store)));
+        let vhost = broker.vhost("/").expect("the default vhost exists");
+        vhost.restore(&definitions);
+        tracing::info!(
+            exchanges = definitions.exchanges.len(),
+            queues = definitions.queues.len(),
+            bindings = definitions.bindings.len(),
+            "restored durable definitions"
+        );
+        Ok(broker)
+    }
+
+    fn with_durability(config: BrokerConfig, durability: Option<Arc<Durability>>) -> Self {
         let broker = Broker {
             config,
+            durability,
             users: Users::new(),
             vhosts: RwLock::new(HashMap::new()),
             next_connection_id: AtomicU64::new(1),
@@ -51,7 +78,7 @@ impl Broker {
         self.vhosts
             .write()
             .entry(name.to_string())
-            .or_insert_with(|| Arc::new(VHost::new(name.to_string())))
+            .or_insert_with(|| Arc::new(VHost::new(name.to_string(), self.durability.clone())))
             .clone()
     }
 

@@ -5,6 +5,7 @@
 
 pub mod broker;
 pub mod consumer;
+pub mod durability;
 pub mod error;
 pub mod exchange;
 pub mod message;

@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use parking_lot::RwLock;
 use wharf_amqp::{ByteString, FieldTable, FieldValue};
+use wharf_store::{Change, Definitions, DestinationKind, ExchangeDef, QueueDef};
 
+use crate::durability::{self, Durability};
 use crate::error::{Error, ErrorKind, Result};
 use crate::exchange::{validate_headers_binding, Binding, Destination, Exchange, ExchangeKind};
 use crate::message::Message;
@@ -62,6 +64,8 @@ pub struct VHost {
     pub name: ByteString,
     exchanges: RwLock<HashMap<ByteString, Arc<Exchange>>>,
     queues: RwLock<HashMap<ByteString, Arc<Queue>>>,
+    /// Where durable definitions are written; None for a broker without a data directory.
+    durability: Option<Arc<Durability>>,
 }
 
 fn inequivalent(what: &str, name: &str, vhost: &str, arg: &str, got: &str, current: &str) -> Error {
@@ -93,11 +97,12 @@ fn generated_queue_name() -> ByteString {
 }
 
 impl VHost {
-    pub fn new(name: impl Into<ByteString>) -> Self {
+    pub fn new(name: impl Into<ByteString>, durability: Option<Arc<Durability>>) -> Self {
         let vhost = VHost {
             name: name.into(),
             exchanges: RwLock::new(HashMap::new()),
             queues: RwLock::new(HashMap::new()),
+            durability,
         };
         {
             let mut exchanges = vhost.exchanges.write();
@@ -109,6 +114,14 @@ impl VHost {
             }
         }
         vhost
+    }
+
+    /// Writes a change to the definitions store, if this broker has one.
+    fn record(&self, change: impl FnOnce() -> Change) -> Result<()> {
+        match &self.durability {
+            Some(durability) => durability.record(change()),
+            None => Ok(()),
+        }
     }
 
     fn no_exchange(&self, name: &str) -> Error {
@@ -207,6 +220,18 @@ impl VHost {
                 "exchange name '{name}' contains reserved prefix 'amq.*'"
             )));
         }
+        if declare.durable {
+            self.record(|| {
+                Change::PutExchange(ExchangeDef {
+                    vhost: self.name.to_string(),
+                    name: name.to_string(),
+                    kind: kind.as_str().to_string(),
+                    auto_delete: declare.auto_delete,
+                    internal: declare.internal,
+                    arguments: durability::encode_arguments(&declare.arguments),
+                })
+            })?;
+        }
         let exchange = Arc::new(Exchange::new(
             name.clone(),
             kind,
@@ -241,6 +266,12 @@ impl VHost {
                     self.name
                 )));
             }
+            if exchange.durable {
+                self.record(|| Change::DeleteExchange {
+                    vhost: self.name.to_string(),
+                    name: name.to_string(),
+                })?;
+            }
             exchanges.remove(name);
             exchange
         };
@@ -270,6 +301,14 @@ impl VHost {
             let mut exchanges = self.exchanges.write();
             match exchanges.get(&exchange.name) {
                 Some(current) if Arc::ptr_eq(current, exchange) && !exchange.has_bindings() => {
+                    if exchange.durable {
+                        // The exchange goes from memory either way; a failed write means
+                        // it comes back after a restart, bindings-less, as it was declared.
+                        let _ = self.record(|| Change::DeleteExchange {
+                            vhost: self.name.to_string(),
+                            name: exchange.name.to_string(),
+                        });
+                    }
                     exchanges.remove(&exchange.name);
                     true
                 }
@@ -337,6 +376,16 @@ impl VHost {
         } else {
             declare.name
         };
+        if declare.durable && !declare.exclusive {
+            self.record(|| {
+                Change::PutQueue(QueueDef {
+                    vhost: self.name.to_string(),
+                    name: name.to_string(),
+                    auto_delete: declare.auto_delete,
+                    arguments: durability::encode_arguments(&declare.arguments),
+                })
+            })?;
+        }
         let queue = Arc::new(Queue::new(
             name.clone(),
             self.name.clone(),
@@ -368,6 +417,12 @@ impl VHost {
             };
             queue.check_owner(connection)?;
             queue.check_deletable(if_unused, if_empty)?;
+            if durability::is_durable_queue(&queue) {
+                self.record(|| Change::DeleteQueue {
+                    vhost: self.name.to_string(),
+                    name: name.to_string(),
+                })?;
+            }
             queues.remove(name);
             queue
         };
@@ -380,7 +435,15 @@ impl VHost {
         let removed = {
             let mut queues = self.queues.write();
             match queues.get(&queue.name) {
-                Some(current) if Arc::ptr_eq(current, queue) => queues.remove(&queue.name),
+                Some(current) if Arc::ptr_eq(current, queue) => {
+                    if durability::is_durable_queue(queue) {
+                        let _ = self.record(|| Change::DeleteQueue {
+                            vhost: self.name.to_string(),
+                            name: queue.name.to_string(),
+                        });
+                    }
+                    queues.remove(&queue.name)
+                }
                 _ => None,
             }
         };
@@ -492,11 +555,21 @@ impl VHost {
         if source.kind == ExchangeKind::Headers {
             validate_headers_binding(&arguments).map_err(Error::precondition)?;
         }
-        source.bind(Binding {
+        let binding = Binding {
             destination,
             routing_key,
             arguments,
-        });
+        };
+        let durable = durability::is_durable(source, &binding.destination);
+        if source.bind(binding.clone()) && durable {
+            let recorded = self.record(|| {
+                Change::PutBinding(durability::binding_def(&self.name, source, &binding))
+            });
+            if let Err(error) = recorded {
+                source.unbind(&binding);
+                return Err(error);
+            }
+        }
         Ok(())
     }
 
@@ -512,8 +585,83 @@ impl VHost {
             routing_key,
             arguments,
         };
-        if source.unbind(&binding) && source.auto_delete && !source.has_bindings() {
+        if !source.unbind(&binding) {
+            return;
+        }
+        if durability::is_durable(source, &binding.destination) {
+            let _ = self.record(|| {
+                Change::DeleteBinding(durability::binding_def(&self.name, source, &binding))
+            });
+        }
+        if source.auto_delete && !source.has_bindings() {
             self.delete_auto_exchange(source);
+        }
+    }
+
+    /// Recreates this vhost's durable exchanges, queues and bindings as they were stored,
+    /// without writing them again. Definitions that no longer make sense (a binding whose
+    /// end is gone, an unknown exchange type) are skipped with a warning.
+    pub fn restore(&self, definitions: &Definitions) {
+        let mine = |vhost: &str| vhost == &*self.name;
+        for def in definitions.exchanges.iter().filter(|d| mine(&d.vhost)) {
+            let Some(kind) = ExchangeKind::parse(&def.kind) else {
+                tracing::warn!(
+                    exchange = def.name,
+                    kind = def.kind,
+                    "stored exchange of unknown type skipped"
+                );
+                continue;
+            };
+            let name = ByteString::from(def.name.as_str());
+            let exchange = Exchange::new(
+                name.clone(),
+                kind,
+                true,
+                def.auto_delete,
+                def.internal,
+                durability::decode_arguments(&def.arguments),
+            );
+            self.exchanges
+                .write()
+                .entry(name)
+                .or_insert_with(|| Arc::new(exchange));
+        }
+        for def in definitions.queues.iter().filter(|d| mine(&d.vhost)) {
+            let name = ByteString::from(def.name.as_str());
+            let queue = Queue::new(
+                name.clone(),
+                self.name.clone(),
+                QueueOptions {
+                    durable: true,
+                    exclusive_owner: None,
+                    auto_delete: def.auto_delete,
+                    arguments: durability::decode_arguments(&def.arguments),
+                },
+            );
+            self.queues.write().insert(name, Arc::new(queue));
+        }
+        for def in definitions.bindings.iter().filter(|d| mine(&d.vhost)) {
+            let source = self.exchange(&def.source);
+            let destination = match def.destination_kind {
+                DestinationKind::Queue => self.queue(&def.destination).map(Destination::Queue),
+                DestinationKind::Exchange => {
+                    self.exchange(&def.destination).map(Destination::Exchange)
+                }
+            };
+            match (source, destination) {
+                (Ok(source), Ok(destination)) => {
+                    source.bind(Binding {
+                        destination,
+                        routing_key: ByteString::from(def.routing_key.as_str()),
+                        arguments: durability::decode_arguments(&def.arguments),
+                    });
+                }
+                _ => tracing::warn!(
+                    source = def.source,
+                    destination = def.destination,
+                    "stored binding with a missing end skipped"
+                ),
+            }
         }
     }
 

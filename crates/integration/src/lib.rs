@@ -16,6 +16,7 @@ pub struct TestBroker {
     pub addr: SocketAddr,
     /// Stops the in-process broker when the test ends.
     _shutdown: Option<Shutdown>,
+    server: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl TestBroker {
@@ -32,6 +33,16 @@ impl TestBroker {
     pub fn is_external(&self) -> bool {
         self._shutdown.is_none()
     }
+
+    /// Shuts the in-process broker down and waits until it has let go of everything.
+    pub async fn stop(mut self) {
+        if let Some(shutdown) = self._shutdown.take() {
+            shutdown.trigger();
+        }
+        if let Some(server) = self.server.take() {
+            server.await.expect("the server task panicked");
+        }
+    }
 }
 
 pub async fn start_broker() -> TestBroker {
@@ -43,6 +54,35 @@ pub async fn start_broker_with(config: ServerConfig) -> TestBroker {
     start_broker_at("127.0.0.1:0".parse().expect("address"), config).await
 }
 
+/// Starts a broker whose data lives in `data_dir` (durable definitions are restored from
+/// it), on a free port. Not available against an external broker.
+pub async fn start_broker_in(data_dir: &std::path::Path) -> TestBroker {
+    let broker = Broker::open(BrokerConfig::default(), data_dir).expect("open the data dir");
+    serve_on(
+        "127.0.0.1:0".parse().expect("address"),
+        broker,
+        ServerConfig::default(),
+    )
+    .await
+}
+
+async fn serve_on(bind: SocketAddr, broker: Broker, config: ServerConfig) -> TestBroker {
+    let listener = TcpListener::bind(bind).await.expect("bind the test broker");
+    let addr = listener.local_addr().expect("local addr");
+    let (shutdown, shutdown_rx) = Shutdown::new();
+    let server = tokio::spawn(wharf_server::serve(
+        listener,
+        Arc::new(broker),
+        config,
+        shutdown_rx,
+    ));
+    TestBroker {
+        addr,
+        _shutdown: Some(shutdown),
+        server: Some(server),
+    }
+}
+
 /// Starts a broker listening on `bind` (port 0 picks a free port).
 pub async fn start_broker_at(bind: SocketAddr, config: ServerConfig) -> TestBroker {
     if let Ok(external) = std::env::var("WHARF_TEST_EXTERNAL") {
@@ -52,17 +92,10 @@ pub async fn start_broker_at(bind: SocketAddr, config: ServerConfig) -> TestBrok
         return TestBroker {
             addr,
             _shutdown: None,
+            server: None,
         };
     }
-    let listener = TcpListener::bind(bind).await.expect("bind the test broker");
-    let addr = listener.local_addr().expect("local addr");
-    let broker = Arc::new(Broker::new(BrokerConfig::default()));
-    let (shutdown, shutdown_rx) = Shutdown::new();
-    tokio::spawn(wharf_server::serve(listener, broker, config, shutdown_rx));
-    TestBroker {
-        addr,
-        _shutdown: Some(shutdown),
-    }
+    serve_on(bind, Broker::new(BrokerConfig::default()), config).await
 }
 
 /// A name no other test (or earlier run against an external broker) uses.

@@ -50,13 +50,13 @@ fn init_logging(level: &str) -> anyhow::Result<()> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
+    let broker = Broker::open(BrokerConfig::default(), &config.data_dir)
+        .with_context(|| format!("cannot open data dir {}", config.data_dir.display()))?;
     let listener = TcpListener::bind(config.amqp_listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.amqp_listen))?;
     let address = listener.local_addr()?;
-    let broker = Arc::new(Broker::new(BrokerConfig::default()));
+    let broker = Arc::new(broker);
     let (shutdown, shutdown_rx) = Shutdown::new();
     let server = tokio::spawn(wharf_server::serve(
         listener,

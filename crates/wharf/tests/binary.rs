@@ -159,3 +159,20 @@ fn bad_settings_fail_with_a_clear_message() {
     assert!(!out.status.success());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_data_dir_that_is_not_wharfs_is_refused() {
+    let dir = temp_dir("foreign");
+    std::fs::write(dir.join("rabbit@host.pid"), b"123").unwrap();
+    let out = wharf()
+        .arg("--amqp-listen")
+        .arg(format!("127.0.0.1:{}", free_port()))
+        .arg("--data-dir")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("is not a Wharf data directory"), "{stderr}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -143,10 +143,11 @@ impl Exchange {
     }
 
     /// Adds a binding; binding the same (destination, key, arguments) twice is a no-op.
-    pub fn bind(&self, binding: Binding) {
+    /// Returns whether the binding is new.
+    pub fn bind(&self, binding: Binding) -> bool {
         let mut bindings = self.bindings.write();
         if bindings.list.contains(&binding) {
-            return;
+            return false;
         }
         match &mut bindings.router {
             Router::Direct(map) => {
@@ -161,6 +162,7 @@ impl Exchange {
             Router::Fanout | Router::Headers => {}
         }
         bindings.list.push(binding);
+        true
     }
 
     /// Removes a binding; returns whether it existed.

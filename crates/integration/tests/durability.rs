@@ -1,0 +1,239 @@
+//! Durable exchanges, queues and bindings survive a restart; transient and exclusive ones
+//! do not. (Persistent messages are not stored yet: issue 3 continues.)
+
+mod common;
+
+use common::*;
+use lapin::options::*;
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, ExchangeKind};
+use wharf_integration::start_broker_in;
+
+fn durable_exchange() -> ExchangeDeclareOptions {
+    ExchangeDeclareOptions {
+        durable: true,
+        ..Default::default()
+    }
+}
+
+fn durable_queue() -> QueueDeclareOptions {
+    QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    }
+}
+
+fn passive_queue() -> QueueDeclareOptions {
+    QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    }
+}
+
+fn passive_exchange() -> ExchangeDeclareOptions {
+    ExchangeDeclareOptions {
+        passive: true,
+        ..Default::default()
+    }
+}
+
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn new() -> TempDir {
+        let dir = std::env::temp_dir().join(unique("wharf-durability"));
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durable_definitions_survive_a_restart_and_transient_ones_do_not() {
+    if std::env::var("WHARF_TEST_EXTERNAL").is_ok() {
+        return; // restarts an in-process broker
+    }
+    let dir = TempDir::new();
+    let mut args = FieldTable::default();
+    args.insert("x-max-length".into(), AMQPValue::LongInt(100));
+    {
+        let broker = start_broker_in(&dir.0).await;
+        let (conn, ch) = lapin_channel(&broker).await;
+        ch.exchange_declare(
+            "d.topic",
+            ExchangeKind::Topic,
+            durable_exchange(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+        ch.exchange_declare(
+            "d.fan",
+            ExchangeKind::Fanout,
+            durable_exchange(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+        ch.exchange_declare(
+            "t.direct",
+            ExchangeKind::Direct,
+            Default::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+        ch.queue_declare("d.q", durable_queue(), args.clone())
+            .await
+            .unwrap();
+        ch.queue_declare("d.gone", durable_queue(), FieldTable::default())
+            .await
+            .unwrap();
+        ch.queue_declare("t.q", Default::default(), FieldTable::default())
+            .await
+            .unwrap();
+        ch.queue_declare(
+            "x.q",
+            QueueDeclareOptions {
+                durable: true,
+                exclusive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+        ch.queue_bind(
+            "d.q",
+            "d.topic",
+            "a.#",
+            Default::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+        ch.queue_bind(
+            "d.q",
+            "d.topic",
+            "gone.*",
+            Default::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+        ch.queue_unbind("d.q", "d.topic", "gone.*", FieldTable::default())
+            .await
+            .unwrap();
+        ch.exchange_bind(
+            "d.topic",
+            "d.fan",
+            "",
+            Default::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+        // A durable queue bound to a transient exchange: the binding is not durable.
+        ch.queue_bind(
+            "d.q",
+            "t.direct",
+            "k",
+            Default::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+        ch.queue_delete("d.gone", Default::default()).await.unwrap();
+        conn.close(200, "restart").await.unwrap();
+        broker.stop().await;
+    }
+    let broker = start_broker_in(&dir.0).await;
+    let (conn, ch) = lapin_channel(&broker).await;
+    ch.exchange_declare(
+        "d.topic",
+        ExchangeKind::Topic,
+        passive_exchange(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    ch.exchange_declare(
+        "d.fan",
+        ExchangeKind::Fanout,
+        passive_exchange(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    let q = ch
+        .queue_declare("d.q", passive_queue(), FieldTable::default())
+        .await
+        .unwrap();
+    assert_eq!(q.message_count(), 0);
+    // Arguments came back: redeclaring with different ones is refused.
+    ch.queue_declare("d.q", durable_queue(), args.clone())
+        .await
+        .unwrap();
+
+    // Bindings came back: fanout -> topic "a.#" -> d.q routes; the unbound key does not.
+    for key in ["a.b", "gone.x"] {
+        ch.basic_publish(
+            "d.fan",
+            key,
+            Default::default(),
+            key.as_bytes(),
+            BasicProperties::default(),
+        )
+        .await
+        .unwrap();
+    }
+    let got = within(async {
+        loop {
+            if let Some(m) = ch
+                .basic_get("d.q", BasicGetOptions { no_ack: true })
+                .await
+                .unwrap()
+            {
+                return m;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert_eq!(got.delivery.data, b"a.b");
+    assert!(ch
+        .basic_get("d.q", BasicGetOptions { no_ack: true })
+        .await
+        .unwrap()
+        .is_none());
+
+    for (name, is_exchange) in [
+        ("t.direct", true),
+        ("t.q", false),
+        ("x.q", false),
+        ("d.gone", false),
+    ] {
+        let ch = conn.create_channel().await.unwrap();
+        let err = if is_exchange {
+            ch.exchange_declare(
+                name,
+                ExchangeKind::Direct,
+                passive_exchange(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap_err()
+        } else {
+            ch.queue_declare(name, passive_queue(), FieldTable::default())
+                .await
+                .unwrap_err()
+        };
+        assert_eq!(protocol_error(&err).0, 404, "{name} should be gone");
+    }
+    conn.close(200, "done").await.unwrap();
+    broker.stop().await;
+}
