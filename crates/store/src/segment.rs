@@ -1,0 +1,302 @@
+//! Segment files: the append-only logs that hold a queue's messages. A segment starts with
+//! a header naming the format; then records, each a length, a CRC32C of the payload, and
+//! the payload. Reading checks the CRC; opening the last segment of a queue after a crash
+//! cuts a torn or corrupt tail and reports how much was cut.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Result, StoreError};
+
+pub const SEGMENT_MAGIC: &[u8; 8] = b"WHARFSEG";
+pub const SEGMENT_VERSION: u32 = 1;
+/// Magic, version, and 4 reserved bytes.
+pub const SEGMENT_HEADER_BYTES: u32 = 16;
+/// Length and CRC before each payload.
+pub const RECORD_HEADER_BYTES: u32 = 8;
+/// No single record may be larger than this (a corrupt length must not allocate 4 GiB).
+pub const RECORD_BYTES_MAX: u32 = 512 * 1024 * 1024;
+
+/// One record's place in its segment: the byte offset of its record header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RecordRef {
+    pub offset: u32,
+    pub payload_bytes: u32,
+}
+
+/// What scanning a segment found.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Scan {
+    pub records: Vec<RecordRef>,
+    /// Where the valid records end.
+    pub valid_bytes: u64,
+    /// Bytes after the last valid record (a torn or corrupt tail).
+    pub invalid_bytes: u64,
+}
+
+pub fn segment_header() -> [u8; SEGMENT_HEADER_BYTES as usize] {
+    let mut header = [0u8; SEGMENT_HEADER_BYTES as usize];
+    header[..8].copy_from_slice(SEGMENT_MAGIC);
+    header[8..12].copy_from_slice(&SEGMENT_VERSION.to_be_bytes());
+    header
+}
+
+/// Checks a segment's header: refuses a file that is not a segment, or of a newer format.
+pub fn check_header(path: &Path, file: &File) -> Result<()> {
+    let mut header = [0u8; SEGMENT_HEADER_BYTES as usize];
+    file.read_exact_at(&mut header, 0)
+        .map_err(|_| StoreError::NotWharf {
+            path: path.to_path_buf(),
+            reason: "too short to be a segment".into(),
+        })?;
+    if &header[..8] != SEGMENT_MAGIC {
+        return Err(StoreError::NotWharf {
+            path: path.to_path_buf(),
+            reason: "it does not start with a segment header".into(),
+        });
+    }
+    let version = u32::from_be_bytes(header[8..12].try_into().expect("4 bytes"));
+    if version > SEGMENT_VERSION {
+        return Err(StoreError::NewerFormat {
+            path: path.to_path_buf(),
+            found: version,
+            supported: SEGMENT_VERSION,
+        });
+    }
+    Ok(())
+}
+
+/// Reads every record of a segment, verifying each CRC, and stops at the first record that
+/// is short or does not verify.
+pub fn scan(path: &Path, file: &File) -> Result<Scan> {
+    check_header(path, file)?;
+    let len = file.metadata().map_err(StoreError::io(path))?.len();
+    let mut scan = Scan::default();
+    let mut offset = u64::from(SEGMENT_HEADER_BYTES);
+    let mut payload = Vec::new();
+    while offset + u64::from(RECORD_HEADER_BYTES) <= len {
+        let mut header = [0u8; RECORD_HEADER_BYTES as usize];
+        file.read_exact_at(&mut header, offset)
+            .map_err(StoreError::io(path))?;
+        let payload_bytes = u32::from_be_bytes(header[..4].try_into().expect("4 bytes"));
+        let crc = u32::from_be_bytes(header[4..].try_into().expect("4 bytes"));
+        let end = offset + u64::from(RECORD_HEADER_BYTES) + u64::from(payload_bytes);
+        if payload_bytes > RECORD_BYTES_MAX || end > len {
+            break;
+        }
+        payload.resize(payload_bytes as usize, 0);
+        file.read_exact_at(&mut payload, offset + u64::from(RECORD_HEADER_BYTES))
+            .map_err(StoreError::io(path))?;
+        if crc32c::crc32c(&payload) != crc {
+            break;
+        }
+        scan.records.push(RecordRef {
+            offset: offset as u32,
+            payload_bytes,
+        });
+        offset = end;
+    }
+    scan.valid_bytes = offset.min(len);
+    scan.invalid_bytes = len - scan.valid_bytes;
+    Ok(scan)
+}
+
+/// Reads one record's payload, checking its CRC.
+pub fn read_record(path: &Path, file: &File, record: RecordRef) -> Result<Vec<u8>> {
+    let mut header = [0u8; RECORD_HEADER_BYTES as usize];
+    file.read_exact_at(&mut header, u64::from(record.offset))
+        .map_err(StoreError::io(path))?;
+    let payload_bytes = u32::from_be_bytes(header[..4].try_into().expect("4 bytes"));
+    let crc = u32::from_be_bytes(header[4..].try_into().expect("4 bytes"));
+    let corrupt = |reason: &str| StoreError::Corrupt {
+        path: path.to_path_buf(),
+        offset: u64::from(record.offset),
+        reason: reason.to_string(),
+    };
+    if payload_bytes != record.payload_bytes {
+        return Err(corrupt("record length changed on disk"));
+    }
+    let mut payload = vec![0u8; payload_bytes as usize];
+    file.read_exact_at(&mut payload, u64::from(record.offset + RECORD_HEADER_BYTES))
+        .map_err(StoreError::io(path))?;
+    if crc32c::crc32c(&payload) != crc {
+        return Err(corrupt("CRC mismatch"));
+    }
+    Ok(payload)
+}
+
+/// The segment being appended to.
+pub struct SegmentWriter {
+    pub path: PathBuf,
+    pub file: File,
+    pub bytes: u64,
+}
+
+impl SegmentWriter {
+    /// Creates a new, empty segment.
+    pub fn create(path: PathBuf) -> Result<SegmentWriter> {
+        let mut file = OpenOptions::new()
+            .create_new(true)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(StoreError::io(&path))?;
+        file.write_all(&segment_header())
+            .map_err(StoreError::io(&path))?;
+        Ok(SegmentWriter {
+            path,
+            file,
+            bytes: u64::from(SEGMENT_HEADER_BYTES),
+        })
+    }
+
+    /// Reopens an existing segment to append after its last valid record, cutting
+    /// anything after it.
+    pub fn reopen(path: PathBuf, valid_bytes: u64) -> Result<SegmentWriter> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(StoreError::io(&path))?;
+        file.set_len(valid_bytes).map_err(StoreError::io(&path))?;
+        Ok(SegmentWriter {
+            path,
+            file,
+            bytes: valid_bytes,
+        })
+    }
+
+    /// Appends one record; returns where it is. Not durable until [`SegmentWriter::sync`].
+    pub fn append(&mut self, payload: &[u8]) -> Result<RecordRef> {
+        let payload_bytes = u32::try_from(payload.len())
+            .ok()
+            .filter(|n| *n <= RECORD_BYTES_MAX)
+            .ok_or_else(|| StoreError::Corrupt {
+                path: self.path.clone(),
+                offset: self.bytes,
+                reason: format!("a record of {} bytes is over the limit", payload.len()),
+            })?;
+        let offset = u32::try_from(self.bytes).map_err(|_| StoreError::Corrupt {
+            path: self.path.clone(),
+            offset: self.bytes,
+            reason: "segment over 4 GiB".into(),
+        })?;
+        let mut record = Vec::with_capacity(payload.len() + RECORD_HEADER_BYTES as usize);
+        record.extend_from_slice(&payload_bytes.to_be_bytes());
+        record.extend_from_slice(&crc32c::crc32c(payload).to_be_bytes());
+        record.extend_from_slice(payload);
+        self.file
+            .write_all_at(&record, self.bytes)
+            .map_err(StoreError::io(&self.path))?;
+        self.bytes += record.len() as u64;
+        Ok(RecordRef {
+            offset,
+            payload_bytes,
+        })
+    }
+
+    pub fn sync(&self) -> Result<()> {
+        self.file.sync_data().map_err(StoreError::io(&self.path))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data_dir::tests::TempDir;
+
+    fn write_segment(path: &Path, payloads: &[&[u8]]) -> Vec<RecordRef> {
+        let mut writer = SegmentWriter::create(path.to_path_buf()).unwrap();
+        let refs = payloads.iter().map(|p| writer.append(p).unwrap()).collect();
+        writer.sync().unwrap();
+        refs
+    }
+
+    #[test]
+    fn append_scan_and_read_back() {
+        let dir = TempDir::new("seg");
+        std::fs::create_dir_all(&dir.0).unwrap();
+        let path = dir.0.join("1.seg");
+        let refs = write_segment(&path, &[b"one", b"", b"three"]);
+        let file = File::open(&path).unwrap();
+        let scan = scan(&path, &file).unwrap();
+        assert_eq!(scan.records, refs);
+        assert_eq!(scan.invalid_bytes, 0);
+        assert_eq!(read_record(&path, &file, refs[0]).unwrap(), b"one");
+        assert_eq!(read_record(&path, &file, refs[1]).unwrap(), b"");
+        assert_eq!(read_record(&path, &file, refs[2]).unwrap(), b"three");
+    }
+
+    #[test]
+    fn a_torn_tail_is_found_and_cut() {
+        let dir = TempDir::new("seg-torn");
+        std::fs::create_dir_all(&dir.0).unwrap();
+        let path = dir.0.join("1.seg");
+        let refs = write_segment(&path, &[b"kept", b"also kept", b"torn record"]);
+        let full = std::fs::metadata(&path).unwrap().len();
+        // Cut the last record in the middle of its payload.
+        let file = OpenOptions::new().write(true).open(&path).unwrap();
+        file.set_len(full - 4).unwrap();
+        let file = File::open(&path).unwrap();
+        let found = scan(&path, &file).unwrap();
+        assert_eq!(found.records, refs[..2].to_vec());
+        assert_eq!(found.valid_bytes, u64::from(refs[2].offset));
+        assert_eq!(found.invalid_bytes, full - 4 - u64::from(refs[2].offset));
+        // Reopening for append cuts the tail; the next record goes where the torn one was.
+        let mut writer = SegmentWriter::reopen(path.clone(), found.valid_bytes).unwrap();
+        let next = writer.append(b"after").unwrap();
+        assert_eq!(next.offset, refs[2].offset);
+        let file = File::open(&path).unwrap();
+        assert_eq!(scan(&path, &file).unwrap().records.len(), 3);
+    }
+
+    #[test]
+    fn a_flipped_byte_stops_the_scan_and_fails_the_read() {
+        let dir = TempDir::new("seg-flip");
+        std::fs::create_dir_all(&dir.0).unwrap();
+        let path = dir.0.join("1.seg");
+        let refs = write_segment(&path, &[b"first", b"second", b"third"]);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let at = (refs[1].offset + RECORD_HEADER_BYTES + 2) as usize;
+        bytes[at] ^= 0x40;
+        std::fs::write(&path, &bytes).unwrap();
+        let file = File::open(&path).unwrap();
+        let found = scan(&path, &file).unwrap();
+        assert_eq!(found.records, refs[..1].to_vec());
+        let err = read_record(&path, &file, refs[1]).unwrap_err();
+        assert!(err.to_string().contains("CRC mismatch"), "{err}");
+    }
+
+    #[test]
+    fn a_corrupt_length_does_not_allocate_it() {
+        let dir = TempDir::new("seg-len");
+        std::fs::create_dir_all(&dir.0).unwrap();
+        let path = dir.0.join("1.seg");
+        let refs = write_segment(&path, &[b"x"]);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let at = refs[0].offset as usize;
+        bytes[at..at + 4].copy_from_slice(&u32::MAX.to_be_bytes());
+        std::fs::write(&path, &bytes).unwrap();
+        let file = File::open(&path).unwrap();
+        assert!(scan(&path, &file).unwrap().records.is_empty());
+    }
+
+    #[test]
+    fn foreign_and_newer_files_are_refused() {
+        let dir = TempDir::new("seg-foreign");
+        std::fs::create_dir_all(&dir.0).unwrap();
+        let path = dir.0.join("1.seg");
+        std::fs::write(&path, b"PK\x03\x04 a zip file, not a segment").unwrap();
+        let err = scan(&path, &File::open(&path).unwrap()).unwrap_err();
+        assert!(matches!(err, StoreError::NotWharf { .. }), "{err}");
+        let mut header = segment_header();
+        header[8..12].copy_from_slice(&(SEGMENT_VERSION + 1).to_be_bytes());
+        std::fs::write(&path, header).unwrap();
+        let err = scan(&path, &File::open(&path).unwrap()).unwrap_err();
+        assert!(matches!(err, StoreError::NewerFormat { .. }), "{err}");
+        std::fs::write(&path, b"WHA").unwrap();
+        assert!(scan(&path, &File::open(&path).unwrap()).is_err());
+    }
+}
