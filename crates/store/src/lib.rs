@@ -5,6 +5,7 @@
 pub mod data_dir;
 pub mod definitions;
 pub mod error;
+pub mod queue_log;
 pub mod segment;
 
 pub use data_dir::DataDir;

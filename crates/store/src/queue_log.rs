@@ -1,0 +1,506 @@
+//! One queue's message log: a directory of numbered segments (`<n>.seg`), each with an ack
+//! file (`<n>.ack`, the offsets of its acknowledged records). Appends go to the newest
+//! segment, which rolls over at a size limit; a segment and its ack file are deleted once
+//! every record in it is acknowledged. Nothing per message is kept in memory but the
+//! offsets acknowledged in segments not yet deleted, so memory does not grow with the
+//! number of messages waiting.
+//!
+//! Owned by its queue, which calls it under the queue's lock.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use crate::data_dir::sync_dir;
+use crate::error::{Result, StoreError};
+use crate::segment::{
+    self, RecordRef, SegmentWriter, RECORD_BYTES_MAX, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES,
+};
+
+/// Where a record is: its segment and its place in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Position {
+    pub segment: u32,
+    pub record: RecordRef,
+}
+
+/// A reading position for [`QueueLog::next`]: the next byte offset to look at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    segment: u32,
+    offset: u32,
+}
+
+#[derive(Debug)]
+struct Segment {
+    /// Valid bytes (records end here).
+    bytes: u64,
+    records: u32,
+    acked: HashSet<u32>,
+    ack_file: Option<File>,
+}
+
+/// What opening a log found and repaired.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Recovery {
+    pub segments: usize,
+    /// Records not acknowledged.
+    pub messages: u64,
+    /// Bytes cut from the end of the newest segment (a torn or corrupt tail).
+    pub truncated_bytes: u64,
+}
+
+pub struct QueueLog {
+    dir: PathBuf,
+    segment_bytes_max: u64,
+    segments: BTreeMap<u32, Segment>,
+    writer_number: u32,
+    writer: SegmentWriter,
+    /// Appends since the last sync.
+    unsynced: bool,
+    /// The read handle of the last segment read, reused while reads stay in it.
+    reading: Option<(u32, File)>,
+}
+
+fn segment_path(dir: &Path, n: u32) -> PathBuf {
+    dir.join(format!("{n:08}.seg"))
+}
+
+fn ack_path(dir: &Path, n: u32) -> PathBuf {
+    dir.join(format!("{n:08}.ack"))
+}
+
+/// Reads an ack file; a torn last entry (fewer than 4 bytes) is ignored.
+fn read_acks(path: &Path) -> Result<HashSet<u32>> {
+    match fs::read(path) {
+        Ok(bytes) => Ok(bytes
+            .chunks_exact(4)
+            .map(|c| u32::from_be_bytes(c.try_into().expect("4 bytes")))
+            .collect()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(HashSet::new()),
+        Err(e) => Err(StoreError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        }),
+    }
+}
+
+impl QueueLog {
+    /// Opens the log in `dir` (creating it), scanning its segments: records are counted and
+    /// checked, acknowledged ones skipped, fully acknowledged segments deleted, and a torn
+    /// tail of the newest segment cut.
+    pub fn open(dir: impl Into<PathBuf>, segment_bytes_max: u64) -> Result<(QueueLog, Recovery)> {
+        let dir = dir.into();
+        fs::create_dir_all(&dir).map_err(StoreError::io(&dir))?;
+        let mut numbers: Vec<u32> = fs::read_dir(&dir)
+            .map_err(StoreError::io(&dir))?
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                name.strip_suffix(".seg")?.parse().ok()
+            })
+            .collect();
+        numbers.sort_unstable();
+        let mut recovery = Recovery::default();
+        let mut segments = BTreeMap::new();
+        let newest = numbers.last().copied();
+        for n in numbers {
+            let path = segment_path(&dir, n);
+            let file = File::open(&path).map_err(StoreError::io(&path))?;
+            let scan = segment::scan(&path, &file)?;
+            if scan.invalid_bytes > 0 {
+                if Some(n) == newest {
+                    tracing::warn!(
+                        file = %path.display(),
+                        at = scan.valid_bytes,
+                        dropped_bytes = scan.invalid_bytes,
+                        "cutting a torn or corrupt tail"
+                    );
+                    recovery.truncated_bytes = scan.invalid_bytes;
+                } else {
+                    // An older segment was complete when the next one started: damage
+                    // here is not a crash, and the records after it are lost.
+                    tracing::error!(
+                        file = %path.display(),
+                        at = scan.valid_bytes,
+                        lost_bytes = scan.invalid_bytes,
+                        "corrupt segment: records after this point are lost"
+                    );
+                }
+            }
+            let valid: HashSet<u32> = scan.records.iter().map(|r| r.offset).collect();
+            let acked: HashSet<u32> = read_acks(&ack_path(&dir, n))?
+                .into_iter()
+                .filter(|offset| valid.contains(offset))
+                .collect();
+            let segment = Segment {
+                bytes: scan.valid_bytes,
+                records: scan.records.len() as u32,
+                acked,
+                ack_file: None,
+            };
+            if segment.acked.len() as u32 == segment.records && Some(n) != newest {
+                remove_segment_files(&dir, n)?;
+                continue;
+            }
+            recovery.messages += u64::from(segment.records - segment.acked.len() as u32);
+            segments.insert(n, segment);
+        }
+        let (writer_number, writer) = match newest.filter(|n| segments.contains_key(n)) {
+            Some(n) => {
+                let bytes = segments[&n].bytes;
+                (n, SegmentWriter::reopen(segment_path(&dir, n), bytes)?)
+            }
+            None => {
+                let n = newest.map_or(1, |n| n + 1);
+                let writer = SegmentWriter::create(segment_path(&dir, n))?;
+                sync_dir(&dir)?;
+                segments.insert(
+                    n,
+                    Segment {
+                        bytes: writer.bytes,
+                        records: 0,
+                        acked: HashSet::new(),
+                        ack_file: None,
+                    },
+                );
+                (n, writer)
+            }
+        };
+        recovery.segments = segments.len();
+        Ok((
+            QueueLog {
+                dir,
+                segment_bytes_max,
+                segments,
+                writer_number,
+                writer,
+                unsynced: false,
+                reading: None,
+            },
+            recovery,
+        ))
+    }
+
+    /// Appends a record. It is durable once [`QueueLog::sync`] returns.
+    pub fn append(&mut self, payload: &[u8]) -> Result<Position> {
+        let record_bytes = payload.len() as u64 + u64::from(RECORD_HEADER_BYTES);
+        let used = self.writer.bytes - u64::from(SEGMENT_HEADER_BYTES);
+        if used > 0 && self.writer.bytes + record_bytes > self.segment_bytes_max {
+            self.roll()?;
+        }
+        let record = self.writer.append(payload)?;
+        let segment = self
+            .segments
+            .get_mut(&self.writer_number)
+            .expect("the segment being written is known");
+        segment.records += 1;
+        segment.bytes = self.writer.bytes;
+        self.unsynced = true;
+        Ok(Position {
+            segment: self.writer_number,
+            record,
+        })
+    }
+
+    /// Seals the current segment (synced) and starts the next.
+    fn roll(&mut self) -> Result<()> {
+        self.writer.sync()?;
+        let next = self.writer_number + 1;
+        self.writer = SegmentWriter::create(segment_path(&self.dir, next))?;
+        sync_dir(&self.dir)?;
+        self.segments.insert(
+            next,
+            Segment {
+                bytes: self.writer.bytes,
+                records: 0,
+                acked: HashSet::new(),
+                ack_file: None,
+            },
+        );
+        let previous = self.writer_number;
+        self.writer_number = next;
+        self.delete_if_done(previous)
+    }
+
+    /// Makes every append so far durable.
+    pub fn sync(&mut self) -> Result<()> {
+        if self.unsynced {
+            self.writer.sync()?;
+            self.unsynced = false;
+        }
+        Ok(())
+    }
+
+    /// Marks a record acknowledged. Acks are written but not synced: an ack lost to a
+    /// power cut makes the message come back (redelivered), never lost.
+    pub fn ack(&mut self, position: Position) -> Result<()> {
+        let dir = self.dir.clone();
+        let Some(segment) = self.segments.get_mut(&position.segment) else {
+            return Ok(()); // already deleted with its segment
+        };
+        if !segment.acked.insert(position.record.offset) {
+            return Ok(());
+        }
+        if segment.ack_file.is_none() {
+            let path = ack_path(&dir, position.segment);
+            let file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .map_err(StoreError::io(&path))?;
+            segment.ack_file = Some(file);
+        }
+        let file = segment.ack_file.as_mut().expect("opened above");
+        file.write_all(&position.record.offset.to_be_bytes())
+            .map_err(StoreError::io(ack_path(&dir, position.segment)))?;
+        self.delete_if_done(position.segment)
+    }
+
+    /// Deletes a sealed segment whose records are all acknowledged.
+    fn delete_if_done(&mut self, n: u32) -> Result<()> {
+        let done = self
+            .segments
+            .get(&n)
+            .is_some_and(|s| s.acked.len() as u32 == s.records);
+        if done && n != self.writer_number {
+            self.segments.remove(&n);
+            if matches!(self.reading, Some((r, _)) if r == n) {
+                self.reading = None;
+            }
+            remove_segment_files(&self.dir, n)?;
+        }
+        Ok(())
+    }
+
+    /// Reads one record's payload.
+    pub fn read(&mut self, position: Position) -> Result<Vec<u8>> {
+        let path = segment_path(&self.dir, position.segment);
+        let file = self.reader(position.segment)?;
+        segment::read_record(&path, file, position.record)
+    }
+
+    fn reader(&mut self, n: u32) -> Result<&File> {
+        if !matches!(&self.reading, Some((r, _)) if *r == n) {
+            let path = segment_path(&self.dir, n);
+            let file = File::open(&path).map_err(StoreError::io(&path))?;
+            self.reading = Some((n, file));
+        }
+        Ok(&self.reading.as_ref().expect("set above").1)
+    }
+
+    /// A cursor at the oldest record.
+    pub fn cursor(&self) -> Cursor {
+        Cursor {
+            segment: self
+                .segments
+                .keys()
+                .next()
+                .copied()
+                .unwrap_or(self.writer_number),
+            offset: SEGMENT_HEADER_BYTES,
+        }
+    }
+
+    /// The next unacknowledged record at or after `cursor`, which moves past it.
+    pub fn next(&mut self, cursor: &mut Cursor) -> Result<Option<(Position, Vec<u8>)>> {
+        loop {
+            let Some((&n, segment)) = self.segments.range(cursor.segment..).next() else {
+                return Ok(None);
+            };
+            if n != cursor.segment {
+                *cursor = Cursor {
+                    segment: n,
+                    offset: SEGMENT_HEADER_BYTES,
+                };
+            }
+            if u64::from(cursor.offset) + u64::from(RECORD_HEADER_BYTES) > segment.bytes {
+                if n == self.writer_number {
+                    return Ok(None);
+                }
+                cursor.segment = n + 1;
+                cursor.offset = SEGMENT_HEADER_BYTES;
+                continue;
+            }
+            let acked = segment.acked.contains(&cursor.offset);
+            let path = segment_path(&self.dir, n);
+            let file = self.reader(n)?;
+            let mut header = [0u8; RECORD_HEADER_BYTES as usize];
+            file.read_exact_at(&mut header, u64::from(cursor.offset))
+                .map_err(StoreError::io(&path))?;
+            let payload_bytes = u32::from_be_bytes(header[..4].try_into().expect("4 bytes"));
+            if payload_bytes > RECORD_BYTES_MAX {
+                return Err(StoreError::Corrupt {
+                    path,
+                    offset: u64::from(cursor.offset),
+                    reason: "record length over the limit".into(),
+                });
+            }
+            let record = RecordRef {
+                offset: cursor.offset,
+                payload_bytes,
+            };
+            cursor.offset += RECORD_HEADER_BYTES + payload_bytes;
+            if acked {
+                continue;
+            }
+            let payload = segment::read_record(&path, file, record)?;
+            return Ok(Some((Position { segment: n, record }, payload)));
+        }
+    }
+
+    /// Records not yet acknowledged.
+    pub fn message_count(&self) -> u64 {
+        self.segments
+            .values()
+            .map(|s| u64::from(s.records - s.acked.len() as u32))
+            .sum()
+    }
+
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    /// Deletes the whole log (the queue was deleted).
+    pub fn destroy(self) -> Result<()> {
+        fs::remove_dir_all(&self.dir).map_err(StoreError::io(&self.dir))
+    }
+}
+
+fn remove_segment_files(dir: &Path, n: u32) -> Result<()> {
+    for path in [segment_path(dir, n), ack_path(dir, n)] {
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(StoreError::Io { path, source: e }),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data_dir::tests::TempDir;
+
+    fn drain(log: &mut QueueLog) -> Vec<(Position, Vec<u8>)> {
+        let mut cursor = log.cursor();
+        let mut out = Vec::new();
+        while let Some(item) = log.next(&mut cursor).unwrap() {
+            out.push(item);
+        }
+        out
+    }
+
+    fn bodies(items: &[(Position, Vec<u8>)]) -> Vec<Vec<u8>> {
+        items.iter().map(|(_, b)| b.clone()).collect()
+    }
+
+    #[test]
+    fn append_read_ack_and_reopen() {
+        let dir = TempDir::new("qlog");
+        let (mut log, recovery) = QueueLog::open(&dir.0, 1 << 20).unwrap();
+        assert_eq!(recovery.messages, 0);
+        let positions: Vec<Position> = (0..5u8).map(|i| log.append(&[i; 3]).unwrap()).collect();
+        log.sync().unwrap();
+        assert_eq!(log.read(positions[3]).unwrap(), vec![3; 3]);
+        log.ack(positions[1]).unwrap();
+        log.ack(positions[3]).unwrap();
+        assert_eq!(log.message_count(), 3);
+        assert_eq!(
+            bodies(&drain(&mut log)),
+            vec![vec![0; 3], vec![2; 3], vec![4; 3]]
+        );
+        drop(log);
+        let (mut log, recovery) = QueueLog::open(&dir.0, 1 << 20).unwrap();
+        assert_eq!(recovery.messages, 3);
+        assert_eq!(
+            bodies(&drain(&mut log)),
+            vec![vec![0; 3], vec![2; 3], vec![4; 3]]
+        );
+        // Appends continue after the recovered records.
+        log.append(b"new").unwrap();
+        assert_eq!(drain(&mut log).len(), 4);
+    }
+
+    #[test]
+    fn segments_roll_and_go_when_fully_acked() {
+        let dir = TempDir::new("qlog-roll");
+        // Small segments: a few 100-byte records each.
+        let (mut log, _) = QueueLog::open(&dir.0, 400).unwrap();
+        let positions: Vec<Position> = (0..20u8).map(|i| log.append(&[i; 100]).unwrap()).collect();
+        log.sync().unwrap();
+        assert!(log.segment_count() > 5, "{} segments", log.segment_count());
+        for p in &positions[..19] {
+            log.ack(*p).unwrap();
+        }
+        assert_eq!(log.segment_count(), 1, "only the newest segment is left");
+        let files = fs::read_dir(&dir.0).unwrap().count();
+        assert!(files <= 2, "{files} files left");
+        assert_eq!(bodies(&drain(&mut log)), vec![vec![19; 100]]);
+        log.ack(positions[19]).unwrap();
+        assert_eq!(log.message_count(), 0);
+        drop(log);
+        let (log, recovery) = QueueLog::open(&dir.0, 400).unwrap();
+        assert_eq!((recovery.messages, log.message_count()), (0, 0));
+    }
+
+    #[test]
+    fn a_torn_tail_is_cut_at_reopen_and_reported() {
+        let dir = TempDir::new("qlog-torn");
+        let (mut log, _) = QueueLog::open(&dir.0, 1 << 20).unwrap();
+        for i in 0..3u8 {
+            log.append(&[i; 50]).unwrap();
+        }
+        log.sync().unwrap();
+        drop(log);
+        let seg = segment_path(&dir.0, 1);
+        let len = fs::metadata(&seg).unwrap().len();
+        OpenOptions::new()
+            .write(true)
+            .open(&seg)
+            .unwrap()
+            .set_len(len - 10)
+            .unwrap();
+        let (mut log, recovery) = QueueLog::open(&dir.0, 1 << 20).unwrap();
+        assert_eq!(recovery.messages, 2);
+        assert_eq!(recovery.truncated_bytes, 50 + 8 - 10);
+        assert_eq!(
+            fs::metadata(&seg).unwrap().len(),
+            len - 58,
+            "the tail was cut"
+        );
+        log.append(b"after the cut").unwrap();
+        assert_eq!(drain(&mut log).len(), 3);
+    }
+
+    #[test]
+    fn a_torn_ack_entry_is_ignored() {
+        let dir = TempDir::new("qlog-ack");
+        let (mut log, _) = QueueLog::open(&dir.0, 1 << 20).unwrap();
+        let a = log.append(b"a").unwrap();
+        log.append(b"b").unwrap();
+        log.ack(a).unwrap();
+        drop(log);
+        let mut acks = OpenOptions::new()
+            .append(true)
+            .open(ack_path(&dir.0, 1))
+            .unwrap();
+        acks.write_all(&[0, 0]).unwrap();
+        drop(acks);
+        let (mut log, recovery) = QueueLog::open(&dir.0, 1 << 20).unwrap();
+        assert_eq!(recovery.messages, 1);
+        assert_eq!(bodies(&drain(&mut log)), vec![b"b".to_vec()]);
+    }
+
+    #[test]
+    fn destroy_removes_everything() {
+        let dir = TempDir::new("qlog-destroy");
+        let (mut log, _) = QueueLog::open(&dir.0, 1 << 20).unwrap();
+        log.append(b"x").unwrap();
+        log.destroy().unwrap();
+        assert!(!dir.0.exists());
+    }
+}
