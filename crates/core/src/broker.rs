@@ -10,20 +10,33 @@ use parking_lot::RwLock;
 use wharf_store::{DataDir, DefinitionStore, StoreError};
 
 use crate::durability::Durability;
+use crate::flusher::Flusher;
 use crate::queue::ConnectionId;
 use crate::users::Users;
 use crate::vhost::VHost;
+
+/// When confirms (and tx.commit-ok) for persistent messages go out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FsyncPolicy {
+    /// After the message is fsynced, many publishers sharing each fsync.
+    #[default]
+    Batch,
+    /// As soon as the message is written to the OS: survives a broker crash, not a power cut.
+    Never,
+}
 
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
     /// Users who may connect only from a loopback address (RabbitMQ's `loopback_users`).
     pub loopback_users: Vec<String>,
+    pub fsync: FsyncPolicy,
 }
 
 impl Default for BrokerConfig {
     fn default() -> Self {
         BrokerConfig {
             loopback_users: vec!["guest".to_string()],
+            fsync: FsyncPolicy::Batch,
         }
     }
 }
@@ -32,6 +45,7 @@ impl Default for BrokerConfig {
 pub struct Broker {
     pub config: BrokerConfig,
     durability: Option<Arc<Durability>>,
+    flusher: Option<Arc<Flusher>>,
     pub users: Users,
     vhosts: RwLock<HashMap<String, Arc<VHost>>>,
     next_connection_id: AtomicU64,
@@ -49,7 +63,7 @@ impl Broker {
         let data_dir = DataDir::open(data_dir)?;
         let store = DefinitionStore::open(&data_dir)?;
         let definitions = store.definitions();
-        let broker = Self::with_durability(config, Some(Durability::new(store)));
+        let broker = Self::with_durability(config, Some(Durability::new(store, data_dir.path())));
         let vhost = broker.vhost("/").expect("the default vhost exists");
         vhost.restore(&definitions);
         tracing::info!(
@@ -62,9 +76,12 @@ impl Broker {
     }
 
     fn with_durability(config: BrokerConfig, durability: Option<Arc<Durability>>) -> Self {
+        let flusher =
+            (durability.is_some() && config.fsync == FsyncPolicy::Batch).then(Flusher::start);
         let broker = Broker {
             config,
             durability,
+            flusher,
             users: Users::new(),
             vhosts: RwLock::new(HashMap::new()),
             next_connection_id: AtomicU64::new(1),
@@ -72,6 +89,11 @@ impl Broker {
         broker.add_vhost("/");
         broker.users.add("guest", "guest", &["administrator"]);
         broker
+    }
+
+    /// The group-commit flusher that confirms of persistent messages wait for, if any.
+    pub fn flusher(&self) -> Option<&Arc<Flusher>> {
+        self.flusher.as_ref()
     }
 
     pub fn add_vhost(&self, name: &str) -> Arc<VHost> {
@@ -93,5 +115,13 @@ impl Broker {
     /// Whether `user` may log in from a non-loopback address.
     pub fn allows_remote(&self, user: &str) -> bool {
         !self.config.loopback_users.iter().any(|u| u == user)
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Some(flusher) = &self.flusher {
+            flusher.stop();
+        }
     }
 }

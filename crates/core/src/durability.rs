@@ -14,9 +14,13 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::exchange::{Binding, Destination, Exchange};
 use crate::queue::Queue;
 
-/// The definitions store, shared by every vhost of a broker.
+/// Segments roll over at this size.
+pub const SEGMENT_BYTES_MAX: u64 = 8 * 1024 * 1024;
+
+/// The definitions store and where queues keep their messages, shared by every vhost.
 pub struct Durability {
     store: Mutex<DefinitionStore>,
+    queues_dir: std::path::PathBuf,
 }
 
 impl std::fmt::Debug for Durability {
@@ -26,10 +30,59 @@ impl std::fmt::Debug for Durability {
 }
 
 impl Durability {
-    pub fn new(store: DefinitionStore) -> Arc<Durability> {
+    pub fn new(store: DefinitionStore, data_dir: &std::path::Path) -> Arc<Durability> {
         Arc::new(Durability {
             store: Mutex::new(store),
+            queues_dir: data_dir.join("queues"),
         })
+    }
+
+    /// The directory of a queue's message log: a hash of its vhost and name, so that any
+    /// name makes a valid, fixed-length file name.
+    pub fn queue_dir(&self, vhost: &str, name: &str) -> std::path::PathBuf {
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::new()
+            .chain_update(vhost.as_bytes())
+            .chain_update([0u8])
+            .chain_update(name.as_bytes())
+            .finalize();
+        let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+        self.queues_dir.join(hex)
+    }
+
+    /// Opens (or creates) a queue's message log and gives it to the queue with what it
+    /// held. A new queue starts from an empty directory, whatever an earlier queue of the
+    /// same name left.
+    pub fn attach_log(&self, queue: &Queue, fresh: bool) -> Result<()> {
+        let dir = self.queue_dir(&queue.vhost, &queue.name);
+        let internal = |e: wharf_store::StoreError| {
+            tracing::error!(queue = %queue.name, error = %e, "cannot open the message log");
+            Error::new(
+                ErrorKind::InternalError,
+                format_args!("cannot open message store: {e}"),
+            )
+        };
+        if fresh && dir.exists() {
+            std::fs::remove_dir_all(&dir).map_err(|e| {
+                internal(wharf_store::StoreError::Io {
+                    path: dir.clone(),
+                    source: e,
+                })
+            })?;
+        }
+        let (log, recovery) =
+            wharf_store::queue_log::QueueLog::open(&dir, SEGMENT_BYTES_MAX).map_err(internal)?;
+        let recovered = queue.attach_log(log).map_err(internal)?;
+        if !fresh {
+            tracing::info!(
+                queue = %queue.name,
+                vhost = %queue.vhost,
+                messages = recovered,
+                truncated_bytes = recovery.truncated_bytes,
+                "recovered queue"
+            );
+        }
+        Ok(())
     }
 
     /// Writes and fsyncs one change.

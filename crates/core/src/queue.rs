@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 use wharf_amqp::{ByteString, FieldTable};
+use wharf_store::queue_log::{Position, QueueLog};
 
 use crate::consumer::{Consumer, Delivery, DeliveryTarget};
 use crate::error::{Error, Result};
@@ -34,10 +35,25 @@ struct Entry {
     offset: u64,
     message: Arc<Message>,
     redelivered: bool,
+    /// Where the message is stored, for a persistent message in a durable queue.
+    position: Option<Position>,
 }
 
-#[derive(Debug, Default)]
+/// What publishing did with a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Enqueued {
+    /// Kept in memory only (transient message, or a queue without a log).
+    InMemory,
+    /// Appended to the queue's log; durable once the log is synced.
+    Appended,
+    /// The queue is gone, or its log could not be written: the publisher must be told.
+    Failed,
+}
+
+#[derive(Default)]
 struct State {
+    /// The message log of a durable queue on a broker with a data directory.
+    log: Option<QueueLog>,
     /// Sorted by offset.
     ready: VecDeque<Entry>,
     unacked: HashMap<u64, Entry>,
@@ -67,13 +83,21 @@ pub enum ConsumerRemoved {
     RemovedLastOfAutoDelete,
 }
 
-#[derive(Debug)]
 pub struct Queue {
     pub name: ByteString,
     pub vhost: ByteString,
     pub options: QueueOptions,
     deleted: AtomicBool,
     state: Mutex<State>,
+}
+
+impl std::fmt::Debug for Queue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queue")
+            .field("name", &self.name)
+            .field("vhost", &self.vhost)
+            .finish()
+    }
 }
 
 impl Queue {
@@ -116,11 +140,26 @@ impl Queue {
         }
     }
 
-    /// Appends a message and delivers whatever the consumers can take.
-    pub fn publish(self: &Arc<Self>, message: Arc<Message>) {
+    /// Appends a message and delivers whatever the consumers can take. A persistent message
+    /// in a queue with a log is written to it first.
+    pub fn publish(self: &Arc<Self>, message: Arc<Message>) -> Enqueued {
         let mut state = self.state.lock();
         if self.is_deleted() {
-            return;
+            return Enqueued::Failed;
+        }
+        let mut outcome = Enqueued::InMemory;
+        let mut position = None;
+        if let (Some(log), true) = (state.log.as_mut(), message.is_persistent()) {
+            match log.append(&message.encode_record()) {
+                Ok(p) => {
+                    position = Some(p);
+                    outcome = Enqueued::Appended;
+                }
+                Err(error) => {
+                    tracing::error!(queue = %self.name, %error, "cannot store a message");
+                    outcome = Enqueued::Failed;
+                }
+            }
         }
         let offset = state.next_offset;
         state.next_offset += 1;
@@ -128,8 +167,67 @@ impl Queue {
             offset,
             message,
             redelivered: false,
+            position,
         });
         self.deliver_locked(&mut state);
+        outcome
+    }
+
+    /// Gives the queue its log and the messages recovered from it, which come back as
+    /// redelivered (they may have been delivered before the restart).
+    pub fn attach_log(&self, mut log: QueueLog) -> wharf_store::Result<u64> {
+        let mut state = self.state.lock();
+        let mut cursor = log.cursor();
+        let mut recovered = 0;
+        while let Some((position, record)) = log.next(&mut cursor)? {
+            let Some(message) = Message::decode_record(record) else {
+                tracing::warn!(queue = %self.name, ?position, "unreadable message record skipped");
+                continue;
+            };
+            let offset = state.next_offset;
+            state.next_offset += 1;
+            state.ready.push_back(Entry {
+                offset,
+                message: Arc::new(message),
+                redelivered: true,
+                position: Some(position),
+            });
+            recovered += 1;
+        }
+        state.log = Some(log);
+        Ok(recovered)
+    }
+
+    /// fsyncs what was appended to the log so far (the flusher calls this outside the
+    /// publish path). Returns false if that failed.
+    pub fn sync_appends(&self) -> bool {
+        let handle = {
+            let mut state = self.state.lock();
+            match state.log.as_mut().map(QueueLog::take_sync_handle) {
+                None | Some(Ok(None)) => return true,
+                Some(Ok(Some(file))) => file,
+                Some(Err(error)) => {
+                    tracing::error!(queue = %self.name, %error, "cannot sync the message log");
+                    return false;
+                }
+            }
+        };
+        match handle.sync_data() {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::error!(queue = %self.name, %error, "fsync of the message log failed");
+                false
+            }
+        }
+    }
+
+    /// Records in the log that a stored message is gone (acked, purged, dropped).
+    fn forget(&self, state: &mut State, position: Option<Position>) {
+        if let (Some(log), Some(position)) = (state.log.as_mut(), position) {
+            if let Err(error) = log.ack(position) {
+                tracing::warn!(queue = %self.name, %error, "cannot record an ack");
+            }
+        }
     }
 
     /// Offers ready messages to consumers until either runs out. Channels call this when
@@ -162,7 +260,10 @@ impl Queue {
                 if accepted {
                     let no_ack = consumer.no_ack;
                     let entry = ready.pop_front().expect("front was checked above");
-                    if !no_ack {
+                    if no_ack {
+                        let position = entry.position;
+                        self.forget(state, position);
+                    } else {
                         state.unacked.insert(entry.offset, entry);
                     }
                     state.next_consumer = (index + 1) % consumer_count;
@@ -186,7 +287,9 @@ impl Queue {
             redelivered: entry.redelivered,
             message_count: saturating_u32(state.ready.len()),
         };
-        if !no_ack {
+        if no_ack {
+            self.forget(&mut state, entry.position);
+        } else {
             state.unacked.insert(entry.offset, entry);
         }
         Some(result)
@@ -197,7 +300,9 @@ impl Queue {
     pub fn ack(&self, offsets: &[u64]) {
         let mut state = self.state.lock();
         for offset in offsets {
-            state.unacked.remove(offset);
+            if let Some(entry) = state.unacked.remove(offset) {
+                self.forget(&mut state, entry.position);
+            }
         }
     }
 
@@ -219,7 +324,9 @@ impl Queue {
     pub fn purge(&self) -> u32 {
         let mut state = self.state.lock();
         let count = saturating_u32(state.ready.len());
-        state.ready.clear();
+        for entry in std::mem::take(&mut state.ready) {
+            self.forget(&mut state, entry.position);
+        }
         count
     }
 
@@ -290,6 +397,11 @@ impl Queue {
             let count = saturating_u32(state.ready.len());
             state.ready.clear();
             state.unacked.clear();
+            if let Some(log) = state.log.take() {
+                if let Err(error) = log.destroy() {
+                    tracing::warn!(queue = %self.name, %error, "cannot remove the message log");
+                }
+            }
             (count, std::mem::take(&mut state.consumers))
         };
         // Outside the lock: targets may take their own locks while handling this.

@@ -376,16 +376,6 @@ impl VHost {
         } else {
             declare.name
         };
-        if declare.durable && !declare.exclusive {
-            self.record(|| {
-                Change::PutQueue(QueueDef {
-                    vhost: self.name.to_string(),
-                    name: name.to_string(),
-                    auto_delete: declare.auto_delete,
-                    arguments: durability::encode_arguments(&declare.arguments),
-                })
-            })?;
-        }
         let queue = Arc::new(Queue::new(
             name.clone(),
             self.name.clone(),
@@ -396,6 +386,19 @@ impl VHost {
                 arguments: declare.arguments,
             },
         ));
+        if let (Some(durability), true) = (&self.durability, durability::is_durable_queue(&queue)) {
+            durability.attach_log(&queue, true)?;
+        }
+        if declare.durable && !declare.exclusive {
+            self.record(|| {
+                Change::PutQueue(QueueDef {
+                    vhost: self.name.to_string(),
+                    name: name.to_string(),
+                    auto_delete: queue.options.auto_delete,
+                    arguments: durability::encode_arguments(&queue.options.arguments),
+                })
+            })?;
+        }
         queues.insert(name, queue.clone());
         drop(queues);
         Ok(declared(queue))
@@ -638,6 +641,11 @@ impl VHost {
                     arguments: durability::decode_arguments(&def.arguments),
                 },
             );
+            if let Some(durability) = &self.durability {
+                // A queue whose log cannot be opened stays, empty, so that its bindings and
+                // clients still find it; the error is logged.
+                let _ = durability.attach_log(&queue, false);
+            }
             self.queues.write().insert(name, Arc::new(queue));
         }
         for def in definitions.bindings.iter().filter(|d| mine(&d.vhost)) {

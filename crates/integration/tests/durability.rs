@@ -237,3 +237,140 @@ async fn durable_definitions_survive_a_restart_and_transient_ones_do_not() {
     conn.close(200, "done").await.unwrap();
     broker.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn persistent_messages_survive_a_restart_acked_ones_do_not() {
+    if std::env::var("WHARF_TEST_EXTERNAL").is_ok() {
+        return; // restarts an in-process broker
+    }
+    let dir = TempDir::new();
+    let persistent = BasicProperties::default().with_delivery_mode(2);
+    {
+        let broker = start_broker_in(&dir.0).await;
+        let (conn, ch) = lapin_channel(&broker).await;
+        ch.queue_declare("pq", durable_queue(), FieldTable::default())
+            .await
+            .unwrap();
+        ch.queue_declare("tq", Default::default(), FieldTable::default())
+            .await
+            .unwrap();
+        ch.confirm_select(Default::default()).await.unwrap();
+        for i in 0..10u8 {
+            ch.basic_publish("", "pq", Default::default(), &[i], persistent.clone())
+                .await
+                .unwrap();
+            // Transient messages in a durable queue, and persistent ones in a transient queue.
+            ch.basic_publish(
+                "",
+                "pq",
+                Default::default(),
+                &[100 + i],
+                BasicProperties::default(),
+            )
+            .await
+            .unwrap();
+            ch.basic_publish("", "tq", Default::default(), &[i], persistent.clone())
+                .await
+                .unwrap();
+        }
+        ch.wait_for_confirms().await.unwrap();
+        // Take three and ack them; take two more and leave them unacked.
+        let mut acked = Vec::new();
+        for _ in 0..3 {
+            let got = ch
+                .basic_get("pq", Default::default())
+                .await
+                .unwrap()
+                .unwrap();
+            acked.push(got.delivery.data.clone());
+            got.delivery.ack(Default::default()).await.unwrap();
+        }
+        assert_eq!(acked, vec![vec![0], vec![100], vec![1]]);
+        for _ in 0..2 {
+            ch.basic_get("pq", Default::default())
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        conn.close(200, "restart").await.unwrap();
+        broker.stop().await;
+    }
+    let broker = start_broker_in(&dir.0).await;
+    let (conn, ch) = lapin_channel(&broker).await;
+    let q = ch
+        .queue_declare("pq", passive_queue(), FieldTable::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        q.message_count(),
+        8,
+        "persistent 2..=9 survive; transient ones and acked ones do not"
+    );
+    let mut back = Vec::new();
+    while let Some(got) = ch.basic_get("pq", Default::default()).await.unwrap() {
+        assert!(
+            got.delivery.redelivered,
+            "recovered messages are marked redelivered"
+        );
+        assert_eq!(got.delivery.properties.delivery_mode(), &Some(2));
+        back.push(got.delivery.data[0]);
+        got.delivery.ack(Default::default()).await.unwrap();
+    }
+    assert_eq!(back, (2..10).collect::<Vec<u8>>());
+    let err = ch
+        .queue_declare("tq", passive_queue(), FieldTable::default())
+        .await
+        .unwrap_err();
+    assert_eq!(protocol_error(&err).0, 404);
+    conn.close(200, "done").await.unwrap();
+    broker.stop().await;
+
+    // Everything acknowledged: nothing comes back, and the segments are gone but the newest.
+    let broker = start_broker_in(&dir.0).await;
+    let (_conn, ch) = lapin_channel(&broker).await;
+    let q = ch
+        .queue_declare("pq", passive_queue(), FieldTable::default())
+        .await
+        .unwrap();
+    assert_eq!(q.message_count(), 0);
+    let queue_dirs: Vec<_> = std::fs::read_dir(dir.0.join("queues")).unwrap().collect();
+    assert_eq!(queue_dirs.len(), 1, "only pq has a log");
+    let files = std::fs::read_dir(queue_dirs[0].as_ref().unwrap().path())
+        .unwrap()
+        .count();
+    assert!(files <= 2, "{files} files left in the log");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_durable_queue_removes_its_messages() {
+    if std::env::var("WHARF_TEST_EXTERNAL").is_ok() {
+        return;
+    }
+    let dir = TempDir::new();
+    let broker = start_broker_in(&dir.0).await;
+    let (_conn, ch) = lapin_channel(&broker).await;
+    ch.queue_declare("dq", durable_queue(), FieldTable::default())
+        .await
+        .unwrap();
+    ch.confirm_select(Default::default()).await.unwrap();
+    ch.basic_publish(
+        "",
+        "dq",
+        Default::default(),
+        b"x",
+        BasicProperties::default().with_delivery_mode(2),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    assert_eq!(std::fs::read_dir(dir.0.join("queues")).unwrap().count(), 1);
+    ch.queue_delete("dq", Default::default()).await.unwrap();
+    assert_eq!(std::fs::read_dir(dir.0.join("queues")).unwrap().count(), 0);
+    // Declaring it again starts empty.
+    let q = ch
+        .queue_declare("dq", durable_queue(), FieldTable::default())
+        .await
+        .unwrap();
+    assert_eq!(q.message_count(), 0);
+}

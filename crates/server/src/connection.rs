@@ -42,6 +42,7 @@ enum Ending {
 
 struct Connection {
     id: ConnectionId,
+    broker: Arc<Broker>,
     vhost: Arc<VHost>,
     config: Arc<ServerConfig>,
     outbound: Arc<Outbound>,
@@ -99,6 +100,7 @@ pub async fn serve_connection<S>(
     tracing::debug!(%peer, id, user = handshake.username, vhost = %handshake.vhost.name, "connection open");
     let mut connection = Connection {
         id,
+        broker: broker.clone(),
         vhost: handshake.vhost.clone(),
         config,
         outbound: outbound.clone(),
@@ -232,6 +234,7 @@ impl Connection {
         }
         let ctx = ChannelContext {
             vhost: &self.vhost,
+            flusher: self.broker.flusher(),
             connection_id: self.id,
             config: &self.config,
             outbound: &self.outbound,

@@ -234,6 +234,22 @@ impl QueueLog {
         Ok(())
     }
 
+    /// A handle on the segment being written, for an fsync outside the queue's lock, if
+    /// anything was appended since the last one. Syncing it makes every append before this
+    /// call durable (a segment that rolled over was synced when it did).
+    pub fn take_sync_handle(&mut self) -> Result<Option<File>> {
+        if !self.unsynced {
+            return Ok(None);
+        }
+        self.unsynced = false;
+        let file = self
+            .writer
+            .file
+            .try_clone()
+            .map_err(StoreError::io(&self.writer.path))?;
+        Ok(Some(file))
+    }
+
     /// Marks a record acknowledged. Acks are written but not synced: an ack lost to a
     /// power cut makes the message come back (redelivered), never lost.
     pub fn ack(&mut self, position: Position) -> Result<()> {

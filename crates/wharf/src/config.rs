@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::Args;
 use serde::Deserialize;
+use wharf_core::broker::FsyncPolicy;
 
 /// Flags of `wharf` (and `wharf serve`); each can also come from the environment.
 #[derive(Debug, Clone, Default, Args)]
@@ -23,6 +24,20 @@ pub struct ServeArgs {
     /// error, warn, info, debug or trace (or a tracing filter) [default: info]
     #[arg(long, env = "WHARF_LOG_LEVEL", value_name = "LEVEL")]
     pub log_level: Option<String>,
+    /// When confirms of persistent messages go out: "batch" (after fsync, shared by many
+    /// publishers) or "never" (without waiting for fsync) [default: batch]
+    #[arg(long, env = "WHARF_FSYNC", value_name = "POLICY", value_parser = parse_fsync)]
+    pub fsync: Option<FsyncPolicy>,
+}
+
+fn parse_fsync(value: &str) -> Result<FsyncPolicy, String> {
+    match value {
+        "batch" => Ok(FsyncPolicy::Batch),
+        "never" => Ok(FsyncPolicy::Never),
+        other => Err(format!(
+            "'{other}' is not an fsync policy: use batch or never"
+        )),
+    }
 }
 
 /// The settings file. Unknown keys are refused, so a typo does not pass silently.
@@ -32,6 +47,7 @@ struct FileConfig {
     amqp_listen: Option<SocketAddr>,
     data_dir: Option<PathBuf>,
     log_level: Option<String>,
+    fsync: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -39,6 +55,7 @@ pub struct Config {
     pub amqp_listen: SocketAddr,
     pub data_dir: PathBuf,
     pub log_level: String,
+    pub fsync: FsyncPolicy,
 }
 
 impl Config {
@@ -62,6 +79,12 @@ impl Config {
                 .clone()
                 .or(file.log_level)
                 .unwrap_or_else(|| "info".to_string()),
+            fsync: match (args.fsync, file.fsync) {
+                (Some(policy), _) => policy,
+                (None, Some(text)) => parse_fsync(&text)
+                    .map_err(|e| anyhow::anyhow!("invalid config file: fsync: {e}"))?,
+                (None, None) => FsyncPolicy::Batch,
+            },
         })
     }
 }
@@ -82,6 +105,27 @@ mod tests {
         assert_eq!(config.amqp_listen, "0.0.0.0:5672".parse().unwrap());
         assert_eq!(config.data_dir, PathBuf::from("./data"));
         assert_eq!(config.log_level, "info");
+        assert_eq!(config.fsync, FsyncPolicy::Batch);
+    }
+
+    #[test]
+    fn fsync_policy_from_file_and_flag() {
+        assert_eq!(parse_fsync("never"), Ok(FsyncPolicy::Never));
+        assert!(parse_fsync("always")
+            .unwrap_err()
+            .contains("use batch or never"));
+        let dir = std::env::temp_dir().join(format!("wharf-fsync-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("wharf.toml");
+        std::fs::write(&path, "fsync = \"never\"\n").unwrap();
+        let args = ServeArgs {
+            config: Some(path.clone()),
+            ..Default::default()
+        };
+        assert_eq!(Config::resolve(&args).unwrap().fsync, FsyncPolicy::Never);
+        std::fs::write(&path, "fsync = \"sometimes\"\n").unwrap();
+        assert!(Config::resolve(&args).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -50,7 +50,11 @@ fn init_logging(level: &str) -> anyhow::Result<()> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
-    let broker = Broker::open(BrokerConfig::default(), &config.data_dir)
+    let broker_config = BrokerConfig {
+        fsync: config.fsync,
+        ..BrokerConfig::default()
+    };
+    let broker = Broker::open(broker_config, &config.data_dir)
         .with_context(|| format!("cannot open data dir {}", config.data_dir.display()))?;
     let listener = TcpListener::bind(config.amqp_listen)
         .await

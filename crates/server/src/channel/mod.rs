@@ -15,7 +15,7 @@ use wharf_core::{
 };
 
 use self::delivery::{encode_with_content, ChannelDelivery, ConsumerEntry, Unacked};
-use self::publish::{PendingPublish, TxBuffer};
+use self::publish::{PendingPublish, Stored, TxBuffer};
 use crate::error::{AmqpError, AmqpResult};
 use crate::outbound::Outbound;
 use crate::ServerConfig;
@@ -23,6 +23,8 @@ use crate::ServerConfig;
 /// What the connection shares with each of its channels.
 pub struct ChannelContext<'a> {
     pub vhost: &'a Arc<VHost>,
+    /// Group commit for persistent messages; None when confirms need not wait for fsync.
+    pub flusher: Option<&'a Arc<wharf_core::flusher::Flusher>>,
     pub connection_id: u64,
     pub config: &'a ServerConfig,
     pub outbound: &'a Arc<Outbound>,
@@ -324,8 +326,14 @@ impl Channel {
                     return Err(not_transactional());
                 };
                 let buffer = std::mem::take(buffer);
-                buffer.commit(self, ctx);
-                self.reply(out, TxCommitOk {});
+                let stored = buffer.commit(self, ctx);
+                // commit-ok waits for the disk like a confirm; a failed store still commits
+                // what could be stored, as RabbitMQ's commit cannot report a partial failure.
+                let stored = Stored {
+                    failed: false,
+                    ..stored
+                };
+                self.after_stored(ctx, stored, |_| Method::TxCommitOk(TxCommitOk {}));
                 self.resume_consumers();
             }
             Method::TxRollback(_) => {
@@ -526,16 +534,56 @@ impl Channel {
             Mode::Confirm { published } => {
                 *published += 1;
                 let delivery_tag = *published;
+                let stored = publish.route_and_enqueue(self.id, ctx, self.delivery.frame_max);
+                let confirm = move |ok: bool| -> Method {
+                    if ok {
+                        Method::BasicAck(BasicAck {
+                            delivery_tag,
+                            multiple: false,
+                        })
+                    } else {
+                        Method::BasicNack(BasicNack {
+                            delivery_tag,
+                            multiple: false,
+                            requeue: false,
+                        })
+                    }
+                };
+                self.after_stored(ctx, stored, confirm);
+            }
+            Mode::Plain => {
                 publish.route_and_enqueue(self.id, ctx, self.delivery.frame_max);
-                self.reply(
-                    ctx.outbound,
-                    BasicAck {
-                        delivery_tag,
-                        multiple: false,
-                    },
+            }
+        }
+    }
+
+    /// Sends `reply(ok)` once what `stored` appended is on disk (at once when nothing
+    /// waits for the disk). Nothing is sent if the channel closed meanwhile.
+    fn after_stored(
+        &self,
+        ctx: &ChannelContext<'_>,
+        stored: Stored,
+        reply: impl FnOnce(bool) -> Method + Send + 'static,
+    ) {
+        match ctx.flusher {
+            Some(flusher) if !stored.appended_to.is_empty() && !stored.failed => {
+                let delivery = self.delivery.clone();
+                let channel = self.id;
+                flusher.after_sync(
+                    stored.appended_to,
+                    Box::new(move |ok| {
+                        // Under the delivery lock, so a closing channel cannot race it.
+                        let state = delivery.state.lock();
+                        if !state.closed {
+                            let method = reply(ok);
+                            delivery
+                                .outbound
+                                .write(|out| encode_method(channel, &method, out));
+                        }
+                    }),
                 );
             }
-            Mode::Plain => publish.route_and_enqueue(self.id, ctx, self.delivery.frame_max),
+            _ => self.reply(ctx.outbound, reply(!stored.failed)),
         }
     }
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use wharf_amqp::{BasicPublish, BasicReturn, ContentHeader, Method, ReplyCode};
-use wharf_core::{Exchange, Message};
+use wharf_core::{Enqueued, Exchange, Message, Queue};
 
 use super::delivery::{encode_with_content, Unacked};
 use super::{settle, Channel, ChannelContext};
@@ -173,7 +173,12 @@ impl PendingPublish {
 impl Publish {
     /// Routes the message and enqueues it; an unroutable mandatory message goes back to
     /// the publisher with basic.return.
-    pub fn route_and_enqueue(self, channel: u16, ctx: &ChannelContext<'_>, frame_max: u32) {
+    pub fn route_and_enqueue(
+        self,
+        channel: u16,
+        ctx: &ChannelContext<'_>,
+        frame_max: u32,
+    ) -> Stored {
         let routed = ctx.vhost.route(&self.exchange, &self.message);
         if routed.queues.is_empty() {
             if self.mandatory {
@@ -187,21 +192,50 @@ impl Publish {
                     encode_with_content(channel, &method, &self.message, frame_max, out)
                 });
             }
-            return;
+            return Stored::default();
         }
-        for queue in &routed.queues {
-            queue.publish(self.message.clone());
+        let mut stored = Stored::default();
+        for queue in routed.queues {
+            match queue.publish(self.message.clone()) {
+                Enqueued::InMemory => {}
+                Enqueued::Appended => stored.appended_to.push(queue),
+                Enqueued::Failed => stored.failed = true,
+            }
         }
+        stored
+    }
+}
+
+/// Where a message's persistence stands once it has been enqueued.
+#[derive(Debug, Default)]
+pub struct Stored {
+    /// Queues whose logs got the message: durable once they are synced.
+    pub appended_to: Vec<Arc<Queue>>,
+    /// A queue could not take it: the publisher gets a nack.
+    pub failed: bool,
+}
+
+impl Stored {
+    pub fn merge(&mut self, other: Stored) {
+        for queue in other.appended_to {
+            if !self.appended_to.iter().any(|q| Arc::ptr_eq(q, &queue)) {
+                self.appended_to.push(queue);
+            }
+        }
+        self.failed |= other.failed;
     }
 }
 
 impl TxBuffer {
-    pub fn commit(self, channel: &Channel, ctx: &ChannelContext<'_>) {
+    /// Applies the transaction; returns what its publishes stored.
+    pub fn commit(self, channel: &Channel, ctx: &ChannelContext<'_>) -> Stored {
+        let mut stored = Stored::default();
         for publish in self.publishes {
-            publish.route_and_enqueue(channel.id, ctx, channel.delivery.frame_max);
+            stored.merge(publish.route_and_enqueue(channel.id, ctx, channel.delivery.frame_max));
         }
         for (deliveries, outcome) in self.acks {
             settle(deliveries, outcome);
         }
+        stored
     }
 }
