@@ -57,6 +57,7 @@ impl Durability {
         let dir = self.queue_dir(&queue.vhost, &queue.name);
         let internal = |e: wharf_store::StoreError| {
             tracing::error!(queue = %queue.name, error = %e, "cannot open the message log");
+            queue.mark_log_broken();
             Error::new(
                 ErrorKind::InternalError,
                 format_args!("cannot open message store: {e}"),

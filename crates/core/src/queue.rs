@@ -54,6 +54,9 @@ pub enum Enqueued {
 struct State {
     /// The message log of a durable queue on a broker with a data directory.
     log: Option<QueueLog>,
+    /// The log could not be opened: persistent messages are refused rather than kept in
+    /// memory under a promise the queue cannot keep.
+    log_broken: bool,
     /// Sorted by offset.
     ready: VecDeque<Entry>,
     unacked: HashMap<u64, Entry>,
@@ -147,6 +150,9 @@ impl Queue {
         if self.is_deleted() {
             return Enqueued::Failed;
         }
+        if state.log_broken && message.is_persistent() {
+            return Enqueued::Failed;
+        }
         let mut outcome = Enqueued::InMemory;
         let mut position = None;
         if let (Some(log), true) = (state.log.as_mut(), message.is_persistent()) {
@@ -196,6 +202,11 @@ impl Queue {
         }
         state.log = Some(log);
         Ok(recovered)
+    }
+
+    /// The queue's log could not be opened (the error was logged).
+    pub fn mark_log_broken(&self) {
+        self.state.lock().log_broken = true;
     }
 
     /// fsyncs what was appended to the log so far (the flusher calls this outside the
