@@ -31,6 +31,11 @@ impl RawClient {
 
     /// Connects and completes the handshake as guest on vhost "/" (heartbeats off).
     pub async fn open(addr: SocketAddr) -> RawClient {
+        RawClient::open_with(addr, FieldTable::new()).await
+    }
+
+    /// `open`, announcing these client properties (capabilities, for instance).
+    pub async fn open_with(addr: SocketAddr, client_properties: FieldTable) -> RawClient {
         let mut client = RawClient::connect(addr).await;
         client.send_raw(PROTOCOL_HEADER).await;
         let start = client.read_method().await;
@@ -39,7 +44,7 @@ impl RawClient {
             .send_method(
                 0,
                 ConnectionStartOk {
-                    client_properties: FieldTable::new(),
+                    client_properties,
                     mechanism: "PLAIN".into(),
                     response: Bytes::from_static(b"\0guest\0guest"),
                     locale: "en_US".into(),

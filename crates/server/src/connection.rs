@@ -48,6 +48,8 @@ struct Connection {
     outbound: Arc<Outbound>,
     handshake: Handshake,
     channels: HashMap<u16, Slot>,
+    /// Set once the client published: only publishing connections are blocked by alarms.
+    published: bool,
 }
 
 pub async fn serve_connection<S>(
@@ -56,6 +58,7 @@ pub async fn serve_connection<S>(
     broker: Arc<Broker>,
     config: Arc<ServerConfig>,
     mut shutdown: watch::Receiver<bool>,
+    mut alarm: watch::Receiver<bool>,
 ) where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
@@ -106,9 +109,10 @@ pub async fn serve_connection<S>(
         outbound: outbound.clone(),
         handshake,
         channels: HashMap::new(),
+        published: false,
     };
 
-    let ending = connection.run(&mut reader, &mut shutdown).await;
+    let ending = connection.run(&mut reader, &mut shutdown, &mut alarm).await;
     connection.release_all();
     match ending {
         Ending::Close(error) => {
@@ -169,11 +173,18 @@ impl Connection {
         &mut self,
         reader: &mut FrameReader<R>,
         shutdown: &mut watch::Receiver<bool>,
+        alarm: &mut watch::Receiver<bool>,
     ) -> Ending {
         let heartbeat = self.handshake.heartbeat_secs;
         // A peer that sends nothing for two heartbeat intervals is dead.
         let silence_limit = (heartbeat > 0).then(|| Duration::from_secs(2 * u64::from(heartbeat)));
         loop {
+            // Between messages only: a message half received is finished first.
+            if self.published && *alarm.borrow() && !self.receiving_content() {
+                if let Some(ending) = self.wait_while_blocked(shutdown, alarm).await {
+                    return ending;
+                }
+            }
             let read = async {
                 match silence_limit {
                     Some(limit) => tokio::time::timeout(limit, reader.next()).await.ok(),
@@ -218,8 +229,52 @@ impl Connection {
     }
 
     /// Ok(false) when the client closed the connection.
+    /// Stops reading from a publishing connection while a resource alarm is on, telling a
+    /// client that asked for it. Deliveries to its consumers go on.
+    async fn wait_while_blocked(
+        &mut self,
+        shutdown: &mut watch::Receiver<bool>,
+        alarm: &mut watch::Receiver<bool>,
+    ) -> Option<Ending> {
+        let notify = self.handshake.connection_blocked;
+        if notify {
+            let blocked = Method::ConnectionBlocked(ConnectionBlocked {
+                reason: "low on disk".into(),
+            });
+            self.outbound.write(|out| encode_method(0, &blocked, out));
+        }
+        tracing::info!(
+            id = self.id,
+            "publishing connection blocked by the disk alarm"
+        );
+        while *alarm.borrow() {
+            tokio::select! {
+                changed = alarm.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                }
+                _ = self.outbound.drained.notified() => self.resume_consumers(),
+                _ = shutdown.changed() => {
+                    return Some(Ending::Close(AmqpError::new(
+                        ReplyCode::ConnectionForced,
+                        "broker forced connection closure with reason 'shutdown'",
+                    )));
+                }
+            }
+        }
+        if notify {
+            let unblocked = Method::ConnectionUnblocked(ConnectionUnblocked {});
+            self.outbound.write(|out| encode_method(0, &unblocked, out));
+        }
+        None
+    }
+
     fn handle_frame(&mut self, frame: Frame) -> Result<bool, AmqpError> {
         let channel_id = frame.channel;
+        if let FramePayload::Method(Method::BasicPublish(_)) = &frame.payload {
+            self.published = true;
+        }
         if channel_id == 0 {
             return self.handle_connection_frame(frame.payload);
         }
@@ -368,6 +423,12 @@ impl Connection {
                 "content frame on channel 0",
             )),
         }
+    }
+
+    fn receiving_content(&self) -> bool {
+        self.channels
+            .values()
+            .any(|slot| matches!(slot, Slot::Open(channel) if channel.is_receiving_content()))
     }
 
     fn resume_consumers(&self) {

@@ -38,6 +38,8 @@ pub struct Handshake {
     pub frame_max: u32,
     pub heartbeat_secs: u16,
     pub consumer_cancel_notify: bool,
+    /// The client wants connection.blocked / unblocked.
+    pub connection_blocked: bool,
 }
 
 /// Why a handshake did not complete.
@@ -143,6 +145,7 @@ pub async fn run<R: AsyncRead + Unpin>(
         client_capability(&start_ok.client_properties, "authentication_failure_close");
     let consumer_cancel_notify =
         client_capability(&start_ok.client_properties, "consumer_cancel_notify");
+    let connection_blocked = client_capability(&start_ok.client_properties, "connection.blocked");
     let mechanism = start_ok.mechanism.to_string();
     if !sasl::MECHANISMS.split(' ').any(|m| m == mechanism) {
         return Err(HandshakeError::Refused(
@@ -233,5 +236,6 @@ pub async fn run<R: AsyncRead + Unpin>(
         frame_max,
         heartbeat_secs: tune_ok.heartbeat,
         consumer_cancel_notify,
+        connection_blocked,
     })
 }

@@ -2,6 +2,7 @@
 //! connection's handshake and channels, and drives the broker core. Holds no broker state
 //! of its own: everything lives in the [`wharf_core::Broker`] it is handed.
 
+pub mod alarm;
 mod channel;
 mod connection;
 mod error;
@@ -30,6 +31,8 @@ pub struct ServerConfig {
     pub max_message_bytes: usize,
     /// A socket that has not completed the handshake by then is closed.
     pub handshake_timeout: Duration,
+    /// Block publishers when the data directory's disk runs low (None: never).
+    pub disk_alarm: Option<alarm::DiskAlarmConfig>,
 }
 
 impl Default for ServerConfig {
@@ -40,6 +43,7 @@ impl Default for ServerConfig {
             heartbeat_secs: 60,
             max_message_bytes: 128 * 1024 * 1024,
             handshake_timeout: Duration::from_secs(10),
+            disk_alarm: None,
         }
     }
 }
@@ -67,6 +71,10 @@ pub async fn serve(
     config: ServerConfig,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let (alarm_tx, alarm_rx) = watch::channel(false);
+    if let Some(disk) = config.disk_alarm.clone() {
+        tokio::spawn(alarm::monitor(disk, alarm_tx, shutdown.clone()));
+    }
     let config = Arc::new(config);
     let mut connections = JoinSet::new();
     loop {
@@ -80,6 +88,7 @@ pub async fn serve(
                         broker.clone(),
                         config.clone(),
                         shutdown.clone(),
+                        alarm_rx.clone(),
                     ));
                 }
                 Err(error) => {

@@ -28,6 +28,10 @@ pub struct ServeArgs {
     /// publishers) or "never" (without waiting for fsync) [default: batch]
     #[arg(long, env = "WHARF_FSYNC", value_name = "POLICY", value_parser = parse_fsync)]
     pub fsync: Option<FsyncPolicy>,
+    /// Below this much free space on the data directory's disk, publishers are blocked
+    /// [default: 50000000, as RabbitMQ]
+    #[arg(long, env = "WHARF_DISK_FREE_LIMIT", value_name = "BYTES")]
+    pub disk_free_limit: Option<u64>,
 }
 
 fn parse_fsync(value: &str) -> Result<FsyncPolicy, String> {
@@ -48,6 +52,7 @@ struct FileConfig {
     data_dir: Option<PathBuf>,
     log_level: Option<String>,
     fsync: Option<String>,
+    disk_free_limit: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -56,6 +61,7 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub log_level: String,
     pub fsync: FsyncPolicy,
+    pub disk_free_limit_bytes: u64,
 }
 
 impl Config {
@@ -85,6 +91,10 @@ impl Config {
                     .map_err(|e| anyhow::anyhow!("invalid config file: fsync: {e}"))?,
                 (None, None) => FsyncPolicy::Batch,
             },
+            disk_free_limit_bytes: args
+                .disk_free_limit
+                .or(file.disk_free_limit)
+                .unwrap_or(wharf_server::alarm::DISK_FREE_LIMIT_BYTES_DEFAULT),
         })
     }
 }

@@ -8,6 +8,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
 use wharf_core::broker::{Broker, BrokerConfig};
+use wharf_server::alarm::DiskAlarmConfig;
 use wharf_server::{ServerConfig, Shutdown};
 
 use crate::config::{Config, ServeArgs};
@@ -62,10 +63,17 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let address = listener.local_addr()?;
     let broker = Arc::new(broker);
     let (shutdown, shutdown_rx) = Shutdown::new();
+    let server_config = ServerConfig {
+        disk_alarm: Some(DiskAlarmConfig::new(
+            config.data_dir.clone(),
+            config.disk_free_limit_bytes,
+        )),
+        ..ServerConfig::default()
+    };
     let server = tokio::spawn(wharf_server::serve(
         listener,
         broker,
-        ServerConfig::default(),
+        server_config,
         shutdown_rx,
     ));
     tracing::info!(%address, data_dir = %config.data_dir.display(), "wharf ready, AMQP listening on {address}");

@@ -1,0 +1,94 @@
+//! The disk free space alarm: publishing connections are blocked (and told, if they asked)
+//! while free space is under the limit, and resume when it returns; others carry on.
+
+mod common;
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use common::*;
+use lapin::options::*;
+use lapin::types::FieldTable as LapinTable;
+use wharf_amqp::*;
+use wharf_integration::raw::RawClient;
+use wharf_server::alarm::DiskAlarmConfig;
+use wharf_server::ServerConfig;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn low_disk_blocks_publishers_until_space_returns() {
+    if std::env::var("WHARF_TEST_EXTERNAL").is_ok() {
+        return; // needs control of the broker's limit
+    }
+    // A limit no disk can meet: the alarm goes off at once.
+    let mut disk = DiskAlarmConfig::new(std::env::temp_dir(), u64::MAX);
+    disk.check_interval = Duration::from_millis(20);
+    let limit = disk.free_limit_bytes.clone();
+    let config = ServerConfig {
+        disk_alarm: Some(disk),
+        ..Default::default()
+    };
+    let broker = wharf_integration::start_broker_with(config).await;
+    let queue = unique("alarm");
+    let (_observer_conn, observer) = lapin_channel(&broker).await;
+    observer
+        .queue_declare(&queue, Default::default(), LapinTable::default())
+        .await
+        .unwrap();
+
+    let mut capabilities = FieldTable::new();
+    capabilities.insert("connection.blocked", FieldValue::Bool(true));
+    let mut properties = FieldTable::new();
+    properties.insert("capabilities", FieldValue::Table(capabilities));
+    let mut publisher = RawClient::open_with(broker.addr, properties).await;
+    publisher.send_method(1, ChannelOpen {}).await;
+    assert!(matches!(
+        publisher.read_method().await,
+        Method::ChannelOpenOk(_)
+    ));
+    tokio::time::sleep(Duration::from_millis(100)).await; // the monitor has run
+
+    publisher.publish(1, "", &queue, b"first").await;
+    assert_eq!(
+        publisher.read_method().await,
+        Method::ConnectionBlocked(ConnectionBlocked {
+            reason: "low on disk".into()
+        })
+    );
+    publisher.publish(1, "", &queue, b"second").await;
+
+    let count = |ch: lapin::Channel, q: String| async move {
+        ch.queue_declare(
+            &q,
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            LapinTable::default(),
+        )
+        .await
+        .unwrap()
+        .message_count()
+    };
+    // The first publish went through; the second waits unread. Non-publishers carry on.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(count(observer.clone(), queue.clone()).await, 1);
+
+    limit.store(0, Ordering::Relaxed);
+    assert_eq!(
+        publisher.read_method().await,
+        Method::ConnectionUnblocked(ConnectionUnblocked {})
+    );
+    let settled = within(async {
+        loop {
+            if count(observer.clone(), queue.clone()).await == 2 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    settled.await;
+    observer
+        .queue_delete(&queue, Default::default())
+        .await
+        .unwrap();
+}
