@@ -33,6 +33,8 @@ impl DiskAlarmConfig {
 }
 
 /// Bytes available to unprivileged users on the file system holding `path`.
+// The statvfs fields are u64 on 64-bit Linux but narrower elsewhere.
+#[allow(clippy::useless_conversion)]
 pub fn free_bytes(path: &std::path::Path) -> std::io::Result<u64> {
     let stats = nix::sys::statvfs::statvfs(path).map_err(std::io::Error::from)?;
     Ok(u64::from(stats.blocks_available()).saturating_mul(u64::from(stats.fragment_size())))
