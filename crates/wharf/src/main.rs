@@ -76,8 +76,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         server_config,
         shutdown_rx,
     ));
+    let mut signals = Signals::install()?;
     tracing::info!(%address, data_dir = %config.data_dir.display(), "wharf ready, AMQP listening on {address}");
-    wait_for_signal().await?;
+    signals.wait().await;
     tracing::info!("shutting down");
     shutdown.trigger();
     server.await.context("server task failed")?;
@@ -85,12 +86,26 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
-    tokio::select! {
-        _ = term.recv() => {}
-        result = tokio::signal::ctrl_c() => result.context("cannot handle SIGINT")?,
+/// Signal handlers, installed before the ready line so that a SIGTERM sent as soon as the
+/// broker says it is ready still shuts it down cleanly.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            term: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
+            interrupt: signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
+        })
     }
-    Ok(())
+
+    async fn wait(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.interrupt.recv() => {}
+        }
+    }
 }
