@@ -21,6 +21,9 @@ pub const SEGMENT_BYTES_MAX: u64 = 8 * 1024 * 1024;
 pub struct Durability {
     store: Mutex<DefinitionStore>,
     queues_dir: std::path::PathBuf,
+    /// Spill-over logs of transient queues; emptied at every start.
+    transient_dir: std::path::PathBuf,
+    spill_logs_opened: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Durability {
@@ -31,10 +34,23 @@ impl std::fmt::Debug for Durability {
 
 impl Durability {
     pub fn new(store: DefinitionStore, data_dir: &std::path::Path) -> Arc<Durability> {
+        let transient_dir = data_dir.join("transient");
+        // Transient messages do not survive a restart: whatever a previous run spilled goes.
+        let _ = std::fs::remove_dir_all(&transient_dir);
         Arc::new(Durability {
             store: Mutex::new(store),
             queues_dir: data_dir.join("queues"),
+            transient_dir,
+            spill_logs_opened: std::sync::atomic::AtomicU64::new(0),
         })
+    }
+
+    /// A fresh directory name for a transient queue's spill-over log.
+    pub fn spill_dir(&self) -> std::path::PathBuf {
+        let n = self
+            .spill_logs_opened
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.transient_dir.join(format!("{n:016x}"))
     }
 
     /// The directory of a queue's message log: a hash of its vhost and name, so that any

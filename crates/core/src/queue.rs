@@ -13,11 +13,17 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 use wharf_amqp::{ByteString, FieldTable};
-use wharf_store::queue_log::{Position, QueueLog};
+use wharf_store::queue_log::{Cursor, Position, QueueLog};
 
 use crate::consumer::{Consumer, Delivery, DeliveryTarget};
 use crate::error::{Error, Result};
 use crate::message::Message;
+
+/// Ready messages kept in memory: beyond this many (or bytes), new messages wait in the
+/// queue's log only and are read back as the queue drains, so memory stays flat however
+/// deep the queue gets.
+pub const WINDOW_MESSAGES_MAX: usize = 10_000;
+pub const WINDOW_BYTES_MAX: usize = 8 * 1024 * 1024;
 
 /// Identifies the connection that owns an exclusive queue.
 pub type ConnectionId = u64;
@@ -52,8 +58,22 @@ pub enum Enqueued {
 
 #[derive(Default)]
 struct State {
-    /// The message log of a durable queue on a broker with a data directory.
+    /// The message log: a durable queue's (opened at declare or recovery), or a transient
+    /// queue's spill-over log (opened the first time its window fills).
     log: Option<QueueLog>,
+    /// The log keeps messages across restarts (a durable queue's log).
+    log_durable: bool,
+    /// Where a transient queue may open a spill-over log; None without a data directory.
+    spill_dir: Option<std::path::PathBuf>,
+    /// Ready messages that are only in the log, all of them after those in `ready`.
+    spilled: u64,
+    /// Where the next spilled message is read from.
+    cursor: Option<Cursor>,
+    /// Records before this were in the log at start: they come back redelivered, and
+    /// transient ones among them are dropped.
+    recovered_until: Option<Cursor>,
+    /// Body bytes of the messages in `ready`.
+    ready_bytes: usize,
     /// The log could not be opened: persistent messages are refused rather than kept in
     /// memory under a promise the queue cannot keep.
     log_broken: bool,
@@ -119,7 +139,13 @@ impl Queue {
     }
 
     pub fn message_count(&self) -> u32 {
-        saturating_u32(self.state.lock().ready.len())
+        let state = self.state.lock();
+        saturating_u64(state.ready.len() as u64 + state.spilled)
+    }
+
+    /// Ready messages held in memory (the rest of `message_count` waits in the log).
+    pub fn in_memory_count(&self) -> usize {
+        self.state.lock().ready.len()
     }
 
     pub fn consumer_count(&self) -> u32 {
@@ -144,18 +170,43 @@ impl Queue {
     }
 
     /// Appends a message and delivers whatever the consumers can take. A persistent message
-    /// in a queue with a log is written to it first.
+    /// in a durable queue is written to its log first; any message goes only to the log
+    /// when the in-memory window is full.
     pub fn publish(self: &Arc<Self>, message: Arc<Message>) -> Enqueued {
-        let mut state = self.state.lock();
+        let mut guard = self.state.lock();
+        let state = &mut *guard;
         if self.is_deleted() {
             return Enqueued::Failed;
         }
-        if state.log_broken && message.is_persistent() {
+        let persistent = message.is_persistent();
+        if state.log_broken && persistent {
             return Enqueued::Failed;
+        }
+        let window_full = state.spilled > 0
+            || state.ready.len() >= WINDOW_MESSAGES_MAX
+            || state.ready_bytes >= WINDOW_BYTES_MAX;
+        if window_full && self.ensure_log(state) {
+            let durable = state.log_durable;
+            let log = state.log.as_mut().expect("ensured above");
+            return match log.append(&message.encode_record()) {
+                Ok(_) => {
+                    state.spilled += 1;
+                    self.deliver_locked(state);
+                    if durable && persistent {
+                        Enqueued::Appended
+                    } else {
+                        Enqueued::InMemory
+                    }
+                }
+                Err(error) => {
+                    tracing::error!(queue = %self.name, %error, "cannot store a message");
+                    Enqueued::Failed
+                }
+            };
         }
         let mut outcome = Enqueued::InMemory;
         let mut position = None;
-        if let (Some(log), true) = (state.log.as_mut(), message.is_persistent()) {
+        if let (Some(log), true) = (state.log.as_mut(), persistent && state.log_durable) {
             match log.append(&message.encode_record()) {
                 Ok(p) => {
                     position = Some(p);
@@ -167,46 +218,124 @@ impl Queue {
                 }
             }
         }
+        if let Some(log) = &state.log {
+            // Nothing is spilled: the next spilled record is whatever comes after this one.
+            state.cursor = Some(log.end_cursor());
+        }
         let offset = state.next_offset;
         state.next_offset += 1;
+        state.ready_bytes += message.body.len();
         state.ready.push_back(Entry {
             offset,
             message,
             redelivered: false,
             position,
         });
-        self.deliver_locked(&mut state);
+        self.deliver_locked(state);
         outcome
     }
 
-    /// Gives the queue its log and the messages recovered from it, which come back as
-    /// redelivered (they may have been delivered before the restart).
-    pub fn attach_log(&self, mut log: QueueLog) -> wharf_store::Result<u64> {
-        let mut state = self.state.lock();
-        let mut cursor = log.cursor();
-        let mut recovered = 0;
-        while let Some((position, record)) = log.next(&mut cursor)? {
-            let Some(message) = Message::decode_record(record) else {
-                tracing::warn!(queue = %self.name, ?position, "unreadable message record skipped");
-                continue;
-            };
-            let offset = state.next_offset;
-            state.next_offset += 1;
-            state.ready.push_back(Entry {
-                offset,
-                message: Arc::new(message),
-                redelivered: true,
-                position: Some(position),
-            });
-            recovered += 1;
+    /// Opens a transient queue's spill-over log if it has none; false if it cannot have one.
+    fn ensure_log(&self, state: &mut State) -> bool {
+        if state.log.is_some() {
+            return true;
         }
-        state.log = Some(log);
-        Ok(recovered)
+        let Some(dir) = state.spill_dir.clone() else {
+            return false;
+        };
+        let _ = std::fs::remove_dir_all(&dir);
+        match QueueLog::open(&dir, crate::durability::SEGMENT_BYTES_MAX) {
+            Ok((log, _)) => {
+                state.cursor = Some(log.end_cursor());
+                state.log = Some(log);
+                true
+            }
+            Err(error) => {
+                tracing::error!(queue = %self.name, %error, "cannot open a spill-over log; keeping messages in memory");
+                state.spill_dir = None;
+                false
+            }
+        }
     }
 
     /// The queue's log could not be opened (the error was logged).
     pub fn mark_log_broken(&self) {
         self.state.lock().log_broken = true;
+    }
+
+    /// Lets a transient queue spill messages to disk under `dir` when its window fills.
+    pub fn set_spill_dir(&self, dir: std::path::PathBuf) {
+        self.state.lock().spill_dir = Some(dir);
+    }
+
+    /// Loads spilled messages into the window once it has drained to half.
+    fn refill(&self, state: &mut State) {
+        if state.spilled == 0
+            || state.ready.len() >= WINDOW_MESSAGES_MAX / 2
+            || state.ready_bytes >= WINDOW_BYTES_MAX / 2
+        {
+            return;
+        }
+        while state.spilled > 0
+            && state.ready.len() < WINDOW_MESSAGES_MAX
+            && state.ready_bytes < WINDOW_BYTES_MAX
+        {
+            let (Some(log), Some(cursor)) = (state.log.as_mut(), state.cursor.as_mut()) else {
+                return;
+            };
+            let (position, record) = match log.next(cursor) {
+                Ok(Some(found)) => found,
+                Ok(None) => {
+                    tracing::error!(queue = %self.name, missing = state.spilled, "the log holds fewer messages than counted");
+                    state.spilled = 0;
+                    return;
+                }
+                Err(error) => {
+                    tracing::error!(queue = %self.name, %error, lost = state.spilled, "cannot read spilled messages");
+                    state.spilled = 0;
+                    return;
+                }
+            };
+            state.spilled -= 1;
+            let recovered = state
+                .recovered_until
+                .is_some_and(|until| position.is_before(&until));
+            let message = match Message::decode_record(record) {
+                Some(message) if !recovered || message.is_persistent() => message,
+                decoded => {
+                    if decoded.is_none() {
+                        tracing::warn!(queue = %self.name, ?position, "unreadable message record skipped");
+                    }
+                    // A transient message from before the restart: gone, as in RabbitMQ.
+                    let _ = log.ack(position);
+                    continue;
+                }
+            };
+            let offset = state.next_offset;
+            state.next_offset += 1;
+            state.ready_bytes += message.body.len();
+            state.ready.push_back(Entry {
+                offset,
+                message: Arc::new(message),
+                redelivered: recovered,
+                position: Some(position),
+            });
+        }
+    }
+
+    /// Gives a durable queue its log; what the log held is read back as the queue drains
+    /// and comes back redelivered (it may have been delivered before the restart).
+    /// Returns how many messages the log held.
+    pub fn attach_log(&self, log: QueueLog) -> wharf_store::Result<u64> {
+        let mut state = self.state.lock();
+        let held = log.message_count();
+        state.spilled = held;
+        state.cursor = Some(log.cursor());
+        state.recovered_until = Some(log.end_cursor());
+        state.log = Some(log);
+        state.log_durable = true;
+        self.refill(&mut state);
+        Ok(held)
     }
 
     /// fsyncs what was appended to the log so far (the flusher calls this outside the
@@ -249,7 +378,11 @@ impl Queue {
     }
 
     fn deliver_locked(self: &Arc<Self>, state: &mut State) {
-        while !state.ready.is_empty() && !state.consumers.is_empty() {
+        loop {
+            self.refill(state);
+            if state.ready.is_empty() || state.consumers.is_empty() {
+                return;
+            }
             let consumer_count = state.consumers.len();
             let mut delivered = false;
             for attempt in 0..consumer_count {
@@ -271,6 +404,7 @@ impl Queue {
                 if accepted {
                     let no_ack = consumer.no_ack;
                     let entry = ready.pop_front().expect("front was checked above");
+                    state.ready_bytes -= entry.message.body.len();
                     if no_ack {
                         let position = entry.position;
                         self.forget(state, position);
@@ -291,12 +425,14 @@ impl Queue {
     /// basic.get: takes the head message, if any.
     pub fn get(&self, no_ack: bool) -> Option<GetResult> {
         let mut state = self.state.lock();
+        self.refill(&mut state);
         let entry = state.ready.pop_front()?;
+        state.ready_bytes -= entry.message.body.len();
         let result = GetResult {
             offset: entry.offset,
             message: entry.message.clone(),
             redelivered: entry.redelivered,
-            message_count: saturating_u32(state.ready.len()),
+            message_count: saturating_u64(state.ready.len() as u64 + state.spilled),
         };
         if no_ack {
             self.forget(&mut state, entry.position);
@@ -324,6 +460,7 @@ impl Queue {
         for offset in offsets {
             if let Some(mut entry) = state.unacked.remove(offset) {
                 entry.redelivered = true;
+                state.ready_bytes += entry.message.body.len();
                 let at = state.ready.partition_point(|e| e.offset < entry.offset);
                 state.ready.insert(at, entry);
             }
@@ -333,11 +470,25 @@ impl Queue {
 
     /// Removes every ready message; returns how many there were.
     pub fn purge(&self) -> u32 {
-        let mut state = self.state.lock();
-        let count = saturating_u32(state.ready.len());
+        let mut guard = self.state.lock();
+        let state = &mut *guard;
+        let count = saturating_u64(state.ready.len() as u64 + state.spilled);
         for entry in std::mem::take(&mut state.ready) {
-            self.forget(&mut state, entry.position);
+            self.forget(state, entry.position);
         }
+        state.ready_bytes = 0;
+        if let (Some(log), Some(cursor)) = (state.log.as_mut(), state.cursor.as_mut()) {
+            while state.spilled > 0 {
+                match log.next(cursor) {
+                    Ok(Some((position, _))) => {
+                        let _ = log.ack(position);
+                        state.spilled -= 1;
+                    }
+                    _ => break,
+                }
+            }
+        }
+        state.spilled = 0;
         count
     }
 
@@ -390,7 +541,7 @@ impl Queue {
                 self.name, self.vhost
             )));
         }
-        if if_empty && !state.ready.is_empty() {
+        if if_empty && (!state.ready.is_empty() || state.spilled > 0) {
             return Err(Error::precondition(format_args!(
                 "queue '{}' in vhost '{}' not empty",
                 self.name, self.vhost
@@ -405,8 +556,10 @@ impl Queue {
         let (count, consumers) = {
             let mut state = self.state.lock();
             self.deleted.store(true, Ordering::Release);
-            let count = saturating_u32(state.ready.len());
+            let count = saturating_u64(state.ready.len() as u64 + state.spilled);
             state.ready.clear();
+            state.ready_bytes = 0;
+            state.spilled = 0;
             state.unacked.clear();
             if let Some(log) = state.log.take() {
                 if let Err(error) = log.destroy() {
@@ -424,5 +577,9 @@ impl Queue {
 }
 
 fn saturating_u32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+fn saturating_u64(n: u64) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }

@@ -386,8 +386,12 @@ impl VHost {
                 arguments: declare.arguments,
             },
         ));
-        if let (Some(durability), true) = (&self.durability, durability::is_durable_queue(&queue)) {
-            durability.attach_log(&queue, true)?;
+        if let Some(durability) = &self.durability {
+            if durability::is_durable_queue(&queue) {
+                durability.attach_log(&queue, true)?;
+            } else {
+                queue.set_spill_dir(durability.spill_dir());
+            }
         }
         if declare.durable && !declare.exclusive {
             self.record(|| {

@@ -14,6 +14,8 @@ use wharf_server::{ServerConfig, Shutdown};
 
 pub struct TestBroker {
     pub addr: SocketAddr,
+    /// The in-process broker, for looking inside it (None for an external broker).
+    pub broker: Option<Arc<Broker>>,
     /// Stops the in-process broker when the test ends.
     _shutdown: Option<Shutdown>,
     server: Option<tokio::task::JoinHandle<()>>,
@@ -70,14 +72,16 @@ async fn serve_on(bind: SocketAddr, broker: Broker, config: ServerConfig) -> Tes
     let listener = TcpListener::bind(bind).await.expect("bind the test broker");
     let addr = listener.local_addr().expect("local addr");
     let (shutdown, shutdown_rx) = Shutdown::new();
+    let broker = Arc::new(broker);
     let server = tokio::spawn(wharf_server::serve(
         listener,
-        Arc::new(broker),
+        broker.clone(),
         config,
         shutdown_rx,
     ));
     TestBroker {
         addr,
+        broker: Some(broker),
         _shutdown: Some(shutdown),
         server: Some(server),
     }
@@ -91,6 +95,7 @@ pub async fn start_broker_at(bind: SocketAddr, config: ServerConfig) -> TestBrok
             .expect("WHARF_TEST_EXTERNAL must be host:port");
         return TestBroker {
             addr,
+            broker: None,
             _shutdown: None,
             server: None,
         };

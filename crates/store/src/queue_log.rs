@@ -33,6 +33,13 @@ pub struct Cursor {
     offset: u32,
 }
 
+impl Position {
+    /// Whether this record lies before `cursor` in the log.
+    pub fn is_before(&self, cursor: &Cursor) -> bool {
+        (self.segment, self.record.offset) < (cursor.segment, cursor.offset)
+    }
+}
+
 #[derive(Debug)]
 struct Segment {
     /// Valid bytes (records end here).
@@ -305,6 +312,14 @@ impl QueueLog {
             self.reading = Some((n, file));
         }
         Ok(&self.reading.as_ref().expect("set above").1)
+    }
+
+    /// A cursor after the newest record: what is appended from now on.
+    pub fn end_cursor(&self) -> Cursor {
+        Cursor {
+            segment: self.writer_number,
+            offset: self.writer.bytes as u32,
+        }
     }
 
     /// A cursor at the oldest record.
