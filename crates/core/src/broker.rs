@@ -30,6 +30,8 @@ pub struct BrokerConfig {
     /// Users who may connect only from a loopback address (RabbitMQ's `loopback_users`).
     pub loopback_users: Vec<String>,
     pub fsync: FsyncPolicy,
+    /// How many ready messages each queue keeps in memory before the rest wait on disk.
+    pub queue_window: crate::queue::Window,
 }
 
 impl Default for BrokerConfig {
@@ -37,6 +39,7 @@ impl Default for BrokerConfig {
         BrokerConfig {
             loopback_users: vec!["guest".to_string()],
             fsync: FsyncPolicy::Batch,
+            queue_window: crate::queue::Window::default(),
         }
     }
 }
@@ -100,7 +103,13 @@ impl Broker {
         self.vhosts
             .write()
             .entry(name.to_string())
-            .or_insert_with(|| Arc::new(VHost::new(name.to_string(), self.durability.clone())))
+            .or_insert_with(|| {
+                Arc::new(VHost::new(
+                    name.to_string(),
+                    self.durability.clone(),
+                    self.config.queue_window,
+                ))
+            })
             .clone()
     }
 

@@ -19,11 +19,23 @@ use crate::consumer::{Consumer, Delivery, DeliveryTarget};
 use crate::error::{Error, Result};
 use crate::message::Message;
 
-/// Ready messages kept in memory: beyond this many (or bytes), new messages wait in the
-/// queue's log only and are read back as the queue drains, so memory stays flat however
-/// deep the queue gets.
-pub const WINDOW_MESSAGES_MAX: usize = 10_000;
-pub const WINDOW_BYTES_MAX: usize = 8 * 1024 * 1024;
+/// How many ready messages a queue keeps in memory: beyond this many (or bytes), new
+/// messages wait in the queue's log only and are read back as the queue drains, so memory
+/// stays flat however deep the queue gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    pub messages_max: usize,
+    pub bytes_max: usize,
+}
+
+impl Default for Window {
+    fn default() -> Self {
+        Window {
+            messages_max: 10_000,
+            bytes_max: 8 * 1024 * 1024,
+        }
+    }
+}
 
 /// Identifies the connection that owns an exclusive queue.
 pub type ConnectionId = u64;
@@ -110,6 +122,7 @@ pub struct Queue {
     pub name: ByteString,
     pub vhost: ByteString,
     pub options: QueueOptions,
+    window: Window,
     deleted: AtomicBool,
     state: Mutex<State>,
 }
@@ -124,11 +137,12 @@ impl std::fmt::Debug for Queue {
 }
 
 impl Queue {
-    pub fn new(name: ByteString, vhost: ByteString, options: QueueOptions) -> Self {
+    pub fn new(name: ByteString, vhost: ByteString, options: QueueOptions, window: Window) -> Self {
         Queue {
             name,
             vhost,
             options,
+            window,
             deleted: AtomicBool::new(false),
             state: Mutex::new(State::default()),
         }
@@ -183,8 +197,8 @@ impl Queue {
             return Enqueued::Failed;
         }
         let window_full = state.spilled > 0
-            || state.ready.len() >= WINDOW_MESSAGES_MAX
-            || state.ready_bytes >= WINDOW_BYTES_MAX;
+            || state.ready.len() >= self.window.messages_max
+            || state.ready_bytes >= self.window.bytes_max;
         if window_full && self.ensure_log(state) {
             let durable = state.log_durable;
             let log = state.log.as_mut().expect("ensured above");
@@ -271,14 +285,14 @@ impl Queue {
     /// Loads spilled messages into the window once it has drained to half.
     fn refill(&self, state: &mut State) {
         if state.spilled == 0
-            || state.ready.len() >= WINDOW_MESSAGES_MAX / 2
-            || state.ready_bytes >= WINDOW_BYTES_MAX / 2
+            || state.ready.len() >= self.window.messages_max / 2
+            || state.ready_bytes >= self.window.bytes_max / 2
         {
             return;
         }
         while state.spilled > 0
-            && state.ready.len() < WINDOW_MESSAGES_MAX
-            && state.ready_bytes < WINDOW_BYTES_MAX
+            && state.ready.len() < self.window.messages_max
+            && state.ready_bytes < self.window.bytes_max
         {
             let (Some(log), Some(cursor)) = (state.log.as_mut(), state.cursor.as_mut()) else {
                 return;

@@ -13,7 +13,7 @@ use crate::durability::{self, Durability};
 use crate::error::{Error, ErrorKind, Result};
 use crate::exchange::{validate_headers_binding, Binding, Destination, Exchange, ExchangeKind};
 use crate::message::Message;
-use crate::queue::{ConnectionId, Queue, QueueOptions};
+use crate::queue::{ConnectionId, Queue, QueueOptions, Window};
 
 /// The exchanges every vhost starts with, as RabbitMQ declares them.
 const STANDARD_EXCHANGES: &[(&str, ExchangeKind)] = &[
@@ -66,6 +66,8 @@ pub struct VHost {
     queues: RwLock<HashMap<ByteString, Arc<Queue>>>,
     /// Where durable definitions are written; None for a broker without a data directory.
     durability: Option<Arc<Durability>>,
+    /// The in-memory window of every queue of this vhost.
+    queue_window: Window,
 }
 
 fn inequivalent(what: &str, name: &str, vhost: &str, arg: &str, got: &str, current: &str) -> Error {
@@ -97,12 +99,17 @@ fn generated_queue_name() -> ByteString {
 }
 
 impl VHost {
-    pub fn new(name: impl Into<ByteString>, durability: Option<Arc<Durability>>) -> Self {
+    pub fn new(
+        name: impl Into<ByteString>,
+        durability: Option<Arc<Durability>>,
+        queue_window: Window,
+    ) -> Self {
         let vhost = VHost {
             name: name.into(),
             exchanges: RwLock::new(HashMap::new()),
             queues: RwLock::new(HashMap::new()),
             durability,
+            queue_window,
         };
         {
             let mut exchanges = vhost.exchanges.write();
@@ -385,6 +392,7 @@ impl VHost {
                 auto_delete: declare.auto_delete,
                 arguments: declare.arguments,
             },
+            self.queue_window,
         ));
         if let Some(durability) = &self.durability {
             if durability::is_durable_queue(&queue) {
@@ -644,6 +652,7 @@ impl VHost {
                     auto_delete: def.auto_delete,
                     arguments: durability::decode_arguments(&def.arguments),
                 },
+                self.queue_window,
             );
             if let Some(durability) = &self.durability {
                 // A queue whose log cannot be opened stays, empty, so that its bindings and

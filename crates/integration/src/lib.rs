@@ -59,7 +59,12 @@ pub async fn start_broker_with(config: ServerConfig) -> TestBroker {
 /// Starts a broker whose data lives in `data_dir` (durable definitions are restored from
 /// it), on a free port. Not available against an external broker.
 pub async fn start_broker_in(data_dir: &std::path::Path) -> TestBroker {
-    let broker = Broker::open(BrokerConfig::default(), data_dir).expect("open the data dir");
+    start_broker_in_with(data_dir, BrokerConfig::default()).await
+}
+
+/// `start_broker_in`, with these broker settings.
+pub async fn start_broker_in_with(data_dir: &std::path::Path, config: BrokerConfig) -> TestBroker {
+    let broker = Broker::open(config, data_dir).expect("open the data dir");
     serve_on(
         "127.0.0.1:0".parse().expect("address"),
         broker,

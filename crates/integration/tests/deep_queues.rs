@@ -8,10 +8,23 @@ use common::*;
 use lapin::options::*;
 use lapin::types::FieldTable;
 use lapin::BasicProperties;
-use wharf_core::queue::WINDOW_MESSAGES_MAX;
-use wharf_integration::start_broker_in;
+use wharf_core::broker::BrokerConfig;
+use wharf_core::queue::Window;
 
-const DEEP: u32 = WINDOW_MESSAGES_MAX as u32 * 2 + 500;
+/// A small window, so that a few thousand messages make a deep queue.
+const WINDOW_MESSAGES_MAX: usize = 200;
+const DEEP: u32 = WINDOW_MESSAGES_MAX as u32 * 10 + 50;
+
+async fn start_broker_in(dir: &std::path::Path) -> TestBroker {
+    let config = BrokerConfig {
+        queue_window: Window {
+            messages_max: WINDOW_MESSAGES_MAX,
+            bytes_max: 1 << 20,
+        },
+        ..Default::default()
+    };
+    wharf_integration::start_broker_in_with(dir, config).await
+}
 
 struct TempDir(std::path::PathBuf);
 
@@ -35,7 +48,9 @@ async fn publish_numbered(ch: &lapin::Channel, queue: &str, count: u32, persiste
     for i in 0..count {
         let mut body = i.to_be_bytes().to_vec();
         body.resize(100, 7);
-        ch.basic_publish("", queue, Default::default(), &body, properties.clone()).await.unwrap();
+        ch.basic_publish("", queue, Default::default(), &body, properties.clone())
+            .await
+            .unwrap();
     }
     ch.wait_for_confirms().await.unwrap();
 }
@@ -46,7 +61,12 @@ fn number(body: &[u8]) -> u32 {
 
 fn in_memory(broker: &TestBroker, queue: &str) -> usize {
     let broker = broker.broker.as_ref().expect("in-process broker");
-    broker.vhost("/").unwrap().queue(queue).unwrap().in_memory_count()
+    broker
+        .vhost("/")
+        .unwrap()
+        .queue(queue)
+        .unwrap()
+        .in_memory_count()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -57,21 +77,45 @@ async fn a_deep_transient_queue_keeps_a_bounded_window_and_its_order() {
     let dir = temp_dir();
     let broker = start_broker_in(&dir.0).await;
     let (_conn, ch) = lapin_channel(&broker).await;
-    ch.queue_declare("deep.t", Default::default(), FieldTable::default()).await.unwrap();
+    ch.queue_declare("deep.t", Default::default(), FieldTable::default())
+        .await
+        .unwrap();
     publish_numbered(&ch, "deep.t", DEEP, false).await;
-    let q = ch.queue_declare("deep.t", QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default()).await.unwrap();
+    let q = ch
+        .queue_declare(
+            "deep.t",
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
     assert_eq!(q.message_count(), DEEP);
-    assert!(in_memory(&broker, "deep.t") <= WINDOW_MESSAGES_MAX, "window exceeded");
-    assert!(dir.0.join("transient").read_dir().unwrap().count() == 1, "spilled to disk");
+    assert!(
+        in_memory(&broker, "deep.t") <= WINDOW_MESSAGES_MAX,
+        "window exceeded"
+    );
+    assert!(
+        dir.0.join("transient").read_dir().unwrap().count() == 1,
+        "spilled to disk"
+    );
 
     // Consume everything with a prefetch, acking in batches: order is kept across refills.
     ch.basic_qos(500, Default::default()).await.unwrap();
-    let mut consumer = ch.basic_consume("deep.t", "c", Default::default(), FieldTable::default()).await.unwrap();
+    let mut consumer = ch
+        .basic_consume("deep.t", "c", Default::default(), FieldTable::default())
+        .await
+        .unwrap();
     for expected in 0..DEEP {
         let delivery = next_delivery(&mut consumer).await;
         assert_eq!(number(&delivery.data), expected);
         if expected % 100 == 99 {
-            delivery.ack(BasicAckOptions { multiple: true }).await.unwrap();
+            delivery
+                .ack(BasicAckOptions { multiple: true })
+                .await
+                .unwrap();
         }
     }
 }
@@ -85,9 +129,16 @@ async fn a_deep_durable_queue_survives_a_restart_in_order() {
     {
         let broker = start_broker_in(&dir.0).await;
         let (conn, ch) = lapin_channel(&broker).await;
-        ch.queue_declare("deep.d", QueueDeclareOptions { durable: true, ..Default::default() }, FieldTable::default())
-            .await
-            .unwrap();
+        ch.queue_declare(
+            "deep.d",
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
         publish_numbered(&ch, "deep.d", DEEP, true).await;
         // Some transient ones too, which do not survive.
         publish_numbered(&ch, "deep.d", 10, false).await;
@@ -96,10 +147,17 @@ async fn a_deep_durable_queue_survives_a_restart_in_order() {
         broker.stop().await;
     }
     let broker = start_broker_in(&dir.0).await;
-    assert!(in_memory(&broker, "deep.d") <= WINDOW_MESSAGES_MAX, "recovery loads a window only");
+    assert!(
+        in_memory(&broker, "deep.d") <= WINDOW_MESSAGES_MAX,
+        "recovery loads a window only"
+    );
     let (_conn, ch) = lapin_channel(&broker).await;
     let mut got = Vec::with_capacity(DEEP as usize);
-    while let Some(m) = ch.basic_get("deep.d", BasicGetOptions { no_ack: true }).await.unwrap() {
+    while let Some(m) = ch
+        .basic_get("deep.d", BasicGetOptions { no_ack: true })
+        .await
+        .unwrap()
+    {
         assert!(m.delivery.redelivered);
         got.push(number(&m.delivery.data));
     }
@@ -114,23 +172,52 @@ async fn requeued_messages_go_ahead_of_spilled_ones() {
     let dir = temp_dir();
     let broker = start_broker_in(&dir.0).await;
     let (_conn, ch) = lapin_channel(&broker).await;
-    ch.queue_declare("deep.r", Default::default(), FieldTable::default()).await.unwrap();
+    ch.queue_declare("deep.r", Default::default(), FieldTable::default())
+        .await
+        .unwrap();
     publish_numbered(&ch, "deep.r", DEEP, false).await;
     // Take the first window and a bit more, unacked, then give them all back.
     let taken = WINDOW_MESSAGES_MAX as u32 + 100;
     for expected in 0..taken {
-        let m = ch.basic_get("deep.r", Default::default()).await.unwrap().unwrap();
+        let m = ch
+            .basic_get("deep.r", Default::default())
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(number(&m.delivery.data), expected);
     }
-    ch.basic_nack(0, BasicNackOptions { multiple: true, requeue: true }).await.unwrap();
+    ch.basic_nack(
+        0,
+        BasicNackOptions {
+            multiple: true,
+            requeue: true,
+        },
+    )
+    .await
+    .unwrap();
     for expected in 0..DEEP {
-        let m = ch.basic_get("deep.r", BasicGetOptions { no_ack: true }).await.unwrap().unwrap();
+        let m = ch
+            .basic_get("deep.r", BasicGetOptions { no_ack: true })
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(number(&m.delivery.data), expected);
         assert_eq!(m.delivery.redelivered, expected < taken);
     }
-    assert!(ch.basic_get("deep.r", Default::default()).await.unwrap().is_none());
+    assert!(ch
+        .basic_get("deep.r", Default::default())
+        .await
+        .unwrap()
+        .is_none());
     // Purge of a deep queue counts the spilled messages too.
     publish_numbered(&ch, "deep.r", DEEP, false).await;
-    assert_eq!(ch.queue_purge("deep.r", Default::default()).await.unwrap(), DEEP);
-    assert!(ch.basic_get("deep.r", Default::default()).await.unwrap().is_none());
+    assert_eq!(
+        ch.queue_purge("deep.r", Default::default()).await.unwrap(),
+        DEEP
+    );
+    assert!(ch
+        .basic_get("deep.r", Default::default())
+        .await
+        .unwrap()
+        .is_none());
 }
