@@ -69,16 +69,23 @@ pub fn check_header(path: &Path, file: &File) -> Result<()> {
 }
 
 /// Reads every record of a segment, verifying each CRC, and stops at the first record that
-/// is short or does not verify.
+/// is short or does not verify. Reads sequentially through a large buffer: a segment costs
+/// a few dozen read calls, not two per record.
 pub fn scan(path: &Path, file: &File) -> Result<Scan> {
+    use std::io::{BufReader, Read, Seek, SeekFrom};
     check_header(path, file)?;
     let len = file.metadata().map_err(StoreError::io(path))?.len();
+    let mut reader = BufReader::with_capacity(1 << 20, file);
+    reader
+        .seek(SeekFrom::Start(u64::from(SEGMENT_HEADER_BYTES)))
+        .map_err(StoreError::io(path))?;
     let mut scan = Scan::default();
     let mut offset = u64::from(SEGMENT_HEADER_BYTES);
     let mut payload = Vec::new();
     while offset + u64::from(RECORD_HEADER_BYTES) <= len {
         let mut header = [0u8; RECORD_HEADER_BYTES as usize];
-        file.read_exact_at(&mut header, offset)
+        reader
+            .read_exact(&mut header)
             .map_err(StoreError::io(path))?;
         let payload_bytes = u32::from_be_bytes(header[..4].try_into().expect("4 bytes"));
         let crc = u32::from_be_bytes(header[4..].try_into().expect("4 bytes"));
@@ -87,7 +94,8 @@ pub fn scan(path: &Path, file: &File) -> Result<Scan> {
             break;
         }
         payload.resize(payload_bytes as usize, 0);
-        file.read_exact_at(&mut payload, offset + u64::from(RECORD_HEADER_BYTES))
+        reader
+            .read_exact(&mut payload)
             .map_err(StoreError::io(path))?;
         if crc32c::crc32c(&payload) != crc {
             break;
