@@ -492,13 +492,9 @@ impl Queue {
         }
         state.ready_bytes = 0;
         if let (Some(log), Some(cursor)) = (state.log.as_mut(), state.cursor.as_mut()) {
-            while state.spilled > 0 {
-                match log.next(cursor) {
-                    Ok(Some((position, _))) => {
-                        let _ = log.ack(position);
-                        state.spilled -= 1;
-                    }
-                    _ => break,
+            if state.spilled > 0 {
+                if let Err(error) = log.ack_from(cursor, state.spilled) {
+                    tracing::warn!(queue = %self.name, %error, "cannot record a purge");
                 }
             }
         }

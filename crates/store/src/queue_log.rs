@@ -282,6 +282,81 @@ impl QueueLog {
         self.delete_if_done(position.segment)
     }
 
+    /// Acknowledges up to `count` unacknowledged records from `cursor` on (a purge),
+    /// reading only record headers and writing each segment's acks at once. Returns how
+    /// many were acknowledged.
+    pub fn ack_from(&mut self, cursor: &mut Cursor, count: u64) -> Result<u64> {
+        use std::io::{BufReader, Read, Seek, SeekFrom};
+        let mut acked = 0u64;
+        let numbers: Vec<u32> = self
+            .segments
+            .range(cursor.segment..)
+            .map(|(n, _)| *n)
+            .collect();
+        for n in numbers {
+            if acked == count {
+                break;
+            }
+            let start = if n == cursor.segment {
+                cursor.offset
+            } else {
+                SEGMENT_HEADER_BYTES
+            };
+            let path = segment_path(&self.dir, n);
+            let segment = self.segments.get_mut(&n).expect("listed above");
+            let file = File::open(&path).map_err(StoreError::io(&path))?;
+            let mut reader = BufReader::with_capacity(1 << 20, file);
+            reader
+                .seek(SeekFrom::Start(u64::from(start)))
+                .map_err(StoreError::io(&path))?;
+            let mut offset = start;
+            let mut newly = Vec::new();
+            while acked + (newly.len() as u64) < count
+                && u64::from(offset) + u64::from(RECORD_HEADER_BYTES) <= segment.bytes
+            {
+                let mut header = [0u8; RECORD_HEADER_BYTES as usize];
+                reader
+                    .read_exact(&mut header)
+                    .map_err(StoreError::io(&path))?;
+                let payload_bytes = u32::from_be_bytes(header[..4].try_into().expect("4 bytes"));
+                reader
+                    .seek_relative(i64::from(payload_bytes))
+                    .map_err(StoreError::io(&path))?;
+                if !segment.acked.contains(&offset) {
+                    newly.push(offset);
+                }
+                offset += RECORD_HEADER_BYTES + payload_bytes;
+            }
+            *cursor = Cursor { segment: n, offset };
+            if newly.is_empty() {
+                continue;
+            }
+            let mut entries = Vec::with_capacity(newly.len() * 4);
+            for record in &newly {
+                entries.extend_from_slice(&record.to_be_bytes());
+                segment.acked.insert(*record);
+            }
+            let ack = ack_path(&self.dir, n);
+            if segment.ack_file.is_none() {
+                let file = OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&ack)
+                    .map_err(StoreError::io(&ack))?;
+                segment.ack_file = Some(file);
+            }
+            segment
+                .ack_file
+                .as_mut()
+                .expect("opened above")
+                .write_all(&entries)
+                .map_err(StoreError::io(&ack))?;
+            acked += newly.len() as u64;
+            self.delete_if_done(n)?;
+        }
+        Ok(acked)
+    }
+
     /// Deletes a sealed segment whose records are all acknowledged.
     fn delete_if_done(&mut self, n: u32) -> Result<()> {
         let done = self
@@ -524,6 +599,29 @@ mod tests {
         let (mut log, recovery) = QueueLog::open(&dir.0, 1 << 20).unwrap();
         assert_eq!(recovery.messages, 1);
         assert_eq!(bodies(&drain(&mut log)), vec![b"b".to_vec()]);
+    }
+
+    #[test]
+    fn ack_from_acknowledges_the_rest_in_bulk() {
+        let dir = TempDir::new("qlog-ackfrom");
+        let (mut log, _) = QueueLog::open(&dir.0, 400).unwrap();
+        let positions: Vec<Position> = (0..20u8).map(|i| log.append(&[i; 100]).unwrap()).collect();
+        // Read (and keep) the first three, ack one of the rest individually.
+        let mut cursor = log.cursor();
+        for _ in 0..3 {
+            log.next(&mut cursor).unwrap().unwrap();
+        }
+        log.ack(positions[10]).unwrap();
+        assert_eq!(log.ack_from(&mut cursor, 16).unwrap(), 16);
+        assert_eq!(log.message_count(), 3, "only the three taken before remain");
+        assert_eq!(log.next(&mut cursor).unwrap(), None);
+        drop(log);
+        let (mut log, recovery) = QueueLog::open(&dir.0, 400).unwrap();
+        assert_eq!(recovery.messages, 3);
+        assert_eq!(
+            bodies(&drain(&mut log)),
+            vec![vec![0; 100], vec![1; 100], vec![2; 100]]
+        );
     }
 
     #[test]
