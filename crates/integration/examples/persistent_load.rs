@@ -15,7 +15,10 @@ use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 
 fn now_nanos() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
 }
 
 async fn connect(url: &str) -> Connection {
@@ -36,7 +39,10 @@ fn percentile(sorted: &[u64], p: f64) -> Duration {
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let url = args.get(1).cloned().unwrap_or_else(|| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
+    let url = args
+        .get(1)
+        .cloned()
+        .unwrap_or_else(|| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
     let messages: u64 = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(100_000);
     let size: usize = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(1024);
     let outstanding: usize = args.get(4).and_then(|a| a.parse().ok()).unwrap_or(1000);
@@ -45,9 +51,16 @@ async fn main() {
 
     let setup = connect(&url).await;
     let ch = setup.create_channel().await.unwrap();
-    ch.queue_declare(queue, QueueDeclareOptions { durable: true, ..Default::default() }, FieldTable::default())
-        .await
-        .unwrap();
+    ch.queue_declare(
+        queue,
+        QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
     if !fill_only {
         ch.queue_purge(queue, Default::default()).await.unwrap();
     }
@@ -60,14 +73,20 @@ async fn main() {
             let connection = connect(&url).await;
             let ch = connection.create_channel().await.unwrap();
             ch.basic_qos(500, Default::default()).await.unwrap();
-            let mut consumer = ch.basic_consume(queue, "load", Default::default(), FieldTable::default()).await.unwrap();
+            let mut consumer = ch
+                .basic_consume(queue, "load", Default::default(), FieldTable::default())
+                .await
+                .unwrap();
             let mut latencies = Vec::with_capacity(messages as usize);
             while (latencies.len() as u64) < messages {
                 let delivery = consumer.next().await.unwrap().unwrap();
                 let sent = u64::from_be_bytes(delivery.data[..8].try_into().unwrap());
                 latencies.push(now_nanos().saturating_sub(sent));
                 if latencies.len() % 50 == 0 || latencies.len() as u64 == messages {
-                    delivery.ack(BasicAckOptions { multiple: true }).await.unwrap();
+                    delivery
+                        .ack(BasicAckOptions { multiple: true })
+                        .await
+                        .unwrap();
                 }
             }
             latencies
@@ -83,7 +102,10 @@ async fn main() {
     let mut pending = std::collections::VecDeque::with_capacity(outstanding);
     for _ in 0..messages {
         body[..8].copy_from_slice(&now_nanos().to_be_bytes());
-        let confirm = publisher.basic_publish("", queue, Default::default(), &body, properties.clone()).await.unwrap();
+        let confirm = publisher
+            .basic_publish("", queue, Default::default(), &body, properties.clone())
+            .await
+            .unwrap();
         pending.push_back(confirm);
         if pending.len() >= outstanding {
             assert!(pending.pop_front().unwrap().await.unwrap().is_ack());
