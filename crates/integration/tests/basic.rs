@@ -9,22 +9,6 @@ use lapin::options::*;
 use lapin::types::{AMQPValue, ByteArray, DecimalValue, FieldArray, FieldTable, LongString};
 use lapin::BasicProperties;
 
-fn exclusive() -> QueueDeclareOptions {
-    QueueDeclareOptions {
-        exclusive: true,
-        ..Default::default()
-    }
-}
-
-async fn temp_queue(ch: &lapin::Channel) -> String {
-    ch.queue_declare("", exclusive(), FieldTable::default())
-        .await
-        .unwrap()
-        .name()
-        .as_str()
-        .to_string()
-}
-
 fn every_header_type() -> FieldTable {
     let mut nested = FieldTable::default();
     nested.insert(
@@ -74,7 +58,7 @@ fn every_header_type() -> FieldTable {
 async fn properties_and_headers_survive_the_round_trip() {
     let broker = start_broker().await;
     let (_c, ch) = lapin_channel(&broker).await;
-    let q = temp_queue(&ch).await;
+    let q = exclusive_queue(&ch).await;
     let props = BasicProperties::default()
         .with_content_type("application/json".into())
         .with_content_encoding("gzip".into())
@@ -108,7 +92,7 @@ async fn properties_and_headers_survive_the_round_trip() {
 async fn get_on_empty_queue_is_get_empty() {
     let broker = start_broker().await;
     let (_c, ch) = lapin_channel(&broker).await;
-    let q = temp_queue(&ch).await;
+    let q = exclusive_queue(&ch).await;
     assert!(ch
         .basic_get(&q, Default::default())
         .await
@@ -120,7 +104,7 @@ async fn get_on_empty_queue_is_get_empty() {
 async fn get_reports_remaining_count() {
     let broker = start_broker().await;
     let (_c, ch) = lapin_channel(&broker).await;
-    let q = temp_queue(&ch).await;
+    let q = exclusive_queue(&ch).await;
     for i in 0..3u8 {
         ch.basic_publish("", &q, Default::default(), &[i], BasicProperties::default())
             .await
@@ -140,7 +124,7 @@ async fn get_reports_remaining_count() {
 async fn large_and_empty_bodies() {
     let broker = start_broker().await;
     let (_c, ch) = lapin_channel(&broker).await;
-    let q = temp_queue(&ch).await;
+    let q = exclusive_queue(&ch).await;
     let large: Vec<u8> = (0..(1 << 20) + 17).map(|i| (i * 31 % 251) as u8).collect();
     ch.basic_publish(
         "",
@@ -199,7 +183,7 @@ async fn mandatory_unroutable_comes_back_with_312() {
 async fn consumers_share_a_queue_round_robin_in_order() {
     let broker = start_broker().await;
     let (_c, ch) = lapin_channel(&broker).await;
-    let q = temp_queue(&ch).await;
+    let q = exclusive_queue(&ch).await;
     let mut a = ch
         .basic_consume(
             &q,
@@ -315,7 +299,7 @@ async fn exclusive_consume_on_a_queue_with_consumers_is_refused() {
 async fn cancel_stops_deliveries() {
     let broker = start_broker().await;
     let (_c, ch) = lapin_channel(&broker).await;
-    let q = temp_queue(&ch).await;
+    let q = exclusive_queue(&ch).await;
     let mut consumer = ch
         .basic_consume(
             &q,

@@ -26,18 +26,6 @@ async fn start_broker_in(dir: &std::path::Path) -> TestBroker {
     wharf_integration::start_broker_in_with(dir, config).await
 }
 
-struct TempDir(std::path::PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn temp_dir() -> TempDir {
-    TempDir(std::env::temp_dir().join(unique("wharf-deep")))
-}
-
 async fn publish_numbered(ch: &lapin::Channel, queue: &str, count: u32, persistent: bool) {
     let properties = if persistent {
         BasicProperties::default().with_delivery_mode(2)
@@ -74,7 +62,7 @@ async fn a_deep_transient_queue_keeps_a_bounded_window_and_its_order() {
     if std::env::var("WHARF_TEST_EXTERNAL").is_ok() {
         return;
     }
-    let dir = temp_dir();
+    let dir = TempDir::new("wharf-deep");
     let broker = start_broker_in(&dir.0).await;
     let (_conn, ch) = lapin_channel(&broker).await;
     ch.queue_declare("deep.t", Default::default(), FieldTable::default())
@@ -125,7 +113,7 @@ async fn a_deep_durable_queue_survives_a_restart_in_order() {
     if std::env::var("WHARF_TEST_EXTERNAL").is_ok() {
         return;
     }
-    let dir = temp_dir();
+    let dir = TempDir::new("wharf-deep");
     {
         let broker = start_broker_in(&dir.0).await;
         let (conn, ch) = lapin_channel(&broker).await;
@@ -169,7 +157,7 @@ async fn requeued_messages_go_ahead_of_spilled_ones() {
     if std::env::var("WHARF_TEST_EXTERNAL").is_ok() {
         return;
     }
-    let dir = temp_dir();
+    let dir = TempDir::new("wharf-deep");
     let broker = start_broker_in(&dir.0).await;
     let (_conn, ch) = lapin_channel(&broker).await;
     ch.queue_declare("deep.r", Default::default(), FieldTable::default())

@@ -37,27 +37,12 @@ fn passive_exchange() -> ExchangeDeclareOptions {
     }
 }
 
-struct TempDir(std::path::PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        let dir = std::env::temp_dir().join(unique("wharf-durability"));
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn durable_definitions_survive_a_restart_and_transient_ones_do_not() {
     if std::env::var("WHARF_TEST_EXTERNAL").is_ok() {
         return; // restarts an in-process broker
     }
-    let dir = TempDir::new();
+    let dir = TempDir::new("wharf-durability");
     let mut args = FieldTable::default();
     args.insert("x-max-length".into(), AMQPValue::LongInt(100));
     {
@@ -243,7 +228,7 @@ async fn persistent_messages_survive_a_restart_acked_ones_do_not() {
     if std::env::var("WHARF_TEST_EXTERNAL").is_ok() {
         return; // restarts an in-process broker
     }
-    let dir = TempDir::new();
+    let dir = TempDir::new("wharf-durability");
     let persistent = BasicProperties::default().with_delivery_mode(2);
     {
         let broker = start_broker_in(&dir.0).await;
@@ -346,7 +331,7 @@ async fn deleting_a_durable_queue_removes_its_messages() {
     if std::env::var("WHARF_TEST_EXTERNAL").is_ok() {
         return;
     }
-    let dir = TempDir::new();
+    let dir = TempDir::new("wharf-durability");
     let broker = start_broker_in(&dir.0).await;
     let (_conn, ch) = lapin_channel(&broker).await;
     ch.queue_declare("dq", durable_queue(), FieldTable::default())
@@ -431,7 +416,7 @@ async fn a_torn_segment_tail_is_cut_and_the_rest_served() {
     if std::env::var("WHARF_TEST_EXTERNAL").is_ok() {
         return;
     }
-    let dir = TempDir::new();
+    let dir = TempDir::new("wharf-durability");
     let broker = start_broker_in(&dir.0).await;
     publish_persistent(&broker, "torn", 10).await;
     broker.stop().await;
@@ -459,7 +444,7 @@ async fn a_flipped_byte_loses_only_what_follows_it() {
     if std::env::var("WHARF_TEST_EXTERNAL").is_ok() {
         return;
     }
-    let dir = TempDir::new();
+    let dir = TempDir::new("wharf-durability");
     let broker = start_broker_in(&dir.0).await;
     publish_persistent(&broker, "flipped", 10).await;
     broker.stop().await;
@@ -480,7 +465,7 @@ async fn a_segment_that_is_not_wharfs_is_refused_with_its_name() {
     if std::env::var("WHARF_TEST_EXTERNAL").is_ok() {
         return;
     }
-    let dir = TempDir::new();
+    let dir = TempDir::new("wharf-durability");
     let broker = start_broker_in(&dir.0).await;
     publish_persistent(&broker, "foreign", 2).await;
     broker.stop().await;

@@ -8,22 +8,6 @@ use lapin::publisher_confirm::Confirmation;
 use lapin::types::FieldTable;
 use lapin::BasicProperties;
 
-async fn temp_queue(ch: &lapin::Channel) -> String {
-    ch.queue_declare(
-        "",
-        QueueDeclareOptions {
-            exclusive: true,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .unwrap()
-    .name()
-    .as_str()
-    .to_string()
-}
-
 async fn publish_n(ch: &lapin::Channel, q: &str, n: u8) {
     for i in 0..n {
         ch.basic_publish("", q, Default::default(), &[i], BasicProperties::default())
@@ -36,7 +20,7 @@ async fn publish_n(ch: &lapin::Channel, q: &str, n: u8) {
 async fn prefetch_limits_unacked_deliveries_per_consumer() {
     let broker = start_broker().await;
     let (_c, ch) = lapin_channel(&broker).await;
-    let q = temp_queue(&ch).await;
+    let q = exclusive_queue(&ch).await;
     publish_n(&ch, &q, 10).await;
     ch.basic_qos(3, BasicQosOptions { global: false })
         .await
@@ -61,7 +45,7 @@ async fn prefetch_limits_unacked_deliveries_per_consumer() {
 async fn global_prefetch_is_shared_by_the_channel_consumers() {
     let broker = start_broker().await;
     let (_c, ch) = lapin_channel(&broker).await;
-    let (q1, q2) = (temp_queue(&ch).await, temp_queue(&ch).await);
+    let (q1, q2) = (exclusive_queue(&ch).await, exclusive_queue(&ch).await);
     publish_n(&ch, &q1, 5).await;
     publish_n(&ch, &q2, 5).await;
     ch.basic_qos(4, BasicQosOptions { global: true })
@@ -92,7 +76,7 @@ async fn global_prefetch_is_shared_by_the_channel_consumers() {
 async fn no_ack_consumers_ignore_prefetch() {
     let broker = start_broker().await;
     let (_c, ch) = lapin_channel(&broker).await;
-    let q = temp_queue(&ch).await;
+    let q = exclusive_queue(&ch).await;
     ch.basic_qos(1, Default::default()).await.unwrap();
     publish_n(&ch, &q, 5).await;
     let mut consumer = ch
@@ -116,7 +100,7 @@ async fn no_ack_consumers_ignore_prefetch() {
 async fn confirms_ack_every_publish() {
     let broker = start_broker().await;
     let (_c, ch) = lapin_channel(&broker).await;
-    let q = temp_queue(&ch).await;
+    let q = exclusive_queue(&ch).await;
     ch.confirm_select(Default::default()).await.unwrap();
     let mut pending = Vec::new();
     for i in 0..50u8 {
@@ -192,7 +176,7 @@ async fn tx_select_on_a_confirm_channel_is_406() {
 async fn tx_commit_publishes_and_rollback_discards() {
     let broker = start_broker().await;
     let (_c, ch) = lapin_channel(&broker).await;
-    let q = temp_queue(&ch).await;
+    let q = exclusive_queue(&ch).await;
     ch.tx_select().await.unwrap();
     publish_n(&ch, &q, 2).await;
     let peek = |ch: lapin::Channel, q: String| async move {
@@ -229,7 +213,7 @@ async fn tx_commit_publishes_and_rollback_discards() {
 async fn tx_acks_apply_on_commit_only() {
     let broker = start_broker().await;
     let (_c, ch) = lapin_channel(&broker).await;
-    let q = temp_queue(&ch).await;
+    let q = exclusive_queue(&ch).await;
     publish_n(&ch, &q, 1).await;
     ch.tx_select().await.unwrap();
     let got = ch.basic_get(&q, Default::default()).await.unwrap().unwrap();

@@ -75,3 +75,32 @@ pub async fn closed_with(rx: tokio::sync::oneshot::Receiver<lapin::Error>) -> (u
     let error = within(rx).await.expect("channel error handler dropped");
     protocol_error(&error)
 }
+
+/// A server-named exclusive queue, gone with the connection.
+pub async fn exclusive_queue(ch: &Channel) -> String {
+    let options = lapin::options::QueueDeclareOptions {
+        exclusive: true,
+        ..Default::default()
+    };
+    ch.queue_declare("", options, lapin::types::FieldTable::default())
+        .await
+        .expect("declare an exclusive queue")
+        .name()
+        .as_str()
+        .to_string()
+}
+
+/// A directory under the system temp dir (not created), removed when dropped.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(prefix: &str) -> TempDir {
+        TempDir(std::env::temp_dir().join(unique(prefix)))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
