@@ -304,6 +304,22 @@ impl QueueLog {
             };
             let path = segment_path(&self.dir, n);
             let segment = self.segments.get_mut(&n).expect("listed above");
+            let unacked = u64::from(segment.records) - segment.acked.len() as u64;
+            if start == SEGMENT_HEADER_BYTES && n != self.writer_number && unacked <= count - acked
+            {
+                // A whole sealed segment goes: nothing in it needs reading.
+                acked += unacked;
+                self.segments.remove(&n);
+                if matches!(self.reading, Some((r, _)) if r == n) {
+                    self.reading = None;
+                }
+                remove_segment_files(&self.dir, n)?;
+                *cursor = Cursor {
+                    segment: n + 1,
+                    offset: SEGMENT_HEADER_BYTES,
+                };
+                continue;
+            }
             let file = File::open(&path).map_err(StoreError::io(&path))?;
             let mut reader = BufReader::with_capacity(1 << 20, file);
             reader
