@@ -75,6 +75,7 @@ fn mutate(rng: &mut StdRng, bytes: &mut Vec<u8>) {
 async fn attack(broker: std::net::SocketAddr, seed: u64, queue: String, external: bool) {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut client = RawClient::open_with_channel(broker).await;
+    client.strict = !external;
     for _ in 0..ROUNDS_PER_CONNECTION {
         let mut bytes = valid_frames(&queue);
         mutate(&mut rng, &mut bytes);
