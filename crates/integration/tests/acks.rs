@@ -8,20 +8,7 @@ use lapin::types::FieldTable;
 use lapin::BasicProperties;
 
 async fn queue_with(ch: &lapin::Channel, bodies: &[&[u8]]) -> String {
-    let q = ch
-        .queue_declare(
-            "",
-            QueueDeclareOptions {
-                exclusive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap()
-        .name()
-        .as_str()
-        .to_string();
+    let q = exclusive_queue(ch).await;
     for body in bodies {
         ch.basic_publish("", &q, Default::default(), body, BasicProperties::default())
             .await

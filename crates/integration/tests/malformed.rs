@@ -26,6 +26,17 @@ fn method_payload(method: impl Into<Method>) -> Vec<u8> {
     out.to_vec()
 }
 
+/// basic.publish to queue "x" on channel 1.
+fn encode_publish(out: &mut BytesMut, immediate: bool) {
+    let publish = Method::BasicPublish(BasicPublish {
+        exchange: "".into(),
+        routing_key: "x".into(),
+        mandatory: false,
+        immediate,
+    });
+    encode_method(1, &publish, out);
+}
+
 fn publish_header(channel: u16, body_size: u64) -> Vec<u8> {
     let mut out = BytesMut::new();
     let publish = Method::BasicPublish(BasicPublish {
@@ -172,14 +183,8 @@ async fn body_without_header_is_505() {
 async fn method_where_content_was_expected_is_505() {
     let broker = start_broker().await;
     let mut out = BytesMut::new();
-    let publish = Method::BasicPublish(BasicPublish {
-        exchange: "".into(),
-        routing_key: "x".into(),
-        mandatory: false,
-        immediate: false,
-    });
-    encode_method(1, &publish, &mut out);
-    encode_method(1, &publish, &mut out);
+    encode_publish(&mut out, false);
+    encode_publish(&mut out, false);
     let (code, text) = close_after(&broker, &out).await;
     assert_eq!(
         (code, text.as_str()),
@@ -232,13 +237,7 @@ async fn channel_method_on_channel_zero_is_a_connection_error() {
 async fn header_with_wrong_class_is_a_connection_error() {
     let broker = start_broker().await;
     let mut out = BytesMut::new();
-    let publish = Method::BasicPublish(BasicPublish {
-        exchange: "".into(),
-        routing_key: "x".into(),
-        mandatory: false,
-        immediate: false,
-    });
-    encode_method(1, &publish, &mut out);
+    encode_publish(&mut out, false);
     encode_content_header(
         1,
         &ContentHeader {
@@ -263,13 +262,7 @@ async fn header_with_wrong_class_is_a_connection_error() {
 async fn immediate_publish_is_540() {
     let broker = start_broker().await;
     let mut out = BytesMut::new();
-    let publish = Method::BasicPublish(BasicPublish {
-        exchange: "".into(),
-        routing_key: "x".into(),
-        mandatory: false,
-        immediate: true,
-    });
-    encode_method(1, &publish, &mut out);
+    encode_publish(&mut out, true);
     let header = ContentHeader {
         class_id: 60,
         body_size: 1,

@@ -8,20 +8,7 @@ use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, ExchangeKind};
 
 async fn bound_queue(ch: &lapin::Channel, exchange: &str, key: &str, args: FieldTable) -> String {
-    let q = ch
-        .queue_declare(
-            "",
-            QueueDeclareOptions {
-                exclusive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap()
-        .name()
-        .as_str()
-        .to_string();
+    let q = exclusive_queue(ch).await;
     ch.queue_bind(&q, exchange, key, Default::default(), args)
         .await
         .unwrap();
