@@ -14,6 +14,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use wharf_amqp::{ByteString, FieldTable};
 use wharf_store::queue_log::{Cursor, Position, QueueLog};
+use wharf_store::segment::Lifetime;
 
 use crate::consumer::{Consumer, Delivery, DeliveryTarget};
 use crate::error::{Error, Result};
@@ -81,8 +82,7 @@ struct State {
     spilled: u64,
     /// Where the next spilled message is read from.
     cursor: Option<Cursor>,
-    /// Records before this were in the log at start: they come back redelivered, and
-    /// transient ones among them are dropped.
+    /// Records before this were in the log at start: they come back redelivered.
     recovered_until: Option<Cursor>,
     /// Body bytes of the messages in `ready`.
     ready_bytes: usize,
@@ -202,7 +202,12 @@ impl Queue {
         if window_full && self.ensure_log(state) {
             let durable = state.log_durable;
             let log = state.log.as_mut().expect("ensured above");
-            return match log.append(&message.encode_record()) {
+            let lifetime = if durable && persistent {
+                Lifetime::Persistent
+            } else {
+                Lifetime::Transient
+            };
+            return match log.append(&message.encode_record(), lifetime) {
                 Ok(_) => {
                     state.spilled += 1;
                     self.deliver_locked(state);
@@ -221,7 +226,7 @@ impl Queue {
         let mut outcome = Enqueued::InMemory;
         let mut position = None;
         if let (Some(log), true) = (state.log.as_mut(), persistent && state.log_durable) {
-            match log.append(&message.encode_record()) {
+            match log.append(&message.encode_record(), Lifetime::Persistent) {
                 Ok(p) => {
                     position = Some(p);
                     outcome = Enqueued::Appended;
@@ -314,16 +319,11 @@ impl Queue {
             let recovered = state
                 .recovered_until
                 .is_some_and(|until| position.is_before(&until));
-            let message = match Message::decode_record(record) {
-                Some(message) if !recovered || message.is_persistent() => message,
-                decoded => {
-                    if decoded.is_none() {
-                        tracing::warn!(queue = %self.name, ?position, "unreadable message record skipped");
-                    }
-                    // A transient message from before the restart: gone, as in RabbitMQ.
-                    let _ = log.ack(position);
-                    continue;
-                }
+            // (Transient records from before a restart never get here: the log drops them.)
+            let Some(message) = Message::decode_record(record) else {
+                tracing::warn!(queue = %self.name, ?position, "unreadable message record skipped");
+                let _ = log.ack(position);
+                continue;
             };
             let offset = state.next_offset;
             state.next_offset += 1;

@@ -140,6 +140,22 @@ async fn a_deep_durable_queue_survives_a_restart_in_order() {
         "recovery loads a window only"
     );
     let (_conn, ch) = lapin_channel(&broker).await;
+    let declared = ch
+        .queue_declare(
+            "deep.d",
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        declared.message_count(),
+        DEEP,
+        "the count is exact at once: the spilled transient messages are not in it"
+    );
     let mut got = Vec::with_capacity(DEEP as usize);
     while let Some(m) = ch
         .basic_get("deep.d", BasicGetOptions { no_ack: true })

@@ -7,6 +7,7 @@ pub mod definitions;
 pub mod error;
 pub mod queue_log;
 pub mod segment;
+pub mod segment_index;
 
 pub use data_dir::DataDir;
 pub use definitions::{

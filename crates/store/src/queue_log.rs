@@ -1,9 +1,13 @@
 //! One queue's message log: a directory of numbered segments (`<n>.seg`), each with an ack
-//! file (`<n>.ack`, the offsets of its acknowledged records). Appends go to the newest
-//! segment, which rolls over at a size limit; a segment and its ack file are deleted once
-//! every record in it is acknowledged. Nothing per message is kept in memory but the
-//! offsets acknowledged in segments not yet deleted, so memory does not grow with the
-//! number of messages waiting.
+//! file (`<n>.ack`, the offsets of its acknowledged records) and, once sealed, an index
+//! (`<n>.idx`, see [`crate::segment_index`]). Appends go to the newest segment, which rolls
+//! over at a size limit; a segment and its files are deleted once every record in it is
+//! acknowledged. Nothing per message is kept in memory but the offsets acknowledged in
+//! segments not yet deleted, so memory does not grow with the number of messages waiting.
+//!
+//! Opening a log reads the index of each sealed segment and scans only the newest one, so
+//! a restart costs a few reads per segment however many messages wait. Transient records
+//! found at opening count as acknowledged: they do not outlive a restart.
 //!
 //! Owned by its queue, which calls it under the queue's lock.
 
@@ -16,8 +20,10 @@ use std::path::{Path, PathBuf};
 use crate::data_dir::sync_dir;
 use crate::error::{Result, StoreError};
 use crate::segment::{
-    self, RecordRef, SegmentWriter, RECORD_BYTES_MAX, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES,
+    self, Lifetime, RecordHeader, RecordRef, SegmentWriter, RECORD_BYTES_MAX, RECORD_HEADER_BYTES,
+    SEGMENT_HEADER_BYTES,
 };
+use crate::segment_index::SegmentIndex;
 
 /// Where a record is: its segment and its place in it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -65,6 +71,8 @@ pub struct QueueLog {
     segments: BTreeMap<u32, Segment>,
     writer_number: u32,
     writer: SegmentWriter,
+    /// Offsets of the transient records in the segment being written, for its index.
+    writer_transient: Vec<u32>,
     /// Appends since the last sync.
     unsynced: bool,
     /// The read handle of the last segment read, reused while reads stay in it.
@@ -77,6 +85,87 @@ fn segment_path(dir: &Path, n: u32) -> PathBuf {
 
 fn ack_path(dir: &Path, n: u32) -> PathBuf {
     dir.join(format!("{n:08}.ack"))
+}
+
+fn index_path(dir: &Path, n: u32) -> PathBuf {
+    dir.join(format!("{n:08}.idx"))
+}
+
+/// What opening found in one segment.
+struct Opened {
+    bytes: u64,
+    records: u32,
+    /// Acknowledged or transient: not to be delivered.
+    acked: HashSet<u32>,
+    transient: Vec<u32>,
+}
+
+/// Opens a sealed segment through its index, if it has a trustworthy one.
+fn open_indexed(dir: &Path, n: u32, segment_bytes: u64) -> Result<Option<Opened>> {
+    let Some(index) = SegmentIndex::read(&index_path(dir, n), segment_bytes) else {
+        return Ok(None);
+    };
+    let records_end = index.valid_bytes;
+    let mut acked: HashSet<u32> = read_acks(&ack_path(dir, n))?
+        .into_iter()
+        .filter(|offset| *offset >= SEGMENT_HEADER_BYTES && u64::from(*offset) < records_end)
+        .collect();
+    acked.extend(index.transient.iter().copied());
+    if acked.len() > index.records as usize {
+        // The ack file names records the index does not have: trust neither, scan.
+        tracing::warn!(segment = n, dir = %dir.display(), "acks do not match the segment index; scanning");
+        return Ok(None);
+    }
+    Ok(Some(Opened {
+        bytes: index.valid_bytes,
+        records: index.records,
+        acked,
+        transient: index.transient,
+    }))
+}
+
+/// Opens a segment by reading every record; a damaged tail is reported in `recovery`.
+fn open_scanned(
+    dir: &Path,
+    n: u32,
+    file: &File,
+    newest: bool,
+    recovery: &mut Recovery,
+) -> Result<Opened> {
+    let path = segment_path(dir, n);
+    let scan = segment::scan(&path, file)?;
+    if scan.invalid_bytes > 0 {
+        if newest {
+            tracing::warn!(
+                file = %path.display(),
+                at = scan.valid_bytes,
+                dropped_bytes = scan.invalid_bytes,
+                "cutting a torn or corrupt tail"
+            );
+            recovery.truncated_bytes = scan.invalid_bytes;
+        } else {
+            // An older segment was complete when the next one started: damage
+            // here is not a crash, and the records after it are lost.
+            tracing::error!(
+                file = %path.display(),
+                at = scan.valid_bytes,
+                lost_bytes = scan.invalid_bytes,
+                "corrupt segment: records after this point are lost"
+            );
+        }
+    }
+    let valid: HashSet<u32> = scan.records.iter().map(|r| r.offset).collect();
+    let mut acked: HashSet<u32> = read_acks(&ack_path(dir, n))?
+        .into_iter()
+        .filter(|offset| valid.contains(offset))
+        .collect();
+    acked.extend(scan.transient.iter().copied());
+    Ok(Opened {
+        bytes: scan.valid_bytes,
+        records: scan.records.len() as u32,
+        acked,
+        transient: scan.transient,
+    })
 }
 
 /// Reads an ack file; a torn last entry (fewer than 4 bytes) is ignored.
@@ -113,42 +202,45 @@ impl QueueLog {
         let mut recovery = Recovery::default();
         let mut segments = BTreeMap::new();
         let newest = numbers.last().copied();
+        let mut writer_transient = Vec::new();
         for n in numbers {
             let path = segment_path(&dir, n);
             let file = File::open(&path).map_err(StoreError::io(&path))?;
-            let scan = segment::scan(&path, &file)?;
-            if scan.invalid_bytes > 0 {
-                if Some(n) == newest {
-                    tracing::warn!(
-                        file = %path.display(),
-                        at = scan.valid_bytes,
-                        dropped_bytes = scan.invalid_bytes,
-                        "cutting a torn or corrupt tail"
-                    );
-                    recovery.truncated_bytes = scan.invalid_bytes;
-                } else {
-                    // An older segment was complete when the next one started: damage
-                    // here is not a crash, and the records after it are lost.
-                    tracing::error!(
-                        file = %path.display(),
-                        at = scan.valid_bytes,
-                        lost_bytes = scan.invalid_bytes,
-                        "corrupt segment: records after this point are lost"
-                    );
+            segment::check_header(&path, &file)?;
+            let is_newest = Some(n) == newest;
+            let indexed = if is_newest {
+                None
+            } else {
+                let length = file.metadata().map_err(StoreError::io(&path))?.len();
+                open_indexed(&dir, n, length)?
+            };
+            let opened = match indexed {
+                Some(opened) => opened,
+                None => {
+                    let opened = open_scanned(&dir, n, &file, is_newest, &mut recovery)?;
+                    if !is_newest {
+                        let index = SegmentIndex {
+                            valid_bytes: opened.bytes,
+                            records: opened.records,
+                            transient: opened.transient.clone(),
+                        };
+                        if let Err(error) = index.write(&index_path(&dir, n)) {
+                            tracing::warn!(%error, "cannot write a segment index");
+                        }
+                    }
+                    opened
                 }
+            };
+            if is_newest {
+                writer_transient = opened.transient;
             }
-            let valid: HashSet<u32> = scan.records.iter().map(|r| r.offset).collect();
-            let acked: HashSet<u32> = read_acks(&ack_path(&dir, n))?
-                .into_iter()
-                .filter(|offset| valid.contains(offset))
-                .collect();
             let segment = Segment {
-                bytes: scan.valid_bytes,
-                records: scan.records.len() as u32,
-                acked,
+                bytes: opened.bytes,
+                records: opened.records,
+                acked: opened.acked,
                 ack_file: None,
             };
-            if segment.acked.len() as u32 == segment.records && Some(n) != newest {
+            if segment.acked.len() as u32 == segment.records && !is_newest {
                 remove_segment_files(&dir, n)?;
                 continue;
             }
@@ -184,6 +276,7 @@ impl QueueLog {
                 segments,
                 writer_number,
                 writer,
+                writer_transient,
                 unsynced: false,
                 reading: None,
             },
@@ -191,14 +284,18 @@ impl QueueLog {
         ))
     }
 
-    /// Appends a record. It is durable once [`QueueLog::sync`] returns.
-    pub fn append(&mut self, payload: &[u8]) -> Result<Position> {
+    /// Appends a record. It is durable once [`QueueLog::sync`] returns; a transient one is
+    /// dropped at the next opening of the log.
+    pub fn append(&mut self, payload: &[u8], lifetime: Lifetime) -> Result<Position> {
         let record_bytes = payload.len() as u64 + u64::from(RECORD_HEADER_BYTES);
         let used = self.writer.bytes - u64::from(SEGMENT_HEADER_BYTES);
         if used > 0 && self.writer.bytes + record_bytes > self.segment_bytes_max {
             self.roll()?;
         }
-        let record = self.writer.append(payload)?;
+        let record = self.writer.append(payload, lifetime)?;
+        if lifetime == Lifetime::Transient {
+            self.writer_transient.push(record.offset);
+        }
         let segment = self
             .segments
             .get_mut(&self.writer_number)
@@ -212,9 +309,18 @@ impl QueueLog {
         })
     }
 
-    /// Seals the current segment (synced) and starts the next.
+    /// Seals the current segment (synced, then indexed) and starts the next.
     fn roll(&mut self) -> Result<()> {
         self.writer.sync()?;
+        let index = SegmentIndex {
+            valid_bytes: self.writer.bytes,
+            records: self.segments[&self.writer_number].records,
+            transient: std::mem::take(&mut self.writer_transient),
+        };
+        if let Err(error) = index.write(&index_path(&self.dir, self.writer_number)) {
+            // Only the next start's speed depends on it: that start scans the segment.
+            tracing::warn!(%error, "cannot write a segment index");
+        }
         let next = self.writer_number + 1;
         self.writer = SegmentWriter::create(segment_path(&self.dir, next))?;
         sync_dir(&self.dir)?;
@@ -334,7 +440,7 @@ impl QueueLog {
                 reader
                     .read_exact(&mut header)
                     .map_err(StoreError::io(&path))?;
-                let payload_bytes = u32::from_be_bytes(header[..4].try_into().expect("4 bytes"));
+                let payload_bytes = RecordHeader::decode(&header).payload_bytes;
                 reader
                     .seek_relative(i64::from(payload_bytes))
                     .map_err(StoreError::io(&path))?;
@@ -452,7 +558,7 @@ impl QueueLog {
             let mut header = [0u8; RECORD_HEADER_BYTES as usize];
             file.read_exact_at(&mut header, u64::from(cursor.offset))
                 .map_err(StoreError::io(&path))?;
-            let payload_bytes = u32::from_be_bytes(header[..4].try_into().expect("4 bytes"));
+            let payload_bytes = RecordHeader::decode(&header).payload_bytes;
             if payload_bytes > RECORD_BYTES_MAX {
                 return Err(StoreError::Corrupt {
                     path,
@@ -492,7 +598,7 @@ impl QueueLog {
 }
 
 fn remove_segment_files(dir: &Path, n: u32) -> Result<()> {
-    for path in [segment_path(dir, n), ack_path(dir, n)] {
+    for path in [segment_path(dir, n), ack_path(dir, n), index_path(dir, n)] {
         match fs::remove_file(&path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -525,7 +631,9 @@ mod tests {
         let dir = TempDir::new("qlog");
         let (mut log, recovery) = QueueLog::open(&dir.0, 1 << 20).unwrap();
         assert_eq!(recovery.messages, 0);
-        let positions: Vec<Position> = (0..5u8).map(|i| log.append(&[i; 3]).unwrap()).collect();
+        let positions: Vec<Position> = (0..5u8)
+            .map(|i| log.append(&[i; 3], Lifetime::Persistent).unwrap())
+            .collect();
         log.sync().unwrap();
         assert_eq!(log.read(positions[3]).unwrap(), vec![3; 3]);
         log.ack(positions[1]).unwrap();
@@ -543,7 +651,7 @@ mod tests {
             vec![vec![0; 3], vec![2; 3], vec![4; 3]]
         );
         // Appends continue after the recovered records.
-        log.append(b"new").unwrap();
+        log.append(b"new", Lifetime::Persistent).unwrap();
         assert_eq!(drain(&mut log).len(), 4);
     }
 
@@ -552,7 +660,9 @@ mod tests {
         let dir = TempDir::new("qlog-roll");
         // Small segments: a few 100-byte records each.
         let (mut log, _) = QueueLog::open(&dir.0, 400).unwrap();
-        let positions: Vec<Position> = (0..20u8).map(|i| log.append(&[i; 100]).unwrap()).collect();
+        let positions: Vec<Position> = (0..20u8)
+            .map(|i| log.append(&[i; 100], Lifetime::Persistent).unwrap())
+            .collect();
         log.sync().unwrap();
         assert!(log.segment_count() > 5, "{} segments", log.segment_count());
         for p in &positions[..19] {
@@ -574,7 +684,7 @@ mod tests {
         let dir = TempDir::new("qlog-torn");
         let (mut log, _) = QueueLog::open(&dir.0, 1 << 20).unwrap();
         for i in 0..3u8 {
-            log.append(&[i; 50]).unwrap();
+            log.append(&[i; 50], Lifetime::Persistent).unwrap();
         }
         log.sync().unwrap();
         drop(log);
@@ -594,7 +704,7 @@ mod tests {
             len - 58,
             "the tail was cut"
         );
-        log.append(b"after the cut").unwrap();
+        log.append(b"after the cut", Lifetime::Persistent).unwrap();
         assert_eq!(drain(&mut log).len(), 3);
     }
 
@@ -602,8 +712,8 @@ mod tests {
     fn a_torn_ack_entry_is_ignored() {
         let dir = TempDir::new("qlog-ack");
         let (mut log, _) = QueueLog::open(&dir.0, 1 << 20).unwrap();
-        let a = log.append(b"a").unwrap();
-        log.append(b"b").unwrap();
+        let a = log.append(b"a", Lifetime::Persistent).unwrap();
+        log.append(b"b", Lifetime::Persistent).unwrap();
         log.ack(a).unwrap();
         drop(log);
         let mut acks = OpenOptions::new()
@@ -621,7 +731,9 @@ mod tests {
     fn ack_from_acknowledges_the_rest_in_bulk() {
         let dir = TempDir::new("qlog-ackfrom");
         let (mut log, _) = QueueLog::open(&dir.0, 400).unwrap();
-        let positions: Vec<Position> = (0..20u8).map(|i| log.append(&[i; 100]).unwrap()).collect();
+        let positions: Vec<Position> = (0..20u8)
+            .map(|i| log.append(&[i; 100], Lifetime::Persistent).unwrap())
+            .collect();
         // Read (and keep) the first three, ack one of the rest individually.
         let mut cursor = log.cursor();
         for _ in 0..3 {
@@ -641,10 +753,102 @@ mod tests {
     }
 
     #[test]
+    fn sealed_segments_are_opened_from_their_index() {
+        let dir = TempDir::new("qlog-index");
+        let (mut log, _) = QueueLog::open(&dir.0, 400).unwrap();
+        let positions: Vec<Position> = (0..10u8)
+            .map(|i| log.append(&[i; 100], Lifetime::Persistent).unwrap())
+            .collect();
+        log.sync().unwrap();
+        log.ack(positions[0]).unwrap();
+        drop(log);
+        let first = positions[0].segment;
+        assert!(
+            index_path(&dir.0, first).exists(),
+            "sealed segments are indexed"
+        );
+        let newest = positions[9].segment;
+        assert!(
+            !index_path(&dir.0, newest).exists(),
+            "the open segment is not"
+        );
+        // Damage a record of a sealed segment: opening trusts the index and does not read
+        // it, so the count is whole; reading that record then reports the damage.
+        let damaged = positions[2];
+        assert_eq!(damaged.segment, first, "three records to a segment");
+        let seg = segment_path(&dir.0, damaged.segment);
+        let mut bytes = fs::read(&seg).unwrap();
+        bytes[(damaged.record.offset + RECORD_HEADER_BYTES) as usize] ^= 0xff;
+        fs::write(&seg, &bytes).unwrap();
+        let (mut log, recovery) = QueueLog::open(&dir.0, 400).unwrap();
+        assert_eq!(recovery.messages, 9);
+        let err = log.read(damaged).unwrap_err();
+        assert!(err.to_string().contains("CRC mismatch"), "{err}");
+        drop(log);
+        // Without its index, the segment is scanned (the damage found) and indexed again.
+        fs::remove_file(index_path(&dir.0, damaged.segment)).unwrap();
+        let (_log, recovery) = QueueLog::open(&dir.0, 400).unwrap();
+        assert_eq!(recovery.messages, 8, "the scan stops at the damaged record");
+        assert!(index_path(&dir.0, damaged.segment).exists());
+    }
+
+    #[test]
+    fn an_index_that_does_not_match_its_segment_is_ignored() {
+        let dir = TempDir::new("qlog-index-stale");
+        let (mut log, _) = QueueLog::open(&dir.0, 400).unwrap();
+        for i in 0..10u8 {
+            log.append(&[i; 100], Lifetime::Persistent).unwrap();
+        }
+        drop(log);
+        // Claim more records than the segment holds, for a length it does not have.
+        let stale = SegmentIndex {
+            valid_bytes: 12_345,
+            records: 99,
+            transient: vec![],
+        };
+        stale.write(&index_path(&dir.0, 1)).unwrap();
+        let (_log, recovery) = QueueLog::open(&dir.0, 400).unwrap();
+        assert_eq!(recovery.messages, 10);
+    }
+
+    #[test]
+    fn transient_records_do_not_outlive_a_reopen() {
+        let dir = TempDir::new("qlog-transient");
+        let (mut log, _) = QueueLog::open(&dir.0, 400).unwrap();
+        // Sealed segments and the open one both hold transient records.
+        for i in 0..10u8 {
+            let lifetime = if i % 2 == 0 {
+                Lifetime::Persistent
+            } else {
+                Lifetime::Transient
+            };
+            log.append(&[i; 100], lifetime).unwrap();
+        }
+        log.sync().unwrap();
+        assert_eq!(log.message_count(), 10);
+        drop(log);
+        let (mut log, recovery) = QueueLog::open(&dir.0, 400).unwrap();
+        assert_eq!(recovery.messages, 5, "the count is exact at once");
+        // A transient record appended now is delivered until the next reopen.
+        log.append(b"fresh", Lifetime::Transient).unwrap();
+        let delivered = bodies(&drain(&mut log));
+        let expected: Vec<Vec<u8>> = (0..10u8)
+            .step_by(2)
+            .map(|i| vec![i; 100])
+            .chain([b"fresh".to_vec()])
+            .collect();
+        assert_eq!(delivered, expected);
+        drop(log);
+        let (mut log, recovery) = QueueLog::open(&dir.0, 400).unwrap();
+        assert_eq!(recovery.messages, 5);
+        assert_eq!(drain(&mut log).len(), 5);
+    }
+
+    #[test]
     fn destroy_removes_everything() {
         let dir = TempDir::new("qlog-destroy");
         let (mut log, _) = QueueLog::open(&dir.0, 1 << 20).unwrap();
-        log.append(b"x").unwrap();
+        log.append(b"x", Lifetime::Persistent).unwrap();
         log.destroy().unwrap();
         assert!(!dir.0.exists());
     }

@@ -1,7 +1,8 @@
 //! Segment files: the append-only logs that hold a queue's messages. A segment starts with
-//! a header naming the format; then records, each a length, a CRC32C of the payload, and
-//! the payload. Reading checks the CRC; opening the last segment of a queue after a crash
-//! cuts a torn or corrupt tail and reports how much was cut.
+//! a header naming the format; then records, each a length word (the payload length, and
+//! in its top bit whether the record is transient), a CRC32C of the length word and the
+//! payload, and the payload. Reading checks the CRC; opening the last segment of a queue
+//! after a crash cuts a torn or corrupt tail and reports how much was cut.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -11,13 +12,66 @@ use std::path::{Path, PathBuf};
 use crate::error::{Result, StoreError};
 
 pub const SEGMENT_MAGIC: &[u8; 8] = b"WHARFSEG";
-pub const SEGMENT_VERSION: u32 = 1;
+/// Version 1 (development builds before the transient flag) is not read.
+pub const SEGMENT_VERSION: u32 = 2;
 /// Magic, version, and 4 reserved bytes.
 pub const SEGMENT_HEADER_BYTES: u32 = 16;
 /// Length and CRC before each payload.
 pub const RECORD_HEADER_BYTES: u32 = 8;
 /// No single record may be larger than this (a corrupt length must not allocate 4 GiB).
 pub const RECORD_BYTES_MAX: u32 = 512 * 1024 * 1024;
+/// The top bit of a record's length word: the record does not outlive a restart.
+const TRANSIENT_BIT: u32 = 1 << 31;
+
+/// Whether a record is kept across restarts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lifetime {
+    /// Kept until acknowledged, restarts included.
+    Persistent,
+    /// Dropped at the next start (a transient message that went to disk for lack of memory).
+    Transient,
+}
+
+/// A record's header: its length word and the CRC32C over that word and the payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordHeader {
+    pub payload_bytes: u32,
+    pub lifetime: Lifetime,
+    pub crc: u32,
+}
+
+impl RecordHeader {
+    pub fn decode(bytes: &[u8; RECORD_HEADER_BYTES as usize]) -> RecordHeader {
+        let word = u32::from_be_bytes(bytes[..4].try_into().expect("4 bytes"));
+        RecordHeader {
+            payload_bytes: word & !TRANSIENT_BIT,
+            lifetime: if word & TRANSIENT_BIT == 0 {
+                Lifetime::Persistent
+            } else {
+                Lifetime::Transient
+            },
+            crc: u32::from_be_bytes(bytes[4..].try_into().expect("4 bytes")),
+        }
+    }
+
+    fn length_word(payload_bytes: u32, lifetime: Lifetime) -> [u8; 4] {
+        let bit = match lifetime {
+            Lifetime::Persistent => 0,
+            Lifetime::Transient => TRANSIENT_BIT,
+        };
+        (payload_bytes | bit).to_be_bytes()
+    }
+
+    fn checksum(payload_bytes: u32, lifetime: Lifetime, payload: &[u8]) -> u32 {
+        let word = Self::length_word(payload_bytes, lifetime);
+        crc32c::crc32c_append(crc32c::crc32c(&word), payload)
+    }
+
+    /// Whether `payload` is what this header describes.
+    pub fn verifies(&self, payload: &[u8]) -> bool {
+        Self::checksum(self.payload_bytes, self.lifetime, payload) == self.crc
+    }
+}
 
 /// One record's place in its segment: the byte offset of its record header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -30,6 +84,8 @@ pub struct RecordRef {
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Scan {
     pub records: Vec<RecordRef>,
+    /// Offsets of the transient records among them.
+    pub transient: Vec<u32>,
     /// Where the valid records end.
     pub valid_bytes: u64,
     /// Bytes after the last valid record (a torn or corrupt tail).
@@ -65,6 +121,14 @@ pub fn check_header(path: &Path, file: &File) -> Result<()> {
             supported: SEGMENT_VERSION,
         });
     }
+    if version < SEGMENT_VERSION {
+        return Err(StoreError::NotWharf {
+            path: path.to_path_buf(),
+            reason: format!(
+                "segment format {version} was written by a development build and is not read by this one"
+            ),
+        });
+    }
     Ok(())
 }
 
@@ -83,12 +147,12 @@ pub fn scan(path: &Path, file: &File) -> Result<Scan> {
     let mut offset = u64::from(SEGMENT_HEADER_BYTES);
     let mut payload = Vec::new();
     while offset + u64::from(RECORD_HEADER_BYTES) <= len {
-        let mut header = [0u8; RECORD_HEADER_BYTES as usize];
+        let mut bytes = [0u8; RECORD_HEADER_BYTES as usize];
         reader
-            .read_exact(&mut header)
+            .read_exact(&mut bytes)
             .map_err(StoreError::io(path))?;
-        let payload_bytes = u32::from_be_bytes(header[..4].try_into().expect("4 bytes"));
-        let crc = u32::from_be_bytes(header[4..].try_into().expect("4 bytes"));
+        let header = RecordHeader::decode(&bytes);
+        let payload_bytes = header.payload_bytes;
         let end = offset + u64::from(RECORD_HEADER_BYTES) + u64::from(payload_bytes);
         if payload_bytes > RECORD_BYTES_MAX || end > len {
             break;
@@ -97,13 +161,16 @@ pub fn scan(path: &Path, file: &File) -> Result<Scan> {
         reader
             .read_exact(&mut payload)
             .map_err(StoreError::io(path))?;
-        if crc32c::crc32c(&payload) != crc {
+        if !header.verifies(&payload) {
             break;
         }
         scan.records.push(RecordRef {
             offset: offset as u32,
             payload_bytes,
         });
+        if header.lifetime == Lifetime::Transient {
+            scan.transient.push(offset as u32);
+        }
         offset = end;
     }
     scan.valid_bytes = offset.min(len);
@@ -113,11 +180,11 @@ pub fn scan(path: &Path, file: &File) -> Result<Scan> {
 
 /// Reads one record's payload, checking its CRC.
 pub fn read_record(path: &Path, file: &File, record: RecordRef) -> Result<Vec<u8>> {
-    let mut header = [0u8; RECORD_HEADER_BYTES as usize];
-    file.read_exact_at(&mut header, u64::from(record.offset))
+    let mut bytes = [0u8; RECORD_HEADER_BYTES as usize];
+    file.read_exact_at(&mut bytes, u64::from(record.offset))
         .map_err(StoreError::io(path))?;
-    let payload_bytes = u32::from_be_bytes(header[..4].try_into().expect("4 bytes"));
-    let crc = u32::from_be_bytes(header[4..].try_into().expect("4 bytes"));
+    let header = RecordHeader::decode(&bytes);
+    let payload_bytes = header.payload_bytes;
     let corrupt = |reason: &str| StoreError::Corrupt {
         path: path.to_path_buf(),
         offset: u64::from(record.offset),
@@ -129,7 +196,7 @@ pub fn read_record(path: &Path, file: &File, record: RecordRef) -> Result<Vec<u8
     let mut payload = vec![0u8; payload_bytes as usize];
     file.read_exact_at(&mut payload, u64::from(record.offset + RECORD_HEADER_BYTES))
         .map_err(StoreError::io(path))?;
-    if crc32c::crc32c(&payload) != crc {
+    if !header.verifies(&payload) {
         return Err(corrupt("CRC mismatch"));
     }
     Ok(payload)
@@ -177,7 +244,7 @@ impl SegmentWriter {
     }
 
     /// Appends one record; returns where it is. Not durable until [`SegmentWriter::sync`].
-    pub fn append(&mut self, payload: &[u8]) -> Result<RecordRef> {
+    pub fn append(&mut self, payload: &[u8], lifetime: Lifetime) -> Result<RecordRef> {
         let payload_bytes = u32::try_from(payload.len())
             .ok()
             .filter(|n| *n <= RECORD_BYTES_MAX)
@@ -192,8 +259,10 @@ impl SegmentWriter {
             reason: "segment over 4 GiB".into(),
         })?;
         let mut record = Vec::with_capacity(payload.len() + RECORD_HEADER_BYTES as usize);
-        record.extend_from_slice(&payload_bytes.to_be_bytes());
-        record.extend_from_slice(&crc32c::crc32c(payload).to_be_bytes());
+        record.extend_from_slice(&RecordHeader::length_word(payload_bytes, lifetime));
+        record.extend_from_slice(
+            &RecordHeader::checksum(payload_bytes, lifetime, payload).to_be_bytes(),
+        );
         record.extend_from_slice(payload);
         self.file
             .write_all_at(&record, self.bytes)
@@ -217,7 +286,10 @@ mod tests {
 
     fn write_segment(path: &Path, payloads: &[&[u8]]) -> Vec<RecordRef> {
         let mut writer = SegmentWriter::create(path.to_path_buf()).unwrap();
-        let refs = payloads.iter().map(|p| writer.append(p).unwrap()).collect();
+        let refs = payloads
+            .iter()
+            .map(|p| writer.append(p, Lifetime::Persistent).unwrap())
+            .collect();
         writer.sync().unwrap();
         refs
     }
@@ -254,7 +326,7 @@ mod tests {
         assert_eq!(found.invalid_bytes, full - 4 - u64::from(refs[2].offset));
         // Reopening for append cuts the tail; the next record goes where the torn one was.
         let mut writer = SegmentWriter::reopen(path.clone(), found.valid_bytes).unwrap();
-        let next = writer.append(b"after").unwrap();
+        let next = writer.append(b"after", Lifetime::Persistent).unwrap();
         assert_eq!(next.offset, refs[2].offset);
         let file = File::open(&path).unwrap();
         assert_eq!(scan(&path, &file).unwrap().records.len(), 3);
@@ -306,5 +378,31 @@ mod tests {
         assert!(matches!(err, StoreError::NewerFormat { .. }), "{err}");
         std::fs::write(&path, b"WHA").unwrap();
         assert!(scan(&path, &File::open(&path).unwrap()).is_err());
+        header[8..12].copy_from_slice(&(SEGMENT_VERSION - 1).to_be_bytes());
+        std::fs::write(&path, header).unwrap();
+        let err = scan(&path, &File::open(&path).unwrap()).unwrap_err();
+        assert!(err.to_string().contains("development build"), "{err}");
+    }
+
+    #[test]
+    fn transient_records_are_flagged_and_the_flag_is_checksummed() {
+        let dir = TempDir::new("seg-transient");
+        std::fs::create_dir_all(&dir.0).unwrap();
+        let path = dir.0.join("1.seg");
+        let mut writer = SegmentWriter::create(path.clone()).unwrap();
+        let kept = writer.append(b"kept", Lifetime::Persistent).unwrap();
+        let dropped = writer.append(b"dropped", Lifetime::Transient).unwrap();
+        writer.sync().unwrap();
+        let file = File::open(&path).unwrap();
+        let found = scan(&path, &file).unwrap();
+        assert_eq!(found.records, vec![kept, dropped]);
+        assert_eq!(found.transient, vec![dropped.offset]);
+        assert_eq!(read_record(&path, &file, dropped).unwrap(), b"dropped");
+        // Clearing the flag by a bit flip must not make a transient record persistent.
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[dropped.offset as usize] ^= 0x80;
+        std::fs::write(&path, &bytes).unwrap();
+        let file = File::open(&path).unwrap();
+        assert_eq!(scan(&path, &file).unwrap().records, vec![kept]);
     }
 }
