@@ -1,4 +1,4 @@
-//! The `wharf` command: runs the broker (the default), and later its tools.
+//! The `wharf` command: runs the broker (the default), and its tools (`wharf perf`).
 
 mod config;
 
@@ -26,12 +26,15 @@ struct Cli {
 enum Command {
     /// Run the broker (what `wharf` with no subcommand does).
     Serve(ServeArgs),
+    /// Measure an AMQP 0-9-1 broker (Wharf, RabbitMQ, ...): rates and latencies.
+    Perf(wharf_perf::PerfArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let args = match cli.command {
         Some(Command::Serve(args)) => args,
+        Some(Command::Perf(args)) => return perf(&args),
         None => cli.serve,
     };
     let config = Config::resolve(&args)?;
@@ -41,6 +44,20 @@ fn main() -> anyhow::Result<()> {
         .build()
         .context("cannot start the runtime")?;
     runtime.block_on(serve(config))
+}
+
+/// Runs `wharf perf`; a run that saw errors exits non-zero after its summary.
+fn perf(args: &wharf_perf::PerfArgs) -> anyhow::Result<()> {
+    let summary = wharf_perf::run(args)?;
+    if args.json {
+        println!("{}", serde_json::to_string(&summary)?);
+    } else {
+        print!("{}", summary.text());
+    }
+    if !summary.errors.is_empty() {
+        anyhow::bail!("the run saw {} error(s)", summary.errors.len());
+    }
+    Ok(())
 }
 
 fn init_logging(level: &str) -> anyhow::Result<()> {
