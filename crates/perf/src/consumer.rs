@@ -15,7 +15,7 @@ use wharf_amqp::Method;
 
 use crate::client::{Client, CHANNEL};
 use crate::stats::{Latency, Recorder, Stats};
-use crate::Stop;
+use crate::Signal;
 
 const FRAME_METHOD: u8 = 1;
 const FRAME_HEADER: u8 = 2;
@@ -134,7 +134,14 @@ impl Parser {
     }
 }
 
-pub async fn run(mut client: Client, plan: Arc<ConsumerPlan>, stats: Arc<Stats>, stop: Arc<Stop>) {
+pub async fn run(
+    mut client: Client,
+    plan: Arc<ConsumerPlan>,
+    stats: Arc<Stats>,
+    go: Arc<Signal>,
+    stop: Arc<Signal>,
+) {
+    go.wait().await;
     let ack_every = plan.multi_ack.clamp(1, u32::from(plan.prefetch).max(1));
     let mut parser = Parser::default();
     let mut recorder = Recorder::new(Latency::EndToEnd);

@@ -30,15 +30,15 @@ use consumer::ConsumerPlan;
 use producer::ProducerPlan;
 use stats::Stats;
 
-/// The signal that ends a run, seen by every task.
-pub struct Stop {
+/// A one-way signal seen by every task: the start of a run, or its end.
+pub struct Signal {
     set: AtomicBool,
     notify: Notify,
 }
 
-impl Stop {
-    fn new() -> Stop {
-        Stop {
+impl Signal {
+    fn new() -> Signal {
+        Signal {
             set: AtomicBool::new(false),
             notify: Notify::new(),
         }
@@ -53,7 +53,7 @@ impl Stop {
         self.set.load(Ordering::Acquire)
     }
 
-    /// Resolves once the stop is set.
+    /// Resolves once the signal is set.
     pub async fn wait(&self) {
         loop {
             let notified = self.notify.notified();
@@ -151,7 +151,10 @@ async fn measure(args: &PerfArgs, uri: &AmqpUri) -> anyhow::Result<Summary> {
     let mut setup = Client::connect(uri, "perf setup").await?;
     declare(&mut setup, args).await?;
     let stats = Arc::new(Stats::new());
-    let stop = Arc::new(Stop::new());
+    let stop = Arc::new(Signal::new());
+    // Connections wait for this before they send or count anything, so that the run's
+    // clock starts when every connection is ready.
+    let go = Arc::new(Signal::new());
 
     let mut consumers = Vec::new();
     for i in 0..args.consumers {
@@ -182,6 +185,7 @@ async fn measure(args: &PerfArgs, uri: &AmqpUri) -> anyhow::Result<Summary> {
             client,
             Arc::new(plan),
             stats.clone(),
+            go.clone(),
             stop.clone(),
         )));
     }
@@ -212,6 +216,7 @@ async fn measure(args: &PerfArgs, uri: &AmqpUri) -> anyhow::Result<Summary> {
             client,
             Arc::new(plan),
             stats.clone(),
+            go.clone(),
             stop.clone(),
         )));
     }
@@ -220,6 +225,7 @@ async fn measure(args: &PerfArgs, uri: &AmqpUri) -> anyhow::Result<Summary> {
     let started = tokio::time::Instant::now();
     let first = stats.snapshot();
     let cpu_at_start = stats::cpu_seconds();
+    go.set();
     let deadline = (args.seconds > 0.0).then(|| started + Duration::from_secs_f64(args.seconds));
     let mut previous = first;
     let mut tick =
@@ -248,6 +254,17 @@ async fn measure(args: &PerfArgs, uri: &AmqpUri) -> anyhow::Result<Summary> {
             }
             _ = stop.wait() => break,
             _ = tokio::signal::ctrl_c() => break,
+        }
+    }
+    if producers_finished && args.pmessages > 0 && args.consumers > 0 && !stop.is_set() {
+        // A counted run: let the consumers take what was sent, until they go idle.
+        let mut seen = stats.consumed.load(Ordering::Relaxed);
+        let mut idle_ticks = 0;
+        while idle_ticks < 5 && !stop.is_set() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let now = stats.consumed.load(Ordering::Relaxed);
+            idle_ticks = if now == seen { idle_ticks + 1 } else { 0 };
+            seen = now;
         }
     }
     let last = stats.snapshot();

@@ -16,7 +16,7 @@ use wharf_amqp::{BasicProperties, ContentHeader, Frame, FramePayload, Method};
 
 use crate::client::{Client, CHANNEL};
 use crate::stats::{Latency, Recorder, Stats};
-use crate::Stop;
+use crate::Signal;
 
 /// Bytes per write, roughly: batches hold as many messages as fit.
 const BATCH_BYTES: usize = 64 * 1024;
@@ -116,7 +116,14 @@ impl Confirms {
     }
 }
 
-pub async fn run(client: Client, plan: Arc<ProducerPlan>, stats: Arc<Stats>, stop: Arc<Stop>) {
+pub async fn run(
+    client: Client,
+    plan: Arc<ProducerPlan>,
+    stats: Arc<Stats>,
+    go: Arc<Signal>,
+    stop: Arc<Signal>,
+) {
+    go.wait().await;
     let template = template(&plan, client.frame_max);
     let per_batch = (BATCH_BYTES / template.bytes.len()).clamp(1, 4096);
     let mut batch = Vec::with_capacity(per_batch * template.bytes.len());
@@ -222,7 +229,7 @@ async fn read_replies(
     mut buffer: BytesMut,
     confirms: Option<Arc<Confirms>>,
     stats: Arc<Stats>,
-    stop: Arc<Stop>,
+    stop: Arc<Signal>,
 ) {
     let mut recorder = Recorder::new(Latency::Confirm);
     loop {
