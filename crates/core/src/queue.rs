@@ -309,6 +309,12 @@ impl Queue {
                     state.spilled = 0;
                     return;
                 }
+                Err(error @ wharf_store::StoreError::Corrupt { .. }) => {
+                    // Damaged on disk: that message is lost, the ones after it are not.
+                    tracing::error!(queue = %self.name, %error, "a stored message is damaged and was skipped");
+                    state.spilled -= 1;
+                    continue;
+                }
                 Err(error) => {
                     tracing::error!(queue = %self.name, %error, lost = state.spilled, "cannot read spilled messages");
                     state.spilled = 0;

@@ -532,7 +532,9 @@ impl QueueLog {
         }
     }
 
-    /// The next unacknowledged record at or after `cursor`, which moves past it.
+    /// The next unacknowledged record at or after `cursor`, which moves past it. A record
+    /// damaged on disk is an error ([`StoreError::Corrupt`]) with the cursor moved past it
+    /// (past the rest of its segment if its length is damaged), so reading can go on.
     pub fn next(&mut self, cursor: &mut Cursor) -> Result<Option<(Position, Vec<u8>)>> {
         loop {
             let Some((&n, segment)) = self.segments.range(cursor.segment..).next() else {
@@ -553,17 +555,31 @@ impl QueueLog {
                 continue;
             }
             let acked = segment.acked.contains(&cursor.offset);
+            let segment_bytes = segment.bytes;
             let path = segment_path(&self.dir, n);
             let file = self.reader(n)?;
             let mut header = [0u8; RECORD_HEADER_BYTES as usize];
             file.read_exact_at(&mut header, u64::from(cursor.offset))
                 .map_err(StoreError::io(&path))?;
             let payload_bytes = RecordHeader::decode(&header).payload_bytes;
-            if payload_bytes > RECORD_BYTES_MAX {
+            let end = u64::from(cursor.offset)
+                + u64::from(RECORD_HEADER_BYTES)
+                + u64::from(payload_bytes);
+            if payload_bytes > RECORD_BYTES_MAX || end > segment_bytes {
+                // The next record cannot be found: the rest of this segment is lost.
+                let at = u64::from(cursor.offset);
+                if n == self.writer_number {
+                    cursor.offset = segment_bytes as u32;
+                } else {
+                    *cursor = Cursor {
+                        segment: n + 1,
+                        offset: SEGMENT_HEADER_BYTES,
+                    };
+                }
                 return Err(StoreError::Corrupt {
                     path,
-                    offset: u64::from(cursor.offset),
-                    reason: "record length over the limit".into(),
+                    offset: at,
+                    reason: "damaged record length; the rest of the segment is skipped".into(),
                 });
             }
             let record = RecordRef {
@@ -790,6 +806,31 @@ mod tests {
         let (_log, recovery) = QueueLog::open(&dir.0, 400).unwrap();
         assert_eq!(recovery.messages, 8, "the scan stops at the damaged record");
         assert!(index_path(&dir.0, damaged.segment).exists());
+    }
+
+    #[test]
+    fn reading_goes_on_past_a_damaged_record() {
+        let dir = TempDir::new("qlog-skip");
+        let (mut log, _) = QueueLog::open(&dir.0, 1 << 20).unwrap();
+        let positions: Vec<Position> = (0..4u8)
+            .map(|i| log.append(&[i; 100], Lifetime::Persistent).unwrap())
+            .collect();
+        log.sync().unwrap();
+        let seg = segment_path(&dir.0, 1);
+        let mut bytes = fs::read(&seg).unwrap();
+        bytes[(positions[1].record.offset + RECORD_HEADER_BYTES) as usize] ^= 0xff;
+        fs::write(&seg, &bytes).unwrap();
+        let mut cursor = log.cursor();
+        assert_eq!(log.next(&mut cursor).unwrap().unwrap().1, vec![0; 100]);
+        let err = log.next(&mut cursor).unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+        assert_eq!(log.next(&mut cursor).unwrap().unwrap().1, vec![2; 100]);
+        // A damaged length loses the rest of the segment, and reading ends there.
+        let at = positions[3].record.offset as usize;
+        bytes[at..at + 4].copy_from_slice(&u32::MAX.to_be_bytes());
+        fs::write(&seg, &bytes).unwrap();
+        assert!(log.next(&mut cursor).is_err());
+        assert_eq!(log.next(&mut cursor).unwrap(), None);
     }
 
     #[test]
