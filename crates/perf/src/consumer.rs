@@ -20,6 +20,8 @@ use crate::Signal;
 const FRAME_METHOD: u8 = 1;
 const FRAME_HEADER: u8 = 2;
 const FRAME_BODY: u8 = 3;
+/// Room made in the read buffer before each read.
+const READ_BYTES: usize = 256 * 1024;
 
 pub struct ConsumerPlan {
     pub queue: String,
@@ -198,6 +200,7 @@ pub async fn run(
             }
             acks.clear();
         }
+        buffer.reserve(READ_BYTES);
         let read = tokio::select! {
             read = client.stream.read_buf(&mut buffer) => read,
             _ = stop.wait() => break,

@@ -197,6 +197,9 @@ pub async fn run(
         }
         sent += n;
         stats.published.fetch_add(n, Ordering::Relaxed);
+        // A socket that is always writable never makes this task wait: let the consumers
+        // sharing the thread read between batches, or they would starve.
+        tokio::task::yield_now().await;
     }
     // Wait briefly for the last confirms, then close.
     if let Some(confirms) = &confirms {

@@ -178,12 +178,34 @@ impl Connection {
         let heartbeat = self.handshake.heartbeat_secs;
         // A peer that sends nothing for two heartbeat intervals is dead.
         let silence_limit = (heartbeat > 0).then(|| Duration::from_secs(2 * u64::from(heartbeat)));
+        let mut handled_since_yield = false;
         loop {
             // Between messages only: a message half received is finished first.
             if self.published && *alarm.borrow() && !self.receiving_content() {
                 if let Some(ending) = self.wait_while_blocked(shutdown, alarm).await {
                     return ending;
                 }
+            }
+            // Frames already buffered are handled without waiting on anything else.
+            match reader.try_next() {
+                Ok(Some(frame)) => {
+                    handled_since_yield = true;
+                    match self.handle_frame(frame) {
+                        Ok(true) => continue,
+                        Ok(false) => return Ending::ClientClosed,
+                        Err(error) => return Ending::Close(error),
+                    }
+                }
+                Ok(None) => {}
+                Err(ReadError::Malformed(error)) => return Ending::Close(error.into()),
+                Err(_) => return Ending::ClientGone,
+            }
+            if handled_since_yield {
+                // A peer that keeps the socket full would otherwise keep this task running
+                // without a pause, and the tasks it woke (other connections' writers, put
+                // in this worker's next-task slot) would wait behind it.
+                handled_since_yield = false;
+                tokio::task::yield_now().await;
             }
             let read = async {
                 match silence_limit {
