@@ -354,6 +354,7 @@ impl QueueLog {
         if !self.unsynced {
             return Ok(None);
         }
+        self.writer.flush()?;
         self.unsynced = false;
         let file = self
             .writer
@@ -409,6 +410,9 @@ impl QueueLog {
                 SEGMENT_HEADER_BYTES
             };
             let path = segment_path(&self.dir, n);
+            if n == self.writer_number {
+                self.writer.flush()?;
+            }
             let segment = self.segments.get_mut(&n).expect("listed above");
             let unacked = u64::from(segment.records) - segment.acked.len() as u64;
             if start == SEGMENT_HEADER_BYTES && n != self.writer_number && unacked <= count - acked
@@ -503,6 +507,10 @@ impl QueueLog {
     }
 
     fn reader(&mut self, n: u32) -> Result<&File> {
+        if n == self.writer_number {
+            // Records still pending in the writer are not in the file yet.
+            self.writer.flush()?;
+        }
         if !matches!(&self.reading, Some((r, _)) if *r == n) {
             let path = segment_path(&self.dir, n);
             let file = File::open(&path).map_err(StoreError::io(&path))?;

@@ -202,11 +202,20 @@ pub fn read_record(path: &Path, file: &File, record: RecordRef) -> Result<Vec<u8
     Ok(payload)
 }
 
-/// The segment being appended to.
+/// Transient records wait in memory until this many bytes are pending.
+const PENDING_BYTES_MAX: usize = 64 * 1024;
+
+/// The segment being appended to. A persistent record is written to the file at once
+/// (with any records pending before it); transient records, which nothing promises to
+/// keep through a crash, are gathered and written together, one syscall for many.
 pub struct SegmentWriter {
     pub path: PathBuf,
     pub file: File,
+    /// Where the next record goes: the segment's length once pending bytes are written.
     pub bytes: u64,
+    /// Bytes in the file; `pending` goes after them.
+    written: u64,
+    pending: Vec<u8>,
 }
 
 impl SegmentWriter {
@@ -224,6 +233,8 @@ impl SegmentWriter {
             path,
             file,
             bytes: u64::from(SEGMENT_HEADER_BYTES),
+            written: u64::from(SEGMENT_HEADER_BYTES),
+            pending: Vec::new(),
         })
     }
 
@@ -240,10 +251,14 @@ impl SegmentWriter {
             path,
             file,
             bytes: valid_bytes,
+            written: valid_bytes,
+            pending: Vec::new(),
         })
     }
 
-    /// Appends one record; returns where it is. Not durable until [`SegmentWriter::sync`].
+    /// Appends one record; returns where it is. A persistent record is in the file (not
+    /// yet durable: see [`SegmentWriter::sync`]) when this returns; a transient one may
+    /// wait in memory until [`SegmentWriter::flush`].
     pub fn append(&mut self, payload: &[u8], lifetime: Lifetime) -> Result<RecordRef> {
         let payload_bytes = u32::try_from(payload.len())
             .ok()
@@ -258,23 +273,44 @@ impl SegmentWriter {
             offset: self.bytes,
             reason: "segment over 4 GiB".into(),
         })?;
-        let mut record = Vec::with_capacity(payload.len() + RECORD_HEADER_BYTES as usize);
-        record.extend_from_slice(&RecordHeader::length_word(payload_bytes, lifetime));
-        record.extend_from_slice(
+        let record_bytes = payload.len() + RECORD_HEADER_BYTES as usize;
+        self.pending.reserve(record_bytes);
+        self.pending
+            .extend_from_slice(&RecordHeader::length_word(payload_bytes, lifetime));
+        self.pending.extend_from_slice(
             &RecordHeader::checksum(payload_bytes, lifetime, payload).to_be_bytes(),
         );
-        record.extend_from_slice(payload);
-        self.file
-            .write_all_at(&record, self.bytes)
-            .map_err(StoreError::io(&self.path))?;
-        self.bytes += record.len() as u64;
+        self.pending.extend_from_slice(payload);
+        self.bytes += record_bytes as u64;
+        if lifetime == Lifetime::Persistent || self.pending.len() >= PENDING_BYTES_MAX {
+            self.flush()?;
+        }
         Ok(RecordRef {
             offset,
             payload_bytes,
         })
     }
 
-    pub fn sync(&self) -> Result<()> {
+    /// Writes the pending records to the file. On failure they stay pending and the
+    /// error is returned (a later flush retries).
+    pub fn flush(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        self.file
+            .write_all_at(&self.pending, self.written)
+            .map_err(StoreError::io(&self.path))?;
+        self.written = self.bytes;
+        self.pending.clear();
+        if self.pending.capacity() > 4 * PENDING_BYTES_MAX {
+            self.pending = Vec::new();
+        }
+        Ok(())
+    }
+
+    /// Writes what is pending and fsyncs the file.
+    pub fn sync(&mut self) -> Result<()> {
+        self.flush()?;
         self.file.sync_data().map_err(StoreError::io(&self.path))
     }
 }
@@ -382,6 +418,24 @@ mod tests {
         std::fs::write(&path, header).unwrap();
         let err = scan(&path, &File::open(&path).unwrap()).unwrap_err();
         assert!(err.to_string().contains("development build"), "{err}");
+    }
+
+    #[test]
+    fn transient_records_are_gathered_and_persistent_ones_written_at_once() {
+        let dir = TempDir::new("seg-pending");
+        std::fs::create_dir_all(&dir.0).unwrap();
+        let path = dir.0.join("1.seg");
+        let mut writer = SegmentWriter::create(path.clone()).unwrap();
+        let file_len = || std::fs::metadata(&path).unwrap().len();
+        writer.append(b"spilled", Lifetime::Transient).unwrap();
+        assert_eq!(file_len(), u64::from(SEGMENT_HEADER_BYTES), "still pending");
+        writer.append(b"kept", Lifetime::Persistent).unwrap();
+        assert_eq!(file_len(), writer.bytes, "written with the one before it");
+        writer.append(b"spilled again", Lifetime::Transient).unwrap();
+        writer.flush().unwrap();
+        assert_eq!(file_len(), writer.bytes);
+        let file = File::open(&path).unwrap();
+        assert_eq!(scan(&path, &file).unwrap().records.len(), 3);
     }
 
     #[test]
