@@ -462,15 +462,17 @@ impl Queue {
         Some(result)
     }
 
-    /// Forgets acknowledged messages. Unknown offsets (already gone with a purge or
-    /// a deletion) are ignored: the channel has already validated its delivery tags.
-    pub fn ack(&self, offsets: &[u64]) {
+    /// Forgets acknowledged messages, then delivers what the freed credit allows, under
+    /// one lock. Unknown offsets (already gone with a purge or a deletion) are ignored:
+    /// the channel has already validated its delivery tags.
+    pub fn ack(self: &Arc<Self>, offsets: &[u64]) {
         let mut state = self.state.lock();
         for offset in offsets {
             if let Some(entry) = state.unacked.remove(offset) {
                 self.forget(&mut state, entry.position);
             }
         }
+        self.deliver_locked(&mut state);
     }
 
     /// Puts delivered messages back in their original places, marked redelivered, and

@@ -266,27 +266,36 @@ impl Channel {
             Method::BasicGet(m) => self.get(ctx, m)?,
             Method::BasicAck(m) => {
                 let acked = self.take_acked(m.delivery_tag, m.multiple)?;
-                match &mut self.mode {
-                    Mode::Tx(buffer) => buffer.acks.push((acked, None)),
+                let settled = match &mut self.mode {
+                    Mode::Tx(buffer) => {
+                        buffer.acks.push((acked, None));
+                        Vec::new()
+                    }
                     _ => settle(acked, None),
-                }
-                self.resume_consumers();
+                };
+                self.resume_consumers_except(&settled);
             }
             Method::BasicNack(m) => {
                 let nacked = self.take_acked(m.delivery_tag, m.multiple)?;
-                match &mut self.mode {
-                    Mode::Tx(buffer) => buffer.acks.push((nacked, Some(m.requeue))),
+                let settled = match &mut self.mode {
+                    Mode::Tx(buffer) => {
+                        buffer.acks.push((nacked, Some(m.requeue)));
+                        Vec::new()
+                    }
                     _ => settle(nacked, Some(m.requeue)),
-                }
-                self.resume_consumers();
+                };
+                self.resume_consumers_except(&settled);
             }
             Method::BasicReject(m) => {
                 let rejected = self.take_acked(m.delivery_tag, false)?;
-                match &mut self.mode {
-                    Mode::Tx(buffer) => buffer.acks.push((rejected, Some(m.requeue))),
+                let settled = match &mut self.mode {
+                    Mode::Tx(buffer) => {
+                        buffer.acks.push((rejected, Some(m.requeue)));
+                        Vec::new()
+                    }
                     _ => settle(rejected, Some(m.requeue)),
-                }
-                self.resume_consumers();
+                };
+                self.resume_consumers_except(&settled);
             }
             Method::BasicRecover(m) => {
                 self.recover(m.requeue)?;
@@ -484,11 +493,18 @@ impl Channel {
 
     /// Lets every queue this channel consumes from deliver again (credit was freed).
     pub fn resume_consumers(&self) {
+        self.resume_consumers_except(&[]);
+    }
+
+    /// Like [`Channel::resume_consumers`], skipping queues that already delivered again
+    /// when they were settled with.
+    fn resume_consumers_except(&self, done: &[Arc<Queue>]) {
         let queues: Vec<Arc<Queue>> = {
             let state = self.delivery.state.lock();
             let mut queues: Vec<Arc<Queue>> = Vec::new();
             for entry in state.consumers.values() {
-                if !queues.iter().any(|q| Arc::ptr_eq(q, &entry.queue)) {
+                let seen = |q: &Arc<Queue>| Arc::ptr_eq(q, &entry.queue);
+                if !done.iter().any(seen) && !queues.iter().any(seen) {
                     queues.push(entry.queue.clone());
                 }
             }
@@ -610,7 +626,8 @@ impl Channel {
 }
 
 /// Applies acks (requeue None), or nacks/rejects with or without requeue, per queue.
-fn settle(deliveries: Vec<Unacked>, requeue: Option<bool>) {
+/// Each queue delivers again in the same step; returns the queues settled with.
+fn settle(deliveries: Vec<Unacked>, requeue: Option<bool>) -> Vec<Arc<Queue>> {
     let mut by_queue: Vec<(Arc<Queue>, Vec<u64>)> = Vec::new();
     for unacked in deliveries {
         match by_queue
@@ -621,13 +638,17 @@ fn settle(deliveries: Vec<Unacked>, requeue: Option<bool>) {
             None => by_queue.push((unacked.queue, vec![unacked.offset])),
         }
     }
-    for (queue, offsets) in by_queue {
-        if requeue == Some(true) {
-            queue.requeue(&offsets);
-        } else {
-            queue.ack(&offsets);
-        }
-    }
+    by_queue
+        .into_iter()
+        .map(|(queue, offsets)| {
+            if requeue == Some(true) {
+                queue.requeue(&offsets);
+            } else {
+                queue.ack(&offsets);
+            }
+            queue
+        })
+        .collect()
 }
 
 fn not_transactional() -> AmqpError {
