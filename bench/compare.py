@@ -95,6 +95,7 @@ class Wharf:
              "--log-level", "warn"],
             stdout=self.log, stderr=subprocess.STDOUT)
         if not amqp_ready(self.port):
+            self.proc.kill()
             sys.exit("wharf did not start; see " + self.log.name)
         self.pid = self.proc.pid
 
@@ -152,6 +153,8 @@ class RabbitMQ:
         return "RabbitMQ " + out.strip()
 
     def stop(self):
+        if not hasattr(self, "proc"):
+            return
         subprocess.run(["/usr/lib/rabbitmq/bin/rabbitmqctl", "-n", self.node, "stop"],
                        env=self.env, capture_output=True, timeout=60)
         try:
@@ -258,7 +261,8 @@ def main():
     workdir = Path(tempfile.mkdtemp(prefix="wharf-bench-"))
     brokers = []
     try:
-        brokers = [Wharf(workdir), RabbitMQ(workdir)]
+        brokers.append(Wharf(workdir))
+        brokers.append(RabbitMQ(workdir))
         raw = {s: {b.name: [] for b in brokers} for s in scenarios}
         for scenario in scenarios:
             for run in range(args.runs):
