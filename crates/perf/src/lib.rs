@@ -271,7 +271,7 @@ async fn measure(args: &PerfArgs, uri: &AmqpUri) -> anyhow::Result<Summary> {
     let cpu = stats::cpu_seconds() - cpu_at_start;
     stop.set();
     if !producers_finished {
-        let _ = tokio::time::timeout(Duration::from_secs(10), &mut producers_done).await;
+        let _ = tokio::time::timeout(Duration::from_secs(15), &mut producers_done).await;
     }
     for c in consumers {
         let _ = tokio::time::timeout(Duration::from_secs(5), c).await;

@@ -223,7 +223,14 @@ pub async fn run(
         &mut close,
     );
     let _ = writer.write_all(&close).await;
-    let _ = tokio::time::timeout(Duration::from_secs(2), reader_task).await;
+    // A broker with a backlog of publishes answers the close once it has read them all.
+    let abort = reader_task.abort_handle();
+    if tokio::time::timeout(Duration::from_secs(10), reader_task)
+        .await
+        .is_err()
+    {
+        abort.abort();
+    }
 }
 
 /// Reads what the broker sends a producer: confirms, and a close if something went wrong.
@@ -277,20 +284,26 @@ async fn read_replies(
                     recorder.maybe_merge(&stats, true);
                     return;
                 }
+                // After the stop, a broker still working through the last publishes may
+                // find the exchange already deleted by the clean-up: not a run error.
                 Method::ConnectionClose(close) => {
-                    stats.error(format!(
-                        "producer: the broker closed the connection: {} {}",
-                        close.reply_code, close.reply_text
-                    ));
-                    stop.set();
+                    if !stop.is_set() {
+                        stats.error(format!(
+                            "producer: the broker closed the connection: {} {}",
+                            close.reply_code, close.reply_text
+                        ));
+                        stop.set();
+                    }
                     return;
                 }
                 Method::ChannelClose(close) => {
-                    stats.error(format!(
-                        "producer: the broker closed the channel: {} {}",
-                        close.reply_code, close.reply_text
-                    ));
-                    stop.set();
+                    if !stop.is_set() {
+                        stats.error(format!(
+                            "producer: the broker closed the channel: {} {}",
+                            close.reply_code, close.reply_text
+                        ));
+                        stop.set();
+                    }
                     return;
                 }
                 Method::ConnectionBlocked(blocked) => {
