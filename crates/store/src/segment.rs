@@ -431,7 +431,9 @@ mod tests {
         assert_eq!(file_len(), u64::from(SEGMENT_HEADER_BYTES), "still pending");
         writer.append(b"kept", Lifetime::Persistent).unwrap();
         assert_eq!(file_len(), writer.bytes, "written with the one before it");
-        writer.append(b"spilled again", Lifetime::Transient).unwrap();
+        writer
+            .append(b"spilled again", Lifetime::Transient)
+            .unwrap();
         writer.flush().unwrap();
         assert_eq!(file_len(), writer.bytes);
         let file = File::open(&path).unwrap();
