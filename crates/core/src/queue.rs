@@ -188,7 +188,15 @@ impl Queue {
     /// when the in-memory window is full.
     pub fn publish(self: &Arc<Self>, message: Arc<Message>) -> Enqueued {
         let mut guard = self.state.lock();
-        let state = &mut *guard;
+        let enqueued = self.publish_locked(&mut guard, message);
+        // Hand the lock to a waiting consumer's channel (an ack, a delivery) rather than
+        // letting this publisher take it straight back: a publisher that never pauses
+        // would otherwise starve the consumers of its queue.
+        parking_lot::MutexGuard::unlock_fair(guard);
+        enqueued
+    }
+
+    fn publish_locked(self: &Arc<Self>, state: &mut State, message: Arc<Message>) -> Enqueued {
         if self.is_deleted() {
             return Enqueued::Failed;
         }
@@ -328,7 +336,7 @@ impl Queue {
             // (Transient records from before a restart never get here: the log drops them.)
             let Some(message) = Message::decode_record(record) else {
                 tracing::warn!(queue = %self.name, ?position, "unreadable message record skipped");
-                let _ = log.ack(position);
+                let _ = log.ack(position, Lifetime::Persistent);
                 continue;
             };
             let offset = state.next_offset;
@@ -382,9 +390,16 @@ impl Queue {
     }
 
     /// Records in the log that a stored message is gone (acked, purged, dropped).
-    fn forget(&self, state: &mut State, position: Option<Position>) {
-        if let (Some(log), Some(position)) = (state.log.as_mut(), position) {
-            if let Err(error) = log.ack(position) {
+    /// Acknowledges a message in the log, if it is there. Only a persistent message in a
+    /// durable log needs its ack written: the others do not outlive a restart.
+    fn forget(&self, state: &mut State, entry: &Entry) {
+        let lifetime = if state.log_durable && entry.message.is_persistent() {
+            Lifetime::Persistent
+        } else {
+            Lifetime::Transient
+        };
+        if let (Some(log), Some(position)) = (state.log.as_mut(), entry.position) {
+            if let Err(error) = log.ack(position, lifetime) {
                 tracing::warn!(queue = %self.name, %error, "cannot record an ack");
             }
         }
@@ -426,8 +441,7 @@ impl Queue {
                     let entry = ready.pop_front().expect("front was checked above");
                     state.ready_bytes -= entry.message.body.len();
                     if no_ack {
-                        let position = entry.position;
-                        self.forget(state, position);
+                        self.forget(state, &entry);
                     } else {
                         state.unacked.insert(entry.offset, entry);
                     }
@@ -455,7 +469,7 @@ impl Queue {
             message_count: saturating_u64(state.ready.len() as u64 + state.spilled),
         };
         if no_ack {
-            self.forget(&mut state, entry.position);
+            self.forget(&mut state, &entry);
         } else {
             state.unacked.insert(entry.offset, entry);
         }
@@ -469,7 +483,7 @@ impl Queue {
         let mut state = self.state.lock();
         for offset in offsets {
             if let Some(entry) = state.unacked.remove(offset) {
-                self.forget(&mut state, entry.position);
+                self.forget(&mut state, &entry);
             }
         }
         self.deliver_locked(&mut state);
@@ -496,7 +510,7 @@ impl Queue {
         let state = &mut *guard;
         let count = saturating_u64(state.ready.len() as u64 + state.spilled);
         for entry in std::mem::take(&mut state.ready) {
-            self.forget(state, entry.position);
+            self.forget(state, &entry);
         }
         state.ready_bytes = 0;
         if let (Some(log), Some(cursor)) = (state.log.as_mut(), state.cursor.as_mut()) {

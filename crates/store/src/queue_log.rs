@@ -423,13 +423,20 @@ impl QueueLog {
 
     /// Marks a record acknowledged. Acks are written but not synced: an ack lost to a
     /// power cut makes the message come back (redelivered), never lost.
-    pub fn ack(&mut self, position: Position) -> Result<()> {
+    ///
+    /// The ack of a transient record is kept in memory only: the record is dropped at the
+    /// next opening anyway, so nothing needs writing (and a spilled transient message costs
+    /// no write when it is acknowledged).
+    pub fn ack(&mut self, position: Position, lifetime: Lifetime) -> Result<()> {
         let dir = self.dir.clone();
         let Some(segment) = self.segments.get_mut(&position.segment) else {
             return Ok(()); // already deleted with its segment
         };
         if !segment.acked.insert(position.record.offset) {
             return Ok(());
+        }
+        if lifetime == Lifetime::Transient {
+            return self.delete_if_done(position.segment);
         }
         if segment.ack_file.is_none() {
             let path = ack_path(&dir, position.segment);
@@ -754,8 +761,8 @@ mod tests {
             .collect();
         log.sync().unwrap();
         assert_eq!(log.read(positions[3]).unwrap(), vec![3; 3]);
-        log.ack(positions[1]).unwrap();
-        log.ack(positions[3]).unwrap();
+        log.ack(positions[1], Lifetime::Persistent).unwrap();
+        log.ack(positions[3], Lifetime::Persistent).unwrap();
         assert_eq!(log.message_count(), 3);
         assert_eq!(
             bodies(&drain(&mut log)),
@@ -784,13 +791,13 @@ mod tests {
         log.sync().unwrap();
         assert!(log.segment_count() > 5, "{} segments", log.segment_count());
         for p in &positions[..19] {
-            log.ack(*p).unwrap();
+            log.ack(*p, Lifetime::Persistent).unwrap();
         }
         assert_eq!(log.segment_count(), 1, "only the newest segment is left");
         let files = fs::read_dir(&dir.0).unwrap().count();
         assert!(files <= 2, "{files} files left");
         assert_eq!(bodies(&drain(&mut log)), vec![vec![19; 100]]);
-        log.ack(positions[19]).unwrap();
+        log.ack(positions[19], Lifetime::Persistent).unwrap();
         assert_eq!(log.message_count(), 0);
         drop(log);
         let (log, recovery) = QueueLog::open(&dir.0, 400).unwrap();
@@ -832,7 +839,7 @@ mod tests {
         let (mut log, _) = QueueLog::open(&dir.0, 1 << 20).unwrap();
         let a = log.append(b"a", Lifetime::Persistent).unwrap();
         log.append(b"b", Lifetime::Persistent).unwrap();
-        log.ack(a).unwrap();
+        log.ack(a, Lifetime::Persistent).unwrap();
         drop(log);
         let mut acks = OpenOptions::new()
             .append(true)
@@ -857,7 +864,7 @@ mod tests {
         for _ in 0..3 {
             log.next(&mut cursor).unwrap().unwrap();
         }
-        log.ack(positions[10]).unwrap();
+        log.ack(positions[10], Lifetime::Persistent).unwrap();
         assert_eq!(log.ack_from(&mut cursor, 16).unwrap(), 16);
         assert_eq!(log.message_count(), 3, "only the three taken before remain");
         assert_eq!(log.next(&mut cursor).unwrap(), None);
@@ -878,7 +885,7 @@ mod tests {
             .map(|i| log.append(&[i; 100], Lifetime::Persistent).unwrap())
             .collect();
         log.sync().unwrap();
-        log.ack(positions[0]).unwrap();
+        log.ack(positions[0], Lifetime::Persistent).unwrap();
         drop(log);
         let first = positions[0].segment;
         assert!(
@@ -908,6 +915,25 @@ mod tests {
         let (_log, recovery) = QueueLog::open(&dir.0, 400).unwrap();
         assert_eq!(recovery.messages, 8, "the scan stops at the damaged record");
         assert!(index_path(&dir.0, damaged.segment).exists());
+    }
+
+    #[test]
+    fn acks_of_transient_records_are_not_written_but_still_free_segments() {
+        let dir = TempDir::new("qlog-transient-ack");
+        let (mut log, _) = QueueLog::open(&dir.0, 400).unwrap();
+        let positions: Vec<Position> = (0..10u8)
+            .map(|i| log.append(&[i; 100], Lifetime::Transient).unwrap())
+            .collect();
+        for p in &positions[..9] {
+            log.ack(*p, Lifetime::Transient).unwrap();
+        }
+        assert_eq!(log.segment_count(), 1, "fully acked segments went");
+        let ack_files = fs::read_dir(&dir.0)
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().path().extension() == Some("ack".as_ref()))
+            .count();
+        assert_eq!(ack_files, 0);
+        assert_eq!(log.message_count(), 1);
     }
 
     #[test]
