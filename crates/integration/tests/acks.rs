@@ -279,3 +279,156 @@ async fn prefetch_size_is_not_implemented() {
         (540, "NOT_IMPLEMENTED - prefetch_size!=0 (1000)")
     );
 }
+
+/// basic.get with manual ack on channel 1: the delivery tag and body, or None if empty.
+async fn raw_get(
+    client: &mut wharf_integration::raw::RawClient,
+    queue: &str,
+) -> Option<(u64, Vec<u8>)> {
+    use wharf_amqp::{BasicGet, FramePayload, Method};
+    client
+        .send_method(
+            1,
+            BasicGet {
+                queue: queue.into(),
+                no_ack: false,
+                ..Default::default()
+            },
+        )
+        .await;
+    let tag = match client.read_method().await {
+        Method::BasicGetOk(ok) => ok.delivery_tag,
+        Method::BasicGetEmpty(_) => return None,
+        other => panic!("expected get-ok or get-empty, got {other:?}"),
+    };
+    loop {
+        if let Some(FramePayload::Body(body)) = client.read_frame().await.map(|f| f.payload) {
+            return Some((tag, body.to_vec()));
+        }
+    }
+}
+
+fn encoded(methods: &[wharf_amqp::Method]) -> Vec<u8> {
+    let mut out = bytes::BytesMut::new();
+    for m in methods {
+        wharf_amqp::frame::encode_method(1, m, &mut out);
+    }
+    out.to_vec()
+}
+
+fn ack(tag: u64) -> wharf_amqp::Method {
+    wharf_amqp::Method::BasicAck(wharf_amqp::BasicAck {
+        delivery_tag: tag,
+        multiple: false,
+    })
+}
+
+/// Acks that arrive together are applied together; whatever follows them in the same
+/// read (a recover, a channel close) sees them applied, and none is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acks_sent_together_with_a_recover_or_a_close_are_all_applied() {
+    use wharf_amqp::{BasicRecover, ChannelClose, Method};
+    let broker = start_broker().await;
+    let queue = unique("acks-batched");
+    let mut client = wharf_integration::raw::RawClient::open_with_channel(broker.addr).await;
+    client
+        .send_method(
+            1,
+            wharf_amqp::QueueDeclare {
+                queue: queue.as_str().into(),
+                ..Default::default()
+            },
+        )
+        .await;
+    client.read_method().await;
+    for body in [b"1", b"2", b"3", b"4", b"5"] {
+        client.publish(1, "", &queue, body).await;
+    }
+    let mut tags = Vec::new();
+    for expected in [b"1", b"2", b"3", b"4", b"5"] {
+        let (tag, body) = raw_get(&mut client, &queue).await.unwrap();
+        assert_eq!(body, expected.to_vec());
+        tags.push(tag);
+    }
+    // Ack 1 and 3, and recover, in one write: 2, 4 and 5 come back, in order.
+    client
+        .send_raw(&encoded(&[
+            ack(tags[0]),
+            ack(tags[2]),
+            Method::BasicRecover(BasicRecover { requeue: true }),
+        ]))
+        .await;
+    assert!(matches!(
+        client.read_method().await,
+        Method::BasicRecoverOk(_)
+    ));
+    let mut again = Vec::new();
+    while let Some((tag, body)) = raw_get(&mut client, &queue).await {
+        again.push((tag, body));
+    }
+    let bodies: Vec<&[u8]> = again.iter().map(|(_, b)| b.as_slice()).collect();
+    assert_eq!(bodies, vec![b"2".as_slice(), b"4", b"5"]);
+    // Ack 2 and 5, and close the channel, in one write: only 4 is left in the queue.
+    client
+        .send_raw(&encoded(&[
+            ack(again[0].0),
+            ack(again[2].0),
+            Method::ChannelClose(ChannelClose {
+                reply_code: 200,
+                ..Default::default()
+            }),
+        ]))
+        .await;
+    assert!(matches!(
+        client.read_method().await,
+        Method::ChannelCloseOk(_)
+    ));
+    client.send_method(1, wharf_amqp::ChannelOpen {}).await;
+    client.read_method().await;
+    if let Some(broker) = &broker.broker {
+        let q = broker.vhost("/").unwrap().queue(&queue).unwrap();
+        assert_eq!(
+            q.unacked_count(),
+            0,
+            "the acked ones are settled, not left hanging"
+        );
+    }
+    let (_, body) = raw_get(&mut client, &queue).await.unwrap();
+    assert_eq!(body, b"4");
+    assert_eq!(raw_get(&mut client, &queue).await, None);
+}
+
+/// An unknown tag closes the channel; the good acks sent just before it still count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acks_before_an_unknown_tag_in_the_same_write_are_applied() {
+    let broker = start_broker().await;
+    let queue = unique("acks-then-bad");
+    let mut client = wharf_integration::raw::RawClient::open_with_channel(broker.addr).await;
+    client
+        .send_method(
+            1,
+            wharf_amqp::QueueDeclare {
+                queue: queue.as_str().into(),
+                ..Default::default()
+            },
+        )
+        .await;
+    client.read_method().await;
+    for body in [b"1", b"2"] {
+        client.publish(1, "", &queue, body).await;
+    }
+    let (first, _) = raw_get(&mut client, &queue).await.unwrap();
+    raw_get(&mut client, &queue).await.unwrap();
+    client.send_raw(&encoded(&[ack(first), ack(999)])).await;
+    let (code, _) = client.expect_channel_close(1).await;
+    assert_eq!(code, 406);
+    if let Some(broker) = &broker.broker {
+        let q = broker.vhost("/").unwrap().queue(&queue).unwrap();
+        assert_eq!(q.unacked_count(), 0, "1 was settled, 2 requeued");
+    }
+    client.send_method(1, wharf_amqp::ChannelOpen {}).await;
+    client.read_method().await;
+    let (_, body) = raw_get(&mut client, &queue).await.unwrap();
+    assert_eq!(body, b"2", "1 was acked before the bad tag; 2 came back");
+    assert_eq!(raw_get(&mut client, &queue).await, None);
+}

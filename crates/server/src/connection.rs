@@ -50,6 +50,8 @@ struct Connection {
     channels: HashMap<u16, Slot>,
     /// Set once the client published: only publishing connections are blocked by alarms.
     published: bool,
+    /// A channel holds acks not yet applied to their queues.
+    acks_pending: bool,
 }
 
 pub async fn serve_connection<S>(
@@ -110,6 +112,7 @@ pub async fn serve_connection<S>(
         handshake,
         channels: HashMap::new(),
         published: false,
+        acks_pending: false,
     };
 
     let ending = connection.run(&mut reader, &mut shutdown, &mut alarm).await;
@@ -196,7 +199,7 @@ impl Connection {
                         Err(error) => return Ending::Close(error),
                     }
                 }
-                Ok(None) => {}
+                Ok(None) => self.flush_acks(),
                 Err(ReadError::Malformed(error)) => return Ending::Close(error.into()),
                 Err(_) => return Ending::ClientGone,
             }
@@ -292,7 +295,27 @@ impl Connection {
         None
     }
 
+    /// Applies the acks channels gathered (see [`Channel::flush_acks`]).
+    fn flush_acks(&mut self) {
+        if !self.acks_pending {
+            return;
+        }
+        self.acks_pending = false;
+        for slot in self.channels.values_mut() {
+            if let Slot::Open(channel) = slot {
+                channel.flush_acks();
+            }
+        }
+    }
+
     fn handle_frame(&mut self, frame: Frame) -> Result<bool, AmqpError> {
+        let is_ack = matches!(frame.payload, FramePayload::Method(Method::BasicAck(_)));
+        if is_ack {
+            self.acks_pending = true;
+        } else {
+            // Whatever comes next sees every earlier ack applied.
+            self.flush_acks();
+        }
         let channel_id = frame.channel;
         if let FramePayload::Method(Method::BasicPublish(_)) = &frame.payload {
             self.published = true;

@@ -49,6 +49,9 @@ pub struct Channel {
     /// The prefetch given to consumers created from now on (basic.qos, global=false).
     consumer_prefetch: u16,
     consumer_tags_issued: u64,
+    /// Acks received but not yet applied to their queues: a run of acks in one read is
+    /// applied at once (one lock per queue, not one per ack). See [`Channel::flush_acks`].
+    pending_acks: Vec<Unacked>,
 }
 
 fn generated_tag(prefix: &str, n: u64) -> ByteString {
@@ -78,6 +81,7 @@ impl Channel {
             last_declared_queue: None,
             consumer_prefetch: 0,
             consumer_tags_issued: 0,
+            pending_acks: Vec::new(),
         }
     }
 
@@ -266,14 +270,10 @@ impl Channel {
             Method::BasicGet(m) => self.get(ctx, m)?,
             Method::BasicAck(m) => {
                 let acked = self.take_acked(m.delivery_tag, m.multiple)?;
-                let settled = match &mut self.mode {
-                    Mode::Tx(buffer) => {
-                        buffer.acks.push((acked, None));
-                        Vec::new()
-                    }
-                    _ => settle(acked, None),
-                };
-                self.resume_consumers_except(&settled);
+                match &mut self.mode {
+                    Mode::Tx(buffer) => buffer.acks.push((acked, None)),
+                    _ => self.pending_acks.extend(acked),
+                }
             }
             Method::BasicNack(m) => {
                 let nacked = self.take_acked(m.delivery_tag, m.multiple)?;
@@ -491,6 +491,18 @@ impl Channel {
         Ok(())
     }
 
+    /// Applies the acks gathered since the last flush, and lets the queues deliver with
+    /// the credit they freed. The connection calls this when it has handled every frame
+    /// of a read, and before any frame that is not an ack, so that nothing observes an
+    /// ack as pending.
+    pub fn flush_acks(&mut self) {
+        if self.pending_acks.is_empty() {
+            return;
+        }
+        let settled = settle(std::mem::take(&mut self.pending_acks), None);
+        self.resume_consumers_except(&settled);
+    }
+
     /// Lets every queue this channel consumes from deliver again (credit was freed).
     pub fn resume_consumers(&self) {
         self.resume_consumers_except(&[]);
@@ -612,6 +624,9 @@ impl Channel {
             let consumers: Vec<(ByteString, ConsumerEntry)> = state.consumers.drain().collect();
             (consumers, state.take_all_unacked())
         };
+        // Acks the client sent before closing count: apply them before requeueing the rest
+        // (the channel is closed now, so the queues do not deliver to it again).
+        settle(std::mem::take(&mut self.pending_acks), None);
         for (tag, entry) in consumers {
             match vhost {
                 Some(vhost) => self.detach_consumer(vhost, &entry.queue, &tag),
