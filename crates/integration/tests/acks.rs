@@ -292,7 +292,6 @@ async fn raw_get(
             BasicGet {
                 queue: queue.into(),
                 no_ack: false,
-                ..Default::default()
             },
         )
         .await;
