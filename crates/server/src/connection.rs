@@ -23,6 +23,8 @@ use crate::ServerConfig;
 
 /// How long we wait for the client's close-ok after sending connection.close.
 const CLOSE_OK_TIMEOUT: Duration = Duration::from_secs(3);
+/// A connection gives other tasks a turn after this many frames (and after each read).
+const FRAMES_BETWEEN_YIELDS: usize = 256;
 
 enum Slot {
     Open(Box<Channel>),
@@ -181,7 +183,7 @@ impl Connection {
         let heartbeat = self.handshake.heartbeat_secs;
         // A peer that sends nothing for two heartbeat intervals is dead.
         let silence_limit = (heartbeat > 0).then(|| Duration::from_secs(2 * u64::from(heartbeat)));
-        let mut handled_since_yield = false;
+        let mut handled_since_yield = 0usize;
         loop {
             // Between messages only: a message half received is finished first.
             if self.published && *alarm.borrow() && !self.receiving_content() {
@@ -192,23 +194,27 @@ impl Connection {
             // Frames already buffered are handled without waiting on anything else.
             match reader.try_next() {
                 Ok(Some(frame)) => {
-                    handled_since_yield = true;
+                    handled_since_yield += 1;
                     match self.handle_frame(frame) {
-                        Ok(true) => continue,
+                        Ok(true) => {}
                         Ok(false) => return Ending::ClientClosed,
                         Err(error) => return Ending::Close(error),
+                    }
+                    if handled_since_yield < FRAMES_BETWEEN_YIELDS {
+                        continue;
                     }
                 }
                 Ok(None) => self.flush_acks(),
                 Err(ReadError::Malformed(error)) => return Ending::Close(error.into()),
                 Err(_) => return Ending::ClientGone,
             }
-            if handled_since_yield {
+            if handled_since_yield > 0 {
                 // A peer that keeps the socket full would otherwise keep this task running
                 // without a pause, and the tasks it woke (other connections' writers, put
                 // in this worker's next-task slot) would wait behind it.
-                handled_since_yield = false;
+                handled_since_yield = 0;
                 tokio::task::yield_now().await;
+                continue;
             }
             let read = async {
                 match silence_limit {
