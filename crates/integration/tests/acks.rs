@@ -280,6 +280,29 @@ async fn prefetch_size_is_not_implemented() {
     );
 }
 
+/// A raw client with channel 1 open, and `queue` declared holding `bodies`.
+async fn raw_queue_with(
+    broker: &TestBroker,
+    queue: &str,
+    bodies: &[&[u8]],
+) -> wharf_integration::raw::RawClient {
+    let mut client = wharf_integration::raw::RawClient::open_with_channel(broker.addr).await;
+    client
+        .send_method(
+            1,
+            wharf_amqp::QueueDeclare {
+                queue: queue.into(),
+                ..Default::default()
+            },
+        )
+        .await;
+    client.read_method().await;
+    for body in bodies {
+        client.publish(1, "", queue, body).await;
+    }
+    client
+}
+
 /// basic.get with manual ack on channel 1: the delivery tag and body, or None if empty.
 async fn raw_get(
     client: &mut wharf_integration::raw::RawClient,
@@ -329,20 +352,7 @@ async fn acks_sent_together_with_a_recover_or_a_close_are_all_applied() {
     use wharf_amqp::{BasicRecover, ChannelClose, Method};
     let broker = start_broker().await;
     let queue = unique("acks-batched");
-    let mut client = wharf_integration::raw::RawClient::open_with_channel(broker.addr).await;
-    client
-        .send_method(
-            1,
-            wharf_amqp::QueueDeclare {
-                queue: queue.as_str().into(),
-                ..Default::default()
-            },
-        )
-        .await;
-    client.read_method().await;
-    for body in [b"1", b"2", b"3", b"4", b"5"] {
-        client.publish(1, "", &queue, body).await;
-    }
+    let mut client = raw_queue_with(&broker, &queue, &[b"1", b"2", b"3", b"4", b"5"]).await;
     let mut tags = Vec::new();
     for expected in [b"1", b"2", b"3", b"4", b"5"] {
         let (tag, body) = raw_get(&mut client, &queue).await.unwrap();
@@ -402,20 +412,7 @@ async fn acks_sent_together_with_a_recover_or_a_close_are_all_applied() {
 async fn acks_before_an_unknown_tag_in_the_same_write_are_applied() {
     let broker = start_broker().await;
     let queue = unique("acks-then-bad");
-    let mut client = wharf_integration::raw::RawClient::open_with_channel(broker.addr).await;
-    client
-        .send_method(
-            1,
-            wharf_amqp::QueueDeclare {
-                queue: queue.as_str().into(),
-                ..Default::default()
-            },
-        )
-        .await;
-    client.read_method().await;
-    for body in [b"1", b"2"] {
-        client.publish(1, "", &queue, body).await;
-    }
+    let mut client = raw_queue_with(&broker, &queue, &[b"1", b"2"]).await;
     let (first, _) = raw_get(&mut client, &queue).await.unwrap();
     raw_get(&mut client, &queue).await.unwrap();
     client.send_raw(&encoded(&[ack(first), ack(999)])).await;

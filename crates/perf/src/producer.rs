@@ -286,21 +286,24 @@ async fn read_replies(
                 }
                 // After the stop, a broker still working through the last publishes may
                 // find the exchange already deleted by the clean-up: not a run error.
-                Method::ConnectionClose(close) => {
+                Method::ConnectionClose(wharf_amqp::ConnectionClose {
+                    reply_code,
+                    reply_text,
+                    ..
+                })
+                | Method::ChannelClose(wharf_amqp::ChannelClose {
+                    reply_code,
+                    reply_text,
+                    ..
+                }) => {
                     if !stop.is_set() {
                         stats.error(format!(
-                            "producer: the broker closed the connection: {} {}",
-                            close.reply_code, close.reply_text
-                        ));
-                        stop.set();
-                    }
-                    return;
-                }
-                Method::ChannelClose(close) => {
-                    if !stop.is_set() {
-                        stats.error(format!(
-                            "producer: the broker closed the channel: {} {}",
-                            close.reply_code, close.reply_text
+                            "producer: the broker closed the {}: {reply_code} {reply_text}",
+                            if frame.channel == 0 {
+                                "connection"
+                            } else {
+                                "channel"
+                            }
                         ));
                         stop.set();
                     }
