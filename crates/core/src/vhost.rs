@@ -280,6 +280,7 @@ impl VHost {
                 })?;
             }
             exchanges.remove(name);
+            exchange.mark_deleted();
             exchange
         };
         self.remove_bindings_to(&Destination::Exchange(exchange));
@@ -317,6 +318,7 @@ impl VHost {
                         });
                     }
                     exchanges.remove(&exchange.name);
+                    exchange.mark_deleted();
                     true
                 }
                 _ => false,

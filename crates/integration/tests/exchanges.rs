@@ -414,3 +414,80 @@ async fn default_exchange_cannot_be_bound_or_deleted() {
         .unwrap_err();
     assert_eq!(protocol_error(&err).0, 403);
 }
+
+/// A channel publishing to an exchange that is deleted and declared again reaches the new
+/// one, and gets 404 once it is gone: nothing routes through the old one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishing_after_the_exchange_is_deleted_and_redeclared_uses_the_new_one() {
+    let broker = start_broker().await;
+    let (conn, ch) = lapin_channel(&broker).await;
+    let admin = conn.create_channel().await.unwrap();
+    let ex = unique("recreated");
+    let (first, second) = (exclusive_queue(&ch).await, exclusive_queue(&ch).await);
+    let declare_bound_to = |queue: String| {
+        let (admin, ex) = (admin.clone(), ex.clone());
+        async move {
+            admin
+                .exchange_declare(
+                    &ex,
+                    ExchangeKind::Fanout,
+                    Default::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .unwrap();
+            admin
+                .queue_bind(&queue, &ex, "", Default::default(), FieldTable::default())
+                .await
+                .unwrap();
+        }
+    };
+    let publish = |body: &'static [u8]| {
+        let (ch, ex) = (ch.clone(), ex.clone());
+        async move {
+            ch.basic_publish(
+                &ex,
+                "",
+                Default::default(),
+                body,
+                BasicProperties::default(),
+            )
+            .await
+            .unwrap();
+        }
+    };
+    let count = |queue: String| {
+        let admin = admin.clone();
+        async move {
+            let passive = QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            };
+            admin
+                .queue_declare(&queue, passive, FieldTable::default())
+                .await
+                .unwrap()
+                .message_count()
+        }
+    };
+    declare_bound_to(first.clone()).await;
+    publish(b"one").await;
+    admin
+        .exchange_delete(&ex, Default::default())
+        .await
+        .unwrap();
+    declare_bound_to(second.clone()).await;
+    publish(b"two").await;
+    // A round trip on the publishing channel: both publishes have been handled.
+    ch.basic_qos(1, Default::default()).await.unwrap();
+    assert_eq!((count(first).await, count(second).await), (1, 1));
+
+    admin
+        .exchange_delete(&ex, Default::default())
+        .await
+        .unwrap();
+    let closed = channel_error(&ch);
+    publish(b"three").await;
+    let (code, text) = closed_with(closed).await;
+    assert_eq!(code, 404, "{text}");
+}

@@ -111,9 +111,21 @@ pub struct Exchange {
     pub internal: bool,
     pub arguments: FieldTable,
     bindings: RwLock<Bindings>,
+    /// Set when the exchange is removed from its vhost, so that holders of an `Arc` (a
+    /// channel's cache of the exchange it publishes to) know to look it up again.
+    deleted: std::sync::atomic::AtomicBool,
 }
 
 impl Exchange {
+    pub fn is_deleted(&self) -> bool {
+        self.deleted.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    pub(crate) fn mark_deleted(&self) {
+        self.deleted
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
     pub fn new(
         name: ByteString,
         kind: ExchangeKind,
@@ -139,6 +151,7 @@ impl Exchange {
                 list: Vec::new(),
                 router,
             }),
+            deleted: std::sync::atomic::AtomicBool::new(false),
         }
     }
 

@@ -11,7 +11,8 @@ use wharf_amqp::frame::encode_method;
 use wharf_amqp::*;
 use wharf_core::queue::ConsumerRemoved;
 use wharf_core::{
-    Consumer, DeliveryTarget, ExchangeDeclare, Queue, QueueDeclare as CoreQueueDeclare, VHost,
+    Consumer, DeliveryTarget, Exchange, ExchangeDeclare, Queue, QueueDeclare as CoreQueueDeclare,
+    VHost,
 };
 
 use self::delivery::{encode_with_content, ChannelDelivery, ConsumerEntry, Unacked};
@@ -52,6 +53,8 @@ pub struct Channel {
     /// Acks received but not yet applied to their queues: a run of acks in one read is
     /// applied at once (one lock per queue, not one per ack). See [`Channel::flush_acks`].
     pending_acks: Vec<Unacked>,
+    /// The exchange last published to (see [`PendingPublish::start`]).
+    exchange_cache: Option<Arc<Exchange>>,
 }
 
 fn generated_tag(prefix: &str, n: u64) -> ByteString {
@@ -82,6 +85,7 @@ impl Channel {
             consumer_prefetch: 0,
             consumer_tags_issued: 0,
             pending_acks: Vec::new(),
+            exchange_cache: None,
         }
     }
 
@@ -265,7 +269,7 @@ impl Channel {
                 }
             }
             Method::BasicPublish(m) => {
-                self.pending = Some(PendingPublish::start(ctx, m)?);
+                self.pending = Some(PendingPublish::start(ctx, m, &mut self.exchange_cache)?);
             }
             Method::BasicGet(m) => self.get(ctx, m)?,
             Method::BasicAck(m) => {

@@ -54,11 +54,26 @@ pub struct TxBuffer {
 }
 
 impl PendingPublish {
-    pub fn start(ctx: &ChannelContext<'_>, method: &BasicPublish) -> AmqpResult<Self> {
+    /// Starts a publish to the exchange `method` names. `cache` holds the exchange this
+    /// channel published to last: a run of publishes to one exchange looks it up once.
+    pub fn start(
+        ctx: &ChannelContext<'_>,
+        method: &BasicPublish,
+        cache: &mut Option<Arc<Exchange>>,
+    ) -> AmqpResult<Self> {
         if method.immediate {
             return Err(AmqpError::new(ReplyCode::NotImplemented, "immediate=true"));
         }
-        let exchange = ctx.vhost.exchange(&method.exchange)?;
+        let exchange = match cache {
+            Some(cached) if cached.name == method.exchange && !cached.is_deleted() => {
+                cached.clone()
+            }
+            _ => {
+                let found = ctx.vhost.exchange(&method.exchange)?;
+                *cache = Some(found.clone());
+                found
+            }
+        };
         if exchange.internal {
             return Err(AmqpError::new(
                 ReplyCode::AccessRefused,
