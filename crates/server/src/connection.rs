@@ -187,6 +187,8 @@ impl Connection {
         loop {
             // Between messages only: a message half received is finished first.
             if self.published && *alarm.borrow() && !self.receiving_content() {
+                // Acks already read count before the connection stops reading.
+                self.flush_acks();
                 if let Some(ending) = self.wait_while_blocked(shutdown, alarm).await {
                     return ending;
                 }
