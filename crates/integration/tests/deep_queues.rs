@@ -69,18 +69,7 @@ async fn a_deep_transient_queue_keeps_a_bounded_window_and_its_order() {
         .await
         .unwrap();
     publish_numbered(&ch, "deep.t", DEEP, false).await;
-    let q = ch
-        .queue_declare(
-            "deep.t",
-            QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(q.message_count(), DEEP);
+    assert_eq!(message_count(&ch, "deep.t").await, DEEP);
     assert!(
         in_memory(&broker, "deep.t") <= WINDOW_MESSAGES_MAX,
         "window exceeded"
@@ -140,19 +129,8 @@ async fn a_deep_durable_queue_survives_a_restart_in_order() {
         "recovery loads a window only"
     );
     let (_conn, ch) = lapin_channel(&broker).await;
-    let declared = ch
-        .queue_declare(
-            "deep.d",
-            QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
     assert_eq!(
-        declared.message_count(),
+        message_count(&ch, "deep.d").await,
         DEEP,
         "the count is exact at once: the spilled transient messages are not in it"
     );

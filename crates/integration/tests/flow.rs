@@ -128,18 +128,7 @@ async fn confirms_ack_every_publish() {
             Confirmation::Ack(None)
         ));
     }
-    let q_state = ch
-        .queue_declare(
-            &q,
-            QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(q_state.message_count(), 50);
+    assert_eq!(message_count(&ch, &q).await, 50);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

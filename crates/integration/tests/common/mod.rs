@@ -104,3 +104,15 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// The ready-message count of a queue, by a passive declare.
+pub async fn message_count(ch: &Channel, queue: &str) -> u32 {
+    let passive = lapin::options::QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    ch.queue_declare(queue, passive, lapin::types::FieldTable::default())
+        .await
+        .unwrap()
+        .message_count()
+}
