@@ -148,7 +148,19 @@ async fn clean_up(setup: &mut Client, args: &PerfArgs) -> anyhow::Result<()> {
 }
 
 async fn measure(args: &PerfArgs, uri: &AmqpUri) -> anyhow::Result<Summary> {
-    let mut setup = Client::connect(uri, "perf setup").await?;
+    let connect = |name: String| async move {
+        let limit = Duration::from_secs_f64(args.connect_timeout);
+        match tokio::time::timeout(limit, Client::connect(uri, &name)).await {
+            Ok(connected) => connected,
+            Err(_) => anyhow::bail!(
+                "{}:{} did not complete the AMQP handshake within {} s (is it an AMQP 0-9-1 broker?)",
+                uri.host,
+                uri.port,
+                args.connect_timeout
+            ),
+        }
+    };
+    let mut setup = connect("perf setup".to_string()).await?;
     declare(&mut setup, args).await?;
     let stats = Arc::new(Stats::new());
     let stop = Arc::new(Signal::new());
@@ -158,7 +170,7 @@ async fn measure(args: &PerfArgs, uri: &AmqpUri) -> anyhow::Result<Summary> {
 
     let mut consumers = Vec::new();
     for i in 0..args.consumers {
-        let mut client = Client::connect(uri, &format!("perf consumer {}", i + 1)).await?;
+        let mut client = connect(format!("perf consumer {}", i + 1)).await?;
         let plan = ConsumerPlan {
             queue: args.queue_name(i),
             autoack: args.autoack,
@@ -192,7 +204,7 @@ async fn measure(args: &PerfArgs, uri: &AmqpUri) -> anyhow::Result<Summary> {
 
     let mut producers = Vec::new();
     for i in 0..args.producers {
-        let mut client = Client::connect(uri, &format!("perf producer {}", i + 1)).await?;
+        let mut client = connect(format!("perf producer {}", i + 1)).await?;
         if args.confirm > 0 {
             client
                 .rpc(Method::ConfirmSelect(Default::default()))

@@ -81,6 +81,9 @@ pub struct PerfArgs {
     /// Leave the queues and the exchange in place at the end (to fill a broker).
     #[arg(long)]
     pub keep: bool,
+    /// Seconds allowed for connecting and logging in, per connection.
+    #[arg(long, default_value_t = 10.0)]
+    pub connect_timeout: f64,
     /// Threads running the connections.
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
@@ -117,6 +120,9 @@ impl PerfArgs {
         }
         if self.seconds < 0.0 || !self.seconds.is_finite() {
             anyhow::bail!("--seconds must be 0 or more");
+        }
+        if !(self.connect_timeout > 0.0 && self.connect_timeout.is_finite()) {
+            anyhow::bail!("--connect-timeout must be a positive number of seconds");
         }
         if self.threads == 0 {
             anyhow::bail!("--threads must be at least 1");

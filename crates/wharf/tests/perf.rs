@@ -175,6 +175,24 @@ async fn fails_clearly_when_it_cannot_connect_or_log_in() {
         "{stderr}"
     );
 
+    // Something that accepts connections and never answers: a clear error, not a hang.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    let mute = perf(vec![
+        "--uri".into(),
+        format!("amqp://127.0.0.1:{silent_port}"),
+        "--connect-timeout".into(),
+        "0.5".into(),
+    ])
+    .await;
+    drop(silent);
+    assert!(!mute.status.success());
+    let stderr = String::from_utf8_lossy(&mute.stderr);
+    assert!(
+        stderr.contains("did not complete the AMQP handshake"),
+        "{stderr}"
+    );
+
     for (bad, says) in [
         (vec!["--uri", "http://127.0.0.1"], "not an AMQP URI"),
         (vec!["--queues", "0"], "--queues"),
