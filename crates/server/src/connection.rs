@@ -23,7 +23,8 @@ use crate::ServerConfig;
 
 /// How long we wait for the client's close-ok after sending connection.close.
 const CLOSE_OK_TIMEOUT: Duration = Duration::from_secs(3);
-/// A connection gives other tasks a turn after this many frames (and after each read).
+/// A connection gives other tasks a turn after this many frames if it delivered to some
+/// connection meanwhile, and after each read.
 const FRAMES_BETWEEN_YIELDS: usize = 256;
 
 enum Slot {
@@ -203,6 +204,12 @@ impl Connection {
                         Err(error) => return Ending::Close(error),
                     }
                     if handled_since_yield < FRAMES_BETWEEN_YIELDS {
+                        continue;
+                    }
+                    if crate::outbound::take_deliveries_woken() == 0 {
+                        // Nobody is waiting on what these frames did: go on until the
+                        // end of the read.
+                        handled_since_yield = 1;
                         continue;
                     }
                 }

@@ -13,6 +13,17 @@ use tokio::sync::Notify;
 /// writer has caught up: a slow reader cannot make the broker buffer without bound.
 pub const OUTBOUND_HIGH_WATER_BYTES: usize = 4 * 1024 * 1024;
 
+thread_local! {
+    static DELIVERIES_WOKEN: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// How many deliveries this thread wrote (each waking a connection's writer) since the last
+/// call. A connection handling a run of frames yields to the runtime only if it woke
+/// someone: a publisher with no consumer to serve need not pause.
+pub fn take_deliveries_woken() -> u64 {
+    DELIVERIES_WOKEN.with(|n| n.replace(0))
+}
+
 #[derive(Debug, Default)]
 pub struct Outbound {
     buffer: Mutex<BytesMut>,
@@ -43,7 +54,8 @@ impl Outbound {
     }
 
     /// Like `write`, for deliveries: refuses (and remembers it refused) when the buffer
-    /// is above the high-water mark.
+    /// is above the high-water mark. Counts, for the thread it runs on, that a writer was
+    /// woken (see [`take_deliveries_woken`]).
     pub fn try_write_delivery(&self, encode: impl FnOnce(&mut BytesMut)) -> bool {
         if self.closed.load(Ordering::Acquire) {
             return false;
@@ -57,6 +69,7 @@ impl Outbound {
             encode(&mut buffer);
         }
         self.wake_writer.notify_one();
+        DELIVERIES_WOKEN.with(|n| n.set(n.get() + 1));
         true
     }
 
