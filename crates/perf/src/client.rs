@@ -150,7 +150,7 @@ impl Client {
     /// Reads the next frame (heartbeats skipped).
     async fn read_frame(&mut self, during: &str) -> anyhow::Result<Frame> {
         loop {
-            if let Some(frame) = Frame::decode(&mut self.buffer, 0)
+            if let Some(frame) = Frame::decode(&mut self.buffer, self.frame_max)
                 .map_err(|e| anyhow!("the broker sent a malformed frame {during}: {e}"))?
             {
                 if frame.payload != FramePayload::Heartbeat {

@@ -154,6 +154,15 @@ pub async fn run(
         let mut received = 0u64;
         while buffer.len() >= 7 {
             let size = u32::from_be_bytes([buffer[3], buffer[4], buffer[5], buffer[6]]) as usize;
+            if size + 8 > client.frame_max as usize {
+                stats.error(format!(
+                    "consumer: the broker sent a frame of {} bytes, over the frame_max of {}",
+                    size + 8,
+                    client.frame_max
+                ));
+                stop.set();
+                return;
+            }
             if buffer.len() < size + 8 {
                 buffer.reserve(size + 8 - buffer.len());
                 break;

@@ -130,12 +130,17 @@ pub async fn run(
     for _ in 0..per_batch {
         batch.extend_from_slice(&template.bytes);
     }
-    let Client { stream, buffer, .. } = client;
+    let Client {
+        stream,
+        buffer,
+        frame_max,
+    } = client;
     let (reader, mut writer) = stream.into_split();
     let confirms = (plan.confirm > 0).then(|| Arc::new(Confirms::new(plan.confirm)));
     let reader_task = tokio::spawn(read_replies(
         reader,
         buffer,
+        frame_max,
         confirms.clone(),
         stats.clone(),
         stop.clone(),
@@ -237,6 +242,7 @@ pub async fn run(
 async fn read_replies(
     mut reader: OwnedReadHalf,
     mut buffer: BytesMut,
+    frame_max: u32,
     confirms: Option<Arc<Confirms>>,
     stats: Arc<Stats>,
     stop: Arc<Signal>,
@@ -244,7 +250,7 @@ async fn read_replies(
     let mut recorder = Recorder::new(Latency::Confirm);
     loop {
         loop {
-            let frame = match Frame::decode(&mut buffer, 0) {
+            let frame = match Frame::decode(&mut buffer, frame_max) {
                 Ok(Some(frame)) => frame,
                 Ok(None) => break,
                 Err(e) => {
