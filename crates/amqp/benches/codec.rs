@@ -21,7 +21,8 @@ fn publish_frames() -> BytesMut {
         properties: BasicProperties {
             delivery_mode: Some(1),
             ..Default::default()
-        },
+        }
+        .into(),
     };
     encode_content_header(1, &header, &mut out);
     encode_body(1, &[7u8; 16], 131072, &mut out);
@@ -71,7 +72,8 @@ fn encode_deliver(c: &mut Criterion) {
         properties: BasicProperties {
             delivery_mode: Some(1),
             ..Default::default()
-        },
+        }
+        .into(),
     };
     let body = [7u8; 16];
     let mut out = BytesMut::with_capacity(1 << 20);

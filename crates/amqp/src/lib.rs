@@ -17,7 +17,7 @@ pub use error::Error;
 pub use field_table::{FieldTable, FieldValue};
 pub use frame::{Frame, FramePayload};
 pub use method::*;
-pub use properties::{BasicProperties, ContentHeader};
+pub use properties::{BasicProperties, ContentHeader, EncodedProperties};
 
 #[cfg(feature = "proptest")]
 pub mod strategies {

@@ -31,7 +31,164 @@ pub struct BasicProperties {
 pub struct ContentHeader {
     pub class_id: u16,
     pub body_size: u64,
-    pub properties: BasicProperties,
+    pub properties: EncodedProperties,
+}
+
+/// The basic class's properties as they came off the wire: checked once, kept encoded and
+/// written back out byte for byte. A broker routes and stores a message without looking at
+/// most of its properties; building fourteen optional fields for every published message,
+/// moving them along and encoding them again on delivery was a fifth of the publish path.
+/// The two the broker reads on every message are kept beside the bytes; [`Self::decode`]
+/// gives the typed form when more is needed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EncodedProperties {
+    raw: Bytes,
+    delivery_mode: Option<u8>,
+    priority: Option<u8>,
+}
+
+/// How each property is written, in flag order.
+#[derive(Clone, Copy)]
+enum Field {
+    Short,
+    Table,
+    Octet,
+    LongLong,
+}
+
+const LAYOUT: [(u16, Field); 14] = [
+    (CONTENT_TYPE, Field::Short),
+    (CONTENT_ENCODING, Field::Short),
+    (HEADERS, Field::Table),
+    (DELIVERY_MODE, Field::Octet),
+    (PRIORITY, Field::Octet),
+    (CORRELATION_ID, Field::Short),
+    (REPLY_TO, Field::Short),
+    (EXPIRATION, Field::Short),
+    (MESSAGE_ID, Field::Short),
+    (TIMESTAMP, Field::LongLong),
+    (TYPE, Field::Short),
+    (USER_ID, Field::Short),
+    (APP_ID, Field::Short),
+    (CLUSTER_ID, Field::Short),
+];
+
+/// No property set: two zero flag bytes.
+static NO_PROPERTIES: [u8; 2] = [0, 0];
+
+impl EncodedProperties {
+    /// Checks `raw` as [`BasicProperties::decode`] would, without building anything, and
+    /// keeps the bytes the properties take (anything after them is dropped).
+    pub fn parse(raw: Bytes) -> Result<EncodedProperties, Error> {
+        let truncated = |what: &str| Error::syntax(format_args!("truncated {what} in properties"));
+        let word = |at: usize| -> Result<u16, Error> {
+            match raw.get(at..at + 2) {
+                Some(w) => Ok(u16::from_be_bytes([w[0], w[1]])),
+                None => Err(truncated("flags")),
+            }
+        };
+        let flags = word(0)?;
+        let mut at = 2;
+        // Later flag words name properties no class of 0-9-1 has: read and ignore them.
+        let mut more = flags & CONTINUATION != 0;
+        while more {
+            more = word(at)? & CONTINUATION != 0;
+            at += 2;
+        }
+        let mut delivery_mode = None;
+        let mut priority = None;
+        for (bit, field) in LAYOUT {
+            if flags & bit == 0 {
+                continue;
+            }
+            match field {
+                Field::Short => {
+                    let len = usize::from(*raw.get(at).ok_or_else(|| truncated("shortstr"))?);
+                    let text = raw
+                        .get(at + 1..at + 1 + len)
+                        .ok_or_else(|| truncated("shortstr"))?;
+                    if std::str::from_utf8(text).is_err() {
+                        return Err(Error::syntax("shortstr is not valid UTF-8"));
+                    }
+                    at += 1 + len;
+                }
+                Field::Table => {
+                    let mut rest = raw.slice(at..);
+                    let before = rest.len();
+                    FieldTable::decode(&mut rest)?;
+                    at += before - rest.len();
+                }
+                Field::Octet => {
+                    let value = *raw.get(at).ok_or_else(|| truncated("octet"))?;
+                    if bit == DELIVERY_MODE {
+                        delivery_mode = Some(value);
+                    } else {
+                        priority = Some(value);
+                    }
+                    at += 1;
+                }
+                Field::LongLong => {
+                    if raw.len() < at + 8 {
+                        return Err(truncated("timestamp"));
+                    }
+                    at += 8;
+                }
+            }
+        }
+        let mut raw = raw;
+        raw.truncate(at);
+        Ok(EncodedProperties {
+            raw,
+            delivery_mode,
+            priority,
+        })
+    }
+
+    /// The properties in their wire encoding, flags first.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.raw
+    }
+
+    pub fn delivery_mode(&self) -> Option<u8> {
+        self.delivery_mode
+    }
+
+    pub fn priority(&self) -> Option<u8> {
+        self.priority
+    }
+
+    /// The typed properties. Bytes that `parse` accepted always decode.
+    pub fn decode(&self) -> Result<BasicProperties, Error> {
+        BasicProperties::decode(&mut self.raw.clone())
+    }
+}
+
+impl Default for EncodedProperties {
+    fn default() -> Self {
+        EncodedProperties {
+            raw: Bytes::from_static(&NO_PROPERTIES),
+            delivery_mode: None,
+            priority: None,
+        }
+    }
+}
+
+impl From<&BasicProperties> for EncodedProperties {
+    fn from(properties: &BasicProperties) -> Self {
+        let mut out = BytesMut::new();
+        properties.encode(&mut out);
+        EncodedProperties {
+            raw: out.freeze(),
+            delivery_mode: properties.delivery_mode,
+            priority: properties.priority,
+        }
+    }
+}
+
+impl From<BasicProperties> for EncodedProperties {
+    fn from(properties: BasicProperties) -> Self {
+        EncodedProperties::from(&properties)
+    }
 }
 
 // Flag bits, most significant first, in the order the properties are written.
@@ -164,7 +321,7 @@ impl ContentHeader {
         out.put_u16(self.class_id);
         out.put_u16(0);
         out.put_u64(self.body_size);
-        self.properties.encode(out);
+        out.put_slice(self.properties.as_bytes());
     }
 
     pub fn decode(mut payload: Bytes) -> Result<ContentHeader, Error> {
@@ -172,7 +329,7 @@ impl ContentHeader {
         let class_id = wire::get_u16(buf)?;
         let _weight = wire::get_u16(buf)?;
         let body_size = wire::get_u64(buf)?;
-        let properties = BasicProperties::decode(buf)?;
+        let properties = EncodedProperties::parse(payload)?;
         Ok(ContentHeader {
             class_id,
             body_size,
@@ -231,7 +388,7 @@ pub mod strategies {
             ContentHeader {
                 class_id,
                 body_size,
-                properties,
+                properties: properties.into(),
             }
         })
     }
@@ -273,12 +430,53 @@ mod tests {
         assert!(BasicProperties::decode(&mut Bytes::copy_from_slice(&raw)).is_err());
     }
 
+    #[test]
+    fn encoded_properties_drop_what_follows_them() {
+        // delivery_mode 2, then two stray bytes.
+        let raw = Bytes::from_static(&[0x10, 0x00, 2, 0xAA, 0xBB]);
+        let parsed = EncodedProperties::parse(raw).unwrap();
+        assert_eq!(parsed.as_bytes(), &[0x10, 0x00, 2]);
+        assert_eq!(parsed.delivery_mode(), Some(2));
+        assert_eq!(parsed.priority(), None);
+    }
+
+    #[test]
+    fn encoded_properties_refuse_invalid_utf8_and_bad_tables() {
+        let bad_text = Bytes::from_static(&[0x80, 0x00, 2, 0xC3, 0x28]);
+        assert!(EncodedProperties::parse(bad_text).is_err());
+        // headers claiming 100 bytes where 1 follows.
+        let bad_table = Bytes::from_static(&[0x20, 0x00, 0, 0, 0, 100, b'x']);
+        assert!(EncodedProperties::parse(bad_table).is_err());
+        assert!(EncodedProperties::parse(Bytes::from_static(&[0x80])).is_err());
+    }
+
     proptest! {
         #[test]
         fn headers_round_trip(header in content_header()) {
             let mut out = BytesMut::new();
             header.encode(&mut out);
             prop_assert_eq!(ContentHeader::decode(out.freeze()).unwrap(), header);
+        }
+
+        #[test]
+        fn encoded_properties_agree_with_decode(props in properties()) {
+            let mut out = BytesMut::new();
+            props.encode(&mut out);
+            let encoded = out.freeze();
+            let parsed = EncodedProperties::parse(encoded.clone()).unwrap();
+            prop_assert_eq!(parsed.as_bytes(), &encoded[..]);
+            prop_assert_eq!(parsed.delivery_mode(), props.delivery_mode);
+            prop_assert_eq!(parsed.priority(), props.priority);
+            prop_assert_eq!(parsed.decode().unwrap(), props);
+            // Every cut that decode refuses, parse refuses too, and the other way round.
+            for cut in 0..encoded.len() {
+                let short = encoded.slice(..cut);
+                prop_assert_eq!(
+                    EncodedProperties::parse(short.clone()).is_ok(),
+                    BasicProperties::decode(&mut short.clone()).is_ok(),
+                    "cut at {}", cut
+                );
+            }
         }
     }
 }

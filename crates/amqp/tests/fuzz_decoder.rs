@@ -84,7 +84,8 @@ fn seeds() -> Vec<Vec<u8>> {
             delivery_mode: Some(2),
             timestamp: Some(1),
             ..Default::default()
-        },
+        }
+        .into(),
     };
     encode_content_header(1, &header, &mut out);
     seeds.push(out.to_vec());

@@ -3,20 +3,20 @@
 //! so a fanout to ten queues holds one copy of the body.
 
 use bytes::Bytes;
-use wharf_amqp::{BasicProperties, ByteString};
+use wharf_amqp::{ByteString, EncodedProperties};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Message {
     pub exchange: ByteString,
     pub routing_key: ByteString,
-    pub properties: BasicProperties,
+    pub properties: EncodedProperties,
     pub body: Bytes,
 }
 
 impl Message {
     /// delivery_mode 2 asks for the message to survive a restart (when its queue is durable).
     pub fn is_persistent(&self) -> bool {
-        self.properties.delivery_mode == Some(2)
+        self.properties.delivery_mode() == Some(2)
     }
 
     pub fn body_bytes(&self) -> usize {
@@ -37,7 +37,7 @@ impl Message {
         put_short(&mut out, &self.routing_key);
         let properties_at = out.len();
         out.extend_from_slice(&[0, 0, 0, 0]);
-        self.properties.encode(&mut out);
+        out.extend_from_slice(self.properties.as_bytes());
         let properties_len = (out.len() - properties_at - 4) as u32;
         out[properties_at..properties_at + 4].copy_from_slice(&properties_len.to_be_bytes());
         out.extend_from_slice(&self.body);
@@ -61,8 +61,7 @@ impl Message {
         if bytes.len() < properties_len {
             return None;
         }
-        let mut properties_bytes = bytes.split_to(properties_len);
-        let properties = BasicProperties::decode(&mut properties_bytes).ok()?;
+        let properties = EncodedProperties::parse(bytes.split_to(properties_len)).ok()?;
         Some(Message {
             exchange,
             routing_key,
@@ -90,7 +89,7 @@ fn take_short(bytes: &mut Bytes) -> Option<ByteString> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use wharf_amqp::{FieldTable, FieldValue};
+    use wharf_amqp::{BasicProperties, FieldTable, FieldValue};
 
     #[test]
     fn records_round_trip() {
@@ -104,7 +103,8 @@ mod tests {
                 headers: Some(headers),
                 message_id: Some("m1".into()),
                 ..Default::default()
-            },
+            }
+            .into(),
             body: Bytes::from_static(b"hello"),
         };
         let record = message.encode_record();

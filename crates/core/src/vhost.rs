@@ -698,14 +698,20 @@ impl VHost {
             }
             return Routed { queues };
         }
-        let headers = message.properties.headers.as_ref();
+        // Headers that do not decode (they were checked on publish) route as no headers.
+        let decoded = std::cell::OnceCell::new();
+        let headers = || {
+            decoded
+                .get_or_init(|| message.properties.decode().ok().and_then(|p| p.headers))
+                .as_ref()
+        };
         let mut visited: Vec<*const Exchange> = vec![Arc::as_ptr(exchange)];
         let mut pending: Vec<Arc<Exchange>> = Vec::new();
         let mut current = exchange.clone();
         loop {
             current.route(
                 &message.routing_key,
-                headers,
+                &headers,
                 &mut |destination| match destination {
                     Destination::Queue(q) => {
                         if !queues.iter().any(|known| Arc::ptr_eq(known, q)) {

@@ -118,7 +118,7 @@ impl RawClient {
         let header = ContentHeader {
             class_id: 60,
             body_size: body.len() as u64,
-            properties: BasicProperties::default(),
+            properties: Default::default(),
         };
         encode_content_header(channel, &header, &mut out);
         encode_body(channel, body, 131072, &mut out);

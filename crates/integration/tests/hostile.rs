@@ -33,7 +33,7 @@ fn valid_frames(queue: &str) -> Vec<u8> {
         &ContentHeader {
             class_id: 60,
             body_size: 3,
-            properties: wharf_amqp::BasicProperties::default(),
+            properties: Default::default(),
         },
         &mut out,
     );

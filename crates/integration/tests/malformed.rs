@@ -49,7 +49,7 @@ fn publish_header(channel: u16, body_size: u64) -> Vec<u8> {
     let header = ContentHeader {
         class_id: 60,
         body_size,
-        properties: BasicProperties::default(),
+        properties: Default::default(),
     };
     encode_content_header(channel, &header, &mut out);
     out.to_vec()
@@ -243,7 +243,7 @@ async fn header_with_wrong_class_is_a_connection_error() {
         &ContentHeader {
             class_id: 50,
             body_size: 1,
-            properties: BasicProperties::default(),
+            properties: Default::default(),
         },
         &mut out,
     );
@@ -266,7 +266,7 @@ async fn immediate_publish_is_540() {
     let header = ContentHeader {
         class_id: 60,
         body_size: 1,
-        properties: BasicProperties::default(),
+        properties: Default::default(),
     };
     encode_content_header(1, &header, &mut out);
     wharf_amqp::frame::encode_body(1, b"x", 131072, &mut out);

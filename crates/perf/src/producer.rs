@@ -61,7 +61,7 @@ fn template(plan: &ProducerPlan, frame_max: u32) -> Template {
         &ContentHeader {
             class_id: 60,
             body_size: plan.size as u64,
-            properties,
+            properties: properties.into(),
         },
         &mut out,
     );

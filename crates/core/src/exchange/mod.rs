@@ -238,10 +238,12 @@ impl Exchange {
 
     /// Calls `found` with each destination a message with this key and these headers goes
     /// to. The same destination may be reported more than once; the caller deduplicates.
-    pub fn route(
+    /// `headers` is asked only by a headers exchange: most messages are routed without
+    /// their headers ever being decoded.
+    pub fn route<'h>(
         &self,
         routing_key: &str,
-        headers: Option<&FieldTable>,
+        headers: &dyn Fn() -> Option<&'h FieldTable>,
         found: &mut impl FnMut(&Destination),
     ) {
         let bindings = self.bindings.read();
@@ -253,11 +255,14 @@ impl Exchange {
             }
             Router::Fanout => bindings.list.iter().for_each(|b| found(&b.destination)),
             Router::Topic(trie) => trie.route(routing_key, found),
-            Router::Headers => bindings
-                .list
-                .iter()
-                .filter(|b| headers_match(&b.arguments, headers))
-                .for_each(|b| found(&b.destination)),
+            Router::Headers => {
+                let headers = headers();
+                bindings
+                    .list
+                    .iter()
+                    .filter(|b| headers_match(&b.arguments, headers))
+                    .for_each(|b| found(&b.destination))
+            }
         }
     }
 }

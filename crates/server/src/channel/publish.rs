@@ -27,6 +27,15 @@ enum Body {
     Many(BytesMut),
 }
 
+/// Compares two names, short-circuiting the empty one (the default exchange, the
+/// commonest name published to). An empty string's pointer is dangling, and glibc's
+/// AVX-512 memcmp issues a masked load even for zero bytes: on an unmapped address that
+/// load takes a fault-suppression microcode assist, which a D profile showed as 11% of the
+/// publishing task.
+fn same_name(a: &str, b: &str) -> bool {
+    a.len() == b.len() && (a.is_empty() || a == b)
+}
+
 /// A publish whose content frames are still arriving.
 #[derive(Debug)]
 pub struct PendingPublish {
@@ -65,7 +74,7 @@ impl PendingPublish {
             return Err(AmqpError::new(ReplyCode::NotImplemented, "immediate=true"));
         }
         let exchange = match cache {
-            Some(cached) if cached.name == method.exchange && !cached.is_deleted() => {
+            Some(cached) if same_name(&cached.name, &method.exchange) && !cached.is_deleted() => {
                 cached.clone()
             }
             _ => {
