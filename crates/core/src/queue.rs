@@ -486,7 +486,19 @@ impl Queue {
                 self.forget(&mut state, &entry);
             }
         }
+        // One write for the batch's acks, rather than one per ack.
+        self.write_acks(&mut state);
         self.deliver_locked(&mut state);
+    }
+
+    /// Writes the acks the log gathered (acks of messages consumed with no_ack wait for
+    /// the next batch, 4 KiB of them, or the log's closing).
+    fn write_acks(&self, state: &mut State) {
+        if let Some(log) = state.log.as_mut() {
+            if let Err(error) = log.write_acks() {
+                tracing::warn!(queue = %self.name, %error, "cannot record acks");
+            }
+        }
     }
 
     /// Puts delivered messages back in their original places, marked redelivered, and
@@ -512,6 +524,7 @@ impl Queue {
         for entry in std::mem::take(&mut state.ready) {
             self.forget(state, &entry);
         }
+        self.write_acks(state);
         state.ready_bytes = 0;
         if let (Some(log), Some(cursor)) = (state.log.as_mut(), state.cursor.as_mut()) {
             if state.spilled > 0 {

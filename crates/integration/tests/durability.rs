@@ -326,6 +326,33 @@ async fn persistent_messages_survive_a_restart_acked_ones_do_not() {
     assert!(files <= 2, "{files} files left in the log");
 }
 
+/// Acks are gathered before they are written (one write per batch): those of messages
+/// taken with no_ack, one at a time, must still be on disk after a clean stop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_taken_with_no_ack_stay_gone_after_a_clean_restart() {
+    if std::env::var("WHARF_TEST_EXTERNAL").is_ok() {
+        return; // restarts an in-process broker
+    }
+    let dir = TempDir::new("noack-restart");
+    {
+        let broker = start_broker_in(&dir.0).await;
+        publish_persistent(&broker, "nq", 10).await;
+        let (conn, ch) = lapin_channel(&broker).await;
+        for expected in 0..3u8 {
+            let got = ch
+                .basic_get("nq", BasicGetOptions { no_ack: true })
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(got.delivery.data[0], expected);
+        }
+        conn.close(200, "restart").await.unwrap();
+        broker.stop().await;
+    }
+    let broker = start_broker_in(&dir.0).await;
+    assert_eq!(bodies_in(&broker, "nq").await, (3..10).collect::<Vec<u8>>());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_a_durable_queue_removes_its_messages() {
     if std::env::var("WHARF_TEST_EXTERNAL").is_ok() {

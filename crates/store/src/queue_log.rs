@@ -53,7 +53,13 @@ struct Segment {
     records: u32,
     acked: HashSet<u32>,
     ack_file: Option<File>,
+    /// Acks recorded but not yet appended to the ack file.
+    unwritten_acks: Vec<u8>,
 }
+
+/// Acks of one segment are appended to its ack file once this many bytes of them gather
+/// (or at [`QueueLog::write_acks`]).
+const UNWRITTEN_ACK_BYTES_MAX: usize = 4096;
 
 /// What opening a log found and repaired.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -79,6 +85,40 @@ pub struct QueueLog {
     reading: Option<(u32, File)>,
     /// Bytes read ahead from that segment, for reading records in order.
     read_ahead: ReadAhead,
+    /// Segments holding acks not yet written to their ack files.
+    unwritten_acks_in: Vec<u32>,
+}
+
+impl Drop for QueueLog {
+    /// A log closed with acks still gathered writes them: a clean stop must not bring
+    /// acknowledged messages back.
+    fn drop(&mut self) {
+        if let Err(error) = self.write_acks() {
+            tracing::warn!(%error, "cannot write acks when closing a message log");
+        }
+    }
+}
+
+/// Appends a segment's gathered acks to its ack file, opening it at the first.
+fn write_segment_acks(dir: &Path, n: u32, segment: &mut Segment) -> Result<()> {
+    if segment.unwritten_acks.is_empty() {
+        return Ok(());
+    }
+    let path = ack_path(dir, n);
+    let file = match &mut segment.ack_file {
+        Some(file) => file,
+        None => segment.ack_file.insert(
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .map_err(StoreError::io(&path))?,
+        ),
+    };
+    file.write_all(&segment.unwritten_acks)
+        .map_err(StoreError::io(&path))?;
+    segment.unwritten_acks.clear();
+    Ok(())
 }
 
 /// Bytes of one segment read ahead of [`QueueLog::next`]: reading a run of records costs
@@ -295,6 +335,7 @@ impl QueueLog {
                 records: opened.records,
                 acked: opened.acked,
                 ack_file: None,
+                unwritten_acks: Vec::new(),
             };
             if segment.acked.len() as u32 == segment.records && !is_newest {
                 remove_segment_files(&dir, n)?;
@@ -319,6 +360,7 @@ impl QueueLog {
                         records: 0,
                         acked: HashSet::new(),
                         ack_file: None,
+                        unwritten_acks: Vec::new(),
                     },
                 );
                 (n, writer)
@@ -336,6 +378,7 @@ impl QueueLog {
                 unsynced: false,
                 reading: None,
                 read_ahead: ReadAhead::default(),
+                unwritten_acks_in: Vec::new(),
             },
             recovery,
         ))
@@ -388,6 +431,7 @@ impl QueueLog {
                 records: 0,
                 acked: HashSet::new(),
                 ack_file: None,
+                unwritten_acks: Vec::new(),
             },
         );
         let previous = self.writer_number;
@@ -421,36 +465,42 @@ impl QueueLog {
         Ok(Some(file))
     }
 
-    /// Marks a record acknowledged. Acks are written but not synced: an ack lost to a
-    /// power cut makes the message come back (redelivered), never lost.
+    /// Marks a record acknowledged. Acks are written but not synced, and gathered first
+    /// (up to 4 KiB per segment, or until [`QueueLog::write_acks`]): an ack lost to a crash
+    /// makes the message come back (redelivered), never lost.
     ///
     /// The ack of a transient record is kept in memory only: the record is dropped at the
     /// next opening anyway, so nothing needs writing (and a spilled transient message costs
     /// no write when it is acknowledged).
     pub fn ack(&mut self, position: Position, lifetime: Lifetime) -> Result<()> {
-        let dir = self.dir.clone();
         let Some(segment) = self.segments.get_mut(&position.segment) else {
             return Ok(()); // already deleted with its segment
         };
         if !segment.acked.insert(position.record.offset) {
             return Ok(());
         }
-        if lifetime == Lifetime::Transient {
-            return self.delete_if_done(position.segment);
+        if lifetime == Lifetime::Persistent {
+            if segment.unwritten_acks.is_empty() {
+                self.unwritten_acks_in.push(position.segment);
+            }
+            segment
+                .unwritten_acks
+                .extend_from_slice(&position.record.offset.to_be_bytes());
+            if segment.unwritten_acks.len() >= UNWRITTEN_ACK_BYTES_MAX {
+                write_segment_acks(&self.dir, position.segment, segment)?;
+            }
         }
-        if segment.ack_file.is_none() {
-            let path = ack_path(&dir, position.segment);
-            let file = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)
-                .map_err(StoreError::io(&path))?;
-            segment.ack_file = Some(file);
-        }
-        let file = segment.ack_file.as_mut().expect("opened above");
-        file.write_all(&position.record.offset.to_be_bytes())
-            .map_err(StoreError::io(ack_path(&dir, position.segment)))?;
         self.delete_if_done(position.segment)
+    }
+
+    /// Appends every gathered ack to its segment's ack file (not synced).
+    pub fn write_acks(&mut self) -> Result<()> {
+        for n in std::mem::take(&mut self.unwritten_acks_in) {
+            if let Some(segment) = self.segments.get_mut(&n) {
+                write_segment_acks(&self.dir, n, segment)?;
+            }
+        }
+        Ok(())
     }
 
     /// Acknowledges up to `count` unacknowledged records from `cursor` on (a purge),
@@ -522,33 +572,24 @@ impl QueueLog {
             if newly.is_empty() {
                 continue;
             }
-            let mut entries = Vec::with_capacity(newly.len() * 4);
+            if segment.unwritten_acks.is_empty() {
+                self.unwritten_acks_in.push(n);
+            }
             for record in &newly {
-                entries.extend_from_slice(&record.to_be_bytes());
+                segment
+                    .unwritten_acks
+                    .extend_from_slice(&record.to_be_bytes());
                 segment.acked.insert(*record);
             }
-            let ack = ack_path(&self.dir, n);
-            if segment.ack_file.is_none() {
-                let file = OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&ack)
-                    .map_err(StoreError::io(&ack))?;
-                segment.ack_file = Some(file);
-            }
-            segment
-                .ack_file
-                .as_mut()
-                .expect("opened above")
-                .write_all(&entries)
-                .map_err(StoreError::io(&ack))?;
+            write_segment_acks(&self.dir, n, segment)?;
             acked += newly.len() as u64;
             self.delete_if_done(n)?;
         }
         Ok(acked)
     }
 
-    /// Deletes a sealed segment whose records are all acknowledged.
+    /// Deletes a sealed segment whose records are all acknowledged (its unwritten acks
+    /// with it).
     fn delete_if_done(&mut self, n: u32) -> Result<()> {
         let done = self
             .segments
@@ -749,6 +790,32 @@ mod tests {
 
     fn bodies(items: &[(Position, Vec<u8>)]) -> Vec<Vec<u8>> {
         items.iter().map(|(_, b)| b.clone()).collect()
+    }
+
+    #[test]
+    fn acks_are_gathered_until_written_or_closed() {
+        let dir = TempDir::new("qlog-acks");
+        let (mut log, _) = QueueLog::open(&dir.0, 1 << 20).unwrap();
+        let positions: Vec<Position> = (0..4u8)
+            .map(|i| log.append(&[i; 3], Lifetime::Persistent).unwrap())
+            .collect();
+        let ack_file = ack_path(&dir.0, positions[0].segment);
+        let ack_file_len = || fs::metadata(&ack_file).map(|m| m.len()).unwrap_or(0);
+        log.ack(positions[0], Lifetime::Persistent).unwrap();
+        log.ack(positions[1], Lifetime::Persistent).unwrap();
+        assert_eq!(ack_file_len(), 0, "gathered, not written yet");
+        log.write_acks().unwrap();
+        assert_eq!(ack_file_len(), 8, "two acks of 4 bytes, one write");
+        log.ack(positions[2], Lifetime::Persistent).unwrap();
+        drop(log);
+        assert_eq!(
+            ack_file_len(),
+            12,
+            "closing the log writes what it gathered"
+        );
+        let (log, recovery) = QueueLog::open(&dir.0, 1 << 20).unwrap();
+        assert_eq!(recovery.messages, 1);
+        drop(log);
     }
 
     #[test]
