@@ -21,4 +21,4 @@ pub use exchange::{Exchange, ExchangeKind};
 pub use message::Message;
 pub use queue::{ConnectionId, ConsumerRemoved, Enqueued, GetResult, Queue};
 pub use users::{User, Users};
-pub use vhost::{ExchangeDeclare, QueueDeclare, QueueDeclared, Routed, VHost};
+pub use vhost::{ExchangeDeclare, QueueDeclare, QueueDeclared, VHost};

@@ -54,11 +54,6 @@ pub struct QueueDeclared {
     pub consumer_count: u32,
 }
 
-/// Where a published message went.
-pub struct Routed {
-    pub queues: Vec<Arc<Queue>>,
-}
-
 #[derive(Debug)]
 pub struct VHost {
     pub name: ByteString,
@@ -690,13 +685,14 @@ impl VHost {
 
     /// The queues a message published to `exchange` reaches, each once, following
     /// exchange-to-exchange bindings (cycles included: each exchange is visited once).
-    pub fn route(&self, exchange: &Arc<Exchange>, message: &Message) -> Routed {
-        let mut queues: Vec<Arc<Queue>> = Vec::new();
+    /// They are added to `queues`, which the caller empties and reuses (a publish then
+    /// allocates no list).
+    pub fn route(&self, exchange: &Arc<Exchange>, message: &Message, queues: &mut Vec<Arc<Queue>>) {
         if exchange.name.is_empty() {
             if let Ok(queue) = self.queue(&message.routing_key) {
                 queues.push(queue);
             }
-            return Routed { queues };
+            return;
         }
         // Headers that do not decode (they were checked on publish) route as no headers.
         let decoded = std::cell::OnceCell::new();
@@ -731,7 +727,6 @@ impl VHost {
                 None => break,
             }
         }
-        Routed { queues }
     }
 }
 

@@ -387,3 +387,58 @@ async fn reserved_queue_name_is_403() {
         )
     );
 }
+
+/// A channel that publishes through the default exchange keeps the queue it routed to
+/// last; a queue deleted and declared again under the same name must get the next
+/// message, and once it is gone a mandatory message comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishing_to_a_queue_deleted_and_redeclared_reaches_the_new_one() {
+    let broker = start_broker().await;
+    let (conn, ch) = lapin_channel(&broker).await;
+    let admin = conn.create_channel().await.unwrap();
+    ch.confirm_select(Default::default()).await.unwrap();
+    let q = unique("redeclared");
+    let publish_confirmed = |body: &'static [u8]| {
+        let (ch, q) = (ch.clone(), q.clone());
+        async move {
+            let confirm = ch
+                .basic_publish(
+                    "",
+                    &q,
+                    BasicPublishOptions {
+                        mandatory: true,
+                        ..Default::default()
+                    },
+                    body,
+                    BasicProperties::default(),
+                )
+                .await
+                .unwrap();
+            within(confirm).await.unwrap()
+        }
+    };
+    admin
+        .queue_declare(&q, Default::default(), FieldTable::default())
+        .await
+        .unwrap();
+    assert!(publish_confirmed(b"one").await.take_message().is_none());
+    admin.queue_delete(&q, Default::default()).await.unwrap();
+    admin
+        .queue_declare(&q, Default::default(), FieldTable::default())
+        .await
+        .unwrap();
+    assert!(publish_confirmed(b"two").await.take_message().is_none());
+    let got = admin
+        .basic_get(&q, BasicGetOptions { no_ack: true })
+        .await
+        .unwrap()
+        .expect("the new queue got the second message");
+    assert_eq!(got.delivery.data, b"two");
+    assert_eq!(message_count(&admin, &q).await, 0);
+    admin.queue_delete(&q, Default::default()).await.unwrap();
+    let returned = publish_confirmed(b"three")
+        .await
+        .take_message()
+        .expect("a basic.return once the queue is gone");
+    assert_eq!(returned.reply_code, 312);
+}

@@ -27,6 +27,38 @@ const CLOSE_OK_TIMEOUT: Duration = Duration::from_secs(3);
 /// connection meanwhile, and after each read.
 const FRAMES_BETWEEN_YIELDS: usize = 256;
 
+/// Channels are looked up for every frame: a multiplicative hash of the id (spreading it
+/// over the high bits the map probes with) instead of SipHash. Ids are chosen by the
+/// client but bounded by channel_max, so there is no flooding to defend against.
+type ChannelIdHasher = std::hash::BuildHasherDefault<ChannelIdHash>;
+
+#[derive(Default)]
+struct ChannelIdHash(u64);
+
+impl std::hash::Hasher for ChannelIdHash {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u8(b);
+        }
+    }
+
+    fn write_u8(&mut self, n: u8) {
+        self.write_u64(u64::from(n));
+    }
+
+    fn write_u16(&mut self, n: u16) {
+        self.write_u64(u64::from(n));
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
 enum Slot {
     Open(Box<Channel>),
     /// We sent channel.close and wait for close-ok; other frames are dropped.
@@ -50,7 +82,7 @@ struct Connection {
     config: Arc<ServerConfig>,
     outbound: Arc<Outbound>,
     handshake: Handshake,
-    channels: HashMap<u16, Slot>,
+    channels: HashMap<u16, Slot, ChannelIdHasher>,
     /// Set once the client published: only publishing connections are blocked by alarms.
     published: bool,
     /// A channel holds acks not yet applied to their queues.
@@ -113,7 +145,7 @@ pub async fn serve_connection<S>(
         config,
         outbound: outbound.clone(),
         handshake,
-        channels: HashMap::new(),
+        channels: HashMap::default(),
         published: false,
         acks_pending: false,
     };

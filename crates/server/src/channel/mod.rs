@@ -16,7 +16,7 @@ use wharf_core::{
 };
 
 use self::delivery::{encode_with_content, ChannelDelivery, ConsumerEntry, Unacked};
-use self::publish::{PendingPublish, Stored, TxBuffer};
+use self::publish::{PendingPublish, RouteCache, Stored, TxBuffer};
 use crate::error::{AmqpError, AmqpResult};
 use crate::outbound::Outbound;
 use crate::ServerConfig;
@@ -55,6 +55,7 @@ pub struct Channel {
     pending_acks: Vec<Unacked>,
     /// The exchange last published to (see [`PendingPublish::start`]).
     exchange_cache: Option<Arc<Exchange>>,
+    route_cache: RouteCache,
 }
 
 fn generated_tag(prefix: &str, n: u64) -> ByteString {
@@ -86,6 +87,7 @@ impl Channel {
             consumer_tags_issued: 0,
             pending_acks: Vec::new(),
             exchange_cache: None,
+            route_cache: RouteCache::default(),
         }
     }
 
@@ -566,7 +568,12 @@ impl Channel {
             Mode::Confirm { published } => {
                 *published += 1;
                 let delivery_tag = *published;
-                let stored = publish.route_and_enqueue(self.id, ctx, self.delivery.frame_max);
+                let stored = publish.route_and_enqueue(
+                    self.id,
+                    ctx,
+                    self.delivery.frame_max,
+                    &mut self.route_cache,
+                );
                 let confirm = move |ok: bool| -> Method {
                     if ok {
                         Method::BasicAck(BasicAck {
@@ -584,7 +591,12 @@ impl Channel {
                 self.after_stored(ctx, stored, confirm);
             }
             Mode::Plain => {
-                publish.route_and_enqueue(self.id, ctx, self.delivery.frame_max);
+                publish.route_and_enqueue(
+                    self.id,
+                    ctx,
+                    self.delivery.frame_max,
+                    &mut self.route_cache,
+                );
             }
         }
     }

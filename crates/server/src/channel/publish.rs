@@ -194,6 +194,34 @@ impl PendingPublish {
     }
 }
 
+/// What a channel keeps from one publish to the next so that a run of publishes to one
+/// queue through the default exchange does not look the queue up (a locked, hashed map
+/// lookup) every time, and so that routing allocates no list.
+#[derive(Debug, Default)]
+pub struct RouteCache {
+    /// The queue the default exchange last routed to.
+    default_queue: Option<Arc<Queue>>,
+    /// The queues of the message being routed; emptied after each.
+    queues: Vec<Arc<Queue>>,
+}
+
+impl RouteCache {
+    fn route(&mut self, ctx: &ChannelContext<'_>, exchange: &Arc<Exchange>, message: &Message) {
+        if exchange.name.is_empty() {
+            if let Some(queue) = &self.default_queue {
+                if same_name(&queue.name, &message.routing_key) && !queue.is_deleted() {
+                    self.queues.push(queue.clone());
+                    return;
+                }
+            }
+            ctx.vhost.route(exchange, message, &mut self.queues);
+            self.default_queue = self.queues.first().cloned();
+            return;
+        }
+        ctx.vhost.route(exchange, message, &mut self.queues);
+    }
+}
+
 impl Publish {
     /// Routes the message and enqueues it; an unroutable mandatory message goes back to
     /// the publisher with basic.return.
@@ -202,9 +230,10 @@ impl Publish {
         channel: u16,
         ctx: &ChannelContext<'_>,
         frame_max: u32,
+        cache: &mut RouteCache,
     ) -> Stored {
-        let routed = ctx.vhost.route(&self.exchange, &self.message);
-        if routed.queues.is_empty() {
+        cache.route(ctx, &self.exchange, &self.message);
+        if cache.queues.is_empty() {
             if self.mandatory {
                 let method = Method::BasicReturn(BasicReturn {
                     reply_code: ReplyCode::NoRoute as u16,
@@ -219,7 +248,7 @@ impl Publish {
             return Stored::default();
         }
         let mut stored = Stored::default();
-        for queue in routed.queues {
+        for queue in cache.queues.drain(..) {
             match queue.publish(self.message.clone()) {
                 Enqueued::InMemory => {}
                 Enqueued::Appended => stored.appended_to.push(queue),
@@ -254,8 +283,14 @@ impl TxBuffer {
     /// Applies the transaction; returns what its publishes stored.
     pub fn commit(self, channel: &Channel, ctx: &ChannelContext<'_>) -> Stored {
         let mut stored = Stored::default();
+        let mut cache = RouteCache::default();
         for publish in self.publishes {
-            stored.merge(publish.route_and_enqueue(channel.id, ctx, channel.delivery.frame_max));
+            stored.merge(publish.route_and_enqueue(
+                channel.id,
+                ctx,
+                channel.delivery.frame_max,
+                &mut cache,
+            ));
         }
         for (deliveries, outcome) in self.acks {
             settle(deliveries, outcome);
