@@ -24,8 +24,10 @@ use crate::ServerConfig;
 /// How long we wait for the client's close-ok after sending connection.close.
 const CLOSE_OK_TIMEOUT: Duration = Duration::from_secs(3);
 /// A connection gives other tasks a turn after this many frames if it delivered to some
-/// connection meanwhile, and after each read.
-const FRAMES_BETWEEN_YIELDS: usize = 256;
+/// connection meanwhile, at once after a delivery that used a consumer's last prefetch
+/// credit, and after each read. (256 here cost scenario A a fifth of its rate; the credit
+/// rule keeps what the short turns gave consumers with a prefetch limit.)
+const FRAMES_BETWEEN_YIELDS: usize = 1024;
 
 /// Channels are looked up for every frame: a multiplicative hash of the id (spreading it
 /// over the high bits the map probes with) instead of SipHash. Ids are chosen by the
@@ -235,10 +237,11 @@ impl Connection {
                         Ok(false) => return Ending::ClientClosed,
                         Err(error) => return Ending::Close(error),
                     }
-                    if handled_since_yield < FRAMES_BETWEEN_YIELDS {
+                    if crate::outbound::take_credit_filled() {
+                        // A consumer waits on what this frame delivered: yield below.
+                    } else if handled_since_yield < FRAMES_BETWEEN_YIELDS {
                         continue;
-                    }
-                    if crate::outbound::take_deliveries_woken() == 0 {
+                    } else if crate::outbound::take_deliveries_woken() == 0 {
                         // Nobody is waiting on what these frames did: go on until the
                         // end of the read.
                         handled_since_yield = 1;

@@ -15,6 +15,7 @@ pub const OUTBOUND_HIGH_WATER_BYTES: usize = 4 * 1024 * 1024;
 
 thread_local! {
     static DELIVERIES_WOKEN: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    static CREDIT_FILLED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// How many deliveries this thread wrote (each waking a connection's writer) since the last
@@ -22,6 +23,18 @@ thread_local! {
 /// someone: a publisher with no consumer to serve need not pause.
 pub fn take_deliveries_woken() -> u64 {
     DELIVERIES_WOKEN.with(|n| n.replace(0))
+}
+
+/// Whether a delivery written on this thread since the last call took a consumer's last
+/// unit of prefetch credit. That consumer gets nothing more until it has received what was
+/// written and acked it, so the connection that wrote it should let the writer run now
+/// rather than after its next run of frames.
+pub fn take_credit_filled() -> bool {
+    CREDIT_FILLED.with(|filled| filled.replace(false))
+}
+
+pub(crate) fn note_credit_filled() {
+    CREDIT_FILLED.with(|filled| filled.set(true));
 }
 
 #[derive(Debug, Default)]

@@ -203,6 +203,9 @@ impl DeliveryTarget for ChannelDelivery {
                 offset: delivery.offset,
                 consumer_tag: Some(delivery.consumer_tag.clone()),
             });
+            if !state.has_credit(delivery.consumer_tag) {
+                crate::outbound::note_credit_filled();
+            }
         }
         true
     }
