@@ -6,7 +6,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::error::Error;
 use crate::method::Method;
-use crate::properties::ContentHeader;
+use crate::properties::{ContentHeader, EncodedProperties};
 
 pub const FRAME_METHOD: u8 = 1;
 pub const FRAME_HEADER: u8 = 2;
@@ -117,8 +117,48 @@ pub fn encode_method(channel: u16, method: &Method, out: &mut BytesMut) {
     write_frame(out, FRAME_METHOD, channel, |out| method.encode(out));
 }
 
+/// The fields of a basic.deliver, borrowed: a broker writes one per message delivered and
+/// need not build (and reference-count) an owned [`crate::BasicDeliver`] for it.
+#[derive(Debug, Clone, Copy)]
+pub struct DeliverRef<'a> {
+    pub consumer_tag: &'a str,
+    pub delivery_tag: u64,
+    pub redelivered: bool,
+    pub exchange: &'a str,
+    pub routing_key: &'a str,
+}
+
+/// Writes a basic.deliver method frame, the same bytes as `encode_method` would.
+pub fn encode_deliver(channel: u16, deliver: DeliverRef<'_>, out: &mut BytesMut) {
+    write_frame(out, FRAME_METHOD, channel, |out| {
+        out.put_u16(crate::BasicDeliver::CLASS_ID);
+        out.put_u16(crate::BasicDeliver::METHOD_ID);
+        crate::wire::put_shortstr(out, deliver.consumer_tag);
+        out.put_u64(deliver.delivery_tag);
+        out.put_u8(u8::from(deliver.redelivered));
+        crate::wire::put_shortstr(out, deliver.exchange);
+        crate::wire::put_shortstr(out, deliver.routing_key);
+    });
+}
+
 pub fn encode_content_header(channel: u16, header: &ContentHeader, out: &mut BytesMut) {
     write_frame(out, FRAME_HEADER, channel, |out| header.encode(out));
+}
+
+/// Writes a basic class content header from borrowed parts: the same bytes as
+/// `encode_content_header` with class 60.
+pub fn encode_basic_header(
+    channel: u16,
+    body_size: u64,
+    properties: &EncodedProperties,
+    out: &mut BytesMut,
+) {
+    write_frame(out, FRAME_HEADER, channel, |out| {
+        out.put_u16(crate::BasicPublish::CLASS_ID);
+        out.put_u16(0);
+        out.put_u64(body_size);
+        out.put_slice(properties.as_bytes());
+    });
 }
 
 /// Writes `body` as body frames of at most frame_max bytes each (0 = no limit); an
@@ -147,6 +187,51 @@ mod tests {
     use crate::method::strategies::method;
     use crate::properties::strategies::content_header;
     use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn borrowed_deliver_encodes_as_the_owned_one(
+            channel in any::<u16>(),
+            delivery_tag in any::<u64>(),
+            redelivered in any::<bool>(),
+            tag in "\\PC{0,40}",
+            exchange in "\\PC{0,300}",
+            routing_key in "[a-z.]{0,20}",
+        ) {
+            let owned = Method::BasicDeliver(BasicDeliver {
+                consumer_tag: tag.as_str().into(),
+                delivery_tag,
+                redelivered,
+                exchange: exchange.as_str().into(),
+                routing_key: routing_key.as_str().into(),
+            });
+            let mut expected = BytesMut::new();
+            encode_method(channel, &owned, &mut expected);
+            let mut got = BytesMut::new();
+            let deliver = DeliverRef {
+                consumer_tag: &tag,
+                delivery_tag,
+                redelivered,
+                exchange: &exchange,
+                routing_key: &routing_key,
+            };
+            encode_deliver(channel, deliver, &mut got);
+            prop_assert_eq!(got, expected);
+        }
+
+        #[test]
+        fn borrowed_header_encodes_as_the_owned_one(
+            channel in any::<u16>(),
+            header in content_header(),
+        ) {
+            let header = ContentHeader { class_id: 60, ..header };
+            let mut expected = BytesMut::new();
+            encode_content_header(channel, &header, &mut expected);
+            let mut got = BytesMut::new();
+            encode_basic_header(channel, header.body_size, &header.properties, &mut got);
+            prop_assert_eq!(got, expected);
+        }
+    }
 
     fn frame() -> impl Strategy<Value = Frame> {
         let payload = prop_oneof![

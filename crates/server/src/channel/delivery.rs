@@ -8,8 +8,10 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use parking_lot::Mutex;
-use wharf_amqp::frame::{encode_body, encode_content_header, encode_method};
-use wharf_amqp::{BasicCancel, BasicDeliver, ByteString, ContentHeader, Method};
+use wharf_amqp::frame::{
+    encode_basic_header, encode_body, encode_deliver, encode_method, DeliverRef,
+};
+use wharf_amqp::{BasicCancel, ByteString, Method};
 use wharf_core::{Delivery, DeliveryTarget, Message, Queue};
 
 use crate::outbound::Outbound;
@@ -143,12 +145,12 @@ pub fn encode_with_content(
     out: &mut BytesMut,
 ) {
     encode_method(channel, method, out);
-    let header = ContentHeader {
-        class_id: 60,
-        body_size: message.body.len() as u64,
-        properties: message.properties.clone(),
-    };
-    encode_content_header(channel, &header, out);
+    encode_content(channel, message, frame_max, out);
+}
+
+/// Appends a message's content frames: its header and its body.
+fn encode_content(channel: u16, message: &Message, frame_max: u32, out: &mut BytesMut) {
+    encode_basic_header(channel, message.body.len() as u64, &message.properties, out);
     encode_body(channel, &message.body, frame_max, out);
 }
 
@@ -176,21 +178,16 @@ impl DeliveryTarget for ChannelDelivery {
             return false;
         }
         let delivery_tag = state.next_delivery_tag + 1;
-        let method = Method::BasicDeliver(BasicDeliver {
-            consumer_tag: delivery.consumer_tag.clone(),
+        let deliver = DeliverRef {
+            consumer_tag: delivery.consumer_tag,
             delivery_tag,
             redelivered: delivery.redelivered,
-            exchange: delivery.message.exchange.clone(),
-            routing_key: delivery.message.routing_key.clone(),
-        });
+            exchange: &delivery.message.exchange,
+            routing_key: &delivery.message.routing_key,
+        };
         let written = self.outbound.try_write_delivery(|out| {
-            encode_with_content(
-                self.channel_id,
-                &method,
-                delivery.message,
-                self.frame_max,
-                out,
-            )
+            encode_deliver(self.channel_id, deliver, out);
+            encode_content(self.channel_id, delivery.message, self.frame_max, out);
         });
         if !written {
             return false;

@@ -111,17 +111,19 @@ impl Channel {
     }
 
     pub fn handle_method(&mut self, ctx: &ChannelContext<'_>, method: Method) -> AmqpResult<()> {
-        let result = self.dispatch(ctx, &method);
+        let (class_id, method_id) = (method.class_id(), method.method_id());
+        let result = self.dispatch(ctx, method);
         result.map_err(|e| {
             if e.class_id == 0 {
-                e.during(&method)
+                e.with_ids(class_id, method_id)
             } else {
                 e
             }
         })
     }
 
-    fn dispatch(&mut self, ctx: &ChannelContext<'_>, method: &Method) -> AmqpResult<()> {
+    /// Takes the method by value: a publish keeps its routing key without a copy.
+    fn dispatch(&mut self, ctx: &ChannelContext<'_>, method: Method) -> AmqpResult<()> {
         let vhost = ctx.vhost;
         let out = ctx.outbound;
         match method {
@@ -258,7 +260,7 @@ impl Channel {
                 self.reply(out, BasicQosOk {});
                 self.resume_consumers();
             }
-            Method::BasicConsume(m) => self.consume(ctx, m)?,
+            Method::BasicConsume(m) => self.consume(ctx, &m)?,
             Method::BasicCancel(m) => {
                 self.cancel(vhost, &m.consumer_tag);
                 if !m.no_wait {
@@ -273,7 +275,7 @@ impl Channel {
             Method::BasicPublish(m) => {
                 self.pending = Some(PendingPublish::start(ctx, m, &mut self.exchange_cache)?);
             }
-            Method::BasicGet(m) => self.get(ctx, m)?,
+            Method::BasicGet(m) => self.get(ctx, &m)?,
             Method::BasicAck(m) => {
                 let acked = self.take_acked(m.delivery_tag, m.multiple)?;
                 match &mut self.mode {

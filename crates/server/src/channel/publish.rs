@@ -4,7 +4,9 @@
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use wharf_amqp::{BasicPublish, BasicReturn, ContentHeader, Method, ReplyCode};
+use wharf_amqp::{
+    BasicPublish, BasicReturn, ByteString, ContentHeader, EncodedProperties, Method, ReplyCode,
+};
 use wharf_core::{Enqueued, Exchange, Message, Queue};
 
 use super::delivery::{encode_with_content, Unacked};
@@ -40,8 +42,10 @@ fn same_name(a: &str, b: &str) -> bool {
 #[derive(Debug)]
 pub struct PendingPublish {
     exchange: Arc<Exchange>,
-    method: BasicPublish,
-    header: Option<ContentHeader>,
+    routing_key: ByteString,
+    mandatory: bool,
+    /// The content header's body size and properties, once it arrived.
+    header: Option<(u64, EncodedProperties)>,
     body: Body,
     received_bytes: u64,
 }
@@ -67,7 +71,7 @@ impl PendingPublish {
     /// channel published to last: a run of publishes to one exchange looks it up once.
     pub fn start(
         ctx: &ChannelContext<'_>,
-        method: &BasicPublish,
+        method: BasicPublish,
         cache: &mut Option<Arc<Exchange>>,
     ) -> AmqpResult<Self> {
         if method.immediate {
@@ -94,7 +98,8 @@ impl PendingPublish {
         }
         Ok(PendingPublish {
             exchange,
-            method: method.clone(),
+            routing_key: method.routing_key,
+            mandatory: method.mandatory,
             header: None,
             body: Body::Empty,
             received_bytes: 0,
@@ -134,31 +139,31 @@ impl PendingPublish {
             .with_ids(60, 40));
         }
         let complete = header.body_size == 0;
-        self.header = Some(header);
+        self.header = Some((header.body_size, header.properties));
         Ok(complete)
     }
 
     pub fn add_body(&mut self, chunk: Bytes) -> AmqpResult<bool> {
-        let Some(header) = &self.header else {
+        let Some((body_size, _)) = self.header else {
             return Err(AmqpError::new(
                 ReplyCode::UnexpectedFrame,
                 "expected content header for class 60, got non content header frame instead",
             ));
         };
         self.received_bytes += chunk.len() as u64;
-        if self.received_bytes > header.body_size {
+        if self.received_bytes > body_size {
             return Err(AmqpError::new(
                 ReplyCode::FrameError,
                 format_args!(
-                    "content body exceeds declared size {} (received {})",
-                    header.body_size, self.received_bytes
+                    "content body exceeds declared size {body_size} (received {})",
+                    self.received_bytes
                 ),
             ));
         }
         self.body = match std::mem::replace(&mut self.body, Body::Empty) {
             Body::Empty => Body::Single(chunk),
             Body::Single(first) => {
-                let mut all = BytesMut::with_capacity(header.body_size as usize);
+                let mut all = BytesMut::with_capacity(body_size as usize);
                 all.extend_from_slice(&first);
                 all.extend_from_slice(&chunk);
                 Body::Many(all)
@@ -168,7 +173,7 @@ impl PendingPublish {
                 Body::Many(all)
             }
         };
-        Ok(self.received_bytes == header.body_size)
+        Ok(self.received_bytes == body_size)
     }
 
     pub fn into_publish(self) -> Publish {
@@ -180,12 +185,12 @@ impl PendingPublish {
             Body::Single(bytes) => bytes,
             Body::Many(all) => all.freeze(),
         };
-        let properties = self.header.map(|h| h.properties).unwrap_or_default();
+        let properties = self.header.map(|(_, p)| p).unwrap_or_default();
         Publish {
-            mandatory: self.method.mandatory,
+            mandatory: self.mandatory,
             message: Arc::new(Message {
                 exchange: self.exchange.name.clone(),
-                routing_key: self.method.routing_key,
+                routing_key: self.routing_key,
                 properties,
                 body,
             }),
