@@ -2,7 +2,6 @@
 //! side closes. The connection task owns its channels; a writer task owns the socket's
 //! write half and drains the shared outbound buffer.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +13,7 @@ use wharf_amqp::*;
 use wharf_core::{Broker, ConnectionId, VHost};
 
 use crate::channel::{Channel, ChannelContext};
+use crate::channel_table::ChannelTable;
 use crate::error::AmqpError;
 use crate::frame_reader::{FrameReader, ReadError};
 use crate::handshake::{self, Handshake, HandshakeError};
@@ -28,38 +28,6 @@ const CLOSE_OK_TIMEOUT: Duration = Duration::from_secs(3);
 /// credit, and after each read. (256 here cost scenario A a fifth of its rate; the credit
 /// rule keeps what the short turns gave consumers with a prefetch limit.)
 const FRAMES_BETWEEN_YIELDS: usize = 1024;
-
-/// Channels are looked up for every frame: a multiplicative hash of the id (spreading it
-/// over the high bits the map probes with) instead of SipHash. Ids are chosen by the
-/// client but bounded by channel_max, so there is no flooding to defend against.
-type ChannelIdHasher = std::hash::BuildHasherDefault<ChannelIdHash>;
-
-#[derive(Default)]
-struct ChannelIdHash(u64);
-
-impl std::hash::Hasher for ChannelIdHash {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.write_u8(b);
-        }
-    }
-
-    fn write_u8(&mut self, n: u8) {
-        self.write_u64(u64::from(n));
-    }
-
-    fn write_u16(&mut self, n: u16) {
-        self.write_u64(u64::from(n));
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-}
 
 enum Slot {
     Open(Box<Channel>),
@@ -84,7 +52,7 @@ struct Connection {
     config: Arc<ServerConfig>,
     outbound: Arc<Outbound>,
     handshake: Handshake,
-    channels: HashMap<u16, Slot, ChannelIdHasher>,
+    channels: ChannelTable<Slot>,
     /// Set once the client published: only publishing connections are blocked by alarms.
     published: bool,
     /// A channel holds acks not yet applied to their queues.
@@ -147,7 +115,7 @@ pub async fn serve_connection<S>(
         config,
         outbound: outbound.clone(),
         handshake,
-        channels: HashMap::default(),
+        channels: ChannelTable::default(),
         published: false,
         acks_pending: false,
     };
@@ -389,7 +357,7 @@ impl Connection {
             config: &self.config,
             outbound: &self.outbound,
         };
-        let slot = self.channels.get_mut(&channel_id);
+        let slot = self.channels.get_mut(channel_id);
         let result = match (slot, frame.payload) {
             (None, FramePayload::Method(Method::ChannelOpen(_))) => {
                 let channel = Channel::new(
@@ -412,7 +380,7 @@ impl Connection {
                 ))
             }
             (Some(Slot::Closing), FramePayload::Method(Method::ChannelCloseOk(_))) => {
-                self.channels.remove(&channel_id);
+                self.channels.remove(channel_id);
                 Ok(())
             }
             (Some(Slot::Closing), FramePayload::Method(Method::ChannelClose(_))) => {
@@ -442,7 +410,7 @@ impl Connection {
                         }
                         Method::ChannelClose(_) => {
                             channel.release(Some(&self.vhost));
-                            self.channels.remove(&channel_id);
+                            self.channels.remove(channel_id);
                             self.outbound.write(|out| {
                                 encode_method(
                                     channel_id,
@@ -536,7 +504,7 @@ impl Connection {
 
     /// Releases every channel and the connection's exclusive queues. Idempotent.
     fn release_all(&mut self) {
-        for (_, slot) in self.channels.drain() {
+        for slot in self.channels.drain() {
             if let Slot::Open(mut channel) = slot {
                 channel.release(Some(&self.vhost));
             }

@@ -4,6 +4,7 @@
 
 pub mod alarm;
 mod channel;
+mod channel_table;
 mod connection;
 mod error;
 mod frame_reader;
