@@ -59,13 +59,13 @@ fn decode_publish(c: &mut Criterion) {
 }
 
 fn encode_deliver(c: &mut Criterion) {
-    let deliver = Method::BasicDeliver(BasicDeliver {
+    let deliver = Method::BasicDeliver(Box::new(BasicDeliver {
         consumer_tag: "amq.ctag-1-0123456789abcdef".into(),
         delivery_tag: 123_456,
         redelivered: false,
         exchange: "amq.direct".into(),
         routing_key: "bench.key".into(),
-    });
+    }));
     let header = ContentHeader {
         class_id: 60,
         body_size: 16,

@@ -19,9 +19,6 @@ pub const FRAME_HEADER_SIZE: usize = 7;
 pub const FRAME_OVERHEAD: usize = FRAME_HEADER_SIZE + 1;
 pub const PROTOCOL_HEADER: &[u8; 8] = b"AMQP\x00\x00\x09\x01";
 
-// A header is larger than the other payloads, but frames live one at a time on the stack
-// and boxing it would cost an allocation for every published message.
-#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum FramePayload {
     Method(Method),
@@ -198,13 +195,13 @@ mod tests {
             exchange in "\\PC{0,300}",
             routing_key in "[a-z.]{0,20}",
         ) {
-            let owned = Method::BasicDeliver(BasicDeliver {
+            let owned = Method::BasicDeliver(Box::new(BasicDeliver {
                 consumer_tag: tag.as_str().into(),
                 delivery_tag,
                 redelivered,
                 exchange: exchange.as_str().into(),
                 routing_key: routing_key.as_str().into(),
-            });
+            }));
             let mut expected = BytesMut::new();
             encode_method(channel, &owned, &mut expected);
             let mut got = BytesMut::new();

@@ -50,7 +50,7 @@ impl ConnectionStart {
 
 impl From<ConnectionStart> for Method {
     fn from(m: ConnectionStart) -> Method {
-        Method::ConnectionStart(m)
+        Method::ConnectionStart(Box::new(m))
     }
 }
 
@@ -90,7 +90,7 @@ impl ConnectionStartOk {
 
 impl From<ConnectionStartOk> for Method {
     fn from(m: ConnectionStartOk) -> Method {
-        Method::ConnectionStartOk(m)
+        Method::ConnectionStartOk(Box::new(m))
     }
 }
 
@@ -650,7 +650,7 @@ impl ExchangeDeclare {
 
 impl From<ExchangeDeclare> for Method {
     fn from(m: ExchangeDeclare) -> Method {
-        Method::ExchangeDeclare(m)
+        Method::ExchangeDeclare(Box::new(m))
     }
 }
 
@@ -777,7 +777,7 @@ impl ExchangeBind {
 
 impl From<ExchangeBind> for Method {
     fn from(m: ExchangeBind) -> Method {
-        Method::ExchangeBind(m)
+        Method::ExchangeBind(Box::new(m))
     }
 }
 
@@ -845,7 +845,7 @@ impl ExchangeUnbind {
 
 impl From<ExchangeUnbind> for Method {
     fn from(m: ExchangeUnbind) -> Method {
-        Method::ExchangeUnbind(m)
+        Method::ExchangeUnbind(Box::new(m))
     }
 }
 
@@ -1006,7 +1006,7 @@ impl QueueBind {
 
 impl From<QueueBind> for Method {
     fn from(m: QueueBind) -> Method {
-        Method::QueueBind(m)
+        Method::QueueBind(Box::new(m))
     }
 }
 
@@ -1069,7 +1069,7 @@ impl QueueUnbind {
 
 impl From<QueueUnbind> for Method {
     fn from(m: QueueUnbind) -> Method {
-        Method::QueueUnbind(m)
+        Method::QueueUnbind(Box::new(m))
     }
 }
 
@@ -1334,7 +1334,7 @@ impl BasicConsume {
 
 impl From<BasicConsume> for Method {
     fn from(m: BasicConsume) -> Method {
-        Method::BasicConsume(m)
+        Method::BasicConsume(Box::new(m))
     }
 }
 
@@ -1501,7 +1501,7 @@ impl BasicReturn {
 
 impl From<BasicReturn> for Method {
     fn from(m: BasicReturn) -> Method {
-        Method::BasicReturn(m)
+        Method::BasicReturn(Box::new(m))
     }
 }
 
@@ -1546,7 +1546,7 @@ impl BasicDeliver {
 
 impl From<BasicDeliver> for Method {
     fn from(m: BasicDeliver) -> Method {
-        Method::BasicDeliver(m)
+        Method::BasicDeliver(Box::new(m))
     }
 }
 
@@ -1623,7 +1623,7 @@ impl BasicGetOk {
 
 impl From<BasicGetOk> for Method {
     fn from(m: BasicGetOk) -> Method {
-        Method::BasicGetOk(m)
+        Method::BasicGetOk(Box::new(m))
     }
 }
 
@@ -2002,11 +2002,13 @@ impl From<ConfirmSelectOk> for Method {
     }
 }
 
-/// Any AMQP 0-9-1 method.
+/// Any AMQP 0-9-1 method. Methods larger than basic.publish (declares, binds,
+/// connection.start, deliveries built by clients) are boxed, so that a frame, moved by
+/// value on every frame handled, stays small.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Method {
-    ConnectionStart(ConnectionStart),
-    ConnectionStartOk(ConnectionStartOk),
+    ConnectionStart(Box<ConnectionStart>),
+    ConnectionStartOk(Box<ConnectionStartOk>),
     ConnectionSecure(ConnectionSecure),
     ConnectionSecureOk(ConnectionSecureOk),
     ConnectionTune(ConnectionTune),
@@ -2025,19 +2027,19 @@ pub enum Method {
     ChannelFlowOk(ChannelFlowOk),
     ChannelClose(ChannelClose),
     ChannelCloseOk(ChannelCloseOk),
-    ExchangeDeclare(ExchangeDeclare),
+    ExchangeDeclare(Box<ExchangeDeclare>),
     ExchangeDeclareOk(ExchangeDeclareOk),
     ExchangeDelete(ExchangeDelete),
     ExchangeDeleteOk(ExchangeDeleteOk),
-    ExchangeBind(ExchangeBind),
+    ExchangeBind(Box<ExchangeBind>),
     ExchangeBindOk(ExchangeBindOk),
-    ExchangeUnbind(ExchangeUnbind),
+    ExchangeUnbind(Box<ExchangeUnbind>),
     ExchangeUnbindOk(ExchangeUnbindOk),
     QueueDeclare(QueueDeclare),
     QueueDeclareOk(QueueDeclareOk),
-    QueueBind(QueueBind),
+    QueueBind(Box<QueueBind>),
     QueueBindOk(QueueBindOk),
-    QueueUnbind(QueueUnbind),
+    QueueUnbind(Box<QueueUnbind>),
     QueueUnbindOk(QueueUnbindOk),
     QueuePurge(QueuePurge),
     QueuePurgeOk(QueuePurgeOk),
@@ -2045,15 +2047,15 @@ pub enum Method {
     QueueDeleteOk(QueueDeleteOk),
     BasicQos(BasicQos),
     BasicQosOk(BasicQosOk),
-    BasicConsume(BasicConsume),
+    BasicConsume(Box<BasicConsume>),
     BasicConsumeOk(BasicConsumeOk),
     BasicCancel(BasicCancel),
     BasicCancelOk(BasicCancelOk),
     BasicPublish(BasicPublish),
-    BasicReturn(BasicReturn),
-    BasicDeliver(BasicDeliver),
+    BasicReturn(Box<BasicReturn>),
+    BasicDeliver(Box<BasicDeliver>),
     BasicGet(BasicGet),
-    BasicGetOk(BasicGetOk),
+    BasicGetOk(Box<BasicGetOk>),
     BasicGetEmpty(BasicGetEmpty),
     BasicAck(BasicAck),
     BasicReject(BasicReject),
@@ -2370,8 +2372,8 @@ impl Method {
         let class_id = wire::get_u16(buf)?;
         let method_id = wire::get_u16(buf)?;
         Ok(match (class_id, method_id) {
-            (10, 10) => Method::ConnectionStart(ConnectionStart::decode_args(buf)?),
-            (10, 11) => Method::ConnectionStartOk(ConnectionStartOk::decode_args(buf)?),
+            (10, 10) => Method::ConnectionStart(Box::new(ConnectionStart::decode_args(buf)?)),
+            (10, 11) => Method::ConnectionStartOk(Box::new(ConnectionStartOk::decode_args(buf)?)),
             (10, 20) => Method::ConnectionSecure(ConnectionSecure::decode_args(buf)?),
             (10, 21) => Method::ConnectionSecureOk(ConnectionSecureOk::decode_args(buf)?),
             (10, 30) => Method::ConnectionTune(ConnectionTune::decode_args(buf)?),
@@ -2392,19 +2394,19 @@ impl Method {
             (20, 21) => Method::ChannelFlowOk(ChannelFlowOk::decode_args(buf)?),
             (20, 40) => Method::ChannelClose(ChannelClose::decode_args(buf)?),
             (20, 41) => Method::ChannelCloseOk(ChannelCloseOk::decode_args(buf)?),
-            (40, 10) => Method::ExchangeDeclare(ExchangeDeclare::decode_args(buf)?),
+            (40, 10) => Method::ExchangeDeclare(Box::new(ExchangeDeclare::decode_args(buf)?)),
             (40, 11) => Method::ExchangeDeclareOk(ExchangeDeclareOk::decode_args(buf)?),
             (40, 20) => Method::ExchangeDelete(ExchangeDelete::decode_args(buf)?),
             (40, 21) => Method::ExchangeDeleteOk(ExchangeDeleteOk::decode_args(buf)?),
-            (40, 30) => Method::ExchangeBind(ExchangeBind::decode_args(buf)?),
+            (40, 30) => Method::ExchangeBind(Box::new(ExchangeBind::decode_args(buf)?)),
             (40, 31) => Method::ExchangeBindOk(ExchangeBindOk::decode_args(buf)?),
-            (40, 40) => Method::ExchangeUnbind(ExchangeUnbind::decode_args(buf)?),
+            (40, 40) => Method::ExchangeUnbind(Box::new(ExchangeUnbind::decode_args(buf)?)),
             (40, 51) => Method::ExchangeUnbindOk(ExchangeUnbindOk::decode_args(buf)?),
             (50, 10) => Method::QueueDeclare(QueueDeclare::decode_args(buf)?),
             (50, 11) => Method::QueueDeclareOk(QueueDeclareOk::decode_args(buf)?),
-            (50, 20) => Method::QueueBind(QueueBind::decode_args(buf)?),
+            (50, 20) => Method::QueueBind(Box::new(QueueBind::decode_args(buf)?)),
             (50, 21) => Method::QueueBindOk(QueueBindOk::decode_args(buf)?),
-            (50, 50) => Method::QueueUnbind(QueueUnbind::decode_args(buf)?),
+            (50, 50) => Method::QueueUnbind(Box::new(QueueUnbind::decode_args(buf)?)),
             (50, 51) => Method::QueueUnbindOk(QueueUnbindOk::decode_args(buf)?),
             (50, 30) => Method::QueuePurge(QueuePurge::decode_args(buf)?),
             (50, 31) => Method::QueuePurgeOk(QueuePurgeOk::decode_args(buf)?),
@@ -2412,15 +2414,15 @@ impl Method {
             (50, 41) => Method::QueueDeleteOk(QueueDeleteOk::decode_args(buf)?),
             (60, 10) => Method::BasicQos(BasicQos::decode_args(buf)?),
             (60, 11) => Method::BasicQosOk(BasicQosOk::decode_args(buf)?),
-            (60, 20) => Method::BasicConsume(BasicConsume::decode_args(buf)?),
+            (60, 20) => Method::BasicConsume(Box::new(BasicConsume::decode_args(buf)?)),
             (60, 21) => Method::BasicConsumeOk(BasicConsumeOk::decode_args(buf)?),
             (60, 30) => Method::BasicCancel(BasicCancel::decode_args(buf)?),
             (60, 31) => Method::BasicCancelOk(BasicCancelOk::decode_args(buf)?),
             (60, 40) => Method::BasicPublish(BasicPublish::decode_args(buf)?),
-            (60, 50) => Method::BasicReturn(BasicReturn::decode_args(buf)?),
-            (60, 60) => Method::BasicDeliver(BasicDeliver::decode_args(buf)?),
+            (60, 50) => Method::BasicReturn(Box::new(BasicReturn::decode_args(buf)?)),
+            (60, 60) => Method::BasicDeliver(Box::new(BasicDeliver::decode_args(buf)?)),
             (60, 70) => Method::BasicGet(BasicGet::decode_args(buf)?),
-            (60, 71) => Method::BasicGetOk(BasicGetOk::decode_args(buf)?),
+            (60, 71) => Method::BasicGetOk(Box::new(BasicGetOk::decode_args(buf)?)),
             (60, 72) => Method::BasicGetEmpty(BasicGetEmpty::decode_args(buf)?),
             (60, 80) => Method::BasicAck(BasicAck::decode_args(buf)?),
             (60, 90) => Method::BasicReject(BasicReject::decode_args(buf)?),
@@ -2534,23 +2536,23 @@ pub mod strategies {
         prop_oneof![
             (any::<u8>(), any::<u8>(), field_table(), bytes(), bytes(),).prop_map(
                 |(version_major, version_minor, server_properties, mechanisms, locales)| {
-                    Method::ConnectionStart(ConnectionStart {
+                    Method::ConnectionStart(Box::new(ConnectionStart {
                         version_major,
                         version_minor,
                         server_properties,
                         mechanisms,
                         locales,
-                    })
+                    }))
                 }
             ),
             (field_table(), short_string(), bytes(), short_string(),).prop_map(
                 |(client_properties, mechanism, response, locale)| Method::ConnectionStartOk(
-                    ConnectionStartOk {
+                    Box::new(ConnectionStartOk {
                         client_properties,
                         mechanism,
                         response,
                         locale
-                    }
+                    })
                 )
             ),
             (bytes(),)
@@ -2631,7 +2633,7 @@ pub mod strategies {
                         internal,
                         no_wait,
                         arguments,
-                    )| Method::ExchangeDeclare(ExchangeDeclare {
+                    )| Method::ExchangeDeclare(Box::new(ExchangeDeclare {
                         exchange,
                         kind,
                         passive,
@@ -2640,7 +2642,7 @@ pub mod strategies {
                         internal,
                         no_wait,
                         arguments
-                    })
+                    }))
                 ),
             Just(Method::ExchangeDeclareOk(ExchangeDeclareOk {})),
             (short_string(), any::<bool>(), any::<bool>(),).prop_map(
@@ -2659,13 +2661,13 @@ pub mod strategies {
                 field_table(),
             )
                 .prop_map(|(destination, source, routing_key, no_wait, arguments)| {
-                    Method::ExchangeBind(ExchangeBind {
+                    Method::ExchangeBind(Box::new(ExchangeBind {
                         destination,
                         source,
                         routing_key,
                         no_wait,
                         arguments,
-                    })
+                    }))
                 }),
             Just(Method::ExchangeBindOk(ExchangeBindOk {})),
             (
@@ -2676,13 +2678,13 @@ pub mod strategies {
                 field_table(),
             )
                 .prop_map(|(destination, source, routing_key, no_wait, arguments)| {
-                    Method::ExchangeUnbind(ExchangeUnbind {
+                    Method::ExchangeUnbind(Box::new(ExchangeUnbind {
                         destination,
                         source,
                         routing_key,
                         no_wait,
                         arguments,
-                    })
+                    }))
                 }),
             Just(Method::ExchangeUnbindOk(ExchangeUnbindOk {})),
             (
@@ -2722,13 +2724,13 @@ pub mod strategies {
                 field_table(),
             )
                 .prop_map(|(queue, exchange, routing_key, no_wait, arguments)| {
-                    Method::QueueBind(QueueBind {
+                    Method::QueueBind(Box::new(QueueBind {
                         queue,
                         exchange,
                         routing_key,
                         no_wait,
                         arguments,
-                    })
+                    }))
                 }),
             Just(Method::QueueBindOk(QueueBindOk {})),
             (
@@ -2738,12 +2740,12 @@ pub mod strategies {
                 field_table(),
             )
                 .prop_map(|(queue, exchange, routing_key, arguments)| {
-                    Method::QueueUnbind(QueueUnbind {
+                    Method::QueueUnbind(Box::new(QueueUnbind {
                         queue,
                         exchange,
                         routing_key,
                         arguments,
-                    })
+                    }))
                 }),
             Just(Method::QueueUnbindOk(QueueUnbindOk {})),
             (short_string(), any::<bool>(),)
@@ -2780,7 +2782,7 @@ pub mod strategies {
             )
                 .prop_map(
                     |(queue, consumer_tag, no_local, no_ack, exclusive, no_wait, arguments)| {
-                        Method::BasicConsume(BasicConsume {
+                        Method::BasicConsume(Box::new(BasicConsume {
                             queue,
                             consumer_tag,
                             no_local,
@@ -2788,7 +2790,7 @@ pub mod strategies {
                             exclusive,
                             no_wait,
                             arguments,
-                        })
+                        }))
                     }
                 ),
             (short_string(),).prop_map(|(consumer_tag,)| Method::BasicConsumeOk(BasicConsumeOk {
@@ -2813,14 +2815,14 @@ pub mod strategies {
                 )
             ),
             (any::<u16>(), short_string(), short_string(), short_string(),).prop_map(
-                |(reply_code, reply_text, exchange, routing_key)| Method::BasicReturn(
+                |(reply_code, reply_text, exchange, routing_key)| Method::BasicReturn(Box::new(
                     BasicReturn {
                         reply_code,
                         reply_text,
                         exchange,
                         routing_key
                     }
-                )
+                ))
             ),
             (
                 short_string(),
@@ -2831,13 +2833,13 @@ pub mod strategies {
             )
                 .prop_map(
                     |(consumer_tag, delivery_tag, redelivered, exchange, routing_key)| {
-                        Method::BasicDeliver(BasicDeliver {
+                        Method::BasicDeliver(Box::new(BasicDeliver {
                             consumer_tag,
                             delivery_tag,
                             redelivered,
                             exchange,
                             routing_key,
-                        })
+                        }))
                     }
                 ),
             (short_string(), any::<bool>(),)
@@ -2851,13 +2853,13 @@ pub mod strategies {
             )
                 .prop_map(
                     |(delivery_tag, redelivered, exchange, routing_key, message_count)| {
-                        Method::BasicGetOk(BasicGetOk {
+                        Method::BasicGetOk(Box::new(BasicGetOk {
                             delivery_tag,
                             redelivered,
                             exchange,
                             routing_key,
                             message_count,
-                        })
+                        }))
                     }
                 ),
             Just(Method::BasicGetEmpty(BasicGetEmpty {})),

@@ -87,12 +87,14 @@ impl Client {
         response.put_u8(0);
         response.put_slice(uri.password.as_bytes());
         client
-            .send(&Method::ConnectionStartOk(wharf_amqp::ConnectionStartOk {
-                client_properties: client_properties(name),
-                mechanism: "PLAIN".into(),
-                response: response.into(),
-                locale: "en_US".into(),
-            }))
+            .send(&Method::ConnectionStartOk(Box::new(
+                wharf_amqp::ConnectionStartOk {
+                    client_properties: client_properties(name),
+                    mechanism: "PLAIN".into(),
+                    response: response.into(),
+                    locale: "en_US".into(),
+                },
+            )))
             .await?;
         let during = "during login";
         let tune = match client.read_method(during).await {

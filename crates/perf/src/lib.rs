@@ -87,12 +87,14 @@ pub fn run(args: &PerfArgs) -> anyhow::Result<Summary> {
 async fn declare(setup: &mut Client, args: &PerfArgs) -> anyhow::Result<()> {
     if !args.exchange.is_empty() {
         setup
-            .rpc(Method::ExchangeDeclare(wharf_amqp::ExchangeDeclare {
-                exchange: args.exchange.as_str().into(),
-                kind: args.exchange_type.name().into(),
-                durable: args.persistent,
-                ..Default::default()
-            }))
+            .rpc(Method::ExchangeDeclare(Box::new(
+                wharf_amqp::ExchangeDeclare {
+                    exchange: args.exchange.as_str().into(),
+                    kind: args.exchange_type.name().into(),
+                    durable: args.persistent,
+                    ..Default::default()
+                },
+            )))
             .await
             .with_context(|| format!("cannot declare exchange '{}'", args.exchange))?;
     }
@@ -112,13 +114,13 @@ async fn declare(setup: &mut Client, args: &PerfArgs) -> anyhow::Result<()> {
                 arguments.insert("x-match", wharf_amqp::FieldValue::LongStr("all".into()));
             }
             setup
-                .rpc(Method::QueueBind(wharf_amqp::QueueBind {
+                .rpc(Method::QueueBind(Box::new(wharf_amqp::QueueBind {
                     queue: queue.as_str().into(),
                     exchange: args.exchange.as_str().into(),
                     routing_key: args.binding_key().into(),
                     arguments,
                     ..Default::default()
-                }))
+                })))
                 .await
                 .with_context(|| format!("cannot bind queue '{queue}'"))?;
         }
@@ -186,11 +188,11 @@ async fn measure(args: &PerfArgs, uri: &AmqpUri) -> anyhow::Result<Summary> {
                 .await?;
         }
         client
-            .rpc(Method::BasicConsume(wharf_amqp::BasicConsume {
+            .rpc(Method::BasicConsume(Box::new(wharf_amqp::BasicConsume {
                 queue: plan.queue.as_str().into(),
                 no_ack: plan.autoack,
                 ..Default::default()
-            }))
+            })))
             .await
             .with_context(|| format!("cannot consume from '{}'", plan.queue))?;
         consumers.push(tokio::spawn(consumer::run(

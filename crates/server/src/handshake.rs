@@ -128,13 +128,13 @@ pub async fn run<R: AsyncRead + Unpin>(
         return Err(HandshakeError::Abandoned);
     }
 
-    let start = Method::ConnectionStart(ConnectionStart {
+    let start = Method::ConnectionStart(Box::new(ConnectionStart {
         version_major: 0,
         version_minor: 9,
         server_properties: server_properties(),
         mechanisms: bytes::Bytes::from_static(sasl::MECHANISMS.as_bytes()),
         locales: bytes::Bytes::from_static(b"en_US"),
-    });
+    }));
     outbound.write(|out| encode_method(0, &start, out));
 
     let method = expect_method(reader).await?;

@@ -476,13 +476,13 @@ impl Channel {
                 consumer_tag: None,
             });
         }
-        let method = Method::BasicGetOk(BasicGetOk {
+        let method = Method::BasicGetOk(Box::new(BasicGetOk {
             delivery_tag,
             redelivered: got.redelivered,
             exchange: got.message.exchange.clone(),
             routing_key: got.message.routing_key.clone(),
             message_count: got.message_count,
-        });
+        }));
         let frame_max = self.delivery.frame_max;
         ctx.outbound
             .write(|out| encode_with_content(self.id, &method, &got.message, frame_max, out));

@@ -240,12 +240,12 @@ impl Publish {
         cache.route(ctx, &self.exchange, &self.message);
         if cache.queues.is_empty() {
             if self.mandatory {
-                let method = Method::BasicReturn(BasicReturn {
+                let method = Method::BasicReturn(Box::new(BasicReturn {
                     reply_code: ReplyCode::NoRoute as u16,
                     reply_text: "NO_ROUTE".into(),
                     exchange: self.message.exchange.clone(),
                     routing_key: self.message.routing_key.clone(),
-                });
+                }));
                 ctx.outbound.write(|out| {
                     encode_with_content(channel, &method, &self.message, frame_max, out)
                 });
