@@ -11,7 +11,9 @@ use wharf_store::{Change, Definitions, DestinationKind, ExchangeDef, QueueDef};
 
 use crate::durability::{self, Durability};
 use crate::error::{Error, ErrorKind, Result};
-use crate::exchange::{validate_headers_binding, Binding, Destination, Exchange, ExchangeKind};
+use crate::exchange::{
+    validate_headers_binding, Binding, Destination, Exchange, ExchangeKind, ALTERNATE_EXCHANGE,
+};
 use crate::message::Message;
 use crate::queue::{ConnectionId, Queue, QueueOptions, Window};
 
@@ -705,10 +707,10 @@ impl VHost {
         let mut pending: Vec<Arc<Exchange>> = Vec::new();
         let mut current = exchange.clone();
         loop {
-            current.route(
-                &message.routing_key,
-                &headers,
-                &mut |destination| match destination {
+            let mut routed = false;
+            current.route(&message.routing_key, &headers, &mut |destination| {
+                routed = true;
+                match destination {
                     Destination::Queue(q) => {
                         if !queues.iter().any(|known| Arc::ptr_eq(known, q)) {
                             queues.push(q.clone());
@@ -720,11 +722,45 @@ impl VHost {
                             pending.push(e.clone());
                         }
                     }
-                },
-            );
+                }
+            });
+            // As RabbitMQ: an exchange whose bindings matched nothing (no queue, no
+            // exchange) hands the message to its alternate exchange, once per route.
+            if !routed {
+                if let Some(alternate) = &current.alternate {
+                    self.add_alternate(&current, alternate, &mut visited, &mut pending);
+                }
+            }
             match pending.pop() {
                 Some(next) => current = next,
                 None => break,
+            }
+        }
+    }
+
+    fn add_alternate(
+        &self,
+        exchange: &Exchange,
+        alternate: &str,
+        visited: &mut Vec<*const Exchange>,
+        pending: &mut Vec<Arc<Exchange>>,
+    ) {
+        match self.exchanges.read().get(alternate) {
+            Some(found) => {
+                if !visited.contains(&Arc::as_ptr(found)) {
+                    visited.push(Arc::as_ptr(found));
+                    pending.push(found.clone());
+                }
+            }
+            None => {
+                if exchange.first_missing_alternate() {
+                    tracing::warn!(
+                        vhost = %self.name,
+                        exchange = %exchange.name,
+                        alternate,
+                        "alternate exchange not found: unroutable messages are dropped"
+                    );
+                }
             }
         }
     }
@@ -740,7 +776,9 @@ fn check_arguments(
     current: &FieldTable,
 ) -> Result<()> {
     let keys = got.iter().chain(current.iter()).map(|(k, _)| k);
-    for key in keys.filter(|k| k.starts_with("x-")) {
+    // RabbitMQ also compares an exchange's alternate-exchange.
+    let compared = |k: &&ByteString| k.starts_with("x-") || *k == ALTERNATE_EXCHANGE;
+    for key in keys.filter(compared) {
         let (a, b) = (got.get(key), current.get(key));
         if a != b {
             return Err(inequivalent(

@@ -13,7 +13,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use parking_lot::RwLock;
-use wharf_amqp::{ByteString, FieldTable};
+use wharf_amqp::{ByteString, FieldTable, FieldValue};
 
 use crate::queue::Queue;
 
@@ -102,6 +102,9 @@ struct Bindings {
     router: Router,
 }
 
+/// The exchange argument naming an alternate exchange.
+pub const ALTERNATE_EXCHANGE: &str = "alternate-exchange";
+
 #[derive(Debug)]
 pub struct Exchange {
     pub name: ByteString,
@@ -110,6 +113,11 @@ pub struct Exchange {
     pub auto_delete: bool,
     pub internal: bool,
     pub arguments: FieldTable,
+    /// The `alternate-exchange` argument: where messages this exchange cannot route go.
+    pub alternate: Option<ByteString>,
+    /// Set once a missing alternate exchange was logged, so it is logged once, not per
+    /// message.
+    alternate_missing_logged: std::sync::atomic::AtomicBool,
     bindings: RwLock<Bindings>,
     /// Set when the exchange is removed from its vhost, so that holders of an `Arc` (a
     /// channel's cache of the exchange it publishes to) know to look it up again.
@@ -119,6 +127,13 @@ pub struct Exchange {
 impl Exchange {
     pub fn is_deleted(&self) -> bool {
         self.deleted.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Whether this is the first time its alternate exchange was found missing.
+    pub(crate) fn first_missing_alternate(&self) -> bool {
+        !self
+            .alternate_missing_logged
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
     }
 
     pub(crate) fn mark_deleted(&self) {
@@ -140,6 +155,11 @@ impl Exchange {
             ExchangeKind::Topic => Router::Topic(TopicTrie::new()),
             ExchangeKind::Headers => Router::Headers,
         };
+        // As RabbitMQ, a value that is not a string names no alternate exchange.
+        let alternate = arguments
+            .get(ALTERNATE_EXCHANGE)
+            .and_then(FieldValue::as_str)
+            .map(ByteString::from);
         Exchange {
             name,
             kind,
@@ -147,6 +167,8 @@ impl Exchange {
             auto_delete,
             internal,
             arguments,
+            alternate,
+            alternate_missing_logged: std::sync::atomic::AtomicBool::new(false),
             bindings: RwLock::new(Bindings {
                 list: Vec::new(),
                 router,
