@@ -11,6 +11,7 @@ pub mod exchange;
 pub mod flusher;
 pub mod message;
 pub mod queue;
+pub mod queue_arguments;
 pub mod users;
 pub mod vhost;
 

@@ -19,6 +19,7 @@ use wharf_store::segment::Lifetime;
 use crate::consumer::{Consumer, Delivery, DeliveryTarget};
 use crate::error::{Error, Result};
 use crate::message::Message;
+use crate::queue_arguments::{Overflow, QueueLimits};
 
 /// How many ready messages a queue keeps in memory: beyond this many (or bytes), new
 /// messages wait in the queue's log only and are read back as the queue drains, so memory
@@ -67,6 +68,9 @@ pub enum Enqueued {
     Appended,
     /// The queue is gone, or its log could not be written: the publisher must be told.
     Failed,
+    /// The queue is at its length limit and its overflow is reject-publish: the publisher
+    /// gets basic.nack.
+    Rejected,
 }
 
 #[derive(Default)]
@@ -122,6 +126,8 @@ pub struct Queue {
     pub name: ByteString,
     pub vhost: ByteString,
     pub options: QueueOptions,
+    /// Read from the arguments (checked at declare).
+    limits: QueueLimits,
     window: Window,
     deleted: AtomicBool,
     state: Mutex<State>,
@@ -138,10 +144,12 @@ impl std::fmt::Debug for Queue {
 
 impl Queue {
     pub fn new(name: ByteString, vhost: ByteString, options: QueueOptions, window: Window) -> Self {
+        let limits = QueueLimits::from_arguments(&options.arguments).unwrap_or_default();
         Queue {
             name,
             vhost,
             options,
+            limits,
             window,
             deleted: AtomicBool::new(false),
             state: Mutex::new(State::default()),
@@ -200,6 +208,40 @@ impl Queue {
         if self.is_deleted() {
             return Enqueued::Failed;
         }
+        let Some(max) = self.limits.max_length else {
+            return self.enqueue_locked(state, message);
+        };
+        if self.limits.overflow != Overflow::DropHead {
+            // As RabbitMQ, a full queue refuses before any consumer is offered the message
+            // (a limit of 0 refuses everything, waiting consumer or not).
+            if state.ready.len() as u64 + state.spilled >= max {
+                return Enqueued::Rejected;
+            }
+            return self.enqueue_locked(state, message);
+        }
+        let outcome = self.enqueue_locked(state, message);
+        self.drop_head(state, max);
+        outcome
+    }
+
+    /// Drops the oldest ready messages until `max` are left (as RabbitMQ's drop-head; they
+    /// will be dead-lettered once dead-lettering exists).
+    fn drop_head(&self, state: &mut State, max: u64) {
+        if state.ready.len() as u64 + state.spilled <= max {
+            return;
+        }
+        while state.ready.len() as u64 + state.spilled > max {
+            self.refill(state);
+            let Some(entry) = state.ready.pop_front() else {
+                break;
+            };
+            state.ready_bytes -= entry.message.body.len();
+            self.forget(state, &entry);
+        }
+        self.write_acks(state);
+    }
+
+    fn enqueue_locked(self: &Arc<Self>, state: &mut State, message: Arc<Message>) -> Enqueued {
         let persistent = message.is_persistent();
         if state.log_broken && persistent {
             return Enqueued::Failed;

@@ -16,6 +16,7 @@ use crate::exchange::{
 };
 use crate::message::Message;
 use crate::queue::{ConnectionId, Queue, QueueOptions, Window};
+use crate::queue_arguments::QueueLimits;
 
 /// The exchanges every vhost starts with, as RabbitMQ declares them.
 const STANDARD_EXCHANGES: &[(&str, ExchangeKind)] = &[
@@ -340,6 +341,12 @@ impl VHost {
             // A passive declare with an empty name refers to no queue at all.
             let queue = self.queue_for(&declare.name, connection)?;
             return Ok(declared(queue));
+        }
+        if let Err((argument, reason)) = QueueLimits::from_arguments(&declare.arguments) {
+            return Err(Error::precondition(format_args!(
+                "invalid arg '{argument}' for queue '{}' in vhost '{}': {reason}",
+                declare.name, self.name
+            )));
         }
         let mut queues = self.queues.write();
         if let Some(existing) = queues.get(&declare.name) {

@@ -257,7 +257,8 @@ impl Publish {
             match queue.publish(self.message.clone()) {
                 Enqueued::InMemory => {}
                 Enqueued::Appended => stored.appended_to.push(queue),
-                Enqueued::Failed => stored.failed = true,
+                // Either way the publisher must hear it was not taken: basic.nack.
+                Enqueued::Failed | Enqueued::Rejected => stored.failed = true,
             }
         }
         stored
