@@ -19,7 +19,7 @@ use wharf_store::segment::Lifetime;
 use crate::consumer::{Consumer, Delivery, DeliveryTarget};
 use crate::error::{Error, Result};
 use crate::message::Message;
-use crate::queue_arguments::{Overflow, QueueLimits};
+use crate::queue_arguments::{Overflow, QueueSettings};
 
 /// How many ready messages a queue keeps in memory: beyond this many (or bytes), new
 /// messages wait in the queue's log only and are read back as the queue drains, so memory
@@ -127,7 +127,7 @@ pub struct Queue {
     pub vhost: ByteString,
     pub options: QueueOptions,
     /// Read from the arguments (checked at declare).
-    limits: QueueLimits,
+    settings: QueueSettings,
     window: Window,
     deleted: AtomicBool,
     state: Mutex<State>,
@@ -144,12 +144,12 @@ impl std::fmt::Debug for Queue {
 
 impl Queue {
     pub fn new(name: ByteString, vhost: ByteString, options: QueueOptions, window: Window) -> Self {
-        let limits = QueueLimits::from_arguments(&options.arguments).unwrap_or_default();
+        let settings = QueueSettings::from_arguments(&options.arguments).unwrap_or_default();
         Queue {
             name,
             vhost,
             options,
-            limits,
+            settings,
             window,
             deleted: AtomicBool::new(false),
             state: Mutex::new(State::default()),
@@ -208,10 +208,10 @@ impl Queue {
         if self.is_deleted() {
             return Enqueued::Failed;
         }
-        let Some(max) = self.limits.max_length else {
+        let Some(max) = self.settings.max_length else {
             return self.enqueue_locked(state, message);
         };
-        if self.limits.overflow != Overflow::DropHead {
+        if self.settings.overflow != Overflow::DropHead {
             // As RabbitMQ, a full queue refuses before any consumer is offered the message
             // (a limit of 0 refuses everything, waiting consumer or not).
             if state.ready.len() as u64 + state.spilled >= max {
@@ -460,7 +460,13 @@ impl Queue {
             if state.ready.is_empty() || state.consumers.is_empty() {
                 return;
             }
-            let consumer_count = state.consumers.len();
+            // With a single active consumer only the first registered one is offered
+            // messages.
+            let consumer_count = if self.settings.single_active_consumer {
+                1
+            } else {
+                state.consumers.len()
+            };
             let mut delivered = false;
             for attempt in 0..consumer_count {
                 let index = (state.next_consumer + attempt) % consumer_count;
@@ -601,12 +607,20 @@ impl Queue {
         Ok(())
     }
 
-    pub fn remove_consumer(&self, target: &Arc<dyn DeliveryTarget>, tag: &str) -> ConsumerRemoved {
+    pub fn remove_consumer(
+        self: &Arc<Self>,
+        target: &Arc<dyn DeliveryTarget>,
+        tag: &str,
+    ) -> ConsumerRemoved {
         let mut state = self.state.lock();
         let Some(at) = state.consumers.iter().position(|c| c.is(target, tag)) else {
             return ConsumerRemoved::NotFound;
         };
         state.consumers.remove(at);
+        if at == 0 && self.settings.single_active_consumer {
+            // The next consumer in registration order takes over at once.
+            self.deliver_locked(&mut state);
+        }
         if state.next_consumer > at {
             state.next_consumer -= 1;
         }

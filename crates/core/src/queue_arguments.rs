@@ -1,10 +1,12 @@
 //! The queue arguments Wharf acts on, read once at declare and checked as RabbitMQ checks
 //! them: a bad value refuses the declare with 406 and RabbitMQ's reason text.
+//! (x-max-length, x-overflow, x-single-active-consumer; see docs/features.md.)
 
 use wharf_amqp::{FieldTable, FieldValue};
 
 pub const MAX_LENGTH: &str = "x-max-length";
 pub const OVERFLOW: &str = "x-overflow";
+pub const SINGLE_ACTIVE_CONSUMER: &str = "x-single-active-consumer";
 
 /// What a queue at its length limit does with one more message.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -19,26 +21,39 @@ pub enum Overflow {
     RejectPublishDlx,
 }
 
-/// The limits a queue applies to its ready messages (delivered, unacknowledged ones do not
-/// count, as in RabbitMQ).
+/// What a queue's arguments ask of it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct QueueLimits {
+pub struct QueueSettings {
+    /// At most this many ready messages (delivered, unacknowledged ones do not count, as
+    /// in RabbitMQ).
     pub max_length: Option<u64>,
     pub overflow: Overflow,
+    /// Only the longest-registered consumer gets messages; the next takes over when it
+    /// goes.
+    pub single_active_consumer: bool,
 }
 
-impl QueueLimits {
-    /// The limits `arguments` set. Err((argument, reason)) names the first bad one.
-    pub fn from_arguments(arguments: &FieldTable) -> Result<QueueLimits, (&'static str, String)> {
-        let mut limits = QueueLimits::default();
+impl QueueSettings {
+    /// The settings `arguments` make. Err((argument, reason)) names the first bad one.
+    pub fn from_arguments(arguments: &FieldTable) -> Result<QueueSettings, (&'static str, String)> {
+        let mut settings = QueueSettings::default();
         if let Some(value) = arguments.get(MAX_LENGTH) {
             let n = non_negative_integer(value).map_err(|reason| (MAX_LENGTH, reason))?;
-            limits.max_length = Some(n);
+            settings.max_length = Some(n);
         }
         if let Some(value) = arguments.get(OVERFLOW) {
-            limits.overflow = overflow(value).map_err(|reason| (OVERFLOW, reason))?;
+            settings.overflow = overflow(value).map_err(|reason| (OVERFLOW, reason))?;
         }
-        Ok(limits)
+        if let Some(value) = arguments.get(SINGLE_ACTIVE_CONSUMER) {
+            settings.single_active_consumer = match value {
+                FieldValue::Bool(on) => *on,
+                other => {
+                    let reason = format!("{{unacceptable_type,{}}}", type_name(other));
+                    return Err((SINGLE_ACTIVE_CONSUMER, reason));
+                }
+            };
+        }
+        Ok(settings)
     }
 }
 
@@ -99,13 +114,13 @@ mod tests {
     #[test]
     fn reads_limits_and_refuses_bad_values_with_rabbitmqs_reasons() {
         assert_eq!(
-            QueueLimits::from_arguments(&FieldTable::new()),
-            Ok(QueueLimits::default())
+            QueueSettings::from_arguments(&FieldTable::new()),
+            Ok(QueueSettings::default())
         );
-        let limits = QueueLimits::from_arguments(&table(MAX_LENGTH, FieldValue::I64(5))).unwrap();
+        let limits = QueueSettings::from_arguments(&table(MAX_LENGTH, FieldValue::I64(5))).unwrap();
         assert_eq!(limits.max_length, Some(5));
         let overflow = FieldValue::LongStr(Bytes::from_static(b"reject-publish"));
-        let limits = QueueLimits::from_arguments(&table(OVERFLOW, overflow)).unwrap();
+        let limits = QueueSettings::from_arguments(&table(OVERFLOW, overflow)).unwrap();
         assert_eq!(limits.overflow, Overflow::RejectPublish);
         let cases = [
             (MAX_LENGTH, FieldValue::I32(-1), "{value_negative,-1}"),
@@ -127,7 +142,7 @@ mod tests {
         ];
         for (key, value, reason) in cases {
             assert_eq!(
-                QueueLimits::from_arguments(&table(key, value)),
+                QueueSettings::from_arguments(&table(key, value)),
                 Err((key, reason.to_string()))
             );
         }

@@ -16,7 +16,7 @@ use crate::exchange::{
 };
 use crate::message::Message;
 use crate::queue::{ConnectionId, Queue, QueueOptions, Window};
-use crate::queue_arguments::QueueLimits;
+use crate::queue_arguments::QueueSettings;
 
 /// The exchanges every vhost starts with, as RabbitMQ declares them.
 const STANDARD_EXCHANGES: &[(&str, ExchangeKind)] = &[
@@ -342,7 +342,7 @@ impl VHost {
             let queue = self.queue_for(&declare.name, connection)?;
             return Ok(declared(queue));
         }
-        if let Err((argument, reason)) = QueueLimits::from_arguments(&declare.arguments) {
+        if let Err((argument, reason)) = QueueSettings::from_arguments(&declare.arguments) {
             return Err(Error::precondition(format_args!(
                 "invalid arg '{argument}' for queue '{}' in vhost '{}': {reason}",
                 declare.name, self.name
