@@ -38,9 +38,28 @@ pub struct Consumer {
     pub exclusive: bool,
     pub arguments: FieldTable,
     pub target: Arc<dyn DeliveryTarget>,
+    /// `x-priority`, read by the queue when the consumer is added.
+    pub(crate) priority: i64,
 }
 
 impl Consumer {
+    pub fn new(
+        tag: ByteString,
+        no_ack: bool,
+        exclusive: bool,
+        arguments: FieldTable,
+        target: Arc<dyn DeliveryTarget>,
+    ) -> Consumer {
+        Consumer {
+            tag,
+            no_ack,
+            exclusive,
+            arguments,
+            target,
+            priority: 0,
+        }
+    }
+
     /// Whether this consumer is the one registered by `target` under `tag`.
     pub fn is(&self, target: &Arc<dyn DeliveryTarget>, tag: &str) -> bool {
         Arc::ptr_eq(&self.target, target) && self.tag == tag
@@ -53,6 +72,7 @@ impl std::fmt::Debug for Consumer {
             .field("tag", &self.tag)
             .field("no_ack", &self.no_ack)
             .field("exclusive", &self.exclusive)
+            .field("priority", &self.priority)
             .finish()
     }
 }

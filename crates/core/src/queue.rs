@@ -19,7 +19,7 @@ use wharf_store::segment::Lifetime;
 use crate::consumer::{Consumer, Delivery, DeliveryTarget};
 use crate::error::{Error, Result};
 use crate::message::Message;
-use crate::queue_arguments::{Overflow, QueueSettings};
+use crate::queue_arguments::{consumer_priority, Overflow, QueueSettings};
 
 /// How many ready messages a queue keeps in memory: beyond this many (or bytes), new
 /// messages wait in the queue's log only and are read back as the queue drains, so memory
@@ -460,43 +460,59 @@ impl Queue {
             if state.ready.is_empty() || state.consumers.is_empty() {
                 return;
             }
-            // With a single active consumer only the first registered one is offered
-            // messages.
-            let consumer_count = if self.settings.single_active_consumer {
+            // Consumers are sorted by priority: each message goes to the first group (of
+            // one priority) with a consumer that takes it, round robin within the group.
+            // With a single active consumer only the first registered one is offered.
+            let count = if self.settings.single_active_consumer {
                 1
             } else {
                 state.consumers.len()
             };
             let mut delivered = false;
-            for attempt in 0..consumer_count {
-                let index = (state.next_consumer + attempt) % consumer_count;
-                let State {
-                    ready, consumers, ..
-                } = &mut *state;
-                let (Some(entry), consumer) = (ready.front(), &consumers[index]) else {
-                    return;
+            let mut group_start = 0;
+            while group_start < count && !delivered {
+                let priority = state.consumers[group_start].priority;
+                let group_len = state.consumers[group_start..count]
+                    .iter()
+                    .take_while(|c| c.priority == priority)
+                    .count();
+                let group = group_start..group_start + group_len;
+                let first = if group.contains(&state.next_consumer) {
+                    state.next_consumer - group_start
+                } else {
+                    0
                 };
-                let accepted = consumer.target.try_deliver(Delivery {
-                    queue: self,
-                    consumer_tag: &consumer.tag,
-                    offset: entry.offset,
-                    message: &entry.message,
-                    redelivered: entry.redelivered,
-                    no_ack: consumer.no_ack,
-                });
-                if accepted {
-                    let no_ack = consumer.no_ack;
-                    let entry = ready.pop_front().expect("front was checked above");
-                    state.ready_bytes -= entry.message.body.len();
-                    if no_ack {
-                        self.forget(state, &entry);
-                    } else {
-                        state.unacked.insert(entry.offset, entry);
+                for attempt in 0..group_len {
+                    let index = group_start + (first + attempt) % group_len;
+                    let State {
+                        ready, consumers, ..
+                    } = &mut *state;
+                    let (Some(entry), consumer) = (ready.front(), &consumers[index]) else {
+                        return;
+                    };
+                    let accepted = consumer.target.try_deliver(Delivery {
+                        queue: self,
+                        consumer_tag: &consumer.tag,
+                        offset: entry.offset,
+                        message: &entry.message,
+                        redelivered: entry.redelivered,
+                        no_ack: consumer.no_ack,
+                    });
+                    if accepted {
+                        let no_ack = consumer.no_ack;
+                        let entry = ready.pop_front().expect("front was checked above");
+                        state.ready_bytes -= entry.message.body.len();
+                        if no_ack {
+                            self.forget(state, &entry);
+                        } else {
+                            state.unacked.insert(entry.offset, entry);
+                        }
+                        state.next_consumer = group_start + (index - group_start + 1) % group_len;
+                        delivered = true;
+                        break;
                     }
-                    state.next_consumer = (index + 1) % consumer_count;
-                    delivered = true;
-                    break;
                 }
+                group_start += group_len;
             }
             if !delivered {
                 return;
@@ -585,7 +601,13 @@ impl Queue {
         count
     }
 
-    pub fn add_consumer(self: &Arc<Self>, consumer: Consumer) -> Result<()> {
+    pub fn add_consumer(self: &Arc<Self>, mut consumer: Consumer) -> Result<()> {
+        consumer.priority = consumer_priority(&consumer.arguments).map_err(|(arg, reason)| {
+            Error::precondition(format_args!(
+                "invalid arg '{arg}' for queue '{}' in vhost '{}': {reason}",
+                self.name, self.vhost
+            ))
+        })?;
         let mut state = self.state.lock();
         if self.is_deleted() {
             return Err(Error::not_found(format_args!(
@@ -601,7 +623,19 @@ impl Queue {
                 self.name, self.vhost
             )));
         }
-        state.consumers.push(consumer);
+        // Kept in descending priority, in registration order within one priority (with a
+        // single active consumer, in registration order only: the first is the active one).
+        let at = if self.settings.single_active_consumer {
+            state.consumers.len()
+        } else {
+            state
+                .consumers
+                .partition_point(|c| c.priority >= consumer.priority)
+        };
+        if state.next_consumer >= at && !state.consumers.is_empty() && at < state.consumers.len() {
+            state.next_consumer += 1;
+        }
+        state.consumers.insert(at, consumer);
         state.had_consumer = true;
         self.deliver_locked(&mut state);
         Ok(())

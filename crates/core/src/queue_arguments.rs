@@ -7,6 +7,19 @@ use wharf_amqp::{FieldTable, FieldValue};
 pub const MAX_LENGTH: &str = "x-max-length";
 pub const OVERFLOW: &str = "x-overflow";
 pub const SINGLE_ACTIVE_CONSUMER: &str = "x-single-active-consumer";
+/// A consumer argument (basic.consume): consumers of higher priority get messages first.
+pub const CONSUMER_PRIORITY: &str = "x-priority";
+
+/// A consumer's `x-priority` (0 without one); any integer, negative ones included.
+pub fn consumer_priority(arguments: &FieldTable) -> Result<i64, (&'static str, String)> {
+    match arguments.get(CONSUMER_PRIORITY) {
+        None => Ok(0),
+        Some(value) => value.as_i64().ok_or_else(|| {
+            let reason = format!("\"expected integer, got {}\"", type_name(value));
+            (CONSUMER_PRIORITY, reason)
+        }),
+    }
+}
 
 /// What a queue at its length limit does with one more message.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

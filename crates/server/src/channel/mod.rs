@@ -410,13 +410,13 @@ impl Channel {
                 format_args!("attempt to reuse consumer tag '{tag}'"),
             ));
         }
-        queue.add_consumer(Consumer {
-            tag: tag.clone(),
-            no_ack: m.no_ack,
-            exclusive: m.exclusive,
-            arguments: m.arguments.clone(),
-            target: self.target.clone(),
-        })?;
+        queue.add_consumer(Consumer::new(
+            tag.clone(),
+            m.no_ack,
+            m.exclusive,
+            m.arguments.clone(),
+            self.target.clone(),
+        ))?;
         // consume-ok goes out before the first delivery: until the consumer's entry exists
         // below, this channel refuses deliveries for it and the queue keeps the messages.
         if !m.no_wait {
