@@ -227,9 +227,6 @@ impl Queue {
     /// Drops the oldest ready messages until `max` are left (as RabbitMQ's drop-head; they
     /// will be dead-lettered once dead-lettering exists).
     fn drop_head(&self, state: &mut State, max: u64) {
-        if state.ready.len() as u64 + state.spilled <= max {
-            return;
-        }
         while state.ready.len() as u64 + state.spilled > max {
             self.refill(state);
             let Some(entry) = state.ready.pop_front() else {

@@ -56,18 +56,6 @@ async fn returned(ch: &Channel, exchange: &str, key: &str, body: &[u8]) -> bool 
     }
 }
 
-async fn bodies(ch: &Channel, queue: &str) -> Vec<Vec<u8>> {
-    let mut out = Vec::new();
-    while let Some(got) = ch
-        .basic_get(queue, BasicGetOptions { no_ack: true })
-        .await
-        .unwrap()
-    {
-        out.push(got.delivery.data);
-    }
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unroutable_messages_go_to_the_alternate_and_count_as_routed() {
     let broker = start_broker().await;
@@ -82,8 +70,14 @@ async fn unroutable_messages_go_to_the_alternate_and_count_as_routed() {
 
     assert!(!returned(&ch, &main, "k1", b"matched").await);
     assert!(!returned(&ch, &main, "k2", b"unmatched").await);
-    assert_eq!(bodies(&ch, &routed).await, vec![b"matched".to_vec()]);
-    assert_eq!(bodies(&ch, &unrouted).await, vec![b"unmatched".to_vec()]);
+    assert_eq!(
+        take_all_bodies(&ch, &routed).await,
+        vec![b"matched".to_vec()]
+    );
+    assert_eq!(
+        take_all_bodies(&ch, &unrouted).await,
+        vec![b"unmatched".to_vec()]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -117,7 +111,10 @@ async fn chains_are_followed_and_cycles_end() {
     let queue = exclusive_queue(&ch).await;
     bind(&ch, &queue, &b, "k").await;
     assert!(!returned(&ch, &a, "k", b"through").await);
-    assert_eq!(bodies(&ch, &queue).await, vec![b"through".to_vec()]);
+    assert_eq!(
+        take_all_bodies(&ch, &queue).await,
+        vec![b"through".to_vec()]
+    );
 }
 
 /// RabbitMQ hands a message to an exchange's alternate only when that exchange's own
@@ -152,7 +149,7 @@ async fn an_exchange_binding_that_matches_keeps_the_alternate_out() {
     assert!(returned(&ch, &main, "k", b"to downstream").await);
     assert!(!returned(&ch, &main, "other", b"to the alternate").await);
     assert_eq!(
-        bodies(&ch, &caught).await,
+        take_all_bodies(&ch, &caught).await,
         vec![b"to the alternate".to_vec()]
     );
 }
@@ -219,5 +216,8 @@ async fn a_durable_exchange_keeps_its_alternate_across_a_restart() {
     let (_c, ch) = lapin_channel(&broker).await;
     ch.confirm_select(Default::default()).await.unwrap();
     assert!(!returned(&ch, "main", "nowhere", b"after restart").await);
-    assert_eq!(bodies(&ch, "caught").await, vec![b"after restart".to_vec()]);
+    assert_eq!(
+        take_all_bodies(&ch, "caught").await,
+        vec![b"after restart".to_vec()]
+    );
 }

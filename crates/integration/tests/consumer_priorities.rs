@@ -5,19 +5,7 @@ mod common;
 
 use common::*;
 use lapin::types::{AMQPValue, FieldTable, LongString};
-use lapin::{BasicProperties, Channel, Connection};
-
-async fn publish(ch: &Channel, queue: &str, body: &[u8]) {
-    ch.basic_publish(
-        "",
-        queue,
-        Default::default(),
-        body,
-        BasicProperties::default(),
-    )
-    .await
-    .unwrap();
-}
+use lapin::{Channel, Connection};
 
 /// A consumer with manual acks on its own channel, with this prefetch and priority.
 async fn consumer(
@@ -46,7 +34,7 @@ async fn the_higher_priority_consumer_gets_messages_while_it_has_credit() {
     let (_low_ch, mut low) = consumer(&conn, &queue, 10, -1).await;
     let (_high_ch, mut high) = consumer(&conn, &queue, 2, 5).await;
     for i in 0..3u8 {
-        publish(&ch, &queue, &[i]).await;
+        publish_to(&ch, &queue, &[i]).await;
     }
     let first = next_delivery(&mut high).await;
     let second = next_delivery(&mut high).await;
@@ -58,7 +46,7 @@ async fn the_higher_priority_consumer_gets_messages_while_it_has_credit() {
     assert_eq!(next_delivery(&mut low).await.data, vec![2]);
     // With credit back, it is the high-priority consumer's turn again.
     first.ack(Default::default()).await.unwrap();
-    publish(&ch, &queue, &[3]).await;
+    publish_to(&ch, &queue, &[3]).await;
     assert_eq!(next_delivery(&mut high).await.data, vec![3]);
     no_delivery(&mut low).await;
 }

@@ -49,18 +49,6 @@ async fn publish(ch: &Channel, queue: &str, body: &[u8]) -> bool {
     within(confirm).await.unwrap().is_ack()
 }
 
-async fn bodies(ch: &Channel, queue: &str) -> Vec<Vec<u8>> {
-    let mut out = Vec::new();
-    while let Some(got) = ch
-        .basic_get(queue, BasicGetOptions { no_ack: true })
-        .await
-        .unwrap()
-    {
-        out.push(got.delivery.data);
-    }
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drop_head_keeps_the_newest() {
     let broker = start_broker().await;
@@ -74,7 +62,10 @@ async fn drop_head_keeps_the_newest() {
         );
     }
     assert_eq!(message_count(&ch, &queue).await, 3);
-    assert_eq!(bodies(&ch, &queue).await, vec![vec![2], vec![3], vec![4]]);
+    assert_eq!(
+        take_all_bodies(&ch, &queue).await,
+        vec![vec![2], vec![3], vec![4]]
+    );
 }
 
 /// Beyond the in-memory window (10,000 messages) the oldest are in the queue's log: they
@@ -97,7 +88,7 @@ async fn drop_head_reaches_messages_spilled_to_disk() {
     }
     let counted = message_count(&ch, &queue).await;
     assert_eq!(counted, 12_000);
-    let got = bodies(&ch, &queue).await;
+    let got = take_all_bodies(&ch, &queue).await;
     assert_eq!(got.len(), 12_000);
     assert_eq!(
         got[0],
@@ -126,7 +117,7 @@ async fn reject_publish_nacks_what_does_not_fit_and_unacked_do_not_count() {
     assert_eq!(got.delivery.data, b"a");
     assert!(publish(&ch, &queue, b"d").await);
     assert_eq!(
-        bodies(&ch, &queue).await,
+        take_all_bodies(&ch, &queue).await,
         vec![b"b".to_vec(), b"d".to_vec()]
     );
 }

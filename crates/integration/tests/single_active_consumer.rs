@@ -5,24 +5,12 @@ mod common;
 
 use common::*;
 use lapin::types::{AMQPValue, FieldTable, LongString};
-use lapin::{BasicProperties, Channel, Connection};
+use lapin::{Channel, Connection};
 
 fn single_active() -> FieldTable {
     let mut arguments = FieldTable::default();
     arguments.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
     arguments
-}
-
-async fn publish(ch: &Channel, queue: &str, body: &[u8]) {
-    ch.basic_publish(
-        "",
-        queue,
-        Default::default(),
-        body,
-        BasicProperties::default(),
-    )
-    .await
-    .unwrap();
 }
 
 /// A consumer on its own channel with prefetch 1 and manual acks.
@@ -54,7 +42,7 @@ async fn only_the_first_consumer_gets_messages_until_it_is_cancelled() {
     let (first_ch, mut first) = consumer(&conn, &queue, "first").await;
     let (_second_ch, mut second) = consumer(&conn, &queue, "second").await;
     for i in 0..3u8 {
-        publish(&ch, &queue, &[i]).await;
+        publish_to(&ch, &queue, &[i]).await;
     }
     // Prefetch 1: the first consumer holds message 0; 1 and 2 wait for it, not for the
     // idle second consumer.
@@ -72,7 +60,7 @@ async fn only_the_first_consumer_gets_messages_until_it_is_cancelled() {
     let taken_over = next_delivery(&mut second).await;
     assert_eq!(taken_over.data, vec![2]);
     taken_over.ack(Default::default()).await.unwrap();
-    publish(&ch, &queue, &[3]).await;
+    publish_to(&ch, &queue, &[3]).await;
     assert_eq!(next_delivery(&mut second).await.data, vec![3]);
     ch.queue_delete(&queue, Default::default()).await.unwrap();
 }
@@ -87,7 +75,7 @@ async fn when_the_active_consumers_channel_closes_the_next_gets_its_messages_bac
         .unwrap();
     let (first_ch, mut first) = consumer(&conn, &queue, "first").await;
     let (_second_ch, mut second) = consumer(&conn, &queue, "second").await;
-    publish(&ch, &queue, b"unacked").await;
+    publish_to(&ch, &queue, b"unacked").await;
     assert_eq!(next_delivery(&mut first).await.data, b"unacked");
     first_ch.close(200, "gone").await.unwrap();
     let back = next_delivery(&mut second).await;

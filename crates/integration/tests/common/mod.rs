@@ -116,3 +116,29 @@ pub async fn message_count(ch: &Channel, queue: &str) -> u32 {
         .unwrap()
         .message_count()
 }
+
+/// Publishes `body` to `queue` through the default exchange, with no properties.
+pub async fn publish_to(ch: &Channel, queue: &str, body: &[u8]) {
+    ch.basic_publish(
+        "",
+        queue,
+        Default::default(),
+        body,
+        lapin::BasicProperties::default(),
+    )
+    .await
+    .unwrap();
+}
+
+/// Takes every ready message of `queue` with basic.get (no_ack) and returns their bodies.
+pub async fn take_all_bodies(ch: &Channel, queue: &str) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    while let Some(got) = ch
+        .basic_get(queue, lapin::options::BasicGetOptions { no_ack: true })
+        .await
+        .unwrap()
+    {
+        out.push(got.delivery.data);
+    }
+    out
+}
