@@ -16,7 +16,7 @@ use crate::exchange::{
 };
 use crate::message::Message;
 use crate::queue::{ConnectionId, Queue, QueueOptions, Window};
-use crate::queue_arguments::QueueSettings;
+use crate::queue_arguments::{type_name, QueueSettings};
 
 /// The exchanges every vhost starts with, as RabbitMQ declares them.
 const STANDARD_EXCHANGES: &[(&str, ExchangeKind)] = &[
@@ -185,6 +185,17 @@ impl VHost {
                 format_args!("unknown exchange type '{}'", declare.kind),
             ));
         };
+        match declare.arguments.get(ALTERNATE_EXCHANGE) {
+            None | Some(FieldValue::LongStr(_)) => {}
+            Some(other) => {
+                return Err(Error::precondition(format_args!(
+                    "invalid type '{}' for arg '{ALTERNATE_EXCHANGE}' in exchange '{name}' in \
+                     vhost '{}'",
+                    type_name(other),
+                    self.name
+                )))
+            }
+        }
         let mut exchanges = self.exchanges.write();
         if let Some(existing) = exchanges.get(name) {
             let vhost = &self.name;

@@ -221,3 +221,26 @@ async fn a_durable_exchange_keeps_its_alternate_across_a_restart() {
         vec![b"after restart".to_vec()]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alternate_that_is_not_a_string_is_406() {
+    let broker = start_broker().await;
+    let (_conn, ch) = lapin_channel(&broker).await;
+    let main = unique("main");
+    let mut arguments = FieldTable::default();
+    arguments.insert("alternate-exchange".into(), AMQPValue::LongInt(5));
+    let err = ch
+        .exchange_declare(&main, ExchangeKind::Direct, Default::default(), arguments)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        protocol_error(&err),
+        (
+            406,
+            format!(
+                "PRECONDITION_FAILED - invalid type 'signedint' for arg 'alternate-exchange' \
+                 in exchange '{main}' in vhost '/'"
+            )
+        )
+    );
+}

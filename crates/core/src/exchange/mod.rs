@@ -155,7 +155,7 @@ impl Exchange {
             ExchangeKind::Topic => Router::Topic(TopicTrie::new()),
             ExchangeKind::Headers => Router::Headers,
         };
-        // As RabbitMQ, a value that is not a string names no alternate exchange.
+        // A value that is not a string is refused at declare (406, as RabbitMQ does).
         let alternate = arguments
             .get(ALTERNATE_EXCHANGE)
             .and_then(FieldValue::as_str)
