@@ -45,6 +45,9 @@ pub struct EncodedProperties {
     raw: Bytes,
     delivery_mode: Option<u8>,
     priority: Option<u8>,
+    /// Where the expiration shortstr's length byte is in `raw`; 0 = no expiration (the
+    /// flags are at 0).
+    expiration_at: u32,
 }
 
 /// How each property is written, in flag order.
@@ -97,6 +100,7 @@ impl EncodedProperties {
         }
         let mut delivery_mode = None;
         let mut priority = None;
+        let mut expiration_at = 0;
         for (bit, field) in LAYOUT {
             if flags & bit == 0 {
                 continue;
@@ -109,6 +113,10 @@ impl EncodedProperties {
                         .ok_or_else(|| truncated("shortstr"))?;
                     if std::str::from_utf8(text).is_err() {
                         return Err(Error::syntax("shortstr is not valid UTF-8"));
+                    }
+                    if bit == EXPIRATION {
+                        expiration_at = u32::try_from(at)
+                            .map_err(|_| Error::syntax("properties longer than 4 GiB"))?;
                     }
                     at += 1 + len;
                 }
@@ -141,6 +149,7 @@ impl EncodedProperties {
             raw,
             delivery_mode,
             priority,
+            expiration_at,
         })
     }
 
@@ -157,6 +166,17 @@ impl EncodedProperties {
         self.priority
     }
 
+    /// The expiration property (a per-message TTL in milliseconds, as text), if set.
+    pub fn expiration(&self) -> Option<&str> {
+        if self.expiration_at == 0 {
+            return None;
+        }
+        let at = self.expiration_at as usize;
+        let len = usize::from(self.raw[at]);
+        // parse() checked that these bytes are there and are UTF-8.
+        std::str::from_utf8(&self.raw[at + 1..at + 1 + len]).ok()
+    }
+
     /// The typed properties. Bytes that `parse` accepted always decode.
     pub fn decode(&self) -> Result<BasicProperties, Error> {
         BasicProperties::decode(&mut self.raw.clone())
@@ -169,6 +189,7 @@ impl Default for EncodedProperties {
             raw: Bytes::from_static(&NO_PROPERTIES),
             delivery_mode: None,
             priority: None,
+            expiration_at: 0,
         }
     }
 }
@@ -177,11 +198,14 @@ impl From<&BasicProperties> for EncodedProperties {
     fn from(properties: &BasicProperties) -> Self {
         let mut out = BytesMut::new();
         properties.encode(&mut out);
-        EncodedProperties {
-            raw: out.freeze(),
+        let raw = out.freeze();
+        // Text cut at 255 bytes inside a character would not parse: keep the bytes anyway.
+        EncodedProperties::parse(raw.clone()).unwrap_or(EncodedProperties {
+            raw,
             delivery_mode: properties.delivery_mode,
             priority: properties.priority,
-        }
+            expiration_at: 0,
+        })
     }
 }
 
@@ -467,6 +491,7 @@ mod tests {
             prop_assert_eq!(parsed.as_bytes(), &encoded[..]);
             prop_assert_eq!(parsed.delivery_mode(), props.delivery_mode);
             prop_assert_eq!(parsed.priority(), props.priority);
+            prop_assert_eq!(parsed.expiration(), props.expiration.as_deref());
             prop_assert_eq!(parsed.decode().unwrap(), props);
             // Every cut that decode refuses, parse refuses too, and the other way round.
             for cut in 0..encoded.len() {

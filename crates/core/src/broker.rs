@@ -12,6 +12,7 @@ use wharf_store::{DataDir, DefinitionStore, StoreError};
 use crate::durability::Durability;
 use crate::flusher::Flusher;
 use crate::queue::ConnectionId;
+use crate::timer::Timers;
 use crate::users::Users;
 use crate::vhost::VHost;
 
@@ -49,6 +50,8 @@ pub struct Broker {
     pub config: BrokerConfig,
     durability: Option<Arc<Durability>>,
     flusher: Option<Arc<Flusher>>,
+    /// Runs timed work: message and queue expiry.
+    timers: Arc<Timers>,
     pub users: Users,
     vhosts: RwLock<HashMap<String, Arc<VHost>>>,
     next_connection_id: AtomicU64,
@@ -85,6 +88,7 @@ impl Broker {
             config,
             durability,
             flusher,
+            timers: Timers::start(),
             users: Users::new(),
             vhosts: RwLock::new(HashMap::new()),
             next_connection_id: AtomicU64::new(1),
@@ -104,11 +108,12 @@ impl Broker {
             .write()
             .entry(name.to_string())
             .or_insert_with(|| {
-                Arc::new(VHost::new(
+                VHost::new(
                     name.to_string(),
                     self.durability.clone(),
                     self.config.queue_window,
-                ))
+                    self.timers.clone(),
+                )
             })
             .clone()
     }
@@ -129,6 +134,7 @@ impl Broker {
 
 impl Drop for Broker {
     fn drop(&mut self) {
+        self.timers.stop();
         if let Some(flusher) = &self.flusher {
             flusher.stop();
         }

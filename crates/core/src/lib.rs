@@ -5,6 +5,7 @@
 
 pub mod broker;
 pub mod consumer;
+pub mod dead_letter;
 pub mod durability;
 pub mod error;
 pub mod exchange;
@@ -12,6 +13,7 @@ pub mod flusher;
 pub mod message;
 pub mod queue;
 pub mod queue_arguments;
+pub mod timer;
 pub mod users;
 pub mod vhost;
 

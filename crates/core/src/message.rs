@@ -22,17 +22,59 @@ impl Message {
     pub fn body_bytes(&self) -> usize {
         self.body.len()
     }
+
+    /// The per-message TTL the `expiration` property asks for, in milliseconds. Publishing
+    /// refuses an expiration that is not one (see [`parse_expiration`]).
+    pub fn ttl_ms(&self) -> Option<u64> {
+        parse_expiration(self.properties.expiration()?).ok()
+    }
 }
 
-/// The version byte that starts a stored message record.
+/// Reads an `expiration` property as RabbitMQ does (Erlang's `string:to_integer`, then a
+/// range check): an optional sign and decimal digits, nothing after them, at least 0 and
+/// at most ten years of milliseconds. Err gives RabbitMQ's reason, for its 406 text.
+pub fn parse_expiration(text: &str) -> std::result::Result<u64, String> {
+    let negative = text.starts_with('-');
+    let unsigned = text.strip_prefix(['+', '-']).unwrap_or(text);
+    let end = unsigned
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(unsigned.len());
+    if end == 0 {
+        return Err("no_integer".to_string());
+    }
+    if end < unsigned.len() {
+        let rest = unsigned[end..].replace('\\', "\\\\").replace('"', "\\\"");
+        return Err(format!("{{leftover_string,\"{rest}\"}}"));
+    }
+    let digits = unsigned.trim_start_matches('0');
+    let digits = if digits.is_empty() { "0" } else { digits };
+    let value: Option<u64> = digits.parse().ok();
+    if negative && digits != "0" {
+        return Err(format!("{{value_negative,-{digits}}}"));
+    }
+    match value {
+        Some(ms) if ms <= crate::queue_arguments::EXPIRY_MAX_MS => Ok(ms),
+        _ => Err(format!("{{value_too_large,{digits}}}")),
+    }
+}
+
+/// The version byte that starts a stored message record: 1 without an expiry, 2 with one
+/// (the expiry follows the version byte, 8 bytes, milliseconds since the Unix epoch).
 const RECORD_VERSION: u8 = 1;
+const RECORD_VERSION_EXPIRING: u8 = 2;
 
 impl Message {
-    /// The message as stored in a queue's log: version, exchange, routing key, the
-    /// properties in their AMQP encoding, body.
-    pub fn encode_record(&self) -> Vec<u8> {
+    /// The message as stored in a queue's log: version, the expiry if it has one,
+    /// exchange, routing key, the properties in their AMQP encoding, body.
+    pub fn encode_record(&self, expires_at: Option<u64>) -> Vec<u8> {
         let mut out = bytes::BytesMut::with_capacity(self.body.len() + 64);
-        out.extend_from_slice(&[RECORD_VERSION]);
+        match expires_at {
+            None => out.extend_from_slice(&[RECORD_VERSION]),
+            Some(at) => {
+                out.extend_from_slice(&[RECORD_VERSION_EXPIRING]);
+                out.extend_from_slice(&at.to_be_bytes());
+            }
+        }
         put_short(&mut out, &self.exchange);
         put_short(&mut out, &self.routing_key);
         let properties_at = out.len();
@@ -44,13 +86,22 @@ impl Message {
         out.to_vec()
     }
 
-    /// Reads a stored record back; None if it is not one this version wrote.
-    pub fn decode_record(record: Vec<u8>) -> Option<Message> {
+    /// Reads a stored record back, with its expiry; None if it is not one this version
+    /// wrote.
+    pub fn decode_record(record: Vec<u8>) -> Option<(Message, Option<u64>)> {
         let mut bytes = Bytes::from(record);
-        if bytes.first() != Some(&RECORD_VERSION) {
-            return None;
-        }
-        let _ = bytes.split_to(1);
+        let expires_at = match bytes.first() {
+            Some(&RECORD_VERSION) => {
+                let _ = bytes.split_to(1);
+                None
+            }
+            Some(&RECORD_VERSION_EXPIRING) if bytes.len() >= 9 => {
+                let at = u64::from_be_bytes(bytes[1..9].try_into().ok()?);
+                let _ = bytes.split_to(9);
+                Some(at)
+            }
+            _ => return None,
+        };
         let exchange = take_short(&mut bytes)?;
         let routing_key = take_short(&mut bytes)?;
         if bytes.len() < 4 {
@@ -62,12 +113,13 @@ impl Message {
             return None;
         }
         let properties = EncodedProperties::parse(bytes.split_to(properties_len)).ok()?;
-        Some(Message {
+        let message = Message {
             exchange,
             routing_key,
             properties,
             body: bytes,
-        })
+        };
+        Some((message, expires_at))
     }
 }
 
@@ -107,17 +159,51 @@ mod tests {
             .into(),
             body: Bytes::from_static(b"hello"),
         };
-        let record = message.encode_record();
-        assert_eq!(Message::decode_record(record.clone()), Some(message));
-        for cut in 0..record.len() - 5 {
+        for expires_at in [None, Some(1_700_000_000_123)] {
+            let record = message.encode_record(expires_at);
             assert_eq!(
-                Message::decode_record(record[..cut].to_vec()),
-                None,
-                "cut at {cut}"
+                Message::decode_record(record.clone()),
+                Some((message.clone(), expires_at))
             );
+            for cut in 0..record.len() - 5 {
+                assert_eq!(
+                    Message::decode_record(record[..cut].to_vec()),
+                    None,
+                    "cut at {cut}"
+                );
+            }
+            let mut other_version = record;
+            other_version[0] = 9;
+            assert_eq!(Message::decode_record(other_version), None);
         }
-        let mut other_version = record;
-        other_version[0] = 9;
-        assert_eq!(Message::decode_record(other_version), None);
+    }
+
+    #[test]
+    fn expirations_parse_as_rabbitmq_reads_them() {
+        assert_eq!(parse_expiration("0"), Ok(0));
+        assert_eq!(parse_expiration("60000"), Ok(60_000));
+        assert_eq!(parse_expiration("+5"), Ok(5));
+        assert_eq!(parse_expiration("00100"), Ok(100));
+        assert_eq!(parse_expiration("-0"), Ok(0));
+        assert_eq!(parse_expiration("315360000000"), Ok(315_360_000_000));
+        let refused = [
+            ("-1", "{value_negative,-1}"),
+            ("-007", "{value_negative,-7}"),
+            ("", "no_integer"),
+            ("abc", "no_integer"),
+            (" 100", "no_integer"),
+            ("+-1", "no_integer"),
+            ("10.5", "{leftover_string,\".5\"}"),
+            ("100 ", "{leftover_string,\" \"}"),
+            ("1e3", "{leftover_string,\"e3\"}"),
+            ("315360000001", "{value_too_large,315360000001}"),
+            (
+                "99999999999999999999",
+                "{value_too_large,99999999999999999999}",
+            ),
+        ];
+        for (text, reason) in refused {
+            assert_eq!(parse_expiration(text), Err(reason.to_string()), "{text:?}");
+        }
     }
 }

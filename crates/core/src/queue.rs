@@ -9,7 +9,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
 use wharf_amqp::{ByteString, FieldTable};
@@ -17,9 +17,12 @@ use wharf_store::queue_log::{Cursor, Position, QueueLog};
 use wharf_store::segment::Lifetime;
 
 use crate::consumer::{Consumer, Delivery, DeliveryTarget};
+use crate::dead_letter::{DeadLetter, DeathReason};
 use crate::error::{Error, Result};
 use crate::message::Message;
 use crate::queue_arguments::{consumer_priority, Overflow, QueueSettings};
+use crate::timer::now_ms;
+use crate::vhost::VHost;
 
 /// How many ready messages a queue keeps in memory: beyond this many (or bytes), new
 /// messages wait in the queue's log only and are read back as the queue drains, so memory
@@ -57,6 +60,11 @@ struct Entry {
     redelivered: bool,
     /// Where the message is stored, for a persistent message in a durable queue.
     position: Option<Position>,
+    /// When the message expires, in milliseconds since the Unix epoch (the shorter of the
+    /// queue's `x-message-ttl` and the message's `expiration`, from when it was enqueued).
+    expires_at: Option<u64>,
+    /// Deliveries of this message that ended in a requeue (`x-delivery-limit`).
+    delivery_count: u32,
 }
 
 /// What publishing did with a message.
@@ -102,6 +110,14 @@ struct State {
     next_consumer: usize,
     /// Set once a consumer has attached: an auto-delete queue only goes when that happened.
     had_consumer: bool,
+    /// Messages that left the queue (expired, rejected, dropped) for its dead-letter
+    /// exchange, routed once the lock is released.
+    dead_letters: Vec<DeadLetter>,
+    /// The earliest time a timer task is already scheduled for this queue.
+    wake_at: Option<u64>,
+    /// When the queue was last used (declared, consumed from, read with basic.get), for
+    /// `x-expires`.
+    last_used_ms: u64,
 }
 
 /// A message handed out by basic.get.
@@ -127,8 +143,10 @@ pub struct Queue {
     pub vhost: ByteString,
     pub options: QueueOptions,
     /// Read from the arguments (checked at declare).
-    settings: QueueSettings,
+    pub(crate) settings: QueueSettings,
     window: Window,
+    /// The vhost the queue lives in: dead letters are routed there, timers run there.
+    home: Weak<VHost>,
     deleted: AtomicBool,
     state: Mutex<State>,
 }
@@ -143,16 +161,31 @@ impl std::fmt::Debug for Queue {
 }
 
 impl Queue {
-    pub fn new(name: ByteString, vhost: ByteString, options: QueueOptions, window: Window) -> Self {
+    pub fn new(
+        name: ByteString,
+        vhost: ByteString,
+        options: QueueOptions,
+        window: Window,
+        home: Weak<VHost>,
+    ) -> Self {
         let settings = QueueSettings::from_arguments(&options.arguments).unwrap_or_default();
+        let state = State {
+            last_used_ms: if settings.expires.is_some() {
+                now_ms()
+            } else {
+                0
+            },
+            ..State::default()
+        };
         Queue {
             name,
             vhost,
             options,
             settings,
             window,
+            home,
             deleted: AtomicBool::new(false),
-            state: Mutex::new(State::default()),
+            state: Mutex::new(state),
         }
     }
 
@@ -197,10 +230,12 @@ impl Queue {
     pub fn publish(self: &Arc<Self>, message: Arc<Message>) -> Enqueued {
         let mut guard = self.state.lock();
         let enqueued = self.publish_locked(&mut guard, message);
+        let dead = self.after_change(&mut guard);
         // Hand the lock to a waiting consumer's channel (an ack, a delivery) rather than
         // letting this publisher take it straight back: a publisher that never pauses
         // would otherwise starve the consumers of its queue.
         parking_lot::MutexGuard::unlock_fair(guard);
+        self.dead_letter(dead);
         enqueued
     }
 
@@ -208,24 +243,34 @@ impl Queue {
         if self.is_deleted() {
             return Enqueued::Failed;
         }
+        // The clock is read only for a message that can expire.
+        let mut now = None;
+        let ttl = match (self.settings.message_ttl, message.ttl_ms()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let expires_at = ttl.map(|ttl| now.get_or_insert_with(now_ms).saturating_add(ttl));
         let Some(max) = self.settings.max_length else {
-            return self.enqueue_locked(state, message);
+            return self.enqueue_locked(state, message, expires_at, &mut now);
         };
         if self.settings.overflow != Overflow::DropHead {
             // As RabbitMQ, a full queue refuses before any consumer is offered the message
             // (a limit of 0 refuses everything, waiting consumer or not).
             if state.ready.len() as u64 + state.spilled >= max {
+                if self.settings.overflow == Overflow::RejectPublishDlx {
+                    self.add_dead_letter(state, &message, DeathReason::MaxLen);
+                }
                 return Enqueued::Rejected;
             }
-            return self.enqueue_locked(state, message);
+            return self.enqueue_locked(state, message, expires_at, &mut now);
         }
-        let outcome = self.enqueue_locked(state, message);
+        let outcome = self.enqueue_locked(state, message, expires_at, &mut now);
         self.drop_head(state, max);
         outcome
     }
 
-    /// Drops the oldest ready messages until `max` are left (as RabbitMQ's drop-head; they
-    /// will be dead-lettered once dead-lettering exists).
+    /// Drops the oldest ready messages until `max` are left (RabbitMQ's drop-head); they
+    /// are dead-lettered if the queue has a dead-letter exchange.
     fn drop_head(&self, state: &mut State, max: u64) {
         while state.ready.len() as u64 + state.spilled > max {
             self.refill(state);
@@ -233,12 +278,153 @@ impl Queue {
                 break;
             };
             state.ready_bytes -= entry.message.body.len();
-            self.forget(state, &entry);
+            self.discard(state, entry, DeathReason::MaxLen);
         }
         self.write_acks(state);
     }
 
-    fn enqueue_locked(self: &Arc<Self>, state: &mut State, message: Arc<Message>) -> Enqueued {
+    /// A message leaves the queue without being consumed: forgotten, and handed to the
+    /// dead-letter exchange if there is one.
+    fn discard(&self, state: &mut State, entry: Entry, reason: DeathReason) {
+        self.forget(state, &entry);
+        self.add_dead_letter(state, &entry.message, reason);
+    }
+
+    fn add_dead_letter(&self, state: &mut State, message: &Arc<Message>, reason: DeathReason) {
+        if self.settings.dead_letter_exchange.is_some() {
+            state.dead_letters.push(DeadLetter {
+                message: message.clone(),
+                reason,
+            });
+        }
+    }
+
+    /// Routes dead letters to the dead-letter exchange; called without the queue's lock.
+    fn dead_letter(&self, letters: Vec<DeadLetter>) {
+        if letters.is_empty() {
+            return;
+        }
+        if let Some(vhost) = self.home.upgrade() {
+            crate::dead_letter::publish(&vhost, self, letters);
+        }
+    }
+
+    /// What every operation that changes the queue does before releasing the lock: drops
+    /// the expired messages at the head, makes sure a timer is set for the next expiry
+    /// (of the head message, or of the queue itself), and takes the dead letters to route
+    /// once the lock is released.
+    fn after_change(self: &Arc<Self>, state: &mut State) -> Vec<DeadLetter> {
+        let head_expires = state.ready.front().is_some_and(|e| e.expires_at.is_some());
+        if head_expires || self.settings.expires.is_some() {
+            self.expire_head(state, now_ms());
+            self.arm_timer(state);
+        }
+        std::mem::take(&mut state.dead_letters)
+    }
+
+    /// Drops (or dead-letters) the messages at the head that expired by `now`.
+    fn expire_head(&self, state: &mut State, now: u64) {
+        let mut expired = false;
+        loop {
+            self.refill(state);
+            match state.ready.front() {
+                Some(entry) if entry.expires_at.is_some_and(|at| at <= now) => {
+                    let entry = state.ready.pop_front().expect("front was checked");
+                    state.ready_bytes -= entry.message.body.len();
+                    self.discard(state, entry, DeathReason::Expired);
+                    expired = true;
+                }
+                _ => break,
+            }
+        }
+        if expired {
+            self.write_acks(state);
+        }
+    }
+
+    /// Schedules a timer task for the next time something is due: the head message's
+    /// expiry, or the queue's own (`x-expires`, counted while it has no consumers).
+    fn arm_timer(self: &Arc<Self>, state: &mut State) {
+        let head = state.ready.front().and_then(|e| e.expires_at);
+        let idle = match self.settings.expires {
+            Some(expires) if state.consumers.is_empty() => {
+                Some(state.last_used_ms.saturating_add(expires))
+            }
+            _ => None,
+        };
+        let next = match (head, idle) {
+            (Some(a), Some(b)) => a.min(b),
+            (Some(a), None) | (None, Some(a)) => a,
+            (None, None) => return,
+        };
+        if state.wake_at.is_some_and(|at| at <= next) {
+            return;
+        }
+        let Some(vhost) = self.home.upgrade() else {
+            return;
+        };
+        state.wake_at = Some(next);
+        let queue = Arc::downgrade(self);
+        vhost.timers.schedule_at_ms(
+            next,
+            Box::new(move || {
+                if let Some(queue) = queue.upgrade() {
+                    queue.run_due();
+                }
+            }),
+        );
+    }
+
+    /// Does what is due (a timer task; also run once a queue is restored): expires
+    /// messages at the head, or the queue itself once it has been unused for its
+    /// `x-expires`, and sets the timer for what comes next.
+    pub(crate) fn run_due(self: &Arc<Self>) {
+        if self.is_deleted() {
+            return;
+        }
+        let mut state = self.state.lock();
+        state.wake_at = None;
+        if let Some(expires) = self.settings.expires {
+            if state.consumers.is_empty() && now_ms() >= state.last_used_ms.saturating_add(expires)
+            {
+                drop(state);
+                if let Some(vhost) = self.home.upgrade() {
+                    tracing::debug!(queue = %self.name, "queue expired (x-expires)");
+                    vhost.delete_queue_instance(self);
+                }
+                return;
+            }
+        }
+        self.deliver_locked(&mut state);
+        let dead = self.after_change(&mut state);
+        drop(state);
+        self.dead_letter(dead);
+    }
+
+    /// Notes that the queue was used (declared, consumed from, read with basic.get): its
+    /// `x-expires` counts from now.
+    pub fn touch(self: &Arc<Self>) {
+        if self.settings.expires.is_none() {
+            return;
+        }
+        let mut state = self.state.lock();
+        self.touch_locked(&mut state);
+    }
+
+    fn touch_locked(self: &Arc<Self>, state: &mut State) {
+        if self.settings.expires.is_some() {
+            state.last_used_ms = now_ms();
+            self.arm_timer(state);
+        }
+    }
+
+    fn enqueue_locked(
+        self: &Arc<Self>,
+        state: &mut State,
+        message: Arc<Message>,
+        expires_at: Option<u64>,
+        now: &mut Option<u64>,
+    ) -> Enqueued {
         let persistent = message.is_persistent();
         if state.log_broken && persistent {
             return Enqueued::Failed;
@@ -254,10 +440,10 @@ impl Queue {
             } else {
                 Lifetime::Transient
             };
-            return match log.append(&message.encode_record(), lifetime) {
+            return match log.append(&message.encode_record(expires_at), lifetime) {
                 Ok(_) => {
                     state.spilled += 1;
-                    self.deliver_locked(state);
+                    self.deliver_at(state, now);
                     if durable && persistent {
                         Enqueued::Appended
                     } else {
@@ -273,7 +459,7 @@ impl Queue {
         let mut outcome = Enqueued::InMemory;
         let mut position = None;
         if let (Some(log), true) = (state.log.as_mut(), persistent && state.log_durable) {
-            match log.append(&message.encode_record(), Lifetime::Persistent) {
+            match log.append(&message.encode_record(expires_at), Lifetime::Persistent) {
                 Ok(p) => {
                     position = Some(p);
                     outcome = Enqueued::Appended;
@@ -296,8 +482,10 @@ impl Queue {
             message,
             redelivered: false,
             position,
+            expires_at,
+            delivery_count: 0,
         });
-        self.deliver_locked(state);
+        self.deliver_at(state, now);
         outcome
     }
 
@@ -373,7 +561,7 @@ impl Queue {
                 .recovered_until
                 .is_some_and(|until| position.is_before(&until));
             // (Transient records from before a restart never get here: the log drops them.)
-            let Some(message) = Message::decode_record(record) else {
+            let Some((message, expires_at)) = Message::decode_record(record) else {
                 tracing::warn!(queue = %self.name, ?position, "unreadable message record skipped");
                 let _ = log.ack(position, Lifetime::Persistent);
                 continue;
@@ -386,6 +574,8 @@ impl Queue {
                 message: Arc::new(message),
                 redelivered: recovered,
                 position: Some(position),
+                expires_at,
+                delivery_count: 0,
             });
         }
     }
@@ -449,13 +639,32 @@ impl Queue {
     pub fn deliver_ready(self: &Arc<Self>) {
         let mut state = self.state.lock();
         self.deliver_locked(&mut state);
+        let dead = self.after_change(&mut state);
+        drop(state);
+        self.dead_letter(dead);
     }
 
     fn deliver_locked(self: &Arc<Self>, state: &mut State) {
+        self.deliver_at(state, &mut None);
+    }
+
+    /// Delivers as `deliver_locked`; `now` is the clock reading to judge expiry by, read
+    /// when first needed (a message published with a TTL of 0 still goes to a consumer
+    /// that can take it at once, as in RabbitMQ: its expiry is judged by the publish's
+    /// reading).
+    fn deliver_at(self: &Arc<Self>, state: &mut State, now: &mut Option<u64>) {
         loop {
             self.refill(state);
             if state.ready.is_empty() || state.consumers.is_empty() {
                 return;
+            }
+            if let Some(at) = state.ready.front().and_then(|e| e.expires_at) {
+                if at < *now.get_or_insert_with(now_ms) {
+                    let entry = state.ready.pop_front().expect("front was checked");
+                    state.ready_bytes -= entry.message.body.len();
+                    self.discard(state, entry, DeathReason::Expired);
+                    continue;
+                }
             }
             // Consumers are sorted by priority: each message goes to the first group (of
             // one priority) with a consumer that takes it, round robin within the group.
@@ -518,9 +727,23 @@ impl Queue {
     }
 
     /// basic.get: takes the head message, if any.
-    pub fn get(&self, no_ack: bool) -> Option<GetResult> {
+    pub fn get(self: &Arc<Self>, no_ack: bool) -> Option<GetResult> {
         let mut state = self.state.lock();
-        self.refill(&mut state);
+        self.touch_locked(&mut state);
+        self.expire_head(&mut state, now_ms());
+        let mut result = self.get_locked(&mut state, no_ack);
+        let dead = self.after_change(&mut state);
+        if let Some(result) = &mut result {
+            // As RabbitMQ: counted after the new head, if expired, went.
+            result.message_count = saturating_u64(state.ready.len() as u64 + state.spilled);
+        }
+        drop(state);
+        self.dead_letter(dead);
+        result
+    }
+
+    fn get_locked(&self, state: &mut State, no_ack: bool) -> Option<GetResult> {
+        self.refill(state);
         let entry = state.ready.pop_front()?;
         state.ready_bytes -= entry.message.body.len();
         let result = GetResult {
@@ -530,7 +753,7 @@ impl Queue {
             message_count: saturating_u64(state.ready.len() as u64 + state.spilled),
         };
         if no_ack {
-            self.forget(&mut state, &entry);
+            self.forget(state, &entry);
         } else {
             state.unacked.insert(entry.offset, entry);
         }
@@ -550,6 +773,25 @@ impl Queue {
         // One write for the batch's acks, rather than one per ack.
         self.write_acks(&mut state);
         self.deliver_locked(&mut state);
+        let dead = self.after_change(&mut state);
+        drop(state);
+        self.dead_letter(dead);
+    }
+
+    /// basic.reject / basic.nack without requeue: the messages leave the queue, to its
+    /// dead-letter exchange if it has one.
+    pub fn reject(self: &Arc<Self>, offsets: &[u64]) {
+        let mut state = self.state.lock();
+        for offset in offsets {
+            if let Some(entry) = state.unacked.remove(offset) {
+                self.discard(&mut state, entry, DeathReason::Rejected);
+            }
+        }
+        self.write_acks(&mut state);
+        self.deliver_locked(&mut state);
+        let dead = self.after_change(&mut state);
+        drop(state);
+        self.dead_letter(dead);
     }
 
     /// Writes the acks the log gathered (acks of messages consumed with no_ack wait for
@@ -567,14 +809,32 @@ impl Queue {
     pub fn requeue(self: &Arc<Self>, offsets: &[u64]) {
         let mut state = self.state.lock();
         for offset in offsets {
-            if let Some(mut entry) = state.unacked.remove(offset) {
-                entry.redelivered = true;
-                state.ready_bytes += entry.message.body.len();
-                let at = state.ready.partition_point(|e| e.offset < entry.offset);
-                state.ready.insert(at, entry);
+            let Some(mut entry) = state.unacked.remove(offset) else {
+                continue;
+            };
+            entry.redelivered = true;
+            entry.delivery_count = entry.delivery_count.saturating_add(1);
+            if let Some(limit) = self.settings.delivery_limit {
+                if u64::from(entry.delivery_count) > limit {
+                    self.discard(&mut state, entry, DeathReason::DeliveryLimit);
+                    continue;
+                }
             }
+            if self.settings.counts_deliveries() {
+                entry.message = Arc::new(crate::dead_letter::with_delivery_count(
+                    &entry.message,
+                    entry.delivery_count,
+                ));
+            }
+            state.ready_bytes += entry.message.body.len();
+            let at = state.ready.partition_point(|e| e.offset < entry.offset);
+            state.ready.insert(at, entry);
         }
+        self.write_acks(&mut state);
         self.deliver_locked(&mut state);
+        let dead = self.after_change(&mut state);
+        drop(state);
+        self.dead_letter(dead);
     }
 
     /// Removes every ready message; returns how many there were.
@@ -634,7 +894,11 @@ impl Queue {
         }
         state.consumers.insert(at, consumer);
         state.had_consumer = true;
+        self.touch_locked(&mut state);
         self.deliver_locked(&mut state);
+        let dead = self.after_change(&mut state);
+        drop(state);
+        self.dead_letter(dead);
         Ok(())
     }
 
@@ -648,10 +912,6 @@ impl Queue {
             return ConsumerRemoved::NotFound;
         };
         state.consumers.remove(at);
-        if at == 0 && self.settings.single_active_consumer {
-            // The next consumer in registration order takes over at once.
-            self.deliver_locked(&mut state);
-        }
         if state.next_consumer > at {
             state.next_consumer -= 1;
         }
@@ -660,7 +920,16 @@ impl Queue {
             if self.options.auto_delete && state.had_consumer {
                 return ConsumerRemoved::RemovedLastOfAutoDelete;
             }
+            // x-expires counts from when the last consumer left.
+            self.touch_locked(&mut state);
         }
+        if at == 0 && self.settings.single_active_consumer {
+            // The next consumer in registration order takes over at once.
+            self.deliver_locked(&mut state);
+        }
+        let dead = self.after_change(&mut state);
+        drop(state);
+        self.dead_letter(dead);
         ConsumerRemoved::Removed
     }
 

@@ -1,12 +1,18 @@
 //! The queue arguments Wharf acts on, read once at declare and checked as RabbitMQ checks
 //! them: a bad value refuses the declare with 406 and RabbitMQ's reason text.
-//! (x-max-length, x-overflow, x-single-active-consumer; see docs/features.md.)
+//! (see docs/features.md for the list.)
 
-use wharf_amqp::{FieldTable, FieldValue};
+use wharf_amqp::{ByteString, FieldTable, FieldValue};
 
 pub const MAX_LENGTH: &str = "x-max-length";
 pub const OVERFLOW: &str = "x-overflow";
 pub const SINGLE_ACTIVE_CONSUMER: &str = "x-single-active-consumer";
+pub const MESSAGE_TTL: &str = "x-message-ttl";
+pub const EXPIRES: &str = "x-expires";
+pub const DEAD_LETTER_EXCHANGE: &str = "x-dead-letter-exchange";
+pub const DEAD_LETTER_ROUTING_KEY: &str = "x-dead-letter-routing-key";
+pub const DELIVERY_LIMIT: &str = "x-delivery-limit";
+pub const QUEUE_TYPE: &str = "x-queue-type";
 /// A consumer argument (basic.consume): consumers of higher priority get messages first.
 pub const CONSUMER_PRIORITY: &str = "x-priority";
 
@@ -21,21 +27,60 @@ pub fn consumer_priority(arguments: &FieldTable) -> Result<i64, (&'static str, S
     }
 }
 
+/// A queue argument RabbitMQ would refuse, with what its 406 text says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ArgumentError {
+    /// "invalid arg '{argument}' for queue ...: {reason}"
+    Value {
+        argument: &'static str,
+        reason: String,
+    },
+    /// "invalid type '{type_name}' for arg '{argument}' in queue ..." (the dead-letter
+    /// exchange's check).
+    Type {
+        argument: &'static str,
+        type_name: &'static str,
+    },
+}
+
+impl ArgumentError {
+    fn value(argument: &'static str) -> impl FnOnce(String) -> ArgumentError {
+        move |reason| ArgumentError::Value { argument, reason }
+    }
+
+    /// RabbitMQ's 406 text for this error in queue.declare.
+    pub fn describe(&self, queue: &str, vhost: &str) -> String {
+        match self {
+            ArgumentError::Value { argument, reason } => {
+                format!("invalid arg '{argument}' for queue '{queue}' in vhost '{vhost}': {reason}")
+            }
+            ArgumentError::Type {
+                argument,
+                type_name,
+            } => format!(
+                "invalid type '{type_name}' for arg '{argument}' in queue '{queue}' in vhost '{vhost}'"
+            ),
+        }
+    }
+}
+
+/// The longest TTL or expiry RabbitMQ accepts: ten years of milliseconds.
+pub const EXPIRY_MAX_MS: u64 = 315_360_000_000;
+
 /// What a queue at its length limit does with one more message.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Overflow {
-    /// Drop (later: dead-letter) the oldest ready messages.
+    /// Drop (or dead-letter) the oldest ready messages.
     #[default]
     DropHead,
     /// Refuse the new message: the publisher gets basic.nack in confirm mode.
     RejectPublish,
-    /// As `RejectPublish`, and dead-letter the refused message (without a dead-letter
-    /// exchange, which Wharf does not have yet, the same as `RejectPublish`).
+    /// As `RejectPublish`, and dead-letter the refused message.
     RejectPublishDlx,
 }
 
 /// What a queue's arguments ask of it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct QueueSettings {
     /// At most this many ready messages (delivered, unacknowledged ones do not count, as
     /// in RabbitMQ).
@@ -44,29 +89,107 @@ pub struct QueueSettings {
     /// Only the longest-registered consumer gets messages; the next takes over when it
     /// goes.
     pub single_active_consumer: bool,
+    /// Messages expire this many milliseconds after they are enqueued.
+    pub message_ttl: Option<u64>,
+    /// The queue is deleted once unused (no consumers, no basic.get, no redeclare) for
+    /// this many milliseconds.
+    pub expires: Option<u64>,
+    /// Where messages that leave without being consumed are republished.
+    pub dead_letter_exchange: Option<ByteString>,
+    /// The routing key they are republished with (their own without one).
+    pub dead_letter_routing_key: Option<ByteString>,
+    /// A message requeued more times than this is dead-lettered (or dropped).
+    pub delivery_limit: Option<u64>,
+    /// Declared as a quorum queue: deliveries carry `x-delivery-count` as quorum queues'.
+    pub quorum: bool,
 }
 
 impl QueueSettings {
     /// The settings `arguments` make. Err((argument, reason)) names the first bad one.
-    pub fn from_arguments(arguments: &FieldTable) -> Result<QueueSettings, (&'static str, String)> {
+    pub fn from_arguments(arguments: &FieldTable) -> Result<QueueSettings, ArgumentError> {
         let mut settings = QueueSettings::default();
+        let value_error = ArgumentError::value;
         if let Some(value) = arguments.get(MAX_LENGTH) {
-            let n = non_negative_integer(value).map_err(|reason| (MAX_LENGTH, reason))?;
+            let n = non_negative_integer(value).map_err(value_error(MAX_LENGTH))?;
             settings.max_length = Some(n);
         }
         if let Some(value) = arguments.get(OVERFLOW) {
-            settings.overflow = overflow(value).map_err(|reason| (OVERFLOW, reason))?;
+            settings.overflow = overflow(value).map_err(value_error(OVERFLOW))?;
         }
         if let Some(value) = arguments.get(SINGLE_ACTIVE_CONSUMER) {
             settings.single_active_consumer = match value {
                 FieldValue::Bool(on) => *on,
                 other => {
                     let reason = format!("{{unacceptable_type,{}}}", type_name(other));
-                    return Err((SINGLE_ACTIVE_CONSUMER, reason));
+                    return Err(value_error(SINGLE_ACTIVE_CONSUMER)(reason));
                 }
             };
         }
+        if let Some(value) = arguments.get(MESSAGE_TTL) {
+            let ttl = non_negative_integer(value)
+                .and_then(at_most_expiry_max)
+                .map_err(value_error(MESSAGE_TTL))?;
+            settings.message_ttl = Some(ttl);
+        }
+        if let Some(value) = arguments.get(EXPIRES) {
+            let expires = positive_integer(value)
+                .and_then(at_most_expiry_max)
+                .map_err(value_error(EXPIRES))?;
+            settings.expires = Some(expires);
+        }
+        if let Some(value) = arguments.get(DEAD_LETTER_EXCHANGE) {
+            let name = long_string(value).map_err(|type_name| ArgumentError::Type {
+                argument: DEAD_LETTER_EXCHANGE,
+                type_name,
+            })?;
+            settings.dead_letter_exchange = Some(name);
+        }
+        if let Some(value) = arguments.get(DEAD_LETTER_ROUTING_KEY) {
+            let key = long_string(value).map_err(|type_name| {
+                value_error(DEAD_LETTER_ROUTING_KEY)(format!("{{unacceptable_type,{type_name}}}"))
+            })?;
+            if settings.dead_letter_exchange.is_none() {
+                let reason = "routing_key_but_no_dlx_defined".to_string();
+                return Err(value_error(DEAD_LETTER_ROUTING_KEY)(reason));
+            }
+            settings.dead_letter_routing_key = Some(key);
+        }
+        if let Some(value) = arguments.get(DELIVERY_LIMIT) {
+            let limit = non_negative_integer(value).map_err(value_error(DELIVERY_LIMIT))?;
+            settings.delivery_limit = Some(limit);
+        }
+        settings.quorum = arguments.get(QUEUE_TYPE).and_then(FieldValue::as_str) == Some("quorum");
         Ok(settings)
+    }
+
+    /// Whether redelivered messages carry an `x-delivery-count` header.
+    pub fn counts_deliveries(&self) -> bool {
+        self.delivery_limit.is_some() || self.quorum
+    }
+}
+
+fn positive_integer(value: &FieldValue) -> Result<u64, String> {
+    match value.as_i64() {
+        Some(n) if n > 0 => Ok(n as u64),
+        Some(0) => Err("{value_zero,0}".to_string()),
+        Some(n) => Err(format!("{{value_negative,{n}}}")),
+        None => Err(format!("\"expected integer, got {}\"", type_name(value))),
+    }
+}
+
+fn at_most_expiry_max(ms: u64) -> Result<u64, String> {
+    if ms > EXPIRY_MAX_MS {
+        return Err(format!("{{value_too_large,{ms}}}"));
+    }
+    Ok(ms)
+}
+
+/// A long string's text; Err names the type it was instead (text that is not UTF-8
+/// counts as binary: a name must be text).
+fn long_string(value: &FieldValue) -> Result<ByteString, &'static str> {
+    match value {
+        FieldValue::LongStr(bytes) => ByteString::try_from(bytes.clone()).map_err(|_| "binary"),
+        other => Err(type_name(other)),
     }
 }
 
@@ -153,11 +276,75 @@ mod tests {
                 "{unacceptable_type,signedint}",
             ),
         ];
-        for (key, value, reason) in cases {
+        for (argument, value, reason) in cases {
             assert_eq!(
-                QueueSettings::from_arguments(&table(key, value)),
-                Err((key, reason.to_string()))
+                QueueSettings::from_arguments(&table(argument, value)),
+                Err(ArgumentError::Value {
+                    argument,
+                    reason: reason.to_string()
+                })
             );
         }
+    }
+
+    #[test]
+    fn reads_ttls_and_dead_lettering_with_rabbitmqs_reasons() {
+        let long = |s: &'static str| FieldValue::LongStr(Bytes::from_static(s.as_bytes()));
+        let ttl = QueueSettings::from_arguments(&table(MESSAGE_TTL, FieldValue::I8(0))).unwrap();
+        assert_eq!(ttl.message_ttl, Some(0));
+        let max = FieldValue::I64(EXPIRY_MAX_MS as i64);
+        let expires = QueueSettings::from_arguments(&table(EXPIRES, max)).unwrap();
+        assert_eq!(expires.expires, Some(EXPIRY_MAX_MS));
+        let mut dlx = table(DEAD_LETTER_EXCHANGE, long("dlx"));
+        dlx.insert(DEAD_LETTER_ROUTING_KEY, long("rk"));
+        let dlx = QueueSettings::from_arguments(&dlx).unwrap();
+        assert_eq!(dlx.dead_letter_exchange.as_deref(), Some("dlx"));
+        assert_eq!(dlx.dead_letter_routing_key.as_deref(), Some("rk"));
+
+        let value_cases = [
+            (MESSAGE_TTL, FieldValue::I32(-1), "{value_negative,-1}"),
+            (
+                MESSAGE_TTL,
+                FieldValue::F64(1.5),
+                "\"expected integer, got double\"",
+            ),
+            (
+                MESSAGE_TTL,
+                FieldValue::I64(EXPIRY_MAX_MS as i64 + 1),
+                "{value_too_large,315360000001}",
+            ),
+            (EXPIRES, FieldValue::I32(0), "{value_zero,0}"),
+            (EXPIRES, FieldValue::I32(-5), "{value_negative,-5}"),
+            (EXPIRES, long("x"), "\"expected integer, got longstr\""),
+            (
+                DEAD_LETTER_ROUTING_KEY,
+                long("rk"),
+                "routing_key_but_no_dlx_defined",
+            ),
+        ];
+        for (argument, value, reason) in value_cases {
+            assert_eq!(
+                QueueSettings::from_arguments(&table(argument, value)),
+                Err(ArgumentError::Value {
+                    argument,
+                    reason: reason.to_string()
+                })
+            );
+        }
+        let mut bad_key = table(DEAD_LETTER_EXCHANGE, long("dlx"));
+        bad_key.insert(DEAD_LETTER_ROUTING_KEY, FieldValue::I32(5));
+        assert_eq!(
+            QueueSettings::from_arguments(&bad_key),
+            Err(ArgumentError::Value {
+                argument: DEAD_LETTER_ROUTING_KEY,
+                reason: "{unacceptable_type,signedint}".to_string()
+            })
+        );
+        let error = QueueSettings::from_arguments(&table(DEAD_LETTER_EXCHANGE, FieldValue::I32(5)))
+            .unwrap_err();
+        assert_eq!(
+            error.describe("q", "/"),
+            "invalid type 'signedint' for arg 'x-dead-letter-exchange' in queue 'q' in vhost '/'"
+        );
     }
 }

@@ -3,7 +3,7 @@
 //! whose own locks guard their contents. Routing takes only read locks.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use parking_lot::RwLock;
 use wharf_amqp::{ByteString, FieldTable, FieldValue};
@@ -17,6 +17,7 @@ use crate::exchange::{
 use crate::message::Message;
 use crate::queue::{ConnectionId, Queue, QueueOptions, Window};
 use crate::queue_arguments::{type_name, QueueSettings};
+use crate::timer::Timers;
 
 /// The exchanges every vhost starts with, as RabbitMQ declares them.
 const STANDARD_EXCHANGES: &[(&str, ExchangeKind)] = &[
@@ -66,6 +67,9 @@ pub struct VHost {
     durability: Option<Arc<Durability>>,
     /// The in-memory window of every queue of this vhost.
     queue_window: Window,
+    pub(crate) timers: Arc<Timers>,
+    /// This vhost, for the queues it creates (they route dead letters through it).
+    this: Weak<VHost>,
 }
 
 fn inequivalent(what: &str, name: &str, vhost: &str, arg: &str, got: &str, current: &str) -> Error {
@@ -101,14 +105,17 @@ impl VHost {
         name: impl Into<ByteString>,
         durability: Option<Arc<Durability>>,
         queue_window: Window,
-    ) -> Self {
-        let vhost = VHost {
+        timers: Arc<Timers>,
+    ) -> Arc<Self> {
+        let vhost = Arc::new_cyclic(|this| VHost {
             name: name.into(),
             exchanges: RwLock::new(HashMap::new()),
             queues: RwLock::new(HashMap::new()),
             durability,
             queue_window,
-        };
+            timers,
+            this: this.clone(),
+        });
         {
             let mut exchanges = vhost.exchanges.write();
             for (name, kind) in STANDARD_EXCHANGES {
@@ -344,7 +351,11 @@ impl VHost {
         connection: ConnectionId,
     ) -> Result<QueueDeclared> {
         let declared = |queue: Arc<Queue>| QueueDeclared {
-            message_count: queue.message_count(),
+            message_count: {
+                // A declare, passive or not, counts as a use for x-expires.
+                queue.touch();
+                queue.message_count()
+            },
             consumer_count: queue.consumer_count(),
             queue,
         };
@@ -353,11 +364,10 @@ impl VHost {
             let queue = self.queue_for(&declare.name, connection)?;
             return Ok(declared(queue));
         }
-        if let Err((argument, reason)) = QueueSettings::from_arguments(&declare.arguments) {
-            return Err(Error::precondition(format_args!(
-                "invalid arg '{argument}' for queue '{}' in vhost '{}': {reason}",
-                declare.name, self.name
-            )));
+        if let Err(error) = QueueSettings::from_arguments(&declare.arguments) {
+            return Err(Error::precondition(
+                error.describe(&declare.name, &self.name),
+            ));
         }
         let mut queues = self.queues.write();
         if let Some(existing) = queues.get(&declare.name) {
@@ -410,6 +420,7 @@ impl VHost {
                 arguments: declare.arguments,
             },
             self.queue_window,
+            self.this.clone(),
         ));
         if let Some(durability) = &self.durability {
             if durability::is_durable_queue(&queue) {
@@ -658,6 +669,7 @@ impl VHost {
                 .entry(name)
                 .or_insert_with(|| Arc::new(exchange));
         }
+        let mut restored = Vec::new();
         for def in definitions.queues.iter().filter(|d| mine(&d.vhost)) {
             let name = ByteString::from(def.name.as_str());
             let queue = Queue::new(
@@ -670,13 +682,16 @@ impl VHost {
                     arguments: durability::decode_arguments(&def.arguments),
                 },
                 self.queue_window,
+                self.this.clone(),
             );
             if let Some(durability) = &self.durability {
                 // A queue whose log cannot be opened stays, empty, so that its bindings and
                 // clients still find it; the error is logged.
                 let _ = durability.attach_log(&queue, false);
             }
-            self.queues.write().insert(name, Arc::new(queue));
+            let queue = Arc::new(queue);
+            self.queues.write().insert(name, queue.clone());
+            restored.push(queue);
         }
         for def in definitions.bindings.iter().filter(|d| mine(&d.vhost)) {
             let source = self.exchange(&def.source);
@@ -700,6 +715,10 @@ impl VHost {
                     "stored binding with a missing end skipped"
                 ),
             }
+        }
+        // Only now, with the bindings back, can expired messages be dead-lettered.
+        for queue in restored {
+            queue.run_due();
         }
     }
 

@@ -142,3 +142,51 @@ pub async fn take_all_bodies(ch: &Channel, queue: &str) -> Vec<Vec<u8>> {
     }
     out
 }
+
+/// Polls the queue's ready-message count until it is `expected`; false if it never got
+/// there within [`WAIT`]. For what the broker does on its own time (expiry).
+pub async fn count_becomes(ch: &Channel, queue: &str, expected: u32) -> bool {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if message_count(ch, queue).await == expected {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// An exclusive, server-named queue with these arguments.
+pub async fn exclusive_queue_with(ch: &Channel, arguments: lapin::types::FieldTable) -> String {
+    let options = lapin::options::QueueDeclareOptions {
+        exclusive: true,
+        ..Default::default()
+    };
+    ch.queue_declare("", options, arguments)
+        .await
+        .expect("declare an exclusive queue")
+        .name()
+        .as_str()
+        .to_string()
+}
+
+/// A field table from (name, value) pairs.
+pub fn table(entries: &[(&str, lapin::types::AMQPValue)]) -> lapin::types::FieldTable {
+    let mut table = lapin::types::FieldTable::default();
+    for (name, value) in entries {
+        table.insert((*name).into(), value.clone());
+    }
+    table
+}
+
+/// A long-string field value.
+pub fn text(s: &str) -> lapin::types::AMQPValue {
+    lapin::types::AMQPValue::LongString(s.into())
+}
+
+/// A 64-bit integer field value.
+pub fn int(n: i64) -> lapin::types::AMQPValue {
+    lapin::types::AMQPValue::LongLongInt(n)
+}

@@ -674,10 +674,10 @@ fn settle(deliveries: Vec<Unacked>, requeue: Option<bool>) -> Vec<Arc<Queue>> {
     by_queue
         .into_iter()
         .map(|(queue, offsets)| {
-            if requeue == Some(true) {
-                queue.requeue(&offsets);
-            } else {
-                queue.ack(&offsets);
+            match requeue {
+                None => queue.ack(&offsets),
+                Some(true) => queue.requeue(&offsets),
+                Some(false) => queue.reject(&offsets),
             }
             queue
         })

@@ -138,6 +138,15 @@ impl PendingPublish {
             )
             .with_ids(60, 40));
         }
+        if let Some(expiration) = header.properties.expiration() {
+            if let Err(reason) = wharf_core::message::parse_expiration(expiration) {
+                return Err(AmqpError::new(
+                    ReplyCode::PreconditionFailed,
+                    format_args!("invalid expiration '{expiration}': {reason}"),
+                )
+                .with_ids(60, 40));
+            }
+        }
         let complete = header.body_size == 0;
         self.header = Some((header.body_size, header.properties));
         Ok(complete)
