@@ -746,9 +746,16 @@ impl Queue {
         self.refill(state);
         let entry = state.ready.pop_front()?;
         state.ready_bytes -= entry.message.body.len();
+        // As quorum queues: basic.get shows the count from the first delivery on (consumers
+        // see it once a delivery has been requeued).
+        let message = if self.settings.counts_deliveries() && entry.delivery_count == 0 {
+            Arc::new(crate::dead_letter::with_delivery_count(&entry.message, 0))
+        } else {
+            entry.message.clone()
+        };
         let result = GetResult {
             offset: entry.offset,
-            message: entry.message.clone(),
+            message,
             redelivered: entry.redelivered,
             message_count: saturating_u64(state.ready.len() as u64 + state.spilled),
         };
