@@ -92,6 +92,9 @@ struct State {
     spill_dir: Option<std::path::PathBuf>,
     /// Ready messages that are only in the log, all of them after those in `ready`.
     spilled: u64,
+    /// Body bytes of the spilled messages (kept for `x-max-length-bytes`; after a restart
+    /// it is counted only for a queue with that limit).
+    spilled_bytes: u64,
     /// Where the next spilled message is read from.
     cursor: Option<Cursor>,
     /// Records before this were in the log at start: they come back redelivered.
@@ -250,14 +253,19 @@ impl Queue {
             (a, b) => a.or(b),
         };
         let expires_at = ttl.map(|ttl| now.get_or_insert_with(now_ms).saturating_add(ttl));
-        let Some(max) = self.settings.max_length else {
+        let settings = &self.settings;
+        if settings.max_length.is_none() && settings.max_length_bytes.is_none() {
             return self.enqueue_locked(state, message, expires_at, &mut now);
-        };
-        if self.settings.overflow != Overflow::DropHead {
+        }
+        if settings.overflow != Overflow::DropHead {
             // As RabbitMQ, a full queue refuses before any consumer is offered the message
             // (a limit of 0 refuses everything, waiting consumer or not).
-            if state.ready.len() as u64 + state.spilled >= max {
-                if self.settings.overflow == Overflow::RejectPublishDlx {
+            let count = state.ready.len() as u64 + state.spilled;
+            let bytes = ready_body_bytes(state) + message.body.len() as u64;
+            let too_long = settings.max_length.is_some_and(|max| count + 1 > max);
+            let too_big = settings.max_length_bytes.is_some_and(|max| bytes > max);
+            if too_long || too_big {
+                if settings.overflow == Overflow::RejectPublishDlx {
                     self.add_dead_letter(state, &message, DeathReason::MaxLen);
                 }
                 return Enqueued::Rejected;
@@ -265,14 +273,24 @@ impl Queue {
             return self.enqueue_locked(state, message, expires_at, &mut now);
         }
         let outcome = self.enqueue_locked(state, message, expires_at, &mut now);
-        self.drop_head(state, max);
+        self.drop_head(state);
         outcome
     }
 
-    /// Drops the oldest ready messages until `max` are left (RabbitMQ's drop-head); they
-    /// are dead-lettered if the queue has a dead-letter exchange.
-    fn drop_head(&self, state: &mut State, max: u64) {
-        while state.ready.len() as u64 + state.spilled > max {
+    /// Whether the ready messages are over the queue's length or byte limit.
+    fn over_limit(&self, state: &State) -> bool {
+        let count = state.ready.len() as u64 + state.spilled;
+        self.settings.max_length.is_some_and(|max| count > max)
+            || self
+                .settings
+                .max_length_bytes
+                .is_some_and(|max| ready_body_bytes(state) > max)
+    }
+
+    /// Drops the oldest ready messages until the queue is within its limits (RabbitMQ's
+    /// drop-head); they are dead-lettered if the queue has a dead-letter exchange.
+    fn drop_head(&self, state: &mut State) {
+        while self.over_limit(state) {
             self.refill(state);
             let Some(entry) = state.ready.pop_front() else {
                 break;
@@ -443,6 +461,7 @@ impl Queue {
             return match log.append(&message.encode_record(expires_at), lifetime) {
                 Ok(_) => {
                     state.spilled += 1;
+                    state.spilled_bytes += message.body.len() as u64;
                     self.deliver_at(state, now);
                     if durable && persistent {
                         Enqueued::Appended
@@ -542,6 +561,7 @@ impl Queue {
                 Ok(None) => {
                     tracing::error!(queue = %self.name, missing = state.spilled, "the log holds fewer messages than counted");
                     state.spilled = 0;
+                    state.spilled_bytes = 0;
                     return;
                 }
                 Err(error @ wharf_store::StoreError::Corrupt { .. }) => {
@@ -553,6 +573,7 @@ impl Queue {
                 Err(error) => {
                     tracing::error!(queue = %self.name, %error, lost = state.spilled, "cannot read spilled messages");
                     state.spilled = 0;
+                    state.spilled_bytes = 0;
                     return;
                 }
             };
@@ -569,6 +590,9 @@ impl Queue {
             let offset = state.next_offset;
             state.next_offset += 1;
             state.ready_bytes += message.body.len();
+            state.spilled_bytes = state
+                .spilled_bytes
+                .saturating_sub(message.body.len() as u64);
             state.ready.push_back(Entry {
                 offset,
                 message: Arc::new(message),
@@ -583,9 +607,14 @@ impl Queue {
     /// Gives a durable queue its log; what the log held is read back as the queue drains
     /// and comes back redelivered (it may have been delivered before the restart).
     /// Returns how many messages the log held.
-    pub fn attach_log(&self, log: QueueLog) -> wharf_store::Result<u64> {
+    pub fn attach_log(&self, mut log: QueueLog) -> wharf_store::Result<u64> {
         let mut state = self.state.lock();
         let held = log.message_count();
+        if self.settings.max_length_bytes.is_some() && held > 0 {
+            // The byte limit needs the body bytes of what the log holds: read them once.
+            // The limit bounds how much there is to read.
+            state.spilled_bytes = stored_body_bytes(&mut log);
+        }
         state.spilled = held;
         state.cursor = Some(log.cursor());
         state.recovered_until = Some(log.end_cursor());
@@ -854,6 +883,7 @@ impl Queue {
         }
         self.write_acks(state);
         state.ready_bytes = 0;
+        state.spilled_bytes = 0;
         if let (Some(log), Some(cursor)) = (state.log.as_mut(), state.cursor.as_mut()) {
             if state.spilled > 0 {
                 if let Err(error) = log.ack_from(cursor, state.spilled) {
@@ -968,6 +998,7 @@ impl Queue {
             state.ready.clear();
             state.ready_bytes = 0;
             state.spilled = 0;
+            state.spilled_bytes = 0;
             state.unacked.clear();
             if let Some(log) = state.log.take() {
                 if let Err(error) = log.destroy() {
@@ -981,6 +1012,29 @@ impl Queue {
             consumer.target.consumer_cancelled(&consumer.tag);
         }
         count
+    }
+}
+
+/// Body bytes of a queue's ready messages, in memory and spilled.
+fn ready_body_bytes(state: &State) -> u64 {
+    state.ready_bytes as u64 + state.spilled_bytes
+}
+
+/// The body bytes of the unacknowledged records in `log`, read from its start.
+fn stored_body_bytes(log: &mut QueueLog) -> u64 {
+    let mut cursor = log.cursor();
+    let mut total = 0;
+    loop {
+        match log.next(&mut cursor) {
+            Ok(Some((_, record))) => {
+                if let Some((message, _)) = Message::decode_record(record) {
+                    total += message.body.len() as u64;
+                }
+            }
+            Ok(None) => return total,
+            Err(wharf_store::StoreError::Corrupt { .. }) => continue,
+            Err(_) => return total,
+        }
     }
 }
 

@@ -5,6 +5,7 @@
 use wharf_amqp::{ByteString, FieldTable, FieldValue};
 
 pub const MAX_LENGTH: &str = "x-max-length";
+pub const MAX_LENGTH_BYTES: &str = "x-max-length-bytes";
 pub const OVERFLOW: &str = "x-overflow";
 pub const SINGLE_ACTIVE_CONSUMER: &str = "x-single-active-consumer";
 pub const MESSAGE_TTL: &str = "x-message-ttl";
@@ -85,6 +86,8 @@ pub struct QueueSettings {
     /// At most this many ready messages (delivered, unacknowledged ones do not count, as
     /// in RabbitMQ).
     pub max_length: Option<u64>,
+    /// At most this many body bytes of ready messages.
+    pub max_length_bytes: Option<u64>,
     pub overflow: Overflow,
     /// Only the longest-registered consumer gets messages; the next takes over when it
     /// goes.
@@ -112,6 +115,10 @@ impl QueueSettings {
         if let Some(value) = arguments.get(MAX_LENGTH) {
             let n = non_negative_integer(value).map_err(value_error(MAX_LENGTH))?;
             settings.max_length = Some(n);
+        }
+        if let Some(value) = arguments.get(MAX_LENGTH_BYTES) {
+            let n = non_negative_integer(value).map_err(value_error(MAX_LENGTH_BYTES))?;
+            settings.max_length_bytes = Some(n);
         }
         if let Some(value) = arguments.get(OVERFLOW) {
             settings.overflow = overflow(value).map_err(value_error(OVERFLOW))?;

@@ -1,6 +1,7 @@
-//! `x-max-length` with `x-overflow` = `drop-head` (the default) and `reject-publish`, as
-//! RabbitMQ applies them: the limit counts ready messages only; drop-head drops the oldest,
-//! reject-publish refuses the newest with basic.nack.
+//! `x-max-length` and `x-max-length-bytes` with `x-overflow` = `drop-head` (the default)
+//! and `reject-publish`, as RabbitMQ applies them: the limits count ready messages (and
+//! their body bytes) only; drop-head drops the oldest, reject-publish refuses the newest
+//! with basic.nack.
 
 mod common;
 
@@ -196,6 +197,11 @@ async fn bad_limits_are_406_with_rabbitmqs_reasons() {
             "x-overflow",
             "{unacceptable_type,signedint}",
         ),
+        (
+            table(&[("x-max-length-bytes", int(-1))]),
+            "x-max-length-bytes",
+            "{value_negative,-1}",
+        ),
     ];
     for (arguments, argument, reason) in cases {
         let ch = conn.create_channel().await.unwrap();
@@ -214,4 +220,110 @@ async fn bad_limits_are_406_with_rabbitmqs_reasons() {
             )
         );
     }
+}
+
+fn byte_limited(max: i64, overflow: &str) -> FieldTable {
+    table(&[
+        ("x-max-length-bytes", int(max)),
+        ("x-overflow", text(overflow)),
+    ])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_byte_limit_counts_body_bytes() {
+    let broker = start_broker().await;
+    let (_c, ch) = lapin_channel(&broker).await;
+    ch.confirm_select(Default::default()).await.unwrap();
+    let queue = declare(&ch, byte_limited(10, "drop-head")).await;
+    for body in [&b"aaaaa"[..], b"bbbbb", b"cc"] {
+        assert!(publish(&ch, &queue, body).await);
+    }
+    assert_eq!(
+        take_all_bodies(&ch, &queue).await,
+        vec![b"bbbbb".to_vec(), b"cc".to_vec()],
+        "12 bytes > 10: the oldest went"
+    );
+
+    let queue = declare(&ch, byte_limited(10, "reject-publish")).await;
+    assert!(publish(&ch, &queue, b"aaaaa").await);
+    assert!(publish(&ch, &queue, b"bbbbb").await, "exactly 10 fits");
+    assert!(!publish(&ch, &queue, b"c").await, "11 would not");
+    assert!(publish(&ch, &queue, b"").await, "an empty body always fits");
+    assert_eq!(message_count(&ch, &queue).await, 3);
+
+    // Both limits: whichever is reached first.
+    let both = table(&[("x-max-length", int(2)), ("x-max-length-bytes", int(100))]);
+    let queue = declare(&ch, both).await;
+    for body in [&b"1"[..], b"2", b"3"] {
+        assert!(publish(&ch, &queue, body).await);
+    }
+    assert_eq!(
+        take_all_bodies(&ch, &queue).await,
+        vec![b"2".to_vec(), b"3".to_vec()]
+    );
+}
+
+/// Beyond the in-memory window the bytes of messages in the queue's log count too, also
+/// after a restart (the log is read once to count them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_byte_limit_counts_messages_on_disk_across_a_restart() {
+    if std::env::var("WHARF_TEST_EXTERNAL").is_ok() {
+        return; // Wharf's window, and a restart
+    }
+    let dir = TempDir::new("bytes-restart");
+    let arguments = table(&[("x-max-length-bytes", int(48_000))]);
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    let persistent = BasicProperties::default().with_delivery_mode(2);
+    {
+        let broker = wharf_integration::start_broker_in(&dir.0).await;
+        let (_c, ch) = lapin_channel(&broker).await;
+        ch.confirm_select(Default::default()).await.unwrap();
+        ch.queue_declare("bytes", durable, arguments.clone())
+            .await
+            .unwrap();
+        let mut last = None;
+        for i in 0..12_500u32 {
+            last = Some(
+                ch.basic_publish(
+                    "",
+                    "bytes",
+                    Default::default(),
+                    &i.to_be_bytes(),
+                    persistent.clone(),
+                )
+                .await
+                .unwrap(),
+            );
+        }
+        assert!(within(last.unwrap()).await.unwrap().is_ack());
+        assert_eq!(
+            message_count(&ch, "bytes").await,
+            12_000,
+            "48,000 bytes of 4"
+        );
+        broker.stop().await;
+    }
+    let broker = wharf_integration::start_broker_in(&dir.0).await;
+    let (_c, ch) = lapin_channel(&broker).await;
+    ch.confirm_select(Default::default()).await.unwrap();
+    assert_eq!(message_count(&ch, "bytes").await, 12_000);
+    let confirm = ch
+        .basic_publish("", "bytes", Default::default(), b"last", persistent)
+        .await
+        .unwrap();
+    assert!(within(confirm).await.unwrap().is_ack());
+    assert_eq!(
+        message_count(&ch, "bytes").await,
+        12_000,
+        "the oldest made room: the limit saw the bytes on disk"
+    );
+    let first = ch
+        .basic_get("bytes", BasicGetOptions { no_ack: true })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.delivery.data, 501u32.to_be_bytes());
 }
