@@ -87,15 +87,28 @@ impl Durability {
                 })
             })?;
         }
-        let (log, recovery) =
-            wharf_store::queue_log::QueueLog::open(&dir, SEGMENT_BYTES_MAX).map_err(internal)?;
-        let recovered = queue.attach_log(log).map_err(internal)?;
+        // A queue with priorities keeps a log per level, in subdirectories.
+        let levels = queue.priority_levels();
+        let mut recovered = 0;
+        let mut truncated_bytes = 0;
+        for level in 0..levels {
+            let level_dir = if levels == 1 {
+                dir.clone()
+            } else {
+                crate::queue::level_dir(&dir, level)
+            };
+            let (log, recovery) =
+                wharf_store::queue_log::QueueLog::open(&level_dir, SEGMENT_BYTES_MAX)
+                    .map_err(internal)?;
+            truncated_bytes += recovery.truncated_bytes;
+            recovered += queue.attach_log(level, log);
+        }
         if !fresh {
             tracing::info!(
                 queue = %queue.name,
                 vhost = %queue.vhost,
                 messages = recovered,
-                truncated_bytes = recovery.truncated_bytes,
+                truncated_bytes,
                 "recovered queue"
             );
         }

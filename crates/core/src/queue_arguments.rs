@@ -14,6 +14,7 @@ pub const DEAD_LETTER_EXCHANGE: &str = "x-dead-letter-exchange";
 pub const DEAD_LETTER_ROUTING_KEY: &str = "x-dead-letter-routing-key";
 pub const DELIVERY_LIMIT: &str = "x-delivery-limit";
 pub const QUEUE_TYPE: &str = "x-queue-type";
+pub const MAX_PRIORITY: &str = "x-max-priority";
 /// A consumer argument (basic.consume): consumers of higher priority get messages first.
 pub const CONSUMER_PRIORITY: &str = "x-priority";
 
@@ -105,6 +106,9 @@ pub struct QueueSettings {
     pub delivery_limit: Option<u64>,
     /// Declared as a quorum queue: deliveries carry `x-delivery-count` as quorum queues'.
     pub quorum: bool,
+    /// A priority queue: messages of priority 0 to this (higher ones count as this), the
+    /// highest first.
+    pub max_priority: Option<u8>,
 }
 
 impl QueueSettings {
@@ -164,6 +168,12 @@ impl QueueSettings {
         if let Some(value) = arguments.get(DELIVERY_LIMIT) {
             let limit = non_negative_integer(value).map_err(value_error(DELIVERY_LIMIT))?;
             settings.delivery_limit = Some(limit);
+        }
+        if let Some(value) = arguments.get(MAX_PRIORITY) {
+            let max = non_negative_integer(value).map_err(value_error(MAX_PRIORITY))?;
+            let max = u8::try_from(max)
+                .map_err(|_| value_error(MAX_PRIORITY)(format!("{{max_value_exceeded,{max}}}")))?;
+            settings.max_priority = Some(max);
         }
         settings.quorum = arguments.get(QUEUE_TYPE).and_then(FieldValue::as_str) == Some("quorum");
         Ok(settings)
@@ -323,6 +333,13 @@ mod tests {
             (EXPIRES, FieldValue::I32(0), "{value_zero,0}"),
             (EXPIRES, FieldValue::I32(-5), "{value_negative,-5}"),
             (EXPIRES, long("x"), "\"expected integer, got longstr\""),
+            (
+                MAX_PRIORITY,
+                FieldValue::I32(256),
+                "{max_value_exceeded,256}",
+            ),
+            (MAX_PRIORITY, FieldValue::I32(-1), "{value_negative,-1}"),
+            (MAX_PRIORITY, long("a"), "\"expected integer, got longstr\""),
             (
                 DEAD_LETTER_ROUTING_KEY,
                 long("rk"),

@@ -1,20 +1,21 @@
-//! A queue: messages ready for delivery in order, messages delivered but not yet
-//! acknowledged, and the consumers it serves round-robin. All of it sits behind one mutex
-//! owned by the queue; publishers, consumers' channels and management reach it through
-//! `Arc<Queue>` and hold the lock only for the few operations below.
-//!
-//! Every message gets an offset (its position in the queue's history). Acks and requeues
-//! name offsets; a requeued message goes back to its original place, ahead of anything
-//! published after it. The in-memory message list is what a store will sit under.
+//! A queue: messages ready for delivery (its backlog, by priority, in memory and on
+//! disk), messages delivered but not yet acknowledged, and the consumers it serves. All of
+//! it sits behind one mutex owned by the queue; publishers, consumers' channels and
+//! management reach it through `Arc<Queue>` and hold the lock only for the few
+//! operations below.
 
-use std::collections::{HashMap, VecDeque};
+mod backlog;
+
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
 use wharf_amqp::{ByteString, FieldTable};
-use wharf_store::queue_log::{Cursor, Position, QueueLog};
-use wharf_store::segment::Lifetime;
+use wharf_store::queue_log::QueueLog;
+
+pub use self::backlog::level_dir;
+use self::backlog::{Backlog, Entry};
 
 use crate::consumer::{Consumer, Delivery, DeliveryTarget};
 use crate::dead_letter::{DeadLetter, DeathReason};
@@ -53,20 +54,6 @@ pub struct QueueOptions {
     pub arguments: FieldTable,
 }
 
-#[derive(Debug, Clone)]
-struct Entry {
-    offset: u64,
-    message: Arc<Message>,
-    redelivered: bool,
-    /// Where the message is stored, for a persistent message in a durable queue.
-    position: Option<Position>,
-    /// When the message expires, in milliseconds since the Unix epoch (the shorter of the
-    /// queue's `x-message-ttl` and the message's `expiration`, from when it was enqueued).
-    expires_at: Option<u64>,
-    /// Deliveries of this message that ended in a requeue (`x-delivery-limit`).
-    delivery_count: u32,
-}
-
 /// What publishing did with a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Enqueued {
@@ -81,33 +68,10 @@ pub enum Enqueued {
     Rejected,
 }
 
-#[derive(Default)]
 struct State {
-    /// The message log: a durable queue's (opened at declare or recovery), or a transient
-    /// queue's spill-over log (opened the first time its window fills).
-    log: Option<QueueLog>,
-    /// The log keeps messages across restarts (a durable queue's log).
-    log_durable: bool,
-    /// Where a transient queue may open a spill-over log; None without a data directory.
-    spill_dir: Option<std::path::PathBuf>,
-    /// Ready messages that are only in the log, all of them after those in `ready`.
-    spilled: u64,
-    /// Body bytes of the spilled messages (kept for `x-max-length-bytes`; after a restart
-    /// it is counted only for a queue with that limit).
-    spilled_bytes: u64,
-    /// Where the next spilled message is read from.
-    cursor: Option<Cursor>,
-    /// Records before this were in the log at start: they come back redelivered.
-    recovered_until: Option<Cursor>,
-    /// Body bytes of the messages in `ready`.
-    ready_bytes: usize,
-    /// The log could not be opened: persistent messages are refused rather than kept in
-    /// memory under a promise the queue cannot keep.
-    log_broken: bool,
-    /// Sorted by offset.
-    ready: VecDeque<Entry>,
+    /// The ready messages.
+    backlog: Backlog,
     unacked: HashMap<u64, Entry>,
-    next_offset: u64,
     consumers: Vec<Consumer>,
     /// Round-robin cursor into `consumers`.
     next_consumer: usize,
@@ -147,7 +111,6 @@ pub struct Queue {
     pub options: QueueOptions,
     /// Read from the arguments (checked at declare).
     pub(crate) settings: QueueSettings,
-    window: Window,
     /// The vhost the queue lives in: dead letters are routed there, timers run there.
     home: Weak<VHost>,
     deleted: AtomicBool,
@@ -172,20 +135,26 @@ impl Queue {
         home: Weak<VHost>,
     ) -> Self {
         let settings = QueueSettings::from_arguments(&options.arguments).unwrap_or_default();
+        let levels = settings.max_priority.map_or(1, |max| usize::from(max) + 1);
         let state = State {
+            backlog: Backlog::new(name.clone(), levels, window),
+            unacked: HashMap::new(),
+            consumers: Vec::new(),
+            next_consumer: 0,
+            had_consumer: false,
+            dead_letters: Vec::new(),
+            wake_at: None,
             last_used_ms: if settings.expires.is_some() {
                 now_ms()
             } else {
                 0
             },
-            ..State::default()
         };
         Queue {
             name,
             vhost,
             options,
             settings,
-            window,
             home,
             deleted: AtomicBool::new(false),
             state: Mutex::new(state),
@@ -197,13 +166,17 @@ impl Queue {
     }
 
     pub fn message_count(&self) -> u32 {
-        let state = self.state.lock();
-        saturating_u64(state.ready.len() as u64 + state.spilled)
+        saturating_u64(self.state.lock().backlog.len())
     }
 
     /// Ready messages held in memory (the rest of `message_count` waits in the log).
     pub fn in_memory_count(&self) -> usize {
-        self.state.lock().ready.len()
+        self.state.lock().backlog.in_memory()
+    }
+
+    /// How many priority levels the queue keeps (1 without `x-max-priority`).
+    pub fn priority_levels(&self) -> usize {
+        self.state.lock().backlog.level_count()
     }
 
     pub fn consumer_count(&self) -> u32 {
@@ -260,8 +233,8 @@ impl Queue {
         if settings.overflow != Overflow::DropHead {
             // As RabbitMQ, a full queue refuses before any consumer is offered the message
             // (a limit of 0 refuses everything, waiting consumer or not).
-            let count = state.ready.len() as u64 + state.spilled;
-            let bytes = ready_body_bytes(state) + message.body.len() as u64;
+            let count = state.backlog.len();
+            let bytes = state.backlog.body_bytes() + message.body.len() as u64;
             let too_long = settings.max_length.is_some_and(|max| count + 1 > max);
             let too_big = settings.max_length_bytes.is_some_and(|max| bytes > max);
             if too_long || too_big {
@@ -279,32 +252,31 @@ impl Queue {
 
     /// Whether the ready messages are over the queue's length or byte limit.
     fn over_limit(&self, state: &State) -> bool {
-        let count = state.ready.len() as u64 + state.spilled;
+        let count = state.backlog.len();
         self.settings.max_length.is_some_and(|max| count > max)
             || self
                 .settings
                 .max_length_bytes
-                .is_some_and(|max| ready_body_bytes(state) > max)
+                .is_some_and(|max| state.backlog.body_bytes() > max)
     }
 
-    /// Drops the oldest ready messages until the queue is within its limits (RabbitMQ's
-    /// drop-head); they are dead-lettered if the queue has a dead-letter exchange.
+    /// Drops messages from the head (the oldest, of the highest priority) until the queue
+    /// is within its limits (RabbitMQ's drop-head); they are dead-lettered if the queue
+    /// has a dead-letter exchange.
     fn drop_head(&self, state: &mut State) {
         while self.over_limit(state) {
-            self.refill(state);
-            let Some(entry) = state.ready.pop_front() else {
+            let Some(entry) = state.backlog.pop_head() else {
                 break;
             };
-            state.ready_bytes -= entry.message.body.len();
             self.discard(state, entry, DeathReason::MaxLen);
         }
-        self.write_acks(state);
+        state.backlog.write_acks();
     }
 
     /// A message leaves the queue without being consumed: forgotten, and handed to the
     /// dead-letter exchange if there is one.
     fn discard(&self, state: &mut State, entry: Entry, reason: DeathReason) {
-        self.forget(state, &entry);
+        state.backlog.forget(&entry);
         self.add_dead_letter(state, &entry.message, reason);
     }
 
@@ -332,7 +304,7 @@ impl Queue {
     /// (of the head message, or of the queue itself), and takes the dead letters to route
     /// once the lock is released.
     fn after_change(self: &Arc<Self>, state: &mut State) -> Vec<DeadLetter> {
-        let head_expires = state.ready.front().is_some_and(|e| e.expires_at.is_some());
+        let head_expires = state.backlog.head().is_some_and(|e| e.expires_at.is_some());
         if head_expires || self.settings.expires.is_some() {
             self.expire_head(state, now_ms());
             self.arm_timer(state);
@@ -343,27 +315,23 @@ impl Queue {
     /// Drops (or dead-letters) the messages at the head that expired by `now`.
     fn expire_head(&self, state: &mut State, now: u64) {
         let mut expired = false;
-        loop {
-            self.refill(state);
-            match state.ready.front() {
-                Some(entry) if entry.expires_at.is_some_and(|at| at <= now) => {
-                    let entry = state.ready.pop_front().expect("front was checked");
-                    state.ready_bytes -= entry.message.body.len();
-                    self.discard(state, entry, DeathReason::Expired);
-                    expired = true;
-                }
-                _ => break,
+        while let Some(entry) = state.backlog.head() {
+            if entry.expires_at.is_none_or(|at| at > now) {
+                break;
             }
+            let entry = state.backlog.pop_head().expect("head was checked");
+            self.discard(state, entry, DeathReason::Expired);
+            expired = true;
         }
         if expired {
-            self.write_acks(state);
+            state.backlog.write_acks();
         }
     }
 
     /// Schedules a timer task for the next time something is due: the head message's
     /// expiry, or the queue's own (`x-expires`, counted while it has no consumers).
     fn arm_timer(self: &Arc<Self>, state: &mut State) {
-        let head = state.ready.front().and_then(|e| e.expires_at);
+        let head = state.backlog.head().and_then(|e| e.expires_at);
         let idle = match self.settings.expires {
             Some(expires) if state.consumers.is_empty() => {
                 Some(state.last_used_ms.saturating_add(expires))
@@ -443,224 +411,53 @@ impl Queue {
         expires_at: Option<u64>,
         now: &mut Option<u64>,
     ) -> Enqueued {
-        let persistent = message.is_persistent();
-        if state.log_broken && persistent {
-            return Enqueued::Failed;
+        let outcome = state.backlog.push(message, expires_at);
+        if outcome != Enqueued::Failed {
+            self.deliver_at(state, now);
         }
-        let window_full = state.spilled > 0
-            || state.ready.len() >= self.window.messages_max
-            || state.ready_bytes >= self.window.bytes_max;
-        if window_full && self.ensure_log(state) {
-            let durable = state.log_durable;
-            let log = state.log.as_mut().expect("ensured above");
-            let lifetime = if durable && persistent {
-                Lifetime::Persistent
-            } else {
-                Lifetime::Transient
-            };
-            return match log.append(&message.encode_record(expires_at), lifetime) {
-                Ok(_) => {
-                    state.spilled += 1;
-                    state.spilled_bytes += message.body.len() as u64;
-                    self.deliver_at(state, now);
-                    if durable && persistent {
-                        Enqueued::Appended
-                    } else {
-                        Enqueued::InMemory
-                    }
-                }
-                Err(error) => {
-                    tracing::error!(queue = %self.name, %error, "cannot store a message");
-                    Enqueued::Failed
-                }
-            };
-        }
-        let mut outcome = Enqueued::InMemory;
-        let mut position = None;
-        if let (Some(log), true) = (state.log.as_mut(), persistent && state.log_durable) {
-            match log.append(&message.encode_record(expires_at), Lifetime::Persistent) {
-                Ok(p) => {
-                    position = Some(p);
-                    outcome = Enqueued::Appended;
-                }
-                Err(error) => {
-                    tracing::error!(queue = %self.name, %error, "cannot store a message");
-                    outcome = Enqueued::Failed;
-                }
-            }
-        }
-        if let Some(log) = &state.log {
-            // Nothing is spilled: the next spilled record is whatever comes after this one.
-            state.cursor = Some(log.end_cursor());
-        }
-        let offset = state.next_offset;
-        state.next_offset += 1;
-        state.ready_bytes += message.body.len();
-        state.ready.push_back(Entry {
-            offset,
-            message,
-            redelivered: false,
-            position,
-            expires_at,
-            delivery_count: 0,
-        });
-        self.deliver_at(state, now);
         outcome
-    }
-
-    /// Opens a transient queue's spill-over log if it has none; false if it cannot have one.
-    fn ensure_log(&self, state: &mut State) -> bool {
-        if state.log.is_some() {
-            return true;
-        }
-        let Some(dir) = state.spill_dir.clone() else {
-            return false;
-        };
-        let _ = std::fs::remove_dir_all(&dir);
-        match QueueLog::open(&dir, crate::durability::SEGMENT_BYTES_MAX) {
-            Ok((log, _)) => {
-                state.cursor = Some(log.end_cursor());
-                state.log = Some(log);
-                true
-            }
-            Err(error) => {
-                tracing::error!(queue = %self.name, %error, "cannot open a spill-over log; keeping messages in memory");
-                state.spill_dir = None;
-                false
-            }
-        }
     }
 
     /// The queue's log could not be opened (the error was logged).
     pub fn mark_log_broken(&self) {
-        self.state.lock().log_broken = true;
+        self.state.lock().backlog.mark_log_broken();
     }
 
     /// Lets a transient queue spill messages to disk under `dir` when its window fills.
     pub fn set_spill_dir(&self, dir: std::path::PathBuf) {
-        self.state.lock().spill_dir = Some(dir);
+        self.state.lock().backlog.set_spill_dir(dir);
     }
 
-    /// Loads spilled messages into the window once it has drained to half.
-    fn refill(&self, state: &mut State) {
-        if state.spilled == 0
-            || state.ready.len() >= self.window.messages_max / 2
-            || state.ready_bytes >= self.window.bytes_max / 2
-        {
-            return;
-        }
-        while state.spilled > 0
-            && state.ready.len() < self.window.messages_max
-            && state.ready_bytes < self.window.bytes_max
-        {
-            let (Some(log), Some(cursor)) = (state.log.as_mut(), state.cursor.as_mut()) else {
-                return;
-            };
-            let (position, record) = match log.next(cursor) {
-                Ok(Some(found)) => found,
-                Ok(None) => {
-                    tracing::error!(queue = %self.name, missing = state.spilled, "the log holds fewer messages than counted");
-                    state.spilled = 0;
-                    state.spilled_bytes = 0;
-                    return;
-                }
-                Err(error @ wharf_store::StoreError::Corrupt { .. }) => {
-                    // Damaged on disk: that message is lost, the ones after it are not.
-                    tracing::error!(queue = %self.name, %error, "a stored message is damaged and was skipped");
-                    state.spilled -= 1;
-                    continue;
-                }
-                Err(error) => {
-                    tracing::error!(queue = %self.name, %error, lost = state.spilled, "cannot read spilled messages");
-                    state.spilled = 0;
-                    state.spilled_bytes = 0;
-                    return;
-                }
-            };
-            state.spilled -= 1;
-            let recovered = state
-                .recovered_until
-                .is_some_and(|until| position.is_before(&until));
-            // (Transient records from before a restart never get here: the log drops them.)
-            let Some((message, expires_at)) = Message::decode_record(record) else {
-                tracing::warn!(queue = %self.name, ?position, "unreadable message record skipped");
-                let _ = log.ack(position, Lifetime::Persistent);
-                continue;
-            };
-            let offset = state.next_offset;
-            state.next_offset += 1;
-            state.ready_bytes += message.body.len();
-            state.spilled_bytes = state
-                .spilled_bytes
-                .saturating_sub(message.body.len() as u64);
-            state.ready.push_back(Entry {
-                offset,
-                message: Arc::new(message),
-                redelivered: recovered,
-                position: Some(position),
-                expires_at,
-                delivery_count: 0,
-            });
-        }
-    }
-
-    /// Gives a durable queue its log; what the log held is read back as the queue drains
-    /// and comes back redelivered (it may have been delivered before the restart).
-    /// Returns how many messages the log held.
-    pub fn attach_log(&self, mut log: QueueLog) -> wharf_store::Result<u64> {
-        let mut state = self.state.lock();
-        let held = log.message_count();
-        if self.settings.max_length_bytes.is_some() && held > 0 {
-            // The byte limit needs the body bytes of what the log holds: read them once.
-            // The limit bounds how much there is to read.
-            state.spilled_bytes = stored_body_bytes(&mut log);
-        }
-        state.spilled = held;
-        state.cursor = Some(log.cursor());
-        state.recovered_until = Some(log.end_cursor());
-        state.log = Some(log);
-        state.log_durable = true;
-        self.refill(&mut state);
-        Ok(held)
+    /// Gives a durable queue the log of one of its priority levels (level 0 without
+    /// priorities); what the log held is read back as the queue drains and comes back
+    /// redelivered (it may have been delivered before the restart). Returns how many
+    /// messages the log held.
+    pub fn attach_log(&self, level: usize, log: QueueLog) -> u64 {
+        let count_bytes = self.settings.max_length_bytes.is_some();
+        self.state
+            .lock()
+            .backlog
+            .attach_log(level, log, count_bytes)
     }
 
     /// fsyncs what was appended to the log so far (the flusher calls this outside the
     /// publish path). Returns false if that failed.
     pub fn sync_appends(&self) -> bool {
-        let handle = {
-            let mut state = self.state.lock();
-            match state.log.as_mut().map(QueueLog::take_sync_handle) {
-                None | Some(Ok(None)) => return true,
-                Some(Ok(Some(file))) => file,
-                Some(Err(error)) => {
-                    tracing::error!(queue = %self.name, %error, "cannot sync the message log");
-                    return false;
-                }
-            }
-        };
-        match handle.sync_data() {
-            Ok(()) => true,
+        let handles = match self.state.lock().backlog.take_sync_handles() {
+            Ok(handles) => handles,
             Err(error) => {
-                tracing::error!(queue = %self.name, %error, "fsync of the message log failed");
-                false
+                tracing::error!(queue = %self.name, %error, "cannot sync the message log");
+                return false;
             }
-        }
-    }
-
-    /// Records in the log that a stored message is gone (acked, purged, dropped).
-    /// Acknowledges a message in the log, if it is there. Only a persistent message in a
-    /// durable log needs its ack written: the others do not outlive a restart.
-    fn forget(&self, state: &mut State, entry: &Entry) {
-        let lifetime = if state.log_durable && entry.message.is_persistent() {
-            Lifetime::Persistent
-        } else {
-            Lifetime::Transient
         };
-        if let (Some(log), Some(position)) = (state.log.as_mut(), entry.position) {
-            if let Err(error) = log.ack(position, lifetime) {
-                tracing::warn!(queue = %self.name, %error, "cannot record an ack");
+        let mut synced = true;
+        for handle in handles {
+            if let Err(error) = handle.sync_data() {
+                tracing::error!(queue = %self.name, %error, "fsync of the message log failed");
+                synced = false;
             }
         }
+        synced
     }
 
     /// Offers ready messages to consumers until either runs out. Channels call this when
@@ -683,14 +480,19 @@ impl Queue {
     /// reading).
     fn deliver_at(self: &Arc<Self>, state: &mut State, now: &mut Option<u64>) {
         loop {
-            self.refill(state);
-            if state.ready.is_empty() || state.consumers.is_empty() {
+            if state.consumers.is_empty() {
                 return;
             }
-            if let Some(at) = state.ready.front().and_then(|e| e.expires_at) {
+            let Some(level) = state.backlog.head_level() else {
+                return;
+            };
+            let head = state
+                .backlog
+                .front(level)
+                .expect("the head's level has one");
+            if let Some(at) = head.expires_at {
                 if at < *now.get_or_insert_with(now_ms) {
-                    let entry = state.ready.pop_front().expect("front was checked");
-                    state.ready_bytes -= entry.message.body.len();
+                    let entry = state.backlog.pop_front(level).expect("head was checked");
                     self.discard(state, entry, DeathReason::Expired);
                     continue;
                 }
@@ -720,9 +522,9 @@ impl Queue {
                 for attempt in 0..group_len {
                     let index = group_start + (first + attempt) % group_len;
                     let State {
-                        ready, consumers, ..
+                        backlog, consumers, ..
                     } = &mut *state;
-                    let (Some(entry), consumer) = (ready.front(), &consumers[index]) else {
+                    let (Some(entry), consumer) = (backlog.front(level), &consumers[index]) else {
                         return;
                     };
                     let accepted = consumer.target.try_deliver(Delivery {
@@ -735,10 +537,9 @@ impl Queue {
                     });
                     if accepted {
                         let no_ack = consumer.no_ack;
-                        let entry = ready.pop_front().expect("front was checked above");
-                        state.ready_bytes -= entry.message.body.len();
+                        let entry = backlog.pop_front(level).expect("head was checked above");
                         if no_ack {
-                            self.forget(state, &entry);
+                            state.backlog.forget(&entry);
                         } else {
                             state.unacked.insert(entry.offset, entry);
                         }
@@ -764,7 +565,7 @@ impl Queue {
         let dead = self.after_change(&mut state);
         if let Some(result) = &mut result {
             // As RabbitMQ: counted after the new head, if expired, went.
-            result.message_count = saturating_u64(state.ready.len() as u64 + state.spilled);
+            result.message_count = saturating_u64(state.backlog.len());
         }
         drop(state);
         self.dead_letter(dead);
@@ -772,9 +573,7 @@ impl Queue {
     }
 
     fn get_locked(&self, state: &mut State, no_ack: bool) -> Option<GetResult> {
-        self.refill(state);
-        let entry = state.ready.pop_front()?;
-        state.ready_bytes -= entry.message.body.len();
+        let entry = state.backlog.pop_head()?;
         // As quorum queues: basic.get shows the count from the first delivery on (consumers
         // see it once a delivery has been requeued).
         let message = if self.settings.counts_deliveries() && entry.delivery_count == 0 {
@@ -786,10 +585,10 @@ impl Queue {
             offset: entry.offset,
             message,
             redelivered: entry.redelivered,
-            message_count: saturating_u64(state.ready.len() as u64 + state.spilled),
+            message_count: saturating_u64(state.backlog.len()),
         };
         if no_ack {
-            self.forget(state, &entry);
+            state.backlog.forget(&entry);
         } else {
             state.unacked.insert(entry.offset, entry);
         }
@@ -803,11 +602,11 @@ impl Queue {
         let mut state = self.state.lock();
         for offset in offsets {
             if let Some(entry) = state.unacked.remove(offset) {
-                self.forget(&mut state, &entry);
+                state.backlog.forget(&entry);
             }
         }
         // One write for the batch's acks, rather than one per ack.
-        self.write_acks(&mut state);
+        state.backlog.write_acks();
         self.deliver_locked(&mut state);
         let dead = self.after_change(&mut state);
         drop(state);
@@ -823,21 +622,11 @@ impl Queue {
                 self.discard(&mut state, entry, DeathReason::Rejected);
             }
         }
-        self.write_acks(&mut state);
+        state.backlog.write_acks();
         self.deliver_locked(&mut state);
         let dead = self.after_change(&mut state);
         drop(state);
         self.dead_letter(dead);
-    }
-
-    /// Writes the acks the log gathered (acks of messages consumed with no_ack wait for
-    /// the next batch, 4 KiB of them, or the log's closing).
-    fn write_acks(&self, state: &mut State) {
-        if let Some(log) = state.log.as_mut() {
-            if let Err(error) = log.write_acks() {
-                tracing::warn!(queue = %self.name, %error, "cannot record acks");
-            }
-        }
     }
 
     /// Puts delivered messages back in their original places, marked redelivered, and
@@ -862,11 +651,9 @@ impl Queue {
                     entry.delivery_count,
                 ));
             }
-            state.ready_bytes += entry.message.body.len();
-            let at = state.ready.partition_point(|e| e.offset < entry.offset);
-            state.ready.insert(at, entry);
+            state.backlog.requeue(entry);
         }
-        self.write_acks(&mut state);
+        state.backlog.write_acks();
         self.deliver_locked(&mut state);
         let dead = self.after_change(&mut state);
         drop(state);
@@ -875,24 +662,7 @@ impl Queue {
 
     /// Removes every ready message; returns how many there were.
     pub fn purge(&self) -> u32 {
-        let mut guard = self.state.lock();
-        let state = &mut *guard;
-        let count = saturating_u64(state.ready.len() as u64 + state.spilled);
-        for entry in std::mem::take(&mut state.ready) {
-            self.forget(state, &entry);
-        }
-        self.write_acks(state);
-        state.ready_bytes = 0;
-        state.spilled_bytes = 0;
-        if let (Some(log), Some(cursor)) = (state.log.as_mut(), state.cursor.as_mut()) {
-            if state.spilled > 0 {
-                if let Err(error) = log.ack_from(cursor, state.spilled) {
-                    tracing::warn!(queue = %self.name, %error, "cannot record a purge");
-                }
-            }
-        }
-        state.spilled = 0;
-        count
+        saturating_u64(self.state.lock().backlog.purge())
     }
 
     pub fn add_consumer(self: &Arc<Self>, mut consumer: Consumer) -> Result<()> {
@@ -979,7 +749,7 @@ impl Queue {
                 self.name, self.vhost
             )));
         }
-        if if_empty && (!state.ready.is_empty() || state.spilled > 0) {
+        if if_empty && !state.backlog.is_empty() {
             return Err(Error::precondition(format_args!(
                 "queue '{}' in vhost '{}' not empty",
                 self.name, self.vhost
@@ -994,17 +764,9 @@ impl Queue {
         let (count, consumers) = {
             let mut state = self.state.lock();
             self.deleted.store(true, Ordering::Release);
-            let count = saturating_u64(state.ready.len() as u64 + state.spilled);
-            state.ready.clear();
-            state.ready_bytes = 0;
-            state.spilled = 0;
-            state.spilled_bytes = 0;
+            let count = saturating_u64(state.backlog.len());
+            state.backlog.destroy();
             state.unacked.clear();
-            if let Some(log) = state.log.take() {
-                if let Err(error) = log.destroy() {
-                    tracing::warn!(queue = %self.name, %error, "cannot remove the message log");
-                }
-            }
             (count, std::mem::take(&mut state.consumers))
         };
         // Outside the lock: targets may take their own locks while handling this.
@@ -1012,29 +774,6 @@ impl Queue {
             consumer.target.consumer_cancelled(&consumer.tag);
         }
         count
-    }
-}
-
-/// Body bytes of a queue's ready messages, in memory and spilled.
-fn ready_body_bytes(state: &State) -> u64 {
-    state.ready_bytes as u64 + state.spilled_bytes
-}
-
-/// The body bytes of the unacknowledged records in `log`, read from its start.
-fn stored_body_bytes(log: &mut QueueLog) -> u64 {
-    let mut cursor = log.cursor();
-    let mut total = 0;
-    loop {
-        match log.next(&mut cursor) {
-            Ok(Some((_, record))) => {
-                if let Some((message, _)) = Message::decode_record(record) {
-                    total += message.body.len() as u64;
-                }
-            }
-            Ok(None) => return total,
-            Err(wharf_store::StoreError::Corrupt { .. }) => continue,
-            Err(_) => return total,
-        }
     }
 }
 
