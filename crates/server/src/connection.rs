@@ -187,6 +187,10 @@ impl Connection {
         // A peer that sends nothing for two heartbeat intervals is dead.
         let silence_limit = (heartbeat > 0).then(|| Duration::from_secs(2 * u64::from(heartbeat)));
         let mut handled_since_yield = 0usize;
+        let mut next_timeout_check = self
+            .config
+            .consumer_timeout
+            .map(|timeout| tokio::time::Instant::now() + timeout_check_interval(timeout));
         loop {
             // Between messages only: a message half received is finished first.
             if self.published && *alarm.borrow() && !self.receiving_content() {
@@ -225,6 +229,11 @@ impl Connection {
                 // without a pause, and the tasks it woke (other connections' writers, put
                 // in this worker's next-task slot) would wait behind it.
                 handled_since_yield = 0;
+                // A connection that is never idle checks here (once per read, not per
+                // frame: a clock read per frame would cost more than the frame).
+                if next_timeout_check.is_some_and(|at| at <= tokio::time::Instant::now()) {
+                    next_timeout_check = self.check_consumer_timeouts();
+                }
                 tokio::task::yield_now().await;
                 continue;
             }
@@ -234,10 +243,20 @@ impl Connection {
                     None => Some(reader.next().await),
                 }
             };
+            let timeout_check = async {
+                match next_timeout_check {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
             let frame = tokio::select! {
                 read = read => read,
                 _ = self.outbound.drained.notified() => {
                     self.resume_consumers();
+                    continue;
+                }
+                _ = timeout_check => {
+                    next_timeout_check = self.check_consumer_timeouts();
                     continue;
                 }
                 _ = shutdown.changed() => {
@@ -311,6 +330,41 @@ impl Connection {
             self.outbound.write(|out| encode_method(0, &unblocked, out));
         }
         None
+    }
+
+    /// Closes, with RabbitMQ's 406, each channel whose oldest unacknowledged delivery is
+    /// older than the consumer timeout; its deliveries go back to their queues.
+    /// Returns when to check next.
+    fn check_consumer_timeouts(&mut self) -> Option<tokio::time::Instant> {
+        let timeout = self.config.consumer_timeout?;
+        self.flush_acks();
+        let now = std::time::Instant::now();
+        let mut timed_out = Vec::new();
+        for slot in self.channels.values_mut() {
+            if let Slot::Open(channel) = slot {
+                if channel.ack_timed_out(now, timeout) {
+                    timed_out.push(channel.id);
+                }
+            }
+        }
+        for channel_id in timed_out {
+            let ms = timeout.as_millis();
+            tracing::warn!(
+                id = self.id,
+                channel = channel_id,
+                "consumer timed out waiting for delivery acknowledgement (timeout {ms} ms)"
+            );
+            let error = AmqpError::new(
+                ReplyCode::PreconditionFailed,
+                format_args!(
+                    "delivery acknowledgement on channel {channel_id} timed out. Timeout value \
+                     used: {ms} ms. This timeout value can be configured, see consumers doc \
+                     guide to learn more"
+                ),
+            );
+            self.close_channel(channel_id, &error);
+        }
+        Some(tokio::time::Instant::now() + timeout_check_interval(timeout))
     }
 
     /// Applies the acks channels gathered (see [`Channel::flush_acks`]).
@@ -511,6 +565,12 @@ impl Connection {
         }
         self.vhost.connection_closed(self.id);
     }
+}
+
+/// How often a connection looks for deliveries past the consumer timeout: a thirtieth
+/// of it (a minute for RabbitMQ's default 30 minutes), at least every 10 ms.
+fn timeout_check_interval(timeout: Duration) -> Duration {
+    (timeout / 30).clamp(Duration::from_millis(10), Duration::from_secs(60))
 }
 
 fn is_connection_method(method: &Method) -> bool {

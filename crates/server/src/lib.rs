@@ -34,7 +34,13 @@ pub struct ServerConfig {
     pub handshake_timeout: Duration,
     /// Block publishers when the data directory's disk runs low (None: never).
     pub disk_alarm: Option<alarm::DiskAlarmConfig>,
+    /// A channel whose oldest unacknowledged delivery is older than this is closed with
+    /// 406, its deliveries requeued, as RabbitMQ's `consumer_timeout` (None: never).
+    pub consumer_timeout: Option<Duration>,
 }
+
+/// RabbitMQ's default `consumer_timeout`: 30 minutes.
+pub const CONSUMER_TIMEOUT_DEFAULT: Duration = Duration::from_secs(30 * 60);
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -45,6 +51,7 @@ impl Default for ServerConfig {
             max_message_bytes: 128 * 1024 * 1024,
             handshake_timeout: Duration::from_secs(10),
             disk_alarm: None,
+            consumer_timeout: Some(CONSUMER_TIMEOUT_DEFAULT),
         }
     }
 }

@@ -32,6 +32,11 @@ pub struct ServeArgs {
     /// [default: 50000000, as RabbitMQ]
     #[arg(long, env = "WHARF_DISK_FREE_LIMIT", value_name = "BYTES")]
     pub disk_free_limit: Option<u64>,
+    /// A channel whose oldest unacknowledged delivery is older than this many
+    /// milliseconds is closed (406), its deliveries requeued; 0 turns the check off
+    /// [default: 1800000, as RabbitMQ]
+    #[arg(long, env = "WHARF_CONSUMER_TIMEOUT", value_name = "MS")]
+    pub consumer_timeout: Option<u64>,
 }
 
 fn parse_fsync(value: &str) -> Result<FsyncPolicy, String> {
@@ -53,6 +58,7 @@ struct FileConfig {
     log_level: Option<String>,
     fsync: Option<String>,
     disk_free_limit: Option<u64>,
+    consumer_timeout: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -62,6 +68,8 @@ pub struct Config {
     pub log_level: String,
     pub fsync: FsyncPolicy,
     pub disk_free_limit_bytes: u64,
+    /// None: no consumer timeout.
+    pub consumer_timeout: Option<std::time::Duration>,
 }
 
 impl Config {
@@ -95,6 +103,11 @@ impl Config {
                 .disk_free_limit
                 .or(file.disk_free_limit)
                 .unwrap_or(wharf_server::alarm::DISK_FREE_LIMIT_BYTES_DEFAULT),
+            consumer_timeout: match args.consumer_timeout.or(file.consumer_timeout) {
+                Some(0) => None,
+                Some(ms) => Some(std::time::Duration::from_millis(ms)),
+                None => Some(wharf_server::CONSUMER_TIMEOUT_DEFAULT),
+            },
         })
     }
 }
@@ -116,6 +129,27 @@ mod tests {
         assert_eq!(config.data_dir, PathBuf::from("./data"));
         assert_eq!(config.log_level, "info");
         assert_eq!(config.fsync, FsyncPolicy::Batch);
+        assert_eq!(
+            config.consumer_timeout,
+            Some(std::time::Duration::from_secs(1800))
+        );
+    }
+
+    #[test]
+    fn consumer_timeout_in_milliseconds_and_zero_turns_it_off() {
+        let args = ServeArgs {
+            consumer_timeout: Some(0),
+            ..Default::default()
+        };
+        assert_eq!(Config::resolve(&args).unwrap().consumer_timeout, None);
+        let args = ServeArgs {
+            consumer_timeout: Some(2500),
+            ..Default::default()
+        };
+        assert_eq!(
+            Config::resolve(&args).unwrap().consumer_timeout,
+            Some(std::time::Duration::from_millis(2500))
+        );
     }
 
     #[test]

@@ -85,6 +85,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             config.data_dir.clone(),
             config.disk_free_limit_bytes,
         )),
+        consumer_timeout: config.consumer_timeout,
         ..ServerConfig::default()
     };
     let server = tokio::spawn(wharf_server::serve(

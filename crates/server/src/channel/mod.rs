@@ -56,6 +56,10 @@ pub struct Channel {
     /// The exchange last published to (see [`PendingPublish::start`]).
     exchange_cache: Option<Arc<Exchange>>,
     route_cache: RouteCache,
+    /// Snapshots (when, next delivery tag then) taken at each consumer-timeout check while
+    /// deliveries are unacknowledged: every tag below a snapshot's was delivered before
+    /// its time. See [`Channel::ack_timed_out`].
+    delivery_history: std::collections::VecDeque<(std::time::Instant, u64)>,
 }
 
 fn generated_tag(prefix: &str, n: u64) -> ByteString {
@@ -88,7 +92,45 @@ impl Channel {
             pending_acks: Vec::new(),
             exchange_cache: None,
             route_cache: RouteCache::default(),
+            delivery_history: std::collections::VecDeque::new(),
         }
+    }
+
+    /// The consumer timeout: whether the oldest unacknowledged delivery has waited longer
+    /// than `timeout`, judged at `now`. Called every so often (a fraction of the timeout);
+    /// rather than a timestamp per delivery (a clock read on every message), each call
+    /// notes the delivery tag reached so far, and a delivery is known to be older than
+    /// the timeout once its tag is below one noted at least `timeout` ago. So a timeout is
+    /// seen up to two check intervals late.
+    pub fn ack_timed_out(&mut self, now: std::time::Instant, timeout: std::time::Duration) -> bool {
+        let (oldest, next_tag) = {
+            let state = self.delivery.state.lock();
+            let oldest = state.unacked.front().map(|u| u.delivery_tag);
+            (oldest, state.next_delivery_tag + 1)
+        };
+        let Some(oldest) = oldest else {
+            self.delivery_history.clear();
+            return false;
+        };
+        if self
+            .delivery_history
+            .back()
+            .is_none_or(|&(_, tag)| tag != next_tag)
+        {
+            self.delivery_history.push_back((now, next_tag));
+        }
+        let Some(cutoff) = now.checked_sub(timeout) else {
+            return false;
+        };
+        // Only the newest snapshot at or before the cutoff matters among the old ones.
+        while self
+            .delivery_history
+            .get(1)
+            .is_some_and(|&(at, _)| at <= cutoff)
+        {
+            self.delivery_history.pop_front();
+        }
+        matches!(self.delivery_history.front(), Some(&(at, tag)) if at <= cutoff && oldest < tag)
     }
 
     fn reply(&self, outbound: &Outbound, method: impl Into<Method>) {
