@@ -12,7 +12,8 @@ use wharf_store::{Change, Definitions, DestinationKind, ExchangeDef, QueueDef};
 use crate::durability::{self, Durability};
 use crate::error::{Error, ErrorKind, Result};
 use crate::exchange::{
-    validate_headers_binding, Binding, Destination, Exchange, ExchangeKind, ALTERNATE_EXCHANGE,
+    consistent_hash_weight, validate_headers_binding, Binding, Destination, Exchange, ExchangeKind,
+    HashOn, ALTERNATE_EXCHANGE,
 };
 use crate::message::Message;
 use crate::queue::{ConnectionId, Queue, QueueOptions, Window};
@@ -202,6 +203,9 @@ impl VHost {
                     self.name
                 )))
             }
+        }
+        if kind == ExchangeKind::ConsistentHash {
+            HashOn::from_arguments(&declare.arguments).map_err(Error::precondition)?;
         }
         let mut exchanges = self.exchanges.write();
         if let Some(existing) = exchanges.get(name) {
@@ -595,8 +599,14 @@ impl VHost {
         routing_key: ByteString,
         arguments: FieldTable,
     ) -> Result<()> {
-        if source.kind == ExchangeKind::Headers {
-            validate_headers_binding(&arguments).map_err(Error::precondition)?;
+        match source.kind {
+            ExchangeKind::Headers => {
+                validate_headers_binding(&arguments).map_err(Error::precondition)?;
+            }
+            ExchangeKind::ConsistentHash => {
+                consistent_hash_weight(&routing_key).map_err(Error::precondition)?;
+            }
+            _ => {}
         }
         let binding = Binding {
             destination,
@@ -745,7 +755,7 @@ impl VHost {
         let mut current = exchange.clone();
         loop {
             let mut routed = false;
-            current.route(&message.routing_key, &headers, &mut |destination| {
+            current.route(message, &headers, &mut |destination| {
                 routed = true;
                 match destination {
                     Destination::Queue(q) => {

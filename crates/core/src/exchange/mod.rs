@@ -2,8 +2,11 @@
 //! and an index built for its type (hash map, trie, list) so that routing never scans
 //! patterns. The vhost owns the exchanges; routing reads them under a read lock.
 
+mod consistent_hash;
 mod headers;
 mod topic;
+
+pub use consistent_hash::{weight as consistent_hash_weight, HashOn};
 
 pub use headers::{headers_match, validate_binding as validate_headers_binding};
 pub use topic::{pattern_matches as topic_pattern_matches, TopicTrie};
@@ -15,6 +18,7 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 use wharf_amqp::{ByteString, FieldTable, FieldValue};
 
+use crate::message::Message;
 use crate::queue::Queue;
 
 /// The routing algorithm of an exchange.
@@ -24,6 +28,8 @@ pub enum ExchangeKind {
     Fanout,
     Topic,
     Headers,
+    /// `x-consistent-hash`: one destination per message, by a hash of its routing key.
+    ConsistentHash,
 }
 
 impl ExchangeKind {
@@ -33,6 +39,7 @@ impl ExchangeKind {
             "fanout" => Some(ExchangeKind::Fanout),
             "topic" => Some(ExchangeKind::Topic),
             "headers" => Some(ExchangeKind::Headers),
+            "x-consistent-hash" => Some(ExchangeKind::ConsistentHash),
             _ => None,
         }
     }
@@ -43,6 +50,7 @@ impl ExchangeKind {
             ExchangeKind::Fanout => "fanout",
             ExchangeKind::Topic => "topic",
             ExchangeKind::Headers => "headers",
+            ExchangeKind::ConsistentHash => "x-consistent-hash",
         }
     }
 }
@@ -94,6 +102,7 @@ enum Router {
     Fanout,
     Topic(TopicTrie<Destination>),
     Headers,
+    ConsistentHash(consistent_hash::Ring),
 }
 
 #[derive(Debug)]
@@ -115,6 +124,8 @@ pub struct Exchange {
     pub arguments: FieldTable,
     /// The `alternate-exchange` argument: where messages this exchange cannot route go.
     pub alternate: Option<ByteString>,
+    /// What an `x-consistent-hash` exchange hashes.
+    hash_on: HashOn,
     /// Set once a missing alternate exchange was logged, so it is logged once, not per
     /// message.
     alternate_missing_logged: std::sync::atomic::AtomicBool,
@@ -154,6 +165,14 @@ impl Exchange {
             ExchangeKind::Fanout => Router::Fanout,
             ExchangeKind::Topic => Router::Topic(TopicTrie::new()),
             ExchangeKind::Headers => Router::Headers,
+            ExchangeKind::ConsistentHash => Router::ConsistentHash(Default::default()),
+        };
+        // Bad values are refused at declare (406, as RabbitMQ does).
+        let hash_on = match kind {
+            ExchangeKind::ConsistentHash => {
+                HashOn::from_arguments(&arguments).unwrap_or(HashOn::RoutingKey)
+            }
+            _ => HashOn::RoutingKey,
         };
         // A value that is not a string is refused at declare (406, as RabbitMQ does).
         let alternate = arguments
@@ -168,6 +187,7 @@ impl Exchange {
             internal,
             arguments,
             alternate,
+            hash_on,
             alternate_missing_logged: std::sync::atomic::AtomicBool::new(false),
             bindings: RwLock::new(Bindings {
                 list: Vec::new(),
@@ -194,9 +214,10 @@ impl Exchange {
             Router::Topic(trie) => {
                 trie.bind(&binding.routing_key, binding.destination.clone());
             }
-            Router::Fanout | Router::Headers => {}
+            Router::Fanout | Router::Headers | Router::ConsistentHash(_) => {}
         }
         bindings.list.push(binding);
+        bindings.rebuild_ring();
         true
     }
 
@@ -225,9 +246,10 @@ impl Exchange {
                 Router::Topic(trie) => {
                     trie.unbind(&binding.routing_key, &binding.destination);
                 }
-                Router::Fanout | Router::Headers => {}
+                Router::Fanout | Router::Headers | Router::ConsistentHash(_) => {}
             }
         }
+        bindings.rebuild_ring();
         true
     }
 
@@ -244,8 +266,9 @@ impl Exchange {
                     !dests.is_empty()
                 }),
                 Router::Topic(trie) => trie.remove_destination(&|d| d == destination),
-                Router::Fanout | Router::Headers => {}
+                Router::Fanout | Router::Headers | Router::ConsistentHash(_) => {}
             }
+            bindings.rebuild_ring();
         }
         removed
     }
@@ -264,10 +287,11 @@ impl Exchange {
     /// their headers ever being decoded.
     pub fn route<'h>(
         &self,
-        routing_key: &str,
+        message: &Message,
         headers: &dyn Fn() -> Option<&'h FieldTable>,
         found: &mut impl FnMut(&Destination),
     ) {
+        let routing_key = &*message.routing_key;
         let bindings = self.bindings.read();
         match &bindings.router {
             Router::Direct(map) => {
@@ -285,6 +309,20 @@ impl Exchange {
                     .filter(|b| headers_match(&b.arguments, headers))
                     .for_each(|b| found(&b.destination))
             }
+            Router::ConsistentHash(ring) => {
+                if let Some(destination) = ring.pick(&self.hash_on, message, headers) {
+                    found(destination);
+                }
+            }
+        }
+    }
+}
+
+impl Bindings {
+    /// A consistent-hash exchange's buckets follow its binding list.
+    fn rebuild_ring(&mut self) {
+        if let Router::ConsistentHash(ring) = &mut self.router {
+            ring.rebuild(self.list.iter().map(|b| (&*b.routing_key, &b.destination)));
         }
     }
 }
