@@ -48,6 +48,8 @@ pub struct EncodedProperties {
     /// Where the expiration shortstr's length byte is in `raw`; 0 = no expiration (the
     /// flags are at 0).
     expiration_at: u32,
+    /// The same for reply-to (direct reply-to looks at it on every publish).
+    reply_to_at: u32,
 }
 
 /// How each property is written, in flag order.
@@ -101,6 +103,7 @@ impl EncodedProperties {
         let mut delivery_mode = None;
         let mut priority = None;
         let mut expiration_at = 0;
+        let mut reply_to_at = 0;
         for (bit, field) in LAYOUT {
             if flags & bit == 0 {
                 continue;
@@ -114,9 +117,14 @@ impl EncodedProperties {
                     if std::str::from_utf8(text).is_err() {
                         return Err(Error::syntax("shortstr is not valid UTF-8"));
                     }
-                    if bit == EXPIRATION {
-                        expiration_at = u32::try_from(at)
+                    if bit == EXPIRATION || bit == REPLY_TO {
+                        let position = u32::try_from(at)
                             .map_err(|_| Error::syntax("properties longer than 4 GiB"))?;
+                        if bit == EXPIRATION {
+                            expiration_at = position;
+                        } else {
+                            reply_to_at = position;
+                        }
                     }
                     at += 1 + len;
                 }
@@ -150,6 +158,7 @@ impl EncodedProperties {
             delivery_mode,
             priority,
             expiration_at,
+            reply_to_at,
         })
     }
 
@@ -168,10 +177,20 @@ impl EncodedProperties {
 
     /// The expiration property (a per-message TTL in milliseconds, as text), if set.
     pub fn expiration(&self) -> Option<&str> {
-        if self.expiration_at == 0 {
+        self.short_at(self.expiration_at)
+    }
+
+    /// The reply-to property, if set.
+    pub fn reply_to(&self) -> Option<&str> {
+        self.short_at(self.reply_to_at)
+    }
+
+    /// The shortstr whose length byte is at `at` (0: none).
+    fn short_at(&self, at: u32) -> Option<&str> {
+        if at == 0 {
             return None;
         }
-        let at = self.expiration_at as usize;
+        let at = at as usize;
         let len = usize::from(self.raw[at]);
         // parse() checked that these bytes are there and are UTF-8.
         std::str::from_utf8(&self.raw[at + 1..at + 1 + len]).ok()
@@ -190,6 +209,7 @@ impl Default for EncodedProperties {
             delivery_mode: None,
             priority: None,
             expiration_at: 0,
+            reply_to_at: 0,
         }
     }
 }
@@ -205,6 +225,7 @@ impl From<&BasicProperties> for EncodedProperties {
             delivery_mode: properties.delivery_mode,
             priority: properties.priority,
             expiration_at: 0,
+            reply_to_at: 0,
         })
     }
 }
@@ -492,6 +513,7 @@ mod tests {
             prop_assert_eq!(parsed.delivery_mode(), props.delivery_mode);
             prop_assert_eq!(parsed.priority(), props.priority);
             prop_assert_eq!(parsed.expiration(), props.expiration.as_deref());
+            prop_assert_eq!(parsed.reply_to(), props.reply_to.as_deref());
             prop_assert_eq!(parsed.decode().unwrap(), props);
             // Every cut that decode refuses, parse refuses too, and the other way round.
             for cut in 0..encoded.len() {

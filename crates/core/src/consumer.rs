@@ -30,6 +30,11 @@ pub trait DeliveryTarget: Send + Sync {
 
     /// The queue went away (deleted); the consumer no longer exists.
     fn consumer_cancelled(&self, consumer_tag: &ByteString);
+
+    /// A reply for this target's direct reply-to consumer (see `direct_reply`): delivered
+    /// without an ack and without regard to prefetch, as RabbitMQ does. False if the
+    /// target can no longer take it (closed).
+    fn deliver_reply(&self, consumer_tag: &ByteString, message: &Arc<Message>) -> bool;
 }
 
 pub struct Consumer {

@@ -6,6 +6,7 @@
 pub mod broker;
 pub mod consumer;
 pub mod dead_letter;
+pub mod direct_reply;
 pub mod durability;
 pub mod error;
 pub mod exchange;

@@ -69,6 +69,8 @@ pub struct VHost {
     /// The in-memory window of every queue of this vhost.
     queue_window: Window,
     pub(crate) timers: Arc<Timers>,
+    /// Direct reply-to consumers of this vhost's channels.
+    pub replies: crate::direct_reply::ReplyConsumers,
     /// This vhost, for the queues it creates (they route dead letters through it).
     this: Weak<VHost>,
 }
@@ -115,6 +117,7 @@ impl VHost {
             durability,
             queue_window,
             timers,
+            replies: Default::default(),
             this: this.clone(),
         });
         {

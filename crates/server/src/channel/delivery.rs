@@ -207,6 +207,28 @@ impl DeliveryTarget for ChannelDelivery {
         true
     }
 
+    fn deliver_reply(&self, consumer_tag: &ByteString, message: &Arc<Message>) -> bool {
+        let mut state = self.state.lock();
+        if state.closed {
+            return false;
+        }
+        let delivery_tag = state.assign_tag();
+        let deliver = DeliverRef {
+            consumer_tag,
+            delivery_tag,
+            redelivered: false,
+            exchange: &message.exchange,
+            routing_key: &message.routing_key,
+        };
+        // Not held back by prefetch or a full buffer, as in RabbitMQ: a reply is small
+        // and its requester asked for it.
+        self.outbound.write(|out| {
+            encode_deliver(self.channel_id, deliver, out);
+            encode_content(self.channel_id, message, self.frame_max, out);
+        });
+        true
+    }
+
     fn consumer_cancelled(&self, consumer_tag: &ByteString) {
         let mut state = self.state.lock();
         if state.consumers.remove(consumer_tag).is_none() || state.closed {

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use wharf_amqp::frame::encode_method;
 use wharf_amqp::*;
+use wharf_core::direct_reply::REPLY_QUEUE;
 use wharf_core::queue::ConsumerRemoved;
 use wharf_core::{
     Consumer, DeliveryTarget, Exchange, ExchangeDeclare, Queue, QueueDeclare as CoreQueueDeclare,
@@ -60,6 +61,17 @@ pub struct Channel {
     /// deliveries are unacknowledged: every tag below a snapshot's was delivered before
     /// its time. See [`Channel::ack_timed_out`].
     delivery_history: std::collections::VecDeque<(std::time::Instant, u64)>,
+    /// The direct reply-to consumer, if this channel has one.
+    reply_consumer: Option<ReplyConsumer>,
+}
+
+/// A channel's consumer of `amq.rabbitmq.reply-to`.
+struct ReplyConsumer {
+    tag: ByteString,
+    /// The reply-to its requests carry.
+    name: ByteString,
+    /// Where the name is registered.
+    vhost: Arc<VHost>,
 }
 
 fn generated_tag(prefix: &str, n: u64) -> ByteString {
@@ -93,6 +105,7 @@ impl Channel {
             exchange_cache: None,
             route_cache: RouteCache::default(),
             delivery_history: std::collections::VecDeque::new(),
+            reply_consumer: None,
         }
     }
 
@@ -217,6 +230,27 @@ impl Channel {
                 )?;
                 if !m.no_wait {
                     self.reply(out, ExchangeUnbindOk {});
+                }
+            }
+            Method::QueueDeclare(m) if m.queue.starts_with(REPLY_QUEUE) => {
+                // The direct reply-to pseudo-queue, or a channel's reply name: no queue,
+                // but declare-ok (one consumer, no messages) while it means something.
+                if *m.queue != *REPLY_QUEUE && !vhost.replies.exists(&m.queue) {
+                    return Err(AmqpError::new(
+                        ReplyCode::NotFound,
+                        format_args!("no queue '{}' in vhost '{}'", m.queue, vhost.name),
+                    )
+                    .with_ids(50, 10));
+                }
+                if !m.no_wait {
+                    self.reply(
+                        out,
+                        QueueDeclareOk {
+                            queue: m.queue.clone(),
+                            message_count: 0,
+                            consumer_count: 1,
+                        },
+                    );
                 }
             }
             Method::QueueDeclare(m) => {
@@ -438,6 +472,9 @@ impl Channel {
     }
 
     fn consume(&mut self, ctx: &ChannelContext<'_>, m: &BasicConsume) -> AmqpResult<()> {
+        if *m.queue == *REPLY_QUEUE {
+            return self.consume_replies(ctx, m);
+        }
         let queue_name = self.queue_name(&m.queue)?;
         let queue = ctx.vhost.queue_for(&queue_name, ctx.connection_id)?;
         let tag = if m.consumer_tag.is_empty() {
@@ -486,7 +523,74 @@ impl Channel {
         Ok(())
     }
 
+    /// basic.consume of `amq.rabbitmq.reply-to`: this channel's requests will carry a reply
+    /// name of its own, and replies to it come here.
+    fn consume_replies(&mut self, ctx: &ChannelContext<'_>, m: &BasicConsume) -> AmqpResult<()> {
+        let refused =
+            |text: &str| Err(AmqpError::new(ReplyCode::PreconditionFailed, text).with_ids(60, 20));
+        if !m.no_ack {
+            return refused("reply consumer cannot acknowledge");
+        }
+        if self.reply_consumer.is_some() {
+            return refused("reply consumer already set");
+        }
+        let tag = if m.consumer_tag.is_empty() {
+            self.consumer_tags_issued += 1;
+            generated_tag("amq.ctag-", self.consumer_tags_issued)
+        } else {
+            m.consumer_tag.clone()
+        };
+        if self.delivery.state.lock().consumers.contains_key(&tag) {
+            return Err(AmqpError::new(
+                ReplyCode::NotAllowed,
+                format_args!("attempt to reuse consumer tag '{tag}'"),
+            ));
+        }
+        let name =
+            ctx.vhost
+                .replies
+                .register(&self.target, tag.clone(), ctx.connection_id, self.id);
+        self.reply_consumer = Some(ReplyConsumer {
+            tag: tag.clone(),
+            name,
+            vhost: ctx.vhost.clone(),
+        });
+        if !m.no_wait {
+            self.reply(ctx.outbound, BasicConsumeOk { consumer_tag: tag });
+        }
+        Ok(())
+    }
+
+    /// A request naming `amq.rabbitmq.reply-to` as its reply-to gets this channel's reply
+    /// name instead; a channel without a reply consumer cannot send one.
+    fn direct_reply_to(&self, header: &mut ContentHeader) -> AmqpResult<()> {
+        if header.properties.reply_to() != Some(REPLY_QUEUE) {
+            return Ok(());
+        }
+        let Some(consumer) = &self.reply_consumer else {
+            return Err(AmqpError::new(
+                ReplyCode::PreconditionFailed,
+                "fast reply consumer does not exist",
+            )
+            .with_ids(60, 40));
+        };
+        let mut properties = header.properties.decode().map_err(AmqpError::from)?;
+        properties.reply_to = Some(consumer.name.clone());
+        header.properties = properties.into();
+        Ok(())
+    }
+
+    fn drop_reply_consumer(&mut self) {
+        if let Some(consumer) = self.reply_consumer.take() {
+            consumer.vhost.replies.unregister(&consumer.name);
+        }
+    }
+
     fn cancel(&mut self, vhost: &VHost, tag: &ByteString) {
+        if self.reply_consumer.as_ref().is_some_and(|c| c.tag == *tag) {
+            self.drop_reply_consumer();
+            return;
+        }
         let entry = self.delivery.state.lock().consumers.remove(tag);
         if let Some(entry) = entry {
             self.detach_consumer(vhost, &entry.queue, tag);
@@ -581,8 +685,12 @@ impl Channel {
     pub fn handle_header(
         &mut self,
         ctx: &ChannelContext<'_>,
-        header: ContentHeader,
+        mut header: ContentHeader,
     ) -> AmqpResult<()> {
+        if self.pending.is_none() {
+            return Err(unexpected_content());
+        }
+        self.direct_reply_to(&mut header)?;
         let Some(pending) = self.pending.as_mut() else {
             return Err(unexpected_content());
         };
@@ -678,6 +786,7 @@ impl Channel {
     /// The channel is going away (closed by either side, or its connection ended): cancel
     /// its consumers and return its unacknowledged messages to their queues.
     pub fn release(&mut self, vhost: Option<&Arc<VHost>>) {
+        self.drop_reply_consumer();
         let (consumers, unacked) = {
             let mut state = self.delivery.state.lock();
             state.closed = true;

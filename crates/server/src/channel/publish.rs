@@ -248,6 +248,20 @@ impl Publish {
     ) -> Stored {
         cache.route(ctx, &self.exchange, &self.message);
         if cache.queues.is_empty() {
+            // A reply to a direct reply-to name goes straight to its channel.
+            let reply = self.exchange.name.is_empty()
+                && self
+                    .message
+                    .routing_key
+                    .starts_with(wharf_core::direct_reply::REPLY_PREFIX);
+            if reply
+                && ctx
+                    .vhost
+                    .replies
+                    .deliver(&self.message.routing_key, &self.message)
+            {
+                return Stored::default();
+            }
             if self.mandatory {
                 let method = Method::BasicReturn(Box::new(BasicReturn {
                     reply_code: ReplyCode::NoRoute as u16,
