@@ -21,6 +21,8 @@ pub const SEGMENT_BYTES_MAX: u64 = 8 * 1024 * 1024;
 pub struct Durability {
     store: Mutex<DefinitionStore>,
     queues_dir: std::path::PathBuf,
+    /// Logs of durable delayed exchanges' held messages.
+    delayed_dir: std::path::PathBuf,
     /// Spill-over logs of transient queues; emptied at every start.
     transient_dir: std::path::PathBuf,
     spill_logs_opened: std::sync::atomic::AtomicU64,
@@ -40,6 +42,7 @@ impl Durability {
         Arc::new(Durability {
             store: Mutex::new(store),
             queues_dir: data_dir.join("queues"),
+            delayed_dir: data_dir.join("delayed"),
             transient_dir,
             spill_logs_opened: std::sync::atomic::AtomicU64::new(0),
         })
@@ -56,14 +59,33 @@ impl Durability {
     /// The directory of a queue's message log: a hash of its vhost and name, so that any
     /// name makes a valid, fixed-length file name.
     pub fn queue_dir(&self, vhost: &str, name: &str) -> std::path::PathBuf {
-        use sha2::{Digest, Sha256};
-        let digest = Sha256::new()
-            .chain_update(vhost.as_bytes())
-            .chain_update([0u8])
-            .chain_update(name.as_bytes())
-            .finalize();
-        let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
-        self.queues_dir.join(hex)
+        self.queues_dir.join(hashed_name(vhost, name))
+    }
+
+    /// The directory of a durable delayed exchange's log of held messages.
+    pub fn delayed_dir(&self, vhost: &str, name: &str) -> std::path::PathBuf {
+        self.delayed_dir.join(hashed_name(vhost, name))
+    }
+
+    /// Opens a durable delayed exchange's log and gives it what it held (`fresh`: a new
+    /// exchange, which starts empty whatever an earlier one of that name left).
+    pub fn attach_delayed_log(&self, vhost: &str, exchange: &Exchange, fresh: bool) -> Result<()> {
+        let Some(delayed) = &exchange.delayed else {
+            return Ok(());
+        };
+        let dir = self.delayed_dir(vhost, &exchange.name);
+        if fresh {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        let (log, _) = wharf_store::queue_log::QueueLog::open(&dir, SEGMENT_BYTES_MAX).map_err(|e| {
+            tracing::error!(exchange = %exchange.name, error = %e, "cannot open the delayed messages' log");
+            Error::new(
+                ErrorKind::InternalError,
+                format_args!("cannot open message store: {e}"),
+            )
+        })?;
+        delayed.attach_log(log);
+        Ok(())
     }
 
     /// Opens (or creates) a queue's message log and gives it to the queue with what it
@@ -125,6 +147,18 @@ impl Durability {
             )
         })
     }
+}
+
+/// A fixed-length file name for a vhost's object: a hash of the vhost and the name, so
+/// that any name makes a valid one.
+fn hashed_name(vhost: &str, name: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::new()
+        .chain_update(vhost.as_bytes())
+        .chain_update([0u8])
+        .chain_update(name.as_bytes())
+        .finalize();
+    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 pub fn encode_arguments(arguments: &FieldTable) -> Vec<u8> {

@@ -8,14 +8,29 @@
 
 use std::sync::{Arc, Condvar, Mutex};
 
-use crate::queue::Queue;
-
 /// Called once the appends it waited for are durable (true) or could not be made so.
 pub type SyncDone = Box<dyn FnOnce(bool) + Send>;
 
+/// Something with appends to fsync: a queue's logs, a delayed exchange's log.
+pub trait SyncTarget: Send + Sync {
+    /// fsyncs what was appended so far (outside the publish path); false if that failed.
+    fn sync_appends(&self) -> bool;
+}
+
+impl std::fmt::Debug for dyn SyncTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SyncTarget")
+    }
+}
+
+/// The same object, whatever the trait object's vtable.
+pub fn same_target(a: &Arc<dyn SyncTarget>, b: &Arc<dyn SyncTarget>) -> bool {
+    std::ptr::addr_eq(Arc::as_ptr(a), Arc::as_ptr(b))
+}
+
 #[derive(Default)]
 struct Pending {
-    queues: Vec<Arc<Queue>>,
+    queues: Vec<Arc<dyn SyncTarget>>,
     waiters: Vec<SyncDone>,
     stopping: bool,
 }
@@ -47,10 +62,14 @@ impl Flusher {
     }
 
     /// Calls `done` once everything appended to `queues` so far is on disk.
-    pub fn after_sync(&self, queues: impl IntoIterator<Item = Arc<Queue>>, done: SyncDone) {
+    pub fn after_sync(
+        &self,
+        queues: impl IntoIterator<Item = Arc<dyn SyncTarget>>,
+        done: SyncDone,
+    ) {
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         for queue in queues {
-            if !pending.queues.iter().any(|q| Arc::ptr_eq(q, &queue)) {
+            if !pending.queues.iter().any(|q| same_target(q, &queue)) {
                 pending.queues.push(queue);
             }
         }

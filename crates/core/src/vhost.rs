@@ -13,7 +13,7 @@ use crate::durability::{self, Durability};
 use crate::error::{Error, ErrorKind, Result};
 use crate::exchange::{
     consistent_hash_weight, validate_headers_binding, Binding, Destination, Exchange, ExchangeKind,
-    HashOn, ALTERNATE_EXCHANGE,
+    HashOn, HoldOutcome, ALTERNATE_EXCHANGE, DELAYED_TYPE,
 };
 use crate::message::Message;
 use crate::queue::{ConnectionId, Queue, QueueOptions, Window};
@@ -207,7 +207,19 @@ impl VHost {
                 )))
             }
         }
-        if kind == ExchangeKind::ConsistentHash {
+        if kind == ExchangeKind::Delayed {
+            check_delayed_type(&declare.arguments)?;
+        }
+        let routing_kind = match kind {
+            ExchangeKind::Delayed => declare
+                .arguments
+                .get(DELAYED_TYPE)
+                .and_then(FieldValue::as_str)
+                .and_then(ExchangeKind::parse)
+                .unwrap_or(ExchangeKind::Direct),
+            other => other,
+        };
+        if routing_kind == ExchangeKind::ConsistentHash {
             HashOn::from_arguments(&declare.arguments).map_err(Error::precondition)?;
         }
         let mut exchanges = self.exchanges.write();
@@ -270,8 +282,68 @@ impl VHost {
             declare.internal,
             declare.arguments,
         ));
+        if let (Some(durability), true) = (&self.durability, declare.durable) {
+            durability.attach_delayed_log(&self.name, &exchange, true)?;
+        }
         exchanges.insert(name.clone(), exchange.clone());
         Ok(exchange)
+    }
+
+    /// Holds a message published to a delayed exchange for `delay` ms.
+    pub fn delay(
+        &self,
+        exchange: &Arc<Exchange>,
+        message: Arc<Message>,
+        delay: u64,
+    ) -> Result<HoldOutcome> {
+        let Some(delayed) = &exchange.delayed else {
+            return Ok(HoldOutcome::InMemory);
+        };
+        let due = crate::timer::now_ms().saturating_add(delay);
+        let outcome = delayed.hold(message, delay, due).map_err(|e| {
+            tracing::error!(exchange = %exchange.name, error = %e, "cannot store a delayed message");
+            Error::new(
+                ErrorKind::InternalError,
+                format_args!("cannot store delayed message: {e}"),
+            )
+        })?;
+        self.arm_delayed(exchange);
+        Ok(outcome)
+    }
+
+    /// Sets a timer for the next message `exchange` holds, if none is set early enough.
+    fn arm_delayed(&self, exchange: &Arc<Exchange>) {
+        let Some(at) = exchange.delayed.as_ref().and_then(|d| d.needs_wake()) else {
+            return;
+        };
+        let (vhost, exchange) = (self.this.clone(), Arc::downgrade(exchange));
+        self.timers.schedule_at_ms(
+            at,
+            Box::new(move || {
+                if let (Some(vhost), Some(exchange)) = (vhost.upgrade(), exchange.upgrade()) {
+                    vhost.release_delayed(&exchange);
+                }
+            }),
+        );
+    }
+
+    /// Routes the messages `exchange` held whose delay is over, as its bindings route.
+    fn release_delayed(&self, exchange: &Arc<Exchange>) {
+        if exchange.is_deleted() {
+            return;
+        }
+        let Some(delayed) = &exchange.delayed else {
+            return;
+        };
+        let mut queues = Vec::new();
+        for message in delayed.take_due(crate::timer::now_ms()) {
+            let message = Arc::new(message);
+            self.route(exchange, &message, &mut queues);
+            for queue in queues.drain(..) {
+                let _ = queue.publish(message.clone());
+            }
+        }
+        self.arm_delayed(exchange);
     }
 
     pub fn delete_exchange(&self, name: &str, if_unused: bool) -> Result<()> {
@@ -602,7 +674,7 @@ impl VHost {
         routing_key: ByteString,
         arguments: FieldTable,
     ) -> Result<()> {
-        match source.kind {
+        match source.routing_kind {
             ExchangeKind::Headers => {
                 validate_headers_binding(&arguments).map_err(Error::precondition)?;
             }
@@ -677,10 +749,13 @@ impl VHost {
                 def.internal,
                 durability::decode_arguments(&def.arguments),
             );
-            self.exchanges
-                .write()
-                .entry(name)
-                .or_insert_with(|| Arc::new(exchange));
+            let exchange = Arc::new(exchange);
+            if let Some(durability) = &self.durability {
+                // An exchange whose log cannot be opened stays, holding nothing; the error
+                // is logged.
+                let _ = durability.attach_delayed_log(&self.name, &exchange, false);
+            }
+            self.exchanges.write().entry(name).or_insert(exchange);
         }
         let mut restored = Vec::new();
         for def in definitions.queues.iter().filter(|d| mine(&d.vhost)) {
@@ -729,9 +804,15 @@ impl VHost {
                 ),
             }
         }
-        // Only now, with the bindings back, can expired messages be dead-lettered.
+        // Only now, with the bindings back, can expired messages be dead-lettered and
+        // held messages that fell due be routed.
         for queue in restored {
             queue.run_due();
+        }
+        for exchange in self.exchanges() {
+            if exchange.delayed.is_some() {
+                self.release_delayed(&exchange);
+            }
         }
     }
 
@@ -813,6 +894,24 @@ impl VHost {
                 }
             }
         }
+    }
+}
+
+/// A delayed exchange must name the type it routes as: an existing one, not itself.
+fn check_delayed_type(arguments: &FieldTable) -> Result<()> {
+    let refused = || {
+        Error::precondition("Invalid argument, 'x-delayed-type' must be an existing exchange type")
+    };
+    let Some(name) = arguments.get(DELAYED_TYPE).and_then(FieldValue::as_str) else {
+        return Err(refused());
+    };
+    match ExchangeKind::parse(name) {
+        Some(ExchangeKind::Delayed) => Err(refused()),
+        Some(_) => Ok(()),
+        None => Err(Error::new(
+            ErrorKind::CommandInvalid,
+            format_args!("unknown exchange type '{name}'"),
+        )),
     }
 }
 

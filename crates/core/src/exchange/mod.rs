@@ -3,10 +3,12 @@
 //! patterns. The vhost owns the exchanges; routing reads them under a read lock.
 
 mod consistent_hash;
+mod delayed;
 mod headers;
 mod topic;
 
 pub use consistent_hash::{weight as consistent_hash_weight, HashOn};
+pub use delayed::{delay_of, DelayedMessages, HoldOutcome, DELAYED_TYPE};
 
 pub use headers::{headers_match, validate_binding as validate_headers_binding};
 pub use topic::{pattern_matches as topic_pattern_matches, TopicTrie};
@@ -30,6 +32,9 @@ pub enum ExchangeKind {
     Headers,
     /// `x-consistent-hash`: one destination per message, by a hash of its routing key.
     ConsistentHash,
+    /// `x-delayed-message`: holds messages for their `x-delay`, then routes them as its
+    /// `x-delayed-type`.
+    Delayed,
 }
 
 impl ExchangeKind {
@@ -40,6 +45,7 @@ impl ExchangeKind {
             "topic" => Some(ExchangeKind::Topic),
             "headers" => Some(ExchangeKind::Headers),
             "x-consistent-hash" => Some(ExchangeKind::ConsistentHash),
+            "x-delayed-message" => Some(ExchangeKind::Delayed),
             _ => None,
         }
     }
@@ -51,6 +57,7 @@ impl ExchangeKind {
             ExchangeKind::Topic => "topic",
             ExchangeKind::Headers => "headers",
             ExchangeKind::ConsistentHash => "x-consistent-hash",
+            ExchangeKind::Delayed => "x-delayed-message",
         }
     }
 }
@@ -118,6 +125,8 @@ pub const ALTERNATE_EXCHANGE: &str = "alternate-exchange";
 pub struct Exchange {
     pub name: ByteString,
     pub kind: ExchangeKind,
+    /// How its bindings route: its kind, or a delayed exchange's `x-delayed-type`.
+    pub routing_kind: ExchangeKind,
     pub durable: bool,
     pub auto_delete: bool,
     pub internal: bool,
@@ -126,6 +135,8 @@ pub struct Exchange {
     pub alternate: Option<ByteString>,
     /// What an `x-consistent-hash` exchange hashes.
     hash_on: HashOn,
+    /// The messages an `x-delayed-message` exchange holds.
+    pub delayed: Option<Arc<DelayedMessages>>,
     /// Set once a missing alternate exchange was logged, so it is logged once, not per
     /// message.
     alternate_missing_logged: std::sync::atomic::AtomicBool,
@@ -150,6 +161,9 @@ impl Exchange {
     pub(crate) fn mark_deleted(&self) {
         self.deleted
             .store(true, std::sync::atomic::Ordering::Release);
+        if let Some(delayed) = &self.delayed {
+            delayed.destroy();
+        }
     }
 
     pub fn new(
@@ -160,15 +174,27 @@ impl Exchange {
         internal: bool,
         arguments: FieldTable,
     ) -> Self {
-        let router = match kind {
-            ExchangeKind::Direct => Router::Direct(HashMap::new()),
+        // A delayed exchange routes as its x-delayed-type (checked at declare).
+        let routing_kind = match kind {
+            ExchangeKind::Delayed => arguments
+                .get(DELAYED_TYPE)
+                .and_then(FieldValue::as_str)
+                .and_then(ExchangeKind::parse)
+                .filter(|k| *k != ExchangeKind::Delayed)
+                .unwrap_or(ExchangeKind::Direct),
+            other => other,
+        };
+        let router = match routing_kind {
+            ExchangeKind::Direct | ExchangeKind::Delayed => Router::Direct(HashMap::new()),
             ExchangeKind::Fanout => Router::Fanout,
             ExchangeKind::Topic => Router::Topic(TopicTrie::new()),
             ExchangeKind::Headers => Router::Headers,
             ExchangeKind::ConsistentHash => Router::ConsistentHash(Default::default()),
         };
+        let delayed =
+            (kind == ExchangeKind::Delayed).then(|| Arc::new(DelayedMessages::new(name.clone())));
         // Bad values are refused at declare (406, as RabbitMQ does).
-        let hash_on = match kind {
+        let hash_on = match routing_kind {
             ExchangeKind::ConsistentHash => {
                 HashOn::from_arguments(&arguments).unwrap_or(HashOn::RoutingKey)
             }
@@ -182,12 +208,14 @@ impl Exchange {
         Exchange {
             name,
             kind,
+            routing_kind,
             durable,
             auto_delete,
             internal,
             arguments,
             alternate,
             hash_on,
+            delayed,
             alternate_missing_logged: std::sync::atomic::AtomicBool::new(false),
             bindings: RwLock::new(Bindings {
                 list: Vec::new(),

@@ -440,26 +440,6 @@ impl Queue {
             .attach_log(level, log, count_bytes)
     }
 
-    /// fsyncs what was appended to the log so far (the flusher calls this outside the
-    /// publish path). Returns false if that failed.
-    pub fn sync_appends(&self) -> bool {
-        let handles = match self.state.lock().backlog.take_sync_handles() {
-            Ok(handles) => handles,
-            Err(error) => {
-                tracing::error!(queue = %self.name, %error, "cannot sync the message log");
-                return false;
-            }
-        };
-        let mut synced = true;
-        for handle in handles {
-            if let Err(error) = handle.sync_data() {
-                tracing::error!(queue = %self.name, %error, "fsync of the message log failed");
-                synced = false;
-            }
-        }
-        synced
-    }
-
     /// Offers ready messages to consumers until either runs out. Channels call this when
     /// they gain credit (an ack, a larger prefetch, flow back on, a drained socket).
     pub fn deliver_ready(self: &Arc<Self>) {
@@ -783,4 +763,26 @@ fn saturating_u32(n: usize) -> u32 {
 
 fn saturating_u64(n: u64) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+impl crate::flusher::SyncTarget for Queue {
+    /// fsyncs what was appended to the log so far (the flusher calls this outside the
+    /// publish path). Returns false if that failed.
+    fn sync_appends(&self) -> bool {
+        let handles = match self.state.lock().backlog.take_sync_handles() {
+            Ok(handles) => handles,
+            Err(error) => {
+                tracing::error!(queue = %self.name, %error, "cannot sync the message log");
+                return false;
+            }
+        };
+        let mut synced = true;
+        for handle in handles {
+            if let Err(error) = handle.sync_data() {
+                tracing::error!(queue = %self.name, %error, "fsync of the message log failed");
+                synced = false;
+            }
+        }
+        synced
+    }
 }

@@ -7,6 +7,8 @@ use bytes::{Bytes, BytesMut};
 use wharf_amqp::{
     BasicPublish, BasicReturn, ByteString, ContentHeader, EncodedProperties, Method, ReplyCode,
 };
+use wharf_core::exchange::HoldOutcome;
+use wharf_core::flusher::{same_target, SyncTarget};
 use wharf_core::{Enqueued, Exchange, Message, Queue};
 
 use super::delivery::{encode_with_content, Unacked};
@@ -246,6 +248,18 @@ impl Publish {
         frame_max: u32,
         cache: &mut RouteCache,
     ) -> Stored {
+        if let Some(delayed) = &self.exchange.delayed {
+            if let Some(delay) = wharf_core::exchange::delay_of(&self.message) {
+                // Held, and routed when its delay is over: that counts as routed.
+                let mut stored = Stored::default();
+                match ctx.vhost.delay(&self.exchange, self.message, delay) {
+                    Ok(HoldOutcome::Appended) => stored.appended_to.push(delayed.clone()),
+                    Ok(HoldOutcome::InMemory) => {}
+                    Err(_) => stored.failed = true,
+                }
+                return stored;
+            }
+        }
         cache.route(ctx, &self.exchange, &self.message);
         if cache.queues.is_empty() {
             // A reply to a direct reply-to name goes straight to its channel.
@@ -292,7 +306,7 @@ impl Publish {
 #[derive(Debug, Default)]
 pub struct Stored {
     /// Queues whose logs got the message: durable once they are synced.
-    pub appended_to: Vec<Arc<Queue>>,
+    pub appended_to: Vec<Arc<dyn SyncTarget>>,
     /// A queue could not take it: the publisher gets a nack.
     pub failed: bool,
 }
@@ -300,7 +314,7 @@ pub struct Stored {
 impl Stored {
     pub fn merge(&mut self, other: Stored) {
         for queue in other.appended_to {
-            if !self.appended_to.iter().any(|q| Arc::ptr_eq(q, &queue)) {
+            if !self.appended_to.iter().any(|q| same_target(q, &queue)) {
                 self.appended_to.push(queue);
             }
         }
