@@ -109,6 +109,8 @@ pub struct QueueSettings {
     /// A priority queue: messages of priority 0 to this (higher ones count as this), the
     /// highest first.
     pub max_priority: Option<u8>,
+    /// Deduplication: (window in ms, keys remembered at most).
+    pub deduplication: Option<(u64, u64)>,
 }
 
 impl QueueSettings {
@@ -174,6 +176,17 @@ impl QueueSettings {
             let max = u8::try_from(max)
                 .map_err(|_| value_error(MAX_PRIORITY)(format!("{{max_value_exceeded,{max}}}")))?;
             settings.max_priority = Some(max);
+        }
+        if let Some(value) = arguments.get(crate::queue::dedup::DEDUPLICATION) {
+            let window =
+                positive_integer(value).map_err(value_error(crate::queue::dedup::DEDUPLICATION))?;
+            let capacity = match arguments.get(crate::queue::dedup::CACHE_SIZE) {
+                Some(value) => {
+                    positive_integer(value).map_err(value_error(crate::queue::dedup::CACHE_SIZE))?
+                }
+                None => crate::queue::dedup::CACHE_SIZE_DEFAULT,
+            };
+            settings.deduplication = Some((window, capacity));
         }
         settings.quorum = arguments.get(QUEUE_TYPE).and_then(FieldValue::as_str) == Some("quorum");
         Ok(settings)

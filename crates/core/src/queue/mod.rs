@@ -5,6 +5,7 @@
 //! operations below.
 
 mod backlog;
+pub mod dedup;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -85,6 +86,8 @@ struct State {
     /// When the queue was last used (declared, consumed from, read with basic.get), for
     /// `x-expires`.
     last_used_ms: u64,
+    /// The message keys seen within the deduplication window, if the queue has one.
+    seen: Option<dedup::SeenKeys>,
 }
 
 /// A message handed out by basic.get.
@@ -149,6 +152,9 @@ impl Queue {
             } else {
                 0
             },
+            seen: settings
+                .deduplication
+                .map(|(window, capacity)| dedup::SeenKeys::new(window, capacity)),
         };
         Queue {
             name,
@@ -219,8 +225,23 @@ impl Queue {
         if self.is_deleted() {
             return Enqueued::Failed;
         }
-        // The clock is read only for a message that can expire.
+        // The clock is read only for a message that can expire or be a duplicate.
         let mut now = None;
+        if let Some(seen) = &mut state.seen {
+            if let Some(key) = dedup::key_of(&message) {
+                if seen.seen(key, *now.get_or_insert_with(now_ms)) {
+                    // Stored once already: the publisher hears it is safe, once what it
+                    // duplicates is (a persistent message in a durable queue waits for the
+                    // queue's next sync).
+                    let durable = self.options.durable && self.options.exclusive_owner.is_none();
+                    return if durable && message.is_persistent() {
+                        Enqueued::Appended
+                    } else {
+                        Enqueued::InMemory
+                    };
+                }
+            }
+        }
         let ttl = match (self.settings.message_ttl, message.ttl_ms()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
