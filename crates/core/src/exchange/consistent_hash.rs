@@ -113,8 +113,12 @@ pub struct Ring {
 }
 
 impl Ring {
-    /// Rebuilds the buckets from the bindings (key = weight).
+    /// Rebuilds the buckets from the bindings (key = weight). Buckets are laid out in the
+    /// order of the destinations' names, not of binding: the same bindings make the same
+    /// ring however they were made (a restart restores them in another order).
     pub fn rebuild<'b>(&mut self, bindings: impl Iterator<Item = (&'b str, &'b Destination)>) {
+        let mut bindings: Vec<(&str, &Destination)> = bindings.collect();
+        bindings.sort_by(|(ka, a), (kb, b)| (a.name(), *ka).cmp(&(b.name(), *kb)));
         self.buckets.clear();
         for (key, destination) in bindings {
             // Keys were checked at bind time; a restored one that is not a weight counts 1.

@@ -76,6 +76,16 @@ pub enum Destination {
     Exchange(Arc<Exchange>),
 }
 
+impl Destination {
+    /// The name of the queue or exchange.
+    pub fn name(&self) -> &str {
+        match self {
+            Destination::Queue(q) => &q.name,
+            Destination::Exchange(e) => &e.name,
+        }
+    }
+}
+
 impl PartialEq for Destination {
     fn eq(&self, other: &Self) -> bool {
         match (self, other) {
