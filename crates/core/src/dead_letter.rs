@@ -49,6 +49,9 @@ impl DeathReason {
 pub(crate) struct DeadLetter {
     pub message: Arc<Message>,
     pub reason: DeathReason,
+    /// The queue's dead-letter exchange and routing key when the message left.
+    pub exchange: ByteString,
+    pub routing_key: Option<ByteString>,
 }
 
 /// A dead-lettered message, ready to route.
@@ -69,21 +72,20 @@ thread_local! {
 /// Routes `letters`, which left `source`, through its dead-letter exchange. A missing
 /// exchange drops them, as in RabbitMQ.
 pub(crate) fn publish(vhost: &Arc<VHost>, source: &Queue, letters: Vec<DeadLetter>) {
-    let Some(dlx) = &source.settings.dead_letter_exchange else {
-        return;
-    };
-    let Ok(exchange) = vhost.exchange(dlx) else {
-        tracing::debug!(queue = %source.name, exchange = %dlx, dropped = letters.len(), "dead-letter exchange not found");
-        return;
-    };
     let now_s = crate::timer::now_ms() / 1000;
     let mut outgoing: Vec<Outgoing> = letters
         .into_iter()
-        .map(|letter| Outgoing {
-            vhost: vhost.clone(),
-            exchange: exchange.clone(),
-            message: Arc::new(dead_lettered(source, dlx, &letter, now_s)),
-            reason: letter.reason,
+        .filter_map(|letter| {
+            let Ok(exchange) = vhost.exchange(&letter.exchange) else {
+                tracing::debug!(queue = %source.name, exchange = %letter.exchange, "dead-letter exchange not found: message dropped");
+                return None;
+            };
+            Some(Outgoing {
+                vhost: vhost.clone(),
+                exchange,
+                message: Arc::new(dead_lettered(source, &letter, now_s)),
+                reason: letter.reason,
+            })
         })
         .collect();
     let nested = WAITING.with(|waiting| match &mut *waiting.borrow_mut() {
@@ -179,7 +181,7 @@ const X_DEATH: &str = "x-death";
 /// The message as its dead-letter exchange receives it: published there, with the queue's
 /// dead-letter routing key or its own, its `x-death` history updated, its `expiration`
 /// removed (kept in the history as `original-expiration`) so it does not expire again.
-fn dead_lettered(source: &Queue, dlx: &ByteString, letter: &DeadLetter, now_s: u64) -> Message {
+fn dead_lettered(source: &Queue, letter: &DeadLetter, now_s: u64) -> Message {
     let message = &letter.message;
     // Properties were checked on publish; ones that do not decode keep none but headers.
     let mut properties = message.properties.decode().unwrap_or_default();
@@ -206,7 +208,7 @@ fn dead_lettered(source: &Queue, dlx: &ByteString, letter: &DeadLetter, now_s: u
         &source.name,
         &message.exchange,
     );
-    let routing_key = match &source.settings.dead_letter_routing_key {
+    let routing_key = match &letter.routing_key {
         Some(key) => {
             // A fixed key replaces the message's keys: its CC keys go too.
             headers.remove("CC");
@@ -216,7 +218,7 @@ fn dead_lettered(source: &Queue, dlx: &ByteString, letter: &DeadLetter, now_s: u
     };
     properties.headers = Some(headers);
     Message {
-        exchange: dlx.clone(),
+        exchange: letter.exchange.clone(),
         routing_key,
         properties: properties.into(),
         body: message.body.clone(),

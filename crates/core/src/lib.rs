@@ -12,6 +12,7 @@ pub mod error;
 pub mod exchange;
 pub mod flusher;
 pub mod message;
+pub mod policy;
 pub mod queue;
 pub mod queue_arguments;
 pub mod timer;

@@ -111,6 +111,8 @@ pub struct QueueSettings {
     pub max_priority: Option<u8>,
     /// Deduplication: (window in ms, keys remembered at most).
     pub deduplication: Option<(u64, u64)>,
+    /// `x-overflow` was given: a policy's overflow does not apply.
+    overflow_given: bool,
 }
 
 impl QueueSettings {
@@ -128,6 +130,7 @@ impl QueueSettings {
         }
         if let Some(value) = arguments.get(OVERFLOW) {
             settings.overflow = overflow(value).map_err(value_error(OVERFLOW))?;
+            settings.overflow_given = true;
         }
         if let Some(value) = arguments.get(SINGLE_ACTIVE_CONSUMER) {
             settings.single_active_consumer = match value {
@@ -190,6 +193,45 @@ impl QueueSettings {
         }
         settings.quorum = arguments.get(QUEUE_TYPE).and_then(FieldValue::as_str) == Some("quorum");
         Ok(settings)
+    }
+
+    /// These settings with a policy's definition (checked when the policy was set) laid
+    /// over them as RabbitMQ resolves the two: for the numeric limits the smaller value
+    /// wins, for the rest the queue's own argument does.
+    pub fn with_policy(mut self, policy: &FieldTable) -> QueueSettings {
+        let number = |key: &str| {
+            policy
+                .get(key)
+                .and_then(FieldValue::as_i64)
+                .map(|n| n as u64)
+        };
+        let text = |key: &str| {
+            policy
+                .get(key)
+                .and_then(FieldValue::as_str)
+                .map(ByteString::from)
+        };
+        let smaller = |own: Option<u64>, key: &str| match (own, number(key)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.message_ttl = smaller(self.message_ttl, "message-ttl");
+        self.expires = smaller(self.expires, "expires");
+        self.max_length = smaller(self.max_length, "max-length");
+        self.max_length_bytes = smaller(self.max_length_bytes, "max-length-bytes");
+        self.delivery_limit = smaller(self.delivery_limit, "delivery-limit");
+        if !self.overflow_given {
+            if let Some(value) = policy.get("overflow") {
+                self.overflow = overflow(value).unwrap_or_default();
+            }
+        }
+        if self.dead_letter_exchange.is_none() {
+            self.dead_letter_exchange = text("dead-letter-exchange");
+        }
+        if self.dead_letter_routing_key.is_none() {
+            self.dead_letter_routing_key = text("dead-letter-routing-key");
+        }
+        self
     }
 
     /// Whether redelivered messages carry an `x-delivery-count` header.

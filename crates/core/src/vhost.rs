@@ -7,7 +7,7 @@ use std::sync::{Arc, Weak};
 
 use parking_lot::RwLock;
 use wharf_amqp::{ByteString, FieldTable, FieldValue};
-use wharf_store::{Change, Definitions, DestinationKind, ExchangeDef, QueueDef};
+use wharf_store::{Change, Definitions, DestinationKind, ExchangeDef, PolicyDef, QueueDef};
 
 use crate::durability::{self, Durability};
 use crate::error::{Error, ErrorKind, Result};
@@ -16,6 +16,7 @@ use crate::exchange::{
     HashOn, HoldOutcome, ALTERNATE_EXCHANGE, DELAYED_TYPE,
 };
 use crate::message::Message;
+use crate::policy::{self, Policy};
 use crate::queue::{ConnectionId, Queue, QueueOptions, Window};
 use crate::queue_arguments::{type_name, QueueSettings};
 use crate::timer::Timers;
@@ -71,6 +72,8 @@ pub struct VHost {
     pub(crate) timers: Arc<Timers>,
     /// Direct reply-to consumers of this vhost's channels.
     pub replies: crate::direct_reply::ReplyConsumers,
+    /// The vhost's policies, by name.
+    policies: RwLock<Vec<Policy>>,
     /// This vhost, for the queues it creates (they route dead letters through it).
     this: Weak<VHost>,
 }
@@ -118,6 +121,7 @@ impl VHost {
             queue_window,
             timers,
             replies: Default::default(),
+            policies: RwLock::new(Vec::new()),
             this: this.clone(),
         });
         {
@@ -285,8 +289,72 @@ impl VHost {
         if let (Some(durability), true) = (&self.durability, declare.durable) {
             durability.attach_delayed_log(&self.name, &exchange, true)?;
         }
+        exchange.apply_policy(self.policy_for_exchange(name).as_ref());
         exchanges.insert(name.clone(), exchange.clone());
         Ok(exchange)
+    }
+
+    /// Adds a policy, or replaces the one of the same name, and applies the vhost's
+    /// policies again to every queue and exchange.
+    pub fn set_policy(&self, policy: Policy) -> Result<()> {
+        self.record(|| {
+            Change::PutPolicy(PolicyDef {
+                vhost: self.name.to_string(),
+                name: policy.name.to_string(),
+                pattern: policy.pattern.clone(),
+                apply_to: policy.apply_to.as_str().to_string(),
+                definition: policy.definition_json.clone(),
+                priority: policy.priority,
+            })
+        })?;
+        {
+            let mut policies = self.policies.write();
+            policies.retain(|p| p.name != policy.name);
+            policies.push(policy);
+        }
+        self.apply_policies();
+        Ok(())
+    }
+
+    /// Removes a policy; Ok(false) if there was none of that name.
+    pub fn clear_policy(&self, name: &str) -> Result<bool> {
+        if !self.policies.read().iter().any(|p| p.name == name) {
+            return Ok(false);
+        }
+        self.record(|| Change::DeletePolicy {
+            vhost: self.name.to_string(),
+            name: name.to_string(),
+        })?;
+        self.policies.write().retain(|p| p.name != name);
+        self.apply_policies();
+        Ok(true)
+    }
+
+    /// The vhost's policies, by name.
+    pub fn policies(&self) -> Vec<Policy> {
+        let mut policies = self.policies.read().clone();
+        policies.sort_by(|a, b| a.name.cmp(&b.name));
+        policies
+    }
+
+    fn policy_for_queue(&self, name: &str) -> Option<Policy> {
+        policy::pick(self.policies.read().iter(), |p| p.applies_to_queue(name)).cloned()
+    }
+
+    fn policy_for_exchange(&self, name: &str) -> Option<Policy> {
+        policy::pick(self.policies.read().iter(), |p| p.applies_to_exchange(name)).cloned()
+    }
+
+    /// Gives every queue and exchange the policy that applies to it now.
+    fn apply_policies(&self) {
+        for queue in self.queues() {
+            queue.apply_policy(self.policy_for_queue(&queue.name).as_ref());
+        }
+        for exchange in self.exchanges() {
+            if !exchange.name.is_empty() {
+                exchange.apply_policy(self.policy_for_exchange(&exchange.name).as_ref());
+            }
+        }
     }
 
     /// Holds a message published to a delayed exchange for `delay` ms.
@@ -520,6 +588,7 @@ impl VHost {
         }
         queues.insert(name, queue.clone());
         drop(queues);
+        queue.apply_policy(self.policy_for_queue(&queue.name).as_ref());
         Ok(declared(queue))
     }
 
@@ -731,6 +800,20 @@ impl VHost {
     /// end is gone, an unknown exchange type) are skipped with a warning.
     pub fn restore(&self, definitions: &Definitions) {
         let mine = |vhost: &str| vhost == &*self.name;
+        for def in definitions.policies.iter().filter(|d| mine(&d.vhost)) {
+            match Policy::new(
+                &def.name,
+                &def.pattern,
+                &def.apply_to,
+                &def.definition,
+                def.priority,
+            ) {
+                Ok(policy) => self.policies.write().push(policy),
+                Err(reason) => {
+                    tracing::warn!(policy = def.name, reason, "stored policy skipped")
+                }
+            }
+        }
         for def in definitions.exchanges.iter().filter(|d| mine(&d.vhost)) {
             let Some(kind) = ExchangeKind::parse(&def.kind) else {
                 tracing::warn!(
@@ -806,6 +889,7 @@ impl VHost {
         }
         // Only now, with the bindings back, can expired messages be dead-lettered and
         // held messages that fell due be routed.
+        self.apply_policies();
         for queue in restored {
             queue.run_due();
         }
@@ -858,8 +942,8 @@ impl VHost {
             // As RabbitMQ: an exchange whose bindings matched nothing (no queue, no
             // exchange) hands the message to its alternate exchange, once per route.
             if !routed {
-                if let Some(alternate) = &current.alternate {
-                    self.add_alternate(&current, alternate, &mut visited, &mut pending);
+                if let Some(alternate) = current.alternate() {
+                    self.add_alternate(&current, &alternate, &mut visited, &mut pending);
                 }
             }
             match pending.pop() {

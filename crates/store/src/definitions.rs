@@ -1,4 +1,5 @@
-//! Durable definitions: exchanges, queues and bindings that must survive a restart.
+//! Durable definitions: exchanges, queues, bindings and policies that must survive a
+//! restart.
 //! Changes are appended to a log (one JSON object a line) and fsynced before the client is
 //! answered; at open, the snapshot and the log are replayed, then compacted into a new
 //! snapshot written atomically. A torn last line (a crash mid-append) is dropped and
@@ -76,6 +77,18 @@ pub struct BindingDef {
     pub arguments: Vec<u8>,
 }
 
+/// A policy: arguments applied to the queues and exchanges whose names match a pattern.
+/// The definition is JSON text, as given (the store does not read it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyDef {
+    pub vhost: String,
+    pub name: String,
+    pub pattern: String,
+    pub apply_to: String,
+    pub definition: String,
+    pub priority: i64,
+}
+
 /// One change to the durable definitions.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
@@ -86,6 +99,8 @@ pub enum Change {
     DeleteQueue { vhost: String, name: String },
     PutBinding(BindingDef),
     DeleteBinding(BindingDef),
+    PutPolicy(PolicyDef),
+    DeletePolicy { vhost: String, name: String },
 }
 
 /// Every durable definition, as of the last change.
@@ -94,6 +109,9 @@ pub struct Definitions {
     pub exchanges: Vec<ExchangeDef>,
     pub queues: Vec<QueueDef>,
     pub bindings: Vec<BindingDef>,
+    /// (Absent from snapshots written before policies existed.)
+    #[serde(default)]
+    pub policies: Vec<PolicyDef>,
 }
 
 /// The definitions being replayed, keyed for fast changes.
@@ -102,6 +120,7 @@ struct State {
     exchanges: BTreeMap<(String, String), ExchangeDef>,
     queues: BTreeMap<(String, String), QueueDef>,
     bindings: BTreeMap<BindingDef, ()>,
+    policies: BTreeMap<(String, String), PolicyDef>,
 }
 
 impl State {
@@ -115,6 +134,9 @@ impl State {
         }
         for b in defs.bindings {
             state.apply(Change::PutBinding(b));
+        }
+        for p in defs.policies {
+            state.apply(Change::PutPolicy(p));
         }
         state
     }
@@ -150,6 +172,12 @@ impl State {
             Change::DeleteBinding(b) => {
                 self.bindings.remove(&b);
             }
+            Change::PutPolicy(p) => {
+                self.policies.insert((p.vhost.clone(), p.name.clone()), p);
+            }
+            Change::DeletePolicy { vhost, name } => {
+                self.policies.remove(&(vhost, name));
+            }
         }
     }
 
@@ -158,6 +186,7 @@ impl State {
             exchanges: self.exchanges.values().cloned().collect(),
             queues: self.queues.values().cloned().collect(),
             bindings: self.bindings.keys().cloned().collect(),
+            policies: self.policies.values().cloned().collect(),
         }
     }
 }
@@ -357,6 +386,38 @@ mod tests {
         );
         // Reopening compacted the log into the snapshot.
         assert_eq!(fs::metadata(dir.0.join(LOG_FILE)).unwrap().len(), 0);
+    }
+
+    #[test]
+    fn policies_survive_reopen_and_snapshots_without_them_still_load() {
+        let dir = TempDir::new("defs-policies");
+        let data = DataDir::open(&dir.0).unwrap();
+        let policy = PolicyDef {
+            vhost: "/".into(),
+            name: "ttl".into(),
+            pattern: "^orders".into(),
+            apply_to: "queues".into(),
+            definition: r#"{"message-ttl":60000}"#.into(),
+            priority: 1,
+        };
+        {
+            let mut store = DefinitionStore::open(&data).unwrap();
+            store.record(Change::PutPolicy(policy.clone())).unwrap();
+            let mut other = policy.clone();
+            other.name = "gone".into();
+            store.record(Change::PutPolicy(other)).unwrap();
+            store
+                .record(Change::DeletePolicy {
+                    vhost: "/".into(),
+                    name: "gone".into(),
+                })
+                .unwrap();
+        }
+        let store = DefinitionStore::open(&data).unwrap();
+        assert_eq!(store.definitions().policies, vec![policy]);
+        let old: Definitions =
+            serde_json::from_str(r#"{"exchanges":[],"queues":[],"bindings":[]}"#).unwrap();
+        assert!(old.policies.is_empty());
     }
 
     #[test]

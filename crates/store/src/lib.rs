@@ -11,6 +11,7 @@ pub mod segment_index;
 
 pub use data_dir::DataDir;
 pub use definitions::{
-    BindingDef, Change, DefinitionStore, Definitions, DestinationKind, ExchangeDef, QueueDef,
+    BindingDef, Change, DefinitionStore, Definitions, DestinationKind, ExchangeDef, PolicyDef,
+    QueueDef,
 };
 pub use error::{Result, StoreError};

@@ -141,8 +141,11 @@ pub struct Exchange {
     pub auto_delete: bool,
     pub internal: bool,
     pub arguments: FieldTable,
-    /// The `alternate-exchange` argument: where messages this exchange cannot route go.
-    pub alternate: Option<ByteString>,
+    /// Where messages this exchange cannot route go: its `alternate-exchange` argument,
+    /// else its policy's.
+    alternate: RwLock<Option<ByteString>>,
+    /// The name of the policy that applies to the exchange, if one does.
+    policy: RwLock<Option<ByteString>>,
     /// What an `x-consistent-hash` exchange hashes.
     hash_on: HashOn,
     /// The messages an `x-delayed-message` exchange holds.
@@ -159,6 +162,32 @@ pub struct Exchange {
 impl Exchange {
     pub fn is_deleted(&self) -> bool {
         self.deleted.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Where messages this exchange cannot route go, if anywhere.
+    pub fn alternate(&self) -> Option<ByteString> {
+        self.alternate.read().clone()
+    }
+
+    /// Applies a policy, or none: its `alternate-exchange` counts unless the exchange's own
+    /// argument names one.
+    pub fn apply_policy(&self, policy: Option<&crate::policy::Policy>) {
+        let own = self
+            .arguments
+            .get(ALTERNATE_EXCHANGE)
+            .and_then(FieldValue::as_str)
+            .map(ByteString::from);
+        let from_policy = policy
+            .and_then(|p| p.definition.get(ALTERNATE_EXCHANGE))
+            .and_then(FieldValue::as_str)
+            .map(ByteString::from);
+        *self.alternate.write() = own.or(from_policy);
+        *self.policy.write() = policy.map(|p| p.name.clone());
+    }
+
+    /// The name of the policy that applies to the exchange, if one does.
+    pub fn policy(&self) -> Option<ByteString> {
+        self.policy.read().clone()
     }
 
     /// Whether this is the first time its alternate exchange was found missing.
@@ -223,7 +252,8 @@ impl Exchange {
             auto_delete,
             internal,
             arguments,
-            alternate,
+            alternate: RwLock::new(alternate),
+            policy: RwLock::new(None),
             hash_on,
             delayed,
             alternate_missing_logged: std::sync::atomic::AtomicBool::new(false),

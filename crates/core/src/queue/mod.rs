@@ -70,6 +70,10 @@ pub enum Enqueued {
 }
 
 struct State {
+    /// What the queue's arguments and its policy ask of it.
+    settings: QueueSettings,
+    /// The policy applied, if any.
+    policy: Option<ByteString>,
     /// The ready messages.
     backlog: Backlog,
     unacked: HashMap<u64, Entry>,
@@ -112,8 +116,6 @@ pub struct Queue {
     pub name: ByteString,
     pub vhost: ByteString,
     pub options: QueueOptions,
-    /// Read from the arguments (checked at declare).
-    pub(crate) settings: QueueSettings,
     /// The vhost the queue lives in: dead letters are routed there, timers run there.
     home: Weak<VHost>,
     deleted: AtomicBool,
@@ -140,6 +142,8 @@ impl Queue {
         let settings = QueueSettings::from_arguments(&options.arguments).unwrap_or_default();
         let levels = settings.max_priority.map_or(1, |max| usize::from(max) + 1);
         let state = State {
+            settings: settings.clone(),
+            policy: None,
             backlog: Backlog::new(name.clone(), levels, window),
             unacked: HashMap::new(),
             consumers: Vec::new(),
@@ -160,7 +164,6 @@ impl Queue {
             name,
             vhost,
             options,
-            settings,
             home,
             deleted: AtomicBool::new(false),
             state: Mutex::new(state),
@@ -242,24 +245,28 @@ impl Queue {
                 }
             }
         }
-        let ttl = match (self.settings.message_ttl, message.ttl_ms()) {
+        let ttl = match (state.settings.message_ttl, message.ttl_ms()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
         let expires_at = ttl.map(|ttl| now.get_or_insert_with(now_ms).saturating_add(ttl));
-        let settings = &self.settings;
-        if settings.max_length.is_none() && settings.max_length_bytes.is_none() {
+        let (max_length, max_length_bytes, overflow) = (
+            state.settings.max_length,
+            state.settings.max_length_bytes,
+            state.settings.overflow,
+        );
+        if max_length.is_none() && max_length_bytes.is_none() {
             return self.enqueue_locked(state, message, expires_at, &mut now);
         }
-        if settings.overflow != Overflow::DropHead {
+        if overflow != Overflow::DropHead {
             // As RabbitMQ, a full queue refuses before any consumer is offered the message
             // (a limit of 0 refuses everything, waiting consumer or not).
             let count = state.backlog.len();
             let bytes = state.backlog.body_bytes() + message.body.len() as u64;
-            let too_long = settings.max_length.is_some_and(|max| count + 1 > max);
-            let too_big = settings.max_length_bytes.is_some_and(|max| bytes > max);
+            let too_long = max_length.is_some_and(|max| count + 1 > max);
+            let too_big = max_length_bytes.is_some_and(|max| bytes > max);
             if too_long || too_big {
-                if settings.overflow == Overflow::RejectPublishDlx {
+                if overflow == Overflow::RejectPublishDlx {
                     self.add_dead_letter(state, &message, DeathReason::MaxLen);
                 }
                 return Enqueued::Rejected;
@@ -274,8 +281,8 @@ impl Queue {
     /// Whether the ready messages are over the queue's length or byte limit.
     fn over_limit(&self, state: &State) -> bool {
         let count = state.backlog.len();
-        self.settings.max_length.is_some_and(|max| count > max)
-            || self
+        state.settings.max_length.is_some_and(|max| count > max)
+            || state
                 .settings
                 .max_length_bytes
                 .is_some_and(|max| state.backlog.body_bytes() > max)
@@ -302,10 +309,12 @@ impl Queue {
     }
 
     fn add_dead_letter(&self, state: &mut State, message: &Arc<Message>, reason: DeathReason) {
-        if self.settings.dead_letter_exchange.is_some() {
+        if let Some(exchange) = &state.settings.dead_letter_exchange {
             state.dead_letters.push(DeadLetter {
                 message: message.clone(),
                 reason,
+                exchange: exchange.clone(),
+                routing_key: state.settings.dead_letter_routing_key.clone(),
             });
         }
     }
@@ -326,7 +335,7 @@ impl Queue {
     /// once the lock is released.
     fn after_change(self: &Arc<Self>, state: &mut State) -> Vec<DeadLetter> {
         let head_expires = state.backlog.head().is_some_and(|e| e.expires_at.is_some());
-        if head_expires || self.settings.expires.is_some() {
+        if head_expires || state.settings.expires.is_some() {
             self.expire_head(state, now_ms());
             self.arm_timer(state);
         }
@@ -353,7 +362,7 @@ impl Queue {
     /// expiry, or the queue's own (`x-expires`, counted while it has no consumers).
     fn arm_timer(self: &Arc<Self>, state: &mut State) {
         let head = state.backlog.head().and_then(|e| e.expires_at);
-        let idle = match self.settings.expires {
+        let idle = match state.settings.expires {
             Some(expires) if state.consumers.is_empty() => {
                 Some(state.last_used_ms.saturating_add(expires))
             }
@@ -391,7 +400,7 @@ impl Queue {
         }
         let mut state = self.state.lock();
         state.wake_at = None;
-        if let Some(expires) = self.settings.expires {
+        if let Some(expires) = state.settings.expires {
             if state.consumers.is_empty() && now_ms() >= state.last_used_ms.saturating_add(expires)
             {
                 drop(state);
@@ -408,18 +417,43 @@ impl Queue {
         self.dead_letter(dead);
     }
 
+    /// Applies a policy, or none: the queue's settings become its own arguments with the
+    /// policy's definition laid over them. A lower limit drops what is over it at once; a
+    /// new TTL applies to messages published from now on (as in RabbitMQ, a message's
+    /// expiry is fixed when it is enqueued).
+    pub fn apply_policy(self: &Arc<Self>, policy: Option<&crate::policy::Policy>) {
+        let own = QueueSettings::from_arguments(&self.options.arguments).unwrap_or_default();
+        let settings = match policy {
+            Some(policy) => own.with_policy(&policy.definition),
+            None => own,
+        };
+        let mut state = self.state.lock();
+        state.policy = policy.map(|p| p.name.clone());
+        if state.settings == settings {
+            return;
+        }
+        state.settings = settings;
+        self.drop_head(&mut state);
+        self.deliver_locked(&mut state);
+        let dead = self.after_change(&mut state);
+        drop(state);
+        self.dead_letter(dead);
+    }
+
+    /// The name of the policy that applies to the queue, if one does.
+    pub fn policy(&self) -> Option<ByteString> {
+        self.state.lock().policy.clone()
+    }
+
     /// Notes that the queue was used (declared, consumed from, read with basic.get): its
     /// `x-expires` counts from now.
     pub fn touch(self: &Arc<Self>) {
-        if self.settings.expires.is_none() {
-            return;
-        }
         let mut state = self.state.lock();
         self.touch_locked(&mut state);
     }
 
     fn touch_locked(self: &Arc<Self>, state: &mut State) {
-        if self.settings.expires.is_some() {
+        if state.settings.expires.is_some() {
             state.last_used_ms = now_ms();
             self.arm_timer(state);
         }
@@ -454,11 +488,9 @@ impl Queue {
     /// redelivered (it may have been delivered before the restart). Returns how many
     /// messages the log held.
     pub fn attach_log(&self, level: usize, log: QueueLog) -> u64 {
-        let count_bytes = self.settings.max_length_bytes.is_some();
-        self.state
-            .lock()
-            .backlog
-            .attach_log(level, log, count_bytes)
+        let mut state = self.state.lock();
+        let count_bytes = state.settings.max_length_bytes.is_some();
+        state.backlog.attach_log(level, log, count_bytes)
     }
 
     /// Offers ready messages to consumers until either runs out. Channels call this when
@@ -501,7 +533,7 @@ impl Queue {
             // Consumers are sorted by priority: each message goes to the first group (of
             // one priority) with a consumer that takes it, round robin within the group.
             // With a single active consumer only the first registered one is offered.
-            let count = if self.settings.single_active_consumer {
+            let count = if state.settings.single_active_consumer {
                 1
             } else {
                 state.consumers.len()
@@ -577,7 +609,7 @@ impl Queue {
         let entry = state.backlog.pop_head()?;
         // As quorum queues: basic.get shows the count from the first delivery on (consumers
         // see it once a delivery has been requeued).
-        let message = if self.settings.counts_deliveries() && entry.delivery_count == 0 {
+        let message = if state.settings.counts_deliveries() && entry.delivery_count == 0 {
             Arc::new(crate::dead_letter::with_delivery_count(&entry.message, 0))
         } else {
             entry.message.clone()
@@ -640,13 +672,13 @@ impl Queue {
             };
             entry.redelivered = true;
             entry.delivery_count = entry.delivery_count.saturating_add(1);
-            if let Some(limit) = self.settings.delivery_limit {
+            if let Some(limit) = state.settings.delivery_limit {
                 if u64::from(entry.delivery_count) > limit {
                     self.discard(&mut state, entry, DeathReason::DeliveryLimit);
                     continue;
                 }
             }
-            if self.settings.counts_deliveries() {
+            if state.settings.counts_deliveries() {
                 entry.message = Arc::new(crate::dead_letter::with_delivery_count(
                     &entry.message,
                     entry.delivery_count,
@@ -690,7 +722,7 @@ impl Queue {
         }
         // Kept in descending priority, in registration order within one priority (with a
         // single active consumer, in registration order only: the first is the active one).
-        let at = if self.settings.single_active_consumer {
+        let at = if state.settings.single_active_consumer {
             state.consumers.len()
         } else {
             state
@@ -731,7 +763,7 @@ impl Queue {
             // x-expires counts from when the last consumer left.
             self.touch_locked(&mut state);
         }
-        if at == 0 && self.settings.single_active_consumer {
+        if at == 0 && state.settings.single_active_consumer {
             // The next consumer in registration order takes over at once.
             self.deliver_locked(&mut state);
         }
