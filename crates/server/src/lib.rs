@@ -6,6 +6,7 @@ pub mod alarm;
 mod channel;
 mod channel_table;
 mod connection;
+pub mod control;
 mod error;
 mod frame_reader;
 mod handshake;

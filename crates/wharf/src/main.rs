@@ -1,6 +1,8 @@
-//! The `wharf` command: runs the broker (the default), and its tools (`wharf perf`).
+//! The `wharf` command: runs the broker (the default), and its tools (`wharf perf`,
+//! `wharf ctl`).
 
 mod config;
+mod ctl;
 
 use std::sync::Arc;
 
@@ -28,6 +30,8 @@ enum Command {
     Serve(ServeArgs),
     /// Measure an AMQP 0-9-1 broker (Wharf, RabbitMQ, ...): rates and latencies.
     Perf(wharf_perf::PerfArgs),
+    /// Administer a running broker (policies), through its data directory's control socket.
+    Ctl(ctl::CtlArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -35,6 +39,7 @@ fn main() -> anyhow::Result<()> {
     let args = match cli.command {
         Some(Command::Serve(args)) => args,
         Some(Command::Perf(args)) => return perf(&args),
+        Some(Command::Ctl(args)) => return ctl::run(args),
         None => cli.serve,
     };
     let config = Config::resolve(&args)?;
@@ -88,6 +93,23 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         consumer_timeout: config.consumer_timeout,
         ..ServerConfig::default()
     };
+    let control_socket = config.data_dir.join(wharf_server::control::SOCKET_FILE);
+    let control = match wharf_server::control::bind(&control_socket) {
+        Ok(listener) => Some(tokio::spawn(wharf_server::control::serve(
+            listener,
+            control_socket.clone(),
+            broker.clone(),
+            shutdown_rx.clone(),
+        ))),
+        Err(error) => {
+            tracing::warn!(
+                %error,
+                socket = %control_socket.display(),
+                "cannot serve the control socket: wharf ctl cannot reach this broker"
+            );
+            None
+        }
+    };
     let server = tokio::spawn(wharf_server::serve(
         listener,
         broker,
@@ -100,6 +122,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!("shutting down");
     shutdown.trigger();
     server.await.context("server task failed")?;
+    if let Some(control) = control {
+        control.await.context("control socket task failed")?;
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -1,0 +1,200 @@
+//! `wharf ctl` against a running `wharf`: policies set, listed and cleared through the
+//! data directory's control socket, and what they do seen over AMQP.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use lapin::options::*;
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Connection, ConnectionProperties};
+
+fn wharf() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_wharf"))
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running broker, stopped (SIGTERM) when dropped.
+struct Broker {
+    child: Child,
+    data: std::path::PathBuf,
+    port: u16,
+}
+
+impl Broker {
+    fn start(name: &str) -> Broker {
+        let port = free_port();
+        let data = std::env::temp_dir().join(format!("wharf-ctl-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&data);
+        let mut child = wharf()
+            .args(["--amqp-listen", &format!("127.0.0.1:{port}")])
+            .arg("--data-dir")
+            .arg(&data)
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        // From here the child is waited for when the Broker is dropped, ready or not.
+        let broker = Broker { child, data, port };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for line in BufReader::new(stdout).lines() {
+            if line.unwrap().contains("wharf ready") {
+                return broker;
+            }
+            assert!(Instant::now() < deadline, "no ready line");
+        }
+        panic!("wharf exited before it was ready");
+    }
+
+    fn ctl(&self, args: &[&str]) -> Output {
+        wharf()
+            .arg("ctl")
+            .arg("--data-dir")
+            .arg(&self.data)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.data);
+    }
+}
+
+fn text(output: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+async fn ready_count_after_publishing(port: u16, queue: &str, messages: u8) -> u32 {
+    let properties = ConnectionProperties::default()
+        .with_executor(tokio_executor_trait::Tokio::current())
+        .with_reactor(tokio_reactor_trait::Tokio);
+    let url = format!("amqp://guest:guest@127.0.0.1:{port}/%2f");
+    let connection = Connection::connect(&url, properties).await.unwrap();
+    let ch = connection.create_channel().await.unwrap();
+    ch.confirm_select(Default::default()).await.unwrap();
+    let options = QueueDeclareOptions {
+        exclusive: true,
+        ..Default::default()
+    };
+    ch.queue_declare(queue, options, FieldTable::default())
+        .await
+        .unwrap();
+    for i in 0..messages {
+        ch.basic_publish(
+            "",
+            queue,
+            Default::default(),
+            &[i],
+            BasicProperties::default(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    }
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    ch.queue_declare(queue, passive, FieldTable::default())
+        .await
+        .unwrap()
+        .message_count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policies_set_listed_and_cleared_from_the_command_line() {
+    let broker = Broker::start("policies");
+    let set = broker.ctl(&[
+        "set_policy",
+        "cap",
+        "^capped\\.",
+        r#"{"max-length":1}"#,
+        "--apply-to",
+        "queues",
+        "--priority",
+        "2",
+    ]);
+    assert!(set.status.success(), "{:?}", text(&set));
+    let list = broker.ctl(&["list_policies"]);
+    let (out, _) = text(&list);
+    assert!(list.status.success());
+    assert!(
+        out.lines()
+            .any(|l| l == "/\tcap\t^capped\\.\tqueues\t{\"max-length\":1}\t2"),
+        "{out}"
+    );
+    assert_eq!(
+        ready_count_after_publishing(broker.port, "capped.q", 3).await,
+        1,
+        "the policy applies"
+    );
+    assert_eq!(
+        ready_count_after_publishing(broker.port, "other.q", 3).await,
+        3
+    );
+
+    let clear = broker.ctl(&["clear_policy", "cap"]);
+    assert!(clear.status.success(), "{:?}", text(&clear));
+    let (out, _) = text(&broker.ctl(&["list_policies"]));
+    assert_eq!(out.lines().count(), 1, "only the header: {out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_policies_and_unknown_names_fail_with_a_reason() {
+    let broker = Broker::start("bad");
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &["set_policy", "p", ".*", r#"{"max-length":-1}"#],
+            "'max-length' must be a non-negative integer, not -1",
+        ),
+        (
+            &["set_policy", "p", "(", r#"{"max-length":1}"#],
+            "invalid pattern '('",
+        ),
+        (&["clear_policy", "nope"], "no policy 'nope' in vhost '/'"),
+        (
+            &["list_policies", "--vhost", "nowhere"],
+            "no vhost 'nowhere'",
+        ),
+    ];
+    for (args, reason) in cases {
+        let output = broker.ctl(args);
+        let (_, err) = text(&output);
+        assert!(!output.status.success(), "{args:?} should fail");
+        assert!(err.contains(reason), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn without_a_running_broker_ctl_says_so() {
+    let data = std::env::temp_dir().join(format!("wharf-ctl-none-{}", std::process::id()));
+    let output = wharf()
+        .args(["ctl", "--data-dir"])
+        .arg(&data)
+        .arg("list_policies")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let (_, err) = text(&output);
+    assert!(err.contains("cannot reach the broker"), "{err}");
+}
