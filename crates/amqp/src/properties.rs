@@ -50,6 +50,8 @@ pub struct EncodedProperties {
     expiration_at: u32,
     /// The same for reply-to (direct reply-to looks at it on every publish).
     reply_to_at: u32,
+    /// The headers hold a `CC` or `BCC` entry (sender-selected routing keys).
+    sender_routes: bool,
 }
 
 /// How each property is written, in flag order.
@@ -104,6 +106,7 @@ impl EncodedProperties {
         let mut priority = None;
         let mut expiration_at = 0;
         let mut reply_to_at = 0;
+        let mut sender_routes = false;
         for (bit, field) in LAYOUT {
             if flags & bit == 0 {
                 continue;
@@ -131,7 +134,8 @@ impl EncodedProperties {
                 Field::Table => {
                     let mut rest = raw.slice(at..);
                     let before = rest.len();
-                    FieldTable::decode(&mut rest)?;
+                    let headers = FieldTable::decode(&mut rest)?;
+                    sender_routes = headers.get("CC").is_some() || headers.get("BCC").is_some();
                     at += before - rest.len();
                 }
                 Field::Octet => {
@@ -159,6 +163,7 @@ impl EncodedProperties {
             priority,
             expiration_at,
             reply_to_at,
+            sender_routes,
         })
     }
 
@@ -178,6 +183,11 @@ impl EncodedProperties {
     /// The expiration property (a per-message TTL in milliseconds, as text), if set.
     pub fn expiration(&self) -> Option<&str> {
         self.short_at(self.expiration_at)
+    }
+
+    /// Whether the headers hold `CC` or `BCC` routing keys.
+    pub fn has_sender_routes(&self) -> bool {
+        self.sender_routes
     }
 
     /// The reply-to property, if set.
@@ -210,6 +220,7 @@ impl Default for EncodedProperties {
             priority: None,
             expiration_at: 0,
             reply_to_at: 0,
+            sender_routes: false,
         }
     }
 }
@@ -226,6 +237,7 @@ impl From<&BasicProperties> for EncodedProperties {
             priority: properties.priority,
             expiration_at: 0,
             reply_to_at: 0,
+            sender_routes: false,
         })
     }
 }

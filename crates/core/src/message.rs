@@ -30,6 +30,64 @@ impl Message {
     }
 }
 
+/// The routing keys a publisher selected besides the routing key (RabbitMQ's
+/// sender-selected distribution): the `CC` header's, kept on the message, and the `BCC`
+/// header's, which no consumer sees.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SenderRoutes {
+    pub cc: Vec<ByteString>,
+    pub bcc: Vec<ByteString>,
+    /// The message has a `BCC` header (perhaps empty), to be taken off.
+    pub has_bcc: bool,
+}
+
+impl Message {
+    /// The message's `CC` and `BCC` keys: arrays whose string elements count (others are
+    /// ignored, as RabbitMQ does). Err is RabbitMQ's reason for a header that is not an
+    /// array.
+    pub fn sender_routes(&self) -> std::result::Result<SenderRoutes, String> {
+        let mut routes = SenderRoutes::default();
+        if !self.properties.has_sender_routes() {
+            return Ok(routes);
+        }
+        let Some(headers) = self.properties.decode().ok().and_then(|p| p.headers) else {
+            return Ok(routes);
+        };
+        for (name, into) in [("CC", &mut routes.cc), ("BCC", &mut routes.bcc)] {
+            match headers.get(name) {
+                None => continue,
+                Some(wharf_amqp::FieldValue::Array(keys)) => into.extend(
+                    keys.iter()
+                        .filter_map(wharf_amqp::FieldValue::as_str)
+                        .map(ByteString::from),
+                ),
+                Some(other) => {
+                    return Err(format!(
+                        "{{unacceptable_type_in_header,\"{name}\",{}}}",
+                        crate::queue_arguments::type_name(other)
+                    ))
+                }
+            }
+            routes.has_bcc |= name == "BCC";
+        }
+        Ok(routes)
+    }
+
+    /// The message without its `BCC` header, as consumers receive it.
+    pub fn without_bcc(&self) -> Message {
+        let mut properties = self.properties.decode().unwrap_or_default();
+        if let Some(headers) = properties.headers.as_mut() {
+            headers.remove("BCC");
+        }
+        Message {
+            exchange: self.exchange.clone(),
+            routing_key: self.routing_key.clone(),
+            properties: properties.into(),
+            body: self.body.clone(),
+        }
+    }
+}
+
 /// Reads an `expiration` property as RabbitMQ does (Erlang's `string:to_integer`, then a
 /// range check): an optional sign and decimal digits, nothing after them, at least 0 and
 /// at most ten years of milliseconds. Err gives RabbitMQ's reason, for its 406 text.

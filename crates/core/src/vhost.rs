@@ -905,9 +905,34 @@ impl VHost {
     /// They are added to `queues`, which the caller empties and reuses (a publish then
     /// allocates no list).
     pub fn route(&self, exchange: &Arc<Exchange>, message: &Message, queues: &mut Vec<Arc<Queue>>) {
+        self.route_with(exchange, message, &[], queues);
+    }
+
+    /// Routes as [`VHost::route`], by the message's routing key, its `CC` keys, and the
+    /// `bcc` keys its publisher gave (taken off the message before it was stored).
+    pub fn route_with(
+        &self,
+        exchange: &Arc<Exchange>,
+        message: &Message,
+        bcc: &[ByteString],
+        queues: &mut Vec<Arc<Queue>>,
+    ) {
+        let mut keys: Vec<&str> = Vec::new();
+        let cc = if message.properties.has_sender_routes() {
+            // Checked on publish: a dead letter or a stored message cannot have a bad one.
+            message.sender_routes().map(|r| r.cc).unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        keys.extend(cc.iter().map(|k| &**k));
+        keys.extend(bcc.iter().map(|k| &**k));
         if exchange.name.is_empty() {
-            if let Ok(queue) = self.queue(&message.routing_key) {
-                queues.push(queue);
+            for key in std::iter::once(&*message.routing_key).chain(keys) {
+                if let Ok(queue) = self.queue(key) {
+                    if !queues.iter().any(|known| Arc::ptr_eq(known, &queue)) {
+                        queues.push(queue);
+                    }
+                }
             }
             return;
         }
@@ -923,7 +948,7 @@ impl VHost {
         let mut current = exchange.clone();
         loop {
             let mut routed = false;
-            current.route(message, &headers, &mut |destination| {
+            let mut found = |destination: &Destination| {
                 routed = true;
                 match destination {
                     Destination::Queue(q) => {
@@ -938,7 +963,11 @@ impl VHost {
                         }
                     }
                 }
-            });
+            };
+            current.route(message, &message.routing_key, &headers, &mut found);
+            for key in &keys {
+                current.route(message, key, &headers, &mut found);
+            }
             // As RabbitMQ: an exchange whose bindings matched nothing (no queue, no
             // exchange) hands the message to its alternate exchange, once per route.
             if !routed {

@@ -308,3 +308,39 @@ async fn policies_survive_a_restart() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(count_becomes(&ch, &queue, 0).await);
 }
+
+/// An `expires` set by a policy on a queue that has been there a while counts from when
+/// the policy applies, not from the queue's creation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_expiry_counts_from_when_it_applies() {
+    if external() {
+        return;
+    }
+    let broker = start_broker().await;
+    let (_c, ch) = confirming_channel(&broker).await;
+    let queue = unique("idle.");
+    ch.queue_declare(
+        &queue,
+        QueueDeclareOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    vhost(&broker)
+        .set_policy(policy("exp", "^idle\\.", "queues", r#"{"expires":2000}"#, 0))
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        vhost(&broker).queue(&queue).is_ok(),
+        "still there a while after the policy applies"
+    );
+    let deadline = std::time::Instant::now() + WAIT;
+    while vhost(&broker).queue(&queue).is_ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "expired by the policy"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

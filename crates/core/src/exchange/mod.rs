@@ -349,17 +349,17 @@ impl Exchange {
         self.bindings.read().list.clone()
     }
 
-    /// Calls `found` with each destination a message with this key and these headers goes
-    /// to. The same destination may be reported more than once; the caller deduplicates.
+    /// Calls `found` with each destination a message goes to, routed by `routing_key` (its
+    /// own, or one of its CC/BCC keys) and its headers. The same destination may be reported more than once; the caller deduplicates.
     /// `headers` is asked only by a headers exchange: most messages are routed without
     /// their headers ever being decoded.
     pub fn route<'h>(
         &self,
         message: &Message,
+        routing_key: &str,
         headers: &dyn Fn() -> Option<&'h FieldTable>,
         found: &mut impl FnMut(&Destination),
     ) {
-        let routing_key = &*message.routing_key;
         let bindings = self.bindings.read();
         match &bindings.router {
             Router::Direct(map) => {

@@ -432,6 +432,10 @@ impl Queue {
         if state.settings == settings {
             return;
         }
+        if settings.expires != state.settings.expires {
+            // A new expiry counts from now, as RabbitMQ restarts it.
+            state.last_used_ms = now_ms();
+        }
         state.settings = settings;
         self.drop_head(&mut state);
         self.deliver_locked(&mut state);

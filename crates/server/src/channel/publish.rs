@@ -58,6 +58,8 @@ pub struct Publish {
     exchange: Arc<Exchange>,
     mandatory: bool,
     message: Arc<Message>,
+    /// The `BCC` keys, taken off the message: routed by, never delivered.
+    bcc: Vec<ByteString>,
 }
 
 /// What a transaction holds until commit: publishes, and settled deliveries with their
@@ -187,7 +189,9 @@ impl PendingPublish {
         Ok(self.received_bytes == body_size)
     }
 
-    pub fn into_publish(self) -> Publish {
+    /// The complete message, ready to route. A `CC` or `BCC` header that is not an
+    /// array refuses it with RabbitMQ's 406; a `BCC` header is taken off.
+    pub fn into_publish(self) -> AmqpResult<Publish> {
         let body = match self.body {
             Body::Empty => Bytes::new(),
             Body::Single(bytes) if bytes.len() < COPY_BODY_BELOW_BYTES => {
@@ -197,16 +201,32 @@ impl PendingPublish {
             Body::Many(all) => all.freeze(),
         };
         let properties = self.header.map(|(_, p)| p).unwrap_or_default();
-        Publish {
-            mandatory: self.mandatory,
-            message: Arc::new(Message {
-                exchange: self.exchange.name.clone(),
-                routing_key: self.routing_key,
-                properties,
-                body,
-            }),
-            exchange: self.exchange,
+        let mut message = Message {
+            exchange: self.exchange.name.clone(),
+            routing_key: self.routing_key,
+            properties,
+            body,
+        };
+        let mut bcc = Vec::new();
+        if message.properties.has_sender_routes() {
+            let routes = message.sender_routes().map_err(|reason| {
+                AmqpError::new(
+                    ReplyCode::PreconditionFailed,
+                    format_args!("invalid message: {reason}"),
+                )
+                .with_ids(60, 40)
+            })?;
+            if routes.has_bcc {
+                message = message.without_bcc();
+            }
+            bcc = routes.bcc;
         }
+        Ok(Publish {
+            mandatory: self.mandatory,
+            message: Arc::new(message),
+            exchange: self.exchange,
+            bcc,
+        })
     }
 }
 
@@ -222,7 +242,18 @@ pub struct RouteCache {
 }
 
 impl RouteCache {
-    fn route(&mut self, ctx: &ChannelContext<'_>, exchange: &Arc<Exchange>, message: &Message) {
+    fn route(
+        &mut self,
+        ctx: &ChannelContext<'_>,
+        exchange: &Arc<Exchange>,
+        message: &Message,
+        bcc: &[ByteString],
+    ) {
+        if message.properties.has_sender_routes() || !bcc.is_empty() {
+            ctx.vhost
+                .route_with(exchange, message, bcc, &mut self.queues);
+            return;
+        }
         if exchange.name.is_empty() {
             if let Some(queue) = &self.default_queue {
                 if same_name(&queue.name, &message.routing_key) && !queue.is_deleted() {
@@ -260,7 +291,7 @@ impl Publish {
                 return stored;
             }
         }
-        cache.route(ctx, &self.exchange, &self.message);
+        cache.route(ctx, &self.exchange, &self.message, &self.bcc);
         if cache.queues.is_empty() {
             // A reply to a direct reply-to name goes straight to its channel.
             let reply = self.exchange.name.is_empty()
