@@ -41,16 +41,16 @@ pub struct SenderRoutes {
     pub has_bcc: bool,
 }
 
-impl Message {
-    /// The message's `CC` and `BCC` keys: arrays whose string elements count (others are
-    /// ignored, as RabbitMQ does). Err is RabbitMQ's reason for a header that is not an
-    /// array.
-    pub fn sender_routes(&self) -> std::result::Result<SenderRoutes, String> {
+impl SenderRoutes {
+    /// The `CC` and `BCC` keys of these properties: arrays whose string elements count
+    /// (others are ignored, as RabbitMQ does). Err is RabbitMQ's reason for a header
+    /// that is not an array.
+    pub fn of(properties: &EncodedProperties) -> std::result::Result<SenderRoutes, String> {
         let mut routes = SenderRoutes::default();
-        if !self.properties.has_sender_routes() {
+        if !properties.has_sender_routes() {
             return Ok(routes);
         }
-        let Some(headers) = self.properties.decode().ok().and_then(|p| p.headers) else {
+        let Some(headers) = properties.decode().ok().and_then(|p| p.headers) else {
             return Ok(routes);
         };
         for (name, into) in [("CC", &mut routes.cc), ("BCC", &mut routes.bcc)] {
@@ -73,18 +73,20 @@ impl Message {
         Ok(routes)
     }
 
-    /// The message without its `BCC` header, as consumers receive it.
-    pub fn without_bcc(&self) -> Message {
-        let mut properties = self.properties.decode().unwrap_or_default();
-        if let Some(headers) = properties.headers.as_mut() {
+    /// The properties without their `BCC` header, as consumers receive them.
+    pub fn without_bcc(properties: &EncodedProperties) -> EncodedProperties {
+        let mut decoded = properties.decode().unwrap_or_default();
+        if let Some(headers) = decoded.headers.as_mut() {
             headers.remove("BCC");
         }
-        Message {
-            exchange: self.exchange.clone(),
-            routing_key: self.routing_key.clone(),
-            properties: properties.into(),
-            body: self.body.clone(),
-        }
+        decoded.into()
+    }
+}
+
+impl Message {
+    /// The message's `CC` and `BCC` keys (see [`SenderRoutes::of`]).
+    pub fn sender_routes(&self) -> std::result::Result<SenderRoutes, String> {
+        SenderRoutes::of(&self.properties)
     }
 }
 

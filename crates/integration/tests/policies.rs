@@ -328,7 +328,13 @@ async fn a_policy_expiry_counts_from_when_it_applies() {
     .unwrap();
     tokio::time::sleep(Duration::from_millis(600)).await;
     vhost(&broker)
-        .set_policy(policy("exp", "^idle\\.", "queues", r#"{"expires":2000}"#, 0))
+        .set_policy(policy(
+            "exp",
+            "^idle\\.",
+            "queues",
+            r#"{"expires":2000}"#,
+            0,
+        ))
         .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(

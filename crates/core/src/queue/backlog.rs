@@ -84,6 +84,9 @@ pub(super) struct Backlog {
     /// What each level may keep in memory.
     window: Window,
     next_offset: u64,
+    /// Some message that entered memory had an expiry: only then is the head worth
+    /// checking for one (most queues never see a TTL, and the check costs a refill).
+    may_expire: bool,
     /// The queue's name, for logging.
     queue: ByteString,
 }
@@ -101,6 +104,7 @@ impl Backlog {
             levels: (0..levels).map(|_| Level::default()).collect(),
             window: share,
             next_offset: 0,
+            may_expire: false,
             queue,
         }
     }
@@ -141,6 +145,7 @@ impl Backlog {
     /// room, else to the level's log only. A persistent message in a durable queue is
     /// written to the log either way.
     pub fn push(&mut self, message: Arc<Message>, expires_at: Option<u64>) -> Enqueued {
+        self.may_expire |= expires_at.is_some();
         let level_index = self.level_of(&message);
         let window = self.window;
         let queue = &self.queue;
@@ -214,6 +219,12 @@ impl Backlog {
             }
         }
         None
+    }
+
+    /// Whether any message has had an expiry (if not, none has one now).
+    #[inline]
+    pub fn may_expire(&self) -> bool {
+        self.may_expire
     }
 
     /// The next message to deliver.
@@ -423,6 +434,7 @@ impl Backlog {
                 let _ = log.ack(position, Lifetime::Persistent);
                 continue;
             };
+            self.may_expire |= expires_at.is_some();
             let offset = self.next_offset;
             self.next_offset += 1;
             let body_bytes = message.body.len();

@@ -334,7 +334,8 @@ impl Queue {
     /// (of the head message, or of the queue itself), and takes the dead letters to route
     /// once the lock is released.
     fn after_change(self: &Arc<Self>, state: &mut State) -> Vec<DeadLetter> {
-        let head_expires = state.backlog.head().is_some_and(|e| e.expires_at.is_some());
+        let head_expires = state.backlog.may_expire()
+            && state.backlog.head().is_some_and(|e| e.expires_at.is_some());
         if head_expires || state.settings.expires.is_some() {
             self.expire_head(state, now_ms());
             self.arm_timer(state);

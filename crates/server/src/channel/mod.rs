@@ -695,7 +695,7 @@ impl Channel {
             return Err(unexpected_content());
         };
         if pending.add_header(ctx, header)? {
-            self.finish_publish(ctx)?;
+            self.finish_publish(ctx);
         }
         Ok(())
     }
@@ -705,16 +705,16 @@ impl Channel {
             return Err(unexpected_content());
         };
         if pending.add_body(body)? {
-            self.finish_publish(ctx)?;
+            self.finish_publish(ctx);
         }
         Ok(())
     }
 
-    fn finish_publish(&mut self, ctx: &ChannelContext<'_>) -> AmqpResult<()> {
+    fn finish_publish(&mut self, ctx: &ChannelContext<'_>) {
         let Some(pending) = self.pending.take() else {
-            return Ok(());
+            return;
         };
-        let publish = pending.into_publish()?;
+        let publish = pending.into_publish();
         match &mut self.mode {
             Mode::Tx(buffer) => buffer.publishes.push(publish),
             Mode::Confirm { published } => {
@@ -751,7 +751,6 @@ impl Channel {
                 );
             }
         }
-        Ok(())
     }
 
     /// Sends `reply(ok)` once what `stored` appended is on disk (at once when nothing

@@ -9,6 +9,7 @@ use wharf_amqp::{
 };
 use wharf_core::exchange::HoldOutcome;
 use wharf_core::flusher::{same_target, SyncTarget};
+use wharf_core::message::SenderRoutes;
 use wharf_core::{Enqueued, Exchange, Message, Queue};
 
 use super::delivery::{encode_with_content, Unacked};
@@ -50,6 +51,8 @@ pub struct PendingPublish {
     header: Option<(u64, EncodedProperties)>,
     body: Body,
     received_bytes: u64,
+    /// The `BCC` keys of the message, if it had any (taken off its headers).
+    bcc: Option<Arc<[ByteString]>>,
 }
 
 /// A complete message, ready to route.
@@ -59,7 +62,7 @@ pub struct Publish {
     mandatory: bool,
     message: Arc<Message>,
     /// The `BCC` keys, taken off the message: routed by, never delivered.
-    bcc: Vec<ByteString>,
+    bcc: Option<Arc<[ByteString]>>,
 }
 
 /// What a transaction holds until commit: publishes, and settled deliveries with their
@@ -107,10 +110,12 @@ impl PendingPublish {
             header: None,
             body: Body::Empty,
             received_bytes: 0,
+            bcc: None,
         })
     }
 
     /// Returns true when the message is complete (an empty body needs no body frame).
+    #[inline]
     pub fn add_header(
         &mut self,
         ctx: &ChannelContext<'_>,
@@ -151,9 +156,37 @@ impl PendingPublish {
                 .with_ids(60, 40));
             }
         }
+        let mut properties = header.properties;
+        if properties.has_sender_routes() {
+            properties = self.take_sender_routes(properties)?;
+        }
         let complete = header.body_size == 0;
-        self.header = Some((header.body_size, header.properties));
+        self.header = Some((header.body_size, properties));
         Ok(complete)
+    }
+
+    /// Reads the `CC` and `BCC` keys (a header that is not an array refuses the message
+    /// with RabbitMQ's 406) and takes the `BCC` header off; returns the properties to keep.
+    #[cold]
+    fn take_sender_routes(
+        &mut self,
+        properties: EncodedProperties,
+    ) -> AmqpResult<EncodedProperties> {
+        let routes = SenderRoutes::of(&properties).map_err(|reason| {
+            AmqpError::new(
+                ReplyCode::PreconditionFailed,
+                format_args!("invalid message: {reason}"),
+            )
+            .with_ids(60, 40)
+        })?;
+        if !routes.bcc.is_empty() {
+            self.bcc = Some(routes.bcc.into());
+        }
+        Ok(if routes.has_bcc {
+            SenderRoutes::without_bcc(&properties)
+        } else {
+            properties
+        })
     }
 
     pub fn add_body(&mut self, chunk: Bytes) -> AmqpResult<bool> {
@@ -189,9 +222,7 @@ impl PendingPublish {
         Ok(self.received_bytes == body_size)
     }
 
-    /// The complete message, ready to route. A `CC` or `BCC` header that is not an
-    /// array refuses it with RabbitMQ's 406; a `BCC` header is taken off.
-    pub fn into_publish(self) -> AmqpResult<Publish> {
+    pub fn into_publish(self) -> Publish {
         let body = match self.body {
             Body::Empty => Bytes::new(),
             Body::Single(bytes) if bytes.len() < COPY_BODY_BELOW_BYTES => {
@@ -201,32 +232,17 @@ impl PendingPublish {
             Body::Many(all) => all.freeze(),
         };
         let properties = self.header.map(|(_, p)| p).unwrap_or_default();
-        let mut message = Message {
-            exchange: self.exchange.name.clone(),
-            routing_key: self.routing_key,
-            properties,
-            body,
-        };
-        let mut bcc = Vec::new();
-        if message.properties.has_sender_routes() {
-            let routes = message.sender_routes().map_err(|reason| {
-                AmqpError::new(
-                    ReplyCode::PreconditionFailed,
-                    format_args!("invalid message: {reason}"),
-                )
-                .with_ids(60, 40)
-            })?;
-            if routes.has_bcc {
-                message = message.without_bcc();
-            }
-            bcc = routes.bcc;
-        }
-        Ok(Publish {
+        Publish {
             mandatory: self.mandatory,
-            message: Arc::new(message),
+            message: Arc::new(Message {
+                exchange: self.exchange.name.clone(),
+                routing_key: self.routing_key,
+                properties,
+                body,
+            }),
             exchange: self.exchange,
-            bcc,
-        })
+            bcc: self.bcc,
+        }
     }
 }
 
@@ -279,11 +295,17 @@ impl Publish {
         frame_max: u32,
         cache: &mut RouteCache,
     ) -> Stored {
-        if let Some(delayed) = &self.exchange.delayed {
-            if let Some(delay) = wharf_core::exchange::delay_of(&self.message) {
+        let Publish {
+            exchange,
+            mandatory,
+            message,
+            bcc,
+        } = self;
+        if let Some(delayed) = &exchange.delayed {
+            if let Some(delay) = wharf_core::exchange::delay_of(&message) {
                 // Held, and routed when its delay is over: that counts as routed.
                 let mut stored = Stored::default();
-                match ctx.vhost.delay(&self.exchange, self.message, delay) {
+                match ctx.vhost.delay(&exchange, message, delay) {
                     Ok(HoldOutcome::Appended) => stored.appended_to.push(delayed.clone()),
                     Ok(HoldOutcome::InMemory) => {}
                     Err(_) => stored.failed = true,
@@ -291,38 +313,39 @@ impl Publish {
                 return stored;
             }
         }
-        cache.route(ctx, &self.exchange, &self.message, &self.bcc);
+        cache.route(ctx, &exchange, &message, bcc.as_deref().unwrap_or(&[]));
         if cache.queues.is_empty() {
             // A reply to a direct reply-to name goes straight to its channel.
-            let reply = self.exchange.name.is_empty()
-                && self
-                    .message
+            let reply = exchange.name.is_empty()
+                && message
                     .routing_key
                     .starts_with(wharf_core::direct_reply::REPLY_PREFIX);
-            if reply
-                && ctx
-                    .vhost
-                    .replies
-                    .deliver(&self.message.routing_key, &self.message)
-            {
+            if reply && ctx.vhost.replies.deliver(&message.routing_key, &message) {
                 return Stored::default();
             }
-            if self.mandatory {
+            if mandatory {
                 let method = Method::BasicReturn(Box::new(BasicReturn {
                     reply_code: ReplyCode::NoRoute as u16,
                     reply_text: "NO_ROUTE".into(),
-                    exchange: self.message.exchange.clone(),
-                    routing_key: self.message.routing_key.clone(),
+                    exchange: message.exchange.clone(),
+                    routing_key: message.routing_key.clone(),
                 }));
-                ctx.outbound.write(|out| {
-                    encode_with_content(channel, &method, &self.message, frame_max, out)
-                });
+                ctx.outbound
+                    .write(|out| encode_with_content(channel, &method, &message, frame_max, out));
             }
             return Stored::default();
         }
         let mut stored = Stored::default();
-        for queue in cache.queues.drain(..) {
-            match queue.publish(self.message.clone()) {
+        // The last queue takes the publisher's reference: no count up and down for it.
+        let last = cache.queues.len() - 1;
+        let mut message = Some(message);
+        for (i, queue) in cache.queues.drain(..).enumerate() {
+            let message = if i == last {
+                message.take().expect("taken by the last queue only")
+            } else {
+                message.clone().expect("kept until the last queue")
+            };
+            match queue.publish(message) {
                 Enqueued::InMemory => {}
                 Enqueued::Appended => stored.appended_to.push(queue),
                 // Either way the publisher must hear it was not taken: basic.nack.
