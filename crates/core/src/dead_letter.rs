@@ -14,7 +14,7 @@
 use std::cell::RefCell;
 use std::sync::Arc;
 
-use wharf_amqp::{BasicProperties, ByteString, FieldTable, FieldValue};
+use wharf_amqp::{ByteString, FieldTable, FieldValue};
 
 use crate::exchange::Exchange;
 use crate::message::Message;
@@ -283,16 +283,7 @@ fn sort_by_name(table: &mut FieldTable) {
 /// The message with an `x-delivery-count` header: how many deliveries of it ended in a
 /// requeue, as quorum queues report it.
 pub(crate) fn with_delivery_count(message: &Message, count: u32) -> Message {
-    let mut properties: BasicProperties = message.properties.decode().unwrap_or_default();
-    let mut headers = properties.headers.take().unwrap_or_default();
-    headers.insert("x-delivery-count", FieldValue::I64(i64::from(count)));
-    properties.headers = Some(headers);
-    Message {
-        exchange: message.exchange.clone(),
-        routing_key: message.routing_key.clone(),
-        properties: properties.into(),
-        body: message.body.clone(),
-    }
+    message.with_header("x-delivery-count", FieldValue::I64(i64::from(count)))
 }
 
 fn long_string(text: &str) -> FieldValue {

@@ -84,6 +84,21 @@ impl SenderRoutes {
 }
 
 impl Message {
+    /// The message with header `name` set to `value` (added, or replaced).
+    pub fn with_header(&self, name: &str, value: wharf_amqp::FieldValue) -> Message {
+        let mut properties = self.properties.decode().unwrap_or_default();
+        properties
+            .headers
+            .get_or_insert_with(Default::default)
+            .insert(name, value);
+        Message {
+            exchange: self.exchange.clone(),
+            routing_key: self.routing_key.clone(),
+            properties: properties.into(),
+            body: self.body.clone(),
+        }
+    }
+
     /// The message's `CC` and `BCC` keys (see [`SenderRoutes::of`]).
     pub fn sender_routes(&self) -> std::result::Result<SenderRoutes, String> {
         SenderRoutes::of(&self.properties)

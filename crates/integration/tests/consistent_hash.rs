@@ -54,12 +54,6 @@ async fn publish(ch: &Channel, exchange: &str, key: &str, properties: BasicPrope
     within(confirm).await.unwrap().take_message().is_some()
 }
 
-async fn confirming_channel(broker: &TestBroker) -> (lapin::Connection, Channel) {
-    let (connection, ch) = lapin_channel(broker).await;
-    ch.confirm_select(Default::default()).await.unwrap();
-    (connection, ch)
-}
-
 fn external() -> bool {
     // Debian's RabbitMQ does not enable the plugin.
     std::env::var("WHARF_TEST_EXTERNAL").is_ok()

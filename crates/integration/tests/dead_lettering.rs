@@ -48,12 +48,6 @@ async fn publish(ch: &Channel, queue: &str, body: &[u8], properties: BasicProper
     within(confirm).await.unwrap().is_ack()
 }
 
-async fn confirming_channel(broker: &TestBroker) -> (lapin::Connection, Channel) {
-    let (connection, ch) = lapin_channel(broker).await;
-    ch.confirm_select(Default::default()).await.unwrap();
-    (connection, ch)
-}
-
 async fn get(ch: &Channel, queue: &str) -> lapin::message::BasicGetMessage {
     ch.basic_get(queue, BasicGetOptions { no_ack: false })
         .await

@@ -29,12 +29,6 @@ async fn publish(ch: &Channel, queue: &str, body: &[u8], properties: BasicProper
     within(confirm).await.unwrap().is_ack()
 }
 
-async fn confirming_channel(broker: &TestBroker) -> (lapin::Connection, Channel) {
-    let (connection, ch) = lapin_channel(broker).await;
-    ch.confirm_select(Default::default()).await.unwrap();
-    (connection, ch)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_within_the_window_is_stored_once() {
     if external() {

@@ -62,12 +62,6 @@ async fn publish(
     confirmation.take_message().is_some()
 }
 
-async fn confirming_channel(broker: &TestBroker) -> (lapin::Connection, Channel) {
-    let (connection, ch) = lapin_channel(broker).await;
-    ch.confirm_select(Default::default()).await.unwrap();
-    (connection, ch)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_arrive_after_their_delay_in_due_order() {
     if external() {

@@ -27,12 +27,6 @@ async fn publish(ch: &Channel, queue: &str, body: &[u8], properties: BasicProper
     assert!(within(confirm).await.unwrap().is_ack());
 }
 
-async fn confirming_channel(broker: &TestBroker) -> (lapin::Connection, Channel) {
-    let (connection, ch) = lapin_channel(broker).await;
-    ch.confirm_select(Default::default()).await.unwrap();
-    (connection, ch)
-}
-
 async fn get(ch: &Channel, queue: &str, no_ack: bool) -> Option<lapin::message::BasicGetMessage> {
     ch.basic_get(queue, BasicGetOptions { no_ack })
         .await

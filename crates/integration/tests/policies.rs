@@ -50,12 +50,6 @@ async fn publish(ch: &Channel, queue: &str, body: &[u8]) {
     within(confirm).await.unwrap();
 }
 
-async fn confirming_channel(broker: &TestBroker) -> (lapin::Connection, Channel) {
-    let (connection, ch) = lapin_channel(broker).await;
-    ch.confirm_select(Default::default()).await.unwrap();
-    (connection, ch)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_policy_limits_the_queues_it_matches_and_only_those() {
     if external() {

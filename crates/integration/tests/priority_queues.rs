@@ -10,12 +10,6 @@ use lapin::options::*;
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel};
 
-async fn confirming_channel(broker: &TestBroker) -> (lapin::Connection, Channel) {
-    let (connection, ch) = lapin_channel(broker).await;
-    ch.confirm_select(Default::default()).await.unwrap();
-    (connection, ch)
-}
-
 async fn publish(ch: &Channel, queue: &str, body: &[u8], priority: Option<u8>) -> bool {
     let mut properties = BasicProperties::default();
     if let Some(priority) = priority {

@@ -46,12 +46,6 @@ async fn declare(ch: &Channel, name: &str, arguments: FieldTable) {
     ch.queue_declare(name, options, arguments).await.unwrap();
 }
 
-async fn confirming_channel(broker: &TestBroker) -> (lapin::Connection, Channel) {
-    let (connection, ch) = lapin_channel(broker).await;
-    ch.confirm_select(Default::default()).await.unwrap();
-    (connection, ch)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unused_queue_is_deleted_with_its_messages_not_dead_lettered() {
     let broker = start_broker().await;

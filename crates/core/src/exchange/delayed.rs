@@ -45,18 +45,9 @@ pub fn delay_of(message: &Message) -> Option<u64> {
 
 /// The message as it leaves after its delay: `x-delay` negated, as the plugin marks it.
 fn released(message: &Message, delay: u64) -> Message {
-    let mut properties = message.properties.decode().unwrap_or_default();
-    let mut headers = properties.headers.take().unwrap_or_default();
     let negated = -(delay as i64);
     let value = i32::try_from(negated).map_or(FieldValue::I64(negated), FieldValue::I32);
-    headers.insert(DELAY_HEADER, value);
-    properties.headers = Some(headers);
-    Message {
-        exchange: message.exchange.clone(),
-        routing_key: message.routing_key.clone(),
-        properties: properties.into(),
-        body: message.body.clone(),
-    }
+    message.with_header(DELAY_HEADER, value)
 }
 
 struct Held {

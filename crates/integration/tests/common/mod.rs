@@ -29,6 +29,15 @@ pub async fn lapin_channel(broker: &TestBroker) -> (Connection, Channel) {
     (connection, channel)
 }
 
+/// A channel in confirm mode, on a connection of its own.
+pub async fn confirming_channel(broker: &TestBroker) -> (Connection, Channel) {
+    let (connection, ch) = lapin_channel(broker).await;
+    ch.confirm_select(Default::default())
+        .await
+        .expect("confirm.select");
+    (connection, ch)
+}
+
 /// The reply code and text of a channel or connection closed by the broker.
 pub fn protocol_error(error: &lapin::Error) -> (u16, String) {
     match error {

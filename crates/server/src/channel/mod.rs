@@ -477,18 +477,7 @@ impl Channel {
         }
         let queue_name = self.queue_name(&m.queue)?;
         let queue = ctx.vhost.queue_for(&queue_name, ctx.connection_id)?;
-        let tag = if m.consumer_tag.is_empty() {
-            self.consumer_tags_issued += 1;
-            generated_tag("amq.ctag-", self.consumer_tags_issued)
-        } else {
-            m.consumer_tag.clone()
-        };
-        if self.delivery.state.lock().consumers.contains_key(&tag) {
-            return Err(AmqpError::new(
-                ReplyCode::NotAllowed,
-                format_args!("attempt to reuse consumer tag '{tag}'"),
-            ));
-        }
+        let tag = self.new_consumer_tag(&m.consumer_tag)?;
         queue.add_consumer(Consumer::new(
             tag.clone(),
             m.no_ack,
@@ -523,6 +512,24 @@ impl Channel {
         Ok(())
     }
 
+    /// The tag a new consumer gets: the one asked for (refused if this channel already has
+    /// a consumer of that tag, as RabbitMQ does), or a generated one.
+    fn new_consumer_tag(&mut self, requested: &ByteString) -> AmqpResult<ByteString> {
+        let tag = if requested.is_empty() {
+            self.consumer_tags_issued += 1;
+            generated_tag("amq.ctag-", self.consumer_tags_issued)
+        } else {
+            requested.clone()
+        };
+        if self.delivery.state.lock().consumers.contains_key(&tag) {
+            return Err(AmqpError::new(
+                ReplyCode::NotAllowed,
+                format_args!("attempt to reuse consumer tag '{tag}'"),
+            ));
+        }
+        Ok(tag)
+    }
+
     /// basic.consume of `amq.rabbitmq.reply-to`: this channel's requests will carry a reply
     /// name of its own, and replies to it come here.
     fn consume_replies(&mut self, ctx: &ChannelContext<'_>, m: &BasicConsume) -> AmqpResult<()> {
@@ -534,18 +541,7 @@ impl Channel {
         if self.reply_consumer.is_some() {
             return refused("reply consumer already set");
         }
-        let tag = if m.consumer_tag.is_empty() {
-            self.consumer_tags_issued += 1;
-            generated_tag("amq.ctag-", self.consumer_tags_issued)
-        } else {
-            m.consumer_tag.clone()
-        };
-        if self.delivery.state.lock().consumers.contains_key(&tag) {
-            return Err(AmqpError::new(
-                ReplyCode::NotAllowed,
-                format_args!("attempt to reuse consumer tag '{tag}'"),
-            ));
-        }
+        let tag = self.new_consumer_tag(&m.consumer_tag)?;
         let name =
             ctx.vhost
                 .replies
