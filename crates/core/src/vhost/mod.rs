@@ -2,21 +2,22 @@
 //! queue classes on them. The vhost owns both maps; callers hold `Arc`s to the objects,
 //! whose own locks guard their contents. Routing takes only read locks.
 
+mod policies;
+mod routing;
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 
 use parking_lot::RwLock;
 use wharf_amqp::{ByteString, FieldTable, FieldValue};
-use wharf_store::{Change, Definitions, DestinationKind, ExchangeDef, PolicyDef, QueueDef};
+use wharf_store::{Change, Definitions, DestinationKind, ExchangeDef, QueueDef};
 
 use crate::durability::{self, Durability};
 use crate::error::{Error, ErrorKind, Result};
 use crate::exchange::{
     consistent_hash_weight, validate_headers_binding, Binding, Destination, Exchange, ExchangeKind,
-    HashOn, HoldOutcome, ALTERNATE_EXCHANGE, DELAYED_TYPE,
+    HashOn, ALTERNATE_EXCHANGE, DELAYED_TYPE,
 };
-use crate::message::Message;
-use crate::policy::{self, Policy};
+use crate::policy::Policy;
 use crate::queue::{ConnectionId, Queue, QueueOptions, Window};
 use crate::queue_arguments::{type_name, QueueSettings};
 use crate::timer::Timers;
@@ -292,126 +293,6 @@ impl VHost {
         exchange.apply_policy(self.policy_for_exchange(name).as_ref());
         exchanges.insert(name.clone(), exchange.clone());
         Ok(exchange)
-    }
-
-    /// Adds a policy, or replaces the one of the same name, and applies the vhost's
-    /// policies again to every queue and exchange.
-    pub fn set_policy(&self, policy: Policy) -> Result<()> {
-        self.record(|| {
-            Change::PutPolicy(PolicyDef {
-                vhost: self.name.to_string(),
-                name: policy.name.to_string(),
-                pattern: policy.pattern.clone(),
-                apply_to: policy.apply_to.as_str().to_string(),
-                definition: policy.definition_json.clone(),
-                priority: policy.priority,
-            })
-        })?;
-        {
-            let mut policies = self.policies.write();
-            policies.retain(|p| p.name != policy.name);
-            policies.push(policy);
-        }
-        self.apply_policies();
-        Ok(())
-    }
-
-    /// Removes a policy; Ok(false) if there was none of that name.
-    pub fn clear_policy(&self, name: &str) -> Result<bool> {
-        if !self.policies.read().iter().any(|p| p.name == name) {
-            return Ok(false);
-        }
-        self.record(|| Change::DeletePolicy {
-            vhost: self.name.to_string(),
-            name: name.to_string(),
-        })?;
-        self.policies.write().retain(|p| p.name != name);
-        self.apply_policies();
-        Ok(true)
-    }
-
-    /// The vhost's policies, by name.
-    pub fn policies(&self) -> Vec<Policy> {
-        let mut policies = self.policies.read().clone();
-        policies.sort_by(|a, b| a.name.cmp(&b.name));
-        policies
-    }
-
-    fn policy_for_queue(&self, name: &str) -> Option<Policy> {
-        policy::pick(self.policies.read().iter(), |p| p.applies_to_queue(name)).cloned()
-    }
-
-    fn policy_for_exchange(&self, name: &str) -> Option<Policy> {
-        policy::pick(self.policies.read().iter(), |p| p.applies_to_exchange(name)).cloned()
-    }
-
-    /// Gives every queue and exchange the policy that applies to it now.
-    fn apply_policies(&self) {
-        for queue in self.queues() {
-            queue.apply_policy(self.policy_for_queue(&queue.name).as_ref());
-        }
-        for exchange in self.exchanges() {
-            if !exchange.name.is_empty() {
-                exchange.apply_policy(self.policy_for_exchange(&exchange.name).as_ref());
-            }
-        }
-    }
-
-    /// Holds a message published to a delayed exchange for `delay` ms.
-    pub fn delay(
-        &self,
-        exchange: &Arc<Exchange>,
-        message: Arc<Message>,
-        delay: u64,
-    ) -> Result<HoldOutcome> {
-        let Some(delayed) = &exchange.delayed else {
-            return Ok(HoldOutcome::InMemory);
-        };
-        let due = crate::timer::now_ms().saturating_add(delay);
-        let outcome = delayed.hold(message, delay, due).map_err(|e| {
-            tracing::error!(exchange = %exchange.name, error = %e, "cannot store a delayed message");
-            Error::new(
-                ErrorKind::InternalError,
-                format_args!("cannot store delayed message: {e}"),
-            )
-        })?;
-        self.arm_delayed(exchange);
-        Ok(outcome)
-    }
-
-    /// Sets a timer for the next message `exchange` holds, if none is set early enough.
-    fn arm_delayed(&self, exchange: &Arc<Exchange>) {
-        let Some(at) = exchange.delayed.as_ref().and_then(|d| d.needs_wake()) else {
-            return;
-        };
-        let (vhost, exchange) = (self.this.clone(), Arc::downgrade(exchange));
-        self.timers.schedule_at_ms(
-            at,
-            Box::new(move || {
-                if let (Some(vhost), Some(exchange)) = (vhost.upgrade(), exchange.upgrade()) {
-                    vhost.release_delayed(&exchange);
-                }
-            }),
-        );
-    }
-
-    /// Routes the messages `exchange` held whose delay is over, as its bindings route.
-    fn release_delayed(&self, exchange: &Arc<Exchange>) {
-        if exchange.is_deleted() {
-            return;
-        }
-        let Some(delayed) = &exchange.delayed else {
-            return;
-        };
-        let mut queues = Vec::new();
-        for message in delayed.take_due(crate::timer::now_ms()) {
-            let message = Arc::new(message);
-            self.route(exchange, &message, &mut queues);
-            for queue in queues.drain(..) {
-                let _ = queue.publish(message.clone());
-            }
-        }
-        self.arm_delayed(exchange);
     }
 
     pub fn delete_exchange(&self, name: &str, if_unused: bool) -> Result<()> {
@@ -896,115 +777,6 @@ impl VHost {
         for exchange in self.exchanges() {
             if exchange.delayed.is_some() {
                 self.release_delayed(&exchange);
-            }
-        }
-    }
-
-    /// The queues a message published to `exchange` reaches, each once, following
-    /// exchange-to-exchange bindings (cycles included: each exchange is visited once).
-    /// They are added to `queues`, which the caller empties and reuses (a publish then
-    /// allocates no list).
-    pub fn route(&self, exchange: &Arc<Exchange>, message: &Message, queues: &mut Vec<Arc<Queue>>) {
-        self.route_with(exchange, message, &[], queues);
-    }
-
-    /// Routes as [`VHost::route`], by the message's routing key, its `CC` keys, and the
-    /// `bcc` keys its publisher gave (taken off the message before it was stored).
-    pub fn route_with(
-        &self,
-        exchange: &Arc<Exchange>,
-        message: &Message,
-        bcc: &[ByteString],
-        queues: &mut Vec<Arc<Queue>>,
-    ) {
-        let mut keys: Vec<&str> = Vec::new();
-        let cc = if message.properties.has_sender_routes() {
-            // Checked on publish: a dead letter or a stored message cannot have a bad one.
-            message.sender_routes().map(|r| r.cc).unwrap_or_default()
-        } else {
-            Vec::new()
-        };
-        keys.extend(cc.iter().map(|k| &**k));
-        keys.extend(bcc.iter().map(|k| &**k));
-        if exchange.name.is_empty() {
-            for key in std::iter::once(&*message.routing_key).chain(keys) {
-                if let Ok(queue) = self.queue(key) {
-                    if !queues.iter().any(|known| Arc::ptr_eq(known, &queue)) {
-                        queues.push(queue);
-                    }
-                }
-            }
-            return;
-        }
-        // Headers that do not decode (they were checked on publish) route as no headers.
-        let decoded = std::cell::OnceCell::new();
-        let headers = || {
-            decoded
-                .get_or_init(|| message.properties.decode().ok().and_then(|p| p.headers))
-                .as_ref()
-        };
-        let mut visited: Vec<*const Exchange> = vec![Arc::as_ptr(exchange)];
-        let mut pending: Vec<Arc<Exchange>> = Vec::new();
-        let mut current = exchange.clone();
-        loop {
-            let mut routed = false;
-            let mut found = |destination: &Destination| {
-                routed = true;
-                match destination {
-                    Destination::Queue(q) => {
-                        if !queues.iter().any(|known| Arc::ptr_eq(known, q)) {
-                            queues.push(q.clone());
-                        }
-                    }
-                    Destination::Exchange(e) => {
-                        if !visited.contains(&Arc::as_ptr(e)) {
-                            visited.push(Arc::as_ptr(e));
-                            pending.push(e.clone());
-                        }
-                    }
-                }
-            };
-            current.route(message, &message.routing_key, &headers, &mut found);
-            for key in &keys {
-                current.route(message, key, &headers, &mut found);
-            }
-            // As RabbitMQ: an exchange whose bindings matched nothing (no queue, no
-            // exchange) hands the message to its alternate exchange, once per route.
-            if !routed {
-                if let Some(alternate) = current.alternate() {
-                    self.add_alternate(&current, &alternate, &mut visited, &mut pending);
-                }
-            }
-            match pending.pop() {
-                Some(next) => current = next,
-                None => break,
-            }
-        }
-    }
-
-    fn add_alternate(
-        &self,
-        exchange: &Exchange,
-        alternate: &str,
-        visited: &mut Vec<*const Exchange>,
-        pending: &mut Vec<Arc<Exchange>>,
-    ) {
-        match self.exchanges.read().get(alternate) {
-            Some(found) => {
-                if !visited.contains(&Arc::as_ptr(found)) {
-                    visited.push(Arc::as_ptr(found));
-                    pending.push(found.clone());
-                }
-            }
-            None => {
-                if exchange.first_missing_alternate() {
-                    tracing::warn!(
-                        vhost = %self.name,
-                        exchange = %exchange.name,
-                        alternate,
-                        "alternate exchange not found: unroutable messages are dropped"
-                    );
-                }
             }
         }
     }
