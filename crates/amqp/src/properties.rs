@@ -185,6 +185,12 @@ impl EncodedProperties {
         self.short_at(self.expiration_at)
     }
 
+    /// Whether the user-id property is set.
+    pub fn has_user_id(&self) -> bool {
+        // parse() checked that the flags are there.
+        u16::from_be_bytes([self.raw[0], self.raw[1]]) & USER_ID != 0
+    }
+
     /// Whether the headers hold `CC` or `BCC` routing keys.
     pub fn has_sender_routes(&self) -> bool {
         self.sender_routes

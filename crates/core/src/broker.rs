@@ -1,5 +1,6 @@
-//! The broker: its virtual hosts and users. One `Arc<Broker>` is shared by every listener
-//! and connection; the maps are read on connect and changed only by administration.
+//! The broker: its virtual hosts, users and open connections. One `Arc<Broker>` is shared
+//! by every listener and connection; the maps are read on connect and changed only by
+//! administration (crate::administration).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -7,13 +8,16 @@ use std::sync::Arc;
 
 use parking_lot::RwLock;
 
-use wharf_store::{DataDir, DefinitionStore, StoreError};
+use wharf_store::{
+    Change, DataDir, DefinitionStore, Definitions, PermissionDef, StoreError, UserDef, VhostDef,
+};
 
+use crate::access::{AccessControl, HashingAlgorithm, PasswordHash, Permission, User};
+use crate::connections::Connections;
 use crate::durability::Durability;
 use crate::flusher::Flusher;
 use crate::queue::ConnectionId;
 use crate::timer::Timers;
-use crate::users::Users;
 use crate::vhost::VHost;
 
 /// When confirms (and tx.commit-ok) for persistent messages go out.
@@ -30,6 +34,10 @@ pub enum FsyncPolicy {
 pub struct BrokerConfig {
     /// Users who may connect only from a loopback address (RabbitMQ's `loopback_users`).
     pub loopback_users: Vec<String>,
+    /// The user created on the first start, with all permissions on the default vhost
+    /// (RabbitMQ's `default_user` / `default_pass`).
+    pub default_user: String,
+    pub default_pass: String,
     pub fsync: FsyncPolicy,
     /// How many ready messages each queue keeps in memory before the rest wait on disk.
     pub queue_window: crate::queue::Window,
@@ -39,6 +47,8 @@ impl Default for BrokerConfig {
     fn default() -> Self {
         BrokerConfig {
             loopback_users: vec!["guest".to_string()],
+            default_user: "guest".to_string(),
+            default_pass: "guest".to_string(),
             fsync: FsyncPolicy::Batch,
             queue_window: crate::queue::Window::default(),
         }
@@ -52,27 +62,49 @@ pub struct Broker {
     flusher: Option<Arc<Flusher>>,
     /// Runs timed work: message and queue expiry.
     timers: Arc<Timers>,
-    pub users: Users,
-    vhosts: RwLock<HashMap<String, Arc<VHost>>>,
+    pub access: Arc<AccessControl>,
+    pub connections: Arc<Connections>,
+    pub(crate) vhosts: RwLock<HashMap<String, Arc<VHost>>>,
     next_connection_id: AtomicU64,
 }
 
+/// The vhost every broker starts with.
+pub const DEFAULT_VHOST: &str = "/";
+
 impl Broker {
-    /// A broker as RabbitMQ starts fresh: vhost "/" and user guest/guest, kept in memory
-    /// only.
+    /// A broker as RabbitMQ starts fresh: vhost "/" and the default user (guest/guest),
+    /// kept in memory only.
     pub fn new(config: BrokerConfig) -> Self {
-        Self::with_durability(config, None)
+        let mut seed = Definitions::default();
+        seed_into(&config, &mut seed, |_| Ok(())).expect("seeding in memory cannot fail");
+        let broker = Self::with_durability(config, None);
+        broker.restore_access(&seed);
+        for def in &seed.vhosts {
+            *broker.create_vhost(&def.name).metadata.write() =
+                (def.description.clone(), def.tags.clone());
+        }
+        broker
     }
 
-    /// A broker whose durable definitions live in `data_dir`, restored from it.
+    /// A broker whose durable definitions live in `data_dir`, restored from it. On the
+    /// first start, the default vhost and user are created there.
     pub fn open(config: BrokerConfig, data_dir: &std::path::Path) -> Result<Self, StoreError> {
         let data_dir = DataDir::open(data_dir)?;
-        let store = DefinitionStore::open(&data_dir)?;
-        let definitions = store.definitions();
+        let mut store = DefinitionStore::open(&data_dir)?;
+        let mut definitions = store.definitions();
+        if !definitions.seeded {
+            seed_into(&config, &mut definitions, |change| store.record(change))?;
+        }
         let broker = Self::with_durability(config, Some(Durability::new(store, data_dir.path())));
-        let vhost = broker.vhost("/").expect("the default vhost exists");
-        vhost.restore(&definitions);
+        broker.restore_access(&definitions);
+        for def in &definitions.vhosts {
+            let vhost = broker.create_vhost(&def.name);
+            *vhost.metadata.write() = (def.description.clone(), def.tags.clone());
+            vhost.restore(&definitions);
+        }
         tracing::info!(
+            vhosts = definitions.vhosts.len(),
+            users = definitions.users.len(),
             exchanges = definitions.exchanges.len(),
             queues = definitions.queues.len(),
             bindings = definitions.bindings.len(),
@@ -81,21 +113,43 @@ impl Broker {
         Ok(broker)
     }
 
+    /// Users and permissions as stored; one that no longer reads is skipped, logged.
+    fn restore_access(&self, definitions: &Definitions) {
+        for def in &definitions.users {
+            match user_from_def(def) {
+                Ok(user) => self.access.put_user(user),
+                Err(reason) => tracing::warn!(user = def.name, reason, "stored user skipped"),
+            }
+        }
+        for def in &definitions.permissions {
+            match Permission::new(&def.configure, &def.write, &def.read) {
+                Ok(p) => self.access.put_permission(&def.vhost, &def.user, p),
+                Err(reason) => tracing::warn!(user = def.user, reason, "stored permission skipped"),
+            }
+        }
+        for def in &definitions.topic_permissions {
+            match crate::access::TopicPermission::new(&def.exchange, &def.write, &def.read) {
+                Ok(p) => self.access.put_topic_permission(&def.vhost, &def.user, p),
+                Err(reason) => {
+                    tracing::warn!(user = def.user, reason, "stored topic permission skipped")
+                }
+            }
+        }
+    }
+
     fn with_durability(config: BrokerConfig, durability: Option<Arc<Durability>>) -> Self {
         let flusher =
             (durability.is_some() && config.fsync == FsyncPolicy::Batch).then(Flusher::start);
-        let broker = Broker {
+        Broker {
             config,
             durability,
             flusher,
             timers: Timers::start(),
-            users: Users::new(),
+            access: Arc::default(),
+            connections: Arc::default(),
             vhosts: RwLock::new(HashMap::new()),
             next_connection_id: AtomicU64::new(1),
-        };
-        broker.add_vhost("/");
-        broker.users.add("guest", "guest", &["administrator"]);
-        broker
+        }
     }
 
     /// The group-commit flusher that confirms of persistent messages wait for, if any.
@@ -103,7 +157,12 @@ impl Broker {
         self.flusher.as_ref()
     }
 
-    pub fn add_vhost(&self, name: &str) -> Arc<VHost> {
+    pub(crate) fn durability(&self) -> Option<&Arc<Durability>> {
+        self.durability.as_ref()
+    }
+
+    /// The vhost of that name, made (in memory only) if there is none.
+    pub(crate) fn create_vhost(&self, name: &str) -> Arc<VHost> {
         self.vhosts
             .write()
             .entry(name.to_string())
@@ -122,6 +181,13 @@ impl Broker {
         self.vhosts.read().get(name).cloned()
     }
 
+    /// Every vhost, by name.
+    pub fn vhosts(&self) -> Vec<Arc<VHost>> {
+        let mut all: Vec<_> = self.vhosts.read().values().cloned().collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+
     pub fn next_connection_id(&self) -> ConnectionId {
         self.next_connection_id.fetch_add(1, Ordering::Relaxed)
     }
@@ -130,6 +196,69 @@ impl Broker {
     pub fn allows_remote(&self, user: &str) -> bool {
         !self.config.loopback_users.iter().any(|u| u == user)
     }
+}
+
+/// What the first start creates: the default vhost, and the default user with every
+/// permission on it. Written through `record`, and into `definitions`.
+fn seed_into(
+    config: &BrokerConfig,
+    definitions: &mut Definitions,
+    mut record: impl FnMut(Change) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    let vhost = VhostDef {
+        name: DEFAULT_VHOST.to_string(),
+        description: "Default virtual host".to_string(),
+        tags: Vec::new(),
+    };
+    let hash = PasswordHash::new(&config.default_pass);
+    let user = UserDef {
+        name: config.default_user.clone(),
+        password_hash: hash.to_base64(),
+        hashing_algorithm: hash.algorithm.name().to_string(),
+        tags: vec!["administrator".to_string()],
+    };
+    let permission = PermissionDef {
+        user: user.name.clone(),
+        vhost: vhost.name.clone(),
+        configure: ".*".to_string(),
+        write: ".*".to_string(),
+        read: ".*".to_string(),
+    };
+    // A data directory from before vhosts were stored already has "/" in use.
+    if !definitions.vhosts.iter().any(|v| v.name == vhost.name) {
+        record(Change::PutVhost(vhost.clone()))?;
+        definitions.vhosts.push(vhost);
+    }
+    record(Change::PutUser(user.clone()))?;
+    record(Change::PutPermission(permission.clone()))?;
+    record(Change::Seeded)?;
+    definitions.users.push(user);
+    definitions.permissions.push(permission);
+    definitions.seeded = true;
+    Ok(())
+}
+
+/// A stored user as the access control keeps it.
+pub(crate) fn user_from_def(def: &UserDef) -> Result<User, String> {
+    let password = if def.password_hash.is_empty() {
+        None
+    } else {
+        let algorithm = HashingAlgorithm::parse(&def.hashing_algorithm).ok_or_else(|| {
+            format!(
+                "unsupported hashing algorithm '{}' (rabbit_password_hashing_sha256 and _sha512 are)",
+                def.hashing_algorithm
+            )
+        })?;
+        Some(
+            PasswordHash::from_base64(&def.password_hash, algorithm)
+                .ok_or_else(|| "password_hash is not base64 of a salt and a digest".to_string())?,
+        )
+    };
+    Ok(User {
+        name: def.name.clone(),
+        password,
+        tags: def.tags.clone(),
+    })
 }
 
 impl Drop for Broker {

@@ -3,7 +3,10 @@
 //! later MQTT and HTTP) drive it through these types. It borrows the AMQP crate's value
 //! types (field tables, message properties) as its data model, as RabbitMQ's core does.
 
+pub mod access;
+pub mod administration;
 pub mod broker;
+pub mod connections;
 pub mod consumer;
 pub mod dead_letter;
 pub mod direct_reply;
@@ -16,14 +19,14 @@ pub mod policy;
 pub mod queue;
 pub mod queue_arguments;
 pub mod timer;
-pub mod users;
 pub mod vhost;
 
+pub use access::{AccessControl, Grant, User};
+pub use administration::{AdminError, AdminResult};
 pub use broker::Broker;
 pub use consumer::{Consumer, Delivery, DeliveryTarget};
 pub use error::{Error, ErrorKind, Result};
 pub use exchange::{Exchange, ExchangeKind};
 pub use message::Message;
 pub use queue::{ConnectionId, ConsumerRemoved, Enqueued, GetResult, Queue};
-pub use users::{User, Users};
 pub use vhost::{ExchangeDeclare, QueueDeclare, QueueDeclared, VHost};

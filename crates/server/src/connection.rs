@@ -35,6 +35,28 @@ enum Slot {
     Closing,
 }
 
+/// What ends a connection from outside: the server's shutdown, administration.
+struct Stops<'a> {
+    shutdown: &'a mut watch::Receiver<bool>,
+    forced: &'a mut watch::Receiver<Option<String>>,
+}
+
+impl Stops<'_> {
+    /// Waits until the connection must close; the error to close it with.
+    async fn closing(&mut self) -> AmqpError {
+        tokio::select! {
+            _ = self.shutdown.changed() => AmqpError::new(
+                ReplyCode::ConnectionForced,
+                "broker forced connection closure with reason 'shutdown'",
+            ),
+            Ok(()) = self.forced.changed() => {
+                let reason = self.forced.borrow().clone().unwrap_or_default();
+                AmqpError::new(ReplyCode::ConnectionForced, reason)
+            }
+        }
+    }
+}
+
 /// How the frame loop ended.
 enum Ending {
     /// The client went away (socket closed, heartbeats missed).
@@ -120,7 +142,23 @@ pub async fn serve_connection<S>(
         acks_pending: false,
     };
 
-    let ending = connection.run(&mut reader, &mut shutdown, &mut alarm).await;
+    // Administration closes connections through the broker's list (a deleted vhost's,
+    // a deleted user's): the reason arrives here.
+    let (forced_tx, mut forced) = watch::channel(None::<String>);
+    let _registration = broker.connections.register(
+        id,
+        &connection.handshake.username,
+        &connection.vhost.name,
+        &peer.to_string(),
+        Box::new(move |reason: &str| {
+            let _ = forced_tx.send(Some(reason.to_string()));
+        }),
+    );
+    let mut stops = Stops {
+        shutdown: &mut shutdown,
+        forced: &mut forced,
+    };
+    let ending = connection.run(&mut reader, &mut stops, &mut alarm).await;
     connection.release_all();
     match ending {
         Ending::Close(error) => {
@@ -180,7 +218,7 @@ impl Connection {
     async fn run<R: AsyncRead + Unpin>(
         &mut self,
         reader: &mut FrameReader<R>,
-        shutdown: &mut watch::Receiver<bool>,
+        stops: &mut Stops<'_>,
         alarm: &mut watch::Receiver<bool>,
     ) -> Ending {
         let heartbeat = self.handshake.heartbeat_secs;
@@ -196,7 +234,7 @@ impl Connection {
             if self.published && *alarm.borrow() && !self.receiving_content() {
                 // Acks already read count before the connection stops reading.
                 self.flush_acks();
-                if let Some(ending) = self.wait_while_blocked(shutdown, alarm).await {
+                if let Some(ending) = self.wait_while_blocked(stops, alarm).await {
                     return ending;
                 }
             }
@@ -259,12 +297,7 @@ impl Connection {
                     next_timeout_check = self.check_consumer_timeouts();
                     continue;
                 }
-                _ = shutdown.changed() => {
-                    return Ending::Close(AmqpError::new(
-                        ReplyCode::ConnectionForced,
-                        "broker forced connection closure with reason 'shutdown'",
-                    ));
-                }
+                error = stops.closing() => return Ending::Close(error),
             };
             let frame = match frame {
                 None => {
@@ -295,7 +328,7 @@ impl Connection {
     /// client that asked for it. Deliveries to its consumers go on.
     async fn wait_while_blocked(
         &mut self,
-        shutdown: &mut watch::Receiver<bool>,
+        stops: &mut Stops<'_>,
         alarm: &mut watch::Receiver<bool>,
     ) -> Option<Ending> {
         let notify = self.handshake.connection_blocked;
@@ -317,12 +350,7 @@ impl Connection {
                     }
                 }
                 _ = self.outbound.drained.notified() => self.resume_consumers(),
-                _ = shutdown.changed() => {
-                    return Some(Ending::Close(AmqpError::new(
-                        ReplyCode::ConnectionForced,
-                        "broker forced connection closure with reason 'shutdown'",
-                    )));
-                }
+                error = stops.closing() => return Some(Ending::Close(error)),
             }
         }
         if notify {
@@ -406,6 +434,7 @@ impl Connection {
         }
         let ctx = ChannelContext {
             vhost: &self.vhost,
+            grant: &self.handshake.grant,
             flusher: self.broker.flusher(),
             connection_id: self.id,
             config: &self.config,

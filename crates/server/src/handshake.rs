@@ -8,7 +8,7 @@ use std::sync::Arc;
 use tokio::io::AsyncRead;
 use wharf_amqp::frame::{encode_method, PROTOCOL_HEADER};
 use wharf_amqp::*;
-use wharf_core::{Broker, VHost};
+use wharf_core::{Broker, Grant, VHost};
 
 use crate::error::AmqpError;
 use crate::frame_reader::{FrameReader, ReadError};
@@ -34,6 +34,8 @@ const CAPABILITIES: &[&str] = &[
 pub struct Handshake {
     pub vhost: Arc<VHost>,
     pub username: String,
+    /// What the user may do in the vhost.
+    pub grant: Grant,
     pub channel_max: u16,
     pub frame_max: u32,
     pub heartbeat_secs: u16,
@@ -156,11 +158,16 @@ pub async fn run<R: AsyncRead + Unpin>(
             .during(&method),
         ));
     }
-    let user = sasl::parse_response(&mechanism, &start_ok.response)
-        .and_then(|c| broker.users.authenticate(&c.username, &c.password))
+    let credentials = sasl::parse_response(&mechanism, &start_ok.response);
+    let user = credentials
+        .as_ref()
+        .and_then(|c| broker.access.authenticate(&c.username, &c.password))
         .filter(|user| peer.ip().is_loopback() || broker.allows_remote(&user.name));
     let Some(user) = user else {
-        tracing::warn!(%peer, mechanism, "login refused");
+        let username = credentials.map(|c| c.username).unwrap_or_default();
+        tracing::warn!(%peer, mechanism, user = username, "login refused");
+        // Slows down password guessing: the refusal comes only after the delay.
+        tokio::time::sleep(config.failed_login_delay).await;
         if !failure_close {
             return Err(HandshakeError::SilentRefusal);
         }
@@ -228,10 +235,24 @@ pub async fn run<R: AsyncRead + Unpin>(
             .during(&method),
         ));
     };
+    let grant = broker.access.grant(&user.name, &vhost.name);
+    if !grant.may_enter() {
+        return Err(HandshakeError::Refused(
+            AmqpError::new(
+                ReplyCode::NotAllowed,
+                format_args!(
+                    "access to vhost '{}' refused for user '{}'",
+                    vhost.name, user.name
+                ),
+            )
+            .during(&method),
+        ));
+    }
     outbound.write(|out| encode_method(0, &Method::ConnectionOpenOk(ConnectionOpenOk {}), out));
     Ok(Handshake {
         vhost,
         username: user.name,
+        grant,
         channel_max,
         frame_max,
         heartbeat_secs: tune_ok.heartbeat,

@@ -33,12 +33,17 @@ pub struct ServerConfig {
     pub max_message_bytes: usize,
     /// A socket that has not completed the handshake by then is closed.
     pub handshake_timeout: Duration,
+    /// A failed login is answered only after this long, to slow down password guessing.
+    pub failed_login_delay: Duration,
     /// Block publishers when the data directory's disk runs low (None: never).
     pub disk_alarm: Option<alarm::DiskAlarmConfig>,
     /// A channel whose oldest unacknowledged delivery is older than this is closed with
     /// 406, its deliveries requeued, as RabbitMQ's `consumer_timeout` (None: never).
     pub consumer_timeout: Option<Duration>,
 }
+
+/// How long a failed login waits before its refusal.
+pub const FAILED_LOGIN_DELAY_DEFAULT: Duration = Duration::from_secs(1);
 
 /// RabbitMQ's default `consumer_timeout`: 30 minutes.
 pub const CONSUMER_TIMEOUT_DEFAULT: Duration = Duration::from_secs(30 * 60);
@@ -51,6 +56,7 @@ impl Default for ServerConfig {
             heartbeat_secs: 60,
             max_message_bytes: 128 * 1024 * 1024,
             handshake_timeout: Duration::from_secs(10),
+            failed_login_delay: FAILED_LOGIN_DELAY_DEFAULT,
             disk_alarm: None,
             consumer_timeout: Some(CONSUMER_TIMEOUT_DEFAULT),
         }

@@ -1,5 +1,5 @@
-//! Durable definitions: exchanges, queues, bindings and policies that must survive a
-//! restart.
+//! Durable definitions: vhosts, users and their permissions, exchanges, queues, bindings
+//! and policies that must survive a restart.
 //! Changes are appended to a log (one JSON object a line) and fsynced before the client is
 //! answered; at open, the snapshot and the log are replayed, then compacted into a new
 //! snapshot written atomically. A torn last line (a crash mid-append) is dropped and
@@ -89,18 +89,92 @@ pub struct PolicyDef {
     pub priority: i64,
 }
 
+/// A user. The password is kept as RabbitMQ keeps it: `password_hash` is base64 of a
+/// 4-byte salt and the digest of salt ++ password (empty: no password, certificate login
+/// only); `hashing_algorithm` names the digest as RabbitMQ does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserDef {
+    pub name: String,
+    pub password_hash: String,
+    pub hashing_algorithm: String,
+    pub tags: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VhostDef {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+/// What a user may do in a vhost: regular expressions over resource names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PermissionDef {
+    pub user: String,
+    pub vhost: String,
+    pub configure: String,
+    pub write: String,
+    pub read: String,
+}
+
+/// What routing keys a user may publish with (write) and bind with (read) on a topic
+/// exchange of a vhost.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicPermissionDef {
+    pub user: String,
+    pub vhost: String,
+    pub exchange: String,
+    pub write: String,
+    pub read: String,
+}
+
 /// One change to the durable definitions.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Change {
     PutExchange(ExchangeDef),
-    DeleteExchange { vhost: String, name: String },
+    DeleteExchange {
+        vhost: String,
+        name: String,
+    },
     PutQueue(QueueDef),
-    DeleteQueue { vhost: String, name: String },
+    DeleteQueue {
+        vhost: String,
+        name: String,
+    },
     PutBinding(BindingDef),
     DeleteBinding(BindingDef),
     PutPolicy(PolicyDef),
-    DeletePolicy { vhost: String, name: String },
+    DeletePolicy {
+        vhost: String,
+        name: String,
+    },
+    PutUser(UserDef),
+    /// Also removes the user's permissions.
+    DeleteUser {
+        name: String,
+    },
+    PutVhost(VhostDef),
+    /// Also removes everything in the vhost and every permission on it.
+    DeleteVhost {
+        name: String,
+    },
+    PutPermission(PermissionDef),
+    DeletePermission {
+        user: String,
+        vhost: String,
+    },
+    PutTopicPermission(TopicPermissionDef),
+    /// `exchange` None: the user's topic permissions on every exchange of the vhost.
+    DeleteTopicPermission {
+        user: String,
+        vhost: String,
+        exchange: Option<String>,
+    },
+    /// The default vhost and user were created (once, on the first start).
+    Seeded,
 }
 
 /// Every durable definition, as of the last change.
@@ -109,9 +183,22 @@ pub struct Definitions {
     pub exchanges: Vec<ExchangeDef>,
     pub queues: Vec<QueueDef>,
     pub bindings: Vec<BindingDef>,
-    /// (Absent from snapshots written before policies existed.)
+    /// (Absent from snapshots written before policies existed; the same for every field
+    /// below, added with access control.)
     #[serde(default)]
     pub policies: Vec<PolicyDef>,
+    #[serde(default)]
+    pub vhosts: Vec<VhostDef>,
+    #[serde(default)]
+    pub users: Vec<UserDef>,
+    #[serde(default)]
+    pub permissions: Vec<PermissionDef>,
+    #[serde(default)]
+    pub topic_permissions: Vec<TopicPermissionDef>,
+    /// Whether the default vhost and user were created: they are created once, so that
+    /// deleting them is not undone by a restart.
+    #[serde(default)]
+    pub seeded: bool,
 }
 
 /// The definitions being replayed, keyed for fast changes.
@@ -121,6 +208,13 @@ struct State {
     queues: BTreeMap<(String, String), QueueDef>,
     bindings: BTreeMap<BindingDef, ()>,
     policies: BTreeMap<(String, String), PolicyDef>,
+    vhosts: BTreeMap<String, VhostDef>,
+    users: BTreeMap<String, UserDef>,
+    /// By (vhost, user).
+    permissions: BTreeMap<(String, String), PermissionDef>,
+    /// By (vhost, user, exchange).
+    topic_permissions: BTreeMap<(String, String, String), TopicPermissionDef>,
+    seeded: bool,
 }
 
 impl State {
@@ -138,6 +232,19 @@ impl State {
         for p in defs.policies {
             state.apply(Change::PutPolicy(p));
         }
+        for v in defs.vhosts {
+            state.apply(Change::PutVhost(v));
+        }
+        for u in defs.users {
+            state.apply(Change::PutUser(u));
+        }
+        for p in defs.permissions {
+            state.apply(Change::PutPermission(p));
+        }
+        for p in defs.topic_permissions {
+            state.apply(Change::PutTopicPermission(p));
+        }
+        state.seeded = defs.seeded;
         state
     }
 
@@ -178,6 +285,47 @@ impl State {
             Change::DeletePolicy { vhost, name } => {
                 self.policies.remove(&(vhost, name));
             }
+            Change::PutUser(u) => {
+                self.users.insert(u.name.clone(), u);
+            }
+            Change::DeleteUser { name } => {
+                self.permissions.retain(|(_, user), _| *user != name);
+                self.topic_permissions
+                    .retain(|(_, user, _), _| *user != name);
+                self.users.remove(&name);
+            }
+            Change::PutVhost(v) => {
+                self.vhosts.insert(v.name.clone(), v);
+            }
+            Change::DeleteVhost { name } => {
+                self.exchanges.retain(|(vhost, _), _| *vhost != name);
+                self.queues.retain(|(vhost, _), _| *vhost != name);
+                self.bindings.retain(|b, _| b.vhost != name);
+                self.policies.retain(|(vhost, _), _| *vhost != name);
+                self.permissions.retain(|(vhost, _), _| *vhost != name);
+                self.topic_permissions
+                    .retain(|(vhost, _, _), _| *vhost != name);
+                self.vhosts.remove(&name);
+            }
+            Change::PutPermission(p) => {
+                self.permissions
+                    .insert((p.vhost.clone(), p.user.clone()), p);
+            }
+            Change::DeletePermission { user, vhost } => {
+                self.permissions.remove(&(vhost, user));
+            }
+            Change::PutTopicPermission(p) => {
+                self.topic_permissions
+                    .insert((p.vhost.clone(), p.user.clone(), p.exchange.clone()), p);
+            }
+            Change::DeleteTopicPermission {
+                user,
+                vhost,
+                exchange,
+            } => self.topic_permissions.retain(|(v, u, e), _| {
+                !(*v == vhost && *u == user && exchange.as_ref().is_none_or(|x| x == e))
+            }),
+            Change::Seeded => self.seeded = true,
         }
     }
 
@@ -187,6 +335,11 @@ impl State {
             queues: self.queues.values().cloned().collect(),
             bindings: self.bindings.keys().cloned().collect(),
             policies: self.policies.values().cloned().collect(),
+            vhosts: self.vhosts.values().cloned().collect(),
+            users: self.users.values().cloned().collect(),
+            permissions: self.permissions.values().cloned().collect(),
+            topic_permissions: self.topic_permissions.values().cloned().collect(),
+            seeded: self.seeded,
         }
     }
 }
@@ -418,6 +571,98 @@ mod tests {
         let old: Definitions =
             serde_json::from_str(r#"{"exchanges":[],"queues":[],"bindings":[]}"#).unwrap();
         assert!(old.policies.is_empty());
+    }
+
+    fn permission(user: &str, vhost: &str) -> PermissionDef {
+        PermissionDef {
+            user: user.into(),
+            vhost: vhost.into(),
+            configure: ".*".into(),
+            write: ".*".into(),
+            read: "^$".into(),
+        }
+    }
+
+    fn topic_permission(user: &str, vhost: &str, exchange: &str) -> TopicPermissionDef {
+        TopicPermissionDef {
+            user: user.into(),
+            vhost: vhost.into(),
+            exchange: exchange.into(),
+            write: "^a".into(),
+            read: ".*".into(),
+        }
+    }
+
+    #[test]
+    fn access_control_survives_reopen_and_deletions_cascade() {
+        let dir = TempDir::new("defs-access");
+        let data = DataDir::open(&dir.0).unwrap();
+        let user = |name: &str| UserDef {
+            name: name.into(),
+            password_hash: "AQIDBA==".into(),
+            hashing_algorithm: "rabbit_password_hashing_sha256".into(),
+            tags: vec!["administrator".into()],
+        };
+        {
+            let mut store = DefinitionStore::open(&data).unwrap();
+            assert!(!store.definitions().seeded);
+            store.record(Change::Seeded).unwrap();
+            for vhost in ["/", "other"] {
+                store
+                    .record(Change::PutVhost(VhostDef {
+                        name: vhost.into(),
+                        description: String::new(),
+                        tags: vec![],
+                    }))
+                    .unwrap();
+            }
+            store.record(Change::PutUser(user("alice"))).unwrap();
+            store.record(Change::PutUser(user("bob"))).unwrap();
+            for (u, v) in [("alice", "/"), ("alice", "other"), ("bob", "other")] {
+                store
+                    .record(Change::PutPermission(permission(u, v)))
+                    .unwrap();
+                for x in ["amq.topic", "t2"] {
+                    store
+                        .record(Change::PutTopicPermission(topic_permission(u, v, x)))
+                        .unwrap();
+                }
+            }
+            let mut other_queue = queue("q");
+            other_queue.vhost = "other".into();
+            store.record(Change::PutQueue(other_queue)).unwrap();
+            store.record(Change::PutQueue(queue("q"))).unwrap();
+            store
+                .record(Change::DeleteVhost {
+                    name: "other".into(),
+                })
+                .unwrap();
+            store
+                .record(Change::DeleteTopicPermission {
+                    user: "alice".into(),
+                    vhost: "/".into(),
+                    exchange: Some("t2".into()),
+                })
+                .unwrap();
+            store
+                .record(Change::DeleteUser { name: "bob".into() })
+                .unwrap();
+        }
+        let defs = DefinitionStore::open(&data).unwrap().definitions();
+        assert!(defs.seeded);
+        let names = |v: &[VhostDef]| v.iter().map(|v| v.name.clone()).collect::<Vec<_>>();
+        assert_eq!(names(&defs.vhosts), vec!["/"]);
+        assert_eq!(defs.users, vec![user("alice")]);
+        assert_eq!(defs.permissions, vec![permission("alice", "/")]);
+        assert_eq!(
+            defs.topic_permissions,
+            vec![topic_permission("alice", "/", "amq.topic")]
+        );
+        assert_eq!(
+            defs.queues,
+            vec![queue("q")],
+            "the deleted vhost's queue went"
+        );
     }
 
     #[test]

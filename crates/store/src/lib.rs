@@ -11,7 +11,7 @@ pub mod segment_index;
 
 pub use data_dir::DataDir;
 pub use definitions::{
-    BindingDef, Change, DefinitionStore, Definitions, DestinationKind, ExchangeDef, PolicyDef,
-    QueueDef,
+    BindingDef, Change, DefinitionStore, Definitions, DestinationKind, ExchangeDef, PermissionDef,
+    PolicyDef, QueueDef, TopicPermissionDef, UserDef, VhostDef,
 };
 pub use error::{Result, StoreError};

@@ -47,7 +47,11 @@ pub struct ExchangeDeclare {
 /// The arguments of queue.declare.
 #[derive(Debug, Clone, Default)]
 pub struct QueueDeclare {
+    /// Empty: the broker names the queue.
     pub name: ByteString,
+    /// `name` was made by [`generated_queue_name`] for a client that asked for a
+    /// server-named queue (so its reserved prefix is allowed).
+    pub server_named: bool,
     pub passive: bool,
     pub durable: bool,
     pub exclusive: bool,
@@ -77,6 +81,8 @@ pub struct VHost {
     policies: RwLock<Vec<Policy>>,
     /// This vhost, for the queues it creates (they route dead letters through it).
     this: Weak<VHost>,
+    /// Description and tags, as an administrator gave them.
+    pub metadata: RwLock<(String, Vec<String>)>,
 }
 
 fn inequivalent(what: &str, name: &str, vhost: &str, arg: &str, got: &str, current: &str) -> Error {
@@ -100,7 +106,7 @@ fn describe(value: Option<&FieldValue>) -> String {
 }
 
 /// RabbitMQ's server-generated queue names: "amq.gen-" and 22 URL-safe base64 characters.
-fn generated_queue_name() -> ByteString {
+pub fn generated_queue_name() -> ByteString {
     use base64::Engine;
     let bytes: [u8; 16] = rand::random();
     let encoded = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
@@ -124,6 +130,7 @@ impl VHost {
             replies: Default::default(),
             policies: RwLock::new(Vec::new()),
             this: this.clone(),
+            metadata: RwLock::default(),
         });
         {
             let mut exchanges = vhost.exchanges.write();
@@ -430,7 +437,7 @@ impl VHost {
         }
         let name = if declare.name.is_empty() {
             generated_queue_name()
-        } else if declare.name.starts_with("amq.") {
+        } else if declare.name.starts_with("amq.") && !declare.server_named {
             return Err(Error::access_refused(format_args!(
                 "queue name '{}' contains reserved prefix 'amq.*'",
                 declare.name
@@ -528,6 +535,22 @@ impl VHost {
         let count = queue.mark_deleted();
         self.remove_bindings_to(&Destination::Queue(queue));
         count
+    }
+
+    /// Empties a deleted vhost: every queue is deleted with its messages (their logs
+    /// removed from disk) and its consumers told, every exchange and policy goes. The
+    /// store forgot them already (a deleted vhost takes its definitions with it).
+    pub(crate) fn destroy(&self) {
+        let queues: Vec<Arc<Queue>> = self.queues.write().drain().map(|(_, q)| q).collect();
+        for queue in queues {
+            queue.mark_deleted();
+        }
+        let exchanges: Vec<Arc<Exchange>> =
+            self.exchanges.write().drain().map(|(_, e)| e).collect();
+        for exchange in exchanges {
+            exchange.mark_deleted();
+        }
+        self.policies.write().clear();
     }
 
     /// Deletes the exclusive queues a closing connection owned.

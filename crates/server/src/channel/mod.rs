@@ -9,11 +9,14 @@ use std::sync::Arc;
 
 use wharf_amqp::frame::encode_method;
 use wharf_amqp::*;
+use wharf_core::access::{Access, ResourceKind};
 use wharf_core::direct_reply::REPLY_QUEUE;
+use wharf_core::exchange::ALTERNATE_EXCHANGE;
 use wharf_core::queue::ConsumerRemoved;
+use wharf_core::queue_arguments::DEAD_LETTER_EXCHANGE;
 use wharf_core::{
-    Consumer, DeliveryTarget, Exchange, ExchangeDeclare, Queue, QueueDeclare as CoreQueueDeclare,
-    VHost,
+    Consumer, DeliveryTarget, Exchange, ExchangeDeclare, ExchangeKind, Grant, Queue,
+    QueueDeclare as CoreQueueDeclare, VHost,
 };
 
 use self::delivery::{encode_with_content, ChannelDelivery, ConsumerEntry, Unacked};
@@ -25,6 +28,8 @@ use crate::ServerConfig;
 /// What the connection shares with each of its channels.
 pub struct ChannelContext<'a> {
     pub vhost: &'a Arc<VHost>,
+    /// What the connection's user may do: each method checks what RabbitMQ checks.
+    pub grant: &'a Grant,
     /// Group commit for persistent messages; None when confirms need not wait for fsync.
     pub flusher: Option<&'a Arc<wharf_core::flusher::Flusher>>,
     pub connection_id: u64,
@@ -54,8 +59,9 @@ pub struct Channel {
     /// Acks received but not yet applied to their queues: a run of acks in one read is
     /// applied at once (one lock per queue, not one per ack). See [`Channel::flush_acks`].
     pending_acks: Vec<Unacked>,
-    /// The exchange last published to (see [`PendingPublish::start`]).
-    exchange_cache: Option<Arc<Exchange>>,
+    /// The exchange last published to, with the permissions' generation when the user
+    /// was found allowed to (see [`PendingPublish::start`]).
+    exchange_cache: Option<(Arc<Exchange>, u64)>,
     route_cache: RouteCache,
     /// Snapshots (when, next delivery tag then) taken at each consumer-timeout check while
     /// deliveries are unacknowledged: every tag below a snapshot's was delivered before
@@ -72,6 +78,29 @@ struct ReplyConsumer {
     name: ByteString,
     /// Where the name is registered.
     vhost: Arc<VHost>,
+}
+
+/// What binding (or unbinding) needs, checked in RabbitMQ's order: write on the
+/// destination, read on the source exchange, and on a topic exchange read on the key.
+fn check_binding(
+    ctx: &ChannelContext<'_>,
+    (kind, destination): (ResourceKind, &str),
+    source: &str,
+    routing_key: &str,
+) -> AmqpResult<()> {
+    ctx.grant.check(Access::Write, kind, destination)?;
+    if source.is_empty() || (kind == ResourceKind::Exchange && destination.is_empty()) {
+        // The vhost refuses bindings to or from the default exchange with its own text.
+        return Ok(());
+    }
+    ctx.grant
+        .check(Access::Read, ResourceKind::Exchange, source)?;
+    if let Ok(exchange) = ctx.vhost.exchange(source) {
+        if exchange.kind == ExchangeKind::Topic {
+            ctx.grant.check_topic(Access::Read, source, routing_key)?;
+        }
+    }
+    Ok(())
 }
 
 fn generated_tag(prefix: &str, n: u64) -> ByteString {
@@ -191,6 +220,20 @@ impl Channel {
             }
             Method::ChannelFlowOk(_) => {}
             Method::ExchangeDeclare(m) => {
+                // As RabbitMQ: a passive declare checks nothing; the default exchange is
+                // refused (by the vhost) before any permission is looked at.
+                if !m.passive && !m.exchange.is_empty() {
+                    let grant = ctx.grant;
+                    grant.check(Access::Configure, ResourceKind::Exchange, &m.exchange)?;
+                    // Only an exchange made now: reading from it into its alternate.
+                    let alternate = m.arguments.get(ALTERNATE_EXCHANGE);
+                    if let Some(alternate) = alternate.and_then(FieldValue::as_str) {
+                        if vhost.exchange(&m.exchange).is_err() {
+                            grant.check(Access::Read, ResourceKind::Exchange, &m.exchange)?;
+                            grant.check(Access::Write, ResourceKind::Exchange, alternate)?;
+                        }
+                    }
+                }
                 vhost.declare_exchange(ExchangeDeclare {
                     name: m.exchange.clone(),
                     kind: m.kind.clone(),
@@ -205,12 +248,18 @@ impl Channel {
                 }
             }
             Method::ExchangeDelete(m) => {
+                if !m.exchange.is_empty() && !m.exchange.starts_with("amq.") {
+                    ctx.grant
+                        .check(Access::Configure, ResourceKind::Exchange, &m.exchange)?;
+                }
                 vhost.delete_exchange(&m.exchange, m.if_unused)?;
                 if !m.no_wait {
                     self.reply(out, ExchangeDeleteOk {});
                 }
             }
             Method::ExchangeBind(m) => {
+                let destination = (ResourceKind::Exchange, &*m.destination);
+                check_binding(ctx, destination, &m.source, &m.routing_key)?;
                 vhost.bind_exchange(
                     &m.destination,
                     &m.source,
@@ -222,6 +271,8 @@ impl Channel {
                 }
             }
             Method::ExchangeUnbind(m) => {
+                let destination = (ResourceKind::Exchange, &*m.destination);
+                check_binding(ctx, destination, &m.source, &m.routing_key)?;
                 vhost.unbind_exchange(
                     &m.destination,
                     &m.source,
@@ -254,9 +305,30 @@ impl Channel {
                 }
             }
             Method::QueueDeclare(m) => {
+                // As RabbitMQ: a passive declare checks nothing; a server-named queue is
+                // checked under the name it gets.
+                let server_named = !m.passive && m.queue.is_empty();
+                let name = if server_named {
+                    wharf_core::vhost::generated_queue_name()
+                } else {
+                    m.queue.clone()
+                };
+                if !m.passive {
+                    let grant = ctx.grant;
+                    grant.check(Access::Configure, ResourceKind::Queue, &name)?;
+                    // Only a queue made now: reading from it into its dead-letter exchange.
+                    let dlx = m.arguments.get(DEAD_LETTER_EXCHANGE);
+                    if let Some(dlx) = dlx.and_then(FieldValue::as_str) {
+                        if vhost.queue(&name).is_err() {
+                            grant.check(Access::Read, ResourceKind::Queue, &name)?;
+                            grant.check(Access::Write, ResourceKind::Exchange, dlx)?;
+                        }
+                    }
+                }
                 let declared = vhost.declare_queue(
                     CoreQueueDeclare {
-                        name: m.queue.clone(),
+                        name,
+                        server_named,
                         passive: m.passive,
                         durable: m.durable,
                         exclusive: m.exclusive,
@@ -284,6 +356,12 @@ impl Channel {
                 } else {
                     m.routing_key.clone()
                 };
+                check_binding(
+                    ctx,
+                    (ResourceKind::Queue, &queue),
+                    &m.exchange,
+                    &routing_key,
+                )?;
                 vhost.bind_queue(
                     &queue,
                     &m.exchange,
@@ -297,6 +375,12 @@ impl Channel {
             }
             Method::QueueUnbind(m) => {
                 let queue = self.queue_name(&m.queue)?;
+                check_binding(
+                    ctx,
+                    (ResourceKind::Queue, &queue),
+                    &m.exchange,
+                    &m.routing_key,
+                )?;
                 vhost.unbind_queue(
                     &queue,
                     &m.exchange,
@@ -308,6 +392,7 @@ impl Channel {
             }
             Method::QueuePurge(m) => {
                 let queue = self.queue_name(&m.queue)?;
+                ctx.grant.check(Access::Read, ResourceKind::Queue, &queue)?;
                 let message_count = vhost.purge_queue(&queue, ctx.connection_id)?;
                 if !m.no_wait {
                     self.reply(out, QueuePurgeOk { message_count });
@@ -315,6 +400,8 @@ impl Channel {
             }
             Method::QueueDelete(m) => {
                 let queue = self.queue_name(&m.queue)?;
+                ctx.grant
+                    .check(Access::Configure, ResourceKind::Queue, &queue)?;
                 let message_count =
                     vhost.delete_queue(&queue, ctx.connection_id, m.if_unused, m.if_empty)?;
                 if !m.no_wait {
@@ -476,6 +563,8 @@ impl Channel {
             return self.consume_replies(ctx, m);
         }
         let queue_name = self.queue_name(&m.queue)?;
+        ctx.grant
+            .check(Access::Read, ResourceKind::Queue, &queue_name)?;
         let queue = ctx.vhost.queue_for(&queue_name, ctx.connection_id)?;
         let tag = self.new_consumer_tag(&m.consumer_tag)?;
         queue.add_consumer(Consumer::new(
@@ -601,6 +690,8 @@ impl Channel {
 
     fn get(&mut self, ctx: &ChannelContext<'_>, m: &BasicGet) -> AmqpResult<()> {
         let queue_name = self.queue_name(&m.queue)?;
+        ctx.grant
+            .check(Access::Read, ResourceKind::Queue, &queue_name)?;
         let queue = ctx.vhost.queue_for(&queue_name, ctx.connection_id)?;
         let Some(got) = queue.get(m.no_ack) else {
             self.reply(ctx.outbound, BasicGetEmpty {});

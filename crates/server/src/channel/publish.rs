@@ -7,10 +7,11 @@ use bytes::{Bytes, BytesMut};
 use wharf_amqp::{
     BasicPublish, BasicReturn, ByteString, ContentHeader, EncodedProperties, Method, ReplyCode,
 };
+use wharf_core::access::{Access, ResourceKind};
 use wharf_core::exchange::HoldOutcome;
 use wharf_core::flusher::{same_target, SyncTarget};
 use wharf_core::message::SenderRoutes;
-use wharf_core::{Enqueued, Exchange, Message, Queue};
+use wharf_core::{Enqueued, Exchange, ExchangeKind, Message, Queue};
 
 use super::delivery::{encode_with_content, Unacked};
 use super::{settle, Channel, ChannelContext};
@@ -75,22 +76,33 @@ pub struct TxBuffer {
 
 impl PendingPublish {
     /// Starts a publish to the exchange `method` names. `cache` holds the exchange this
-    /// channel published to last: a run of publishes to one exchange looks it up once.
+    /// channel published to last, with the permissions' generation when the user was
+    /// found allowed to write to it: a run of publishes to one exchange looks it up and
+    /// checks the permission once.
     pub fn start(
         ctx: &ChannelContext<'_>,
         method: BasicPublish,
-        cache: &mut Option<Arc<Exchange>>,
+        cache: &mut Option<(Arc<Exchange>, u64)>,
     ) -> AmqpResult<Self> {
         if method.immediate {
             return Err(AmqpError::new(ReplyCode::NotImplemented, "immediate=true"));
         }
+        let generation = ctx.grant.generation();
         let exchange = match cache {
-            Some(cached) if same_name(&cached.name, &method.exchange) && !cached.is_deleted() => {
+            Some((cached, checked))
+                if same_name(&cached.name, &method.exchange)
+                    && *checked == generation
+                    && !cached.is_deleted() =>
+            {
                 cached.clone()
             }
             _ => {
+                // As RabbitMQ: the permission before the lookup, so that a user who may
+                // not write there cannot learn whether the exchange exists.
+                ctx.grant
+                    .check(Access::Write, ResourceKind::Exchange, &method.exchange)?;
                 let found = ctx.vhost.exchange(&method.exchange)?;
-                *cache = Some(found.clone());
+                *cache = Some((found.clone(), generation));
                 found
             }
         };
@@ -102,6 +114,10 @@ impl PendingPublish {
                     exchange.name, ctx.vhost.name
                 ),
             ));
+        }
+        if exchange.kind == ExchangeKind::Topic {
+            ctx.grant
+                .check_topic(Access::Write, &exchange.name, &method.routing_key)?;
         }
         Ok(PendingPublish {
             exchange,
@@ -155,6 +171,9 @@ impl PendingPublish {
                 )
                 .with_ids(60, 40));
             }
+        }
+        if header.properties.has_user_id() {
+            check_user_id(ctx, &header.properties)?;
         }
         let mut properties = header.properties;
         if properties.has_sender_routes() {
@@ -393,5 +412,25 @@ impl TxBuffer {
             settle(deliveries, outcome);
         }
         stored
+    }
+}
+
+/// As RabbitMQ: a message may claim only the user who published it, unless that user has
+/// the `impersonator` tag.
+#[cold]
+fn check_user_id(ctx: &ChannelContext<'_>, properties: &EncodedProperties) -> AmqpResult<()> {
+    let claimed = properties.decode().ok().and_then(|p| p.user_id);
+    let user = ctx.grant.user();
+    match claimed {
+        Some(claimed) if *claimed != *user && !ctx.grant.user_has_tag("impersonator") => {
+            Err(AmqpError::new(
+                ReplyCode::PreconditionFailed,
+                format_args!(
+                    "user_id property set to '{claimed}' but authenticated user was '{user}'"
+                ),
+            )
+            .with_ids(60, 40))
+        }
+        _ => Ok(()),
     }
 }

@@ -2,16 +2,31 @@
 //! random salt followed by SHA-256(salt ++ password), base64-encoded, so that definitions
 //! exported from RabbitMQ import with working logins.
 
-use std::collections::HashMap;
-
 use base64::Engine;
-use parking_lot::RwLock;
 use sha2::{Digest, Sha256, Sha512};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HashingAlgorithm {
     Sha256,
     Sha512,
+}
+
+impl HashingAlgorithm {
+    /// RabbitMQ's names, as its definitions files carry them.
+    pub fn name(self) -> &'static str {
+        match self {
+            HashingAlgorithm::Sha256 => "rabbit_password_hashing_sha256",
+            HashingAlgorithm::Sha512 => "rabbit_password_hashing_sha512",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "rabbit_password_hashing_sha256" => Some(HashingAlgorithm::Sha256),
+            "rabbit_password_hashing_sha512" => Some(HashingAlgorithm::Sha512),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,36 +100,24 @@ pub struct User {
     pub tags: Vec<String>,
 }
 
-/// The user database. Owned by the broker; read on every login.
-#[derive(Debug, Default)]
-pub struct Users {
-    users: RwLock<HashMap<String, User>>,
-}
-
-impl Users {
-    pub fn new() -> Self {
-        Self::default()
+impl User {
+    pub fn new(name: &str, password: Option<&str>, tags: Vec<String>) -> User {
+        User {
+            name: name.to_string(),
+            password: password.map(PasswordHash::new),
+            tags,
+        }
     }
 
-    pub fn add(&self, name: &str, password: &str, tags: &[&str]) {
-        self.users.write().insert(
-            name.to_string(),
-            User {
-                name: name.to_string(),
-                password: Some(PasswordHash::new(password)),
-                tags: tags.iter().map(|t| t.to_string()).collect(),
-            },
-        );
+    /// Whether `password` is this user's (a user without one accepts none).
+    pub fn verify(&self, password: &str) -> bool {
+        self.password
+            .as_ref()
+            .is_some_and(|hash| hash.verify(password))
     }
 
-    pub fn get(&self, name: &str) -> Option<User> {
-        self.users.read().get(name).cloned()
-    }
-
-    /// The user, if the name exists and the password is right.
-    pub fn authenticate(&self, name: &str, password: &str) -> Option<User> {
-        let user = self.get(name)?;
-        user.password.as_ref()?.verify(password).then_some(user)
+    pub fn has_tag(&self, tag: &str) -> bool {
+        self.tags.iter().any(|t| t == tag)
     }
 }
 
@@ -152,11 +155,21 @@ mod tests {
     }
 
     #[test]
-    fn authenticate() {
-        let users = Users::new();
-        users.add("guest", "guest", &["administrator"]);
-        assert!(users.authenticate("guest", "guest").is_some());
-        assert!(users.authenticate("guest", "nope").is_none());
-        assert!(users.authenticate("nobody", "guest").is_none());
+    fn a_user_without_password_accepts_none() {
+        let user = User::new("cert-only", None, vec![]);
+        assert!(!user.verify(""));
+        assert!(!user.verify("anything"));
+        let user = User::new("u", Some("pw"), vec!["monitoring".into()]);
+        assert!(user.verify("pw"));
+        assert!(user.has_tag("monitoring"));
+        assert!(!user.has_tag("administrator"));
+    }
+
+    #[test]
+    fn algorithm_names_are_rabbitmqs() {
+        for a in [HashingAlgorithm::Sha256, HashingAlgorithm::Sha512] {
+            assert_eq!(HashingAlgorithm::parse(a.name()), Some(a));
+        }
+        assert_eq!(HashingAlgorithm::parse("rabbit_password_hashing_md5"), None);
     }
 }

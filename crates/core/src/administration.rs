@@ -1,0 +1,282 @@
+//! Administration of the broker: users, vhosts and permissions, created, changed and
+//! deleted at run time. Each change is checked, written to the definitions store (when
+//! the broker has one) and only then applied, so a change the store refused is not half
+//! made. Refusals carry rabbitmqctl's wording.
+
+use std::sync::Arc;
+
+use wharf_store::{Change, PermissionDef, TopicPermissionDef, UserDef, VhostDef};
+
+use crate::access::{HashingAlgorithm, PasswordHash, Permission, TopicPermission, User};
+use crate::broker::{user_from_def, Broker};
+use crate::vhost::VHost;
+
+/// Why an administrative change was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminError(pub String);
+
+impl std::fmt::Display for AdminError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for AdminError {}
+
+impl From<crate::Error> for AdminError {
+    fn from(error: crate::Error) -> Self {
+        AdminError(error.text)
+    }
+}
+
+pub type AdminResult<T = ()> = Result<T, AdminError>;
+
+fn refused(text: impl Into<String>) -> AdminError {
+    AdminError(text.into())
+}
+
+fn no_user(name: &str) -> AdminError {
+    refused(format!("User \"{name}\" does not exist"))
+}
+
+fn no_vhost(name: &str) -> AdminError {
+    refused(format!("Virtual host '{name}' does not exist"))
+}
+
+/// A vhost as listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VhostInfo {
+    pub name: String,
+    pub description: String,
+    pub tags: Vec<String>,
+}
+
+fn user_def(user: &User) -> UserDef {
+    UserDef {
+        name: user.name.clone(),
+        password_hash: user
+            .password
+            .as_ref()
+            .map(PasswordHash::to_base64)
+            .unwrap_or_default(),
+        hashing_algorithm: user
+            .password
+            .as_ref()
+            .map_or(HashingAlgorithm::Sha256, |p| p.algorithm)
+            .name()
+            .to_string(),
+        tags: user.tags.clone(),
+    }
+}
+
+/// Vhost and user names: any text but empty; RabbitMQ refuses no other.
+fn check_name(what: &str, name: &str) -> AdminResult {
+    if name.is_empty() {
+        return Err(refused(format!("{what} name must not be empty")));
+    }
+    Ok(())
+}
+
+impl Broker {
+    fn record_change(&self, change: impl FnOnce() -> Change) -> AdminResult {
+        match self.durability() {
+            Some(durability) => Ok(durability.record(change())?),
+            None => Ok(()),
+        }
+    }
+
+    fn put_user(&self, user: User) -> AdminResult {
+        self.record_change(|| Change::PutUser(user_def(&user)))?;
+        self.access.put_user(user);
+        Ok(())
+    }
+
+    /// Adds a user (without password: certificate login only).
+    pub fn add_user(&self, name: &str, password: Option<&str>, tags: Vec<String>) -> AdminResult {
+        check_name("user", name)?;
+        if self.access.user(name).is_some() {
+            return Err(refused(format!("User \"{name}\" already exists")));
+        }
+        self.put_user(User::new(name, password, tags))
+    }
+
+    /// Adds or replaces a user given as stored: `password_hash` in RabbitMQ's format
+    /// (base64 of salt ++ digest), as definitions exported from RabbitMQ carry it.
+    pub fn import_user(
+        &self,
+        name: &str,
+        password_hash: &str,
+        hashing_algorithm: &str,
+        tags: Vec<String>,
+    ) -> AdminResult {
+        check_name("user", name)?;
+        let user = user_from_def(&UserDef {
+            name: name.to_string(),
+            password_hash: password_hash.to_string(),
+            hashing_algorithm: hashing_algorithm.to_string(),
+            tags,
+        })
+        .map_err(|reason| refused(format!("user '{name}': {reason}")))?;
+        self.put_user(user)
+    }
+
+    /// Deletes a user, their permissions, and closes their connections.
+    pub fn delete_user(&self, name: &str) -> AdminResult {
+        if self.access.user(name).is_none() {
+            return Err(no_user(name));
+        }
+        self.record_change(|| Change::DeleteUser {
+            name: name.to_string(),
+        })?;
+        self.access.remove_user(name);
+        self.connections
+            .close_user(name, &format!("user '{name}' is deleted"));
+        Ok(())
+    }
+
+    /// Sets a new password (None: no password, certificate login only).
+    pub fn change_password(&self, name: &str, password: Option<&str>) -> AdminResult {
+        let mut user = self.access.user(name).ok_or_else(|| no_user(name))?;
+        user.password = password.map(PasswordHash::new);
+        self.put_user(user)
+    }
+
+    pub fn set_user_tags(&self, name: &str, tags: Vec<String>) -> AdminResult {
+        let mut user = self.access.user(name).ok_or_else(|| no_user(name))?;
+        user.tags = tags;
+        self.put_user(user)
+    }
+
+    /// Adds a vhost (with its standard exchanges); no user may use it until given
+    /// permissions on it.
+    pub fn add_vhost(&self, name: &str, description: &str, tags: Vec<String>) -> AdminResult {
+        check_name("vhost", name)?;
+        if self.vhost(name).is_some() {
+            return Err(refused(format!("Virtual host '{name}' already exists")));
+        }
+        self.record_change(|| {
+            Change::PutVhost(VhostDef {
+                name: name.to_string(),
+                description: description.to_string(),
+                tags: tags.clone(),
+            })
+        })?;
+        let vhost = self.create_vhost(name);
+        *vhost.metadata.write() = (description.to_string(), tags);
+        Ok(())
+    }
+
+    /// Deletes a vhost: closes its connections, deletes its queues (their messages go
+    /// from disk) and exchanges, and every permission on it.
+    pub fn delete_vhost(&self, name: &str) -> AdminResult {
+        let Some(vhost) = self.vhost(name) else {
+            return Err(no_vhost(name));
+        };
+        self.record_change(|| Change::DeleteVhost {
+            name: name.to_string(),
+        })?;
+        self.vhosts.write().remove(name);
+        self.access.remove_vhost(name);
+        self.connections
+            .close_vhost(name, &format!("vhost '{name}' is deleted"));
+        vhost.destroy();
+        Ok(())
+    }
+
+    pub fn vhost_infos(&self) -> Vec<VhostInfo> {
+        self.vhosts()
+            .iter()
+            .map(|v| {
+                let (description, tags) = v.metadata.read().clone();
+                VhostInfo {
+                    name: v.name.to_string(),
+                    description,
+                    tags,
+                }
+            })
+            .collect()
+    }
+
+    fn existing(&self, user: &str, vhost: &str) -> AdminResult<Arc<VHost>> {
+        if self.access.user(user).is_none() {
+            return Err(no_user(user));
+        }
+        self.vhost(vhost).ok_or_else(|| no_vhost(vhost))
+    }
+
+    pub fn set_permissions(
+        &self,
+        user: &str,
+        vhost: &str,
+        configure: &str,
+        write: &str,
+        read: &str,
+    ) -> AdminResult {
+        self.existing(user, vhost)?;
+        let permission = Permission::new(configure, write, read).map_err(refused)?;
+        self.record_change(|| {
+            Change::PutPermission(PermissionDef {
+                user: user.to_string(),
+                vhost: vhost.to_string(),
+                configure: configure.to_string(),
+                write: write.to_string(),
+                read: read.to_string(),
+            })
+        })?;
+        self.access.put_permission(vhost, user, permission);
+        Ok(())
+    }
+
+    pub fn clear_permissions(&self, user: &str, vhost: &str) -> AdminResult {
+        self.existing(user, vhost)?;
+        if self.access.permission(vhost, user).is_none() {
+            return Ok(());
+        }
+        self.record_change(|| Change::DeletePermission {
+            user: user.to_string(),
+            vhost: vhost.to_string(),
+        })?;
+        self.access.remove_permission(vhost, user);
+        Ok(())
+    }
+
+    pub fn set_topic_permissions(
+        &self,
+        user: &str,
+        vhost: &str,
+        exchange: &str,
+        write: &str,
+        read: &str,
+    ) -> AdminResult {
+        self.existing(user, vhost)?;
+        let permission = TopicPermission::new(exchange, write, read).map_err(refused)?;
+        self.record_change(|| {
+            Change::PutTopicPermission(TopicPermissionDef {
+                user: user.to_string(),
+                vhost: vhost.to_string(),
+                exchange: exchange.to_string(),
+                write: write.to_string(),
+                read: read.to_string(),
+            })
+        })?;
+        self.access.put_topic_permission(vhost, user, permission);
+        Ok(())
+    }
+
+    /// Clears the user's topic permissions on `exchange`, or on every exchange.
+    pub fn clear_topic_permissions(
+        &self,
+        user: &str,
+        vhost: &str,
+        exchange: Option<&str>,
+    ) -> AdminResult {
+        self.existing(user, vhost)?;
+        self.record_change(|| Change::DeleteTopicPermission {
+            user: user.to_string(),
+            vhost: vhost.to_string(),
+            exchange: exchange.map(str::to_string),
+        })?;
+        self.access.remove_topic_permissions(vhost, user, exchange);
+        Ok(())
+    }
+}

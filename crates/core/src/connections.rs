@@ -1,0 +1,149 @@
+//! The open client connections, whatever their protocol: who they are, where, and how to
+//! close one. Administration closes connections through it (a deleted vhost's or
+//! user's); limits count them.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use crate::queue::ConnectionId;
+
+/// Asks a connection to close, with the reason to give its client (320
+/// CONNECTION_FORCED). The connection closes on its own task.
+pub type Closer = Box<dyn Fn(&str) + Send + Sync>;
+
+struct Entry {
+    user: String,
+    vhost: String,
+    peer: String,
+    close: Closer,
+}
+
+/// What is known of an open connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionSummary {
+    pub id: ConnectionId,
+    pub user: String,
+    pub vhost: String,
+    pub peer: String,
+}
+
+#[derive(Default)]
+pub struct Connections {
+    open: Mutex<HashMap<ConnectionId, Entry>>,
+}
+
+impl std::fmt::Debug for Connections {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Connections({})", self.open.lock().len())
+    }
+}
+
+/// Keeps a connection listed; dropping it takes the connection off the list.
+#[must_use]
+pub struct Registration {
+    connections: Arc<Connections>,
+    id: ConnectionId,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.connections.open.lock().remove(&self.id);
+    }
+}
+
+impl Connections {
+    pub fn register(
+        self: &Arc<Self>,
+        id: ConnectionId,
+        user: &str,
+        vhost: &str,
+        peer: &str,
+        close: Closer,
+    ) -> Registration {
+        self.open.lock().insert(
+            id,
+            Entry {
+                user: user.to_string(),
+                vhost: vhost.to_string(),
+                peer: peer.to_string(),
+                close,
+            },
+        );
+        Registration {
+            connections: self.clone(),
+            id,
+        }
+    }
+
+    /// Asks every connection of `vhost` to close; how many there were.
+    pub fn close_vhost(&self, vhost: &str, reason: &str) -> usize {
+        self.close_where(|e| e.vhost == vhost, reason)
+    }
+
+    /// Asks every connection of `user` to close; how many there were.
+    pub fn close_user(&self, user: &str, reason: &str) -> usize {
+        self.close_where(|e| e.user == user, reason)
+    }
+
+    fn close_where(&self, matches: impl Fn(&Entry) -> bool, reason: &str) -> usize {
+        let open = self.open.lock();
+        let mut closed = 0;
+        for entry in open.values().filter(|e| matches(e)) {
+            (entry.close)(reason);
+            closed += 1;
+        }
+        closed
+    }
+
+    pub fn list(&self) -> Vec<ConnectionSummary> {
+        let mut all: Vec<_> = self
+            .open
+            .lock()
+            .iter()
+            .map(|(id, e)| ConnectionSummary {
+                id: *id,
+                user: e.user.clone(),
+                vhost: e.vhost.clone(),
+                peer: e.peer.clone(),
+            })
+            .collect();
+        all.sort_by_key(|c| c.id);
+        all
+    }
+
+    pub fn count(&self) -> usize {
+        self.open.lock().len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn closes_by_vhost_and_user_and_forgets_on_drop() {
+        let connections = Arc::new(Connections::default());
+        let asked = Arc::new(AtomicUsize::new(0));
+        let closer = || -> Closer {
+            let asked = asked.clone();
+            Box::new(move |_reason: &str| {
+                asked.fetch_add(1, Ordering::Relaxed);
+            })
+        };
+        let a = connections.register(1, "alice", "/", "127.0.0.1:1", closer());
+        let _b = connections.register(2, "bob", "/", "127.0.0.1:2", closer());
+        let _c = connections.register(3, "alice", "other", "127.0.0.1:3", closer());
+        assert_eq!(connections.close_vhost("other", "gone"), 1);
+        assert_eq!(connections.close_user("alice", "gone"), 2);
+        assert_eq!(asked.load(Ordering::Relaxed), 3);
+        drop(a);
+        assert_eq!(connections.count(), 2);
+        assert_eq!(
+            connections.list().iter().map(|c| c.id).collect::<Vec<_>>(),
+            vec![2, 3]
+        );
+    }
+}
