@@ -95,7 +95,7 @@ impl Broker {
         if !definitions.seeded {
             seed_into(&config, &mut definitions, |change| store.record(change))?;
         }
-        let broker = Self::with_durability(config, Some(Durability::new(store, data_dir.path())));
+        let broker = Self::with_durability(config, Some(Durability::new(store, &data_dir)));
         broker.restore_access(&definitions);
         for def in &definitions.vhosts {
             let vhost = broker.create_vhost(&def.name);

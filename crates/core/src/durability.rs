@@ -8,7 +8,7 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use parking_lot::Mutex;
 use wharf_amqp::{ByteString, FieldTable};
-use wharf_store::{BindingDef, Change, DefinitionStore, DestinationKind};
+use wharf_store::{BindingDef, Change, DataDir, DefinitionStore, DestinationKind};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::exchange::{Binding, Destination, Exchange};
@@ -19,6 +19,8 @@ pub const SEGMENT_BYTES_MAX: u64 = 8 * 1024 * 1024;
 
 /// The definitions store and where queues keep their messages, shared by every vhost.
 pub struct Durability {
+    /// Held for the broker's lifetime: it keeps the directory locked.
+    _data_dir: DataDir,
     store: Mutex<DefinitionStore>,
     queues_dir: std::path::PathBuf,
     /// Logs of durable delayed exchanges' held messages.
@@ -35,11 +37,13 @@ impl std::fmt::Debug for Durability {
 }
 
 impl Durability {
-    pub fn new(store: DefinitionStore, data_dir: &std::path::Path) -> Arc<Durability> {
+    pub fn new(store: DefinitionStore, dir: &DataDir) -> Arc<Durability> {
+        let data_dir = dir.path();
         let transient_dir = data_dir.join("transient");
         // Transient messages do not survive a restart: whatever a previous run spilled goes.
         let _ = std::fs::remove_dir_all(&transient_dir);
         Arc::new(Durability {
+            _data_dir: dir.clone(),
             store: Mutex::new(store),
             queues_dir: data_dir.join("queues"),
             delayed_dir: data_dir.join("delayed"),

@@ -1,7 +1,7 @@
 //! The control socket: how `wharf ctl` talks to a running broker. A Unix socket in the
 //! data directory (`wharf.sock`, readable and writable by the broker's user only, which
 //! is the access check), one JSON request a line, one JSON response a line. Requests are
-//! administration (policies for now; users, vhosts and permissions come with issue 6).
+//! administration: policies, users, vhosts, permissions, connections.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -10,8 +10,9 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::watch;
+use wharf_core::access::Permission;
 use wharf_core::policy::Policy;
-use wharf_core::Broker;
+use wharf_core::{AdminResult, Broker};
 
 /// The socket's file name in the data directory.
 pub const SOCKET_FILE: &str = "wharf.sock";
@@ -36,34 +37,100 @@ pub enum Request {
     ListPolicies {
         vhost: String,
     },
+    /// `password` None: the user can log in only with a certificate.
+    AddUser {
+        name: String,
+        password: Option<String>,
+        #[serde(default)]
+        tags: Vec<String>,
+    },
+    DeleteUser {
+        name: String,
+    },
+    ChangePassword {
+        name: String,
+        password: String,
+    },
+    ClearPassword {
+        name: String,
+    },
+    AuthenticateUser {
+        name: String,
+        password: String,
+    },
+    SetUserTags {
+        name: String,
+        tags: Vec<String>,
+    },
+    ListUsers,
+    AddVhost {
+        name: String,
+        #[serde(default)]
+        description: String,
+        #[serde(default)]
+        tags: Vec<String>,
+    },
+    DeleteVhost {
+        name: String,
+    },
+    ListVhosts,
+    SetPermissions {
+        vhost: String,
+        user: String,
+        configure: String,
+        write: String,
+        read: String,
+    },
+    ClearPermissions {
+        vhost: String,
+        user: String,
+    },
+    /// Of one vhost.
+    ListPermissions {
+        vhost: String,
+    },
+    /// Of one user, in every vhost.
+    ListUserPermissions {
+        user: String,
+    },
+    SetTopicPermissions {
+        vhost: String,
+        user: String,
+        exchange: String,
+        write: String,
+        read: String,
+    },
+    /// `exchange` None: on every exchange.
+    ClearTopicPermissions {
+        vhost: String,
+        user: String,
+        exchange: Option<String>,
+    },
+    ListTopicPermissions {
+        vhost: String,
+    },
+    ListConnections,
 }
 
-/// A policy as `list_policies` reports it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PolicyInfo {
-    pub vhost: String,
-    pub name: String,
-    pub pattern: String,
-    pub apply_to: String,
-    pub definition: String,
-    pub priority: i64,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// The answer to a request: a refusal, or success with a table (list commands) or a text.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Response {
     pub ok: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub policies: Vec<PolicyInfo>,
+    pub columns: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rows: Vec<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
 }
 
 impl Response {
     fn ok() -> Response {
         Response {
             ok: true,
-            error: None,
-            policies: Vec::new(),
+            ..Response::default()
         }
     }
 
@@ -71,9 +138,32 @@ impl Response {
         Response {
             ok: false,
             error: Some(text.into()),
-            policies: Vec::new(),
+            ..Response::default()
         }
     }
+
+    fn table(columns: &[&str], rows: Vec<Vec<String>>) -> Response {
+        Response {
+            ok: true,
+            columns: columns.iter().map(|c| c.to_string()).collect(),
+            rows,
+            ..Response::default()
+        }
+    }
+}
+
+impl From<AdminResult> for Response {
+    fn from(result: AdminResult) -> Self {
+        match result {
+            Ok(()) => Response::ok(),
+            Err(error) => Response::error(error.0),
+        }
+    }
+}
+
+/// Tags as rabbitmqctl lists them: `[administrator, monitoring]`.
+fn tag_list(tags: &[String]) -> String {
+    format!("[{}]", tags.join(", "))
 }
 
 /// Runs one request against the broker.
@@ -81,7 +171,7 @@ pub fn execute(broker: &Broker, request: Request) -> Response {
     let vhost_named = |name: &str| {
         broker
             .vhost(name)
-            .ok_or_else(|| Response::error(format!("no vhost '{name}'")))
+            .ok_or_else(|| Response::error(format!("Virtual host '{name}' does not exist")))
     };
     match request {
         Request::SetPolicy {
@@ -123,22 +213,158 @@ pub fn execute(broker: &Broker, request: Request) -> Response {
                 Ok(vhost) => vhost,
                 Err(response) => return response,
             };
-            let mut response = Response::ok();
-            response.policies = vhost
+            let rows = vhost
                 .policies()
                 .into_iter()
-                .map(|p| PolicyInfo {
-                    vhost: vhost.name.to_string(),
-                    name: p.name.to_string(),
-                    pattern: p.pattern,
-                    apply_to: p.apply_to.as_str().to_string(),
-                    definition: p.definition_json,
-                    priority: p.priority,
+                .map(|p| {
+                    vec![
+                        vhost.name.to_string(),
+                        p.name.to_string(),
+                        p.pattern,
+                        p.apply_to.as_str().to_string(),
+                        p.definition_json,
+                        p.priority.to_string(),
+                    ]
                 })
                 .collect();
-            response
+            Response::table(
+                &[
+                    "vhost",
+                    "name",
+                    "pattern",
+                    "apply-to",
+                    "definition",
+                    "priority",
+                ],
+                rows,
+            )
         }
+        Request::AddUser {
+            name,
+            password,
+            tags,
+        } => broker.add_user(&name, password.as_deref(), tags).into(),
+        Request::DeleteUser { name } => broker.delete_user(&name).into(),
+        Request::ChangePassword { name, password } => {
+            broker.change_password(&name, Some(&password)).into()
+        }
+        Request::ClearPassword { name } => broker.change_password(&name, None).into(),
+        Request::AuthenticateUser { name, password } => {
+            match broker.access.authenticate(&name, &password) {
+                Some(_) => Response::ok(),
+                None => Response::error(format!(
+                    "Error: failed to authenticate user \"{name}\"\nUser '{name}' - invalid credentials"
+                )),
+            }
+        }
+        Request::SetUserTags { name, tags } => broker.set_user_tags(&name, tags).into(),
+        Request::ListUsers => Response::table(
+            &["user", "tags"],
+            broker
+                .access
+                .users()
+                .into_iter()
+                .map(|u| vec![u.name, tag_list(&u.tags)])
+                .collect(),
+        ),
+        Request::AddVhost {
+            name,
+            description,
+            tags,
+        } => broker.add_vhost(&name, &description, tags).into(),
+        Request::DeleteVhost { name } => broker.delete_vhost(&name).into(),
+        Request::ListVhosts => Response::table(
+            &["name", "description", "tags"],
+            broker
+                .vhost_infos()
+                .into_iter()
+                .map(|v| vec![v.name, v.description, tag_list(&v.tags)])
+                .collect(),
+        ),
+        Request::SetPermissions {
+            vhost,
+            user,
+            configure,
+            write,
+            read,
+        } => broker
+            .set_permissions(&user, &vhost, &configure, &write, &read)
+            .into(),
+        Request::ClearPermissions { vhost, user } => broker.clear_permissions(&user, &vhost).into(),
+        Request::ListPermissions { vhost } => {
+            if let Err(response) = vhost_named(&vhost) {
+                return response;
+            }
+            let rows = broker
+                .access
+                .permissions()
+                .into_iter()
+                .filter(|(v, _, _)| *v == vhost)
+                .map(|(_, user, p)| permission_row(user, &p))
+                .collect();
+            Response::table(&["user", "configure", "write", "read"], rows)
+        }
+        Request::ListUserPermissions { user } => {
+            if broker.access.user(&user).is_none() {
+                return Response::error(format!("User \"{user}\" does not exist"));
+            }
+            let rows = broker
+                .access
+                .permissions()
+                .into_iter()
+                .filter(|(_, u, _)| *u == user)
+                .map(|(vhost, _, p)| permission_row(vhost, &p))
+                .collect();
+            Response::table(&["vhost", "configure", "write", "read"], rows)
+        }
+        Request::SetTopicPermissions {
+            vhost,
+            user,
+            exchange,
+            write,
+            read,
+        } => broker
+            .set_topic_permissions(&user, &vhost, &exchange, &write, &read)
+            .into(),
+        Request::ClearTopicPermissions {
+            vhost,
+            user,
+            exchange,
+        } => broker
+            .clear_topic_permissions(&user, &vhost, exchange.as_deref())
+            .into(),
+        Request::ListTopicPermissions { vhost } => {
+            if let Err(response) = vhost_named(&vhost) {
+                return response;
+            }
+            let rows = broker
+                .access
+                .topic_permissions()
+                .into_iter()
+                .filter(|(v, _, _)| *v == vhost)
+                .map(|(_, user, p)| vec![user, p.exchange, p.write, p.read])
+                .collect();
+            Response::table(&["user", "exchange", "write", "read"], rows)
+        }
+        Request::ListConnections => Response::table(
+            &["id", "user", "vhost", "peer"],
+            broker
+                .connections
+                .list()
+                .into_iter()
+                .map(|c| vec![c.id.to_string(), c.user, c.vhost, c.peer])
+                .collect(),
+        ),
     }
+}
+
+fn permission_row(first: String, p: &Permission) -> Vec<String> {
+    vec![
+        first,
+        p.configure.as_str().to_string(),
+        p.write.as_str().to_string(),
+        p.read.as_str().to_string(),
+    ]
 }
 
 /// Serves the control socket (bound with [`bind`] at `path`) until `shutdown` fires; the

@@ -1,6 +1,8 @@
 //! The data directory: created on first start with a VERSION file, checked on every later
 //! one, so that a directory that is not Wharf's, or was written by a newer Wharf, is refused
-//! with a clear message rather than misread.
+//! with a clear message rather than misread. Whoever opens it holds a lock on it (a broker
+//! for its whole run, `wharf ctl` while it changes a stopped broker's definitions), so two
+//! processes never write it at once.
 
 use std::fs;
 use std::io::Write;
@@ -11,11 +13,14 @@ use crate::error::{Result, StoreError};
 /// The on-disk format this build reads and writes.
 pub const FORMAT_VERSION: u32 = 1;
 const VERSION_FILE: &str = "VERSION";
+const LOCK_FILE: &str = "LOCK";
 const VERSION_PREFIX: &str = "wharf-data ";
 
 #[derive(Debug, Clone)]
 pub struct DataDir {
     path: PathBuf,
+    /// Holds the lock while any clone of this lives.
+    _lock: std::sync::Arc<fs::File>,
 }
 
 impl DataDir {
@@ -50,11 +55,33 @@ impl DataDir {
                 })
             }
         }
-        Ok(DataDir { path })
+        let lock = lock(&path)?;
+        Ok(DataDir {
+            path,
+            _lock: std::sync::Arc::new(lock),
+        })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+}
+
+/// Takes the directory's lock, or says that another process has it.
+fn lock(dir: &Path) -> Result<fs::File> {
+    let path = dir.join(LOCK_FILE);
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(StoreError::io(&path))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(fs::TryLockError::WouldBlock) => Err(StoreError::Locked {
+            path: dir.to_path_buf(),
+        }),
+        Err(fs::TryLockError::Error(e)) => Err(StoreError::Io { path, source: e }),
     }
 }
 
@@ -133,6 +160,20 @@ pub(crate) mod tests {
         DataDir::open(&dir.0).unwrap();
         let text = fs::read_to_string(dir.0.join(VERSION_FILE)).unwrap();
         assert_eq!(text, format!("wharf-data {FORMAT_VERSION}\n"));
+        DataDir::open(&dir.0).unwrap();
+    }
+
+    #[test]
+    fn one_opener_at_a_time() {
+        let dir = TempDir::new("lock");
+        let first = DataDir::open(&dir.0).unwrap();
+        let err = DataDir::open(&dir.0).unwrap_err();
+        assert!(matches!(err, StoreError::Locked { .. }), "{err}");
+        assert!(err.to_string().contains("in use"), "{err}");
+        let clone = first.clone();
+        drop(first);
+        assert!(DataDir::open(&dir.0).is_err(), "a clone still holds it");
+        drop(clone);
         DataDir::open(&dir.0).unwrap();
     }
 

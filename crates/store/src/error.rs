@@ -18,6 +18,8 @@ pub enum StoreError {
         found: u32,
         supported: u32,
     },
+    #[error("{path} is in use by another Wharf process (a running broker, or wharf ctl)")]
+    Locked { path: PathBuf },
     #[error("{path}: corrupt at byte {offset}: {reason}")]
     Corrupt {
         path: PathBuf,

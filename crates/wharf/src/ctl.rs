@@ -1,11 +1,16 @@
-//! `wharf ctl`: administration of a running broker through its control socket (in its
-//! data directory), with rabbitmqctl's command names.
+//! `wharf ctl`: administration with rabbitmqctl's command names. It talks to the running
+//! broker through the control socket in its data directory; when no broker runs there,
+//! it opens the data directory itself (locked meanwhile) and changes it directly, so
+//! users and permissions can be set up before the first start.
 
-use std::path::PathBuf;
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use wharf_server::control::{self, Request};
+use wharf_core::broker::BrokerConfig;
+use wharf_core::Broker;
+use wharf_server::control::{self, Request, Response};
 
 #[derive(Debug, Args)]
 pub struct CtlArgs {
@@ -26,7 +31,7 @@ enum CtlCommand {
         name: String,
         pattern: String,
         definition: String,
-        #[arg(long, default_value = "/")]
+        #[arg(short = 'p', long, default_value = "/")]
         vhost: String,
         /// Of the policies matching an object, the highest priority applies.
         #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
@@ -39,21 +44,145 @@ enum CtlCommand {
     #[command(name = "clear_policy")]
     ClearPolicy {
         name: String,
-        #[arg(long, default_value = "/")]
+        #[arg(short = 'p', long, default_value = "/")]
         vhost: String,
     },
     /// Lists a vhost's policies: vhost, name, pattern, apply-to, definition, priority.
     #[command(name = "list_policies")]
     ListPolicies {
-        #[arg(long, default_value = "/")]
+        #[arg(short = 'p', long, default_value = "/")]
         vhost: String,
     },
+    /// Adds a user. Without PASSWORD, it is read from the first line of standard input
+    /// (keeping it out of the process list).
+    #[command(name = "add_user")]
+    AddUser {
+        name: String,
+        password: Option<String>,
+        /// A user without password, who can log in only with a client certificate.
+        #[arg(long, conflicts_with = "password")]
+        no_password: bool,
+        /// Tags, comma-separated: administrator, monitoring, policymaker, management.
+        #[arg(long, value_delimiter = ',')]
+        tags: Vec<String>,
+    },
+    /// Deletes a user and their permissions, and closes their connections.
+    #[command(name = "delete_user")]
+    DeleteUser { name: String },
+    /// Sets a user's password (read from standard input when not given).
+    #[command(name = "change_password")]
+    ChangePassword {
+        name: String,
+        password: Option<String>,
+    },
+    /// Removes a user's password: certificate login only.
+    #[command(name = "clear_password")]
+    ClearPassword { name: String },
+    /// Checks a user's password (read from standard input when not given).
+    #[command(name = "authenticate_user")]
+    AuthenticateUser {
+        name: String,
+        password: Option<String>,
+    },
+    /// Replaces a user's tags (none given: no tags).
+    #[command(name = "set_user_tags")]
+    SetUserTags { name: String, tags: Vec<String> },
+    /// Lists users and their tags.
+    #[command(name = "list_users")]
+    ListUsers,
+    /// Adds a vhost. No user may use it until given permissions on it.
+    #[command(name = "add_vhost")]
+    AddVhost {
+        name: String,
+        #[arg(long, default_value = "")]
+        description: String,
+        #[arg(long, value_delimiter = ',')]
+        tags: Vec<String>,
+    },
+    /// Deletes a vhost with everything in it (messages included) and closes its
+    /// connections.
+    #[command(name = "delete_vhost")]
+    DeleteVhost { name: String },
+    /// Lists vhosts.
+    #[command(name = "list_vhosts")]
+    ListVhosts,
+    /// Sets what USER may do in a vhost: regular expressions over the names of the
+    /// exchanges and queues it may configure (declare, delete), write (publish to, bind
+    /// to) and read (consume from, bind from, purge). "" allows nothing, ".*" all.
+    #[command(name = "set_permissions")]
+    SetPermissions {
+        #[arg(short = 'p', long, default_value = "/")]
+        vhost: String,
+        user: String,
+        configure: String,
+        write: String,
+        read: String,
+    },
+    /// Removes a user's permissions in a vhost (they can no longer connect to it).
+    #[command(name = "clear_permissions")]
+    ClearPermissions {
+        #[arg(short = 'p', long, default_value = "/")]
+        vhost: String,
+        user: String,
+    },
+    /// Lists the permissions in a vhost.
+    #[command(name = "list_permissions")]
+    ListPermissions {
+        #[arg(short = 'p', long, default_value = "/")]
+        vhost: String,
+    },
+    /// Lists a user's permissions in every vhost.
+    #[command(name = "list_user_permissions")]
+    ListUserPermissions { user: String },
+    /// Limits the routing keys USER may publish with (WRITE) and bind with (READ) on a
+    /// topic exchange; `{username}` and `{vhost}` in a pattern stand for the user's.
+    #[command(name = "set_topic_permissions")]
+    SetTopicPermissions {
+        #[arg(short = 'p', long, default_value = "/")]
+        vhost: String,
+        user: String,
+        exchange: String,
+        write: String,
+        read: String,
+    },
+    /// Removes a user's topic permissions on EXCHANGE (or on every exchange).
+    #[command(name = "clear_topic_permissions")]
+    ClearTopicPermissions {
+        #[arg(short = 'p', long, default_value = "/")]
+        vhost: String,
+        user: String,
+        exchange: Option<String>,
+    },
+    /// Lists the topic permissions in a vhost.
+    #[command(name = "list_topic_permissions")]
+    ListTopicPermissions {
+        #[arg(short = 'p', long, default_value = "/")]
+        vhost: String,
+    },
+    /// Lists the open client connections.
+    #[command(name = "list_connections")]
+    ListConnections,
 }
 
-pub fn run(args: CtlArgs) -> anyhow::Result<()> {
-    let data_dir = args.data_dir.unwrap_or_else(|| PathBuf::from("./data"));
-    let socket = data_dir.join(control::SOCKET_FILE);
-    let request = match args.command {
+/// The first line of standard input, for a password not given on the command line.
+fn read_password() -> anyhow::Result<String> {
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .context("cannot read the password from standard input")?;
+    Ok(line.trim_end_matches(['\n', '\r']).to_string())
+}
+
+fn password_or_stdin(password: Option<String>) -> anyhow::Result<String> {
+    match password {
+        Some(password) => Ok(password),
+        None => read_password(),
+    }
+}
+
+fn request_of(command: CtlCommand) -> anyhow::Result<Request> {
+    Ok(match command {
         CtlCommand::SetPolicy {
             name,
             pattern,
@@ -71,32 +200,137 @@ pub fn run(args: CtlArgs) -> anyhow::Result<()> {
         },
         CtlCommand::ClearPolicy { name, vhost } => Request::ClearPolicy { vhost, name },
         CtlCommand::ListPolicies { vhost } => Request::ListPolicies { vhost },
-    };
-    let listing = matches!(request, Request::ListPolicies { .. });
+        CtlCommand::AddUser {
+            name,
+            password,
+            no_password,
+            tags,
+        } => Request::AddUser {
+            name,
+            password: if no_password {
+                None
+            } else {
+                Some(password_or_stdin(password)?)
+            },
+            tags,
+        },
+        CtlCommand::DeleteUser { name } => Request::DeleteUser { name },
+        CtlCommand::ChangePassword { name, password } => Request::ChangePassword {
+            name,
+            password: password_or_stdin(password)?,
+        },
+        CtlCommand::ClearPassword { name } => Request::ClearPassword { name },
+        CtlCommand::AuthenticateUser { name, password } => Request::AuthenticateUser {
+            name,
+            password: password_or_stdin(password)?,
+        },
+        CtlCommand::SetUserTags { name, tags } => Request::SetUserTags { name, tags },
+        CtlCommand::ListUsers => Request::ListUsers,
+        CtlCommand::AddVhost {
+            name,
+            description,
+            tags,
+        } => Request::AddVhost {
+            name,
+            description,
+            tags,
+        },
+        CtlCommand::DeleteVhost { name } => Request::DeleteVhost { name },
+        CtlCommand::ListVhosts => Request::ListVhosts,
+        CtlCommand::SetPermissions {
+            vhost,
+            user,
+            configure,
+            write,
+            read,
+        } => Request::SetPermissions {
+            vhost,
+            user,
+            configure,
+            write,
+            read,
+        },
+        CtlCommand::ClearPermissions { vhost, user } => Request::ClearPermissions { vhost, user },
+        CtlCommand::ListPermissions { vhost } => Request::ListPermissions { vhost },
+        CtlCommand::ListUserPermissions { user } => Request::ListUserPermissions { user },
+        CtlCommand::SetTopicPermissions {
+            vhost,
+            user,
+            exchange,
+            write,
+            read,
+        } => Request::SetTopicPermissions {
+            vhost,
+            user,
+            exchange,
+            write,
+            read,
+        },
+        CtlCommand::ClearTopicPermissions {
+            vhost,
+            user,
+            exchange,
+        } => Request::ClearTopicPermissions {
+            vhost,
+            user,
+            exchange,
+        },
+        CtlCommand::ListTopicPermissions { vhost } => Request::ListTopicPermissions { vhost },
+        CtlCommand::ListConnections => Request::ListConnections,
+    })
+}
+
+pub fn run(args: CtlArgs) -> anyhow::Result<()> {
+    let data_dir = args.data_dir.unwrap_or_else(|| PathBuf::from("./data"));
+    let request = request_of(args.command)?;
+    let response = send(&data_dir, &request)?;
+    if !response.ok {
+        anyhow::bail!("{}", response.error.unwrap_or_default());
+    }
+    if !response.columns.is_empty() {
+        println!("{}", response.columns.join("\t"));
+        for row in &response.rows {
+            println!("{}", row.join("\t"));
+        }
+    }
+    if let Some(text) = response.text {
+        print!("{text}");
+    }
+    Ok(())
+}
+
+/// Runs the request on the broker serving `data_dir`, or, if none runs there, on the
+/// data directory itself.
+fn send(data_dir: &Path, request: &Request) -> anyhow::Result<Response> {
+    let socket = data_dir.join(control::SOCKET_FILE);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the runtime")?;
-    let response = runtime
-        .block_on(control::request(&socket, &request))
-        .with_context(|| {
+    match runtime.block_on(control::request(&socket, request)) {
+        Ok(response) => Ok(response),
+        Err(error)
+            if matches!(
+                error.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+            ) && data_dir.join("VERSION").exists() =>
+        {
+            // No broker listens: change the stopped broker's data directory. Opening it
+            // takes its lock, so a broker starting meanwhile waits for nothing half-written.
+            let broker = Broker::open(BrokerConfig::default(), data_dir).with_context(|| {
+                format!(
+                    "no broker answers at {}, and its data directory cannot be opened",
+                    socket.display()
+                )
+            })?;
+            Ok(control::execute(&broker, request.clone()))
+        }
+        Err(error) => Err(error).with_context(|| {
             format!(
                 "cannot reach the broker at {} (is it running with --data-dir {}?)",
                 socket.display(),
                 data_dir.display()
             )
-        })?;
-    if !response.ok {
-        anyhow::bail!("{}", response.error.unwrap_or_default());
+        }),
     }
-    if listing {
-        println!("vhost\tname\tpattern\tapply-to\tdefinition\tpriority");
-        for p in response.policies {
-            println!(
-                "{}\t{}\t{}\t{}\t{}\t{}",
-                p.vhost, p.name, p.pattern, p.apply_to, p.definition, p.priority
-            );
-        }
-    }
-    Ok(())
 }

@@ -30,7 +30,8 @@ enum Command {
     Serve(ServeArgs),
     /// Measure an AMQP 0-9-1 broker (Wharf, RabbitMQ, ...): rates and latencies.
     Perf(wharf_perf::PerfArgs),
-    /// Administer a running broker (policies), through its data directory's control socket.
+    /// Administer the broker (users, vhosts, permissions, policies): a running one through
+    /// its control socket, a stopped one through its data directory.
     Ctl(ctl::CtlArgs),
 }
 

@@ -174,7 +174,7 @@ async fn bad_policies_and_unknown_names_fail_with_a_reason() {
         (&["clear_policy", "nope"], "no policy 'nope' in vhost '/'"),
         (
             &["list_policies", "--vhost", "nowhere"],
-            "no vhost 'nowhere'",
+            "Virtual host 'nowhere' does not exist",
         ),
     ];
     for (args, reason) in cases {
