@@ -36,6 +36,46 @@ impl TestBroker {
         self._shutdown.is_none()
     }
 
+    /// Administration, given as rabbitmqctl's arguments (`add_user NAME PASSWORD`,
+    /// `set_permissions -p VHOST USER CONF WRITE READ`, ...). In-process it goes through
+    /// the control socket's requests; against an external broker, through the command
+    /// `WHARF_TEST_RABBITMQCTL` names (rabbitmqctl with the environment it needs).
+    /// Err holds the refusal's text.
+    pub fn admin(&self, args: &[&str]) -> Result<(), String> {
+        match &self.broker {
+            Some(broker) => {
+                let response = wharf_server::control::execute(broker, admin_request(args));
+                match response.ok {
+                    true => Ok(()),
+                    false => Err(response.error.unwrap_or_default()),
+                }
+            }
+            None => {
+                let command = std::env::var("WHARF_TEST_RABBITMQCTL").expect(
+                    "WHARF_TEST_RABBITMQCTL (the rabbitmqctl command line) for administration",
+                );
+                let mut words = command.split_whitespace();
+                let program = words.next().expect("a command");
+                let output = std::process::Command::new(program)
+                    .args(words)
+                    .args(args)
+                    .output()
+                    .expect("run rabbitmqctl");
+                match output.status.success() {
+                    true => Ok(()),
+                    false => Err(String::from_utf8_lossy(&output.stderr).into_owned()),
+                }
+            }
+        }
+    }
+
+    /// [`TestBroker::admin`] that must succeed.
+    pub fn must(&self, args: &[&str]) {
+        if let Err(error) = self.admin(args) {
+            panic!("{args:?} refused: {error}");
+        }
+    }
+
     /// Shuts the in-process broker down and waits until it has let go of everything.
     pub async fn stop(mut self) {
         if let Some(shutdown) = self._shutdown.take() {
@@ -106,6 +146,69 @@ pub async fn start_broker_at(bind: SocketAddr, config: ServerConfig) -> TestBrok
         };
     }
     serve_on(bind, Broker::new(BrokerConfig::default()), config).await
+}
+
+/// rabbitmqctl's arguments as a control request (the commands the tests use).
+fn admin_request(args: &[&str]) -> wharf_server::control::Request {
+    use wharf_server::control::Request;
+    let mut vhost = "/".to_string();
+    let mut rest: Vec<String> = Vec::new();
+    let mut words = args.iter();
+    while let Some(word) = words.next() {
+        if *word == "-p" {
+            vhost = words.next().expect("-p VHOST").to_string();
+        } else {
+            rest.push(word.to_string());
+        }
+    }
+    let arg = |i: usize| rest.get(i).cloned().unwrap_or_default();
+    match rest.first().map(String::as_str) {
+        Some("add_user") => Request::AddUser {
+            name: arg(1),
+            password: Some(arg(2)),
+            tags: Vec::new(),
+        },
+        Some("delete_user") => Request::DeleteUser { name: arg(1) },
+        Some("clear_password") => Request::ClearPassword { name: arg(1) },
+        Some("change_password") => Request::ChangePassword {
+            name: arg(1),
+            password: arg(2),
+        },
+        Some("set_user_tags") => Request::SetUserTags {
+            name: arg(1),
+            tags: rest[2..].to_vec(),
+        },
+        Some("add_vhost") => Request::AddVhost {
+            name: arg(1),
+            description: String::new(),
+            tags: Vec::new(),
+        },
+        Some("delete_vhost") => Request::DeleteVhost { name: arg(1) },
+        Some("set_permissions") => Request::SetPermissions {
+            vhost,
+            user: arg(1),
+            configure: arg(2),
+            write: arg(3),
+            read: arg(4),
+        },
+        Some("clear_permissions") => Request::ClearPermissions {
+            vhost,
+            user: arg(1),
+        },
+        Some("set_topic_permissions") => Request::SetTopicPermissions {
+            vhost,
+            user: arg(1),
+            exchange: arg(2),
+            write: arg(3),
+            read: arg(4),
+        },
+        Some("clear_topic_permissions") => Request::ClearTopicPermissions {
+            vhost,
+            user: arg(1),
+            exchange: rest.get(2).cloned(),
+        },
+        other => panic!("no test mapping for {other:?}"),
+    }
 }
 
 /// A name no other test (or earlier run against an external broker) uses.
