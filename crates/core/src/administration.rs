@@ -148,11 +148,12 @@ impl Broker {
     }
 
     /// Adds a vhost (with its standard exchanges); no user may use it until given
-    /// permissions on it.
+    /// permissions on it. Adding one that exists changes nothing and succeeds, as in
+    /// RabbitMQ.
     pub fn add_vhost(&self, name: &str, description: &str, tags: Vec<String>) -> AdminResult {
         check_name("vhost", name)?;
         if self.vhost(name).is_some() {
-            return Err(refused(format!("Virtual host '{name}' already exists")));
+            return Ok(());
         }
         self.record_change(|| {
             Change::PutVhost(VhostDef {
@@ -178,7 +179,7 @@ impl Broker {
         self.vhosts.write().remove(name);
         self.access.remove_vhost(name);
         self.connections
-            .close_vhost(name, &format!("vhost '{name}' is deleted"));
+            .close_vhost(name, &format!("vhost '{name}' is down"));
         vhost.destroy();
         Ok(())
     }
@@ -197,11 +198,14 @@ impl Broker {
             .collect()
     }
 
+    /// The user and vhost a permission names, which must exist (refused with
+    /// rabbitmqctl's texts, which quote neither name here).
     fn existing(&self, user: &str, vhost: &str) -> AdminResult<Arc<VHost>> {
         if self.access.user(user).is_none() {
-            return Err(no_user(user));
+            return Err(refused(format!("User {user} does not exist")));
         }
-        self.vhost(vhost).ok_or_else(|| no_vhost(vhost))
+        self.vhost(vhost)
+            .ok_or_else(|| refused(format!("Virtual host {vhost} does not exist")))
     }
 
     pub fn set_permissions(

@@ -26,7 +26,15 @@ impl<'a> Tenant<'a> {
         let user = unique("acl-user");
         broker.must(&["add_vhost", &vhost]);
         broker.must(&["add_user", &user, PASSWORD]);
-        broker.must(&["set_permissions", "-p", &vhost, &user, configure, write, read]);
+        broker.must(&[
+            "set_permissions",
+            "-p",
+            &vhost,
+            &user,
+            configure,
+            write,
+            read,
+        ]);
         broker.must(&["set_permissions", "-p", &vhost, "guest", ".*", ".*", ".*"]);
         Tenant {
             broker,
@@ -52,11 +60,13 @@ impl<'a> Tenant<'a> {
         (connection, channel)
     }
 
-    fn refusal(&self, access: &str, what: &str) -> (u16, String) {
+    /// RabbitMQ's refusal, which does not say which access was missing: the tests name
+    /// it anyway (`access`), for the reader.
+    fn refusal(&self, _access: &str, what: &str) -> (u16, String) {
         (
             403,
             format!(
-                "ACCESS_REFUSED - {access} access to {what} in vhost '{}' refused for user '{}'",
+                "ACCESS_REFUSED - access to {what} in vhost '{}' refused for user '{}'",
                 self.vhost, self.user
             ),
         )
@@ -280,7 +290,7 @@ async fn a_server_named_queue_is_checked_under_its_generated_name() {
     let conn = denied.connect().await;
     let (code, text) = refused(&conn, |ch| async move { declare_queue(&ch, "").await }).await;
     assert_eq!(code, 403);
-    let prefix = "ACCESS_REFUSED - configure access to queue 'amq.gen-";
+    let prefix = "ACCESS_REFUSED - access to queue 'amq.gen-";
     assert!(text.starts_with(prefix), "{text}");
 }
 
@@ -329,11 +339,11 @@ async fn topic_permissions_limit_routing_keys_on_their_exchange() {
         .await
         .unwrap();
     let ch = conn.create_channel().await.unwrap();
-    let refusal = |access: &str, key: &str| {
+    let refusal = |_access: &str, key: &str| {
         (
             403,
             format!(
-                "ACCESS_REFUSED - {access} access to topic '{key}' in exchange 'amq.topic' in vhost '{}' refused for user '{}'",
+                "ACCESS_REFUSED - access to topic '{key}' in exchange 'amq.topic' in vhost '{}' refused for user '{}'",
                 t.vhost, t.user
             ),
         )
@@ -443,6 +453,12 @@ async fn a_failed_login_is_answered_after_the_delay() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn permission_changes_apply_to_open_channels() {
+    if std::env::var("WHARF_TEST_EXTERNAL").is_ok() {
+        // RabbitMQ lets a channel keep a permission it used for about a second after it
+        // was revoked (a per-channel cache); Wharf applies the change to the next
+        // operation (docs/security.md).
+        return;
+    }
     let broker = start_broker().await;
     let t = Tenant::new(&broker, ".*", ".*", ".*");
     let (_c, ch) = t.channel().await;
@@ -511,19 +527,29 @@ async fn deleting_a_vhost_or_a_user_closes_their_connections() {
     declare_queue(&ch, "q").await.unwrap();
     let closed = connection_error(&conn);
     broker.must(&["delete_vhost", &t.vhost]);
-    assert_eq!(
-        within(closed).await.map(|e| protocol_error(&e)).unwrap(),
-        (320, format!("CONNECTION_FORCED - vhost '{}' is deleted", t.vhost))
-    );
+    let expected = format!("CONNECTION_FORCED - vhost '{}' is down", t.vhost);
+    assert_forced_close(&broker, closed, &expected).await;
 
     let t = Tenant::new(&broker, ".*", ".*", ".*");
     let conn = t.connect().await;
     let closed = connection_error(&conn);
     broker.must(&["delete_user", &t.user]);
-    assert_eq!(
-        within(closed).await.map(|e| protocol_error(&e)).unwrap(),
-        (320, format!("CONNECTION_FORCED - user '{}' is deleted", t.user))
-    );
+    let expected = format!("CONNECTION_FORCED - user '{}' is deleted", t.user);
+    assert_forced_close(&broker, closed, &expected).await;
+}
+
+/// The connection was closed with 320 and `text`. (RabbitMQ resets the socket right
+/// after its connection.close, so a client may see only the reset: accepted from it.)
+async fn assert_forced_close(
+    broker: &TestBroker,
+    closed: tokio::sync::oneshot::Receiver<lapin::Error>,
+    text: &str,
+) {
+    match within(closed).await.unwrap() {
+        lapin::Error::IOError(e)
+            if broker.is_external() && e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        error => assert_eq!(protocol_error(&error), (320, text.to_string())),
+    }
 }
 
 /// Resolves with the error the broker closes `connection` with.

@@ -253,7 +253,7 @@ pub fn execute(broker: &Broker, request: Request) -> Response {
             match broker.access.authenticate(&name, &password) {
                 Some(_) => Response::ok(),
                 None => Response::error(format!(
-                    "Error: failed to authenticate user \"{name}\"\nUser '{name}' - invalid credentials"
+                    "Error: failed to authenticate user \"{name}\"\nuser '{name}' - invalid credentials"
                 )),
             }
         }

@@ -313,7 +313,8 @@ impl Channel {
                 } else {
                     m.queue.clone()
                 };
-                if !m.passive {
+                // A reserved name is refused (by the vhost) before permissions are checked.
+                if !m.passive && (server_named || !name.starts_with("amq.")) {
                     let grant = ctx.grant;
                     grant.check(Access::Configure, ResourceKind::Queue, &name)?;
                     // Only a queue made now: reading from it into its dead-letter exchange.
