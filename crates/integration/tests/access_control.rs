@@ -563,3 +563,78 @@ fn connection_error(connection: &Connection) -> tokio::sync::oneshot::Receiver<l
     });
     rx
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_vhosts_and_permissions_survive_a_restart_and_a_deleted_vhost_leaves_no_data() {
+    if std::env::var("WHARF_TEST_EXTERNAL").is_ok() {
+        return; // restarts an in-process broker on its data directory
+    }
+    let dir = TempDir::new("wharf-access-durable");
+    let broker = wharf_integration::start_broker_in(&dir.0).await;
+    let t = Tenant::new(&broker, "^own\\.", ".*", ".*");
+    let (vhost, user) = (t.vhost.clone(), t.user.clone());
+    std::mem::forget(t); // kept: the restart must find them
+    broker.must(&[
+        "set_topic_permissions",
+        "-p",
+        &vhost,
+        &user,
+        "amq.topic",
+        "^ok\\.",
+        ".*",
+    ]);
+    broker.must(&["delete_user", "guest"]);
+    let url = broker.url_with(&user, PASSWORD, &vhost);
+    {
+        let conn = lapin_connect(&url).await;
+        let ch = conn.create_channel().await.unwrap();
+        let durable = QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        ch.queue_declare("own.q", durable, FieldTable::default())
+            .await
+            .unwrap();
+        let persistent = BasicProperties::default().with_delivery_mode(2);
+        publish_with(&ch, "", "own.q", persistent).await.unwrap();
+        conn.close(200, "bye").await.unwrap();
+    }
+    let queues_on_disk = || std::fs::read_dir(dir.0.join("queues")).unwrap().count();
+    assert_eq!(queues_on_disk(), 1);
+    broker.stop().await;
+
+    let broker = wharf_integration::start_broker_in(&dir.0).await;
+    let url = broker.url_with(&user, PASSWORD, &vhost);
+    let conn = lapin_connect(&url).await;
+    let ch = conn.create_channel().await.unwrap();
+    assert_eq!(message_count(&ch, "own.q").await, 1);
+    let got = refused(&conn, |ch| async move { declare_queue(&ch, "other").await }).await;
+    assert_eq!(got.0, 403, "permissions came back: {got:?}");
+    let ch = conn.create_channel().await.unwrap();
+    assert_eq!(
+        publish(&ch, "amq.topic", "bad.key").await.unwrap_err().0,
+        403
+    );
+    let guest = try_lapin_connect(&broker.url()).await.unwrap_err();
+    assert_eq!(
+        protocol_error(&guest).0,
+        403,
+        "a deleted guest stays deleted"
+    );
+
+    broker.must(&["delete_vhost", &vhost]);
+    assert_eq!(queues_on_disk(), 0, "the vhost's messages went from disk");
+    broker.stop().await;
+    let broker = wharf_integration::start_broker_in(&dir.0).await;
+    let error = try_lapin_connect(&broker.url_with(&user, PASSWORD, &vhost))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        protocol_error(&error),
+        (530, format!("NOT_ALLOWED - vhost {vhost} not found"))
+    );
+    assert!(
+        broker.admin(&["add_user", &user, "x"]).is_err(),
+        "the user is still there"
+    );
+}

@@ -31,9 +31,13 @@ struct Broker {
 
 impl Broker {
     fn start(name: &str) -> Broker {
-        let port = free_port();
         let data = std::env::temp_dir().join(format!("wharf-ctl-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&data);
+        Broker::start_in(data)
+    }
+
+    fn start_in(data: std::path::PathBuf) -> Broker {
+        let port = free_port();
         let mut child = wharf()
             .args(["--amqp-listen", &format!("127.0.0.1:{port}")])
             .arg("--data-dir")
@@ -55,6 +59,11 @@ impl Broker {
         panic!("wharf exited before it was ready");
     }
 
+    /// A new broker process on the data directory `stopped` used.
+    fn restart(stopped: &Broker) -> Broker {
+        Broker::start_in(stopped.data.clone())
+    }
+
     fn ctl(&self, args: &[&str]) -> Output {
         wharf()
             .arg("ctl")
@@ -66,14 +75,55 @@ impl Broker {
     }
 }
 
-impl Drop for Broker {
-    fn drop(&mut self) {
+impl Broker {
+    /// Stops the broker (SIGTERM) and waits for it to exit.
+    fn stop_process(&mut self) {
+        if self.child.try_wait().ok().flatten().is_some() {
+            return; // exited (and reaped) already: its pid may belong to another process now
+        }
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
         let _ = self.child.wait();
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.stop_process();
         let _ = std::fs::remove_dir_all(&self.data);
     }
+}
+
+/// Runs `wharf ctl` on `data` with `stdin` as its standard input.
+fn ctl_with_input(data: &std::path::Path, args: &[&str], stdin: &str) -> Output {
+    use std::io::Write;
+    let mut child = wharf()
+        .arg("ctl")
+        .arg("--data-dir")
+        .arg(data)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+async fn can_log_in(port: u16, user: &str, password: &str, vhost: &str) -> bool {
+    let properties = ConnectionProperties::default()
+        .with_executor(tokio_executor_trait::Tokio::current())
+        .with_reactor(tokio_reactor_trait::Tokio);
+    let vhost = vhost.replace('/', "%2f");
+    let url = format!("amqp://{user}:{password}@127.0.0.1:{port}/{vhost}");
+    Connection::connect(&url, properties).await.is_ok()
 }
 
 fn text(output: &Output) -> (String, String) {
@@ -197,4 +247,131 @@ fn without_a_running_broker_ctl_says_so() {
     assert!(!output.status.success());
     let (_, err) = text(&output);
     assert!(err.contains("cannot reach the broker"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_vhosts_and_permissions_from_the_command_line() {
+    let broker = Broker::start("users");
+    let ok = |output: Output| {
+        assert!(output.status.success(), "{:?}", text(&output));
+        text(&output).0
+    };
+    // The password from standard input, kept out of the process list.
+    ok(ctl_with_input(
+        &broker.data,
+        &["add_user", "alice", "--tags", "monitoring,policymaker"],
+        "wonderland\n",
+    ));
+    ok(broker.ctl(&["add_vhost", "shop"]));
+    ok(broker.ctl(&["set_permissions", "-p", "shop", "alice", "^a", ".*", ".*"]));
+    ok(broker.ctl(&[
+        "set_topic_permissions",
+        "-p",
+        "shop",
+        "alice",
+        "amq.topic",
+        "^x",
+        ".*",
+    ]));
+    assert!(can_log_in(broker.port, "alice", "wonderland", "shop").await);
+    assert!(!can_log_in(broker.port, "alice", "wonderland", "/").await);
+
+    let users = ok(broker.ctl(&["list_users"]));
+    assert!(
+        users
+            .lines()
+            .any(|l| l == "alice\t[monitoring, policymaker]"),
+        "{users}"
+    );
+    let vhosts = ok(broker.ctl(&["list_vhosts"]));
+    assert!(vhosts.lines().any(|l| l.starts_with("shop\t")), "{vhosts}");
+    let permissions = ok(broker.ctl(&["list_permissions", "-p", "shop"]));
+    assert_eq!(
+        permissions,
+        "user\tconfigure\twrite\tread\nalice\t^a\t.*\t.*\n"
+    );
+    let mine = ok(broker.ctl(&["list_user_permissions", "alice"]));
+    assert_eq!(mine, "vhost\tconfigure\twrite\tread\nshop\t^a\t.*\t.*\n");
+    let topics = ok(broker.ctl(&["list_topic_permissions", "-p", "shop"]));
+    assert!(topics.contains("alice\tamq.topic\t^x\t.*"), "{topics}");
+    ok(broker.ctl(&["authenticate_user", "alice", "wonderland"]));
+    let wrong = broker.ctl(&["authenticate_user", "alice", "nope"]);
+    assert!(!wrong.status.success());
+    assert!(
+        text(&wrong).1.contains("invalid credentials"),
+        "{:?}",
+        text(&wrong)
+    );
+
+    ok(broker.ctl(&["change_password", "alice", "looking-glass"]));
+    assert!(!can_log_in(broker.port, "alice", "wonderland", "shop").await);
+    assert!(can_log_in(broker.port, "alice", "looking-glass", "shop").await);
+
+    let refusals: [(&[&str], &str); 4] = [
+        (&["add_user", "alice", "x"], "User \"alice\" already exists"),
+        (&["delete_user", "bob"], "User \"bob\" does not exist"),
+        (
+            &[
+                "set_permissions",
+                "-p",
+                "nowhere",
+                "alice",
+                ".*",
+                ".*",
+                ".*",
+            ],
+            "Virtual host nowhere does not exist",
+        ),
+        (
+            &["set_permissions", "-p", "shop", "alice", "(", ".*", ".*"],
+            "invalid regular expression '('",
+        ),
+    ];
+    for (args, reason) in refusals {
+        let output = broker.ctl(args);
+        assert!(!output.status.success(), "{args:?} should fail");
+        assert!(
+            text(&output).1.contains(reason),
+            "{args:?}: {:?}",
+            text(&output)
+        );
+    }
+
+    ok(broker.ctl(&["delete_vhost", "shop"]));
+    assert!(!can_log_in(broker.port, "alice", "looking-glass", "shop").await);
+    ok(broker.ctl(&["delete_user", "alice"]));
+    let users = ok(broker.ctl(&["list_users"]));
+    assert!(!users.contains("alice"), "{users}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_brokers_data_directory_is_changed_directly() {
+    let mut broker = Broker::start("offline");
+    broker.stop_process();
+    let run = |args: &[&str]| {
+        let output = broker.ctl(args);
+        assert!(output.status.success(), "{args:?}: {:?}", text(&output));
+    };
+    run(&["add_vhost", "ops"]);
+    run(&["add_user", "carol", "pw"]);
+    run(&["set_permissions", "-p", "ops", "carol", ".*", ".*", ".*"]);
+    run(&["delete_user", "guest"]);
+
+    let mut restarted = Broker::restart(&broker);
+    assert!(can_log_in(restarted.port, "carol", "pw", "ops").await);
+    assert!(!can_log_in(restarted.port, "guest", "guest", "/").await);
+    // While it runs, a second opener of the data directory is turned away.
+    let second = wharf()
+        .args(["--amqp-listen", "127.0.0.1:0"])
+        .arg("--data-dir")
+        .arg(&restarted.data)
+        .output()
+        .unwrap();
+    assert!(!second.status.success());
+    assert!(
+        text(&second).1.contains("in use by another Wharf process"),
+        "{:?}",
+        text(&second)
+    );
+    restarted.stop_process();
 }
