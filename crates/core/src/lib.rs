@@ -9,6 +9,7 @@ pub mod broker;
 pub mod connections;
 pub mod consumer;
 pub mod dead_letter;
+pub mod definitions_json;
 pub mod direct_reply;
 pub mod durability;
 pub mod error;

@@ -202,6 +202,9 @@ fn admin_request(args: &[&str]) -> wharf_server::control::Request {
             write: arg(3),
             read: arg(4),
         },
+        Some("import_definitions") => Request::ImportDefinitions {
+            definitions: std::fs::read_to_string(arg(1)).expect("read the definitions file"),
+        },
         Some("clear_topic_permissions") => Request::ClearTopicPermissions {
             vhost,
             user: arg(1),

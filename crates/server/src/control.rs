@@ -11,13 +11,15 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::watch;
 use wharf_core::access::Permission;
+use wharf_core::definitions_json;
 use wharf_core::policy::Policy;
 use wharf_core::{AdminResult, Broker};
 
 /// The socket's file name in the data directory.
 pub const SOCKET_FILE: &str = "wharf.sock";
-/// A request line longer than this is refused (and the connection closed).
-const REQUEST_BYTES_MAX: usize = 1024 * 1024;
+/// A request line longer than this is refused (and the connection closed). Large enough
+/// for the definitions of many thousands of queues.
+const REQUEST_BYTES_MAX: usize = 64 * 1024 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "command", rename_all = "snake_case")]
@@ -110,6 +112,12 @@ pub enum Request {
         vhost: String,
     },
     ListConnections,
+    /// Everything, as RabbitMQ's definitions JSON.
+    ExportDefinitions,
+    /// Definitions in RabbitMQ's JSON format, as text.
+    ImportDefinitions {
+        definitions: String,
+    },
 }
 
 /// The answer to a request: a refusal, or success with a table (list commands) or a text.
@@ -345,6 +353,32 @@ pub fn execute(broker: &Broker, request: Request) -> Response {
                 .map(|(_, user, p)| vec![user, p.exchange, p.write, p.read])
                 .collect();
             Response::table(&["user", "exchange", "write", "read"], rows)
+        }
+        Request::ExportDefinitions => Response {
+            ok: true,
+            text: Some(definitions_json::export(broker).to_string()),
+            ..Response::default()
+        },
+        Request::ImportDefinitions { definitions } => {
+            match definitions_json::parse(&definitions)
+                .and_then(|defs| definitions_json::import(broker, &defs))
+            {
+                Ok(done) => Response {
+                    ok: true,
+                    text: Some(format!(
+                        "Imported {} vhosts, {} users, {} permissions, {} policies, {} exchanges, {} queues, {} bindings\n",
+                        done.vhosts,
+                        done.users,
+                        done.permissions,
+                        done.policies,
+                        done.exchanges,
+                        done.queues,
+                        done.bindings
+                    )),
+                    ..Response::default()
+                },
+                Err(error) => Response::error(error.0),
+            }
         }
         Request::ListConnections => Response::table(
             &["id", "user", "vhost", "peer"],

@@ -3,7 +3,7 @@
 //! it opens the data directory itself (locked meanwhile) and changes it directly, so
 //! users and permissions can be set up before the first start.
 
-use std::io::BufRead;
+use std::io::{BufRead, Read};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -162,6 +162,15 @@ enum CtlCommand {
     /// Lists the open client connections.
     #[command(name = "list_connections")]
     ListConnections,
+    /// Writes every definition (vhosts, users with password hashes, permissions,
+    /// policies, exchanges, queues, bindings) as RabbitMQ's definitions JSON to FILE
+    /// ("-": standard output).
+    #[command(name = "export_definitions")]
+    ExportDefinitions { file: PathBuf },
+    /// Applies definitions in RabbitMQ's JSON format from FILE ("-": standard input),
+    /// e.g. a file from `rabbitmqctl export_definitions`.
+    #[command(name = "import_definitions")]
+    ImportDefinitions { file: PathBuf },
 }
 
 /// The first line of standard input, for a password not given on the command line.
@@ -277,11 +286,29 @@ fn request_of(command: CtlCommand) -> anyhow::Result<Request> {
         },
         CtlCommand::ListTopicPermissions { vhost } => Request::ListTopicPermissions { vhost },
         CtlCommand::ListConnections => Request::ListConnections,
+        CtlCommand::ExportDefinitions { .. } => Request::ExportDefinitions,
+        CtlCommand::ImportDefinitions { file } => {
+            let definitions = if file.as_os_str() == "-" {
+                let mut text = String::new();
+                std::io::stdin()
+                    .read_to_string(&mut text)
+                    .context("cannot read the definitions from standard input")?;
+                text
+            } else {
+                std::fs::read_to_string(&file)
+                    .with_context(|| format!("cannot read {}", file.display()))?
+            };
+            Request::ImportDefinitions { definitions }
+        }
     })
 }
 
 pub fn run(args: CtlArgs) -> anyhow::Result<()> {
     let data_dir = args.data_dir.unwrap_or_else(|| PathBuf::from("./data"));
+    let export_to = match &args.command {
+        CtlCommand::ExportDefinitions { file } if file.as_os_str() != "-" => Some(file.clone()),
+        _ => None,
+    };
     let request = request_of(args.command)?;
     let response = send(&data_dir, &request)?;
     if !response.ok {
@@ -293,8 +320,11 @@ pub fn run(args: CtlArgs) -> anyhow::Result<()> {
             println!("{}", row.join("\t"));
         }
     }
-    if let Some(text) = response.text {
-        print!("{text}");
+    match (response.text, export_to) {
+        (Some(text), Some(file)) => std::fs::write(&file, text)
+            .with_context(|| format!("cannot write {}", file.display()))?,
+        (Some(text), None) => print!("{text}"),
+        (None, _) => {}
     }
     Ok(())
 }
