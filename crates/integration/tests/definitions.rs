@@ -148,7 +148,7 @@ async fn the_export_holds_what_was_imported() {
                 .unwrap()
                 .iter()
                 .filter(|i| {
-                    i.get("vhost").map_or(true, |v| v == "fixture")
+                    i.get("vhost").is_none_or(|v| v == "fixture")
                         && i.get("user")
                             .or(i.get("name"))
                             .is_some_and(|u| u.as_str().is_some_and(|u| u.starts_with("fx-")))
