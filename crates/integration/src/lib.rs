@@ -14,6 +14,8 @@ use wharf_server::{ServerConfig, Shutdown};
 
 pub struct TestBroker {
     pub addr: SocketAddr,
+    /// The amqps listener, when started with TLS.
+    pub tls_addr: Option<SocketAddr>,
     /// The in-process broker, for looking inside it (None for an external broker).
     pub broker: Option<Arc<Broker>>,
     /// Stops the in-process broker when the test ends.
@@ -126,10 +128,35 @@ async fn serve_on(bind: SocketAddr, broker: Broker, config: ServerConfig) -> Tes
     ));
     TestBroker {
         addr,
+        tls_addr: None,
         broker: Some(broker),
         _shutdown: Some(shutdown),
         server: Some(server),
     }
+}
+
+/// Starts an in-process broker with an amqps listener (on its own free port) besides the
+/// plain one. Not available against an external broker.
+pub async fn start_broker_with_tls(tls: Arc<wharf_server::tls::Tls>) -> TestBroker {
+    let mut broker = serve_on(
+        "127.0.0.1:0".parse().expect("address"),
+        Broker::new(BrokerConfig::default()),
+        ServerConfig::default(),
+    )
+    .await;
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the TLS listener");
+    broker.tls_addr = Some(listener.local_addr().expect("local addr"));
+    let shutdown = broker._shutdown.as_ref().expect("in-process").subscribe();
+    tokio::spawn(wharf_server::serve_tls(
+        listener,
+        broker.broker.clone().expect("in-process"),
+        ServerConfig::default(),
+        tls,
+        shutdown,
+    ));
+    broker
 }
 
 /// Starts a broker listening on `bind` (port 0 picks a free port).
@@ -140,6 +167,7 @@ pub async fn start_broker_at(bind: SocketAddr, config: ServerConfig) -> TestBrok
             .expect("WHARF_TEST_EXTERNAL must be host:port");
         return TestBroker {
             addr,
+            tls_addr: None,
             broker: None,
             _shutdown: None,
             server: None,

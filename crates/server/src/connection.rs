@@ -88,6 +88,7 @@ pub async fn serve_connection<S>(
     config: Arc<ServerConfig>,
     mut shutdown: watch::Receiver<bool>,
     mut alarm: watch::Receiver<bool>,
+    certificate_name: Option<String>,
 ) where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
@@ -100,7 +101,14 @@ pub async fn serve_connection<S>(
     let opened = tokio::select! {
         opened = tokio::time::timeout(
             config.handshake_timeout,
-            handshake::run(&mut reader, &outbound, &broker, &config, peer),
+            handshake::run(
+                &mut reader,
+                &outbound,
+                &broker,
+                &config,
+                peer,
+                certificate_name.as_deref(),
+            ),
         ) => opened,
         _ = shutdown.changed() => {
             // Not open yet: nothing to tell the client but that the socket closes.

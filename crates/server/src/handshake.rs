@@ -122,7 +122,9 @@ pub async fn run<R: AsyncRead + Unpin>(
     broker: &Broker,
     config: &ServerConfig,
     peer: SocketAddr,
+    certificate_name: Option<&str>,
 ) -> Result<Handshake, HandshakeError> {
+    let mechanisms = sasl::mechanisms(certificate_name.is_some());
     let header = reader.read_exact_raw(PROTOCOL_HEADER.len()).await?;
     if header[..] != PROTOCOL_HEADER[..] {
         // As RabbitMQ does: answer with the protocol version we speak, then close.
@@ -134,7 +136,7 @@ pub async fn run<R: AsyncRead + Unpin>(
         version_major: 0,
         version_minor: 9,
         server_properties: server_properties(),
-        mechanisms: bytes::Bytes::from_static(sasl::MECHANISMS.as_bytes()),
+        mechanisms: bytes::Bytes::from_static(mechanisms.as_bytes()),
         locales: bytes::Bytes::from_static(b"en_US"),
     }));
     outbound.write(|out| encode_method(0, &start, out));
@@ -149,7 +151,7 @@ pub async fn run<R: AsyncRead + Unpin>(
         client_capability(&start_ok.client_properties, "consumer_cancel_notify");
     let connection_blocked = client_capability(&start_ok.client_properties, "connection.blocked");
     let mechanism = start_ok.mechanism.to_string();
-    if !sasl::MECHANISMS.split(' ').any(|m| m == mechanism) {
+    if !mechanisms.split(' ').any(|m| m == mechanism) {
         return Err(HandshakeError::Refused(
             AmqpError::new(
                 ReplyCode::CommandInvalid,
@@ -158,13 +160,21 @@ pub async fn run<R: AsyncRead + Unpin>(
             .during(&method),
         ));
     }
-    let credentials = sasl::parse_response(&mechanism, &start_ok.response);
-    let user = credentials
-        .as_ref()
-        .and_then(|c| broker.access.authenticate(&c.username, &c.password))
-        .filter(|user| peer.ip().is_loopback() || broker.allows_remote(&user.name));
+    let (username, user) = if mechanism == "EXTERNAL" {
+        // Offered only with a verified certificate: its common name is the user, who
+        // must exist; no password is involved.
+        let name = certificate_name.unwrap_or_default().to_string();
+        let user = broker.access.user(&name);
+        (name, user)
+    } else {
+        let credentials = sasl::parse_response(&mechanism, &start_ok.response);
+        let user = credentials
+            .as_ref()
+            .and_then(|c| broker.access.authenticate(&c.username, &c.password));
+        (credentials.map(|c| c.username).unwrap_or_default(), user)
+    };
+    let user = user.filter(|user| peer.ip().is_loopback() || broker.allows_remote(&user.name));
     let Some(user) = user else {
-        let username = credentials.map(|c| c.username).unwrap_or_default();
         tracing::warn!(%peer, mechanism, user = username, "login refused");
         // Slows down password guessing: the refusal comes only after the delay.
         tokio::time::sleep(config.failed_login_delay).await;

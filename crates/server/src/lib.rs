@@ -12,6 +12,7 @@ mod frame_reader;
 mod handshake;
 mod outbound;
 mod sasl;
+pub mod tls;
 mod writer;
 
 use std::sync::Arc;
@@ -76,6 +77,11 @@ impl Shutdown {
     pub fn trigger(&self) {
         let _ = self.0.send(true);
     }
+
+    /// Another receiver, for a further listener to stop with the others.
+    pub fn subscribe(&self) -> watch::Receiver<bool> {
+        self.0.subscribe()
+    }
 }
 
 /// Serves AMQP on `listener` until `shutdown` fires; then closes every connection with
@@ -84,6 +90,27 @@ pub async fn serve(
     listener: TcpListener,
     broker: Arc<Broker>,
     config: ServerConfig,
+    shutdown: watch::Receiver<bool>,
+) {
+    serve_with(listener, broker, config, None, shutdown).await
+}
+
+/// Serves AMQP over TLS (amqps) on `listener`, as [`serve`] does in the clear.
+pub async fn serve_tls(
+    listener: TcpListener,
+    broker: Arc<Broker>,
+    config: ServerConfig,
+    tls: Arc<tls::Tls>,
+    shutdown: watch::Receiver<bool>,
+) {
+    serve_with(listener, broker, config, Some(tls), shutdown).await
+}
+
+async fn serve_with(
+    listener: TcpListener,
+    broker: Arc<Broker>,
+    config: ServerConfig,
+    tls: Option<Arc<tls::Tls>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let (alarm_tx, alarm_rx) = watch::channel(false);
@@ -97,14 +124,22 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok((socket, peer)) => {
                     let _ = socket.set_nodelay(true);
-                    connections.spawn(connection::serve_connection(
-                        socket,
-                        peer,
-                        broker.clone(),
-                        config.clone(),
-                        shutdown.clone(),
-                        alarm_rx.clone(),
-                    ));
+                    let (broker, config) = (broker.clone(), config.clone());
+                    let (shutdown, alarm) = (shutdown.clone(), alarm_rx.clone());
+                    match &tls {
+                        None => connections.spawn(connection::serve_connection(
+                            socket, peer, broker, config, shutdown, alarm, None,
+                        )),
+                        Some(tls) => connections.spawn(serve_tls_connection(
+                            socket,
+                            peer,
+                            tls.acceptor(),
+                            broker,
+                            config,
+                            shutdown,
+                            alarm,
+                        )),
+                    };
                 }
                 Err(error) => {
                     // Out of file descriptors and the like: back off instead of spinning.
@@ -124,4 +159,31 @@ pub async fn serve(
     if drained.is_err() {
         connections.abort_all();
     }
+}
+
+/// The TLS handshake (within the handshake timeout), then the connection as usual, with
+/// the client certificate's name for SASL EXTERNAL.
+async fn serve_tls_connection(
+    socket: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
+    acceptor: tokio_rustls::TlsAcceptor,
+    broker: Arc<Broker>,
+    config: Arc<ServerConfig>,
+    shutdown: watch::Receiver<bool>,
+    alarm: watch::Receiver<bool>,
+) {
+    let stream = match tokio::time::timeout(config.handshake_timeout, acceptor.accept(socket)).await
+    {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(error)) => {
+            tracing::info!(%peer, %error, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::info!(%peer, "TLS handshake timed out");
+            return;
+        }
+    };
+    let name = tls::client_common_name(stream.get_ref().1);
+    connection::serve_connection(stream, peer, broker, config, shutdown, alarm, name).await
 }

@@ -1,9 +1,17 @@
-//! SASL mechanisms a client may log in with: PLAIN (RFC 4616) and RabbitMQ's AMQPLAIN
-//! (a field table holding LOGIN and PASSWORD).
+//! SASL mechanisms a client may log in with: PLAIN (RFC 4616), RabbitMQ's AMQPLAIN (a
+//! field table holding LOGIN and PASSWORD), and, on TLS connections whose client gave a
+//! verified certificate, EXTERNAL (RFC 4422: the certificate says who the client is).
 
 use wharf_amqp::FieldTable;
 
-pub const MECHANISMS: &str = "PLAIN AMQPLAIN";
+/// The mechanisms offered: EXTERNAL only to a client with a verified certificate.
+pub fn mechanisms(certificate: bool) -> &'static str {
+    if certificate {
+        "PLAIN AMQPLAIN EXTERNAL"
+    } else {
+        "PLAIN AMQPLAIN"
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Credentials {
@@ -60,6 +68,12 @@ mod tests {
         assert!(parse_response("PLAIN", b"\0a\0b\0c").is_none());
         assert!(parse_response("PLAIN", b"\0\xff\0b").is_none());
         assert!(parse_response("CRAM-MD5", b"\0a\0b").is_none());
+    }
+
+    #[test]
+    fn external_is_offered_only_with_a_certificate() {
+        assert!(!mechanisms(false).contains("EXTERNAL"));
+        assert!(mechanisms(true).split(' ').any(|m| m == "EXTERNAL"));
     }
 
     #[test]

@@ -8,6 +8,7 @@ use anyhow::Context;
 use clap::Args;
 use serde::Deserialize;
 use wharf_core::broker::FsyncPolicy;
+use wharf_server::tls::{ClientCertificates, TlsSettings};
 
 /// Flags of `wharf` (and `wharf serve`); each can also come from the environment.
 #[derive(Debug, Clone, Default, Args)]
@@ -37,6 +38,45 @@ pub struct ServeArgs {
     /// [default: 1800000, as RabbitMQ]
     #[arg(long, env = "WHARF_CONSUMER_TIMEOUT", value_name = "MS")]
     pub consumer_timeout: Option<u64>,
+    /// Address for AMQP over TLS (amqps); served only with --tls-cert
+    /// [default: 0.0.0.0:5671]
+    #[arg(long, env = "WHARF_AMQPS_LISTEN", value_name = "ADDR:PORT")]
+    pub amqps_listen: Option<SocketAddr>,
+    /// The server's TLS certificate chain (PEM); turns the amqps listener on. Read again,
+    /// with the key and CA, on SIGHUP.
+    #[arg(
+        long,
+        env = "WHARF_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM)
+    #[arg(long, env = "WHARF_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// CA certificates (PEM) that client certificates must chain to
+    #[arg(long, env = "WHARF_TLS_CA", value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+    /// Client certificates: none, optional (verified when given) or required
+    /// [default: none]
+    #[arg(long, env = "WHARF_TLS_CLIENT_CERTIFICATES", value_name = "WHEN", value_parser = parse_client_certificates)]
+    pub tls_client_certificates: Option<ClientCertificates>,
+    /// The user created on the first start, with every permission on vhost "/"
+    /// [default: guest]
+    #[arg(long, env = "WHARF_DEFAULT_USER", value_name = "NAME")]
+    pub default_user: Option<String>,
+    /// The password of the default user [default: guest]
+    #[arg(long, env = "WHARF_DEFAULT_PASS", value_name = "PASSWORD")]
+    pub default_pass: Option<String>,
+    /// A failed login is answered after this many milliseconds [default: 1000]
+    #[arg(long, env = "WHARF_FAILED_LOGIN_DELAY", value_name = "MS")]
+    pub failed_login_delay: Option<u64>,
+}
+
+fn parse_client_certificates(value: &str) -> Result<ClientCertificates, String> {
+    ClientCertificates::parse(value).ok_or_else(|| {
+        format!("'{value}' is not a client certificate mode: use none, optional or required")
+    })
 }
 
 fn parse_fsync(value: &str) -> Result<FsyncPolicy, String> {
@@ -59,6 +99,14 @@ struct FileConfig {
     fsync: Option<String>,
     disk_free_limit: Option<u64>,
     consumer_timeout: Option<u64>,
+    amqps_listen: Option<SocketAddr>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_ca: Option<PathBuf>,
+    tls_client_certificates: Option<String>,
+    default_user: Option<String>,
+    default_pass: Option<String>,
+    failed_login_delay: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -70,6 +118,12 @@ pub struct Config {
     pub disk_free_limit_bytes: u64,
     /// None: no consumer timeout.
     pub consumer_timeout: Option<std::time::Duration>,
+    pub amqps_listen: SocketAddr,
+    /// None: no amqps listener.
+    pub tls: Option<TlsSettings>,
+    pub default_user: String,
+    pub default_pass: String,
+    pub failed_login_delay: std::time::Duration,
 }
 
 impl Config {
@@ -78,6 +132,7 @@ impl Config {
             Some(path) => read_file(path)?,
             None => FileConfig::default(),
         };
+        let tls = tls_settings(args, &file)?;
         Ok(Config {
             amqp_listen: args
                 .amqp_listen
@@ -108,8 +163,50 @@ impl Config {
                 Some(ms) => Some(std::time::Duration::from_millis(ms)),
                 None => Some(wharf_server::CONSUMER_TIMEOUT_DEFAULT),
             },
+            amqps_listen: args
+                .amqps_listen
+                .or(file.amqps_listen)
+                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 5671))),
+            tls,
+            default_user: args
+                .default_user
+                .clone()
+                .or(file.default_user)
+                .unwrap_or_else(|| "guest".to_string()),
+            default_pass: args
+                .default_pass
+                .clone()
+                .or(file.default_pass)
+                .unwrap_or_else(|| "guest".to_string()),
+            failed_login_delay: args
+                .failed_login_delay
+                .or(file.failed_login_delay)
+                .map(std::time::Duration::from_millis)
+                .unwrap_or(wharf_server::FAILED_LOGIN_DELAY_DEFAULT),
         })
     }
+}
+
+fn tls_settings(args: &ServeArgs, file: &FileConfig) -> anyhow::Result<Option<TlsSettings>> {
+    let certificate = args.tls_cert.clone().or(file.tls_cert.clone());
+    let key = args.tls_key.clone().or(file.tls_key.clone());
+    let (certificate, key) = match (certificate, key) {
+        (Some(certificate), Some(key)) => (certificate, key),
+        (None, None) => return Ok(None),
+        _ => anyhow::bail!("TLS needs both a certificate (tls_cert) and its key (tls_key)"),
+    };
+    let client_certificates = match (args.tls_client_certificates, &file.tls_client_certificates) {
+        (Some(mode), _) => mode,
+        (None, Some(text)) => parse_client_certificates(text)
+            .map_err(|e| anyhow::anyhow!("invalid config file: tls_client_certificates: {e}"))?,
+        (None, None) => ClientCertificates::None,
+    };
+    Ok(Some(TlsSettings {
+        certificate,
+        key,
+        ca: args.tls_ca.clone().or(file.tls_ca.clone()),
+        client_certificates,
+    }))
 }
 
 fn read_file(path: &Path) -> anyhow::Result<FileConfig> {

@@ -76,6 +76,8 @@ fn init_logging(level: &str) -> anyhow::Result<()> {
 async fn serve(config: Config) -> anyhow::Result<()> {
     let broker_config = BrokerConfig {
         fsync: config.fsync,
+        default_user: config.default_user.clone(),
+        default_pass: config.default_pass.clone(),
         ..BrokerConfig::default()
     };
     let broker = Broker::open(broker_config, &config.data_dir)
@@ -92,7 +94,29 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             config.disk_free_limit_bytes,
         )),
         consumer_timeout: config.consumer_timeout,
+        failed_login_delay: config.failed_login_delay,
         ..ServerConfig::default()
+    };
+    let tls_server = match &config.tls {
+        Some(settings) => {
+            let tls = Arc::new(
+                wharf_server::tls::Tls::load(settings.clone()).context("cannot set up TLS")?,
+            );
+            let listener = TcpListener::bind(config.amqps_listen)
+                .await
+                .with_context(|| format!("cannot listen on {}", config.amqps_listen))?;
+            let address = listener.local_addr()?;
+            tracing::info!(%address, "AMQPS (TLS) listening on {address}");
+            let task = tokio::spawn(wharf_server::serve_tls(
+                listener,
+                broker.clone(),
+                server_config.clone(),
+                tls.clone(),
+                shutdown_rx.clone(),
+            ));
+            Some((tls, task))
+        }
+        None => None,
     };
     let control_socket = config.data_dir.join(wharf_server::control::SOCKET_FILE);
     let control = match wharf_server::control::bind(&control_socket) {
@@ -119,10 +143,23 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     ));
     let mut signals = Signals::install()?;
     tracing::info!(%address, data_dir = %config.data_dir.display(), "wharf ready, AMQP listening on {address}");
-    signals.wait().await;
+    while signals.wait().await == Signal::Reload {
+        match &tls_server {
+            Some((tls, _)) => match tls.reload() {
+                Ok(()) => tracing::info!("TLS certificate, key and CA read again"),
+                Err(error) => {
+                    tracing::error!(%error, "TLS files not reloaded: the ones in use stay")
+                }
+            },
+            None => tracing::info!("SIGHUP: nothing to reload (no TLS listener)"),
+        }
+    }
     tracing::info!("shutting down");
     shutdown.trigger();
     server.await.context("server task failed")?;
+    if let Some((_, task)) = tls_server {
+        task.await.context("TLS server task failed")?;
+    }
     if let Some(control) = control {
         control.await.context("control socket task failed")?;
     }
@@ -135,6 +172,15 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 struct Signals {
     term: tokio::signal::unix::Signal,
     interrupt: tokio::signal::unix::Signal,
+    hangup: tokio::signal::unix::Signal,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Signal {
+    /// SIGTERM or SIGINT.
+    Stop,
+    /// SIGHUP: read the TLS files again.
+    Reload,
 }
 
 impl Signals {
@@ -143,13 +189,15 @@ impl Signals {
         Ok(Signals {
             term: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
             interrupt: signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
+            hangup: signal(SignalKind::hangup()).context("cannot handle SIGHUP")?,
         })
     }
 
-    async fn wait(&mut self) {
+    async fn wait(&mut self) -> Signal {
         tokio::select! {
-            _ = self.term.recv() => {}
-            _ = self.interrupt.recv() => {}
+            _ = self.term.recv() => Signal::Stop,
+            _ = self.interrupt.recv() => Signal::Stop,
+            _ = self.hangup.recv() => Signal::Reload,
         }
     }
 }
