@@ -9,6 +9,7 @@ use wharf_store::{Change, PermissionDef, TopicPermissionDef, UserDef, VhostDef};
 
 use crate::access::{HashingAlgorithm, PasswordHash, Permission, TopicPermission, User};
 use crate::broker::{user_from_def, Broker};
+use crate::limits::{self, Limits};
 use crate::vhost::VHost;
 
 /// Why an administrative change was refused.
@@ -49,6 +50,7 @@ pub struct VhostInfo {
     pub name: String,
     pub description: String,
     pub tags: Vec<String>,
+    pub limits: Limits,
 }
 
 fn user_def(user: &User) -> UserDef {
@@ -66,6 +68,7 @@ fn user_def(user: &User) -> UserDef {
             .name()
             .to_string(),
         tags: user.tags.clone(),
+        limits: user.limits.to_map(),
     }
 }
 
@@ -115,6 +118,7 @@ impl Broker {
             password_hash: password_hash.to_string(),
             hashing_algorithm: hashing_algorithm.to_string(),
             tags,
+            limits: Default::default(),
         })
         .map_err(|reason| refused(format!("user '{name}': {reason}")))?;
         self.put_user(user)
@@ -160,6 +164,7 @@ impl Broker {
                 name: name.to_string(),
                 description: description.to_string(),
                 tags: tags.clone(),
+                limits: Default::default(),
             })
         })?;
         let vhost = self.create_vhost(name);
@@ -193,6 +198,7 @@ impl Broker {
                     name: v.name.to_string(),
                     description,
                     tags,
+                    limits: v.limits.read().clone(),
                 }
             })
             .collect()
@@ -200,6 +206,47 @@ impl Broker {
 
     /// The user and vhost a permission names, which must exist (refused with
     /// rabbitmqctl's texts, which quote neither name here).
+    /// Sets a vhost's limits (replacing those set before): a JSON object of
+    /// max-connections and max-queues; negative values mean no limit.
+    pub fn set_vhost_limits(&self, name: &str, json: &str) -> AdminResult {
+        let vhost = self.vhost(name).ok_or_else(|| no_vhost(name))?;
+        let limits = Limits::parse(json, limits::VHOST_LIMITS).map_err(refused)?;
+        self.put_vhost_limits(&vhost, limits)
+    }
+
+    pub fn clear_vhost_limits(&self, name: &str) -> AdminResult {
+        let vhost = self.vhost(name).ok_or_else(|| no_vhost(name))?;
+        self.put_vhost_limits(&vhost, Limits::default())
+    }
+
+    fn put_vhost_limits(&self, vhost: &VHost, limits: Limits) -> AdminResult {
+        let (description, tags) = vhost.metadata.read().clone();
+        self.record_change(|| {
+            Change::PutVhost(VhostDef {
+                name: vhost.name.to_string(),
+                description,
+                tags,
+                limits: limits.to_map(),
+            })
+        })?;
+        *vhost.limits.write() = limits;
+        Ok(())
+    }
+
+    /// Sets a user's limits (replacing those set before): a JSON object of
+    /// max-connections and max-channels; negative values mean no limit.
+    pub fn set_user_limits(&self, name: &str, json: &str) -> AdminResult {
+        let mut user = self.access.user(name).ok_or_else(|| no_user(name))?;
+        user.limits = Limits::parse(json, limits::USER_LIMITS).map_err(refused)?;
+        self.put_user(user)
+    }
+
+    pub fn clear_user_limits(&self, name: &str) -> AdminResult {
+        let mut user = self.access.user(name).ok_or_else(|| no_user(name))?;
+        user.limits = Limits::default();
+        self.put_user(user)
+    }
+
     fn existing(&self, user: &str, vhost: &str) -> AdminResult<Arc<VHost>> {
         if self.access.user(user).is_none() {
             return Err(refused(format!("User {user} does not exist")));

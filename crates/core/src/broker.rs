@@ -100,6 +100,7 @@ impl Broker {
         for def in &definitions.vhosts {
             let vhost = broker.create_vhost(&def.name);
             *vhost.metadata.write() = (def.description.clone(), def.tags.clone());
+            *vhost.limits.write() = crate::limits::Limits::from_map(&def.limits);
             vhost.restore(&definitions);
         }
         tracing::info!(
@@ -209,6 +210,7 @@ fn seed_into(
         name: DEFAULT_VHOST.to_string(),
         description: "Default virtual host".to_string(),
         tags: Vec::new(),
+        limits: Default::default(),
     };
     let hash = PasswordHash::new(&config.default_pass);
     let user = UserDef {
@@ -216,6 +218,7 @@ fn seed_into(
         password_hash: hash.to_base64(),
         hashing_algorithm: hash.algorithm.name().to_string(),
         tags: vec!["administrator".to_string()],
+        limits: Default::default(),
     };
     let permission = PermissionDef {
         user: user.name.clone(),
@@ -258,6 +261,7 @@ pub(crate) fn user_from_def(def: &UserDef) -> Result<User, String> {
         name: def.name.clone(),
         password,
         tags: def.tags.clone(),
+        limits: crate::limits::Limits::from_map(&def.limits),
     })
 }
 

@@ -3,6 +3,7 @@
 //! user's); limits count them.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -18,6 +19,8 @@ struct Entry {
     vhost: String,
     peer: String,
     close: Closer,
+    /// Its open channels (for users' max-channels).
+    channels: Arc<AtomicUsize>,
 }
 
 /// What is known of an open connection.
@@ -45,6 +48,14 @@ impl std::fmt::Debug for Connections {
 pub struct Registration {
     connections: Arc<Connections>,
     id: ConnectionId,
+    channels: Arc<AtomicUsize>,
+}
+
+impl Registration {
+    /// Notes how many channels the connection has open.
+    pub fn set_channels(&self, open: usize) {
+        self.channels.store(open, Ordering::Relaxed);
+    }
 }
 
 impl Drop for Registration {
@@ -62,6 +73,7 @@ impl Connections {
         peer: &str,
         close: Closer,
     ) -> Registration {
+        let channels = Arc::new(AtomicUsize::new(0));
         self.open.lock().insert(
             id,
             Entry {
@@ -69,12 +81,38 @@ impl Connections {
                 vhost: vhost.to_string(),
                 peer: peer.to_string(),
                 close,
+                channels: channels.clone(),
             },
         );
         Registration {
             connections: self.clone(),
             id,
+            channels,
         }
+    }
+
+    /// Open connections to `vhost`.
+    pub fn count_vhost(&self, vhost: &str) -> usize {
+        self.open
+            .lock()
+            .values()
+            .filter(|e| e.vhost == vhost)
+            .count()
+    }
+
+    /// Open connections of `user`.
+    pub fn count_user(&self, user: &str) -> usize {
+        self.open.lock().values().filter(|e| e.user == user).count()
+    }
+
+    /// Channels `user` has open, over all their connections.
+    pub fn user_channels(&self, user: &str) -> usize {
+        self.open
+            .lock()
+            .values()
+            .filter(|e| e.user == user)
+            .map(|e| e.channels.load(Ordering::Relaxed))
+            .sum()
     }
 
     /// Asks every connection of `vhost` to close; how many there were.
@@ -139,8 +177,14 @@ mod tests {
         assert_eq!(connections.close_vhost("other", "gone"), 1);
         assert_eq!(connections.close_user("alice", "gone"), 2);
         assert_eq!(asked.load(Ordering::Relaxed), 3);
+        a.set_channels(3);
+        _c.set_channels(2);
+        assert_eq!(connections.user_channels("alice"), 5);
+        assert_eq!(connections.count_user("alice"), 2);
+        assert_eq!(connections.count_vhost("/"), 2);
         drop(a);
         assert_eq!(connections.count(), 2);
+        assert_eq!(connections.user_channels("alice"), 2);
         assert_eq!(
             connections.list().iter().map(|c| c.id).collect::<Vec<_>>(),
             vec![2, 3]

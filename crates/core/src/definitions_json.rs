@@ -94,7 +94,7 @@ pub fn export(broker: &Broker) -> Value {
             };
             json!({
                 "hashing_algorithm": algorithm,
-                "limits": {},
+                "limits": u.limits.to_json(),
                 "name": u.name,
                 "password_hash": hash,
                 "tags": u.tags,
@@ -105,8 +105,10 @@ pub fn export(broker: &Broker) -> Value {
         .vhost_infos()
         .into_iter()
         .map(|v| {
+            // RabbitMQ 3.10 writes a vhost's limits as [name, value] pairs.
+            let limits: Vec<Value> = v.limits.iter().map(|(k, n)| json!([k, n])).collect();
             json!({
-                "limits": [],
+                "limits": limits,
                 "metadata": {"description": v.description, "tags": v.tags},
                 "name": v.name,
             })
@@ -267,6 +269,23 @@ fn tags(value: Option<&Value>) -> Vec<String> {
     }
 }
 
+/// Limits as RabbitMQ writes them (an object, or for vhosts [name, value] pairs), as a
+/// JSON object's text; None when there are none.
+fn limits_json(value: Option<&Value>) -> Option<String> {
+    let object: serde_json::Map<String, Value> = match value? {
+        Value::Object(map) => map.clone(),
+        Value::Array(pairs) => pairs
+            .iter()
+            .filter_map(|pair| {
+                let pair = pair.as_array()?;
+                Some((pair.first()?.as_str()?.to_string(), pair.get(1)?.clone()))
+            })
+            .collect(),
+        _ => return None,
+    };
+    (!object.is_empty()).then(|| Value::Object(object).to_string())
+}
+
 fn list<'a>(defs: &'a Value, key: &str) -> &'a [Value] {
     defs.get(key)
         .and_then(Value::as_array)
@@ -295,6 +314,11 @@ pub fn import(broker: &Broker, defs: &Value) -> AdminResult<Imported> {
         broker
             .add_vhost(name, description, vhost_tags)
             .map_err(|e| bad("vhost", item, e))?;
+        if let Some(limits) = limits_json(item.get("limits")) {
+            broker
+                .set_vhost_limits(name, &limits)
+                .map_err(|e| bad("vhost", item, e))?;
+        }
         done.vhosts += 1;
     }
     for item in list(defs, "users") {
@@ -304,6 +328,11 @@ pub fn import(broker: &Broker, defs: &Value) -> AdminResult<Imported> {
         broker
             .import_user(name, hash, algorithm, tags(item.get("tags")))
             .map_err(|e| bad("user", item, e))?;
+        if let Some(limits) = limits_json(item.get("limits")) {
+            broker
+                .set_user_limits(name, &limits)
+                .map_err(|e| bad("user", item, e))?;
+        }
         done.users += 1;
     }
     for item in list(defs, "permissions") {

@@ -15,6 +15,7 @@ pub mod durability;
 pub mod error;
 pub mod exchange;
 pub mod flusher;
+pub mod limits;
 pub mod message;
 pub mod policy;
 pub mod queue;

@@ -212,6 +212,14 @@ fn admin_request(args: &[&str]) -> wharf_server::control::Request {
             tags: Vec::new(),
         },
         Some("delete_vhost") => Request::DeleteVhost { name: arg(1) },
+        Some("set_vhost_limits") => Request::SetVhostLimits {
+            vhost,
+            limits: arg(1),
+        },
+        Some("set_user_limits") => Request::SetUserLimits {
+            user: arg(1),
+            limits: arg(2),
+        },
         Some("set_permissions") => Request::SetPermissions {
             vhost,
             user: arg(1),

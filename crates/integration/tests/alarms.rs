@@ -92,3 +92,62 @@ async fn low_disk_blocks_publishers_until_space_returns() {
         .await
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_above_the_watermark_blocks_publishers_until_it_falls() {
+    if std::env::var("WHARF_TEST_EXTERNAL").is_ok() {
+        return; // needs control of the broker's watermark
+    }
+    // A watermark any process is above: the alarm goes off at once.
+    let mut memory = wharf_server::alarm::MemoryAlarmConfig::new(1);
+    memory.check_interval = Duration::from_millis(20);
+    let watermark = memory.high_watermark_bytes.clone();
+    let config = ServerConfig {
+        memory_alarm: Some(memory),
+        ..Default::default()
+    };
+    let broker = wharf_integration::start_broker_with(config).await;
+    let queue = unique("memory-alarm");
+    let (_observer_conn, observer) = lapin_channel(&broker).await;
+    observer
+        .queue_declare(&queue, Default::default(), LapinTable::default())
+        .await
+        .unwrap();
+    let mut capabilities = FieldTable::new();
+    capabilities.insert("connection.blocked", FieldValue::Bool(true));
+    let mut properties = FieldTable::new();
+    properties.insert("capabilities", FieldValue::Table(capabilities));
+    let mut publisher = RawClient::open_with(broker.addr, properties).await;
+    publisher.send_method(1, ChannelOpen {}).await;
+    assert!(matches!(
+        publisher.read_method().await,
+        Method::ChannelOpenOk(_)
+    ));
+    tokio::time::sleep(Duration::from_millis(100)).await; // the monitor has run
+
+    publisher.publish(1, "", &queue, b"first").await;
+    assert_eq!(
+        publisher.read_method().await,
+        Method::ConnectionBlocked(ConnectionBlocked {
+            reason: "low on memory".into()
+        })
+    );
+    publisher.publish(1, "", &queue, b"second").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        message_count(&observer, &queue).await,
+        1,
+        "the second waits"
+    );
+
+    watermark.store(u64::MAX, Ordering::Relaxed);
+    assert_eq!(
+        publisher.read_method().await,
+        Method::ConnectionUnblocked(ConnectionUnblocked {})
+    );
+    assert!(count_becomes(&observer, &queue, 2).await);
+    observer
+        .queue_delete(&queue, Default::default())
+        .await
+        .unwrap();
+}

@@ -1,6 +1,8 @@
-//! The disk free space alarm: a task watches the free space of the data directory's file
-//! system and, below the limit, raises the alarm; connections that publish are then
-//! blocked (and told so with connection.blocked) until space returns, as RabbitMQ does.
+//! Resource alarms, as RabbitMQ has them: the disk alarm (free space of the data
+//! directory's file system below a limit) and the memory alarm (the broker's resident
+//! memory above its high watermark). A task checks each every so often; while either is
+//! on, connections that publish are blocked (and told so with connection.blocked) until
+//! it clears. Consumers go on, which is how memory and disk come back.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -8,6 +10,86 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
+
+/// Which alarms are on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Alarms {
+    pub disk: bool,
+    pub memory: bool,
+}
+
+impl Alarms {
+    pub fn any(self) -> bool {
+        self.disk || self.memory
+    }
+
+    /// The reason connection.blocked gives, RabbitMQ's words.
+    pub fn reason(self) -> &'static str {
+        match (self.memory, self.disk) {
+            (true, true) => "low on memory and disk",
+            (true, false) => "low on memory",
+            _ => "low on disk",
+        }
+    }
+}
+
+/// RabbitMQ's default `vm_memory_high_watermark` (3.10): 40% of the machine's memory.
+pub const MEMORY_HIGH_WATERMARK_DEFAULT: f64 = 0.4;
+
+#[derive(Debug, Clone)]
+pub struct MemoryAlarmConfig {
+    /// Above this many resident bytes, publishers are blocked. Shared so it can change at
+    /// run time.
+    pub high_watermark_bytes: Arc<AtomicU64>,
+    pub check_interval: Duration,
+}
+
+impl MemoryAlarmConfig {
+    pub fn new(high_watermark_bytes: u64) -> Self {
+        MemoryAlarmConfig {
+            high_watermark_bytes: Arc::new(AtomicU64::new(high_watermark_bytes)),
+            check_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// The memory this broker may count on: the machine's, or its cgroup's limit if lower
+/// (a container).
+pub fn available_memory_bytes() -> Option<u64> {
+    let total = std::fs::read_to_string("/proc/meminfo")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|rest| {
+            rest.trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
+        .map(|kib| kib * 1024)?;
+    let cgroup = std::fs::read_to_string("/sys/fs/cgroup/memory.max")
+        .ok()
+        .and_then(|text| text.trim().parse::<u64>().ok());
+    Some(cgroup.map_or(total, |limit| limit.min(total)))
+}
+
+/// The broker's resident memory (RSS), from /proc.
+pub fn resident_bytes() -> std::io::Result<u64> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|rest| {
+            rest.trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
+        .map(|kib| kib * 1024)
+        .ok_or_else(|| std::io::Error::other("no VmRSS in /proc/self/status"))
+}
 
 /// RabbitMQ's default `disk_free_limit`.
 pub const DISK_FREE_LIMIT_BYTES_DEFAULT: u64 = 50 * 1000 * 1000;
@@ -40,10 +122,10 @@ pub fn free_bytes(path: &std::path::Path) -> std::io::Result<u64> {
     Ok(u64::from(stats.blocks_available()).saturating_mul(u64::from(stats.fragment_size())))
 }
 
-/// Checks the free space every interval and publishes whether the alarm is on.
-pub async fn monitor(
+/// Checks the free space every interval and sets or clears the disk alarm.
+pub async fn monitor_disk(
     config: DiskAlarmConfig,
-    alarm: watch::Sender<bool>,
+    alarms: watch::Sender<Alarms>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
@@ -51,7 +133,7 @@ pub async fn monitor(
         match free_bytes(&config.path) {
             Ok(free) => {
                 let low = free < limit;
-                if low != *alarm.borrow() {
+                if low != alarms.borrow().disk {
                     if low {
                         tracing::warn!(
                             free_bytes = free,
@@ -65,7 +147,7 @@ pub async fn monitor(
                             "disk alarm cleared"
                         );
                     }
-                    let _ = alarm.send(low);
+                    alarms.send_modify(|a| a.disk = low);
                 }
             }
             Err(error) => {
@@ -79,9 +161,68 @@ pub async fn monitor(
     }
 }
 
+/// Checks the resident memory every interval and sets or clears the memory alarm.
+pub async fn monitor_memory(
+    config: MemoryAlarmConfig,
+    alarms: watch::Sender<Alarms>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let watermark = config.high_watermark_bytes.load(Ordering::Relaxed);
+        match resident_bytes() {
+            Ok(used) => {
+                let high = used > watermark;
+                if high != alarms.borrow().memory {
+                    if high {
+                        tracing::warn!(
+                            resident_bytes = used,
+                            high_watermark_bytes = watermark,
+                            "memory alarm set: publishers are blocked"
+                        );
+                    } else {
+                        tracing::info!(
+                            resident_bytes = used,
+                            high_watermark_bytes = watermark,
+                            "memory alarm cleared"
+                        );
+                    }
+                    alarms.send_modify(|a| a.memory = high);
+                }
+            }
+            Err(error) => tracing::warn!(%error, "cannot read the broker's memory use"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(config.check_interval) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn memory_is_readable() {
+        let used = resident_bytes().unwrap();
+        let available = available_memory_bytes().unwrap();
+        assert!(used > 0 && used < available, "{used} of {available}");
+    }
+
+    #[test]
+    fn the_reason_names_what_is_low() {
+        let memory = Alarms {
+            memory: true,
+            disk: false,
+        };
+        assert_eq!(memory.reason(), "low on memory");
+        let disk = Alarms {
+            memory: false,
+            disk: true,
+        };
+        assert_eq!(disk.reason(), "low on disk");
+        assert!(!Alarms::default().any());
+    }
 
     #[test]
     fn free_space_is_readable() {

@@ -5,11 +5,15 @@
 #[derive(Debug)]
 pub struct ChannelTable<T> {
     slots: Vec<Option<T>>,
+    occupied: usize,
 }
 
 impl<T> Default for ChannelTable<T> {
     fn default() -> Self {
-        ChannelTable { slots: Vec::new() }
+        ChannelTable {
+            slots: Vec::new(),
+            occupied: 0,
+        }
     }
 }
 
@@ -24,11 +28,23 @@ impl<T> ChannelTable<T> {
         if at >= self.slots.len() {
             self.slots.resize_with(at + 1, || None);
         }
-        self.slots[at].replace(value)
+        let previous = self.slots[at].replace(value);
+        if previous.is_none() {
+            self.occupied += 1;
+        }
+        previous
+    }
+
+    /// How many numbers hold something.
+    pub fn len(&self) -> usize {
+        self.occupied
     }
 
     pub fn remove(&mut self, number: u16) -> Option<T> {
         let removed = self.slots.get_mut(usize::from(number))?.take();
+        if removed.is_some() {
+            self.occupied -= 1;
+        }
         // A table that held a high number gives the room back once it is closed.
         while matches!(self.slots.last(), Some(None)) {
             self.slots.pop();
@@ -46,6 +62,7 @@ impl<T> ChannelTable<T> {
 
     /// Empties the table, yielding what it held.
     pub fn drain(&mut self) -> impl Iterator<Item = T> {
+        self.occupied = 0;
         std::mem::take(&mut self.slots).into_iter().flatten()
     }
 }
@@ -64,10 +81,13 @@ mod tests {
         assert_eq!(table.get_mut(2), None);
         assert_eq!(table.get_mut(65535), None);
         assert_eq!(table.values().count(), 2);
+        assert_eq!(table.len(), 2);
         assert_eq!(table.remove(2047), Some("high"));
+        assert_eq!(table.len(), 1);
         assert_eq!(table.slots.len(), 2, "trailing empty slots are dropped");
         assert_eq!(table.remove(3), None);
         assert_eq!(table.drain().collect::<Vec<_>>(), vec!["again"]);
         assert_eq!(table.values().count(), 0);
+        assert_eq!(table.len(), 0);
     }
 }

@@ -10,8 +10,10 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 use wharf_amqp::frame::encode_method;
 use wharf_amqp::*;
-use wharf_core::{Broker, ConnectionId, VHost};
+use wharf_core::connections::Registration;
+use wharf_core::{limits, Broker, ConnectionId, VHost};
 
+use crate::alarm::Alarms;
 use crate::channel::{Channel, ChannelContext};
 use crate::channel_table::ChannelTable;
 use crate::error::AmqpError;
@@ -79,6 +81,8 @@ struct Connection {
     published: bool,
     /// A channel holds acks not yet applied to their queues.
     acks_pending: bool,
+    /// This connection in the broker's list (set once it is open).
+    registration: Option<Registration>,
 }
 
 pub async fn serve_connection<S>(
@@ -87,7 +91,7 @@ pub async fn serve_connection<S>(
     broker: Arc<Broker>,
     config: Arc<ServerConfig>,
     mut shutdown: watch::Receiver<bool>,
-    mut alarm: watch::Receiver<bool>,
+    mut alarm: watch::Receiver<Alarms>,
     certificate_name: Option<String>,
 ) where
     S: AsyncRead + AsyncWrite + Send + 'static,
@@ -148,12 +152,13 @@ pub async fn serve_connection<S>(
         channels: ChannelTable::default(),
         published: false,
         acks_pending: false,
+        registration: None,
     };
 
     // Administration closes connections through the broker's list (a deleted vhost's,
     // a deleted user's): the reason arrives here.
     let (forced_tx, mut forced) = watch::channel(None::<String>);
-    let _registration = broker.connections.register(
+    connection.registration = Some(broker.connections.register(
         id,
         &connection.handshake.username,
         &connection.vhost.name,
@@ -161,7 +166,7 @@ pub async fn serve_connection<S>(
         Box::new(move |reason: &str| {
             let _ = forced_tx.send(Some(reason.to_string()));
         }),
-    );
+    ));
     let mut stops = Stops {
         shutdown: &mut shutdown,
         forced: &mut forced,
@@ -227,7 +232,7 @@ impl Connection {
         &mut self,
         reader: &mut FrameReader<R>,
         stops: &mut Stops<'_>,
-        alarm: &mut watch::Receiver<bool>,
+        alarm: &mut watch::Receiver<Alarms>,
     ) -> Ending {
         let heartbeat = self.handshake.heartbeat_secs;
         // A peer that sends nothing for two heartbeat intervals is dead.
@@ -239,7 +244,7 @@ impl Connection {
             .map(|timeout| tokio::time::Instant::now() + timeout_check_interval(timeout));
         loop {
             // Between messages only: a message half received is finished first.
-            if self.published && *alarm.borrow() && !self.receiving_content() {
+            if self.published && alarm.borrow().any() && !self.receiving_content() {
                 // Acks already read count before the connection stops reading.
                 self.flush_acks();
                 if let Some(ending) = self.wait_while_blocked(stops, alarm).await {
@@ -337,20 +342,18 @@ impl Connection {
     async fn wait_while_blocked(
         &mut self,
         stops: &mut Stops<'_>,
-        alarm: &mut watch::Receiver<bool>,
+        alarm: &mut watch::Receiver<Alarms>,
     ) -> Option<Ending> {
         let notify = self.handshake.connection_blocked;
+        let reason = alarm.borrow().reason();
         if notify {
             let blocked = Method::ConnectionBlocked(ConnectionBlocked {
-                reason: "low on disk".into(),
+                reason: reason.into(),
             });
             self.outbound.write(|out| encode_method(0, &blocked, out));
         }
-        tracing::info!(
-            id = self.id,
-            "publishing connection blocked by the disk alarm"
-        );
-        while *alarm.borrow() {
+        tracing::info!(id = self.id, reason, "publishing connection blocked");
+        while alarm.borrow().any() {
             tokio::select! {
                 changed = alarm.changed() => {
                     if changed.is_err() {
@@ -451,6 +454,7 @@ impl Connection {
         let slot = self.channels.get_mut(channel_id);
         let result = match (slot, frame.payload) {
             (None, FramePayload::Method(Method::ChannelOpen(_))) => {
+                self.check_user_channel_limit()?;
                 let channel = Channel::new(
                     channel_id,
                     self.outbound.clone(),
@@ -459,6 +463,7 @@ impl Connection {
                 );
                 self.channels
                     .insert(channel_id, Slot::Open(Box::new(channel)));
+                self.note_channels();
                 self.outbound.write(|out| {
                     encode_method(channel_id, &Method::ChannelOpenOk(ChannelOpenOk {}), out)
                 });
@@ -472,6 +477,7 @@ impl Connection {
             }
             (Some(Slot::Closing), FramePayload::Method(Method::ChannelCloseOk(_))) => {
                 self.channels.remove(channel_id);
+                self.note_channels();
                 Ok(())
             }
             (Some(Slot::Closing), FramePayload::Method(Method::ChannelClose(_))) => {
@@ -502,6 +508,7 @@ impl Connection {
                         Method::ChannelClose(_) => {
                             channel.release(Some(&self.vhost));
                             self.channels.remove(channel_id);
+                            self.note_channels();
                             self.outbound.write(|out| {
                                 encode_method(
                                     channel_id,
@@ -536,6 +543,34 @@ impl Connection {
                 self.close_channel(channel_id, &error);
                 Ok(true)
             }
+        }
+    }
+
+    /// Tells the broker's list how many channels this connection has open.
+    fn note_channels(&self) {
+        if let Some(registration) = &self.registration {
+            registration.set_channels(self.channels.len());
+        }
+    }
+
+    /// A user with a max-channels limit may not open more, over all their connections.
+    fn check_user_channel_limit(&self) -> Result<(), AmqpError> {
+        let user = &self.handshake.username;
+        let max = self
+            .broker
+            .access
+            .user(user)
+            .and_then(|u| u.limits.get(limits::MAX_CHANNELS));
+        match max {
+            Some(max) if self.broker.connections.user_channels(user) as u64 >= max => {
+                Err(AmqpError::new(
+                    ReplyCode::NotAllowed,
+                    format_args!(
+                        "number of channels opened for user '{user}' has reached the maximum allowed user limit of ({max})"
+                    ),
+                ))
+            }
+            _ => Ok(()),
         }
     }
 

@@ -112,6 +112,24 @@ pub enum Request {
         vhost: String,
     },
     ListConnections,
+    /// `limits`: a JSON object of max-connections and max-queues.
+    SetVhostLimits {
+        vhost: String,
+        limits: String,
+    },
+    ClearVhostLimits {
+        vhost: String,
+    },
+    ListVhostLimits,
+    /// `limits`: a JSON object of max-connections and max-channels.
+    SetUserLimits {
+        user: String,
+        limits: String,
+    },
+    ClearUserLimits {
+        user: String,
+    },
+    ListUserLimits,
     /// Everything, as RabbitMQ's definitions JSON.
     ExportDefinitions,
     /// Definitions in RabbitMQ's JSON format, as text.
@@ -354,6 +372,31 @@ pub fn execute(broker: &Broker, request: Request) -> Response {
                 .collect();
             Response::table(&["user", "exchange", "write", "read"], rows)
         }
+        Request::SetVhostLimits { vhost, limits } => {
+            broker.set_vhost_limits(&vhost, &limits).into()
+        }
+        Request::ClearVhostLimits { vhost } => broker.clear_vhost_limits(&vhost).into(),
+        Request::ListVhostLimits => Response::table(
+            &["vhost", "limits"],
+            broker
+                .vhost_infos()
+                .into_iter()
+                .filter(|v| !v.limits.is_empty())
+                .map(|v| vec![v.name, v.limits.to_json_text()])
+                .collect(),
+        ),
+        Request::SetUserLimits { user, limits } => broker.set_user_limits(&user, &limits).into(),
+        Request::ClearUserLimits { user } => broker.clear_user_limits(&user).into(),
+        Request::ListUserLimits => Response::table(
+            &["user", "limits"],
+            broker
+                .access
+                .users()
+                .into_iter()
+                .filter(|u| !u.limits.is_empty())
+                .map(|u| vec![u.name, u.limits.to_json_text()])
+                .collect(),
+        ),
         Request::ExportDefinitions => Response {
             ok: true,
             text: Some(definitions_json::export(broker).to_string()),

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use tokio::io::AsyncRead;
 use wharf_amqp::frame::{encode_method, PROTOCOL_HEADER};
 use wharf_amqp::*;
-use wharf_core::{Broker, Grant, VHost};
+use wharf_core::{limits, Broker, Grant, VHost};
 
 use crate::error::AmqpError;
 use crate::frame_reader::{FrameReader, ReadError};
@@ -245,6 +245,34 @@ pub async fn run<R: AsyncRead + Unpin>(
             .during(&method),
         ));
     };
+    // RabbitMQ's order: the node's limit, the vhost's, the user's, then the permission.
+    let refused = |text: String| {
+        HandshakeError::Refused(AmqpError::new(ReplyCode::NotAllowed, text).during(&method))
+    };
+    if let Some(max) = config.max_connections {
+        if broker.connections.count() >= max {
+            return Err(refused(format!(
+                "connection refused: node connection limit ({max}) is reached"
+            )));
+        }
+    }
+    let vhost_max = vhost.limits.read().get(limits::MAX_CONNECTIONS);
+    if let Some(max) = vhost_max {
+        if broker.connections.count_vhost(&vhost.name) as u64 >= max {
+            return Err(refused(format!(
+                "access to vhost '{}' refused for user '{}': connection limit ({max}) is reached",
+                vhost.name, user.name
+            )));
+        }
+    }
+    if let Some(max) = user.limits.get(limits::MAX_CONNECTIONS) {
+        if broker.connections.count_user(&user.name) as u64 >= max {
+            return Err(refused(format!(
+                "connection refused for user '{}': user connection limit ({max}) is reached",
+                user.name
+            )));
+        }
+    }
     let grant = broker.access.grant(&user.name, &vhost.name);
     if !grant.may_enter() {
         return Err(HandshakeError::Refused(

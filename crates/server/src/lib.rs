@@ -36,8 +36,18 @@ pub struct ServerConfig {
     pub handshake_timeout: Duration,
     /// A failed login is answered only after this long, to slow down password guessing.
     pub failed_login_delay: Duration,
+    /// Open connections the broker takes at most (RabbitMQ's `connection_max`): more are
+    /// refused at connection.open, and sockets an eighth (and 64) beyond it are closed as
+    /// soon as accepted. None: no limit.
+    pub max_connections: Option<usize>,
+    /// Consumers one channel may have (RabbitMQ's `consumer_max_per_channel`). None: no
+    /// limit, as RabbitMQ.
+    pub consumer_max_per_channel: Option<usize>,
     /// Block publishers when the data directory's disk runs low (None: never).
     pub disk_alarm: Option<alarm::DiskAlarmConfig>,
+    /// Block publishers when the broker's memory is above its high watermark (None:
+    /// never).
+    pub memory_alarm: Option<alarm::MemoryAlarmConfig>,
     /// A channel whose oldest unacknowledged delivery is older than this is closed with
     /// 406, its deliveries requeued, as RabbitMQ's `consumer_timeout` (None: never).
     pub consumer_timeout: Option<Duration>,
@@ -58,7 +68,10 @@ impl Default for ServerConfig {
             max_message_bytes: 128 * 1024 * 1024,
             handshake_timeout: Duration::from_secs(10),
             failed_login_delay: FAILED_LOGIN_DELAY_DEFAULT,
+            max_connections: None,
+            consumer_max_per_channel: None,
             disk_alarm: None,
+            memory_alarm: None,
             consumer_timeout: Some(CONSUMER_TIMEOUT_DEFAULT),
         }
     }
@@ -113,16 +126,37 @@ async fn serve_with(
     tls: Option<Arc<tls::Tls>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let (alarm_tx, alarm_rx) = watch::channel(false);
+    let (alarm_tx, alarm_rx) = watch::channel(alarm::Alarms::default());
     if let Some(disk) = config.disk_alarm.clone() {
-        tokio::spawn(alarm::monitor(disk, alarm_tx, shutdown.clone()));
+        tokio::spawn(alarm::monitor_disk(
+            disk,
+            alarm_tx.clone(),
+            shutdown.clone(),
+        ));
+    }
+    if let Some(memory) = config.memory_alarm.clone() {
+        tokio::spawn(alarm::monitor_memory(memory, alarm_tx, shutdown.clone()));
     }
     let config = Arc::new(config);
     let mut connections = JoinSet::new();
+    let mut refused_logged: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((socket, peer)) => {
+                    // Sockets well beyond the limit (handshaking ones included) are closed
+                    // at once, so that a flood cannot take every file descriptor; up to
+                    // there, a client over the limit is refused at connection.open with
+                    // RabbitMQ's text.
+                    let sockets_max = config.max_connections.map(|max| max + max / 8 + 64);
+                    if sockets_max.is_some_and(|max| connections.len() >= max) {
+                        if refused_logged.is_none_or(|at| at.elapsed() > Duration::from_secs(1)) {
+                            tracing::warn!(%peer, "connection limit reached: socket closed");
+                            refused_logged = Some(tokio::time::Instant::now());
+                        }
+                        drop(socket);
+                        continue;
+                    }
                     let _ = socket.set_nodelay(true);
                     let (broker, config) = (broker.clone(), config.clone());
                     let (shutdown, alarm) = (shutdown.clone(), alarm_rx.clone());
@@ -170,7 +204,7 @@ async fn serve_tls_connection(
     broker: Arc<Broker>,
     config: Arc<ServerConfig>,
     shutdown: watch::Receiver<bool>,
-    alarm: watch::Receiver<bool>,
+    alarm: watch::Receiver<alarm::Alarms>,
 ) {
     let stream = match tokio::time::timeout(config.handshake_timeout, acceptor.accept(socket)).await
     {

@@ -98,6 +98,9 @@ pub struct UserDef {
     pub password_hash: String,
     pub hashing_algorithm: String,
     pub tags: Vec<String>,
+    /// max-connections, max-channels (absent: no limit).
+    #[serde(default)]
+    pub limits: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -107,6 +110,9 @@ pub struct VhostDef {
     pub description: String,
     #[serde(default)]
     pub tags: Vec<String>,
+    /// max-connections, max-queues (absent: no limit).
+    #[serde(default)]
+    pub limits: BTreeMap<String, u64>,
 }
 
 /// What a user may do in a vhost: regular expressions over resource names.
@@ -602,6 +608,7 @@ mod tests {
             password_hash: "AQIDBA==".into(),
             hashing_algorithm: "rabbit_password_hashing_sha256".into(),
             tags: vec!["administrator".into()],
+            limits: BTreeMap::from([("max-channels".to_string(), 5)]),
         };
         {
             let mut store = DefinitionStore::open(&data).unwrap();
@@ -613,6 +620,7 @@ mod tests {
                         name: vhost.into(),
                         description: String::new(),
                         tags: vec![],
+                        limits: BTreeMap::new(),
                     }))
                     .unwrap();
             }

@@ -71,6 +71,65 @@ pub struct ServeArgs {
     /// A failed login is answered after this many milliseconds [default: 1000]
     #[arg(long, env = "WHARF_FAILED_LOGIN_DELAY", value_name = "MS")]
     pub failed_login_delay: Option<u64>,
+    /// Connections the broker takes at most; 0: as many as file descriptors allow
+    /// [default: 0]
+    #[arg(long, env = "WHARF_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<usize>,
+    /// Highest channel number a connection may use [default: 2047, as RabbitMQ]
+    #[arg(long, env = "WHARF_CHANNEL_MAX", value_name = "N")]
+    pub channel_max: Option<u16>,
+    /// Largest frame, in bytes, offered to clients [default: 131072, as RabbitMQ]
+    #[arg(long, env = "WHARF_FRAME_MAX", value_name = "BYTES")]
+    pub frame_max: Option<u32>,
+    /// Largest message body accepted [default: 134217728 (128 MiB), as RabbitMQ]
+    #[arg(long, env = "WHARF_MAX_MESSAGE_SIZE", value_name = "BYTES")]
+    pub max_message_size: Option<usize>,
+    /// A socket that has not finished the AMQP (and TLS) handshake by then is closed
+    /// [default: 10000, as RabbitMQ]
+    #[arg(long, env = "WHARF_HANDSHAKE_TIMEOUT", value_name = "MS")]
+    pub handshake_timeout: Option<u64>,
+    /// Consumers one channel may have; 0: no limit [default: 0, as RabbitMQ]
+    #[arg(long, env = "WHARF_CONSUMER_MAX_PER_CHANNEL", value_name = "N")]
+    pub consumer_max_per_channel: Option<usize>,
+    /// Above this resident memory publishers are blocked: a fraction of the machine's
+    /// memory (at most 1, e.g. 0.4) or a number of bytes (more than 1)
+    /// [default: 0.4, as RabbitMQ 3.10]
+    #[arg(long, env = "WHARF_VM_MEMORY_HIGH_WATERMARK", value_name = "FRACTION|BYTES", value_parser = parse_watermark)]
+    pub vm_memory_high_watermark: Option<Watermark>,
+}
+
+/// The memory high watermark, relative or absolute.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Watermark {
+    Fraction(f64),
+    Bytes(u64),
+}
+
+impl Watermark {
+    /// In bytes, given the memory available.
+    pub fn bytes(self, available: u64) -> u64 {
+        match self {
+            Watermark::Fraction(f) => (available as f64 * f) as u64,
+            Watermark::Bytes(b) => b,
+        }
+    }
+}
+
+fn parse_watermark(value: &str) -> Result<Watermark, String> {
+    let bad = || {
+        format!(
+            "'{value}' is not a memory watermark: use a fraction of memory (0 < f <= 1) or bytes"
+        )
+    };
+    if let Ok(bytes) = value.parse::<u64>() {
+        if bytes > 1 {
+            return Ok(Watermark::Bytes(bytes));
+        }
+    }
+    match value.parse::<f64>() {
+        Ok(f) if f > 0.0 && f <= 1.0 => Ok(Watermark::Fraction(f)),
+        _ => Err(bad()),
+    }
 }
 
 fn parse_client_certificates(value: &str) -> Result<ClientCertificates, String> {
@@ -107,6 +166,14 @@ struct FileConfig {
     default_user: Option<String>,
     default_pass: Option<String>,
     failed_login_delay: Option<u64>,
+    max_connections: Option<usize>,
+    channel_max: Option<u16>,
+    frame_max: Option<u32>,
+    max_message_size: Option<usize>,
+    handshake_timeout: Option<u64>,
+    consumer_max_per_channel: Option<usize>,
+    /// A number: at most 1 a fraction, more bytes.
+    vm_memory_high_watermark: Option<toml::Value>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -124,6 +191,14 @@ pub struct Config {
     pub default_user: String,
     pub default_pass: String,
     pub failed_login_delay: std::time::Duration,
+    /// None: no limit beyond file descriptors.
+    pub max_connections: Option<usize>,
+    pub channel_max: u16,
+    pub frame_max: u32,
+    pub max_message_size: usize,
+    pub handshake_timeout: std::time::Duration,
+    pub consumer_max_per_channel: Option<usize>,
+    pub vm_memory_high_watermark: Watermark,
 }
 
 impl Config {
@@ -133,6 +208,7 @@ impl Config {
             None => FileConfig::default(),
         };
         let tls = tls_settings(args, &file)?;
+        let defaults = wharf_server::ServerConfig::default();
         Ok(Config {
             amqp_listen: args
                 .amqp_listen
@@ -183,6 +259,44 @@ impl Config {
                 .or(file.failed_login_delay)
                 .map(std::time::Duration::from_millis)
                 .unwrap_or(wharf_server::FAILED_LOGIN_DELAY_DEFAULT),
+            max_connections: args
+                .max_connections
+                .or(file.max_connections)
+                .filter(|n| *n > 0),
+            channel_max: args
+                .channel_max
+                .or(file.channel_max)
+                .unwrap_or(defaults.channel_max),
+            frame_max: match args.frame_max.or(file.frame_max) {
+                Some(n) if n < 4096 => anyhow::bail!("frame_max must be at least 4096, not {n}"),
+                Some(n) => n,
+                None => defaults.frame_max,
+            },
+            max_message_size: args
+                .max_message_size
+                .or(file.max_message_size)
+                .unwrap_or(defaults.max_message_bytes),
+            handshake_timeout: args
+                .handshake_timeout
+                .or(file.handshake_timeout)
+                .map(std::time::Duration::from_millis)
+                .unwrap_or(defaults.handshake_timeout),
+            consumer_max_per_channel: args
+                .consumer_max_per_channel
+                .or(file.consumer_max_per_channel)
+                .filter(|n| *n > 0),
+            vm_memory_high_watermark: match (
+                args.vm_memory_high_watermark,
+                &file.vm_memory_high_watermark,
+            ) {
+                (Some(w), _) => w,
+                (None, Some(value)) => parse_watermark(&value.to_string()).map_err(|e| {
+                    anyhow::anyhow!("invalid config file: vm_memory_high_watermark: {e}")
+                })?,
+                (None, None) => {
+                    Watermark::Fraction(wharf_server::alarm::MEMORY_HIGH_WATERMARK_DEFAULT)
+                }
+            },
         })
     }
 }
@@ -293,6 +407,67 @@ mod tests {
         let error = Config::resolve(&args).unwrap_err();
         assert!(format!("{error:#}").contains("unknown field"), "{error:#}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn limits_and_the_memory_watermark() {
+        assert_eq!(parse_watermark("0.4"), Ok(Watermark::Fraction(0.4)));
+        assert_eq!(parse_watermark("1"), Ok(Watermark::Fraction(1.0)));
+        assert_eq!(
+            parse_watermark("2000000000"),
+            Ok(Watermark::Bytes(2_000_000_000))
+        );
+        assert!(parse_watermark("1.5").is_err());
+        assert!(parse_watermark("0").is_err());
+        assert!(parse_watermark("lots").is_err());
+        assert_eq!(Watermark::Fraction(0.5).bytes(1000), 500);
+        let config = Config::resolve(&ServeArgs::default()).unwrap();
+        assert_eq!(config.max_connections, None);
+        assert_eq!(config.channel_max, 2047);
+        assert_eq!(config.frame_max, 131_072);
+        assert_eq!(config.handshake_timeout, std::time::Duration::from_secs(10));
+        assert_eq!(config.vm_memory_high_watermark, Watermark::Fraction(0.4));
+        let small_frames = ServeArgs {
+            frame_max: Some(1000),
+            ..Default::default()
+        };
+        assert!(Config::resolve(&small_frames).is_err());
+        let dir = std::env::temp_dir().join(format!("wharf-limits-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("wharf.toml");
+        std::fs::write(
+            &path,
+            "max_connections = 100\nvm_memory_high_watermark = 0.6\nconsumer_max_per_channel = 8\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(path),
+            ..Default::default()
+        };
+        let config = Config::resolve(&args).unwrap();
+        assert_eq!(config.max_connections, Some(100));
+        assert_eq!(config.consumer_max_per_channel, Some(8));
+        assert_eq!(config.vm_memory_high_watermark, Watermark::Fraction(0.6));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn tls_needs_a_certificate_and_its_key() {
+        let only_cert = ServeArgs {
+            tls_cert: Some("cert.pem".into()),
+            ..Default::default()
+        };
+        let error = Config::resolve(&only_cert).unwrap_err();
+        assert!(error.to_string().contains("tls_key"), "{error}");
+        let both = ServeArgs {
+            tls_cert: Some("cert.pem".into()),
+            tls_key: Some("key.pem".into()),
+            tls_client_certificates: Some(ClientCertificates::Required),
+            ..Default::default()
+        };
+        let tls = Config::resolve(&both).unwrap().tls.unwrap();
+        assert_eq!(tls.client_certificates, ClientCertificates::Required);
+        assert!(parse_client_certificates("sometimes").is_err());
     }
 
     #[test]

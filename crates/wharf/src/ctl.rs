@@ -162,6 +162,34 @@ enum CtlCommand {
     /// Lists the open client connections.
     #[command(name = "list_connections")]
     ListConnections,
+    /// Sets a vhost's limits, replacing those set before: JSON with max-connections
+    /// and/or max-queues (negative: no limit; 0: none allowed), e.g.
+    /// `wharf ctl set_vhost_limits -p shop '{"max-connections": 100}'`
+    #[command(name = "set_vhost_limits")]
+    SetVhostLimits {
+        #[arg(short = 'p', long, default_value = "/")]
+        vhost: String,
+        limits: String,
+    },
+    /// Removes a vhost's limits.
+    #[command(name = "clear_vhost_limits")]
+    ClearVhostLimits {
+        #[arg(short = 'p', long, default_value = "/")]
+        vhost: String,
+    },
+    /// Lists the vhosts that have limits, with them.
+    #[command(name = "list_vhost_limits")]
+    ListVhostLimits,
+    /// Sets a user's limits, replacing those set before: JSON with max-connections
+    /// and/or max-channels (over all the user's connections).
+    #[command(name = "set_user_limits")]
+    SetUserLimits { user: String, limits: String },
+    /// Removes a user's limits.
+    #[command(name = "clear_user_limits")]
+    ClearUserLimits { user: String },
+    /// Lists the users that have limits, with them.
+    #[command(name = "list_user_limits")]
+    ListUserLimits,
     /// Writes every definition (vhosts, users with password hashes, permissions,
     /// policies, exchanges, queues, bindings) as RabbitMQ's definitions JSON to FILE
     /// ("-": standard output).
@@ -286,6 +314,12 @@ fn request_of(command: CtlCommand) -> anyhow::Result<Request> {
         },
         CtlCommand::ListTopicPermissions { vhost } => Request::ListTopicPermissions { vhost },
         CtlCommand::ListConnections => Request::ListConnections,
+        CtlCommand::SetVhostLimits { vhost, limits } => Request::SetVhostLimits { vhost, limits },
+        CtlCommand::ClearVhostLimits { vhost } => Request::ClearVhostLimits { vhost },
+        CtlCommand::ListVhostLimits => Request::ListVhostLimits,
+        CtlCommand::SetUserLimits { user, limits } => Request::SetUserLimits { user, limits },
+        CtlCommand::ClearUserLimits { user } => Request::ClearUserLimits { user },
+        CtlCommand::ListUserLimits => Request::ListUserLimits,
         CtlCommand::ExportDefinitions { .. } => Request::ExportDefinitions,
         CtlCommand::ImportDefinitions { file } => {
             let definitions = if file.as_os_str() == "-" {

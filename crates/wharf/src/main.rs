@@ -10,7 +10,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
 use wharf_core::broker::{Broker, BrokerConfig};
-use wharf_server::alarm::DiskAlarmConfig;
+use wharf_server::alarm::{DiskAlarmConfig, MemoryAlarmConfig};
 use wharf_server::{ServerConfig, Shutdown};
 
 use crate::config::{Config, ServeArgs};
@@ -50,6 +50,32 @@ fn main() -> anyhow::Result<()> {
         .build()
         .context("cannot start the runtime")?;
     runtime.block_on(serve(config))
+}
+
+/// File descriptors kept back from connections: segment files, logs, the control socket.
+const RESERVED_FILE_DESCRIPTORS: u64 = 256;
+
+/// The connection limit: the one configured, and never more than the file descriptors
+/// allow (raising the soft limit to the hard one first, as RabbitMQ's packaging does).
+fn connection_limit(configured: Option<usize>) -> usize {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let descriptors = match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) => {
+            if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+                hard
+            } else {
+                soft
+            }
+        }
+        Err(_) => 1024,
+    };
+    let by_descriptors = descriptors
+        .saturating_sub(RESERVED_FILE_DESCRIPTORS)
+        .max(16);
+    let by_descriptors = usize::try_from(by_descriptors).unwrap_or(usize::MAX);
+    let limit = configured.map_or(by_descriptors, |n| n.min(by_descriptors));
+    tracing::info!(limit, file_descriptors = descriptors, "connection limit");
+    limit
 }
 
 /// Runs `wharf perf`; a run that saw errors exits non-zero after its summary.
@@ -95,6 +121,17 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         )),
         consumer_timeout: config.consumer_timeout,
         failed_login_delay: config.failed_login_delay,
+        max_connections: Some(connection_limit(config.max_connections)),
+        channel_max: config.channel_max,
+        frame_max: config.frame_max,
+        max_message_bytes: config.max_message_size,
+        handshake_timeout: config.handshake_timeout,
+        consumer_max_per_channel: config.consumer_max_per_channel,
+        memory_alarm: Some(MemoryAlarmConfig::new(
+            config
+                .vm_memory_high_watermark
+                .bytes(wharf_server::alarm::available_memory_bytes().unwrap_or(u64::MAX)),
+        )),
         ..ServerConfig::default()
     };
     let tls_server = match &config.tls {

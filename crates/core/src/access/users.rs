@@ -98,6 +98,8 @@ pub struct User {
     /// None: the user cannot log in with a password (certificate login only).
     pub password: Option<PasswordHash>,
     pub tags: Vec<String>,
+    /// max-connections, max-channels.
+    pub limits: crate::limits::Limits,
 }
 
 impl User {
@@ -106,6 +108,7 @@ impl User {
             name: name.to_string(),
             password: password.map(PasswordHash::new),
             tags,
+            limits: Default::default(),
         }
     }
 

@@ -83,6 +83,8 @@ pub struct VHost {
     this: Weak<VHost>,
     /// Description and tags, as an administrator gave them.
     pub metadata: RwLock<(String, Vec<String>)>,
+    /// max-connections, max-queues.
+    pub limits: RwLock<crate::limits::Limits>,
 }
 
 fn inequivalent(what: &str, name: &str, vhost: &str, arg: &str, got: &str, current: &str) -> Error {
@@ -131,6 +133,7 @@ impl VHost {
             policies: RwLock::new(Vec::new()),
             this: this.clone(),
             metadata: RwLock::default(),
+            limits: RwLock::default(),
         });
         {
             let mut exchanges = vhost.exchanges.write();
@@ -445,6 +448,15 @@ impl VHost {
         } else {
             declare.name
         };
+        // Only queues made now count against the vhost's limit.
+        if let Some(max) = self.limits.read().get(crate::limits::MAX_QUEUES) {
+            if queues.len() as u64 >= max {
+                return Err(Error::precondition(format_args!(
+                    "cannot declare queue '{name}': queue limit in vhost '{}' ({max}) is reached",
+                    self.name
+                )));
+            }
+        }
         let queue = Arc::new(Queue::new(
             name.clone(),
             self.name.clone(),

@@ -79,6 +79,19 @@ pub fn channel_error(channel: &Channel) -> tokio::sync::oneshot::Receiver<lapin:
     rx
 }
 
+/// Resolves with the error the broker closes `connection` with (set up before provoking
+/// it).
+pub fn connection_error(connection: &Connection) -> tokio::sync::oneshot::Receiver<lapin::Error> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let tx = std::sync::Mutex::new(Some(tx));
+    connection.on_error(move |error| {
+        if let Some(tx) = tx.lock().unwrap().take() {
+            let _ = tx.send(error);
+        }
+    });
+    rx
+}
+
 /// Waits for the close reason registered with [`channel_error`].
 pub async fn closed_with(rx: tokio::sync::oneshot::Receiver<lapin::Error>) -> (u16, String) {
     let error = within(rx).await.expect("channel error handler dropped");

@@ -560,6 +560,14 @@ impl Channel {
     }
 
     fn consume(&mut self, ctx: &ChannelContext<'_>, m: &BasicConsume) -> AmqpResult<()> {
+        if let Some(max) = ctx.config.consumer_max_per_channel {
+            if self.delivery.state.lock().consumers.len() >= max {
+                return Err(AmqpError::new(
+                    ReplyCode::NotAllowed,
+                    format_args!("reached maximum ({max}) of consumers per channel"),
+                ));
+            }
+        }
         if *m.queue == *REPLY_QUEUE {
             return self.consume_replies(ctx, m);
         }
