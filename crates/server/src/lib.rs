@@ -11,7 +11,7 @@ mod error;
 mod frame_reader;
 mod handshake;
 mod outbound;
-mod sasl;
+pub mod sasl;
 pub mod tls;
 mod writer;
 

@@ -27,7 +27,15 @@ impl DataDir {
     /// Opens (creating if needed) the data directory at `path`.
     pub fn open(path: impl Into<PathBuf>) -> Result<DataDir> {
         let path = path.into();
-        fs::create_dir_all(&path).map_err(StoreError::io(&path))?;
+        if !path.exists() {
+            // It will hold password hashes and the control socket: the broker's user only.
+            use std::os::unix::fs::DirBuilderExt;
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&path)
+                .map_err(StoreError::io(&path))?;
+        }
         let version_path = path.join(VERSION_FILE);
         match fs::read_to_string(&version_path) {
             Ok(text) => check_version(&path, &text)?,
@@ -161,6 +169,15 @@ pub(crate) mod tests {
         let text = fs::read_to_string(dir.0.join(VERSION_FILE)).unwrap();
         assert_eq!(text, format!("wharf-data {FORMAT_VERSION}\n"));
         DataDir::open(&dir.0).unwrap();
+    }
+
+    #[test]
+    fn a_new_directory_is_the_owners_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = TempDir::new("mode");
+        DataDir::open(&dir.0).unwrap();
+        let mode = fs::metadata(&dir.0).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
     }
 
     #[test]
