@@ -1,7 +1,7 @@
-//! Random and mutated frames thrown at a live broker from many connections while a
-//! well-behaved client publishes with confirms: every hostile connection ends with a
-//! connection.close or a closed socket, the broker keeps serving, and no confirmed message
-//! is lost.
+//! Random, mutated, truncated and oversized frames thrown at a live broker from many
+//! connections while a well-behaved client publishes with confirms: every hostile
+//! connection ends with a connection.close of a frame or syntax error (or a closed
+//! socket), the broker keeps serving, and no confirmed message is lost.
 
 mod common;
 
@@ -51,7 +51,16 @@ fn valid_frames(queue: &str) -> Vec<u8> {
 }
 
 fn mutate(rng: &mut StdRng, bytes: &mut Vec<u8>) {
-    match rng.gen_range(0..4) {
+    match rng.gen_range(0..6) {
+        // Truncated: the frame stops short (the rest never comes, or other frames do).
+        4 => bytes.truncate(rng.gen_range(1..bytes.len())),
+        // Oversized: a frame header announcing far more than frame_max.
+        5 => {
+            let size: u32 = rng.gen_range(131_073..=u32::MAX);
+            let mut header = vec![rng.gen_range(1..=3u8), 0, 1];
+            header.extend_from_slice(&size.to_be_bytes());
+            bytes.splice(0..0, header);
+        }
         0 => {
             for _ in 0..rng.gen_range(1..6) {
                 let at = rng.gen_range(0..bytes.len());
@@ -84,8 +93,10 @@ async fn attack(broker: std::net::SocketAddr, seed: u64, queue: String, external
         }
         tokio::time::sleep(std::time::Duration::from_millis(2)).await;
     }
-    // Finish with bytes no broker can accept, so every connection must end.
+    // Finish with bytes no broker can accept, then hang up (a frame cut short leaves the
+    // broker waiting for its rest until the socket closes), so every connection must end.
     let _ = client.socket.try_write(&[1, 0, 1, 0, 0, 0, 0, 0x00]);
+    let _ = tokio::io::AsyncWriteExt::shutdown(&mut client.socket).await;
     loop {
         match client.read_frame().await {
             None => break,
