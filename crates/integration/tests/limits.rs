@@ -14,43 +14,10 @@ use lapin::types::FieldTable;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use wharf_server::ServerConfig;
 
-/// A vhost and a user with every permission on it, removed at the end.
-struct Tenant<'a> {
-    broker: &'a TestBroker,
-    vhost: String,
-    user: String,
-}
-
-impl<'a> Tenant<'a> {
-    fn new(broker: &'a TestBroker) -> Tenant<'a> {
-        let vhost = unique("limits-vhost");
-        let user = unique("limits-user");
-        broker.must(&["add_vhost", &vhost]);
-        broker.must(&["add_user", &user, "pw"]);
-        broker.must(&["set_permissions", "-p", &vhost, &user, ".*", ".*", ".*"]);
-        Tenant {
-            broker,
-            vhost,
-            user,
-        }
-    }
-
-    fn url(&self) -> String {
-        self.broker.url_with(&self.user, "pw", &self.vhost)
-    }
-}
-
-impl Drop for Tenant<'_> {
-    fn drop(&mut self) {
-        let _ = self.broker.admin(&["delete_vhost", &self.vhost]);
-        let _ = self.broker.admin(&["delete_user", &self.user]);
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_vhost_takes_at_most_its_connections_and_queues() {
     let broker = start_broker().await;
-    let t = Tenant::new(&broker);
+    let t = Tenant::new(&broker, ".*", ".*", ".*");
     broker.must(&[
         "set_vhost_limits",
         "-p",
@@ -111,7 +78,7 @@ async fn a_vhost_takes_at_most_its_connections_and_queues() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_takes_at_most_its_connections_and_channels() {
     let broker = start_broker().await;
-    let t = Tenant::new(&broker);
+    let t = Tenant::new(&broker, ".*", ".*", ".*");
     broker.must(&[
         "set_user_limits",
         &t.user,
@@ -155,7 +122,7 @@ async fn bad_limits_are_refused() {
     if broker.is_external() {
         return; // rabbitmqctl's own wording
     }
-    let t = Tenant::new(&broker);
+    let t = Tenant::new(&broker, ".*", ".*", ".*");
     let refusals = [
         (
             vec!["set_vhost_limits", "-p", &t.vhost, r#"{"max-channels": 1}"#],

@@ -212,3 +212,79 @@ pub fn text(s: &str) -> lapin::types::AMQPValue {
 pub fn int(n: i64) -> lapin::types::AMQPValue {
     lapin::types::AMQPValue::LongLongInt(n)
 }
+
+/// A vhost, and a user with the given permissions in it; guest may do anything there
+/// (to set things up). Deleted at the end of the test.
+pub struct Tenant<'a> {
+    pub broker: &'a TestBroker,
+    pub vhost: String,
+    pub user: String,
+}
+
+/// The password of a [`Tenant`]'s user.
+pub const PASSWORD: &str = "s3cret";
+
+impl<'a> Tenant<'a> {
+    pub fn new(broker: &'a TestBroker, configure: &str, write: &str, read: &str) -> Tenant<'a> {
+        let vhost = unique("acl-vhost");
+        let user = unique("acl-user");
+        broker.must(&["add_vhost", &vhost]);
+        broker.must(&["add_user", &user, PASSWORD]);
+        broker.must(&[
+            "set_permissions",
+            "-p",
+            &vhost,
+            &user,
+            configure,
+            write,
+            read,
+        ]);
+        broker.must(&["set_permissions", "-p", &vhost, "guest", ".*", ".*", ".*"]);
+        Tenant {
+            broker,
+            vhost,
+            user,
+        }
+    }
+
+    /// The amqp URL of the tenant's user on its vhost.
+    pub fn url(&self) -> String {
+        self.broker.url_with(&self.user, PASSWORD, &self.vhost)
+    }
+
+    pub async fn connect(&self) -> Connection {
+        lapin_connect(&self.url()).await
+    }
+
+    pub async fn channel(&self) -> (Connection, Channel) {
+        let connection = self.connect().await;
+        let channel = connection.create_channel().await.unwrap();
+        (connection, channel)
+    }
+
+    /// A channel of guest's in the tenant's vhost.
+    pub async fn guest_channel(&self) -> (Connection, Channel) {
+        let connection = lapin_connect(&self.broker.url_with("guest", "guest", &self.vhost)).await;
+        let channel = connection.create_channel().await.unwrap();
+        (connection, channel)
+    }
+
+    /// RabbitMQ's refusal, which does not say which access was missing: the tests name
+    /// it anyway (`access`), for the reader.
+    pub fn refusal(&self, _access: &str, what: &str) -> (u16, String) {
+        (
+            403,
+            format!(
+                "ACCESS_REFUSED - access to {what} in vhost '{}' refused for user '{}'",
+                self.vhost, self.user
+            ),
+        )
+    }
+}
+
+impl Drop for Tenant<'_> {
+    fn drop(&mut self) {
+        let _ = self.broker.admin(&["delete_vhost", &self.vhost]);
+        let _ = self.broker.admin(&["delete_user", &self.user]);
+    }
+}
