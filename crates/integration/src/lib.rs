@@ -2,6 +2,7 @@
 //! with `WHARF_TEST_EXTERNAL=host:port`, points the same tests at a broker already running
 //! there (e.g. RabbitMQ, to check that a test expects what RabbitMQ does).
 
+pub mod pki;
 pub mod raw;
 
 use std::net::SocketAddr;

@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use bytes::BytesMut;
 use std::sync::Arc;
@@ -16,69 +16,9 @@ use amqprs::connection::{Connection, OpenConnectionArguments};
 use amqprs::security::SecurityCredentials;
 use amqprs::tls::TlsAdaptor;
 use common::*;
-use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use wharf_integration::pki::{certificates as rustls_pemfile_certs, handshake_with, Ca};
 use wharf_server::tls::{ClientCertificates, Tls, TlsSettings};
-
-/// A certificate authority that signs server and client certificates into `dir`.
-struct Ca {
-    cert: rcgen::Certificate,
-    key: KeyPair,
-    dir: PathBuf,
-    name: String,
-}
-
-impl Ca {
-    fn new(dir: &Path, name: &str) -> Ca {
-        std::fs::create_dir_all(dir).unwrap();
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(DnType::CommonName, format!("{name} test CA"));
-        let key = KeyPair::generate().unwrap();
-        let cert = params.self_signed(&key).unwrap();
-        std::fs::write(dir.join(format!("{name}-ca.pem")), cert.pem()).unwrap();
-        Ca {
-            cert,
-            key,
-            dir: dir.to_path_buf(),
-            name: name.to_string(),
-        }
-    }
-
-    fn ca_file(&self) -> PathBuf {
-        self.dir.join(format!("{}-ca.pem", self.name))
-    }
-
-    /// Signs a certificate for `common_name` (with these subject names, as server or
-    /// client); writes `<file>.pem` and `<file>.key`, returns their paths.
-    fn issue(&self, file: &str, common_name: &str, client: bool) -> (PathBuf, PathBuf) {
-        let names = if client {
-            Vec::new()
-        } else {
-            vec!["localhost".to_string(), "127.0.0.1".to_string()]
-        };
-        let mut params = CertificateParams::new(names).unwrap();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, common_name);
-        params.extended_key_usages = vec![if client {
-            ExtendedKeyUsagePurpose::ClientAuth
-        } else {
-            ExtendedKeyUsagePurpose::ServerAuth
-        }];
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
-        let (cert_path, key_path) = (
-            self.dir.join(format!("{file}.pem")),
-            self.dir.join(format!("{file}.key")),
-        );
-        std::fs::write(&cert_path, cert.pem()).unwrap();
-        std::fs::write(&key_path, key.serialize_pem()).unwrap();
-        (cert_path, key_path)
-    }
-}
 
 fn settings(ca: &Ca, client_certificates: ClientCertificates) -> TlsSettings {
     let (certificate, key) = ca.issue("server", "wharf test server", false);
@@ -129,42 +69,6 @@ async fn works(connection: &Connection) {
         .unwrap()
         .unwrap();
     assert!(name.starts_with("amq.gen-"));
-}
-
-/// A rustls client of exactly one TLS version: whether the handshake completes, and
-/// then whether the broker answers the protocol header with connection.start.
-async fn handshake_with(
-    addr: std::net::SocketAddr,
-    ca: &Path,
-    version: &'static rustls::SupportedProtocolVersion,
-) -> std::io::Result<Vec<u8>> {
-    let mut roots = rustls::RootCertStore::empty();
-    let pem = std::fs::read(ca).unwrap();
-    for cert in rustls_pemfile_certs(&pem) {
-        roots.add(cert).unwrap();
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_protocol_versions(&[version])
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let socket = tokio::net::TcpStream::connect(addr).await?;
-    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    let mut stream = within(connector.connect(name, socket)).await?;
-    stream.write_all(b"AMQP\x00\x00\x09\x01").await?;
-    let mut start = vec![0u8; 7];
-    within(stream.read_exact(&mut start)).await?;
-    Ok(start)
-}
-
-fn rustls_pemfile_certs(pem: &[u8]) -> Vec<rustls::pki_types::CertificateDer<'static>> {
-    use rustls::pki_types::pem::PemObject;
-    rustls::pki_types::CertificateDer::pem_slice_iter(pem)
-        .map(|c| c.unwrap())
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

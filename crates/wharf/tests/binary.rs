@@ -176,3 +176,64 @@ fn a_data_dir_that_is_not_wharfs_is_refused() {
     assert!(stderr.contains("is not a Wharf data directory"), "{stderr}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn amqps_serves_the_configured_certificate_and_sighup_reloads_it() {
+    use wharf_integration::pki::{handshake_with, Ca};
+    let dir = temp_dir("tls");
+    let first = Ca::new(&dir, "first");
+    let (cert, key) = first.issue("server", "wharf test server", false);
+    let (port, tls_port) = (free_port(), free_port());
+    let data = dir.join("data");
+    let mut child = wharf()
+        .args(["--amqp-listen", &format!("127.0.0.1:{port}")])
+        .args(["--amqps-listen", &format!("127.0.0.1:{tls_port}")])
+        .arg("--data-dir")
+        .arg(&data)
+        .arg("--tls-cert")
+        .arg(&cert)
+        .arg("--tls-key")
+        .arg(&key)
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = wait_ready(&mut child);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains(&format!("AMQPS (TLS) listening on 127.0.0.1:{tls_port}"))),
+        "{lines:?}"
+    );
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{tls_port}").parse().unwrap();
+    let tls13 = &rustls::version::TLS13;
+    let start = handshake_with(addr, &first.ca_file(), tls13).await.unwrap();
+    assert_eq!(&start[..3], &[1, 0, 0], "connection.start over TLS");
+
+    // A renewed certificate from another CA replaces the files; SIGHUP reads them.
+    let second = Ca::new(&dir, "second");
+    let (renewed, renewed_key) = second.issue("renewed", "wharf test server", false);
+    std::fs::copy(&renewed, &cert).unwrap();
+    std::fs::copy(&renewed_key, &key).unwrap();
+    let status = Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while handshake_with(addr, &second.ca_file(), tls13)
+        .await
+        .is_err()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the renewed certificate was never served"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(handshake_with(addr, &first.ca_file(), tls13).await.is_err());
+
+    sigterm(&child);
+    assert!(child.wait().unwrap().success(), "SIGHUP must not stop it");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
