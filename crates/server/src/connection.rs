@@ -85,17 +85,39 @@ struct Connection {
     registration: Option<Registration>,
 }
 
-pub async fn serve_connection<S>(
-    socket: S,
-    peer: SocketAddr,
-    broker: Arc<Broker>,
-    config: Arc<ServerConfig>,
-    mut shutdown: watch::Receiver<bool>,
-    mut alarm: watch::Receiver<Alarms>,
-    certificate_name: Option<String>,
-) where
+/// What a listener gives each of its connections.
+#[derive(Clone)]
+pub struct Listener {
+    pub broker: Arc<Broker>,
+    pub config: Arc<ServerConfig>,
+    pub shutdown: watch::Receiver<bool>,
+    pub alarm: watch::Receiver<Alarms>,
+}
+
+/// What is known of a socket before its AMQP handshake.
+pub struct Accepted {
+    pub peer: SocketAddr,
+    /// The common name of the client's verified TLS certificate, if it gave one.
+    pub certificate_name: Option<String>,
+    /// The TLS and AMQP handshakes must be over by then.
+    pub handshake_deadline: tokio::time::Instant,
+}
+
+pub async fn serve_connection<S>(socket: S, accepted: Accepted, listener: Listener)
+where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
+    let Accepted {
+        peer,
+        certificate_name,
+        handshake_deadline,
+    } = accepted;
+    let Listener {
+        broker,
+        config,
+        mut shutdown,
+        mut alarm,
+    } = listener;
     let (read_half, write_half) = tokio::io::split(socket);
     let outbound = Arc::new(Outbound::new());
     let heartbeat = Arc::new(HeartbeatSetting::default());
@@ -103,8 +125,8 @@ pub async fn serve_connection<S>(
     let mut reader = FrameReader::new(read_half, config.frame_max);
 
     let opened = tokio::select! {
-        opened = tokio::time::timeout(
-            config.handshake_timeout,
+        opened = tokio::time::timeout_at(
+            handshake_deadline,
             handshake::run(
                 &mut reader,
                 &outbound,

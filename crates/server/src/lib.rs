@@ -158,20 +158,27 @@ async fn serve_with(
                         continue;
                     }
                     let _ = socket.set_nodelay(true);
-                    let (broker, config) = (broker.clone(), config.clone());
-                    let (shutdown, alarm) = (shutdown.clone(), alarm_rx.clone());
+                    let listener = connection::Listener {
+                        broker: broker.clone(),
+                        config: config.clone(),
+                        shutdown: shutdown.clone(),
+                        alarm: alarm_rx.clone(),
+                    };
+                    let accepted = connection::Accepted {
+                        peer,
+                        certificate_name: None,
+                        // The TLS and AMQP handshakes together must be over by then.
+                        handshake_deadline: tokio::time::Instant::now() + config.handshake_timeout,
+                    };
                     match &tls {
                         None => connections.spawn(connection::serve_connection(
-                            socket, peer, broker, config, shutdown, alarm, None,
+                            socket, accepted, listener,
                         )),
                         Some(tls) => connections.spawn(serve_tls_connection(
                             socket,
-                            peer,
+                            accepted,
                             tls.acceptor(),
-                            broker,
-                            config,
-                            shutdown,
-                            alarm,
+                            listener,
                         )),
                     };
                 }
@@ -199,15 +206,13 @@ async fn serve_with(
 /// the client certificate's name for SASL EXTERNAL.
 async fn serve_tls_connection(
     socket: tokio::net::TcpStream,
-    peer: std::net::SocketAddr,
+    mut accepted: connection::Accepted,
     acceptor: tokio_rustls::TlsAcceptor,
-    broker: Arc<Broker>,
-    config: Arc<ServerConfig>,
-    shutdown: watch::Receiver<bool>,
-    alarm: watch::Receiver<alarm::Alarms>,
+    listener: connection::Listener,
 ) {
-    let stream = match tokio::time::timeout(config.handshake_timeout, acceptor.accept(socket)).await
-    {
+    let peer = accepted.peer;
+    let handshake = acceptor.accept(socket);
+    let stream = match tokio::time::timeout_at(accepted.handshake_deadline, handshake).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(error)) => {
             tracing::info!(%peer, %error, "TLS handshake failed");
@@ -218,6 +223,6 @@ async fn serve_tls_connection(
             return;
         }
     };
-    let name = tls::client_common_name(stream.get_ref().1);
-    connection::serve_connection(stream, peer, broker, config, shutdown, alarm, name).await
+    accepted.certificate_name = tls::client_common_name(stream.get_ref().1);
+    connection::serve_connection(stream, accepted, listener).await
 }
