@@ -16,9 +16,10 @@ pub struct ServeArgs {
     /// TOML file with any of the settings below (flags and env override it).
     #[arg(long, env = "WHARF_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Address for AMQP connections [default: 0.0.0.0:5672]
-    #[arg(long, env = "WHARF_AMQP_LISTEN", value_name = "ADDR:PORT")]
-    pub amqp_listen: Option<SocketAddr>,
+    /// Address for AMQP connections, or "none" to serve AMQP over TLS only
+    /// [default: 0.0.0.0:5672]
+    #[arg(long, env = "WHARF_AMQP_LISTEN", value_name = "ADDR:PORT|none", value_parser = parse_listen)]
+    pub amqp_listen: Option<Listen>,
     /// Directory for the broker's data [default: ./data]
     #[arg(long, env = "WHARF_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
@@ -132,6 +133,32 @@ fn parse_watermark(value: &str) -> Result<Watermark, String> {
     }
 }
 
+/// A listener's address, or none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listen {
+    At(SocketAddr),
+    Off,
+}
+
+fn parse_listen(value: &str) -> Result<Listen, String> {
+    match value {
+        "none" | "off" => Ok(Listen::Off),
+        address => address
+            .parse()
+            .map(Listen::At)
+            .map_err(|_| format!("'{value}' is not an address (ADDR:PORT) or none")),
+    }
+}
+
+impl Listen {
+    fn into_option(self) -> Option<SocketAddr> {
+        match self {
+            Listen::At(address) => Some(address),
+            Listen::Off => None,
+        }
+    }
+}
+
 fn parse_client_certificates(value: &str) -> Result<ClientCertificates, String> {
     ClientCertificates::parse(value).ok_or_else(|| {
         format!("'{value}' is not a client certificate mode: use none, optional or required")
@@ -152,7 +179,7 @@ fn parse_fsync(value: &str) -> Result<FsyncPolicy, String> {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileConfig {
-    amqp_listen: Option<SocketAddr>,
+    amqp_listen: Option<String>,
     data_dir: Option<PathBuf>,
     log_level: Option<String>,
     fsync: Option<String>,
@@ -178,7 +205,8 @@ struct FileConfig {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
-    pub amqp_listen: SocketAddr,
+    /// None: no plain listener (TLS only).
+    pub amqp_listen: Option<SocketAddr>,
     pub data_dir: PathBuf,
     pub log_level: String,
     pub fsync: FsyncPolicy,
@@ -208,12 +236,20 @@ impl Config {
             None => FileConfig::default(),
         };
         let tls = tls_settings(args, &file)?;
+        let amqp_listen = match (args.amqp_listen, &file.amqp_listen) {
+            (Some(listen), _) => listen,
+            (None, Some(text)) => parse_listen(text)
+                .map_err(|e| anyhow::anyhow!("invalid config file: amqp_listen: {e}"))?,
+            (None, None) => Listen::At(SocketAddr::from(([0, 0, 0, 0], 5672))),
+        };
+        if amqp_listen == Listen::Off && tls.is_none() {
+            anyhow::bail!(
+                "amqp_listen is none and TLS is not set up (tls_cert, tls_key): nothing would listen"
+            );
+        }
         let defaults = wharf_server::ServerConfig::default();
         Ok(Config {
-            amqp_listen: args
-                .amqp_listen
-                .or(file.amqp_listen)
-                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 5672))),
+            amqp_listen: amqp_listen.into_option(),
             data_dir: args
                 .data_dir
                 .clone()
@@ -336,7 +372,7 @@ mod tests {
     #[test]
     fn defaults() {
         let config = Config::resolve(&ServeArgs::default()).unwrap();
-        assert_eq!(config.amqp_listen, "0.0.0.0:5672".parse().unwrap());
+        assert_eq!(config.amqp_listen, Some("0.0.0.0:5672".parse().unwrap()));
         assert_eq!(config.data_dir, PathBuf::from("./data"));
         assert_eq!(config.log_level, "info");
         assert_eq!(config.fsync, FsyncPolicy::Batch);
@@ -399,7 +435,7 @@ mod tests {
             ..Default::default()
         };
         let config = Config::resolve(&args).unwrap();
-        assert_eq!(config.amqp_listen, "127.0.0.1:5800".parse().unwrap());
+        assert_eq!(config.amqp_listen, Some("127.0.0.1:5800".parse().unwrap()));
         assert_eq!(config.data_dir, PathBuf::from("/tmp/x"));
         assert_eq!(config.log_level, "warn");
 
@@ -467,6 +503,22 @@ mod tests {
         };
         let tls = Config::resolve(&both).unwrap().tls.unwrap();
         assert_eq!(tls.client_certificates, ClientCertificates::Required);
+        let tls_only = ServeArgs {
+            amqp_listen: Some(Listen::Off),
+            ..both
+        };
+        assert_eq!(Config::resolve(&tls_only).unwrap().amqp_listen, None);
+        let nothing = ServeArgs {
+            amqp_listen: Some(Listen::Off),
+            ..Default::default()
+        };
+        let error = Config::resolve(&nothing).unwrap_err();
+        assert!(
+            error.to_string().contains("nothing would listen"),
+            "{error}"
+        );
+        assert_eq!(parse_listen("none"), Ok(Listen::Off));
+        assert!(parse_listen("nowhere").is_err());
         assert!(parse_client_certificates("sometimes").is_err());
     }
 

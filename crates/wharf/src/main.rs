@@ -108,10 +108,14 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     };
     let broker = Broker::open(broker_config, &config.data_dir)
         .with_context(|| format!("cannot open data dir {}", config.data_dir.display()))?;
-    let listener = TcpListener::bind(config.amqp_listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.amqp_listen))?;
-    let address = listener.local_addr()?;
+    let listener = match config.amqp_listen {
+        Some(address) => Some(
+            TcpListener::bind(address)
+                .await
+                .with_context(|| format!("cannot listen on {address}"))?,
+        ),
+        None => None,
+    };
     let broker = Arc::new(broker);
     let (shutdown, shutdown_rx) = Shutdown::new();
     let server_config = ServerConfig {
@@ -134,6 +138,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         )),
         ..ServerConfig::default()
     };
+    let mut listening = Vec::new();
     let tls_server = match &config.tls {
         Some(settings) => {
             let tls = Arc::new(
@@ -144,6 +149,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
                 .with_context(|| format!("cannot listen on {}", config.amqps_listen))?;
             let address = listener.local_addr()?;
             tracing::info!(%address, "AMQPS (TLS) listening on {address}");
+            listening.push(format!("AMQPS on {address}"));
             let task = tokio::spawn(wharf_server::serve_tls(
                 listener,
                 broker.clone(),
@@ -172,14 +178,22 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             None
         }
     };
-    let server = tokio::spawn(wharf_server::serve(
-        listener,
-        broker,
-        server_config,
-        shutdown_rx,
-    ));
+    let server = match listener {
+        Some(listener) => {
+            let address = listener.local_addr()?;
+            listening.insert(0, format!("AMQP listening on {address}"));
+            Some(tokio::spawn(wharf_server::serve(
+                listener,
+                broker,
+                server_config,
+                shutdown_rx,
+            )))
+        }
+        None => None,
+    };
     let mut signals = Signals::install()?;
-    tracing::info!(%address, data_dir = %config.data_dir.display(), "wharf ready, AMQP listening on {address}");
+    let listening = listening.join(", ");
+    tracing::info!(data_dir = %config.data_dir.display(), "wharf ready, {listening}");
     while signals.wait().await == Signal::Reload {
         match &tls_server {
             Some((tls, _)) => match tls.reload() {
@@ -193,7 +207,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     tracing::info!("shutting down");
     shutdown.trigger();
-    server.await.context("server task failed")?;
+    if let Some(server) = server {
+        server.await.context("server task failed")?;
+    }
     if let Some((_, task)) = tls_server {
         task.await.context("TLS server task failed")?;
     }

@@ -237,3 +237,49 @@ async fn amqps_serves_the_configured_certificate_and_sighup_reloads_it() {
     assert!(child.wait().unwrap().success(), "SIGHUP must not stop it");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_amqp_listen_none_only_tls_is_served() {
+    use wharf_integration::pki::{handshake_with, Ca};
+    let dir = temp_dir("tls-only");
+    let ca = Ca::new(&dir, "only");
+    let (cert, key) = ca.issue("server", "wharf test server", false);
+    let tls_port = free_port();
+    let mut child = wharf()
+        .args(["--amqp-listen", "none"])
+        .args(["--amqps-listen", &format!("127.0.0.1:{tls_port}")])
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .arg("--tls-cert")
+        .arg(&cert)
+        .arg("--tls-key")
+        .arg(&key)
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = wait_ready(&mut child);
+    let ready = lines.last().unwrap();
+    assert!(
+        ready.contains(&format!("wharf ready, AMQPS on 127.0.0.1:{tls_port}")),
+        "{ready}"
+    );
+    assert!(!ready.contains("AMQP listening"), "{ready}");
+    let addr = format!("127.0.0.1:{tls_port}").parse().unwrap();
+    handshake_with(addr, &ca.ca_file(), &rustls::version::TLS12)
+        .await
+        .unwrap();
+    sigterm(&child);
+    assert!(child.wait().unwrap().success());
+
+    // Without TLS, "none" would leave nothing to listen on: refused.
+    let output = wharf()
+        .args(["--amqp-listen", "none", "--data-dir"])
+        .arg(dir.join("data"))
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("nothing would listen"), "{stderr}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
