@@ -270,6 +270,12 @@ impl Grant {
         )))
     }
 
+    /// Whether the user has topic permissions on `exchange` (without any, every routing
+    /// key is allowed and [`Grant::check_topic`] need not be called).
+    pub fn limits_topics(&self, exchange: &str) -> bool {
+        self.with_current(|s| s.topics.iter().any(|t| t.exchange == exchange))
+    }
+
     /// For a topic exchange: refuses unless the user's topic permission on it, if any,
     /// allows `routing_key` (no topic permission on the exchange allows every key).
     pub fn check_topic(&self, access: Access, exchange: &str, routing_key: &str) -> Result<()> {

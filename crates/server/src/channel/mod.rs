@@ -15,7 +15,7 @@ use wharf_core::exchange::ALTERNATE_EXCHANGE;
 use wharf_core::queue::ConsumerRemoved;
 use wharf_core::queue_arguments::DEAD_LETTER_EXCHANGE;
 use wharf_core::{
-    Consumer, DeliveryTarget, Exchange, ExchangeDeclare, ExchangeKind, Grant, Queue,
+    Consumer, DeliveryTarget, ExchangeDeclare, ExchangeKind, Grant, Queue,
     QueueDeclare as CoreQueueDeclare, VHost,
 };
 
@@ -59,9 +59,8 @@ pub struct Channel {
     /// Acks received but not yet applied to their queues: a run of acks in one read is
     /// applied at once (one lock per queue, not one per ack). See [`Channel::flush_acks`].
     pending_acks: Vec<Unacked>,
-    /// The exchange last published to, with the permissions' generation when the user
-    /// was found allowed to (see [`PendingPublish::start`]).
-    exchange_cache: Option<(Arc<Exchange>, u64)>,
+    /// The exchange last published to (see [`PendingPublish::start`]).
+    exchange_cache: Option<publish::CachedExchange>,
     route_cache: RouteCache,
     /// Snapshots (when, next delivery tag then) taken at each consumer-timeout check while
     /// deliveries are unacknowledged: every tag below a snapshot's was delivered before

@@ -74,38 +74,53 @@ pub struct TxBuffer {
     pub acks: Vec<(Vec<Unacked>, Option<bool>)>,
 }
 
+/// A channel's exchange of its last publish, with what was found when it was looked up.
+pub struct CachedExchange {
+    exchange: Arc<Exchange>,
+    /// The permissions' generation the write permission was checked under.
+    generation: u64,
+    /// A topic exchange the user has topic permissions on: each routing key is checked.
+    topics_limited: bool,
+}
+
 impl PendingPublish {
     /// Starts a publish to the exchange `method` names. `cache` holds the exchange this
-    /// channel published to last, with the permissions' generation when the user was
-    /// found allowed to write to it: a run of publishes to one exchange looks it up and
-    /// checks the permission once.
+    /// channel published to last, as checked under the permissions of one generation: a
+    /// run of publishes to one exchange looks it up and checks the permission once.
     pub fn start(
         ctx: &ChannelContext<'_>,
         method: BasicPublish,
-        cache: &mut Option<(Arc<Exchange>, u64)>,
+        cache: &mut Option<CachedExchange>,
     ) -> AmqpResult<Self> {
         if method.immediate {
             return Err(AmqpError::new(ReplyCode::NotImplemented, "immediate=true"));
         }
         let generation = ctx.grant.generation();
-        let exchange = match cache {
-            Some((cached, checked))
-                if same_name(&cached.name, &method.exchange)
-                    && *checked == generation
-                    && !cached.is_deleted() =>
+        let cached = match cache {
+            Some(cached)
+                if same_name(&cached.exchange.name, &method.exchange)
+                    && cached.generation == generation
+                    && !cached.exchange.is_deleted() =>
             {
-                cached.clone()
+                cached
             }
             _ => {
                 // As RabbitMQ: the permission before the lookup, so that a user who may
                 // not write there cannot learn whether the exchange exists.
                 ctx.grant
                     .check(Access::Write, ResourceKind::Exchange, &method.exchange)?;
-                let found = ctx.vhost.exchange(&method.exchange)?;
-                *cache = Some((found.clone(), generation));
-                found
+                let exchange = ctx.vhost.exchange(&method.exchange)?;
+                let topics_limited =
+                    exchange.kind == ExchangeKind::Topic && ctx.grant.limits_topics(&exchange.name);
+                cache.insert(CachedExchange {
+                    exchange,
+                    generation,
+                    topics_limited,
+                })
             }
         };
+        let exchange = cached.exchange.clone();
+        let topics_limited = cached.topics_limited;
         if exchange.internal {
             return Err(AmqpError::new(
                 ReplyCode::AccessRefused,
@@ -115,7 +130,7 @@ impl PendingPublish {
                 ),
             ));
         }
-        if exchange.kind == ExchangeKind::Topic {
+        if topics_limited {
             ctx.grant
                 .check_topic(Access::Write, &exchange.name, &method.routing_key)?;
         }
