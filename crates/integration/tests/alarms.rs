@@ -14,6 +14,21 @@ use wharf_integration::raw::RawClient;
 use wharf_server::alarm::DiskAlarmConfig;
 use wharf_server::ServerConfig;
 
+/// A raw client that asks to be told of blocks (connection.blocked), with channel 1 open.
+async fn publisher_told_of_blocks(broker: &TestBroker) -> RawClient {
+    let mut capabilities = FieldTable::new();
+    capabilities.insert("connection.blocked", FieldValue::Bool(true));
+    let mut properties = FieldTable::new();
+    properties.insert("capabilities", FieldValue::Table(capabilities));
+    let mut publisher = RawClient::open_with(broker.addr, properties).await;
+    publisher.send_method(1, ChannelOpen {}).await;
+    assert!(matches!(
+        publisher.read_method().await,
+        Method::ChannelOpenOk(_)
+    ));
+    publisher
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn low_disk_blocks_publishers_until_space_returns() {
     if std::env::var("WHARF_TEST_EXTERNAL").is_ok() {
@@ -35,16 +50,7 @@ async fn low_disk_blocks_publishers_until_space_returns() {
         .await
         .unwrap();
 
-    let mut capabilities = FieldTable::new();
-    capabilities.insert("connection.blocked", FieldValue::Bool(true));
-    let mut properties = FieldTable::new();
-    properties.insert("capabilities", FieldValue::Table(capabilities));
-    let mut publisher = RawClient::open_with(broker.addr, properties).await;
-    publisher.send_method(1, ChannelOpen {}).await;
-    assert!(matches!(
-        publisher.read_method().await,
-        Method::ChannelOpenOk(_)
-    ));
+    let mut publisher = publisher_told_of_blocks(&broker).await;
     tokio::time::sleep(Duration::from_millis(100)).await; // the monitor has run
 
     publisher.publish(1, "", &queue, b"first").await;
@@ -113,16 +119,7 @@ async fn memory_above_the_watermark_blocks_publishers_until_it_falls() {
         .queue_declare(&queue, Default::default(), LapinTable::default())
         .await
         .unwrap();
-    let mut capabilities = FieldTable::new();
-    capabilities.insert("connection.blocked", FieldValue::Bool(true));
-    let mut properties = FieldTable::new();
-    properties.insert("capabilities", FieldValue::Table(capabilities));
-    let mut publisher = RawClient::open_with(broker.addr, properties).await;
-    publisher.send_method(1, ChannelOpen {}).await;
-    assert!(matches!(
-        publisher.read_method().await,
-        Method::ChannelOpenOk(_)
-    ));
+    let mut publisher = publisher_told_of_blocks(&broker).await;
     tokio::time::sleep(Duration::from_millis(100)).await; // the monitor has run
 
     publisher.publish(1, "", &queue, b"first").await;

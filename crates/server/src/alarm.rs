@@ -126,73 +126,83 @@ pub fn free_bytes(path: &std::path::Path) -> std::io::Result<u64> {
 pub async fn monitor_disk(
     config: DiskAlarmConfig,
     alarms: watch::Sender<Alarms>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
-    loop {
+    let check = || {
         let limit = config.free_limit_bytes.load(Ordering::Relaxed);
         match free_bytes(&config.path) {
-            Ok(free) => {
-                let low = free < limit;
-                if low != alarms.borrow().disk {
-                    if low {
-                        tracing::warn!(
-                            free_bytes = free,
-                            limit_bytes = limit,
-                            "disk alarm set: publishers are blocked"
-                        );
-                    } else {
-                        tracing::info!(
-                            free_bytes = free,
-                            limit_bytes = limit,
-                            "disk alarm cleared"
-                        );
-                    }
-                    alarms.send_modify(|a| a.disk = low);
-                }
-            }
+            Ok(free) => Some((free < limit, format!("{free} bytes free, limit {limit}"))),
             Err(error) => {
-                tracing::warn!(%error, path = %config.path.display(), "cannot read free disk space")
+                tracing::warn!(%error, path = %config.path.display(), "cannot read free disk space");
+                None
             }
         }
-        tokio::select! {
-            _ = tokio::time::sleep(config.check_interval) => {}
-            _ = shutdown.changed() => return,
-        }
-    }
+    };
+    monitor(
+        "disk",
+        |a| &mut a.disk,
+        config.check_interval,
+        check,
+        alarms,
+        shutdown,
+    )
+    .await
 }
 
 /// Checks the resident memory every interval and sets or clears the memory alarm.
 pub async fn monitor_memory(
     config: MemoryAlarmConfig,
     alarms: watch::Sender<Alarms>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let check = || {
+        let watermark = config.high_watermark_bytes.load(Ordering::Relaxed);
+        match resident_bytes() {
+            Ok(used) => Some((
+                used > watermark,
+                format!("{used} bytes resident, high watermark {watermark}"),
+            )),
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the broker's memory use");
+                None
+            }
+        }
+    };
+    monitor(
+        "memory",
+        |a| &mut a.memory,
+        config.check_interval,
+        check,
+        alarms,
+        shutdown,
+    )
+    .await
+}
+
+/// Every `interval` until shutdown: `check` says whether the alarm should be on (and
+/// what it measured), and the alarm `flag` picks is set or cleared when that changes.
+async fn monitor(
+    name: &str,
+    flag: fn(&mut Alarms) -> &mut bool,
+    interval: Duration,
+    check: impl Fn() -> Option<(bool, String)>,
+    alarms: watch::Sender<Alarms>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
-        let watermark = config.high_watermark_bytes.load(Ordering::Relaxed);
-        match resident_bytes() {
-            Ok(used) => {
-                let high = used > watermark;
-                if high != alarms.borrow().memory {
-                    if high {
-                        tracing::warn!(
-                            resident_bytes = used,
-                            high_watermark_bytes = watermark,
-                            "memory alarm set: publishers are blocked"
-                        );
-                    } else {
-                        tracing::info!(
-                            resident_bytes = used,
-                            high_watermark_bytes = watermark,
-                            "memory alarm cleared"
-                        );
-                    }
-                    alarms.send_modify(|a| a.memory = high);
+        if let Some((on, measured)) = check() {
+            let mut current = *alarms.borrow();
+            if *flag(&mut current) != on {
+                if on {
+                    tracing::warn!(measured, "{name} alarm set: publishers are blocked");
+                } else {
+                    tracing::info!(measured, "{name} alarm cleared");
                 }
+                alarms.send_modify(|a| *flag(a) = on);
             }
-            Err(error) => tracing::warn!(%error, "cannot read the broker's memory use"),
         }
         tokio::select! {
-            _ = tokio::time::sleep(config.check_interval) => {}
+            _ = tokio::time::sleep(interval) => {}
             _ = shutdown.changed() => return,
         }
     }
