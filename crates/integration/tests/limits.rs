@@ -196,15 +196,19 @@ async fn a_channel_takes_at_most_its_consumers() {
     .await;
     let (conn, ch) = lapin_channel(&broker).await;
     let queue = exclusive_queue(&ch).await;
+    // Kept alive: lapin cancels a consumer whose stream is dropped.
+    let mut consumers = Vec::new();
     for _ in 0..2 {
-        ch.basic_consume(
-            &queue,
-            "",
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+        let consumer = ch
+            .basic_consume(
+                &queue,
+                "",
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        consumers.push(consumer);
     }
     let closed = connection_error(&conn);
     // (lapin's answer to the consume itself varies; the connection's close says it all.)
