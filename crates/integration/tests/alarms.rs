@@ -1,5 +1,6 @@
-//! The disk free space alarm: publishing connections are blocked (and told, if they asked)
-//! while free space is under the limit, and resume when it returns; others carry on.
+//! The disk and memory alarms: publishing connections are blocked (and told, if they
+//! asked) while free space is under the limit or memory above the watermark, and resume
+//! when the alarm ends; others carry on.
 
 mod common;
 
@@ -7,7 +8,6 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::*;
-use lapin::options::*;
 use lapin::types::FieldTable as LapinTable;
 use wharf_amqp::*;
 use wharf_integration::raw::RawClient;
@@ -29,6 +29,53 @@ async fn publisher_told_of_blocks(broker: &TestBroker) -> RawClient {
     publisher
 }
 
+/// The scenario both alarms share: with the alarm on, a publisher told of blocks gets
+/// `connection.blocked` with `reason` after its first message, its second waits unread while
+/// others carry on; `release` ends the alarm, and the publisher is unblocked and its second
+/// message arrives.
+async fn blocks_publishers_until_released(
+    config: ServerConfig,
+    reason: &str,
+    release: impl FnOnce(),
+) {
+    let broker = wharf_integration::start_broker_with(config).await;
+    let queue = unique("alarm");
+    let (_observer_conn, observer) = lapin_channel(&broker).await;
+    observer
+        .queue_declare(&queue, Default::default(), LapinTable::default())
+        .await
+        .unwrap();
+    let mut publisher = publisher_told_of_blocks(&broker).await;
+    tokio::time::sleep(Duration::from_millis(100)).await; // the monitor has run
+
+    publisher.publish(1, "", &queue, b"first").await;
+    assert_eq!(
+        publisher.read_method().await,
+        Method::ConnectionBlocked(ConnectionBlocked {
+            reason: reason.into()
+        })
+    );
+    publisher.publish(1, "", &queue, b"second").await;
+    // The first publish went through; the second waits unread. Non-publishers carry on.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        message_count(&observer, &queue).await,
+        1,
+        "the second waits"
+    );
+
+    release();
+    assert_eq!(
+        publisher.read_method().await,
+        Method::ConnectionUnblocked(ConnectionUnblocked {})
+    );
+    assert!(count_becomes(&observer, &queue, 2).await);
+    observer
+        .queue_delete(&queue, Default::default())
+        .await
+        .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn low_disk_blocks_publishers_until_space_returns() {
     if std::env::var("WHARF_TEST_EXTERNAL").is_ok() {
@@ -42,61 +89,8 @@ async fn low_disk_blocks_publishers_until_space_returns() {
         disk_alarm: Some(disk),
         ..Default::default()
     };
-    let broker = wharf_integration::start_broker_with(config).await;
-    let queue = unique("alarm");
-    let (_observer_conn, observer) = lapin_channel(&broker).await;
-    observer
-        .queue_declare(&queue, Default::default(), LapinTable::default())
-        .await
-        .unwrap();
-
-    let mut publisher = publisher_told_of_blocks(&broker).await;
-    tokio::time::sleep(Duration::from_millis(100)).await; // the monitor has run
-
-    publisher.publish(1, "", &queue, b"first").await;
-    assert_eq!(
-        publisher.read_method().await,
-        Method::ConnectionBlocked(ConnectionBlocked {
-            reason: "low on disk".into()
-        })
-    );
-    publisher.publish(1, "", &queue, b"second").await;
-
-    let count = |ch: lapin::Channel, q: String| async move {
-        ch.queue_declare(
-            &q,
-            QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            LapinTable::default(),
-        )
-        .await
-        .unwrap()
-        .message_count()
-    };
-    // The first publish went through; the second waits unread. Non-publishers carry on.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(count(observer.clone(), queue.clone()).await, 1);
-
-    limit.store(0, Ordering::Relaxed);
-    assert_eq!(
-        publisher.read_method().await,
-        Method::ConnectionUnblocked(ConnectionUnblocked {})
-    );
-    let settled = within(async {
-        loop {
-            if count(observer.clone(), queue.clone()).await == 2 {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    });
-    settled.await;
-    observer
-        .queue_delete(&queue, Default::default())
-        .await
-        .unwrap();
+    blocks_publishers_until_released(config, "low on disk", || limit.store(0, Ordering::Relaxed))
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -112,39 +106,8 @@ async fn memory_above_the_watermark_blocks_publishers_until_it_falls() {
         memory_alarm: Some(memory),
         ..Default::default()
     };
-    let broker = wharf_integration::start_broker_with(config).await;
-    let queue = unique("memory-alarm");
-    let (_observer_conn, observer) = lapin_channel(&broker).await;
-    observer
-        .queue_declare(&queue, Default::default(), LapinTable::default())
-        .await
-        .unwrap();
-    let mut publisher = publisher_told_of_blocks(&broker).await;
-    tokio::time::sleep(Duration::from_millis(100)).await; // the monitor has run
-
-    publisher.publish(1, "", &queue, b"first").await;
-    assert_eq!(
-        publisher.read_method().await,
-        Method::ConnectionBlocked(ConnectionBlocked {
-            reason: "low on memory".into()
-        })
-    );
-    publisher.publish(1, "", &queue, b"second").await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(
-        message_count(&observer, &queue).await,
-        1,
-        "the second waits"
-    );
-
-    watermark.store(u64::MAX, Ordering::Relaxed);
-    assert_eq!(
-        publisher.read_method().await,
-        Method::ConnectionUnblocked(ConnectionUnblocked {})
-    );
-    assert!(count_becomes(&observer, &queue, 2).await);
-    observer
-        .queue_delete(&queue, Default::default())
-        .await
-        .unwrap();
+    blocks_publishers_until_released(config, "low on memory", || {
+        watermark.store(u64::MAX, Ordering::Relaxed)
+    })
+    .await;
 }

@@ -56,18 +56,7 @@ impl MemoryAlarmConfig {
 /// The memory this broker may count on: the machine's, or its cgroup's limit if lower
 /// (a container).
 pub fn available_memory_bytes() -> Option<u64> {
-    let total = std::fs::read_to_string("/proc/meminfo")
-        .ok()?
-        .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))
-        .and_then(|rest| {
-            rest.trim()
-                .trim_end_matches("kB")
-                .trim()
-                .parse::<u64>()
-                .ok()
-        })
-        .map(|kib| kib * 1024)?;
+    let total = kib_field(&std::fs::read_to_string("/proc/meminfo").ok()?, "MemTotal:")?;
     let cgroup = std::fs::read_to_string("/sys/fs/cgroup/memory.max")
         .ok()
         .and_then(|text| text.trim().parse::<u64>().ok());
@@ -77,18 +66,15 @@ pub fn available_memory_bytes() -> Option<u64> {
 /// The broker's resident memory (RSS), from /proc.
 pub fn resident_bytes() -> std::io::Result<u64> {
     let status = std::fs::read_to_string("/proc/self/status")?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|rest| {
-            rest.trim()
-                .trim_end_matches("kB")
-                .trim()
-                .parse::<u64>()
-                .ok()
-        })
-        .map(|kib| kib * 1024)
+    kib_field(&status, "VmRSS:")
         .ok_or_else(|| std::io::Error::other("no VmRSS in /proc/self/status"))
+}
+
+/// The bytes of a `Name:   1234 kB` line of a /proc file.
+fn kib_field(text: &str, name: &str) -> Option<u64> {
+    let rest = text.lines().find_map(|l| l.strip_prefix(name))?;
+    let kib: u64 = rest.trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kib * 1024)
 }
 
 /// RabbitMQ's default `disk_free_limit`.
@@ -217,6 +203,14 @@ mod tests {
         let used = resident_bytes().unwrap();
         let available = available_memory_bytes().unwrap();
         assert!(used > 0 && used < available, "{used} of {available}");
+    }
+
+    #[test]
+    fn proc_fields_are_read_in_bytes() {
+        let text = "Name:\twharf\nVmRSS:\t   2048 kB\nBad:\t x kB\n";
+        assert_eq!(kib_field(text, "VmRSS:"), Some(2 * 1024 * 1024));
+        assert_eq!(kib_field(text, "Bad:"), None);
+        assert_eq!(kib_field(text, "MemTotal:"), None);
     }
 
     #[test]
