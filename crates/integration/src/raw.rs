@@ -41,6 +41,28 @@ impl RawClient {
 
     /// `open`, announcing these client properties (capabilities, for instance).
     pub async fn open_with(addr: SocketAddr, client_properties: FieldTable) -> RawClient {
+        let (mut client, tune) = RawClient::until_tune(addr, client_properties).await;
+        client
+            .tune_and_open(ConnectionTuneOk {
+                channel_max: tune.channel_max,
+                frame_max: tune.frame_max,
+                heartbeat: 0,
+            })
+            .await;
+        let open_ok = client.read_method().await;
+        assert!(
+            matches!(open_ok, Method::ConnectionOpenOk(_)),
+            "{open_ok:?}"
+        );
+        client
+    }
+
+    /// The handshake up to the broker's connection.tune: the protocol header, then
+    /// start-ok as guest with these client properties.
+    pub async fn until_tune(
+        addr: SocketAddr,
+        client_properties: FieldTable,
+    ) -> (RawClient, ConnectionTune) {
         let mut client = RawClient::connect(addr).await;
         client.send_raw(PROTOCOL_HEADER).await;
         let start = client.read_method().await;
@@ -60,30 +82,20 @@ impl RawClient {
         let Method::ConnectionTune(tune) = tune else {
             panic!("expected tune, got {tune:?}")
         };
-        client
-            .send_method(
-                0,
-                ConnectionTuneOk {
-                    channel_max: tune.channel_max,
-                    frame_max: tune.frame_max,
-                    heartbeat: 0,
-                },
-            )
-            .await;
-        client
-            .send_method(
-                0,
-                ConnectionOpen {
-                    virtual_host: "/".into(),
-                },
-            )
-            .await;
-        let open_ok = client.read_method().await;
-        assert!(
-            matches!(open_ok, Method::ConnectionOpenOk(_)),
-            "{open_ok:?}"
-        );
-        client
+        (client, tune)
+    }
+
+    /// Sends `tune_ok`, then connection.open of vhost "/"; the broker's answer is the
+    /// caller's to read.
+    pub async fn tune_and_open(&mut self, tune_ok: ConnectionTuneOk) {
+        self.send_method(0, tune_ok).await;
+        self.send_method(
+            0,
+            ConnectionOpen {
+                virtual_host: "/".into(),
+            },
+        )
+        .await;
     }
 
     /// `open`, then channel 1 opened.

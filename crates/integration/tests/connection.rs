@@ -276,44 +276,13 @@ async fn a_peer_that_stops_heartbeating_is_dropped() {
     if broker.is_external() {
         return; // RabbitMQ's minimum heartbeat makes this take too long to run here.
     }
-    let mut client = RawClient::connect(broker.addr).await;
-    client.send_raw(PROTOCOL_HEADER).await;
-    assert!(matches!(
-        client.read_method().await,
-        Method::ConnectionStart(_)
-    ));
+    let (mut client, tune) = RawClient::until_tune(broker.addr, FieldTable::new()).await;
     client
-        .send_method(
-            0,
-            ConnectionStartOk {
-                client_properties: FieldTable::new(),
-                mechanism: "PLAIN".into(),
-                response: Bytes::from_static(b"\0guest\0guest"),
-                locale: "en_US".into(),
-            },
-        )
-        .await;
-    assert!(matches!(
-        client.read_method().await,
-        Method::ConnectionTune(_)
-    ));
-    client
-        .send_method(
-            0,
-            ConnectionTuneOk {
-                channel_max: 0,
-                frame_max: 131072,
-                heartbeat: 1,
-            },
-        )
-        .await;
-    client
-        .send_method(
-            0,
-            ConnectionOpen {
-                virtual_host: "/".into(),
-            },
-        )
+        .tune_and_open(ConnectionTuneOk {
+            channel_max: tune.channel_max,
+            frame_max: tune.frame_max,
+            heartbeat: 1,
+        })
         .await;
     assert!(matches!(
         client.read_method().await,
@@ -430,19 +399,108 @@ async fn a_message_over_the_size_limit_is_406() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_channel_above_channel_max_is_a_connection_error() {
+async fn channel_max_bounds_how_many_channels_are_open_not_their_numbers() {
     let broker = start_broker().await;
-    if broker.is_external() {
-        return; // RabbitMQ limits the number of open channels, not their numbers
+    let (mut client, tune) = RawClient::until_tune(broker.addr, FieldTable::new()).await;
+    client
+        .tune_and_open(ConnectionTuneOk {
+            channel_max: 2,
+            frame_max: tune.frame_max,
+            heartbeat: 0,
+        })
+        .await;
+    assert!(matches!(
+        client.read_method().await,
+        Method::ConnectionOpenOk(_)
+    ));
+    for number in [10, 3000] {
+        client.send_method(number, ChannelOpen {}).await;
+        assert_eq!(
+            client.read_method().await,
+            Method::ChannelOpenOk(ChannelOpenOk {})
+        );
     }
-    let mut client = RawClient::open(broker.addr).await;
-    client.send_method(2048, ChannelOpen {}).await;
+    client
+        .send_method(
+            10,
+            ChannelClose {
+                reply_code: 200,
+                reply_text: "".into(),
+                class_id: 0,
+                method_id: 0,
+            },
+        )
+        .await;
+    assert_eq!(
+        client.read_method().await,
+        Method::ChannelCloseOk(ChannelCloseOk {})
+    );
+    client.send_method(65535, ChannelOpen {}).await;
+    assert_eq!(
+        client.read_method().await,
+        Method::ChannelOpenOk(ChannelOpenOk {})
+    );
+    client.send_method(5, ChannelOpen {}).await;
     let (code, text) = client.expect_connection_close().await;
     assert_eq!(
         (code, text.as_str()),
         (
-            504,
-            "CHANNEL_ERROR - channel 2048 is above channel_max 2047"
+            530,
+            "NOT_ALLOWED - number of channels opened (2) has reached the negotiated channel_max (2)"
         )
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tune_ok_beyond_what_was_offered_is_refused() {
+    let broker = start_broker().await;
+    // (channel_max, frame_max) asked for, given the offer of 2047 and 131072.
+    let cases = [
+        (
+            0,
+            131072,
+            "channel_max = 0 (no limit) is higher than the maximum allowed value (2047)",
+        ),
+        (
+            2048,
+            131072,
+            "channel_max = 2048 is higher than the maximum allowed value (2047)",
+        ),
+        (
+            2047,
+            0,
+            "frame_max = 0 is higher than the maximum allowed value (131072)",
+        ),
+        (
+            2047,
+            131073,
+            "frame_max = 131073 is higher than the maximum allowed value (131072)",
+        ),
+        (
+            2047,
+            4095,
+            "frame_max = 4095 is lower than the minimum allowed value (4096)",
+        ),
+    ];
+    for (channel_max, frame_max, reason) in cases {
+        let (mut client, tune) = RawClient::until_tune(broker.addr, FieldTable::new()).await;
+        assert_eq!((tune.channel_max, tune.frame_max), (2047, 131072));
+        client
+            .tune_and_open(ConnectionTuneOk {
+                channel_max,
+                frame_max,
+                heartbeat: 0,
+            })
+            .await;
+        if broker.is_external() {
+            // RabbitMQ logs the reason and resets the socket 3 s later, without a frame.
+            assert_eq!(client.read_frame().await, None, "{reason}");
+            return;
+        }
+        let (code, text) = client.expect_connection_close().await;
+        assert_eq!(
+            (code, text),
+            (530, format!("NOT_ALLOWED - negotiated {reason}"))
+        );
+    }
 }

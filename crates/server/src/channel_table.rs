@@ -1,10 +1,19 @@
 //! The open channels of one connection, found by number for every frame. Clients number
 //! their channels from 1 up, so a vector indexed by the number finds one with a bounds
-//! check instead of a hash; numbers are bounded by the negotiated channel_max.
+//! check instead of a hash. Any number may be used, as in RabbitMQ (channel_max bounds how
+//! many are open, not their numbers): those above [`DENSE_NUMBERS`] go to an ordered map,
+//! so one high number costs one entry, not a vector reaching up to it.
+
+use std::collections::BTreeMap;
+
+/// Numbers below this are kept in the vector: the default channel_max's range, 16 bytes a
+/// slot at most (32 KiB when a client opens channel 2047).
+pub const DENSE_NUMBERS: u16 = 2048;
 
 #[derive(Debug)]
 pub struct ChannelTable<T> {
     slots: Vec<Option<T>>,
+    high: BTreeMap<u16, T>,
     occupied: usize,
 }
 
@@ -12,6 +21,7 @@ impl<T> Default for ChannelTable<T> {
     fn default() -> Self {
         ChannelTable {
             slots: Vec::new(),
+            high: BTreeMap::new(),
             occupied: 0,
         }
     }
@@ -19,16 +29,24 @@ impl<T> Default for ChannelTable<T> {
 
 impl<T> ChannelTable<T> {
     pub fn get_mut(&mut self, number: u16) -> Option<&mut T> {
-        self.slots.get_mut(usize::from(number))?.as_mut()
+        if number < DENSE_NUMBERS {
+            self.slots.get_mut(usize::from(number))?.as_mut()
+        } else {
+            self.high.get_mut(&number)
+        }
     }
 
     /// Puts `value` at `number`, returning what was there.
     pub fn insert(&mut self, number: u16, value: T) -> Option<T> {
-        let at = usize::from(number);
-        if at >= self.slots.len() {
-            self.slots.resize_with(at + 1, || None);
-        }
-        let previous = self.slots[at].replace(value);
+        let previous = if number < DENSE_NUMBERS {
+            let at = usize::from(number);
+            if at >= self.slots.len() {
+                self.slots.resize_with(at + 1, || None);
+            }
+            self.slots[at].replace(value)
+        } else {
+            self.high.insert(number, value)
+        };
         if previous.is_none() {
             self.occupied += 1;
         }
@@ -41,29 +59,41 @@ impl<T> ChannelTable<T> {
     }
 
     pub fn remove(&mut self, number: u16) -> Option<T> {
-        let removed = self.slots.get_mut(usize::from(number))?.take();
+        let removed = if number < DENSE_NUMBERS {
+            let removed = self.slots.get_mut(usize::from(number))?.take();
+            // A table that held a high number gives the room back once it is closed.
+            while matches!(self.slots.last(), Some(None)) {
+                self.slots.pop();
+            }
+            removed
+        } else {
+            self.high.remove(&number)
+        };
         if removed.is_some() {
             self.occupied -= 1;
-        }
-        // A table that held a high number gives the room back once it is closed.
-        while matches!(self.slots.last(), Some(None)) {
-            self.slots.pop();
         }
         removed
     }
 
     pub fn values(&self) -> impl Iterator<Item = &T> {
-        self.slots.iter().flatten()
+        self.slots.iter().flatten().chain(self.high.values())
     }
 
     pub fn values_mut(&mut self) -> impl Iterator<Item = &mut T> {
-        self.slots.iter_mut().flatten()
+        self.slots
+            .iter_mut()
+            .flatten()
+            .chain(self.high.values_mut())
     }
 
     /// Empties the table, yielding what it held.
     pub fn drain(&mut self) -> impl Iterator<Item = T> {
         self.occupied = 0;
-        std::mem::take(&mut self.slots).into_iter().flatten()
+        let high = std::mem::take(&mut self.high).into_values();
+        std::mem::take(&mut self.slots)
+            .into_iter()
+            .flatten()
+            .chain(high)
     }
 }
 
@@ -89,5 +119,28 @@ mod tests {
         assert_eq!(table.drain().collect::<Vec<_>>(), vec!["again"]);
         assert_eq!(table.values().count(), 0);
         assert_eq!(table.len(), 0);
+    }
+
+    #[test]
+    fn numbers_above_the_vector_take_one_entry_each() {
+        let mut table = ChannelTable::default();
+        assert_eq!(table.insert(65535, "top"), None);
+        assert_eq!(table.insert(DENSE_NUMBERS, "first high"), None);
+        assert_eq!(table.insert(3, "low"), None);
+        assert_eq!(table.slots.len(), 4, "high numbers do not grow the vector");
+        assert_eq!(table.insert(65535, "top again"), Some("top"));
+        assert_eq!(table.len(), 3);
+        assert_eq!(table.get_mut(65535), Some(&mut "top again"));
+        assert_eq!(table.get_mut(DENSE_NUMBERS + 1), None);
+        for value in table.values_mut() {
+            *value = "seen";
+        }
+        assert_eq!(table.values().filter(|v| **v == "seen").count(), 3);
+        assert_eq!(table.remove(DENSE_NUMBERS), Some("seen"));
+        assert_eq!(table.remove(DENSE_NUMBERS), None);
+        assert_eq!(table.len(), 2);
+        assert_eq!(table.drain().count(), 2);
+        assert_eq!(table.len(), 0);
+        assert_eq!(table.get_mut(65535), None);
     }
 }

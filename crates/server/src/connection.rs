@@ -456,15 +456,6 @@ impl Connection {
         if channel_id == 0 {
             return self.handle_connection_frame(frame.payload);
         }
-        if channel_id > self.handshake.channel_max {
-            return Err(AmqpError::new(
-                ReplyCode::ChannelError,
-                format_args!(
-                    "channel {channel_id} is above channel_max {}",
-                    self.handshake.channel_max
-                ),
-            ));
-        }
         let ctx = ChannelContext {
             vhost: &self.vhost,
             grant: &self.handshake.grant,
@@ -476,6 +467,7 @@ impl Connection {
         let slot = self.channels.get_mut(channel_id);
         let result = match (slot, frame.payload) {
             (None, FramePayload::Method(Method::ChannelOpen(_))) => {
+                self.check_channel_max()?;
                 self.check_user_channel_limit()?;
                 let channel = Channel::new(
                     channel_id,
@@ -573,6 +565,23 @@ impl Connection {
         if let Some(registration) = &self.registration {
             registration.set_channels(self.channels.len());
         }
+    }
+
+    /// channel_max bounds how many channels are open at once (as RabbitMQ counts them; the
+    /// numbers themselves may be anything but 0). A channel closing still counts until its
+    /// close-ok.
+    fn check_channel_max(&self) -> Result<(), AmqpError> {
+        let max = self.handshake.channel_max;
+        let open = self.channels.len();
+        if max != 0 && open >= usize::from(max) {
+            return Err(AmqpError::new(
+                ReplyCode::NotAllowed,
+                format_args!(
+                    "number of channels opened ({open}) has reached the negotiated channel_max ({max})"
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// A user with a max-channels limit may not open more, over all their connections.

@@ -88,6 +88,32 @@ fn client_capability(client_properties: &FieldTable, name: &str) -> bool {
     }
 }
 
+/// A tune-ok value checked as RabbitMQ checks it: the client may ask for less than the
+/// broker offered (down to `min`), not more, and not 0 ("no limit") where the broker has a
+/// limit. The reason is RabbitMQ's text.
+fn negotiate<T>(name: &str, client: T, server: T, min: T) -> Result<T, String>
+where
+    T: Copy + PartialOrd + Default + std::fmt::Display,
+{
+    let none = T::default();
+    if client != none && client < min {
+        return Err(format!(
+            "negotiated {name} = {client} is lower than the minimum allowed value ({min})"
+        ));
+    }
+    if server != none && (client == none || client > server) {
+        let no_limit = if client == none && name == "channel_max" {
+            " (no limit)"
+        } else {
+            ""
+        };
+        return Err(format!(
+            "negotiated {name} = {client}{no_limit} is higher than the maximum allowed value ({server})"
+        ));
+    }
+    Ok(client)
+}
+
 async fn expect_method<R: AsyncRead + Unpin>(
     reader: &mut FrameReader<R>,
 ) -> Result<Method, HandshakeError> {
@@ -205,31 +231,15 @@ pub async fn run<R: AsyncRead + Unpin>(
     let refuse = |detail: String| {
         HandshakeError::Refused(AmqpError::new(ReplyCode::NotAllowed, detail).during(&method))
     };
-    let channel_max = match tune_ok.channel_max {
-        0 => config.channel_max,
-        n if n > config.channel_max => {
-            return Err(refuse(format!(
-                "negotiated channel_max = {n} is higher than the maximum allowed value ({})",
-                config.channel_max
-            )))
-        }
-        n => n,
-    };
-    let frame_max = match tune_ok.frame_max {
-        0 => config.frame_max,
-        n if n < FRAME_MIN_BYTES => {
-            return Err(refuse(format!(
-                "frame_max={n} < {FRAME_MIN_BYTES} min size"
-            )))
-        }
-        n if n > config.frame_max => {
-            return Err(refuse(format!(
-                "frame_max={n} > {} max size",
-                config.frame_max
-            )))
-        }
-        n => n,
-    };
+    let channel_max =
+        negotiate("channel_max", tune_ok.channel_max, config.channel_max, 0).map_err(refuse)?;
+    let frame_max = negotiate(
+        "frame_max",
+        tune_ok.frame_max,
+        config.frame_max,
+        FRAME_MIN_BYTES,
+    )
+    .map_err(refuse)?;
     reader.frame_max = frame_max;
 
     let method = expect_method(reader).await?;
