@@ -7,7 +7,7 @@ mod common;
 
 use common::*;
 use lapin::options::*;
-use lapin::types::FieldTable;
+use lapin::types::{AMQPValue, FieldArray, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ExchangeKind};
 
 async fn declare_queue(ch: &Channel, name: &str) -> lapin::Result<lapin::Queue> {
@@ -309,6 +309,60 @@ async fn topic_permissions_limit_routing_keys_on_their_exchange() {
     })
     .await;
     assert_eq!(got, refusal("read", "bad.#"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cc_and_bcc_keys_need_the_topic_permission_too() {
+    let broker = start_broker().await;
+    if broker.is_external() {
+        // RabbitMQ checks these keys since 4.0 (rabbitmq-server#12553); 3.10 lets them by.
+        return;
+    }
+    let t = Tenant::new(&broker, ".*", ".*", ".*");
+    broker.must(&[
+        "set_topic_permissions",
+        "-p",
+        &t.vhost,
+        &t.user,
+        "amq.topic",
+        "^mine\\.",
+        ".*",
+    ]);
+    let conn = t.connect().await;
+    let with_header = |name: &str, keys: &[&str]| {
+        let keys: Vec<AMQPValue> = keys
+            .iter()
+            .map(|k| AMQPValue::LongString((*k).into()))
+            .collect();
+        let mut headers = FieldTable::default();
+        headers.insert(name.into(), AMQPValue::FieldArray(FieldArray::from(keys)));
+        BasicProperties::default().with_headers(headers)
+    };
+    for header in ["CC", "BCC"] {
+        let ch = conn.create_channel().await.unwrap();
+        publish_with(&ch, "amq.topic", "mine.a", with_header(header, &["mine.b"]))
+            .await
+            .unwrap();
+        let got = publish_with(
+            &ch,
+            "amq.topic",
+            "mine.a",
+            with_header(header, &["mine.c", "theirs.secret"]),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(
+            got,
+            (
+                403,
+                format!(
+                    "ACCESS_REFUSED - access to topic 'theirs.secret' in exchange 'amq.topic' in vhost '{}' refused for user '{}'",
+                    t.vhost, t.user
+                )
+            ),
+            "{header}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -192,7 +192,7 @@ impl PendingPublish {
         }
         let mut properties = header.properties;
         if properties.has_sender_routes() {
-            properties = self.take_sender_routes(properties)?;
+            properties = self.take_sender_routes(ctx, properties)?;
         }
         let complete = header.body_size == 0;
         self.header = Some((header.body_size, properties));
@@ -201,9 +201,12 @@ impl PendingPublish {
 
     /// Reads the `CC` and `BCC` keys (a header that is not an array refuses the message
     /// with RabbitMQ's 406) and takes the `BCC` header off; returns the properties to keep.
+    /// Each key is a routing key the message is published with, so on a topic exchange
+    /// each needs the write topic permission the method's key needed.
     #[cold]
     fn take_sender_routes(
         &mut self,
+        ctx: &ChannelContext<'_>,
         properties: EncodedProperties,
     ) -> AmqpResult<EncodedProperties> {
         let routes = SenderRoutes::of(&properties).map_err(|reason| {
@@ -213,6 +216,14 @@ impl PendingPublish {
             )
             .with_ids(60, 40)
         })?;
+        let exchange = &self.exchange;
+        if exchange.kind == ExchangeKind::Topic && ctx.grant.limits_topics(&exchange.name) {
+            for key in routes.cc.iter().chain(&routes.bcc) {
+                ctx.grant
+                    .check_topic(Access::Write, &exchange.name, key)
+                    .map_err(|e| AmqpError::from(e).with_ids(60, 40))?;
+            }
+        }
         if !routes.bcc.is_empty() {
             self.bcc = Some(routes.bcc.into());
         }
