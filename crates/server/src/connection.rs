@@ -19,7 +19,7 @@ use crate::channel_table::ChannelTable;
 use crate::error::AmqpError;
 use crate::frame_reader::{FrameReader, ReadError};
 use crate::handshake::{self, Handshake, HandshakeError};
-use crate::outbound::Outbound;
+use crate::outbound::{Outbound, INPUT_PAUSE_BYTES};
 use crate::writer::{run_writer, HeartbeatSetting};
 use crate::ServerConfig;
 
@@ -273,6 +273,12 @@ impl Connection {
                     return ending;
                 }
             }
+            // A client that does not read what it asked for is not read from either.
+            if self.outbound.pending_bytes() >= INPUT_PAUSE_BYTES {
+                if let Some(ending) = self.wait_for_writer(stops).await {
+                    return ending;
+                }
+            }
             // Frames already buffered are handled without waiting on anything else.
             match reader.try_next() {
                 Ok(Some(frame)) => {
@@ -358,7 +364,25 @@ impl Connection {
         }
     }
 
-    /// Ok(false) when the client closed the connection.
+    /// Stops reading from the client until the writer has brought the unwritten bytes
+    /// under [`INPUT_PAUSE_BYTES`]; deliveries resume as it drains.
+    async fn wait_for_writer(&mut self, stops: &mut Stops<'_>) -> Option<Ending> {
+        tracing::debug!(id = self.id, "client not reading: input paused");
+        loop {
+            if self.outbound.is_closed() {
+                return Some(Ending::ClientGone);
+            }
+            self.outbound.await_room();
+            if self.outbound.pending_bytes() < INPUT_PAUSE_BYTES {
+                return None;
+            }
+            tokio::select! {
+                _ = self.outbound.drained.notified() => self.resume_consumers(),
+                error = stops.closing() => return Some(Ending::Close(error)),
+            }
+        }
+    }
+
     /// Stops reading from a publishing connection while a resource alarm is on, telling a
     /// client that asked for it. Deliveries to its consumers go on.
     async fn wait_while_blocked(

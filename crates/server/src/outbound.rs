@@ -3,7 +3,7 @@
 //! with one syscall, so many deliveries share a write. The connection owns it; queues
 //! reach it through their consumers' delivery targets.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use bytes::BytesMut;
 use parking_lot::Mutex;
@@ -12,6 +12,12 @@ use tokio::sync::Notify;
 /// Above this many unwritten bytes, queues stop delivering to the connection until the
 /// writer has caught up: a slow reader cannot make the broker buffer without bound.
 pub const OUTBOUND_HIGH_WATER_BYTES: usize = 4 * 1024 * 1024;
+
+/// Above this many unwritten bytes, the connection stops reading from its client until the
+/// writer has caught up. Deliveries stop at [`OUTBOUND_HIGH_WATER_BYTES`]; what else a client
+/// makes the broker write (basic.get's messages, returns, confirms, method replies) would
+/// otherwise grow without bound for a client that sends requests and never reads.
+pub const INPUT_PAUSE_BYTES: usize = 4 * OUTBOUND_HIGH_WATER_BYTES;
 
 thread_local! {
     static DELIVERIES_WOKEN: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
@@ -40,11 +46,14 @@ pub(crate) fn note_credit_filled() {
 #[derive(Debug, Default)]
 pub struct Outbound {
     buffer: Mutex<BytesMut>,
+    /// The buffer's length as of the last change, readable without the lock.
+    pending: AtomicUsize,
     /// Wakes the writer when bytes were added.
     pub(crate) wake_writer: Notify,
-    /// Set when a delivery was refused for lack of room; the writer clears it once the
-    /// buffer drains and wakes the connection to resume its consumers.
-    delivery_blocked: AtomicBool,
+    /// Set when a delivery was refused for lack of room, or the connection stopped reading
+    /// until there is room; the writer clears it after its next write and wakes the
+    /// connection (`drained`).
+    room_awaited: AtomicBool,
     pub(crate) drained: Notify,
     closed: AtomicBool,
 }
@@ -62,6 +71,7 @@ impl Outbound {
         {
             let mut buffer = self.buffer.lock();
             encode(&mut buffer);
+            self.pending.store(buffer.len(), Ordering::Relaxed);
         }
         self.wake_writer.notify_one();
     }
@@ -76,10 +86,11 @@ impl Outbound {
         {
             let mut buffer = self.buffer.lock();
             if buffer.len() >= OUTBOUND_HIGH_WATER_BYTES {
-                self.delivery_blocked.store(true, Ordering::Release);
+                self.room_awaited.store(true, Ordering::Release);
                 return false;
             }
             encode(&mut buffer);
+            self.pending.store(buffer.len(), Ordering::Relaxed);
         }
         self.wake_writer.notify_one();
         DELIVERIES_WOKEN.with(|n| n.set(n.get() + 1));
@@ -90,15 +101,34 @@ impl Outbound {
     /// are reused rather than reallocated.
     pub(crate) fn take(&self, spare: &mut BytesMut) {
         spare.clear();
-        std::mem::swap(&mut *self.buffer.lock(), spare);
+        let mut buffer = self.buffer.lock();
+        std::mem::swap(&mut *buffer, spare);
+        self.pending.store(0, Ordering::Relaxed);
     }
 
-    /// Called by the writer after a write: if deliveries were refused, let the connection
-    /// know there is room again.
+    /// Called by the writer after a write: if deliveries were refused, or the connection
+    /// waits for room, let the connection know there is room again.
     pub(crate) fn after_write(&self) {
-        if self.delivery_blocked.swap(false, Ordering::AcqRel) {
+        if self.room_awaited.swap(false, Ordering::AcqRel) {
             self.drained.notify_one();
         }
+    }
+
+    /// Unwritten bytes, as of the last change (no lock).
+    pub fn pending_bytes(&self) -> usize {
+        self.pending.load(Ordering::Relaxed)
+    }
+
+    /// Asks the writer to notify `drained` after its next write.
+    pub(crate) fn await_room(&self) {
+        self.room_awaited.store(true, Ordering::Release);
+    }
+
+    /// The writer failed (the peer is gone): nothing more will be written, and a connection
+    /// waiting for room is woken to find it closed.
+    pub(crate) fn writer_failed(&self) {
+        self.close();
+        self.drained.notify_one();
     }
 
     pub fn is_empty(&self) -> bool {

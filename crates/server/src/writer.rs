@@ -54,7 +54,10 @@ pub async fn run_writer<W: AsyncWrite + Unpin>(
         if batch.is_empty() {
             continue;
         }
-        socket.write_all(&batch).await?;
+        if let Err(error) = socket.write_all(&batch).await {
+            outbound.writer_failed();
+            return Err(error);
+        }
         last_write = Instant::now();
         outbound.after_write();
         // Let a buffer that grew for a burst shrink again rather than pin its memory.
