@@ -111,3 +111,63 @@ async fn memory_above_the_watermark_blocks_publishers_until_it_falls() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_in_progress_does_not_hold_off_the_block() {
+    if std::env::var("WHARF_TEST_EXTERNAL").is_ok() {
+        return; // needs control of the broker's limit
+    }
+    let mut disk = DiskAlarmConfig::new(std::env::temp_dir(), u64::MAX);
+    disk.check_interval = Duration::from_millis(20);
+    let limit = disk.free_limit_bytes.clone();
+    let config = ServerConfig {
+        disk_alarm: Some(disk),
+        ..Default::default()
+    };
+    let broker = wharf_integration::start_broker_with(config).await;
+    let queue = unique("alarm-partial");
+    let (_observer_conn, observer) = lapin_channel(&broker).await;
+    observer
+        .queue_declare(&queue, Default::default(), LapinTable::default())
+        .await
+        .unwrap();
+    let mut publisher = publisher_told_of_blocks(&broker).await;
+    tokio::time::sleep(Duration::from_millis(100)).await; // the monitor has run
+
+    // Half a message: the method, a header announcing 6 bytes, 3 of them. A client that
+    // kept one message open on some channel at all times must still be blocked.
+    let mut out = bytes::BytesMut::new();
+    let publish = Method::BasicPublish(BasicPublish {
+        exchange: "".into(),
+        routing_key: queue.as_str().into(),
+        mandatory: false,
+        immediate: false,
+    });
+    wharf_amqp::frame::encode_method(1, &publish, &mut out);
+    let header = ContentHeader {
+        class_id: 60,
+        body_size: 6,
+        properties: Default::default(),
+    };
+    wharf_amqp::frame::encode_content_header(1, &header, &mut out);
+    wharf_amqp::frame::encode_body(1, b"abc", 131072, &mut out);
+    publisher.send_raw(&out).await;
+    assert_eq!(
+        publisher.read_method().await,
+        Method::ConnectionBlocked(ConnectionBlocked {
+            reason: "low on disk".into()
+        })
+    );
+    let mut rest = bytes::BytesMut::new();
+    wharf_amqp::frame::encode_body(1, b"def", 131072, &mut rest);
+    publisher.send_raw(&rest).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(message_count(&observer, &queue).await, 0, "the rest waits");
+
+    limit.store(0, Ordering::Relaxed);
+    assert_eq!(
+        publisher.read_method().await,
+        Method::ConnectionUnblocked(ConnectionUnblocked {})
+    );
+    assert!(count_becomes(&observer, &queue, 1).await);
+}

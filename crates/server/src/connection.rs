@@ -265,14 +265,6 @@ impl Connection {
             .consumer_timeout
             .map(|timeout| tokio::time::Instant::now() + timeout_check_interval(timeout));
         loop {
-            // Between messages only: a message half received is finished first.
-            if self.published && alarm.borrow().any() && !self.receiving_content() {
-                // Acks already read count before the connection stops reading.
-                self.flush_acks();
-                if let Some(ending) = self.wait_while_blocked(stops, alarm).await {
-                    return ending;
-                }
-            }
             // A client that does not read what it asked for is not read from either.
             if self.outbound.pending_bytes() >= INPUT_PAUSE_BYTES {
                 if let Some(ending) = self.wait_for_writer(stops).await {
@@ -314,6 +306,17 @@ impl Connection {
                     next_timeout_check = self.check_consumer_timeouts();
                 }
                 tokio::task::yield_now().await;
+                continue;
+            }
+            // Before reading more (what was read is handled first, as RabbitMQ stops its
+            // socket): a message half received waits too, so that a client interleaving
+            // messages on many channels cannot keep publishing through an alarm.
+            if self.published && alarm.borrow().any() {
+                // Acks already read count before the connection stops reading.
+                self.flush_acks();
+                if let Some(ending) = self.wait_while_blocked(stops, alarm).await {
+                    return ending;
+                }
                 continue;
             }
             let read = async {
@@ -667,12 +670,6 @@ impl Connection {
                 "content frame on channel 0",
             )),
         }
-    }
-
-    fn receiving_content(&self) -> bool {
-        self.channels
-            .values()
-            .any(|slot| matches!(slot, Slot::Open(channel) if channel.is_receiving_content()))
     }
 
     fn resume_consumers(&self) {

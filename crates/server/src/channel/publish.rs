@@ -43,6 +43,10 @@ fn same_name(a: &str, b: &str) -> bool {
 }
 
 /// A publish whose content frames are still arriving.
+/// The most a message in progress reserves ahead of its body frames; a larger body grows
+/// as its frames arrive.
+const BODY_RESERVE_MAX_BYTES: usize = 1024 * 1024;
+
 #[derive(Debug)]
 pub struct PendingPublish {
     exchange: Arc<Exchange>,
@@ -254,7 +258,10 @@ impl PendingPublish {
         self.body = match std::mem::replace(&mut self.body, Body::Empty) {
             Body::Empty => Body::Single(chunk),
             Body::Single(first) => {
-                let mut all = BytesMut::with_capacity(body_size as usize);
+                // Reserved up to a bound only: the declared size is the client's word, and
+                // channels may each hold a message in progress.
+                let reserve = (body_size as usize).min(BODY_RESERVE_MAX_BYTES);
+                let mut all = BytesMut::with_capacity(reserve);
                 all.extend_from_slice(&first);
                 all.extend_from_slice(&chunk);
                 Body::Many(all)
