@@ -12,8 +12,10 @@ pub enum Error {
     UnknownFrameType(u8),
     #[error("bad frame end marker {0:#04x}")]
     BadFrameEnd(u8),
-    #[error("frame size {size} exceeds frame_max {max}")]
-    FrameTooLarge { size: usize, max: u32 },
+    /// A frame whose payload is larger than frame_max; RabbitMQ's text, which names the
+    /// largest payload the spec would allow (frame_max - 8) though it takes up to frame_max.
+    #[error("type {kind}, all octets = <<>>: {{frame_too_large,{size},{}}}", max.saturating_sub(8))]
+    FrameTooLarge { kind: u8, size: usize, max: u32 },
 }
 
 impl Error {

@@ -35,16 +35,19 @@ pub struct Frame {
 
 impl Frame {
     /// Ok(None): more bytes needed. Ok(Some(n)): a whole frame of n bytes is buffered.
-    /// A frame whose size exceeds `frame_max` (0 = no limit) is refused at once.
+    /// A frame whose payload exceeds `frame_max` (0 = no limit) is refused at once, from its
+    /// header. As RabbitMQ: the spec bounds the whole frame, header and end octet included,
+    /// but RabbitMQ takes a payload of up to frame_max, and clients rely on what it takes.
     pub fn check(buf: &[u8], frame_max: u32) -> Result<Option<usize>, Error> {
         if buf.len() < FRAME_HEADER_SIZE {
             return Ok(None);
         }
         let size = u32::from_be_bytes([buf[3], buf[4], buf[5], buf[6]]) as usize;
         let total = size + FRAME_OVERHEAD;
-        if frame_max != 0 && total > frame_max as usize {
+        if frame_max != 0 && size > frame_max as usize {
             return Err(Error::FrameTooLarge {
-                size: total,
+                kind: buf[0],
+                size,
                 max: frame_max,
             });
         }
@@ -319,10 +322,19 @@ mod tests {
             Err(Error::UnknownFrameType(9))
         );
         let huge = [3u8, 0, 1, 0x7f, 0xff, 0xff, 0xff];
-        assert!(matches!(
-            Frame::check(&huge, 131072),
-            Err(Error::FrameTooLarge { max: 131072, .. })
-        ));
+        let error = Frame::check(&huge, 131072).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "type 3, all octets = <<>>: {frame_too_large,2147483647,131064}"
+        );
+        // As RabbitMQ: a payload of frame_max is taken, one byte more is not.
+        let at_max = [1u8, 0, 1, 0, 0, 0x10, 0x00];
+        assert_eq!(Frame::check(&at_max, 4096), Ok(None));
+        let over = [2u8, 0, 1, 0, 0, 0x10, 0x01];
+        assert_eq!(
+            Frame::check(&over, 4096).unwrap_err().to_string(),
+            "type 2, all octets = <<>>: {frame_too_large,4097,4088}"
+        );
     }
 
     #[test]

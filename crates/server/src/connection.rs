@@ -122,7 +122,7 @@ where
     let outbound = Arc::new(Outbound::new());
     let heartbeat = Arc::new(HeartbeatSetting::default());
     let writer = tokio::spawn(run_writer(write_half, outbound.clone(), heartbeat.clone()));
-    let mut reader = FrameReader::new(read_half, config.frame_max);
+    let mut reader = FrameReader::new(read_half, handshake::FRAME_MIN_BYTES);
 
     let opened = tokio::select! {
         opened = tokio::time::timeout_at(

@@ -16,8 +16,10 @@ use crate::outbound::Outbound;
 use crate::sasl;
 use crate::ServerConfig;
 
-/// Frames may not be smaller than this (AMQP's frame-min-size).
-const FRAME_MIN_BYTES: u32 = 4096;
+/// Frames may not be smaller than this (AMQP's frame-min-size), and until tune-ok no frame
+/// may be larger, as in RabbitMQ: a client that has not logged in cannot make the broker
+/// buffer more than this for it.
+pub const FRAME_MIN_BYTES: u32 = 4096;
 
 /// The capabilities of RabbitMQ that Wharf implements, announced in connection.start.
 const CAPABILITIES: &[&str] = &[
