@@ -139,10 +139,18 @@ async fn serve_on(bind: SocketAddr, broker: Broker, config: ServerConfig) -> Tes
 /// Starts an in-process broker with an amqps listener (on its own free port) besides the
 /// plain one. Not available against an external broker.
 pub async fn start_broker_with_tls(tls: Arc<wharf_server::tls::Tls>) -> TestBroker {
+    start_broker_with_tls_and(tls, ServerConfig::default()).await
+}
+
+/// As [`start_broker_with_tls`], both listeners with clones of `config`.
+pub async fn start_broker_with_tls_and(
+    tls: Arc<wharf_server::tls::Tls>,
+    config: ServerConfig,
+) -> TestBroker {
     let mut broker = serve_on(
         "127.0.0.1:0".parse().expect("address"),
         Broker::new(BrokerConfig::default()),
-        ServerConfig::default(),
+        config.clone(),
     )
     .await;
     let listener = TcpListener::bind("127.0.0.1:0")
@@ -153,7 +161,7 @@ pub async fn start_broker_with_tls(tls: Arc<wharf_server::tls::Tls>) -> TestBrok
     tokio::spawn(wharf_server::serve_tls(
         listener,
         broker.broker.clone().expect("in-process"),
-        ServerConfig::default(),
+        config,
         tls,
         shutdown,
     ));

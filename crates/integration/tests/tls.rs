@@ -328,3 +328,49 @@ fn bad_tls_files_are_refused_naming_the_file() {
         "a key that is not the certificate's"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_listeners_share_one_socket_budget() {
+    if std::env::var("WHARF_TEST_EXTERNAL").is_ok() {
+        return; // an in-process broker's listeners
+    }
+    let dir = TempDir::new("wharf-tls");
+    let ca = Ca::new(&dir.0, "main");
+    let tls = Arc::new(Tls::load(settings(&ca, ClientCertificates::None)).unwrap());
+    let config = wharf_server::ServerConfig {
+        sockets: wharf_server::sockets::SocketBudget::new(Some(3)),
+        ..Default::default()
+    };
+    let broker = wharf_integration::start_broker_with_tls_and(tls, config).await;
+    let tls_addr = broker.tls_addr.unwrap();
+    // Three silent sockets, two plain and one on the TLS port, spend the budget.
+    let first = tokio::net::TcpStream::connect(broker.addr).await.unwrap();
+    let _second = tokio::net::TcpStream::connect(broker.addr).await.unwrap();
+    let _third = tokio::net::TcpStream::connect(tls_addr).await.unwrap();
+    let closed_at_once = |addr| async move {
+        let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut byte = [0u8; 1];
+        // A socket within the budget is held open (until the handshake timeout).
+        match within(socket.read(&mut byte)).await {
+            Ok(0) | Err(_) => true,
+            Ok(_) => false,
+        }
+    };
+    // Whichever listener the next one reaches, it is closed as accepted.
+    assert!(closed_at_once(broker.addr).await);
+    assert!(closed_at_once(tls_addr).await);
+    drop(first);
+    // The budget comes back: a plain client is served again.
+    let again = async {
+        loop {
+            let mut socket = tokio::net::TcpStream::connect(broker.addr).await.unwrap();
+            socket.write_all(b"AMQP\x00\x00\x09\x01").await.unwrap();
+            let mut byte = [0u8; 1];
+            if let Ok(1) = socket.read(&mut byte).await {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    };
+    within(again).await;
+}

@@ -12,6 +12,7 @@ mod frame_reader;
 mod handshake;
 mod outbound;
 pub mod sasl;
+pub mod sockets;
 pub mod tls;
 mod writer;
 
@@ -37,9 +38,13 @@ pub struct ServerConfig {
     /// A failed login is answered only after this long, to slow down password guessing.
     pub failed_login_delay: Duration,
     /// Open connections the broker takes at most (RabbitMQ's `connection_max`): more are
-    /// refused at connection.open, and sockets an eighth (and 64) beyond it are closed as
-    /// soon as accepted. None: no limit.
+    /// refused at connection.open. None: no limit.
     pub max_connections: Option<usize>,
+    /// Sockets, handshaking or open, all listeners given clones of this config take at
+    /// most together: more are closed as soon as accepted. Its max should leave room above
+    /// `max_connections` for clients to be refused with a reason, and stay below the file
+    /// descriptors the process may open. Default: no limit.
+    pub sockets: sockets::SocketBudget,
     /// Consumers one channel may have (RabbitMQ's `consumer_max_per_channel`). None: no
     /// limit, as RabbitMQ.
     pub consumer_max_per_channel: Option<usize>,
@@ -69,6 +74,7 @@ impl Default for ServerConfig {
             handshake_timeout: Duration::from_secs(10),
             failed_login_delay: FAILED_LOGIN_DELAY_DEFAULT,
             max_connections: None,
+            sockets: sockets::SocketBudget::default(),
             consumer_max_per_channel: None,
             disk_alarm: None,
             memory_alarm: None,
@@ -144,19 +150,18 @@ async fn serve_with(
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((socket, peer)) => {
-                    // Sockets well beyond the limit (handshaking ones included) are closed
-                    // at once, so that a flood cannot take every file descriptor; up to
-                    // there, a client over the limit is refused at connection.open with
+                    // Sockets beyond the budget (handshaking ones included) are closed at
+                    // once, so that a flood cannot take every file descriptor; within it, a
+                    // client over the connection limit is refused at connection.open with
                     // RabbitMQ's text.
-                    let sockets_max = config.max_connections.map(|max| max + max / 8 + 64);
-                    if sockets_max.is_some_and(|max| connections.len() >= max) {
+                    let Some(permit) = config.sockets.take() else {
                         if refused_logged.is_none_or(|at| at.elapsed() > Duration::from_secs(1)) {
                             tracing::warn!(%peer, "connection limit reached: socket closed");
                             refused_logged = Some(tokio::time::Instant::now());
                         }
                         drop(socket);
                         continue;
-                    }
+                    };
                     let _ = socket.set_nodelay(true);
                     let listener = connection::Listener {
                         broker: broker.clone(),
@@ -171,15 +176,17 @@ async fn serve_with(
                         handshake_deadline: tokio::time::Instant::now() + config.handshake_timeout,
                     };
                     match &tls {
-                        None => connections.spawn(connection::serve_connection(
-                            socket, accepted, listener,
-                        )),
-                        Some(tls) => connections.spawn(serve_tls_connection(
-                            socket,
-                            accepted,
-                            tls.acceptor(),
-                            listener,
-                        )),
+                        None => connections.spawn(async move {
+                            connection::serve_connection(socket, accepted, listener).await;
+                            drop(permit);
+                        }),
+                        Some(tls) => {
+                            let acceptor = tls.acceptor();
+                            connections.spawn(async move {
+                                serve_tls_connection(socket, accepted, acceptor, listener).await;
+                                drop(permit);
+                            })
+                        }
                     };
                 }
                 Err(error) => {

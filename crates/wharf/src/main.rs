@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
 use wharf_core::broker::{Broker, BrokerConfig};
 use wharf_server::alarm::{DiskAlarmConfig, MemoryAlarmConfig};
+use wharf_server::sockets::SocketBudget;
 use wharf_server::{ServerConfig, Shutdown};
 
 use crate::config::{Config, ServeArgs};
@@ -55,9 +56,12 @@ fn main() -> anyhow::Result<()> {
 /// File descriptors kept back from connections: segment files, logs, the control socket.
 const RESERVED_FILE_DESCRIPTORS: u64 = 256;
 
-/// The connection limit: the one configured, and never more than the file descriptors
-/// allow (raising the soft limit to the hard one first, as RabbitMQ's packaging does).
-fn connection_limit(configured: Option<usize>) -> usize {
+/// The connection limit and the socket budget of all listeners together. Sockets: what the
+/// file descriptors allow (raising the soft limit to the hard one first, as RabbitMQ's
+/// packaging does), less those kept for the store. Connections: the number configured, or
+/// an eighth less than the sockets, so that clients over the limit still get its reason at
+/// connection.open; sockets are capped an eighth (and 64) above the connections.
+fn connection_limits(configured: Option<usize>) -> (usize, SocketBudget) {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
     let descriptors = match getrlimit(Resource::RLIMIT_NOFILE) {
         Ok((soft, hard)) => {
@@ -73,9 +77,19 @@ fn connection_limit(configured: Option<usize>) -> usize {
         .saturating_sub(RESERVED_FILE_DESCRIPTORS)
         .max(16);
     let by_descriptors = usize::try_from(by_descriptors).unwrap_or(usize::MAX);
-    let limit = configured.map_or(by_descriptors, |n| n.min(by_descriptors));
-    tracing::info!(limit, file_descriptors = descriptors, "connection limit");
-    limit
+    let connections = configured
+        .unwrap_or(by_descriptors - by_descriptors / 8)
+        .min(by_descriptors);
+    let sockets = connections
+        .saturating_add(connections / 8 + 64)
+        .min(by_descriptors);
+    tracing::info!(
+        connections,
+        sockets,
+        file_descriptors = descriptors,
+        "connection limit"
+    );
+    (connections, SocketBudget::new(Some(sockets)))
 }
 
 /// Runs `wharf perf`; a run that saw errors exits non-zero after its summary.
@@ -118,6 +132,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     };
     let broker = Arc::new(broker);
     let (shutdown, shutdown_rx) = Shutdown::new();
+    let (max_connections, sockets) = connection_limits(config.max_connections);
     let server_config = ServerConfig {
         disk_alarm: Some(DiskAlarmConfig::new(
             config.data_dir.clone(),
@@ -125,7 +140,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         )),
         consumer_timeout: config.consumer_timeout,
         failed_login_delay: config.failed_login_delay,
-        max_connections: Some(connection_limit(config.max_connections)),
+        max_connections: Some(max_connections),
+        sockets,
         channel_max: config.channel_max,
         frame_max: config.frame_max,
         max_message_bytes: config.max_message_size,
