@@ -357,6 +357,9 @@ pub struct DefinitionStore {
     log: File,
     state: State,
     log_entries: usize,
+    /// A failed append could not be taken back: the log may end in half a change, and a
+    /// change recorded after it would be lost at the next start. No more are taken.
+    log_damaged: bool,
 }
 
 impl DefinitionStore {
@@ -386,6 +389,7 @@ impl DefinitionStore {
             dir,
             state,
             log_entries: 0,
+            log_damaged: false,
         };
         store.compact()?;
         Ok(store)
@@ -396,14 +400,42 @@ impl DefinitionStore {
     }
 
     /// Appends a change and fsyncs it: once this returns, the change survives a crash.
+    /// When it fails (a full disk), the change is not made and the log is as it was.
     pub fn record(&mut self, change: Change) -> Result<()> {
         let mut line = serde_json::to_vec(&change).expect("definitions serialize");
         line.push(b'\n');
         let log_path = self.dir.join(LOG_FILE);
-        self.log
+        if self.log_damaged {
+            return Err(StoreError::Io {
+                path: log_path,
+                source: std::io::Error::other(
+                    "an earlier failed write could not be taken back; restart to go on",
+                ),
+            });
+        }
+        let before = self
+            .log
+            .metadata()
+            .map_err(StoreError::io(&log_path))?
+            .len();
+        let appended = self
+            .log
             .write_all(&line)
-            .map_err(StoreError::io(&log_path))?;
-        self.log.sync_data().map_err(StoreError::io(&log_path))?;
+            .and_then(|()| self.log.sync_data());
+        if let Err(error) = appended {
+            // Half a change left at the end would, once a later change is appended after
+            // it, stop the replay there. Take it back.
+            let restored = self.log.set_len(before).and_then(|()| self.log.sync_data());
+            if let Err(restore_error) = restored {
+                tracing::error!(file = %log_path.display(), %error, %restore_error,
+                    "a failed definitions change could not be taken back; no more changes until restart");
+                self.log_damaged = true;
+            }
+            return Err(StoreError::Io {
+                path: log_path,
+                source: error,
+            });
+        }
         self.state.apply(change);
         self.log_entries += 1;
         if self.log_entries >= LOG_ENTRIES_MAX {
@@ -437,7 +469,9 @@ fn open_log(path: &Path) -> Result<File> {
     Ok(file)
 }
 
-/// Applies every whole, valid line; stops at the first that is not (a torn append).
+/// Applies every whole, valid line. A last line cut short (a crash while appending) is
+/// dropped; a bad line with changes after it is an error, since going on without it, or
+/// without what follows it, would silently undo changes (a deleted user's return).
 fn replay_log(path: &Path, state: &mut State) -> Result<()> {
     let file = match File::open(path) {
         Ok(file) => file,
@@ -464,6 +498,17 @@ fn replay_log(path: &Path, state: &mut State) -> Result<()> {
         let whole = line.last() == Some(&b'\n');
         match serde_json::from_slice::<Change>(&line) {
             Ok(change) if whole => state.apply(change),
+            Err(error) if offset + (read as u64) < total => {
+                return Err(StoreError::Corrupt {
+                    path: path.to_path_buf(),
+                    offset,
+                    reason: format!(
+                        "a damaged change ({error}) with {} bytes of changes after it; \
+                         remove that line to start with the others",
+                        total - offset - read as u64
+                    ),
+                });
+            }
             _ => {
                 tracing::warn!(
                     file = %path.display(),
@@ -716,6 +761,63 @@ mod tests {
             .map(|q| q.name)
             .collect();
         assert_eq!(names, vec!["kept".to_string()]);
+    }
+
+    #[test]
+    fn a_damaged_line_with_changes_after_it_is_an_error() {
+        let dir = TempDir::new("defs-damaged");
+        let data = DataDir::open(&dir.0).unwrap();
+        {
+            let mut store = DefinitionStore::open(&data).unwrap();
+            store.record(Change::PutQueue(queue("first"))).unwrap();
+        }
+        let mut log = OpenOptions::new()
+            .append(true)
+            .open(dir.0.join(LOG_FILE))
+            .unwrap();
+        // A whole line that is not a change (a damaged disk block), then a good one.
+        log.write_all(b"{\"PutQueue\": garbage}\n").unwrap();
+        let mut later = serde_json::to_vec(&Change::DeleteQueue {
+            vhost: "/".into(),
+            name: "first".into(),
+        })
+        .unwrap();
+        later.push(b'\n');
+        log.write_all(&later).unwrap();
+        drop(log);
+        let error = DefinitionStore::open(&data).err().expect("refused");
+        let text = error.to_string();
+        assert!(
+            text.contains(LOG_FILE) && text.contains("corrupt at byte"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_failed_append_changes_nothing_and_one_not_taken_back_stops_changes() {
+        let dir = TempDir::new("defs-failed-append");
+        let data = DataDir::open(&dir.0).unwrap();
+        let mut store = DefinitionStore::open(&data).unwrap();
+        store.record(Change::PutQueue(queue("kept"))).unwrap();
+        // A log that can be neither written nor truncated: the append fails, and so does
+        // taking it back.
+        store.log = File::open(dir.0.join(LOG_FILE)).unwrap();
+        assert!(store.record(Change::PutQueue(queue("lost"))).is_err());
+        let names = |store: &DefinitionStore| -> Vec<String> {
+            store
+                .definitions()
+                .queues
+                .into_iter()
+                .map(|q| q.name)
+                .collect()
+        };
+        assert_eq!(names(&store), vec!["kept".to_string()], "not applied");
+        store.log = open_log(&dir.0.join(LOG_FILE)).unwrap();
+        let error = store.record(Change::PutQueue(queue("later"))).unwrap_err();
+        assert!(error.to_string().contains("restart"), "{error}");
+        drop(store);
+        let store = DefinitionStore::open(&data).unwrap();
+        assert_eq!(names(&store), vec!["kept".to_string()]);
     }
 
     #[test]

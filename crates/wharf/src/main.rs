@@ -37,6 +37,9 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
+    // Everything Wharf writes is its own: definitions with password hashes, messages, the
+    // control socket (which administers the broker), exported definitions.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let cli = Cli::parse();
     let args = match cli.command {
         Some(Command::Serve(args)) => args,
@@ -51,6 +54,22 @@ fn main() -> anyhow::Result<()> {
         .build()
         .context("cannot start the runtime")?;
     runtime.block_on(serve(config))
+}
+
+/// The data directory holds password hashes and the control socket: others should not be
+/// able to enter it. Wharf makes it 0700; one made beforehand is the operator's to fix.
+fn warn_if_shared(data_dir: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(metadata) = std::fs::metadata(data_dir) {
+        let mode = metadata.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            tracing::warn!(
+                data_dir = %data_dir.display(),
+                mode = format_args!("{mode:o}"),
+                "the data directory is open to other users; `chmod 700` it"
+            );
+        }
+    }
 }
 
 /// File descriptors kept back from connections: segment files, logs, the control socket.
@@ -122,6 +141,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     };
     let broker = Broker::open(broker_config, &config.data_dir)
         .with_context(|| format!("cannot open data dir {}", config.data_dir.display()))?;
+    warn_if_shared(&config.data_dir);
     let listener = match config.amqp_listen {
         Some(address) => Some(
             TcpListener::bind(address)

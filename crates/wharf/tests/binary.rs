@@ -78,6 +78,23 @@ fn env_configured_broker_serves_and_stops_on_sigterm() {
     assert_eq!(head[0], 1, "a method frame");
     assert_eq!(&head[7..11], &[0, 10, 0, 10], "connection.start");
 
+    // The directory was made beforehand with the usual 0755: Wharf says so, and what it
+    // writes there (password hashes, the control socket) is its own alone.
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("the data directory is open to other users")),
+        "{lines:?}"
+    );
+    for file in ["definitions.json", "wharf.sock"] {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(data.join(file))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "{file} is {mode:o}");
+    }
+
     sigterm(&child);
     let status = child.wait().unwrap();
     assert!(status.success(), "exit status {status:?}");
