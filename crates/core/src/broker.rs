@@ -12,7 +12,9 @@ use wharf_store::{
     Change, DataDir, DefinitionStore, Definitions, PermissionDef, StoreError, UserDef, VhostDef,
 };
 
-use crate::access::{AccessControl, HashingAlgorithm, PasswordHash, Permission, User};
+use crate::access::{
+    AccessControl, HashingAlgorithm, PasswordHash, Permission, TopicPermission, User,
+};
 use crate::connections::Connections;
 use crate::durability::Durability;
 use crate::flusher::Flusher;
@@ -129,12 +131,24 @@ impl Broker {
             }
         }
         for def in &definitions.topic_permissions {
-            match crate::access::TopicPermission::new(&def.exchange, &def.write, &def.read) {
-                Ok(p) => self.access.put_topic_permission(&def.vhost, &def.user, p),
+            let permission = match TopicPermission::new(&def.exchange, &def.write, &def.read) {
+                Ok(permission) => permission,
                 Err(reason) => {
-                    tracing::warn!(user = def.user, reason, "stored topic permission skipped")
+                    // Skipped, the exchange would allow every key: kept, it allows none.
+                    tracing::warn!(
+                        user = def.user,
+                        reason,
+                        "stored topic permission does not compile: it denies every key"
+                    );
+                    TopicPermission {
+                        exchange: def.exchange.clone(),
+                        write: def.write.clone(),
+                        read: def.read.clone(),
+                    }
                 }
-            }
+            };
+            self.access
+                .put_topic_permission(&def.vhost, &def.user, permission);
         }
     }
 

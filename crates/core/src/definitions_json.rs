@@ -234,8 +234,14 @@ pub struct Imported {
     pub bindings: usize,
 }
 
+/// The error for one item of a definitions file, showing the item without its password
+/// hash (errors reach logs and terminals).
 fn bad(what: &str, item: &Value, reason: impl std::fmt::Display) -> AdminError {
-    AdminError(format!("cannot import {what} {item}: {reason}"))
+    let mut shown = item.clone();
+    if let Some(hash) = shown.get_mut("password_hash") {
+        *hash = Value::String("<hidden>".into());
+    }
+    AdminError(format!("cannot import {what} {shown}: {reason}"))
 }
 
 fn text<'a>(item: &'a Value, key: &str) -> Option<&'a str> {
@@ -473,6 +479,14 @@ mod tests {
             }),
             json!(1.5)
         );
+    }
+
+    #[test]
+    fn an_import_error_does_not_show_the_password_hash() {
+        let user = json!({"name": "u", "password_hash": "c2VjcmV0aGFzaA==", "tags": []});
+        let error = bad("user", &user, "no such thing").0;
+        assert!(!error.contains("c2VjcmV0aGFzaA=="), "{error}");
+        assert!(error.contains("\"name\":\"u\"") && error.contains("<hidden>"), "{error}");
     }
 
     #[test]

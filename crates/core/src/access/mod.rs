@@ -183,8 +183,8 @@ impl AccessControl {
                         p.expand(user, vhost)
                             .unwrap_or_else(|_| ExpandedTopicPermission {
                                 exchange: p.exchange.clone(),
-                                write: Pattern::new("").expect("empty pattern compiles"),
-                                read: Pattern::new("").expect("empty pattern compiles"),
+                                write: Pattern::nothing(&p.write),
+                                read: Pattern::nothing(&p.read),
                             })
                     })
                     .collect()
@@ -373,5 +373,25 @@ mod tests {
         grant
             .check_topic(Access::Write, "amq.topic", "bob.x")
             .unwrap();
+    }
+
+    #[test]
+    fn a_topic_pattern_that_does_not_compile_denies_every_key() {
+        let access = control();
+        // A user name with a regex metacharacter breaks `{username}` patterns.
+        access.put_user(User::new("al(ice", Some("pw"), vec![]));
+        access.put_topic_permission(
+            "/",
+            "al(ice",
+            TopicPermission::new("amq.topic", "^{username}\\.", "").unwrap(),
+        );
+        let grant = access.grant("al(ice", "/");
+        assert!(grant.limits_topics("amq.topic"));
+        for key in ["", "al(ice.x", "x"] {
+            assert!(
+                grant.check_topic(Access::Write, "amq.topic", key).is_err(),
+                "{key:?}"
+            );
+        }
     }
 }

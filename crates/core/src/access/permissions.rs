@@ -59,6 +59,15 @@ impl Pattern {
         })
     }
 
+    /// A pattern that matches no name, not even the empty one: what stands in for one that
+    /// does not compile, so that it denies rather than allows.
+    pub fn nothing(source: &str) -> Pattern {
+        Pattern {
+            source: source.to_string(),
+            regex: Regex::new(r"[^\s\S]").expect("a class that matches nothing compiles"),
+        }
+    }
+
     pub fn as_str(&self) -> &str {
         &self.source
     }
