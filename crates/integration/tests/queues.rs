@@ -388,6 +388,37 @@ async fn reserved_queue_name_is_403() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_named_queue_cannot_be_redeclared_by_name() {
+    // As RabbitMQ: the reserved prefix is refused before the queue is looked up, so even
+    // the queue's own connection gets 403 (a passive declare is the way to ask for it).
+    let broker = start_broker().await;
+    let (_c, ch) = lapin_channel(&broker).await;
+    let declared = ch
+        .queue_declare("", Default::default(), FieldTable::default())
+        .await
+        .unwrap();
+    let name = declared.name().as_str().to_string();
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    ch.queue_declare(&name, passive, FieldTable::default())
+        .await
+        .unwrap();
+    let err = ch
+        .queue_declare(&name, Default::default(), FieldTable::default())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        protocol_error(&err),
+        (
+            403,
+            format!("ACCESS_REFUSED - queue name '{name}' contains reserved prefix 'amq.*'")
+        )
+    );
+}
+
 /// A channel that publishes through the default exchange keeps the queue it routed to
 /// last; a queue deleted and declared again under the same name must get the next
 /// message, and once it is gone a mandatory message comes back.

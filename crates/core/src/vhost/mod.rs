@@ -402,6 +402,15 @@ impl VHost {
             let queue = self.queue_for(&declare.name, connection)?;
             return Ok(declared(queue));
         }
+        // As RabbitMQ, before anything else and whether or not the queue exists: only the
+        // broker makes `amq.` queues, and a client may not redeclare one (not even its own
+        // server-named queue) to learn its counts.
+        if declare.name.starts_with("amq.") && !declare.server_named {
+            return Err(Error::access_refused(format_args!(
+                "queue name '{}' contains reserved prefix 'amq.*'",
+                declare.name
+            )));
+        }
         if let Err(error) = QueueSettings::from_arguments(&declare.arguments) {
             return Err(Error::precondition(
                 error.describe(&declare.name, &self.name),
@@ -440,11 +449,6 @@ impl VHost {
         }
         let name = if declare.name.is_empty() {
             generated_queue_name()
-        } else if declare.name.starts_with("amq.") && !declare.server_named {
-            return Err(Error::access_refused(format_args!(
-                "queue name '{}' contains reserved prefix 'amq.*'",
-                declare.name
-            )));
         } else {
             declare.name
         };
