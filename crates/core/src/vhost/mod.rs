@@ -198,6 +198,17 @@ impl VHost {
     }
 
     pub fn declare_exchange(&self, declare: ExchangeDeclare) -> Result<Arc<Exchange>> {
+        self.declare_exchange_checked(declare, || Ok(()))
+    }
+
+    /// `declare_exchange`, with `may_create` asked (under the lock that makes the exchange,
+    /// so no other declare or delete comes between) before an exchange is made: what a
+    /// new exchange needs beyond an existing one, its alternate exchange's permissions.
+    pub fn declare_exchange_checked(
+        &self,
+        declare: ExchangeDeclare,
+        may_create: impl FnOnce() -> Result<()>,
+    ) -> Result<Arc<Exchange>> {
         let name = &declare.name;
         if declare.passive {
             return self.exchange(name);
@@ -277,6 +288,7 @@ impl VHost {
                 "exchange name '{name}' contains reserved prefix 'amq.*'"
             )));
         }
+        may_create()?;
         if declare.durable {
             self.record(|| {
                 Change::PutExchange(ExchangeDef {
@@ -388,6 +400,17 @@ impl VHost {
         declare: QueueDeclare,
         connection: ConnectionId,
     ) -> Result<QueueDeclared> {
+        self.declare_queue_checked(declare, connection, || Ok(()))
+    }
+
+    /// `declare_queue`, with `may_create` asked (under the lock that makes the queue) before
+    /// a queue is made: its dead-letter exchange's permissions.
+    pub fn declare_queue_checked(
+        &self,
+        declare: QueueDeclare,
+        connection: ConnectionId,
+        may_create: impl FnOnce() -> Result<()>,
+    ) -> Result<QueueDeclared> {
         let declared = |queue: Arc<Queue>| QueueDeclared {
             message_count: {
                 // A declare, passive or not, counts as a use for x-expires.
@@ -447,6 +470,7 @@ impl VHost {
             drop(queues);
             return Ok(declared(existing));
         }
+        may_create()?;
         let name = if declare.name.is_empty() {
             generated_queue_name()
         } else {
@@ -865,4 +889,43 @@ fn check_arguments(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::{Broker, BrokerConfig};
+
+    #[test]
+    fn may_create_is_asked_only_for_what_is_made_and_can_refuse_it() {
+        let broker = Broker::new(BrokerConfig::default());
+        let vhost = broker.vhost("/").unwrap();
+        let queue = |name: &str| QueueDeclare {
+            name: name.into(),
+            ..Default::default()
+        };
+        let refuse = || Err(Error::access_refused("not this one"));
+        assert!(vhost.declare_queue_checked(queue("q"), 1, refuse).is_err());
+        assert!(vhost.queue("q").is_err(), "a refused queue is not made");
+        vhost.declare_queue(queue("q"), 1).unwrap();
+        // It exists now: nothing more to ask.
+        vhost.declare_queue_checked(queue("q"), 1, refuse).unwrap();
+
+        let exchange = |name: &str| ExchangeDeclare {
+            name: name.into(),
+            kind: "direct".into(),
+            ..Default::default()
+        };
+        assert!(vhost
+            .declare_exchange_checked(exchange("x"), refuse)
+            .is_err());
+        assert!(
+            vhost.exchange("x").is_err(),
+            "a refused exchange is not made"
+        );
+        vhost.declare_exchange(exchange("x")).unwrap();
+        vhost
+            .declare_exchange_checked(exchange("x"), refuse)
+            .unwrap();
+    }
 }

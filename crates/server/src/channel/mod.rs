@@ -221,19 +221,26 @@ impl Channel {
             Method::ExchangeDeclare(m) => {
                 // As RabbitMQ: a passive declare checks nothing; the default exchange is
                 // refused (by the vhost) before any permission is looked at.
+                let grant = ctx.grant;
+                let alternate = m.arguments.get(ALTERNATE_EXCHANGE);
+                let alternate = alternate.and_then(FieldValue::as_str);
+                // Only an exchange made now: reading from it into its alternate.
+                let may_create = || -> wharf_core::Result<()> {
+                    if let Some(alternate) = alternate {
+                        grant.check(Access::Read, ResourceKind::Exchange, &m.exchange)?;
+                        grant.check(Access::Write, ResourceKind::Exchange, alternate)?;
+                    }
+                    Ok(())
+                };
                 if !m.passive && !m.exchange.is_empty() {
-                    let grant = ctx.grant;
                     grant.check(Access::Configure, ResourceKind::Exchange, &m.exchange)?;
-                    // Only an exchange made now: reading from it into its alternate.
-                    let alternate = m.arguments.get(ALTERNATE_EXCHANGE);
-                    if let Some(alternate) = alternate.and_then(FieldValue::as_str) {
-                        if vhost.exchange(&m.exchange).is_err() {
-                            grant.check(Access::Read, ResourceKind::Exchange, &m.exchange)?;
-                            grant.check(Access::Write, ResourceKind::Exchange, alternate)?;
-                        }
+                    // Checked here first, in RabbitMQ's order; again as the exchange is
+                    // made, in case it was deleted in between.
+                    if vhost.exchange(&m.exchange).is_err() {
+                        may_create()?;
                     }
                 }
-                vhost.declare_exchange(ExchangeDeclare {
+                let declare = ExchangeDeclare {
                     name: m.exchange.clone(),
                     kind: m.kind.clone(),
                     passive: m.passive,
@@ -241,7 +248,8 @@ impl Channel {
                     auto_delete: m.auto_delete,
                     internal: m.internal,
                     arguments: m.arguments.clone(),
-                })?;
+                };
+                vhost.declare_exchange_checked(declare, may_create)?;
                 if !m.no_wait {
                     self.reply(out, ExchangeDeclareOk {});
                 }
@@ -312,22 +320,29 @@ impl Channel {
                 } else {
                     m.queue.clone()
                 };
+                let grant = ctx.grant;
+                let dlx = m.arguments.get(DEAD_LETTER_EXCHANGE);
+                let dlx = dlx.and_then(FieldValue::as_str);
+                // Only a queue made now: reading from it into its dead-letter exchange.
+                let may_create = || -> wharf_core::Result<()> {
+                    if let Some(dlx) = dlx {
+                        grant.check(Access::Read, ResourceKind::Queue, &name)?;
+                        grant.check(Access::Write, ResourceKind::Exchange, dlx)?;
+                    }
+                    Ok(())
+                };
                 // A reserved name is refused (by the vhost) before permissions are checked.
                 if !m.passive && (server_named || !name.starts_with("amq.")) {
-                    let grant = ctx.grant;
                     grant.check(Access::Configure, ResourceKind::Queue, &name)?;
-                    // Only a queue made now: reading from it into its dead-letter exchange.
-                    let dlx = m.arguments.get(DEAD_LETTER_EXCHANGE);
-                    if let Some(dlx) = dlx.and_then(FieldValue::as_str) {
-                        if vhost.queue(&name).is_err() {
-                            grant.check(Access::Read, ResourceKind::Queue, &name)?;
-                            grant.check(Access::Write, ResourceKind::Exchange, dlx)?;
-                        }
+                    // Checked here first, in RabbitMQ's order; again as the queue is made,
+                    // in case it was deleted in between.
+                    if vhost.queue(&name).is_err() {
+                        may_create()?;
                     }
                 }
-                let declared = vhost.declare_queue(
+                let declared = vhost.declare_queue_checked(
                     CoreQueueDeclare {
-                        name,
+                        name: name.clone(),
                         server_named,
                         passive: m.passive,
                         durable: m.durable,
@@ -336,6 +351,7 @@ impl Channel {
                         arguments: m.arguments.clone(),
                     },
                     ctx.connection_id,
+                    may_create,
                 )?;
                 self.last_declared_queue = Some(declared.queue.name.clone());
                 if !m.no_wait {
