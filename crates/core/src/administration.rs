@@ -96,6 +96,7 @@ impl Broker {
 
     /// Adds a user (without password: certificate login only).
     pub fn add_user(&self, name: &str, password: Option<&str>, tags: Vec<String>) -> AdminResult {
+        let _administering = self.administration.lock();
         check_name("user", name)?;
         if self.access.user(name).is_some() {
             return Err(refused(format!("User \"{name}\" already exists")));
@@ -112,6 +113,7 @@ impl Broker {
         hashing_algorithm: &str,
         tags: Vec<String>,
     ) -> AdminResult {
+        let _administering = self.administration.lock();
         check_name("user", name)?;
         let user = user_from_def(&UserDef {
             name: name.to_string(),
@@ -126,6 +128,7 @@ impl Broker {
 
     /// Deletes a user, their permissions, and closes their connections.
     pub fn delete_user(&self, name: &str) -> AdminResult {
+        let _administering = self.administration.lock();
         if self.access.user(name).is_none() {
             return Err(no_user(name));
         }
@@ -140,12 +143,14 @@ impl Broker {
 
     /// Sets a new password (None: no password, certificate login only).
     pub fn change_password(&self, name: &str, password: Option<&str>) -> AdminResult {
+        let _administering = self.administration.lock();
         let mut user = self.access.user(name).ok_or_else(|| no_user(name))?;
         user.password = password.map(PasswordHash::new);
         self.put_user(user)
     }
 
     pub fn set_user_tags(&self, name: &str, tags: Vec<String>) -> AdminResult {
+        let _administering = self.administration.lock();
         let mut user = self.access.user(name).ok_or_else(|| no_user(name))?;
         user.tags = tags;
         self.put_user(user)
@@ -155,6 +160,7 @@ impl Broker {
     /// permissions on it. Adding one that exists changes nothing and succeeds, as in
     /// RabbitMQ.
     pub fn add_vhost(&self, name: &str, description: &str, tags: Vec<String>) -> AdminResult {
+        let _administering = self.administration.lock();
         check_name("vhost", name)?;
         if self.vhost(name).is_some() {
             return Ok(());
@@ -175,6 +181,7 @@ impl Broker {
     /// Deletes a vhost: closes its connections, deletes its queues (their messages go
     /// from disk) and exchanges, and every permission on it.
     pub fn delete_vhost(&self, name: &str) -> AdminResult {
+        let _administering = self.administration.lock();
         let Some(vhost) = self.vhost(name) else {
             return Err(no_vhost(name));
         };
@@ -209,12 +216,14 @@ impl Broker {
     /// Sets a vhost's limits (replacing those set before): a JSON object of
     /// max-connections and max-queues; negative values mean no limit.
     pub fn set_vhost_limits(&self, name: &str, json: &str) -> AdminResult {
+        let _administering = self.administration.lock();
         let vhost = self.vhost(name).ok_or_else(|| no_vhost(name))?;
         let limits = Limits::parse(json, limits::VHOST_LIMITS).map_err(refused)?;
         self.put_vhost_limits(&vhost, limits)
     }
 
     pub fn clear_vhost_limits(&self, name: &str) -> AdminResult {
+        let _administering = self.administration.lock();
         let vhost = self.vhost(name).ok_or_else(|| no_vhost(name))?;
         self.put_vhost_limits(&vhost, Limits::default())
     }
@@ -236,12 +245,14 @@ impl Broker {
     /// Sets a user's limits (replacing those set before): a JSON object of
     /// max-connections and max-channels; negative values mean no limit.
     pub fn set_user_limits(&self, name: &str, json: &str) -> AdminResult {
+        let _administering = self.administration.lock();
         let mut user = self.access.user(name).ok_or_else(|| no_user(name))?;
         user.limits = Limits::parse(json, limits::USER_LIMITS).map_err(refused)?;
         self.put_user(user)
     }
 
     pub fn clear_user_limits(&self, name: &str) -> AdminResult {
+        let _administering = self.administration.lock();
         let mut user = self.access.user(name).ok_or_else(|| no_user(name))?;
         user.limits = Limits::default();
         self.put_user(user)
@@ -263,6 +274,7 @@ impl Broker {
         write: &str,
         read: &str,
     ) -> AdminResult {
+        let _administering = self.administration.lock();
         self.existing(user, vhost)?;
         let permission = Permission::new(configure, write, read).map_err(refused)?;
         self.record_change(|| {
@@ -279,6 +291,7 @@ impl Broker {
     }
 
     pub fn clear_permissions(&self, user: &str, vhost: &str) -> AdminResult {
+        let _administering = self.administration.lock();
         self.existing(user, vhost)?;
         if self.access.permission(vhost, user).is_none() {
             return Ok(());
@@ -299,6 +312,7 @@ impl Broker {
         write: &str,
         read: &str,
     ) -> AdminResult {
+        let _administering = self.administration.lock();
         self.existing(user, vhost)?;
         let permission = TopicPermission::new(exchange, write, read).map_err(refused)?;
         self.record_change(|| {
@@ -321,6 +335,7 @@ impl Broker {
         vhost: &str,
         exchange: Option<&str>,
     ) -> AdminResult {
+        let _administering = self.administration.lock();
         self.existing(user, vhost)?;
         self.record_change(|| Change::DeleteTopicPermission {
             user: user.to_string(),
@@ -329,5 +344,29 @@ impl Broker {
         })?;
         self.access.remove_topic_permissions(vhost, user, exchange);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::broker::{Broker, BrokerConfig};
+
+    #[test]
+    fn changes_made_at_once_do_not_interleave() {
+        // A permission set while its user is deleted must not outlive the user.
+        let broker = Broker::new(BrokerConfig::default());
+        for round in 0..200 {
+            let user = format!("u{round}");
+            broker.add_user(&user, Some("pw"), vec![]).unwrap();
+            std::thread::scope(|s| {
+                s.spawn(|| broker.delete_user(&user));
+                s.spawn(|| broker.set_permissions(&user, "/", ".*", ".*", ".*"));
+            });
+            assert!(broker.access.user(&user).is_none());
+            assert!(
+                broker.access.permission("/", &user).is_none(),
+                "round {round}: a permission outlived its user"
+            );
+        }
     }
 }

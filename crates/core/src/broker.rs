@@ -68,6 +68,9 @@ pub struct Broker {
     pub connections: Arc<Connections>,
     pub(crate) vhosts: RwLock<HashMap<String, Arc<VHost>>>,
     next_connection_id: AtomicU64,
+    /// Held by each administrative change across its check, record and apply, so that
+    /// two at once (from two `wharf ctl` calls) cannot interleave.
+    pub(crate) administration: parking_lot::Mutex<()>,
 }
 
 /// The vhost every broker starts with.
@@ -164,6 +167,7 @@ impl Broker {
             connections: Arc::default(),
             vhosts: RwLock::new(HashMap::new()),
             next_connection_id: AtomicU64::new(1),
+            administration: parking_lot::Mutex::new(()),
         }
     }
 

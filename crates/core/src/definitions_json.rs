@@ -486,7 +486,10 @@ mod tests {
         let user = json!({"name": "u", "password_hash": "c2VjcmV0aGFzaA==", "tags": []});
         let error = bad("user", &user, "no such thing").0;
         assert!(!error.contains("c2VjcmV0aGFzaA=="), "{error}");
-        assert!(error.contains("\"name\":\"u\"") && error.contains("<hidden>"), "{error}");
+        assert!(
+            error.contains("\"name\":\"u\"") && error.contains("<hidden>"),
+            "{error}"
+        );
     }
 
     #[test]
