@@ -51,6 +51,12 @@ pub struct Registration {
     channels: Arc<AtomicUsize>,
 }
 
+impl std::fmt::Debug for Registration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Registration({})", self.id)
+    }
+}
+
 impl Registration {
     /// Notes how many channels the connection has open.
     pub fn set_channels(&self, open: usize) {
@@ -64,6 +70,16 @@ impl Drop for Registration {
     }
 }
 
+/// How many connections are open, counted as one is about to be added.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Census {
+    pub total: usize,
+    /// In the vhost the new connection opens.
+    pub vhost: usize,
+    /// Of the user the new connection is for.
+    pub user: usize,
+}
+
 impl Connections {
     pub fn register(
         self: &Arc<Self>,
@@ -73,8 +89,34 @@ impl Connections {
         peer: &str,
         close: Closer,
     ) -> Registration {
+        let admit_all = |_: Census| Ok::<(), std::convert::Infallible>(());
+        match self.register_if(id, user, vhost, peer, close, admit_all) {
+            Ok(registration) => registration,
+            Err(never) => match never {},
+        }
+    }
+
+    /// Lists the connection if `admit` agrees, given the counts as they are: the count
+    /// and the listing happen under one lock, so connections opening at once cannot all
+    /// slip under a limit.
+    pub fn register_if<E>(
+        self: &Arc<Self>,
+        id: ConnectionId,
+        user: &str,
+        vhost: &str,
+        peer: &str,
+        close: Closer,
+        admit: impl FnOnce(Census) -> Result<(), E>,
+    ) -> Result<Registration, E> {
+        let mut open = self.open.lock();
+        let census = Census {
+            total: open.len(),
+            vhost: open.values().filter(|e| e.vhost == vhost).count(),
+            user: open.values().filter(|e| e.user == user).count(),
+        };
+        admit(census)?;
         let channels = Arc::new(AtomicUsize::new(0));
-        self.open.lock().insert(
+        open.insert(
             id,
             Entry {
                 user: user.to_string(),
@@ -84,25 +126,12 @@ impl Connections {
                 channels: channels.clone(),
             },
         );
-        Registration {
+        drop(open);
+        Ok(Registration {
             connections: self.clone(),
             id,
             channels,
-        }
-    }
-
-    /// Open connections to `vhost`.
-    pub fn count_vhost(&self, vhost: &str) -> usize {
-        self.open
-            .lock()
-            .values()
-            .filter(|e| e.vhost == vhost)
-            .count()
-    }
-
-    /// Open connections of `user`.
-    pub fn count_user(&self, user: &str) -> usize {
-        self.open.lock().values().filter(|e| e.user == user).count()
+        })
     }
 
     /// Channels `user` has open, over all their connections.
@@ -180,8 +209,22 @@ mod tests {
         a.set_channels(3);
         _c.set_channels(2);
         assert_eq!(connections.user_channels("alice"), 5);
-        assert_eq!(connections.count_user("alice"), 2);
-        assert_eq!(connections.count_vhost("/"), 2);
+        // A fourth, for alice on "/", is counted with what is there, and may be refused.
+        let mut seen = None;
+        let refused = connections.register_if(4, "alice", "/", "127.0.0.1:4", closer(), |c| {
+            seen = Some(c);
+            Err("over a limit")
+        });
+        assert_eq!(refused.unwrap_err(), "over a limit");
+        assert_eq!(
+            seen,
+            Some(Census {
+                total: 3,
+                vhost: 2,
+                user: 2
+            })
+        );
+        assert_eq!(connections.count(), 3, "a refused connection is not listed");
         drop(a);
         assert_eq!(connections.count(), 2);
         assert_eq!(connections.user_channels("alice"), 2);

@@ -63,6 +63,16 @@ impl RawClient {
         addr: SocketAddr,
         client_properties: FieldTable,
     ) -> (RawClient, ConnectionTune) {
+        RawClient::until_tune_as(addr, client_properties, "guest", "guest").await
+    }
+
+    /// `until_tune`, logging in as `user`.
+    pub async fn until_tune_as(
+        addr: SocketAddr,
+        client_properties: FieldTable,
+        user: &str,
+        password: &str,
+    ) -> (RawClient, ConnectionTune) {
         let mut client = RawClient::connect(addr).await;
         client.send_raw(PROTOCOL_HEADER).await;
         let start = client.read_method().await;
@@ -73,7 +83,7 @@ impl RawClient {
                 ConnectionStartOk {
                     client_properties,
                     mechanism: "PLAIN".into(),
-                    response: Bytes::from_static(b"\0guest\0guest"),
+                    response: Bytes::from(format!("\0{user}\0{password}")),
                     locale: "en_US".into(),
                 },
             )
@@ -88,11 +98,16 @@ impl RawClient {
     /// Sends `tune_ok`, then connection.open of vhost "/"; the broker's answer is the
     /// caller's to read.
     pub async fn tune_and_open(&mut self, tune_ok: ConnectionTuneOk) {
+        self.tune_and_open_vhost(tune_ok, "/").await
+    }
+
+    /// `tune_and_open`, of `vhost`.
+    pub async fn tune_and_open_vhost(&mut self, tune_ok: ConnectionTuneOk, vhost: &str) {
         self.send_method(0, tune_ok).await;
         self.send_method(
             0,
             ConnectionOpen {
-                virtual_host: "/".into(),
+                virtual_host: vhost.into(),
             },
         )
         .await;

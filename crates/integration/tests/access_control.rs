@@ -9,6 +9,7 @@ use common::*;
 use lapin::options::*;
 use lapin::types::{AMQPValue, FieldArray, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ExchangeKind};
+use wharf_integration::raw::RawClient;
 
 async fn declare_queue(ch: &Channel, name: &str) -> lapin::Result<lapin::Queue> {
     ch.queue_declare(name, QueueDeclareOptions::default(), FieldTable::default())
@@ -309,6 +310,40 @@ async fn topic_permissions_limit_routing_keys_on_their_exchange() {
     })
     .await;
     assert_eq!(got, refusal("read", "bad.#"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_deleted_between_login_and_open_does_not_get_in() {
+    let broker = start_broker().await;
+    if broker.is_external() {
+        return; // RabbitMQ lets such a connection in with the login it checked
+    }
+    let t = Tenant::new(&broker, ".*", ".*", ".*");
+    let (mut client, tune) =
+        RawClient::until_tune_as(broker.addr, Default::default(), &t.user, PASSWORD).await;
+    // Logged in with the old password; the user is deleted and made again with another,
+    // with the same permissions, before the client opens its vhost.
+    broker.must(&["delete_user", &t.user]);
+    broker.must(&["add_user", &t.user, "another password"]);
+    broker.must(&["set_permissions", "-p", &t.vhost, &t.user, ".*", ".*", ".*"]);
+    client
+        .tune_and_open_vhost(
+            wharf_amqp::ConnectionTuneOk {
+                channel_max: tune.channel_max,
+                frame_max: tune.frame_max,
+                heartbeat: 0,
+            },
+            &t.vhost,
+        )
+        .await;
+    let (code, text) = client.expect_connection_close().await;
+    assert_eq!(
+        (code, text),
+        (
+            320,
+            format!("CONNECTION_FORCED - user '{}' is deleted", t.user)
+        )
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -185,6 +185,27 @@ async fn the_node_connection_limit_refuses_at_open_and_frees_on_close() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_opened_at_once_do_not_slip_under_a_limit() {
+    let broker = start_broker().await;
+    let t = Tenant::new(&broker, ".*", ".*", ".*");
+    broker.must(&["set_user_limits", &t.user, r#"{"max-connections": 1}"#]);
+    let url = t.url();
+    let attempts: Vec<_> = (0..12)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move { try_lapin_connect(&url).await })
+        })
+        .collect();
+    let mut open = Vec::new();
+    for attempt in attempts {
+        if let Ok(connection) = within(attempt).await.unwrap() {
+            open.push(connection);
+        }
+    }
+    assert_eq!(open.len(), 1, "one connection within max-connections 1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_channel_takes_at_most_its_consumers() {
     if std::env::var("WHARF_TEST_EXTERNAL").is_ok() {
         return; // consumer_max_per_channel is in RabbitMQ's config file (3.12+)

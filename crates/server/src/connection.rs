@@ -10,7 +10,6 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 use wharf_amqp::frame::encode_method;
 use wharf_amqp::*;
-use wharf_core::connections::Registration;
 use wharf_core::{limits, Broker, ConnectionId, VHost};
 
 use crate::alarm::Alarms;
@@ -81,8 +80,6 @@ struct Connection {
     published: bool,
     /// A channel holds acks not yet applied to their queues.
     acks_pending: bool,
-    /// This connection in the broker's list (set once it is open).
-    registration: Option<Registration>,
 }
 
 /// What a listener gives each of its connections.
@@ -123,6 +120,16 @@ where
     let heartbeat = Arc::new(HeartbeatSetting::default());
     let writer = tokio::spawn(run_writer(write_half, outbound.clone(), heartbeat.clone()));
     let mut reader = FrameReader::new(read_half, handshake::FRAME_MIN_BYTES);
+    // Administration closes connections through the broker's list (a deleted vhost's,
+    // a deleted user's), where the handshake puts this one: the reason arrives here.
+    let id = broker.next_connection_id();
+    let (forced_tx, mut forced) = watch::channel(None::<String>);
+    let listing = handshake::Listing {
+        id,
+        close: Box::new(move |reason: &str| {
+            let _ = forced_tx.send(Some(reason.to_string()));
+        }),
+    };
 
     let opened = tokio::select! {
         opened = tokio::time::timeout_at(
@@ -134,6 +141,7 @@ where
                 &config,
                 peer,
                 certificate_name.as_deref(),
+                listing,
             ),
         ) => opened,
         _ = shutdown.changed() => {
@@ -162,7 +170,6 @@ where
         }
     };
     heartbeat.set(handshake.heartbeat_secs);
-    let id = broker.next_connection_id();
     tracing::debug!(%peer, id, user = handshake.username, vhost = %handshake.vhost.name, "connection open");
     let mut connection = Connection {
         id,
@@ -174,21 +181,7 @@ where
         channels: ChannelTable::default(),
         published: false,
         acks_pending: false,
-        registration: None,
     };
-
-    // Administration closes connections through the broker's list (a deleted vhost's,
-    // a deleted user's): the reason arrives here.
-    let (forced_tx, mut forced) = watch::channel(None::<String>);
-    connection.registration = Some(broker.connections.register(
-        id,
-        &connection.handshake.username,
-        &connection.vhost.name,
-        &peer.to_string(),
-        Box::new(move |reason: &str| {
-            let _ = forced_tx.send(Some(reason.to_string()));
-        }),
-    ));
     let mut stops = Stops {
         shutdown: &mut shutdown,
         forced: &mut forced,
@@ -589,9 +582,9 @@ impl Connection {
 
     /// Tells the broker's list how many channels this connection has open.
     fn note_channels(&self) {
-        if let Some(registration) = &self.registration {
-            registration.set_channels(self.channels.len());
-        }
+        self.handshake
+            .registration
+            .set_channels(self.channels.len());
     }
 
     /// channel_max bounds how many channels are open at once (as RabbitMQ counts them; the

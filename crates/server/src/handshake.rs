@@ -8,7 +8,8 @@ use std::sync::Arc;
 use tokio::io::AsyncRead;
 use wharf_amqp::frame::{encode_method, PROTOCOL_HEADER};
 use wharf_amqp::*;
-use wharf_core::{limits, Broker, Grant, VHost};
+use wharf_core::connections::{Census, Closer, Registration};
+use wharf_core::{limits, Broker, ConnectionId, Grant, VHost};
 
 use crate::error::AmqpError;
 use crate::frame_reader::{FrameReader, ReadError};
@@ -36,6 +37,8 @@ const CAPABILITIES: &[&str] = &[
 pub struct Handshake {
     pub vhost: Arc<VHost>,
     pub username: String,
+    /// The connection's place in the broker's list, taken at connection.open.
+    pub registration: Registration,
     /// What the user may do in the vhost.
     pub grant: Grant,
     pub channel_max: u16,
@@ -44,6 +47,13 @@ pub struct Handshake {
     pub consumer_cancel_notify: bool,
     /// The client wants connection.blocked / unblocked.
     pub connection_blocked: bool,
+}
+
+/// How the connection is listed once open: its id, and how administration closes it (a
+/// deleted user's or vhost's connection).
+pub struct Listing {
+    pub id: ConnectionId,
+    pub close: Closer,
 }
 
 /// Why a handshake did not complete.
@@ -151,6 +161,7 @@ pub async fn run<R: AsyncRead + Unpin>(
     config: &ServerConfig,
     peer: SocketAddr,
     certificate_name: Option<&str>,
+    listing: Listing,
 ) -> Result<Handshake, HandshakeError> {
     let mechanisms = sasl::mechanisms(certificate_name.is_some());
     let header = reader.read_exact_raw(PROTOCOL_HEADER.len()).await?;
@@ -258,32 +269,75 @@ pub async fn run<R: AsyncRead + Unpin>(
         ));
     };
     // RabbitMQ's order: the node's limit, the vhost's, the user's, then the permission.
+    // The limits are counted and the connection listed at once, so that connections
+    // opening together cannot all slip under one.
     let refused = |text: String| {
         HandshakeError::Refused(AmqpError::new(ReplyCode::NotAllowed, text).during(&method))
     };
-    if let Some(max) = config.max_connections {
-        if broker.connections.count() >= max {
-            return Err(refused(format!(
-                "connection refused: node connection limit ({max}) is reached"
-            )));
-        }
-    }
     let vhost_max = vhost.limits.read().get(limits::MAX_CONNECTIONS);
-    if let Some(max) = vhost_max {
-        if broker.connections.count_vhost(&vhost.name) as u64 >= max {
-            return Err(refused(format!(
-                "access to vhost '{}' refused for user '{}': connection limit ({max}) is reached",
-                vhost.name, user.name
-            )));
+    let user_max = user.limits.get(limits::MAX_CONNECTIONS);
+    let admit = |census: Census| {
+        if let Some(max) = config.max_connections {
+            if census.total >= max {
+                return Err(refused(format!(
+                    "connection refused: node connection limit ({max}) is reached"
+                )));
+            }
         }
+        if let Some(max) = vhost_max {
+            if census.vhost as u64 >= max {
+                return Err(refused(format!(
+                    "access to vhost '{}' refused for user '{}': connection limit ({max}) is reached",
+                    vhost.name, user.name
+                )));
+            }
+        }
+        if let Some(max) = user_max {
+            if census.user as u64 >= max {
+                return Err(refused(format!(
+                    "connection refused for user '{}': user connection limit ({max}) is reached",
+                    user.name
+                )));
+            }
+        }
+        Ok(())
+    };
+    let registration = broker.connections.register_if(
+        listing.id,
+        &user.name,
+        &vhost.name,
+        &peer.to_string(),
+        listing.close,
+        admit,
+    )?;
+    // Listed now, the connection is closed by any later deletion of its user or vhost. One
+    // that came between the login and the listing is seen here: the user must still be the
+    // one who logged in (not deleted, nor made again with another password), and the vhost
+    // still the one opened.
+    let same_user = broker
+        .access
+        .user(&user.name)
+        .is_some_and(|now| now.password == user.password);
+    if !same_user {
+        return Err(HandshakeError::Refused(
+            AmqpError::new(
+                ReplyCode::ConnectionForced,
+                format_args!("user '{}' is deleted", user.name),
+            )
+            .during(&method),
+        ));
     }
-    if let Some(max) = user.limits.get(limits::MAX_CONNECTIONS) {
-        if broker.connections.count_user(&user.name) as u64 >= max {
-            return Err(refused(format!(
-                "connection refused for user '{}': user connection limit ({max}) is reached",
-                user.name
-            )));
-        }
+    if !broker
+        .vhost(&vhost.name)
+        .is_some_and(|now| Arc::ptr_eq(&now, &vhost))
+    {
+        return Err(HandshakeError::Refused(
+            AmqpError::new(
+                ReplyCode::ConnectionForced,
+                format_args!("vhost '{}' is down", vhost.name),
+            )
+            .during(&method),
+        ));
     }
     let grant = broker.access.grant(&user.name, &vhost.name);
     if !grant.may_enter() {
@@ -302,6 +356,7 @@ pub async fn run<R: AsyncRead + Unpin>(
     Ok(Handshake {
         vhost,
         username: user.name,
+        registration,
         grant,
         channel_max,
         frame_max,
