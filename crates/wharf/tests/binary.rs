@@ -10,6 +10,32 @@ fn wharf() -> Command {
     Command::new(env!("CARGO_BIN_EXE_wharf"))
 }
 
+/// A running broker, killed if the test ends (or fails) before it stopped: a failed
+/// assertion must not leave it running, holding the test's output open.
+struct Running(Child);
+
+impl std::ops::Deref for Running {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Running {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -53,14 +79,16 @@ fn sigterm(child: &Child) {
 fn env_configured_broker_serves_and_stops_on_sigterm() {
     let port = free_port();
     let data = temp_dir("env");
-    let mut child = wharf()
-        .env("WHARF_AMQP_LISTEN", format!("127.0.0.1:{port}"))
-        .env("WHARF_DATA_DIR", &data)
-        .env("WHARF_LOG_LEVEL", "info")
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = Running(
+        wharf()
+            .env("WHARF_AMQP_LISTEN", format!("127.0.0.1:{port}"))
+            .env("WHARF_DATA_DIR", &data)
+            .env("WHARF_LOG_LEVEL", "info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     let lines = wait_ready(&mut child);
     assert!(
         lines.last().unwrap().contains(&format!("127.0.0.1:{port}")),
@@ -115,15 +143,17 @@ fn config_file_is_read_and_flags_win() {
         ),
     )
     .unwrap();
-    let mut child = wharf()
-        .arg("--config")
-        .arg(&config)
-        .arg("--amqp-listen")
-        .arg(format!("127.0.0.1:{flag_port}"))
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = Running(
+        wharf()
+            .arg("--config")
+            .arg(&config)
+            .arg("--amqp-listen")
+            .arg(format!("127.0.0.1:{flag_port}"))
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     let lines = wait_ready(&mut child);
     assert!(
         lines
@@ -202,19 +232,21 @@ async fn amqps_serves_the_configured_certificate_and_sighup_reloads_it() {
     let (cert, key) = first.issue("server", "wharf test server", false);
     let (port, tls_port) = (free_port(), free_port());
     let data = dir.join("data");
-    let mut child = wharf()
-        .args(["--amqp-listen", &format!("127.0.0.1:{port}")])
-        .args(["--amqps-listen", &format!("127.0.0.1:{tls_port}")])
-        .arg("--data-dir")
-        .arg(&data)
-        .arg("--tls-cert")
-        .arg(&cert)
-        .arg("--tls-key")
-        .arg(&key)
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = Running(
+        wharf()
+            .args(["--amqp-listen", &format!("127.0.0.1:{port}")])
+            .args(["--amqps-listen", &format!("127.0.0.1:{tls_port}")])
+            .arg("--data-dir")
+            .arg(&data)
+            .arg("--tls-cert")
+            .arg(&cert)
+            .arg("--tls-key")
+            .arg(&key)
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     let lines = wait_ready(&mut child);
     assert!(
         lines
@@ -262,19 +294,21 @@ async fn with_amqp_listen_none_only_tls_is_served() {
     let ca = Ca::new(&dir, "only");
     let (cert, key) = ca.issue("server", "wharf test server", false);
     let tls_port = free_port();
-    let mut child = wharf()
-        .args(["--amqp-listen", "none"])
-        .args(["--amqps-listen", &format!("127.0.0.1:{tls_port}")])
-        .arg("--data-dir")
-        .arg(dir.join("data"))
-        .arg("--tls-cert")
-        .arg(&cert)
-        .arg("--tls-key")
-        .arg(&key)
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = Running(
+        wharf()
+            .args(["--amqp-listen", "none"])
+            .args(["--amqps-listen", &format!("127.0.0.1:{tls_port}")])
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .arg("--tls-cert")
+            .arg(&cert)
+            .arg("--tls-key")
+            .arg(&key)
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     let lines = wait_ready(&mut child);
     let ready = lines.last().unwrap();
     assert!(
