@@ -55,11 +55,14 @@ fn wait_ready(child: &mut Child) -> Vec<String> {
     let stdout = child.stdout.take().unwrap();
     let mut lines = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(20);
-    for line in BufReader::new(stdout).lines() {
+    let mut reader = BufReader::new(stdout).lines();
+    for line in reader.by_ref() {
         let line = line.unwrap();
         let ready = line.contains("wharf ready");
         lines.push(line);
         if ready {
+            // The broker logs on: keep reading, so that its writes do not fail.
+            std::thread::spawn(move || reader.for_each(drop));
             return lines;
         }
         assert!(Instant::now() < deadline, "no ready line: {lines:?}");
