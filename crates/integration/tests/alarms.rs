@@ -76,12 +76,9 @@ async fn blocks_publishers_until_released(
         .unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn low_disk_blocks_publishers_until_space_returns() {
-    if std::env::var("WHARF_TEST_EXTERNAL").is_ok() {
-        return; // needs control of the broker's limit
-    }
-    // A limit no disk can meet: the alarm goes off at once.
+/// A disk alarm with a limit no disk can meet, so it goes off at once; setting the
+/// returned limit to 0 ends it.
+fn low_disk() -> (ServerConfig, std::sync::Arc<std::sync::atomic::AtomicU64>) {
     let mut disk = DiskAlarmConfig::new(std::env::temp_dir(), u64::MAX);
     disk.check_interval = Duration::from_millis(20);
     let limit = disk.free_limit_bytes.clone();
@@ -89,6 +86,15 @@ async fn low_disk_blocks_publishers_until_space_returns() {
         disk_alarm: Some(disk),
         ..Default::default()
     };
+    (config, limit)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn low_disk_blocks_publishers_until_space_returns() {
+    if std::env::var("WHARF_TEST_EXTERNAL").is_ok() {
+        return; // needs control of the broker's limit
+    }
+    let (config, limit) = low_disk();
     blocks_publishers_until_released(config, "low on disk", || limit.store(0, Ordering::Relaxed))
         .await;
 }
@@ -117,13 +123,7 @@ async fn a_message_in_progress_does_not_hold_off_the_block() {
     if std::env::var("WHARF_TEST_EXTERNAL").is_ok() {
         return; // needs control of the broker's limit
     }
-    let mut disk = DiskAlarmConfig::new(std::env::temp_dir(), u64::MAX);
-    disk.check_interval = Duration::from_millis(20);
-    let limit = disk.free_limit_bytes.clone();
-    let config = ServerConfig {
-        disk_alarm: Some(disk),
-        ..Default::default()
-    };
+    let (config, limit) = low_disk();
     let broker = wharf_integration::start_broker_with(config).await;
     let queue = unique("alarm-partial");
     let (_observer_conn, observer) = lapin_channel(&broker).await;
