@@ -62,6 +62,26 @@ impl Registration {
     pub fn set_channels(&self, open: usize) {
         self.channels.store(open, Ordering::Relaxed);
     }
+
+    /// Counts one more open channel if its user's channels, over all their connections,
+    /// stay within `max`; false if they would not. Counted and claimed under one lock, so
+    /// channels opened at once on several connections cannot all slip under the limit.
+    pub fn open_channel_within(&self, max: u64) -> bool {
+        let open = self.connections.open.lock();
+        let Some(user) = open.get(&self.id).map(|e| e.user.as_str()) else {
+            return false;
+        };
+        let channels: usize = open
+            .values()
+            .filter(|e| e.user == user)
+            .map(|e| e.channels.load(Ordering::Relaxed))
+            .sum();
+        if channels as u64 >= max {
+            return false;
+        }
+        self.channels.fetch_add(1, Ordering::Relaxed);
+        true
+    }
 }
 
 impl Drop for Registration {
@@ -209,6 +229,10 @@ mod tests {
         a.set_channels(3);
         _c.set_channels(2);
         assert_eq!(connections.user_channels("alice"), 5);
+        assert!(!a.open_channel_within(5), "alice has 5 open");
+        assert!(a.open_channel_within(6));
+        assert_eq!(connections.user_channels("alice"), 6);
+        a.set_channels(3);
         // A fourth, for alice on "/", is counted with what is there, and may be refused.
         let mut seen = None;
         let refused = connections.register_if(4, "alice", "/", "127.0.0.1:4", closer(), |c| {

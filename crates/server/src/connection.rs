@@ -613,7 +613,7 @@ impl Connection {
             .user(user)
             .and_then(|u| u.limits.get(limits::MAX_CHANNELS));
         match max {
-            Some(max) if self.broker.connections.user_channels(user) as u64 >= max => {
+            Some(max) if !self.handshake.registration.open_channel_within(max) => {
                 Err(AmqpError::new(
                     ReplyCode::NotAllowed,
                     format_args!(
