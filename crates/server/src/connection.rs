@@ -119,7 +119,7 @@ where
     let outbound = Arc::new(Outbound::new());
     let heartbeat = Arc::new(HeartbeatSetting::default());
     let writer = tokio::spawn(run_writer(write_half, outbound.clone(), heartbeat.clone()));
-    let mut reader = FrameReader::new(read_half, handshake::FRAME_MIN_BYTES);
+    let mut reader = FrameReader::new(read_half, handshake::HANDSHAKE_FRAME_MAX_BYTES);
     // Administration closes connections through the broker's list (a deleted vhost's,
     // a deleted user's), where the handshake puts this one: the reason arrives here.
     let id = broker.next_connection_id();
@@ -237,9 +237,15 @@ async fn await_eof<R: AsyncRead + Unpin>(reader: &mut FrameReader<R>) {
     while reader.next().await.is_ok() {}
 }
 
-async fn finish(outbound: Arc<Outbound>, writer: tokio::task::JoinHandle<std::io::Result<()>>) {
+async fn finish(outbound: Arc<Outbound>, mut writer: tokio::task::JoinHandle<std::io::Result<()>>) {
     outbound.close();
-    let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+    if tokio::time::timeout(Duration::from_secs(5), &mut writer)
+        .await
+        .is_err()
+    {
+        // A peer that reads nothing would keep the writer, its socket and its buffer.
+        writer.abort();
+    }
 }
 
 impl Connection {
@@ -258,16 +264,13 @@ impl Connection {
             .consumer_timeout
             .map(|timeout| tokio::time::Instant::now() + timeout_check_interval(timeout));
         loop {
-            // A client that does not read what it asked for is not read from either.
-            if self.outbound.pending_bytes() >= INPUT_PAUSE_BYTES {
-                if let Some(ending) = self.wait_for_writer(stops).await {
-                    return ending;
-                }
-            }
             // Frames already buffered are handled without waiting on anything else.
             match reader.try_next() {
                 Ok(Some(frame)) => {
                     handled_since_yield += 1;
+                    if let Some(ending) = self.before_get(&frame, stops, silence_limit).await {
+                        return ending;
+                    }
                     match self.handle_frame(frame) {
                         Ok(true) => {}
                         Ok(false) => return Ending::ClientClosed,
@@ -352,6 +355,9 @@ impl Connection {
                     return Ending::ClientGone;
                 }
             };
+            if let Some(ending) = self.before_get(&frame, stops, silence_limit).await {
+                return ending;
+            }
             match self.handle_frame(frame) {
                 Ok(true) => {}
                 Ok(false) => return Ending::ClientClosed,
@@ -360,10 +366,37 @@ impl Connection {
         }
     }
 
+    /// basic.get answers a request of a few bytes with a whole message, so a client that
+    /// sends gets and never reads could make the broker buffer without bound: with
+    /// [`INPUT_PAUSE_BYTES`] waiting to be written, a get waits for the writer first.
+    /// (Other replies are no larger than what the client sent, and stopping to read
+    /// for them could deadlock a client whose reading thread also publishes.)
+    #[inline]
+    async fn before_get(
+        &mut self,
+        frame: &Frame,
+        stops: &mut Stops<'_>,
+        silence_limit: Option<Duration>,
+    ) -> Option<Ending> {
+        if self.outbound.pending_bytes() < INPUT_PAUSE_BYTES
+            || !matches!(frame.payload, FramePayload::Method(Method::BasicGet(_)))
+        {
+            return None;
+        }
+        self.wait_for_writer(stops, silence_limit).await
+    }
+
     /// Stops reading from the client until the writer has brought the unwritten bytes
-    /// under [`INPUT_PAUSE_BYTES`]; deliveries resume as it drains.
-    async fn wait_for_writer(&mut self, stops: &mut Stops<'_>) -> Option<Ending> {
+    /// under [`INPUT_PAUSE_BYTES`]; deliveries resume as it drains. A writer that gets
+    /// nothing through for two heartbeat intervals means the peer is gone.
+    async fn wait_for_writer(
+        &mut self,
+        stops: &mut Stops<'_>,
+        silence_limit: Option<Duration>,
+    ) -> Option<Ending> {
         tracing::debug!(id = self.id, "client not reading: input paused");
+        // Acks already read count while the connection waits.
+        self.flush_acks();
         loop {
             if self.outbound.is_closed() {
                 return Some(Ending::ClientGone);
@@ -372,9 +405,19 @@ impl Connection {
             if self.outbound.pending_bytes() < INPUT_PAUSE_BYTES {
                 return None;
             }
+            let stalled = async {
+                match silence_limit {
+                    Some(limit) => tokio::time::sleep(limit).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = self.outbound.drained.notified() => self.resume_consumers(),
                 error = stops.closing() => return Some(Ending::Close(error)),
+                _ = stalled => {
+                    tracing::warn!(id = self.id, "client read nothing for two heartbeat intervals");
+                    return Some(Ending::ClientGone);
+                }
             }
         }
     }
@@ -402,7 +445,13 @@ impl Connection {
                         break;
                     }
                 }
-                _ = self.outbound.drained.notified() => self.resume_consumers(),
+                _ = self.outbound.drained.notified() => {
+                    if self.outbound.is_closed() {
+                        // The writer failed: the peer is gone.
+                        return Some(Ending::ClientGone);
+                    }
+                    self.resume_consumers();
+                }
                 error = stops.closing() => return Some(Ending::Close(error)),
             }
         }

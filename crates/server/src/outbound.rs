@@ -13,10 +13,9 @@ use tokio::sync::Notify;
 /// writer has caught up: a slow reader cannot make the broker buffer without bound.
 pub const OUTBOUND_HIGH_WATER_BYTES: usize = 4 * 1024 * 1024;
 
-/// Above this many unwritten bytes, the connection stops reading from its client until the
-/// writer has caught up. Deliveries stop at [`OUTBOUND_HIGH_WATER_BYTES`]; what else a client
-/// makes the broker write (basic.get's messages, returns, confirms, method replies) would
-/// otherwise grow without bound for a client that sends requests and never reads.
+/// Above this many unwritten bytes, a basic.get waits for the writer to catch up before it
+/// is handled. Deliveries stop at [`OUTBOUND_HIGH_WATER_BYTES`]; the messages of gets from a
+/// client that sends them and never reads would otherwise grow without bound.
 pub const INPUT_PAUSE_BYTES: usize = 4 * OUTBOUND_HIGH_WATER_BYTES;
 
 thread_local! {
