@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use wharf_amqp::{
     BasicPublish, BasicReturn, ByteString, ContentHeader, EncodedProperties, Method, ReplyCode,
 };
@@ -30,7 +30,19 @@ enum Body {
     Empty,
     /// One body frame: the common case, kept as a zero-copy slice of the read buffer.
     Single(Bytes),
-    Many(BytesMut),
+    /// Several body frames, gathered in a buffer that ends exactly the body's size.
+    Many(Vec<u8>),
+}
+
+/// Appends a body frame, growing the buffer by doubling but never past the body's size, so
+/// that a complete body holds no spare capacity for as long as the message is kept.
+fn append_body(all: &mut Vec<u8>, chunk: &[u8], body_size: usize) {
+    let needed = all.len() + chunk.len();
+    if needed > all.capacity() {
+        let target = needed.max(all.len() * 2).min(body_size.max(needed));
+        all.reserve_exact(target - all.len());
+    }
+    all.extend_from_slice(chunk);
 }
 
 /// Compares two names, short-circuiting the empty one (the default exchange, the
@@ -261,13 +273,13 @@ impl PendingPublish {
                 // Reserved up to a bound only: the declared size is the client's word, and
                 // channels may each hold a message in progress.
                 let reserve = (body_size as usize).min(BODY_RESERVE_MAX_BYTES);
-                let mut all = BytesMut::with_capacity(reserve);
-                all.extend_from_slice(&first);
-                all.extend_from_slice(&chunk);
+                let mut all = Vec::with_capacity(reserve);
+                append_body(&mut all, &first, body_size as usize);
+                append_body(&mut all, &chunk, body_size as usize);
                 Body::Many(all)
             }
             Body::Many(mut all) => {
-                all.extend_from_slice(&chunk);
+                append_body(&mut all, &chunk, body_size as usize);
                 Body::Many(all)
             }
         };
@@ -281,7 +293,7 @@ impl PendingPublish {
                 Bytes::copy_from_slice(&bytes)
             }
             Body::Single(bytes) => bytes,
-            Body::Many(all) => all.freeze(),
+            Body::Many(all) => Bytes::from(all),
         };
         let properties = self.header.map(|(_, p)| p).unwrap_or_default();
         Publish {
@@ -465,5 +477,25 @@ fn check_user_id(ctx: &ChannelContext<'_>, properties: &EncodedProperties) -> Am
             .with_ids(60, 40))
         }
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod body_tests {
+    use super::*;
+
+    #[test]
+    fn a_body_in_many_frames_ends_exactly_its_size() {
+        let body_size = 3 * 1024 * 1024 + 5;
+        let mut all = Vec::with_capacity(BODY_RESERVE_MAX_BYTES);
+        let frame = vec![7u8; 131_064];
+        let mut left = body_size;
+        while left > 0 {
+            let n = left.min(frame.len());
+            append_body(&mut all, &frame[..n], body_size);
+            left -= n;
+        }
+        assert_eq!(all.len(), body_size);
+        assert_eq!(all.capacity(), body_size, "no spare capacity kept");
     }
 }
