@@ -90,14 +90,28 @@ impl Drop for Registration {
     }
 }
 
-/// How many connections are open, counted as one is about to be added.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Census {
-    pub total: usize,
+/// The open connections as one is about to be added, counted on demand (a count is a
+/// pass over them all: only a limit that exists is worth it).
+pub struct Census<'a> {
+    open: &'a HashMap<ConnectionId, Entry>,
+    vhost: &'a str,
+    user: &'a str,
+}
+
+impl Census<'_> {
+    pub fn total(&self) -> usize {
+        self.open.len()
+    }
+
     /// In the vhost the new connection opens.
-    pub vhost: usize,
+    pub fn in_vhost(&self) -> usize {
+        self.open.values().filter(|e| e.vhost == self.vhost).count()
+    }
+
     /// Of the user the new connection is for.
-    pub user: usize,
+    pub fn of_user(&self) -> usize {
+        self.open.values().filter(|e| e.user == self.user).count()
+    }
 }
 
 impl Connections {
@@ -109,7 +123,7 @@ impl Connections {
         peer: &str,
         close: Closer,
     ) -> Registration {
-        let admit_all = |_: Census| Ok::<(), std::convert::Infallible>(());
+        let admit_all = |_: Census<'_>| Ok::<(), std::convert::Infallible>(());
         match self.register_if(id, user, vhost, peer, close, admit_all) {
             Ok(registration) => registration,
             Err(never) => match never {},
@@ -129,12 +143,11 @@ impl Connections {
         admit: impl FnOnce(Census) -> Result<(), E>,
     ) -> Result<Registration, E> {
         let mut open = self.open.lock();
-        let census = Census {
-            total: open.len(),
-            vhost: open.values().filter(|e| e.vhost == vhost).count(),
-            user: open.values().filter(|e| e.user == user).count(),
-        };
-        admit(census)?;
+        admit(Census {
+            open: &open,
+            vhost,
+            user,
+        })?;
         let channels = Arc::new(AtomicUsize::new(0));
         open.insert(
             id,
@@ -236,18 +249,11 @@ mod tests {
         // A fourth, for alice on "/", is counted with what is there, and may be refused.
         let mut seen = None;
         let refused = connections.register_if(4, "alice", "/", "127.0.0.1:4", closer(), |c| {
-            seen = Some(c);
+            seen = Some((c.total(), c.in_vhost(), c.of_user()));
             Err("over a limit")
         });
         assert_eq!(refused.unwrap_err(), "over a limit");
-        assert_eq!(
-            seen,
-            Some(Census {
-                total: 3,
-                vhost: 2,
-                user: 2
-            })
-        );
+        assert_eq!(seen, Some((3, 2, 2)));
         assert_eq!(connections.count(), 3, "a refused connection is not listed");
         drop(a);
         assert_eq!(connections.count(), 2);

@@ -17,10 +17,13 @@ use crate::outbound::Outbound;
 use crate::sasl;
 use crate::ServerConfig;
 
-/// Frames may not be smaller than this (AMQP's frame-min-size), and until tune-ok no frame
-/// may be larger, as in RabbitMQ: a client that has not logged in cannot make the broker
-/// buffer more than this for it.
+/// Frames may not be smaller than this (AMQP's frame-min-size).
 pub const FRAME_MIN_BYTES: u32 = 4096;
+
+/// Until tune-ok no frame may be larger, so that a client that has not logged in cannot make
+/// the broker buffer more for it. RabbitMQ took 4096 until 4.1, then 8192, for the long
+/// passwords (OAuth 2 tokens) that start-ok carries.
+pub const HANDSHAKE_FRAME_MAX_BYTES: u32 = 8192;
 
 /// The capabilities of RabbitMQ that Wharf implements, announced in connection.start.
 const CAPABILITIES: &[&str] = &[
@@ -276,16 +279,16 @@ pub async fn run<R: AsyncRead + Unpin>(
     };
     let vhost_max = vhost.limits.read().get(limits::MAX_CONNECTIONS);
     let user_max = user.limits.get(limits::MAX_CONNECTIONS);
-    let admit = |census: Census| {
+    let admit = |census: Census<'_>| {
         if let Some(max) = config.max_connections {
-            if census.total >= max {
+            if census.total() >= max {
                 return Err(refused(format!(
                     "connection refused: node connection limit ({max}) is reached"
                 )));
             }
         }
         if let Some(max) = vhost_max {
-            if census.vhost as u64 >= max {
+            if census.in_vhost() as u64 >= max {
                 return Err(refused(format!(
                     "access to vhost '{}' refused for user '{}': connection limit ({max}) is reached",
                     vhost.name, user.name
@@ -293,7 +296,7 @@ pub async fn run<R: AsyncRead + Unpin>(
             }
         }
         if let Some(max) = user_max {
-            if census.user as u64 >= max {
+            if census.of_user() as u64 >= max {
                 return Err(refused(format!(
                     "connection refused for user '{}': user connection limit ({max}) is reached",
                     user.name
