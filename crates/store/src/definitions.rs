@@ -439,7 +439,11 @@ impl DefinitionStore {
         self.state.apply(change);
         self.log_entries += 1;
         if self.log_entries >= LOG_ENTRIES_MAX {
-            self.compact()?;
+            // The change is recorded whatever becomes of this: a compaction that fails (a
+            // full disk) leaves the log as it was, and the next change tries again.
+            if let Err(error) = self.compact() {
+                tracing::warn!(%error, "definitions not compacted; the log goes on");
+            }
         }
         Ok(())
     }
