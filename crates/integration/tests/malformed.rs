@@ -156,9 +156,9 @@ async fn before_tune_ok_frames_are_bounded_by_the_minimum_frame_max() {
         client.read_method().await,
         Method::ConnectionStart(_)
     ));
-    // 5,000 bytes of client properties: more than anyone may send before logging in.
+    // 9,000 bytes of client properties: more than anyone may send before logging in.
     let mut properties = FieldTable::new();
-    properties.insert("padding", FieldValue::LongStr(vec![b'x'; 5000].into()));
+    properties.insert("padding", FieldValue::LongStr(vec![b'x'; 9000].into()));
     let start_ok = ConnectionStartOk {
         client_properties: properties,
         mechanism: "PLAIN".into(),
@@ -177,7 +177,7 @@ async fn before_tune_ok_frames_are_bounded_by_the_minimum_frame_max() {
             (
                 501,
                 format!(
-                    "FRAME_ERROR - type 1, all octets = <<>>: {{frame_too_large,{},4088}}",
+                    "FRAME_ERROR - type 1, all octets = <<>>: {{frame_too_large,{},8184}}",
                     payload.len()
                 )
             )
