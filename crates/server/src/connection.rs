@@ -268,8 +268,10 @@ impl Connection {
             match reader.try_next() {
                 Ok(Some(frame)) => {
                     handled_since_yield += 1;
-                    if let Some(ending) = self.before_get(&frame, stops, silence_limit).await {
-                        return ending;
+                    if self.get_must_wait(&frame) {
+                        if let Some(ending) = self.wait_for_writer(stops, silence_limit).await {
+                            return ending;
+                        }
                     }
                     match self.handle_frame(frame) {
                         Ok(true) => {}
@@ -355,8 +357,10 @@ impl Connection {
                     return Ending::ClientGone;
                 }
             };
-            if let Some(ending) = self.before_get(&frame, stops, silence_limit).await {
-                return ending;
+            if self.get_must_wait(&frame) {
+                if let Some(ending) = self.wait_for_writer(stops, silence_limit).await {
+                    return ending;
+                }
             }
             match self.handle_frame(frame) {
                 Ok(true) => {}
@@ -372,18 +376,9 @@ impl Connection {
     /// (Other replies are no larger than what the client sent, and stopping to read
     /// for them could deadlock a client whose reading thread also publishes.)
     #[inline]
-    async fn before_get(
-        &mut self,
-        frame: &Frame,
-        stops: &mut Stops<'_>,
-        silence_limit: Option<Duration>,
-    ) -> Option<Ending> {
-        if self.outbound.pending_bytes() < INPUT_PAUSE_BYTES
-            || !matches!(frame.payload, FramePayload::Method(Method::BasicGet(_)))
-        {
-            return None;
-        }
-        self.wait_for_writer(stops, silence_limit).await
+    fn get_must_wait(&self, frame: &Frame) -> bool {
+        self.outbound.pending_bytes() >= INPUT_PAUSE_BYTES
+            && matches!(frame.payload, FramePayload::Method(Method::BasicGet(_)))
     }
 
     /// Stops reading from the client until the writer has brought the unwritten bytes
