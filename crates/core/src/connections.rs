@@ -115,6 +115,8 @@ impl Census<'_> {
 }
 
 impl Connections {
+    /// Lists a connection whatever the counts (tests; the broker uses [`Self::register_if`]).
+    #[cfg(test)]
     pub fn register(
         self: &Arc<Self>,
         id: ConnectionId,
@@ -168,6 +170,7 @@ impl Connections {
     }
 
     /// Channels `user` has open, over all their connections.
+    #[cfg(test)]
     pub fn user_channels(&self, user: &str) -> usize {
         self.open
             .lock()

@@ -204,6 +204,19 @@ impl RawClient {
         }
     }
 
+    /// Closes `channel` normally and waits for the broker's close-ok.
+    pub async fn close_channel(&mut self, channel: u16) {
+        let close = ChannelClose {
+            reply_code: 200,
+            reply_text: "".into(),
+            class_id: 0,
+            method_id: 0,
+        };
+        self.send_method(channel, close).await;
+        let ok = self.read_method().await;
+        assert_eq!(ok, Method::ChannelCloseOk(ChannelCloseOk {}));
+    }
+
     /// Reads until channel.close on `channel`; answers close-ok; returns (code, text).
     pub async fn expect_channel_close(&mut self, channel: u16) -> (u16, String) {
         loop {

@@ -420,21 +420,7 @@ async fn channel_max_bounds_how_many_channels_are_open_not_their_numbers() {
             Method::ChannelOpenOk(ChannelOpenOk {})
         );
     }
-    client
-        .send_method(
-            10,
-            ChannelClose {
-                reply_code: 200,
-                reply_text: "".into(),
-                class_id: 0,
-                method_id: 0,
-            },
-        )
-        .await;
-    assert_eq!(
-        client.read_method().await,
-        Method::ChannelCloseOk(ChannelCloseOk {})
-    );
+    client.close_channel(10).await;
     client.send_method(65535, ChannelOpen {}).await;
     assert_eq!(
         client.read_method().await,

@@ -130,21 +130,7 @@ async fn a_payload_of_exactly_frame_max_is_taken() {
     let mut bytes = publish_header(1, 131_072);
     bytes.extend(frame(3, 1, &vec![0u8; 131_072], 0xCE));
     client.send_raw(&bytes).await;
-    client
-        .send_method(
-            1,
-            ChannelClose {
-                reply_code: 200,
-                reply_text: "".into(),
-                class_id: 0,
-                method_id: 0,
-            },
-        )
-        .await;
-    assert_eq!(
-        client.read_method().await,
-        Method::ChannelCloseOk(ChannelCloseOk {})
-    );
+    client.close_channel(1).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

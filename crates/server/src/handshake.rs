@@ -18,7 +18,7 @@ use crate::sasl;
 use crate::ServerConfig;
 
 /// Frames may not be smaller than this (AMQP's frame-min-size).
-pub const FRAME_MIN_BYTES: u32 = 4096;
+const FRAME_MIN_BYTES: u32 = 4096;
 
 /// Until tune-ok no frame may be larger, so that a client that has not logged in cannot make
 /// the broker buffer more for it. RabbitMQ took 4096 until 4.1, then 8192, for the long
