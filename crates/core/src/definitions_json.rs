@@ -46,13 +46,16 @@ pub fn value_to_json(value: &FieldValue) -> Value {
     }
 }
 
+/// A field table as a JSON object. A key the client sent twice keeps its first value, the
+/// one every lookup (and so every check) used.
 pub fn table_to_json(table: &FieldTable) -> Value {
-    Value::Object(
-        table
-            .iter()
-            .map(|(k, v)| (k.to_string(), value_to_json(v)))
-            .collect(),
-    )
+    let mut object = serde_json::Map::new();
+    for (k, v) in table.iter() {
+        object
+            .entry(k.to_string())
+            .or_insert_with(|| value_to_json(v));
+    }
+    Value::Object(object)
 }
 
 /// JSON as an AMQP field value, as RabbitMQ's import reads it: integers as 64-bit.
@@ -479,6 +482,16 @@ mod tests {
             }),
             json!(1.5)
         );
+    }
+
+    #[test]
+    fn a_key_sent_twice_is_exported_with_the_value_lookups_use() {
+        let table = FieldTable(vec![
+            ("x-max-length".into(), FieldValue::I32(10)),
+            ("x-max-length".into(), FieldValue::I32(1_000_000)),
+        ]);
+        assert_eq!(table.get("x-max-length"), Some(&FieldValue::I32(10)));
+        assert_eq!(table_to_json(&table), json!({"x-max-length": 10}));
     }
 
     #[test]
