@@ -51,6 +51,32 @@ fn temp_dir(name: &str) -> std::path::PathBuf {
 }
 
 /// Waits for the ready line on stdout (logs go to stdout) and returns every line seen.
+/// Starts the binary with an AMQPS listener on `tls_port` serving `cert` and `key`, and
+/// `amqp_listen` (an address, or "none") for plain AMQP.
+fn start_with_tls(
+    amqp_listen: &str,
+    tls_port: u16,
+    data: &std::path::Path,
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Running {
+    Running(
+        wharf()
+            .args(["--amqp-listen", amqp_listen])
+            .args(["--amqps-listen", &format!("127.0.0.1:{tls_port}")])
+            .arg("--data-dir")
+            .arg(data)
+            .arg("--tls-cert")
+            .arg(cert)
+            .arg("--tls-key")
+            .arg(key)
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    )
+}
+
 fn wait_ready(child: &mut Child) -> Vec<String> {
     let stdout = child.stdout.take().unwrap();
     let mut lines = Vec::new();
@@ -235,21 +261,8 @@ async fn amqps_serves_the_configured_certificate_and_sighup_reloads_it() {
     let (cert, key) = first.issue("server", "wharf test server", false);
     let (port, tls_port) = (free_port(), free_port());
     let data = dir.join("data");
-    let mut child = Running(
-        wharf()
-            .args(["--amqp-listen", &format!("127.0.0.1:{port}")])
-            .args(["--amqps-listen", &format!("127.0.0.1:{tls_port}")])
-            .arg("--data-dir")
-            .arg(&data)
-            .arg("--tls-cert")
-            .arg(&cert)
-            .arg("--tls-key")
-            .arg(&key)
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
+    let amqp = format!("127.0.0.1:{port}");
+    let mut child = start_with_tls(&amqp, tls_port, &data, &cert, &key);
     let lines = wait_ready(&mut child);
     assert!(
         lines
@@ -297,21 +310,7 @@ async fn with_amqp_listen_none_only_tls_is_served() {
     let ca = Ca::new(&dir, "only");
     let (cert, key) = ca.issue("server", "wharf test server", false);
     let tls_port = free_port();
-    let mut child = Running(
-        wharf()
-            .args(["--amqp-listen", "none"])
-            .args(["--amqps-listen", &format!("127.0.0.1:{tls_port}")])
-            .arg("--data-dir")
-            .arg(dir.join("data"))
-            .arg("--tls-cert")
-            .arg(&cert)
-            .arg("--tls-key")
-            .arg(&key)
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
+    let mut child = start_with_tls("none", tls_port, &dir.join("data"), &cert, &key);
     let lines = wait_ready(&mut child);
     let ready = lines.last().unwrap();
     assert!(
