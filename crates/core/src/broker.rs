@@ -43,6 +43,8 @@ pub struct BrokerConfig {
     pub fsync: FsyncPolicy,
     /// How many ready messages each queue keeps in memory before the rest wait on disk.
     pub queue_window: crate::queue::Window,
+    /// Where a durable queue's log starts a new segment file.
+    pub segment_bytes_max: u64,
 }
 
 impl Default for BrokerConfig {
@@ -53,6 +55,7 @@ impl Default for BrokerConfig {
             default_pass: "guest".to_string(),
             fsync: FsyncPolicy::Batch,
             queue_window: crate::queue::Window::default(),
+            segment_bytes_max: crate::durability::SEGMENT_BYTES_MAX,
         }
     }
 }
@@ -100,7 +103,8 @@ impl Broker {
         if !definitions.seeded {
             seed_into(&config, &mut definitions, |change| store.record(change))?;
         }
-        let broker = Self::with_durability(config, Some(Durability::new(store, &data_dir)));
+        let durability = Durability::new(store, &data_dir, config.segment_bytes_max);
+        let broker = Self::with_durability(config, Some(durability));
         broker.restore_access(&definitions);
         for def in &definitions.vhosts {
             let vhost = broker.create_vhost(&def.name);

@@ -14,7 +14,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::exchange::{Binding, Destination, Exchange};
 use crate::queue::Queue;
 
-/// Segments roll over at this size.
+/// Segments roll over at this size, unless the broker's configuration says otherwise.
 pub const SEGMENT_BYTES_MAX: u64 = 8 * 1024 * 1024;
 
 /// The definitions store and where queues keep their messages, shared by every vhost.
@@ -28,6 +28,8 @@ pub struct Durability {
     /// Spill-over logs of transient queues; emptied at every start.
     transient_dir: std::path::PathBuf,
     spill_logs_opened: std::sync::atomic::AtomicU64,
+    /// Where queue logs roll over to a new segment.
+    segment_bytes_max: u64,
 }
 
 impl std::fmt::Debug for Durability {
@@ -37,7 +39,7 @@ impl std::fmt::Debug for Durability {
 }
 
 impl Durability {
-    pub fn new(store: DefinitionStore, dir: &DataDir) -> Arc<Durability> {
+    pub fn new(store: DefinitionStore, dir: &DataDir, segment_bytes_max: u64) -> Arc<Durability> {
         let data_dir = dir.path();
         let transient_dir = data_dir.join("transient");
         // Transient messages do not survive a restart: whatever a previous run spilled goes.
@@ -49,6 +51,7 @@ impl Durability {
             delayed_dir: data_dir.join("delayed"),
             transient_dir,
             spill_logs_opened: std::sync::atomic::AtomicU64::new(0),
+            segment_bytes_max,
         })
     }
 
@@ -81,7 +84,7 @@ impl Durability {
         if fresh {
             let _ = std::fs::remove_dir_all(&dir);
         }
-        let (log, _) = wharf_store::queue_log::QueueLog::open(&dir, SEGMENT_BYTES_MAX).map_err(|e| {
+        let (log, _) = wharf_store::queue_log::QueueLog::open(&dir, self.segment_bytes_max).map_err(|e| {
             tracing::error!(exchange = %exchange.name, error = %e, "cannot open the delayed messages' log");
             Error::new(
                 ErrorKind::InternalError,
@@ -124,7 +127,7 @@ impl Durability {
                 crate::queue::level_dir(&dir, level)
             };
             let (log, recovery) =
-                wharf_store::queue_log::QueueLog::open(&level_dir, SEGMENT_BYTES_MAX)
+                wharf_store::queue_log::QueueLog::open(&level_dir, self.segment_bytes_max)
                     .map_err(internal)?;
             truncated_bytes += recovery.truncated_bytes;
             recovered += queue.attach_log(level, log);

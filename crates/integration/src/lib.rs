@@ -4,6 +4,7 @@
 
 pub mod pki;
 pub mod raw;
+pub mod small_disk;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};

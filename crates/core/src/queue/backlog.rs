@@ -185,8 +185,10 @@ impl Backlog {
                     outcome = Enqueued::Appended;
                 }
                 Err(error) => {
+                    // The publisher is told it was not taken: it must not be delivered
+                    // either (a retry would make it twice), nor come back from the log.
                     tracing::error!(%queue, %error, "cannot store a message");
-                    outcome = Enqueued::Failed;
+                    return Enqueued::Failed;
                 }
             }
         }
@@ -418,9 +420,9 @@ impl Backlog {
                     continue;
                 }
                 Err(error) => {
-                    tracing::error!(%queue, %error, lost = level.spilled, "cannot read spilled messages");
-                    level.spilled = 0;
-                    level.spilled_bytes = 0;
+                    // Not damage but a failed read: the messages are still there, and
+                    // reading is tried again when the queue next needs its head.
+                    tracing::error!(%queue, %error, waiting = level.spilled, "cannot read spilled messages now");
                     return;
                 }
             };

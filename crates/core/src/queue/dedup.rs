@@ -78,6 +78,11 @@ impl SeenKeys {
         false
     }
 
+    /// Forgets `key` (its message was not stored after all: a retry is not a duplicate).
+    pub fn forget(&mut self, key: &Bytes) {
+        self.until.remove(key);
+    }
+
     fn forget_before(&mut self, now: u64) {
         while let Some((until, _)) = self.order.front() {
             if *until > now {

@@ -230,9 +230,10 @@ impl Queue {
         }
         // The clock is read only for a message that can expire or be a duplicate.
         let mut now = None;
+        let mut remembered = None;
         if let Some(seen) = &mut state.seen {
             if let Some(key) = dedup::key_of(&message) {
-                if seen.seen(key, *now.get_or_insert_with(now_ms)) {
+                if seen.seen(key.clone(), *now.get_or_insert_with(now_ms)) {
                     // Stored once already: the publisher hears it is safe, once what it
                     // duplicates is (a persistent message in a durable queue waits for the
                     // queue's next sync).
@@ -243,8 +244,26 @@ impl Queue {
                         Enqueued::InMemory
                     };
                 }
+                remembered = Some(key);
             }
         }
+        let outcome = self.store_locked(state, message, &mut now);
+        if matches!(outcome, Enqueued::Failed | Enqueued::Rejected) {
+            // Not stored: a retry of it is not a duplicate.
+            if let (Some(seen), Some(key)) = (&mut state.seen, remembered) {
+                seen.forget(&key);
+            }
+        }
+        outcome
+    }
+
+    /// Enqueues a message that is not a duplicate, within the queue's limits.
+    fn store_locked(
+        self: &Arc<Self>,
+        state: &mut State,
+        message: Arc<Message>,
+        now: &mut Option<u64>,
+    ) -> Enqueued {
         let ttl = match (state.settings.message_ttl, message.ttl_ms()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -256,7 +275,7 @@ impl Queue {
             state.settings.overflow,
         );
         if max_length.is_none() && max_length_bytes.is_none() {
-            return self.enqueue_locked(state, message, expires_at, &mut now);
+            return self.enqueue_locked(state, message, expires_at, now);
         }
         if overflow != Overflow::DropHead {
             // As RabbitMQ, a full queue refuses before any consumer is offered the message
@@ -271,9 +290,9 @@ impl Queue {
                 }
                 return Enqueued::Rejected;
             }
-            return self.enqueue_locked(state, message, expires_at, &mut now);
+            return self.enqueue_locked(state, message, expires_at, now);
         }
-        let outcome = self.enqueue_locked(state, message, expires_at, &mut now);
+        let outcome = self.enqueue_locked(state, message, expires_at, now);
         self.drop_head(state);
         outcome
     }

@@ -1,0 +1,580 @@
+//! One queue's message log: a directory of numbered segments (`<n>.seg`), each with an ack
+//! file (`<n>.ack`, the offsets of its acknowledged records) and, once sealed, an index
+//! (`<n>.idx`, see [`crate::segment_index`]). Appends go to the newest segment, which rolls
+//! over at a size limit; a segment and its files are deleted once every record in it is
+//! acknowledged. Nothing per message is kept in memory but the offsets acknowledged in
+//! segments not yet deleted, so memory does not grow with the number of messages waiting.
+//!
+//! Opening a log reads the index of each sealed segment and scans only the newest one, so
+//! a restart costs a few reads per segment however many messages wait. Transient records
+//! found at opening count as acknowledged: they do not outlive a restart.
+//!
+//! What the log counts always describes its files: an append or an ack write that fails
+//! (a full disk) leaves the files as they were and the counts with them.
+//!
+//! Owned by its queue, which calls it under the queue's lock.
+
+mod ack_file;
+mod open;
+mod read_ahead;
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs::{self, File};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use crate::data_dir::sync_dir;
+use crate::error::{Result, StoreError};
+use crate::segment::{
+    Lifetime, RecordHeader, RecordRef, SegmentWriter, RECORD_BYTES_MAX, RECORD_HEADER_BYTES,
+    SEGMENT_HEADER_BYTES,
+};
+use crate::segment_index::SegmentIndex;
+use ack_file::AckFile;
+use read_ahead::{ReadAhead, READ_AHEAD_BYTES};
+
+/// Where a record is: its segment and its place in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Position {
+    pub segment: u32,
+    pub record: RecordRef,
+}
+
+/// A reading position for [`QueueLog::next`]: the next byte offset to look at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    segment: u32,
+    offset: u32,
+}
+
+impl Position {
+    /// Whether this record lies before `cursor` in the log.
+    pub fn is_before(&self, cursor: &Cursor) -> bool {
+        (self.segment, self.record.offset) < (cursor.segment, cursor.offset)
+    }
+}
+
+#[derive(Debug)]
+struct Segment {
+    /// Valid bytes (records end here).
+    bytes: u64,
+    records: u32,
+    acked: HashSet<u32>,
+    acks: AckFile,
+}
+
+impl Segment {
+    fn empty(dir: &Path, n: u32, bytes: u64) -> Segment {
+        Segment {
+            bytes,
+            records: 0,
+            acked: HashSet::new(),
+            acks: AckFile::new(ack_path(dir, n)),
+        }
+    }
+
+    fn unacked(&self) -> u32 {
+        self.records - self.acked.len() as u32
+    }
+}
+
+/// Acks of one segment are appended to its ack file once this many bytes of them gather
+/// (or at [`QueueLog::write_acks`]).
+const UNWRITTEN_ACK_BYTES_MAX: usize = 4096;
+
+/// What opening a log found and repaired.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Recovery {
+    pub segments: usize,
+    /// Records not acknowledged.
+    pub messages: u64,
+    /// Bytes cut from the end of the newest segment (a torn or corrupt tail).
+    pub truncated_bytes: u64,
+}
+
+pub struct QueueLog {
+    dir: PathBuf,
+    segment_bytes_max: u64,
+    segments: BTreeMap<u32, Segment>,
+    writer_number: u32,
+    writer: SegmentWriter,
+    /// Offsets of the transient records in the segment being written, for its index.
+    writer_transient: Vec<u32>,
+    /// Persistent appends since the last sync.
+    unsynced: bool,
+    /// The read handle of the last segment read, reused while reads stay in it.
+    reading: Option<(u32, File)>,
+    /// Bytes read ahead from that segment, for reading records in order.
+    read_ahead: ReadAhead,
+    /// Segments holding acks not yet written to their ack files.
+    unwritten_acks_in: Vec<u32>,
+}
+
+impl Drop for QueueLog {
+    /// A log closed with acks still gathered writes them: a clean stop must not bring
+    /// acknowledged messages back.
+    fn drop(&mut self) {
+        if let Err(error) = self.write_acks() {
+            tracing::warn!(%error, "cannot write acks when closing a message log");
+        }
+    }
+}
+
+fn segment_path(dir: &Path, n: u32) -> PathBuf {
+    dir.join(format!("{n:08}.seg"))
+}
+
+fn ack_path(dir: &Path, n: u32) -> PathBuf {
+    dir.join(format!("{n:08}.ack"))
+}
+
+fn index_path(dir: &Path, n: u32) -> PathBuf {
+    dir.join(format!("{n:08}.idx"))
+}
+
+impl QueueLog {
+    /// Appends a record. It is durable once [`QueueLog::sync`] returns; a transient one is
+    /// dropped at the next opening of the log. On failure nothing was appended.
+    pub fn append(&mut self, payload: &[u8], lifetime: Lifetime) -> Result<Position> {
+        let record_bytes = payload.len() as u64 + u64::from(RECORD_HEADER_BYTES);
+        let used = self.writer.bytes - u64::from(SEGMENT_HEADER_BYTES);
+        if used > 0 && self.writer.bytes + record_bytes > self.segment_bytes_max {
+            self.roll()?;
+        }
+        let record = self.writer.append(payload, lifetime)?;
+        if lifetime == Lifetime::Transient {
+            self.writer_transient.push(record.offset);
+        } else {
+            self.unsynced = true;
+        }
+        let segment = self
+            .segments
+            .get_mut(&self.writer_number)
+            .expect("the segment being written is known");
+        segment.records += 1;
+        segment.bytes = self.writer.bytes;
+        Ok(Position {
+            segment: self.writer_number,
+            record,
+        })
+    }
+
+    /// Seals the current segment (written, synced, then indexed) and starts the next. On
+    /// failure the current segment stays the one written to.
+    fn roll(&mut self) -> Result<()> {
+        self.writer.flush()?;
+        self.writer.sync()?;
+        let index = SegmentIndex {
+            valid_bytes: self.writer.bytes,
+            records: self.segments[&self.writer_number].records,
+            transient: self.writer_transient.clone(),
+        };
+        if let Err(error) = index.write(&index_path(&self.dir, self.writer_number)) {
+            // Only the next start's speed depends on it: that start scans the segment.
+            tracing::warn!(%error, "cannot write a segment index");
+        }
+        let next = self.writer_number + 1;
+        let path = segment_path(&self.dir, next);
+        let writer = SegmentWriter::create(path.clone())?;
+        if let Err(error) = sync_dir(&self.dir) {
+            drop(writer);
+            let _ = fs::remove_file(&path);
+            return Err(error);
+        }
+        self.writer = writer;
+        self.writer_transient.clear();
+        self.segments
+            .insert(next, Segment::empty(&self.dir, next, self.writer.bytes));
+        let previous = self.writer_number;
+        self.writer_number = next;
+        if let Err(error) = self.delete_if_done(previous) {
+            tracing::warn!(%error, "cannot delete an acknowledged segment");
+        }
+        Ok(())
+    }
+
+    /// Makes every persistent append so far durable.
+    pub fn sync(&mut self) -> Result<()> {
+        if self.unsynced {
+            self.writer.sync()?;
+            self.unsynced = false;
+        }
+        Ok(())
+    }
+
+    /// A handle on the segment being written, for an fsync outside the queue's lock, if
+    /// anything persistent was appended since the last one. Syncing it makes every
+    /// persistent append before this call durable (they are in the file once appended, and
+    /// a segment that rolled over was synced when it did).
+    pub fn take_sync_handle(&mut self) -> Result<Option<File>> {
+        if !self.unsynced {
+            return Ok(None);
+        }
+        let file = self
+            .writer
+            .file
+            .try_clone()
+            .map_err(StoreError::io(&self.writer.path))?;
+        self.unsynced = false;
+        Ok(Some(file))
+    }
+
+    /// Marks a record acknowledged. Acks are written but not synced, and gathered first
+    /// (up to 4 KiB per segment, or until [`QueueLog::write_acks`]): an ack lost to a crash
+    /// makes the message come back (redelivered), never lost. An ack whose write fails is
+    /// kept and written with the next.
+    ///
+    /// The ack of a transient record is kept in memory only: the record is dropped at the
+    /// next opening anyway, so nothing needs writing (and a spilled transient message costs
+    /// no write when it is acknowledged).
+    pub fn ack(&mut self, position: Position, lifetime: Lifetime) -> Result<()> {
+        let Some(segment) = self.segments.get_mut(&position.segment) else {
+            return Ok(()); // already deleted with its segment
+        };
+        if !segment.acked.insert(position.record.offset) {
+            return Ok(());
+        }
+        if lifetime == Lifetime::Persistent {
+            if segment.acks.unwritten_bytes() == 0 {
+                self.unwritten_acks_in.push(position.segment);
+            }
+            segment.acks.push(position.record.offset);
+            if segment.acks.unwritten_bytes() >= UNWRITTEN_ACK_BYTES_MAX {
+                segment.acks.write()?;
+            }
+        }
+        self.delete_if_done(position.segment)
+    }
+
+    /// Appends every gathered ack to its segment's ack file (not synced). Those that
+    /// cannot be written stay gathered for the next call.
+    pub fn write_acks(&mut self) -> Result<()> {
+        let mut first_error = None;
+        for n in std::mem::take(&mut self.unwritten_acks_in) {
+            let Some(segment) = self.segments.get_mut(&n) else {
+                continue;
+            };
+            if let Err(error) = segment.acks.write() {
+                self.unwritten_acks_in.push(n);
+                first_error.get_or_insert(error);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Acknowledges up to `count` unacknowledged records from `cursor` on (a purge),
+    /// reading only record headers and writing each segment's acks at once. Returns how
+    /// many were acknowledged.
+    pub fn ack_from(&mut self, cursor: &mut Cursor, count: u64) -> Result<u64> {
+        let mut acked = 0u64;
+        let numbers: Vec<u32> = self
+            .segments
+            .range(cursor.segment..)
+            .map(|(n, _)| *n)
+            .collect();
+        for n in numbers {
+            if acked == count {
+                break;
+            }
+            let start = if n == cursor.segment {
+                cursor.offset
+            } else {
+                SEGMENT_HEADER_BYTES
+            };
+            let segment = &self.segments[&n];
+            let unacked = u64::from(segment.unacked());
+            if start == SEGMENT_HEADER_BYTES && n != self.writer_number && unacked <= count - acked
+            {
+                // A whole sealed segment goes: nothing in it needs reading.
+                acked += unacked;
+                self.forget_segment(n);
+                remove_segment_files(&self.dir, n)?;
+                *cursor = Cursor {
+                    segment: n + 1,
+                    offset: SEGMENT_HEADER_BYTES,
+                };
+                continue;
+            }
+            let end = segment.bytes;
+            let mut offset = start;
+            let mut newly = Vec::new();
+            while acked + (newly.len() as u64) < count
+                && u64::from(offset) + u64::from(RECORD_HEADER_BYTES) <= end
+            {
+                let header = self.header_at(n, offset)?;
+                if !self.segments[&n].acked.contains(&offset) {
+                    newly.push(offset);
+                }
+                offset += RECORD_HEADER_BYTES + header.payload_bytes;
+            }
+            *cursor = Cursor { segment: n, offset };
+            if newly.is_empty() {
+                continue;
+            }
+            let segment = self.segments.get_mut(&n).expect("listed above");
+            if segment.acks.unwritten_bytes() == 0 {
+                self.unwritten_acks_in.push(n);
+            }
+            for record in &newly {
+                segment.acks.push(*record);
+                segment.acked.insert(*record);
+            }
+            acked += newly.len() as u64;
+            segment.acks.write()?;
+            self.delete_if_done(n)?;
+        }
+        Ok(acked)
+    }
+
+    /// Deletes a sealed segment whose records are all acknowledged (its unwritten acks
+    /// with it). The count is checked against the file first: a segment whose file holds
+    /// more than its log counted is kept, and reported.
+    fn delete_if_done(&mut self, n: u32) -> Result<()> {
+        let Some(segment) = self.segments.get(&n) else {
+            return Ok(());
+        };
+        if segment.unacked() != 0 || n == self.writer_number {
+            return Ok(());
+        }
+        let path = segment_path(&self.dir, n);
+        let on_disk = fs::metadata(&path).map_err(StoreError::io(&path))?.len();
+        if on_disk != segment.bytes {
+            tracing::error!(
+                file = %path.display(),
+                counted_bytes = segment.bytes,
+                on_disk,
+                "a segment's file does not match what its log counted; keeping it (its messages come back at the next start)"
+            );
+            return Ok(());
+        }
+        self.forget_segment(n);
+        remove_segment_files(&self.dir, n)
+    }
+
+    /// Drops a segment from the log (its files are removed by the caller).
+    fn forget_segment(&mut self, n: u32) {
+        self.segments.remove(&n);
+        if matches!(self.reading, Some((r, _)) if r == n) {
+            self.reading = None;
+        }
+        self.read_ahead.forget(n);
+    }
+
+    /// Reads one record's payload.
+    pub fn read(&mut self, position: Position) -> Result<Vec<u8>> {
+        let n = position.segment;
+        let header = self.header_at(n, position.record.offset)?;
+        if header.payload_bytes != position.record.payload_bytes {
+            return Err(StoreError::Corrupt {
+                path: segment_path(&self.dir, n),
+                offset: u64::from(position.record.offset),
+                reason: "record length changed on disk".into(),
+            });
+        }
+        self.payload_of(n, position.record, header)
+    }
+
+    /// The file handle of segment `n`, opened once while reads stay in it.
+    fn reader(&mut self, n: u32) -> Result<&File> {
+        if !matches!(&self.reading, Some((r, _)) if *r == n) {
+            let path = segment_path(&self.dir, n);
+            let file = File::open(&path).map_err(StoreError::io(&path))?;
+            self.reading = Some((n, file));
+        }
+        Ok(&self.reading.as_ref().expect("set above").1)
+    }
+
+    /// `len` (at most [`READ_AHEAD_BYTES`]) bytes of segment `n` from `offset`: from the
+    /// read-ahead buffer, the file, or, for records the segment being written still
+    /// holds in memory, from there (so reading never needs a write, on a full disk too).
+    fn bytes_at(&mut self, n: u32, offset: u32, len: usize) -> Result<&[u8]> {
+        let offset = u64::from(offset);
+        let mut limit = self.segments.get(&n).map_or(0, |s| s.bytes);
+        if n == self.writer_number {
+            let written = self.writer.written();
+            if offset >= written {
+                return self
+                    .writer
+                    .pending_at(offset, len)
+                    .ok_or_else(|| StoreError::Corrupt {
+                        path: self.writer.path.clone(),
+                        offset,
+                        reason: "no record there".into(),
+                    });
+            }
+            limit = limit.min(written);
+        }
+        let path = segment_path(&self.dir, n);
+        self.reader(n)?;
+        let file = &self.reading.as_ref().expect("opened above").1;
+        self.read_ahead.read(file, &path, n, offset, len, limit)
+    }
+
+    /// The header of the record at `offset` in segment `n`.
+    fn header_at(&mut self, n: u32, offset: u32) -> Result<RecordHeader> {
+        let bytes: [u8; RECORD_HEADER_BYTES as usize] = self
+            .bytes_at(n, offset, RECORD_HEADER_BYTES as usize)?
+            .try_into()
+            .expect("a whole header");
+        Ok(RecordHeader::decode(&bytes))
+    }
+
+    /// A record's payload, checked against its header's CRC.
+    fn payload_of(&mut self, n: u32, record: RecordRef, header: RecordHeader) -> Result<Vec<u8>> {
+        let at = record.offset + RECORD_HEADER_BYTES;
+        let len = record.payload_bytes as usize;
+        let in_file = n != self.writer_number || u64::from(at) < self.writer.written();
+        let payload = if len > READ_AHEAD_BYTES && in_file {
+            // A large record is read straight into its own buffer, not through the
+            // read-ahead one (which would keep its size).
+            let mut payload = vec![0u8; len];
+            let path = segment_path(&self.dir, n);
+            self.reader(n)?
+                .read_exact_at(&mut payload, u64::from(at))
+                .map_err(StoreError::io(&path))?;
+            payload
+        } else if len > READ_AHEAD_BYTES {
+            self.writer
+                .pending_at(u64::from(at), len)
+                .ok_or_else(|| StoreError::Corrupt {
+                    path: self.writer.path.clone(),
+                    offset: u64::from(record.offset),
+                    reason: "no record there".into(),
+                })?
+                .to_vec()
+        } else {
+            self.bytes_at(n, at, len)?.to_vec()
+        };
+        if !header.verifies(&payload) {
+            return Err(StoreError::Corrupt {
+                path: segment_path(&self.dir, n),
+                offset: u64::from(record.offset),
+                reason: "CRC mismatch".into(),
+            });
+        }
+        Ok(payload)
+    }
+
+    /// A cursor after the newest record: what is appended from now on.
+    pub fn end_cursor(&self) -> Cursor {
+        Cursor {
+            segment: self.writer_number,
+            offset: self.writer.bytes as u32,
+        }
+    }
+
+    /// A cursor at the oldest record.
+    pub fn cursor(&self) -> Cursor {
+        Cursor {
+            segment: self
+                .segments
+                .keys()
+                .next()
+                .copied()
+                .unwrap_or(self.writer_number),
+            offset: SEGMENT_HEADER_BYTES,
+        }
+    }
+
+    /// The next unacknowledged record at or after `cursor`, which moves past it. A record
+    /// damaged on disk is an error ([`StoreError::Corrupt`]) with the cursor moved past it
+    /// (past the rest of its segment if its length is damaged), so reading can go on; any
+    /// other error leaves the cursor where it was.
+    pub fn next(&mut self, cursor: &mut Cursor) -> Result<Option<(Position, Vec<u8>)>> {
+        loop {
+            let Some((&n, segment)) = self.segments.range(cursor.segment..).next() else {
+                return Ok(None);
+            };
+            if n != cursor.segment {
+                *cursor = Cursor {
+                    segment: n,
+                    offset: SEGMENT_HEADER_BYTES,
+                };
+            }
+            let segment_bytes = segment.bytes;
+            if u64::from(cursor.offset) + u64::from(RECORD_HEADER_BYTES) > segment_bytes {
+                if n == self.writer_number {
+                    return Ok(None);
+                }
+                cursor.segment = n + 1;
+                cursor.offset = SEGMENT_HEADER_BYTES;
+                continue;
+            }
+            let acked = segment.acked.contains(&cursor.offset);
+            let header = self.header_at(n, cursor.offset)?;
+            let payload_bytes = header.payload_bytes;
+            let end = u64::from(cursor.offset)
+                + u64::from(RECORD_HEADER_BYTES)
+                + u64::from(payload_bytes);
+            if payload_bytes > RECORD_BYTES_MAX || end > segment_bytes {
+                // The next record cannot be found: the rest of this segment is lost.
+                let at = u64::from(cursor.offset);
+                if n == self.writer_number {
+                    cursor.offset = segment_bytes as u32;
+                } else {
+                    *cursor = Cursor {
+                        segment: n + 1,
+                        offset: SEGMENT_HEADER_BYTES,
+                    };
+                }
+                return Err(StoreError::Corrupt {
+                    path: segment_path(&self.dir, n),
+                    offset: at,
+                    reason: "damaged record length; the rest of the segment is skipped".into(),
+                });
+            }
+            let record = RecordRef {
+                offset: cursor.offset,
+                payload_bytes,
+            };
+            let after = cursor.offset + RECORD_HEADER_BYTES + payload_bytes;
+            if acked {
+                cursor.offset = after;
+                continue;
+            }
+            // A damaged record is passed; one that could not be read (an I/O error) is
+            // not, so that reading it is tried again.
+            return match self.payload_of(n, record, header) {
+                Ok(payload) => {
+                    cursor.offset = after;
+                    Ok(Some((Position { segment: n, record }, payload)))
+                }
+                Err(error @ StoreError::Corrupt { .. }) => {
+                    cursor.offset = after;
+                    Err(error)
+                }
+                Err(error) => Err(error),
+            };
+        }
+    }
+
+    /// Records not yet acknowledged.
+    pub fn message_count(&self) -> u64 {
+        self.segments.values().map(|s| u64::from(s.unacked())).sum()
+    }
+
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    /// Deletes the whole log (the queue was deleted).
+    pub fn destroy(mut self) -> Result<()> {
+        // Its gathered acks no longer matter: closing it must not write them.
+        self.unwritten_acks_in.clear();
+        fs::remove_dir_all(&self.dir).map_err(StoreError::io(&self.dir))
+    }
+}
+
+fn remove_segment_files(dir: &Path, n: u32) -> Result<()> {
+    for path in [segment_path(dir, n), ack_path(dir, n), index_path(dir, n)] {
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(StoreError::Io { path, source: e }),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,345 @@
+//! The log's own tests: appends, acks, segments rolling and going, reopening.
+use super::*;
+use crate::data_dir::tests::TempDir;
+use std::fs::OpenOptions;
+use std::io::Write;
+
+fn drain(log: &mut QueueLog) -> Vec<(Position, Vec<u8>)> {
+    let mut cursor = log.cursor();
+    let mut out = Vec::new();
+    while let Some(item) = log.next(&mut cursor).unwrap() {
+        out.push(item);
+    }
+    out
+}
+
+fn bodies(items: &[(Position, Vec<u8>)]) -> Vec<Vec<u8>> {
+    items.iter().map(|(_, b)| b.clone()).collect()
+}
+
+#[test]
+fn acks_are_gathered_until_written_or_closed() {
+    let dir = TempDir::new("qlog-acks");
+    let (mut log, _) = QueueLog::open(&dir.0, 1 << 20).unwrap();
+    let positions: Vec<Position> = (0..4u8)
+        .map(|i| log.append(&[i; 3], Lifetime::Persistent).unwrap())
+        .collect();
+    let ack_file = ack_path(&dir.0, positions[0].segment);
+    let ack_file_len = || fs::metadata(&ack_file).map(|m| m.len()).unwrap_or(0);
+    log.ack(positions[0], Lifetime::Persistent).unwrap();
+    log.ack(positions[1], Lifetime::Persistent).unwrap();
+    assert_eq!(ack_file_len(), 0, "gathered, not written yet");
+    log.write_acks().unwrap();
+    assert_eq!(ack_file_len(), 8, "two acks of 4 bytes, one write");
+    log.ack(positions[2], Lifetime::Persistent).unwrap();
+    drop(log);
+    assert_eq!(
+        ack_file_len(),
+        12,
+        "closing the log writes what it gathered"
+    );
+    let (log, recovery) = QueueLog::open(&dir.0, 1 << 20).unwrap();
+    assert_eq!(recovery.messages, 1);
+    drop(log);
+}
+
+#[test]
+fn append_read_ack_and_reopen() {
+    let dir = TempDir::new("qlog");
+    let (mut log, recovery) = QueueLog::open(&dir.0, 1 << 20).unwrap();
+    assert_eq!(recovery.messages, 0);
+    let positions: Vec<Position> = (0..5u8)
+        .map(|i| log.append(&[i; 3], Lifetime::Persistent).unwrap())
+        .collect();
+    log.sync().unwrap();
+    assert_eq!(log.read(positions[3]).unwrap(), vec![3; 3]);
+    log.ack(positions[1], Lifetime::Persistent).unwrap();
+    log.ack(positions[3], Lifetime::Persistent).unwrap();
+    assert_eq!(log.message_count(), 3);
+    assert_eq!(
+        bodies(&drain(&mut log)),
+        vec![vec![0; 3], vec![2; 3], vec![4; 3]]
+    );
+    drop(log);
+    let (mut log, recovery) = QueueLog::open(&dir.0, 1 << 20).unwrap();
+    assert_eq!(recovery.messages, 3);
+    assert_eq!(
+        bodies(&drain(&mut log)),
+        vec![vec![0; 3], vec![2; 3], vec![4; 3]]
+    );
+    // Appends continue after the recovered records.
+    log.append(b"new", Lifetime::Persistent).unwrap();
+    assert_eq!(drain(&mut log).len(), 4);
+}
+
+#[test]
+fn segments_roll_and_go_when_fully_acked() {
+    let dir = TempDir::new("qlog-roll");
+    // Small segments: a few 100-byte records each.
+    let (mut log, _) = QueueLog::open(&dir.0, 400).unwrap();
+    let positions: Vec<Position> = (0..20u8)
+        .map(|i| log.append(&[i; 100], Lifetime::Persistent).unwrap())
+        .collect();
+    log.sync().unwrap();
+    assert!(log.segment_count() > 5, "{} segments", log.segment_count());
+    for p in &positions[..19] {
+        log.ack(*p, Lifetime::Persistent).unwrap();
+    }
+    assert_eq!(log.segment_count(), 1, "only the newest segment is left");
+    let files = fs::read_dir(&dir.0).unwrap().count();
+    assert!(files <= 2, "{files} files left");
+    assert_eq!(bodies(&drain(&mut log)), vec![vec![19; 100]]);
+    log.ack(positions[19], Lifetime::Persistent).unwrap();
+    assert_eq!(log.message_count(), 0);
+    drop(log);
+    let (log, recovery) = QueueLog::open(&dir.0, 400).unwrap();
+    assert_eq!((recovery.messages, log.message_count()), (0, 0));
+}
+
+#[test]
+fn a_torn_tail_is_cut_at_reopen_and_reported() {
+    let dir = TempDir::new("qlog-torn");
+    let (mut log, _) = QueueLog::open(&dir.0, 1 << 20).unwrap();
+    for i in 0..3u8 {
+        log.append(&[i; 50], Lifetime::Persistent).unwrap();
+    }
+    log.sync().unwrap();
+    drop(log);
+    let seg = segment_path(&dir.0, 1);
+    let len = fs::metadata(&seg).unwrap().len();
+    OpenOptions::new()
+        .write(true)
+        .open(&seg)
+        .unwrap()
+        .set_len(len - 10)
+        .unwrap();
+    let (mut log, recovery) = QueueLog::open(&dir.0, 1 << 20).unwrap();
+    assert_eq!(recovery.messages, 2);
+    assert_eq!(recovery.truncated_bytes, 50 + 8 - 10);
+    assert_eq!(
+        fs::metadata(&seg).unwrap().len(),
+        len - 58,
+        "the tail was cut"
+    );
+    log.append(b"after the cut", Lifetime::Persistent).unwrap();
+    assert_eq!(drain(&mut log).len(), 3);
+}
+
+#[test]
+fn a_torn_ack_entry_is_ignored() {
+    let dir = TempDir::new("qlog-ack");
+    let (mut log, _) = QueueLog::open(&dir.0, 1 << 20).unwrap();
+    let a = log.append(b"a", Lifetime::Persistent).unwrap();
+    log.append(b"b", Lifetime::Persistent).unwrap();
+    log.ack(a, Lifetime::Persistent).unwrap();
+    drop(log);
+    let mut acks = OpenOptions::new()
+        .append(true)
+        .open(ack_path(&dir.0, 1))
+        .unwrap();
+    acks.write_all(&[0, 0]).unwrap();
+    drop(acks);
+    let (mut log, recovery) = QueueLog::open(&dir.0, 1 << 20).unwrap();
+    assert_eq!(recovery.messages, 1);
+    assert_eq!(bodies(&drain(&mut log)), vec![b"b".to_vec()]);
+}
+
+#[test]
+fn ack_from_acknowledges_the_rest_in_bulk() {
+    let dir = TempDir::new("qlog-ackfrom");
+    let (mut log, _) = QueueLog::open(&dir.0, 400).unwrap();
+    let positions: Vec<Position> = (0..20u8)
+        .map(|i| log.append(&[i; 100], Lifetime::Persistent).unwrap())
+        .collect();
+    // Read (and keep) the first three, ack one of the rest individually.
+    let mut cursor = log.cursor();
+    for _ in 0..3 {
+        log.next(&mut cursor).unwrap().unwrap();
+    }
+    log.ack(positions[10], Lifetime::Persistent).unwrap();
+    assert_eq!(log.ack_from(&mut cursor, 16).unwrap(), 16);
+    assert_eq!(log.message_count(), 3, "only the three taken before remain");
+    assert_eq!(log.next(&mut cursor).unwrap(), None);
+    drop(log);
+    let (mut log, recovery) = QueueLog::open(&dir.0, 400).unwrap();
+    assert_eq!(recovery.messages, 3);
+    assert_eq!(
+        bodies(&drain(&mut log)),
+        vec![vec![0; 100], vec![1; 100], vec![2; 100]]
+    );
+}
+
+#[test]
+fn sealed_segments_are_opened_from_their_index() {
+    let dir = TempDir::new("qlog-index");
+    let (mut log, _) = QueueLog::open(&dir.0, 400).unwrap();
+    let positions: Vec<Position> = (0..10u8)
+        .map(|i| log.append(&[i; 100], Lifetime::Persistent).unwrap())
+        .collect();
+    log.sync().unwrap();
+    log.ack(positions[0], Lifetime::Persistent).unwrap();
+    drop(log);
+    let first = positions[0].segment;
+    assert!(
+        index_path(&dir.0, first).exists(),
+        "sealed segments are indexed"
+    );
+    let newest = positions[9].segment;
+    assert!(
+        !index_path(&dir.0, newest).exists(),
+        "the open segment is not"
+    );
+    // Damage a record of a sealed segment: opening trusts the index and does not read
+    // it, so the count is whole; reading that record then reports the damage.
+    let damaged = positions[2];
+    assert_eq!(damaged.segment, first, "three records to a segment");
+    let seg = segment_path(&dir.0, damaged.segment);
+    let mut bytes = fs::read(&seg).unwrap();
+    bytes[(damaged.record.offset + RECORD_HEADER_BYTES) as usize] ^= 0xff;
+    fs::write(&seg, &bytes).unwrap();
+    let (mut log, recovery) = QueueLog::open(&dir.0, 400).unwrap();
+    assert_eq!(recovery.messages, 9);
+    let err = log.read(damaged).unwrap_err();
+    assert!(err.to_string().contains("CRC mismatch"), "{err}");
+    drop(log);
+    // Without its index, the segment is scanned (the damage found) and indexed again.
+    fs::remove_file(index_path(&dir.0, damaged.segment)).unwrap();
+    let (_log, recovery) = QueueLog::open(&dir.0, 400).unwrap();
+    assert_eq!(recovery.messages, 8, "the scan stops at the damaged record");
+    assert!(index_path(&dir.0, damaged.segment).exists());
+}
+
+#[test]
+fn acks_of_transient_records_are_not_written_but_still_free_segments() {
+    let dir = TempDir::new("qlog-transient-ack");
+    let (mut log, _) = QueueLog::open(&dir.0, 400).unwrap();
+    let positions: Vec<Position> = (0..10u8)
+        .map(|i| log.append(&[i; 100], Lifetime::Transient).unwrap())
+        .collect();
+    for p in &positions[..9] {
+        log.ack(*p, Lifetime::Transient).unwrap();
+    }
+    assert_eq!(log.segment_count(), 1, "fully acked segments went");
+    let ack_files = fs::read_dir(&dir.0)
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().extension() == Some("ack".as_ref()))
+        .count();
+    assert_eq!(ack_files, 0);
+    assert_eq!(log.message_count(), 1);
+}
+
+#[test]
+fn reads_in_order_across_read_ahead_buffers_and_segments() {
+    let dir = TempDir::new("qlog-readahead");
+    let (mut log, _) = QueueLog::open(&dir.0, 1 << 20).unwrap();
+    // Odd sizes so records straddle buffer ends; one larger than a buffer; some
+    // transient ones still pending in the writer when reading starts.
+    let mut expected = Vec::new();
+    for i in 0..3000u32 {
+        let len = if i == 1500 {
+            300 * 1024
+        } else {
+            997 + (i as usize % 13)
+        };
+        let body: Vec<u8> = (0..len).map(|j| (i as usize * 31 + j) as u8).collect();
+        let lifetime = if i % 7 == 0 {
+            Lifetime::Transient
+        } else {
+            Lifetime::Persistent
+        };
+        log.append(&body, lifetime).unwrap();
+        expected.push(body);
+    }
+    assert!(log.segment_count() > 2);
+    assert_eq!(bodies(&drain(&mut log)), expected);
+}
+
+#[test]
+fn reading_goes_on_past_a_damaged_record() {
+    let dir = TempDir::new("qlog-skip");
+    let (mut log, _) = QueueLog::open(&dir.0, 1 << 20).unwrap();
+    let positions: Vec<Position> = (0..4u8)
+        .map(|i| log.append(&[i; 100], Lifetime::Persistent).unwrap())
+        .collect();
+    log.sync().unwrap();
+    let seg = segment_path(&dir.0, 1);
+    let mut bytes = fs::read(&seg).unwrap();
+    bytes[(positions[1].record.offset + RECORD_HEADER_BYTES) as usize] ^= 0xff;
+    // And a damaged length, which loses the rest of the segment.
+    let at = positions[3].record.offset as usize;
+    bytes[at..at + 4].copy_from_slice(&u32::MAX.to_be_bytes());
+    fs::write(&seg, &bytes).unwrap();
+    let mut cursor = log.cursor();
+    assert_eq!(log.next(&mut cursor).unwrap().unwrap().1, vec![0; 100]);
+    let err = log.next(&mut cursor).unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+    assert_eq!(log.next(&mut cursor).unwrap().unwrap().1, vec![2; 100]);
+    assert!(log.next(&mut cursor).is_err());
+    assert_eq!(log.next(&mut cursor).unwrap(), None);
+}
+
+#[test]
+fn an_index_that_does_not_match_its_segment_is_ignored() {
+    let dir = TempDir::new("qlog-index-stale");
+    let (mut log, _) = QueueLog::open(&dir.0, 400).unwrap();
+    for i in 0..10u8 {
+        log.append(&[i; 100], Lifetime::Persistent).unwrap();
+    }
+    drop(log);
+    // Claim more records than the segment holds, for a length it does not have.
+    let stale = SegmentIndex {
+        valid_bytes: 12_345,
+        records: 99,
+        transient: vec![],
+    };
+    stale.write(&index_path(&dir.0, 1)).unwrap();
+    let (_log, recovery) = QueueLog::open(&dir.0, 400).unwrap();
+    assert_eq!(recovery.messages, 10);
+}
+
+#[test]
+fn transient_records_do_not_outlive_a_reopen() {
+    let dir = TempDir::new("qlog-transient");
+    let (mut log, _) = QueueLog::open(&dir.0, 400).unwrap();
+    // Sealed segments and the open one both hold transient records.
+    for i in 0..10u8 {
+        let lifetime = if i % 2 == 0 {
+            Lifetime::Persistent
+        } else {
+            Lifetime::Transient
+        };
+        log.append(&[i; 100], lifetime).unwrap();
+    }
+    log.sync().unwrap();
+    assert_eq!(log.message_count(), 10);
+    drop(log);
+    let (mut log, recovery) = QueueLog::open(&dir.0, 400).unwrap();
+    assert_eq!(recovery.messages, 5, "the count is exact at once");
+    // A transient record appended now is delivered until the next reopen.
+    log.append(b"fresh", Lifetime::Transient).unwrap();
+    let delivered = bodies(&drain(&mut log));
+    let expected: Vec<Vec<u8>> = (0..10u8)
+        .step_by(2)
+        .map(|i| vec![i; 100])
+        .chain([b"fresh".to_vec()])
+        .collect();
+    assert_eq!(delivered, expected);
+    drop(log);
+    let (mut log, recovery) = QueueLog::open(&dir.0, 400).unwrap();
+    assert_eq!(recovery.messages, 5);
+    assert_eq!(drain(&mut log).len(), 5);
+}
+
+#[test]
+fn destroy_removes_everything() {
+    let dir = TempDir::new("qlog-destroy");
+    let (mut log, _) = QueueLog::open(&dir.0, 1 << 20).unwrap();
+    log.append(b"x", Lifetime::Persistent).unwrap();
+    let acked = log.append(b"y", Lifetime::Persistent).unwrap();
+    log.ack(acked, Lifetime::Persistent).unwrap();
+    log.destroy().unwrap();
+    assert!(
+        !dir.0.exists(),
+        "gathered acks are not written after the log is gone"
+    );
+}
