@@ -9,7 +9,8 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 
 use wharf_store::{
-    Change, DataDir, DefinitionStore, Definitions, PermissionDef, StoreError, UserDef, VhostDef,
+    Change, DataDir, DefinitionStore, Definitions, PermissionDef, Recovery, StoreError, UserDef,
+    VhostDef,
 };
 
 use crate::access::{
@@ -45,6 +46,9 @@ pub struct BrokerConfig {
     pub queue_window: crate::queue::Window,
     /// Where a durable queue's log starts a new segment file.
     pub segment_bytes_max: u64,
+    /// Start on damaged definitions with what still reads, logging what is lost, rather
+    /// than refuse (`--force-recovery`).
+    pub force_recovery: bool,
 }
 
 impl Default for BrokerConfig {
@@ -56,6 +60,7 @@ impl Default for BrokerConfig {
             fsync: FsyncPolicy::Batch,
             queue_window: crate::queue::Window::default(),
             segment_bytes_max: crate::durability::SEGMENT_BYTES_MAX,
+            force_recovery: false,
         }
     }
 }
@@ -98,7 +103,12 @@ impl Broker {
     /// first start, the default vhost and user are created there.
     pub fn open(config: BrokerConfig, data_dir: &std::path::Path) -> Result<Self, StoreError> {
         let data_dir = DataDir::open(data_dir)?;
-        let mut store = DefinitionStore::open(&data_dir)?;
+        let recovery = if config.force_recovery {
+            Recovery::Force
+        } else {
+            Recovery::Refuse
+        };
+        let mut store = DefinitionStore::open_with(&data_dir, recovery)?;
         let mut definitions = store.definitions();
         if !definitions.seeded {
             seed_into(&config, &mut definitions, |change| store.record(change))?;
@@ -111,6 +121,9 @@ impl Broker {
             *vhost.metadata.write() = (def.description.clone(), def.tags.clone());
             *vhost.limits.write() = crate::limits::Limits::from_map(&def.limits);
             vhost.restore(&definitions);
+        }
+        if let Some(durability) = &broker.durability {
+            durability.set_aside_unnamed(&definitions);
         }
         tracing::info!(
             vhosts = definitions.vhosts.len(),

@@ -47,12 +47,79 @@ impl Durability {
         Arc::new(Durability {
             _data_dir: dir.clone(),
             store: Mutex::new(store),
-            queues_dir: data_dir.join("queues"),
-            delayed_dir: data_dir.join("delayed"),
+            queues_dir: data_dir.join(wharf_store::data_dir::QUEUES_DIR),
+            delayed_dir: data_dir.join(wharf_store::data_dir::DELAYED_DIR),
             transient_dir,
             spill_logs_opened: std::sync::atomic::AtomicU64::new(0),
             segment_bytes_max,
         })
+    }
+
+    /// Moves every queue or delayed-exchange directory that no definition names into
+    /// `orphaned/`, logging each: its messages belong to nothing the broker knows (lost
+    /// definitions, or a crash in the middle of a delete), and left where they are, a new
+    /// queue of the same name would start by deleting them.
+    pub fn set_aside_unnamed(&self, definitions: &wharf_store::Definitions) {
+        let queues: std::collections::HashSet<String> = definitions
+            .queues
+            .iter()
+            .map(|q| hashed_name(&q.vhost, &q.name))
+            .collect();
+        let exchanges: std::collections::HashSet<String> = definitions
+            .exchanges
+            .iter()
+            .map(|e| hashed_name(&e.vhost, &e.name))
+            .collect();
+        let orphaned = self
+            .queues_dir
+            .parent()
+            .unwrap_or(std::path::Path::new("."))
+            .join("orphaned");
+        for (dir, named, kind) in [
+            (&self.queues_dir, &queues, "queue"),
+            (&self.delayed_dir, &exchanges, "delayed exchange"),
+        ] {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if named.contains(&name) {
+                    continue;
+                }
+                let bytes = directory_bytes(&entry.path());
+                if bytes == 0 {
+                    // Nothing in it (a priority queue's directory, its levels deleted).
+                    let _ = std::fs::remove_dir_all(entry.path());
+                    continue;
+                }
+                let target_dir = orphaned.join(dir.file_name().unwrap_or_default());
+                let mut target = target_dir.join(&name);
+                if target.exists() {
+                    target = target_dir.join(format!("{name}-{}", unix_seconds()));
+                }
+                let moved = std::fs::create_dir_all(&target_dir)
+                    .and_then(|()| std::fs::rename(entry.path(), &target));
+                match moved {
+                    Ok(()) => tracing::error!(
+                        kind,
+                        directory = %entry.path().display(),
+                        moved_to = %target.display(),
+                        bytes,
+                        "messages on disk that no definition names (lost definitions, or a crash \
+                         during a delete): moved aside and kept; delete them once you know they \
+                         are not needed"
+                    ),
+                    Err(error) => tracing::error!(
+                        kind,
+                        directory = %entry.path().display(),
+                        bytes,
+                        %error,
+                        "messages on disk that no definition names, and they could not be moved aside"
+                    ),
+                }
+            }
+        }
     }
 
     /// A fresh directory name for a transient queue's spill-over log.
@@ -154,6 +221,26 @@ impl Durability {
             )
         })
     }
+}
+
+/// The bytes of the files under `dir`, for a log line (0 where unreadable).
+fn directory_bytes(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|entry| match entry.file_type() {
+            Ok(kind) if kind.is_dir() => directory_bytes(&entry.path()),
+            _ => entry.metadata().map_or(0, |m| m.len()),
+        })
+        .sum()
+}
+
+fn unix_seconds() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// A fixed-length file name for a vhost's object: a hash of the vhost and the name, so

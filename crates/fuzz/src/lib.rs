@@ -162,7 +162,8 @@ pub fn segment(data: &[u8]) {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// A definitions log (the first half of the bytes) and snapshot (the rest), opened.
+/// A definitions log (the first half of the bytes) and snapshot (the rest), opened, and
+/// opened with forced recovery where that is refused.
 pub fn definitions_log(data: &[u8]) {
     let dir = scratch_dir("definitions");
     std::fs::create_dir_all(&dir).expect("create the scratch dir");
@@ -173,7 +174,13 @@ pub fn definitions_log(data: &[u8]) {
         std::fs::write(dir.join("definitions.json"), snapshot).expect("write the snapshot");
     }
     if let Ok(data_dir) = wharf_store::DataDir::open(&dir) {
-        let _ = wharf_store::DefinitionStore::open(&data_dir);
+        if wharf_store::DefinitionStore::open(&data_dir).is_err() {
+            // What --force-recovery salvages from the same bytes.
+            let _ = wharf_store::DefinitionStore::open_with(
+                &data_dir,
+                wharf_store::Recovery::Force,
+            );
+        }
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

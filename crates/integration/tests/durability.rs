@@ -531,3 +531,34 @@ async fn a_segment_that_is_not_wharfs_is_refused_with_its_name() {
         .unwrap();
     assert!(within(transient).await.unwrap().is_ack());
 }
+
+/// A queue directory that no definition names (definitions restored from an older copy, a
+/// crash in the middle of a delete) is moved aside with its messages, not deleted, and a
+/// new queue of any name starts empty beside it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_directories_no_definition_names_are_set_aside_not_deleted() {
+    if std::env::var("WHARF_TEST_EXTERNAL").is_ok() {
+        return;
+    }
+    let dir = TempDir::new("wharf-orphaned");
+    let broker = start_broker_in(&dir.0).await;
+    publish_persistent(&broker, "kept", 3).await;
+    broker.stop().await;
+    let queues = dir.0.join("queues");
+    let stray = queues.join("not-a-queue-anyone-declared");
+    std::fs::create_dir_all(&stray).unwrap();
+    std::fs::write(stray.join("00000000000000000000.seg"), b"stray bytes").unwrap();
+    let empty = queues.join("an-empty-leftover");
+    std::fs::create_dir_all(&empty).unwrap();
+
+    let broker = start_broker_in(&dir.0).await;
+    assert!(!stray.exists());
+    assert!(!empty.exists(), "an empty leftover directory is removed");
+    let moved = dir.0.join("orphaned/queues/not-a-queue-anyone-declared");
+    assert_eq!(
+        std::fs::read(moved.join("00000000000000000000.seg")).unwrap(),
+        b"stray bytes"
+    );
+    // The named queue is untouched.
+    assert_eq!(bodies_in(&broker, "kept").await, vec![0, 1, 2]);
+}

@@ -14,6 +14,10 @@ use crate::error::{Result, StoreError};
 pub const FORMAT_VERSION: u32 = 1;
 const VERSION_FILE: &str = "VERSION";
 const LOCK_FILE: &str = "LOCK";
+/// Where durable queues keep their messages, a directory each.
+pub const QUEUES_DIR: &str = "queues";
+/// Where durable delayed exchanges keep the messages they hold, a directory each.
+pub const DELAYED_DIR: &str = "delayed";
 const VERSION_PREFIX: &str = "wharf-data ";
 
 #[derive(Debug, Clone)]
@@ -72,6 +76,28 @@ impl DataDir {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Whether any queue or delayed exchange has a directory of messages here.
+    pub fn holds_messages(&self) -> Result<bool> {
+        for sub in [QUEUES_DIR, DELAYED_DIR] {
+            let dir = self.path.join(sub);
+            match fs::read_dir(&dir) {
+                Ok(mut entries) => {
+                    if entries.next().is_some() {
+                        return Ok(true);
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(StoreError::Io {
+                        path: dir,
+                        source: e,
+                    })
+                }
+            }
+        }
+        Ok(false)
     }
 }
 

@@ -20,6 +20,8 @@ pub enum StoreError {
     },
     #[error("{path} is in use by another Wharf process (a running broker, or wharf ctl)")]
     Locked { path: PathBuf },
+    #[error("{path} is damaged: {reason}")]
+    Damaged { path: PathBuf, reason: String },
     #[error("{path}: corrupt at byte {offset}: {reason}")]
     Corrupt {
         path: PathBuf,

@@ -12,6 +12,6 @@ pub mod segment_index;
 pub use data_dir::DataDir;
 pub use definitions::{
     BindingDef, Change, DefinitionStore, Definitions, DestinationKind, ExchangeDef, PermissionDef,
-    PolicyDef, QueueDef, TopicPermissionDef, UserDef, VhostDef,
+    PolicyDef, QueueDef, Recovery, TopicPermissionDef, UserDef, VhostDef,
 };
 pub use error::{Result, StoreError};

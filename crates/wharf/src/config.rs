@@ -34,6 +34,11 @@ pub struct ServeArgs {
     /// [default: 50000000, as RabbitMQ]
     #[arg(long, env = "WHARF_DISK_FREE_LIMIT", value_name = "BYTES")]
     pub disk_free_limit: Option<u64>,
+    /// Start even when the stored definitions are damaged or missing: keep a copy of each
+    /// damaged file, go on with what still reads, and log every loss (without it, the
+    /// broker refuses to start and names the file and byte)
+    #[arg(long, env = "WHARF_FORCE_RECOVERY")]
+    pub force_recovery: bool,
     /// A channel whose oldest unacknowledged delivery is older than this many
     /// milliseconds is closed (406), its deliveries requeued; 0 turns the check off
     /// [default: 1800000, as RabbitMQ]
@@ -184,6 +189,7 @@ struct FileConfig {
     log_level: Option<String>,
     fsync: Option<String>,
     disk_free_limit: Option<u64>,
+    force_recovery: Option<bool>,
     consumer_timeout: Option<u64>,
     amqps_listen: Option<SocketAddr>,
     tls_cert: Option<PathBuf>,
@@ -211,6 +217,7 @@ pub struct Config {
     pub log_level: String,
     pub fsync: FsyncPolicy,
     pub disk_free_limit_bytes: u64,
+    pub force_recovery: bool,
     /// None: no consumer timeout.
     pub consumer_timeout: Option<std::time::Duration>,
     pub amqps_listen: SocketAddr,
@@ -270,6 +277,7 @@ impl Config {
                 .disk_free_limit
                 .or(file.disk_free_limit)
                 .unwrap_or(wharf_server::alarm::DISK_FREE_LIMIT_BYTES_DEFAULT),
+            force_recovery: args.force_recovery || file.force_recovery.unwrap_or(false),
             consumer_timeout: match args.consumer_timeout.or(file.consumer_timeout) {
                 Some(0) => None,
                 Some(ms) => Some(std::time::Duration::from_millis(ms)),
@@ -380,6 +388,31 @@ mod tests {
             config.consumer_timeout,
             Some(std::time::Duration::from_secs(1800))
         );
+        assert!(
+            !config.force_recovery,
+            "damage refuses the start by default"
+        );
+    }
+
+    #[test]
+    fn force_recovery_from_file_or_flag() {
+        let dir = std::env::temp_dir().join(format!("wharf-recovery-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("wharf.toml");
+        std::fs::write(&path, "force_recovery = true\n").unwrap();
+        let from_file = ServeArgs {
+            config: Some(path.clone()),
+            ..Default::default()
+        };
+        assert!(Config::resolve(&from_file).unwrap().force_recovery);
+        let from_flag = ServeArgs {
+            force_recovery: true,
+            ..Default::default()
+        };
+        assert!(Config::resolve(&from_flag).unwrap().force_recovery);
+        std::fs::write(&path, "force_recovery = \"yes\"\n").unwrap();
+        assert!(Config::resolve(&from_file).is_err(), "not a boolean");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -13,6 +13,7 @@ use wharf_core::broker::{Broker, BrokerConfig};
 use wharf_server::alarm::{DiskAlarmConfig, MemoryAlarmConfig};
 use wharf_server::sockets::SocketBudget;
 use wharf_server::{ServerConfig, Shutdown};
+use wharf_store::StoreError;
 
 use crate::config::{Config, ServeArgs};
 
@@ -137,10 +138,30 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         fsync: config.fsync,
         default_user: config.default_user.clone(),
         default_pass: config.default_pass.clone(),
+        force_recovery: config.force_recovery,
         ..BrokerConfig::default()
     };
-    let broker = Broker::open(broker_config, &config.data_dir)
-        .with_context(|| format!("cannot open data dir {}", config.data_dir.display()))?;
+    let broker = match Broker::open(broker_config, &config.data_dir) {
+        Ok(broker) => broker,
+        Err(error) => {
+            let damaged = matches!(
+                error,
+                StoreError::Corrupt { .. } | StoreError::Damaged { .. }
+            ) && !config.force_recovery;
+            let error = anyhow::Error::new(error).context(format!(
+                "cannot open data dir {}",
+                config.data_dir.display()
+            ));
+            if damaged {
+                return Err(error.context(
+                    "refusing to start on damaged data; nothing on disk was changed. \
+                     --force-recovery starts with what still reads, logging every loss and \
+                     keeping a copy of each damaged file (see docs/storage.md)",
+                ));
+            }
+            return Err(error);
+        }
+    };
     warn_if_shared(&config.data_dir);
     let listener = match config.amqp_listen {
         Some(address) => Some(

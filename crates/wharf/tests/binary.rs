@@ -336,3 +336,108 @@ async fn with_amqp_listen_none_only_tls_is_served() {
     assert!(stderr.contains("nothing would listen"), "{stderr}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Runs the binary on `data` until it is ready, then stops it with SIGTERM; returns what it
+/// logged up to ready.
+fn start_and_stop(data: &std::path::Path, extra: &[&str]) -> Vec<String> {
+    let mut child = Running(
+        wharf()
+            .arg("--amqp-listen")
+            .arg(format!("127.0.0.1:{}", free_port()))
+            .arg("--data-dir")
+            .arg(data)
+            .args(extra)
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let lines = wait_ready(&mut child);
+    sigterm(&child);
+    assert!(child.wait().unwrap().success());
+    lines
+}
+
+/// The binary's stderr when it refuses to start on `data` (a start it did not refuse is
+/// stopped and fails the test, rather than hang it).
+fn refusal(data: &std::path::Path) -> String {
+    let mut child = Running(
+        wharf()
+            .arg("--amqp-listen")
+            .arg(format!("127.0.0.1:{}", free_port()))
+            .arg("--data-dir")
+            .arg(data)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "started instead of refusing");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(!status.success(), "refused");
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    stderr
+}
+
+/// Issue 13, item 2: damaged definitions refuse the start, naming the file and the byte;
+/// `--force-recovery` starts with what reads, and says what it did.
+#[test]
+fn damaged_definitions_refuse_the_start_until_recovery_is_forced() {
+    let data = temp_dir("damaged-definitions");
+    start_and_stop(&data, &[]);
+    start_and_stop(&data, &[]); // compacts the first start's changes into the snapshot
+    let snapshot = data.join("definitions.json");
+    let mut bytes = std::fs::read(&snapshot).unwrap();
+    let at = bytes
+        .windows(5)
+        .position(|w| w == b"guest")
+        .expect("the default user is in the snapshot");
+    bytes[at] ^= 0x01; // "fuest": still JSON
+    std::fs::write(&snapshot, &bytes).unwrap();
+    let stderr = refusal(&data);
+    assert!(
+        stderr.contains("definitions.json: corrupt at byte")
+            && stderr.contains("checksum")
+            && stderr.contains("--force-recovery"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read(&snapshot).unwrap(), bytes, "nothing changed");
+
+    let lines = start_and_stop(&data, &["--force-recovery"]);
+    assert!(
+        lines.iter().any(|l| l.contains("FORCED RECOVERY")),
+        "{lines:?}"
+    );
+    let copies = std::fs::read_dir(&data)
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("definitions.json.damaged-")
+        })
+        .count();
+    assert_eq!(copies, 1, "the damaged snapshot is kept");
+    start_and_stop(&data, &[]); // rewritten: starts without the flag again
+
+    std::fs::remove_file(&snapshot).unwrap();
+    let stderr = refusal(&data);
+    assert!(
+        stderr.contains("definitions.json is damaged")
+            && stderr.contains("no definitions snapshot"),
+        "{stderr}"
+    );
+    let lines = start_and_stop(&data, &["--force-recovery"]);
+    assert!(
+        lines.iter().any(|l| l.contains("FORCED RECOVERY")),
+        "{lines:?}"
+    );
+    std::fs::remove_dir_all(&data).unwrap();
+}

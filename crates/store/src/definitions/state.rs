@@ -1,0 +1,148 @@
+//! The definitions being replayed, keyed so that each change is applied quickly.
+
+use std::collections::BTreeMap;
+
+use super::model::*;
+
+/// The definitions being replayed, keyed for fast changes.
+#[derive(Default)]
+pub(super) struct State {
+    exchanges: BTreeMap<(String, String), ExchangeDef>,
+    queues: BTreeMap<(String, String), QueueDef>,
+    bindings: BTreeMap<BindingDef, ()>,
+    policies: BTreeMap<(String, String), PolicyDef>,
+    vhosts: BTreeMap<String, VhostDef>,
+    users: BTreeMap<String, UserDef>,
+    /// By (vhost, user).
+    permissions: BTreeMap<(String, String), PermissionDef>,
+    /// By (vhost, user, exchange).
+    topic_permissions: BTreeMap<(String, String, String), TopicPermissionDef>,
+    seeded: bool,
+}
+
+impl State {
+    pub(super) fn from_definitions(defs: Definitions) -> State {
+        let mut state = State::default();
+        for e in defs.exchanges {
+            state.apply(Change::PutExchange(e));
+        }
+        for q in defs.queues {
+            state.apply(Change::PutQueue(q));
+        }
+        for b in defs.bindings {
+            state.apply(Change::PutBinding(b));
+        }
+        for p in defs.policies {
+            state.apply(Change::PutPolicy(p));
+        }
+        for v in defs.vhosts {
+            state.apply(Change::PutVhost(v));
+        }
+        for u in defs.users {
+            state.apply(Change::PutUser(u));
+        }
+        for p in defs.permissions {
+            state.apply(Change::PutPermission(p));
+        }
+        for p in defs.topic_permissions {
+            state.apply(Change::PutTopicPermission(p));
+        }
+        state.seeded = defs.seeded;
+        state
+    }
+
+    pub(super) fn apply(&mut self, change: Change) {
+        match change {
+            Change::PutExchange(e) => {
+                self.exchanges.insert((e.vhost.clone(), e.name.clone()), e);
+            }
+            Change::DeleteExchange { vhost, name } => {
+                self.bindings.retain(|b, _| {
+                    !(b.vhost == vhost
+                        && (b.source == name
+                            || (b.destination_kind == DestinationKind::Exchange
+                                && b.destination == name)))
+                });
+                self.exchanges.remove(&(vhost, name));
+            }
+            Change::PutQueue(q) => {
+                self.queues.insert((q.vhost.clone(), q.name.clone()), q);
+            }
+            Change::DeleteQueue { vhost, name } => {
+                self.bindings.retain(|b, _| {
+                    !(b.vhost == vhost
+                        && b.destination_kind == DestinationKind::Queue
+                        && b.destination == name)
+                });
+                self.queues.remove(&(vhost, name));
+            }
+            Change::PutBinding(b) => {
+                self.bindings.insert(b, ());
+            }
+            Change::DeleteBinding(b) => {
+                self.bindings.remove(&b);
+            }
+            Change::PutPolicy(p) => {
+                self.policies.insert((p.vhost.clone(), p.name.clone()), p);
+            }
+            Change::DeletePolicy { vhost, name } => {
+                self.policies.remove(&(vhost, name));
+            }
+            Change::PutUser(u) => {
+                self.users.insert(u.name.clone(), u);
+            }
+            Change::DeleteUser { name } => {
+                self.permissions.retain(|(_, user), _| *user != name);
+                self.topic_permissions
+                    .retain(|(_, user, _), _| *user != name);
+                self.users.remove(&name);
+            }
+            Change::PutVhost(v) => {
+                self.vhosts.insert(v.name.clone(), v);
+            }
+            Change::DeleteVhost { name } => {
+                self.exchanges.retain(|(vhost, _), _| *vhost != name);
+                self.queues.retain(|(vhost, _), _| *vhost != name);
+                self.bindings.retain(|b, _| b.vhost != name);
+                self.policies.retain(|(vhost, _), _| *vhost != name);
+                self.permissions.retain(|(vhost, _), _| *vhost != name);
+                self.topic_permissions
+                    .retain(|(vhost, _, _), _| *vhost != name);
+                self.vhosts.remove(&name);
+            }
+            Change::PutPermission(p) => {
+                self.permissions
+                    .insert((p.vhost.clone(), p.user.clone()), p);
+            }
+            Change::DeletePermission { user, vhost } => {
+                self.permissions.remove(&(vhost, user));
+            }
+            Change::PutTopicPermission(p) => {
+                self.topic_permissions
+                    .insert((p.vhost.clone(), p.user.clone(), p.exchange.clone()), p);
+            }
+            Change::DeleteTopicPermission {
+                user,
+                vhost,
+                exchange,
+            } => self.topic_permissions.retain(|(v, u, e), _| {
+                !(*v == vhost && *u == user && exchange.as_ref().is_none_or(|x| x == e))
+            }),
+            Change::Seeded => self.seeded = true,
+        }
+    }
+
+    pub(super) fn to_definitions(&self) -> Definitions {
+        Definitions {
+            exchanges: self.exchanges.values().cloned().collect(),
+            queues: self.queues.values().cloned().collect(),
+            bindings: self.bindings.keys().cloned().collect(),
+            policies: self.policies.values().cloned().collect(),
+            vhosts: self.vhosts.values().cloned().collect(),
+            users: self.users.values().cloned().collect(),
+            permissions: self.permissions.values().cloned().collect(),
+            topic_permissions: self.topic_permissions.values().cloned().collect(),
+            seeded: self.seeded,
+        }
+    }
+}
