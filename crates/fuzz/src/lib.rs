@@ -155,7 +155,8 @@ pub fn segment(data: &[u8]) {
     let file = std::fs::File::open(&path).expect("open the scratch segment");
     if let Ok(scan) = segment::scan(&path, &file) {
         for record in scan.records {
-            let payload = segment::read_record(&path, &file, record).expect("scanned records read");
+            let payload = segment::read_record(&path, &file, scan.format, record)
+                .expect("scanned records read");
             message_record(&payload);
         }
     }
@@ -176,10 +177,8 @@ pub fn definitions_log(data: &[u8]) {
     if let Ok(data_dir) = wharf_store::DataDir::open(&dir) {
         if wharf_store::DefinitionStore::open(&data_dir).is_err() {
             // What --force-recovery salvages from the same bytes.
-            let _ = wharf_store::DefinitionStore::open_with(
-                &data_dir,
-                wharf_store::Recovery::Force,
-            );
+            let _ =
+                wharf_store::DefinitionStore::open_with(&data_dir, wharf_store::Recovery::Force);
         }
     }
     let _ = std::fs::remove_dir_all(&dir);

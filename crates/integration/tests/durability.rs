@@ -7,7 +7,8 @@ use common::*;
 use lapin::options::*;
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, ExchangeKind};
-use wharf_integration::start_broker_in;
+use wharf_core::broker::BrokerConfig;
+use wharf_integration::{start_broker_in, start_broker_in_with};
 
 fn durable_exchange() -> ExchangeDeclareOptions {
     ExchangeDeclareOptions {
@@ -466,8 +467,10 @@ async fn a_torn_segment_tail_is_cut_and_the_rest_served() {
     assert_eq!(bodies_in(&broker, "torn").await, vec![0, 1, 2]);
 }
 
+/// Issue 13, item 5: damage in the middle of the newest segment loses the records it hit,
+/// not the confirmed ones after it, and the depth says what can be delivered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_flipped_byte_loses_only_what_follows_it() {
+async fn a_flipped_byte_loses_only_its_own_message() {
     if std::env::var("WHARF_TEST_EXTERNAL").is_ok() {
         return;
     }
@@ -475,20 +478,98 @@ async fn a_flipped_byte_loses_only_what_follows_it() {
     let broker = start_broker_in(&dir.0).await;
     publish_persistent(&broker, "flipped", 10).await;
     broker.stop().await;
-    // Flip a byte in the body of the 6th record (16-byte segment header, then records of
-    // 8 + payload bytes; payloads are equal in size here).
+    // Flip a byte near the end of the 6th record (16-byte segment header, then records
+    // of equal size here).
     let seg = segments(&dir.0).pop().unwrap();
     let mut bytes = std::fs::read(&seg).unwrap();
     let record = (bytes.len() - 16) / 10;
-    let at = 16 + record * 5 + record - 3;
+    let at = 16 + record * 6 - 3;
     bytes[at] ^= 0xff;
     std::fs::write(&seg, &bytes).unwrap();
     let broker = start_broker_in(&dir.0).await;
-    assert_eq!(bodies_in(&broker, "flipped").await, vec![0, 1, 2, 3, 4]);
+    let (_conn, ch) = lapin_channel(&broker).await;
+    assert_eq!(message_count(&ch, "flipped").await, 9);
+    assert_eq!(
+        bodies_in(&broker, "flipped").await,
+        vec![0, 1, 2, 3, 4, 6, 7, 8, 9]
+    );
 }
 
+/// Issue 13, items 5 and 6: a queue with damage in one sealed segment and another
+/// segment that is not readable at all serves every other message; the unreadable
+/// segment is kept on disk beside the queue's log, and the queue takes new messages.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_segment_that_is_not_wharfs_is_refused_with_its_name() {
+async fn damaged_and_unreadable_segments_cost_only_their_own_messages() {
+    if std::env::var("WHARF_TEST_EXTERNAL").is_ok() {
+        return;
+    }
+    let dir = TempDir::new("wharf-durability");
+    let config = BrokerConfig {
+        segment_bytes_max: 4096,
+        ..BrokerConfig::default()
+    };
+    let broker = start_broker_in_with(&dir.0, config.clone()).await;
+    publish_persistent(&broker, "patchy", 200).await;
+    broker.stop().await;
+    let segs = segments(&dir.0);
+    assert!(segs.len() >= 5, "{segs:?}");
+    let record_bytes = record_bytes(&segs[0]);
+    let count_in = |seg: &std::path::Path| {
+        (std::fs::metadata(seg).unwrap().len() as usize - 16) / record_bytes
+    };
+    // The second segment's header is damaged; the third has 40 bytes of noise in it.
+    let lost_whole = count_in(&segs[1]);
+    let mut header_damaged = std::fs::read(&segs[1]).unwrap();
+    header_damaged[2] ^= 0x20;
+    std::fs::write(&segs[1], &header_damaged).unwrap();
+    let mut noisy = std::fs::read(&segs[2]).unwrap();
+    for b in &mut noisy[300..340] {
+        *b ^= 0x5a;
+    }
+    std::fs::write(&segs[2], &noisy).unwrap();
+
+    let broker = start_broker_in_with(&dir.0, config).await;
+    let bodies = bodies_in(&broker, "patchy").await;
+    // The third segment's damage takes one or two records (the noise may span two).
+    let lost = 200 - bodies.len();
+    assert!(
+        (lost_whole + 1..=lost_whole + 2).contains(&lost),
+        "lost {lost}, the unreadable segment held {lost_whole}"
+    );
+    assert!(
+        bodies.windows(2).all(|w| w[0] < w[1]),
+        "in order: {bodies:?}"
+    );
+    assert_eq!(bodies.last(), Some(&199));
+    let mut kept = segs[1].clone().into_os_string();
+    kept.push(".damaged");
+    assert_eq!(
+        std::fs::read(kept).unwrap(),
+        header_damaged,
+        "kept as it was"
+    );
+    // The queue is online: persistent messages are confirmed and delivered.
+    publish_persistent(&broker, "patchy", 2).await;
+    assert_eq!(bodies_in(&broker, "patchy").await, vec![0, 1]);
+}
+
+/// The size of one record in a segment written by `publish_persistent` (equal sizes):
+/// the distance between the bodies of its first two messages, 100 zeros and 100 ones.
+fn record_bytes(seg: &std::path::Path) -> usize {
+    let bytes = std::fs::read(seg).unwrap();
+    let body_of = |n: u8| {
+        bytes
+            .windows(100)
+            .position(|w| w.iter().all(|b| *b == n))
+            .unwrap()
+    };
+    body_of(1) - body_of(0)
+}
+
+/// Issue 13, item 6: a file in a queue's log that is not a segment (or whose header is
+/// damaged) is set aside with its bytes, and the queue stays online.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_segment_that_is_not_wharfs_is_set_aside_and_the_queue_stays_online() {
     if std::env::var("WHARF_TEST_EXTERNAL").is_ok() {
         return;
     }
@@ -498,8 +579,6 @@ async fn a_segment_that_is_not_wharfs_is_refused_with_its_name() {
     broker.stop().await;
     let seg = segments(&dir.0).pop().unwrap();
     std::fs::write(&seg, b"this is not a segment at all").unwrap();
-    // The broker still starts (the error, logged, names the file); the queue is there,
-    // empty, and refuses persistent messages with a nack instead of pretending to keep them.
     let broker = start_broker_in(&dir.0).await;
     let (_conn, ch) = lapin_channel(&broker).await;
     let q = ch
@@ -507,29 +586,14 @@ async fn a_segment_that_is_not_wharfs_is_refused_with_its_name() {
         .await
         .unwrap();
     assert_eq!(q.message_count(), 0);
-    ch.confirm_select(Default::default()).await.unwrap();
-    let persistent = ch
-        .basic_publish(
-            "",
-            "foreign",
-            Default::default(),
-            b"p",
-            BasicProperties::default().with_delivery_mode(2),
-        )
-        .await
-        .unwrap();
-    assert!(within(persistent).await.unwrap().is_nack());
-    let transient = ch
-        .basic_publish(
-            "",
-            "foreign",
-            Default::default(),
-            b"t",
-            BasicProperties::default(),
-        )
-        .await
-        .unwrap();
-    assert!(within(transient).await.unwrap().is_ack());
+    let mut kept = seg.clone().into_os_string();
+    kept.push(".damaged");
+    assert_eq!(
+        std::fs::read(kept).unwrap(),
+        b"this is not a segment at all"
+    );
+    publish_persistent(&broker, "foreign", 2).await;
+    assert_eq!(bodies_in(&broker, "foreign").await, vec![0, 1]);
 }
 
 /// A queue directory that no definition names (definitions restored from an older copy, a

@@ -22,6 +22,15 @@ pub enum StoreError {
     Locked { path: PathBuf },
     #[error("{path} is damaged: {reason}")]
     Damaged { path: PathBuf, reason: String },
+    /// Damage in a segment that destroyed records: `records` unacknowledged messages are
+    /// gone; the records after the damage are read.
+    #[error("{path}: damaged from byte {offset} ({bytes} bytes): {records} unacknowledged messages in this segment's damage are lost; the records after it are read")]
+    Lost {
+        path: PathBuf,
+        offset: u64,
+        bytes: u64,
+        records: u64,
+    },
     #[error("{path}: corrupt at byte {offset}: {reason}")]
     Corrupt {
         path: PathBuf,

@@ -132,8 +132,11 @@ impl DelayedMessages {
                     );
                 }
                 Ok(None) => break,
-                Err(error @ wharf_store::StoreError::Corrupt { .. }) => {
-                    tracing::error!(exchange = %self.exchange, %error, "a delayed message is damaged and was skipped");
+                Err(
+                    error @ (wharf_store::StoreError::Corrupt { .. }
+                    | wharf_store::StoreError::Lost { .. }),
+                ) => {
+                    tracing::error!(exchange = %self.exchange, %error, "delayed messages are damaged and were skipped");
                 }
                 Err(error) => {
                     tracing::error!(exchange = %self.exchange, %error, "cannot read delayed messages");

@@ -419,6 +419,12 @@ impl Backlog {
                     level.spilled -= 1;
                     continue;
                 }
+                Err(error @ wharf_store::StoreError::Lost { records, .. }) => {
+                    // Damage that destroyed `records` messages; those after it are read.
+                    tracing::error!(%queue, %error, "stored messages are damaged and were skipped");
+                    level.spilled = level.spilled.saturating_sub(records);
+                    continue;
+                }
                 Err(error) => {
                     // Not damage but a failed read: the messages are still there, and
                     // reading is tried again when the queue next needs its head.
@@ -496,7 +502,9 @@ fn stored_body_bytes(log: &mut QueueLog) -> u64 {
                 }
             }
             Ok(None) => return total,
-            Err(wharf_store::StoreError::Corrupt { .. }) => continue,
+            Err(wharf_store::StoreError::Corrupt { .. } | wharf_store::StoreError::Lost { .. }) => {
+                continue
+            }
             Err(_) => return total,
         }
     }

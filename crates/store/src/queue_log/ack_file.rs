@@ -1,5 +1,8 @@
-//! A segment's ack file (`<n>.ack`): the offsets of its acknowledged records, 4 bytes
-//! each, appended. Acks are gathered in memory and written in batches; a write that fails
+//! A segment's ack file (`<n>.ack`): the offsets of its acknowledged records, appended.
+//! For a format 3 segment each entry is 8 bytes, the offset and a check of it, so that
+//! garbage in the file (damage) is told from acks and ignored rather than taken as
+//! acks that would delete unread messages; a format 2 segment's entries are the bare
+//! 4-byte offset. Acks are gathered in memory and written in batches; a write that fails
 //! (a full disk) keeps its batch for the next try and cuts what it may have written, so
 //! the file is always a whole number of entries and never ends in a part of one that a
 //! later entry would be misread after.
@@ -10,13 +13,35 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use crate::error::{Result, StoreError};
+use crate::segment::Format;
 
-/// Bytes of one entry.
-const ENTRY_BYTES: u64 = 4;
+/// Where an entry's check starts, so that zeros do not check.
+const ENTRY_CHECK_SEED: u32 = 0x4143_4b53;
+
+fn entry_check(offset: u32) -> u32 {
+    crc32c::crc32c_append(ENTRY_CHECK_SEED, &offset.to_be_bytes())
+}
+
+/// Bytes of one entry in the ack file of a segment of `format`.
+fn entry_bytes(format: Format) -> u64 {
+    match format {
+        Format::V2 => 4,
+        Format::V3 => 8,
+    }
+}
+
+/// What reading an ack file found.
+pub(super) struct ReadAcks {
+    pub file: AckFile,
+    pub offsets: HashSet<u32>,
+    /// Entries whose check failed: damage, ignored.
+    pub damaged_entries: usize,
+}
 
 #[derive(Debug)]
 pub(super) struct AckFile {
     path: PathBuf,
+    format: Format,
     /// Opened at the first write.
     file: Option<File>,
     /// Bytes of whole entries in the file: where the next write goes.
@@ -30,9 +55,10 @@ pub(super) struct AckFile {
 
 impl AckFile {
     /// The ack file of a segment that has none yet.
-    pub fn new(path: PathBuf) -> AckFile {
+    pub fn new(path: PathBuf, format: Format) -> AckFile {
         AckFile {
             path,
+            format,
             file: None,
             valid_bytes: 0,
             untidy: false,
@@ -40,32 +66,48 @@ impl AckFile {
         }
     }
 
-    /// Reads an existing ack file (none: no acks). A torn last entry (fewer than 4 bytes,
-    /// a crash mid-write) is ignored, and cut before anything is appended after it.
-    pub fn read(path: PathBuf) -> Result<(AckFile, HashSet<u32>)> {
+    /// Reads an existing ack file (none: no acks). A torn last entry (a crash mid-write)
+    /// is ignored, and cut before anything is appended after it.
+    pub fn read(path: PathBuf, format: Format) -> Result<ReadAcks> {
         let bytes = match fs::read(&path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(source) => return Err(StoreError::Io { path, source }),
         };
-        let offsets = bytes
-            .chunks_exact(ENTRY_BYTES as usize)
-            .map(|c| u32::from_be_bytes(c.try_into().expect("4 bytes")))
-            .collect();
-        let whole = bytes.len() as u64 / ENTRY_BYTES * ENTRY_BYTES;
+        let entry = entry_bytes(format);
+        let mut offsets = HashSet::new();
+        let mut damaged_entries = 0;
+        for chunk in bytes.chunks_exact(entry as usize) {
+            let offset = u32::from_be_bytes(chunk[..4].try_into().expect("4 bytes"));
+            if format == Format::V3 && chunk[4..8] != entry_check(offset).to_be_bytes() {
+                damaged_entries += 1;
+                continue;
+            }
+            offsets.insert(offset);
+        }
+        let whole = bytes.len() as u64 / entry * entry;
         let file = AckFile {
             path,
+            format,
             file: None,
             valid_bytes: whole,
             untidy: whole != bytes.len() as u64,
             unwritten: Vec::new(),
         };
-        Ok((file, offsets))
+        Ok(ReadAcks {
+            file,
+            offsets,
+            damaged_entries,
+        })
     }
 
     /// Records an ack, to be written by [`AckFile::write`].
     pub fn push(&mut self, offset: u32) {
         self.unwritten.extend_from_slice(&offset.to_be_bytes());
+        if self.format == Format::V3 {
+            self.unwritten
+                .extend_from_slice(&entry_check(offset).to_be_bytes());
+        }
     }
 
     pub fn unwritten_bytes(&self) -> usize {
@@ -118,19 +160,54 @@ mod tests {
         let dir = TempDir::new("ackfile-torn");
         fs::create_dir_all(&dir.0).unwrap();
         let path = dir.0.join("00000001.ack");
-        let mut bytes = 16u32.to_be_bytes().to_vec();
-        bytes.extend_from_slice(&[0, 0]);
-        fs::write(&path, &bytes).unwrap();
-        let (mut acks, offsets) = AckFile::read(path.clone()).unwrap();
-        assert_eq!(offsets, HashSet::from([16]));
-        acks.push(40);
+        let mut acks = AckFile::new(path.clone(), Format::V3);
+        acks.push(16);
         acks.write().unwrap();
-        let (_, offsets) = AckFile::read(path.clone()).unwrap();
+        let mut bytes = fs::read(&path).unwrap();
+        bytes.extend_from_slice(&[0, 0, 0]);
+        fs::write(&path, &bytes).unwrap();
+        let mut read = AckFile::read(path.clone(), Format::V3).unwrap();
+        assert_eq!(read.offsets, HashSet::from([16]));
+        read.file.push(40);
+        read.file.write().unwrap();
+        let read = AckFile::read(path.clone(), Format::V3).unwrap();
         assert_eq!(
-            offsets,
+            read.offsets,
             HashSet::from([16, 40]),
             "40 is not misread after the torn entry"
         );
-        assert_eq!(fs::metadata(&path).unwrap().len(), 8);
+        assert_eq!(fs::metadata(&path).unwrap().len(), 16);
+    }
+
+    #[test]
+    fn garbage_entries_are_told_from_acks() {
+        let dir = TempDir::new("ackfile-garbage");
+        fs::create_dir_all(&dir.0).unwrap();
+        let path = dir.0.join("00000001.ack");
+        let mut acks = AckFile::new(path.clone(), Format::V3);
+        acks.push(16);
+        acks.push(130);
+        acks.write().unwrap();
+        let mut bytes = fs::read(&path).unwrap();
+        // Garbage after them, and a bit flipped in the first entry's offset.
+        bytes.extend((0..800u32).map(|i| (i * 37 % 251) as u8));
+        bytes[3] ^= 0x20;
+        fs::write(&path, &bytes).unwrap();
+        let read = AckFile::read(path, Format::V3).unwrap();
+        assert_eq!(read.offsets, HashSet::from([130]));
+        assert_eq!(read.damaged_entries, 101);
+    }
+
+    #[test]
+    fn format_2_segments_keep_bare_offsets() {
+        let dir = TempDir::new("ackfile-v2");
+        fs::create_dir_all(&dir.0).unwrap();
+        let path = dir.0.join("00000001.ack");
+        fs::write(&path, [16u32.to_be_bytes(), 40u32.to_be_bytes()].concat()).unwrap();
+        let mut read = AckFile::read(path.clone(), Format::V2).unwrap();
+        assert_eq!(read.offsets, HashSet::from([16, 40]));
+        read.file.push(64);
+        read.file.write().unwrap();
+        assert_eq!(fs::metadata(&path).unwrap().len(), 12);
     }
 }

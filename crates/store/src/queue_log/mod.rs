@@ -26,8 +26,8 @@ use std::path::{Path, PathBuf};
 use crate::data_dir::sync_dir;
 use crate::error::{Result, StoreError};
 use crate::segment::{
-    Lifetime, RecordHeader, RecordRef, SegmentWriter, RECORD_BYTES_MAX, RECORD_HEADER_BYTES,
-    SEGMENT_HEADER_BYTES,
+    self, Damage, Format, Lifetime, RecordHeader, RecordRef, SegmentWriter, RECORD_BYTES_MAX,
+    RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES,
 };
 use crate::segment_index::SegmentIndex;
 use ack_file::AckFile;
@@ -58,23 +58,37 @@ impl Position {
 struct Segment {
     /// Valid bytes (records end here).
     bytes: u64,
+    format: Format,
+    /// Records that verify (damaged ones are not counted).
     records: u32,
     acked: HashSet<u32>,
     acks: AckFile,
+    /// Damaged byte ranges, known from a scan: reading steps over them.
+    damaged: Vec<Damage>,
 }
 
 impl Segment {
     fn empty(dir: &Path, n: u32, bytes: u64) -> Segment {
         Segment {
             bytes,
+            format: Format::V3,
             records: 0,
             acked: HashSet::new(),
-            acks: AckFile::new(ack_path(dir, n)),
+            acks: AckFile::new(ack_path(dir, n), Format::V3),
+            damaged: Vec::new(),
         }
     }
 
     fn unacked(&self) -> u32 {
-        self.records - self.acked.len() as u32
+        self.records.saturating_sub(self.acked.len() as u32)
+    }
+
+    /// The known damage `offset` lies in.
+    fn damage_at(&self, offset: u32) -> Option<Damage> {
+        self.damaged
+            .iter()
+            .find(|d| d.offset <= offset && offset < d.end())
+            .copied()
     }
 }
 
@@ -90,6 +104,8 @@ pub struct Recovery {
     pub messages: u64,
     /// Bytes cut from the end of the newest segment (a torn or corrupt tail).
     pub truncated_bytes: u64,
+    /// Segments that could not be read at all: set aside, or skipped (an I/O error).
+    pub unreadable_segments: usize,
 }
 
 pub struct QueueLog {
@@ -287,27 +303,52 @@ impl QueueLog {
             {
                 // A whole sealed segment goes: nothing in it needs reading.
                 acked += unacked;
+                let damaged = !segment.damaged.is_empty();
                 self.forget_segment(n);
-                remove_segment_files(&self.dir, n)?;
+                if damaged {
+                    set_aside(&self.dir, n, "purged, with damage in it");
+                } else {
+                    remove_segment_files(&self.dir, n)?;
+                }
                 *cursor = Cursor {
                     segment: n + 1,
                     offset: SEGMENT_HEADER_BYTES,
                 };
                 continue;
             }
-            let end = segment.bytes;
             let mut offset = start;
             let mut newly = Vec::new();
-            while acked + (newly.len() as u64) < count
-                && u64::from(offset) + u64::from(RECORD_HEADER_BYTES) <= end
-            {
-                let header = self.header_at(n, offset)?;
-                if !self.segments[&n].acked.contains(&offset) {
-                    newly.push(offset);
+            while acked + (newly.len() as u64) < count {
+                let segment = &self.segments[&n];
+                if let Some(damage) = segment.damage_at(offset) {
+                    offset = damage.end();
+                    continue;
                 }
-                offset += RECORD_HEADER_BYTES + header.payload_bytes;
+                let header_bytes = segment.format.record_header_bytes();
+                if u64::from(offset) + u64::from(header_bytes) > segment.bytes {
+                    break;
+                }
+                match self.record_at(n, offset)? {
+                    Some(header) => {
+                        if !self.segments[&n].acked.contains(&offset) {
+                            newly.push(offset);
+                        }
+                        offset += header_bytes + header.payload_bytes;
+                    }
+                    None => {
+                        // Damage: what it destroyed is gone from the count as a purge
+                        // would have taken it; the walk goes on after it.
+                        acked += self.rescan(n)?;
+                        if self.segments[&n].damage_at(offset).is_none() {
+                            break;
+                        }
+                    }
+                }
             }
             *cursor = Cursor { segment: n, offset };
+            // A rescan may have found some of them damaged: they are no longer records.
+            let segment = &self.segments[&n];
+            newly.retain(|offset| segment.damage_at(*offset).is_none());
             if newly.is_empty() {
                 continue;
             }
@@ -347,7 +388,13 @@ impl QueueLog {
             );
             return Ok(());
         }
+        let damaged = !segment.damaged.is_empty();
         self.forget_segment(n);
+        if damaged {
+            // Its damaged bytes are kept for whoever wants to look at them.
+            set_aside(&self.dir, n, "every readable record in it is acknowledged");
+            return Ok(());
+        }
         remove_segment_files(&self.dir, n)
     }
 
@@ -363,7 +410,13 @@ impl QueueLog {
     /// Reads one record's payload.
     pub fn read(&mut self, position: Position) -> Result<Vec<u8>> {
         let n = position.segment;
-        let header = self.header_at(n, position.record.offset)?;
+        let header =
+            self.record_at(n, position.record.offset)?
+                .ok_or_else(|| StoreError::Corrupt {
+                    path: segment_path(&self.dir, n),
+                    offset: u64::from(position.record.offset),
+                    reason: "damaged record header".into(),
+                })?;
         if header.payload_bytes != position.record.payload_bytes {
             return Err(StoreError::Corrupt {
                 path: segment_path(&self.dir, n),
@@ -410,18 +463,73 @@ impl QueueLog {
         self.read_ahead.read(file, &path, n, offset, len, limit)
     }
 
-    /// The header of the record at `offset` in segment `n`.
-    fn header_at(&mut self, n: u32, offset: u32) -> Result<RecordHeader> {
-        let bytes: [u8; RECORD_HEADER_BYTES as usize] = self
-            .bytes_at(n, offset, RECORD_HEADER_BYTES as usize)?
-            .try_into()
-            .expect("a whole header");
-        Ok(RecordHeader::decode(&bytes))
+    /// The header of the record at `offset` in segment `n` (whose header fits in the
+    /// segment), if it checks and its record ends within the segment; None is damage.
+    fn record_at(&mut self, n: u32, offset: u32) -> Result<Option<RecordHeader>> {
+        let segment = &self.segments[&n];
+        let (format, segment_bytes) = (segment.format, segment.bytes);
+        let header_bytes = format.record_header_bytes();
+        let header = RecordHeader::decode(format, self.bytes_at(n, offset, header_bytes as usize)?);
+        Ok(header.filter(|header| {
+            header.payload_bytes <= RECORD_BYTES_MAX
+                && u64::from(offset) + u64::from(header_bytes) + u64::from(header.payload_bytes)
+                    <= segment_bytes
+        }))
+    }
+
+    /// Scans segment `n` again after reading found damage in it, to learn exactly which
+    /// records survive: the damaged ranges are stepped over from now on, and records lost
+    /// in them are no longer counted. Returns how many unacknowledged records were lost.
+    fn rescan(&mut self, n: u32) -> Result<u64> {
+        if n == self.writer_number {
+            self.writer.flush()?;
+        }
+        let path = segment_path(&self.dir, n);
+        let file = File::open(&path).map_err(StoreError::io(&path))?;
+        let scan = match segment::scan(&path, &file) {
+            Ok(scan) => scan,
+            // Its header was fine when the log opened: not damage to step over.
+            Err(StoreError::Corrupt { reason, .. }) => {
+                return Err(StoreError::Io {
+                    path,
+                    source: std::io::Error::other(reason),
+                })
+            }
+            Err(error) => return Err(error),
+        };
+        self.read_ahead.forget(n);
+        self.reading = None;
+        let segment = self.segments.get_mut(&n).expect("a segment being read");
+        let mut damaged = scan.damaged;
+        if scan.valid_bytes < segment.bytes {
+            damaged.push(Damage {
+                offset: scan.valid_bytes as u32,
+                bytes: (segment.bytes - scan.valid_bytes) as u32,
+                records: scan.tail_records.max(1),
+            });
+        }
+        let records: HashSet<u32> = scan.records.iter().map(|r| r.offset).collect();
+        let before = segment.unacked();
+        segment.acked.retain(|offset| records.contains(offset));
+        segment.records = scan.records.len() as u32;
+        for damage in &damaged {
+            if segment.damage_at(damage.offset).is_none() {
+                tracing::error!(
+                    file = %path.display(),
+                    offset = damage.offset,
+                    bytes = damage.bytes,
+                    records_at_least = damage.records,
+                    "damaged records in a segment: they are lost, the records after them are read"
+                );
+            }
+        }
+        segment.damaged = damaged;
+        Ok(u64::from(before.saturating_sub(segment.unacked())))
     }
 
     /// A record's payload, checked against its header's CRC.
     fn payload_of(&mut self, n: u32, record: RecordRef, header: RecordHeader) -> Result<Vec<u8>> {
-        let at = record.offset + RECORD_HEADER_BYTES;
+        let at = record.offset + self.segments[&n].format.record_header_bytes();
         let len = record.payload_bytes as usize;
         let in_file = n != self.writer_number || u64::from(at) < self.writer.written();
         let payload = if len > READ_AHEAD_BYTES && in_file {
@@ -476,10 +584,13 @@ impl QueueLog {
         }
     }
 
-    /// The next unacknowledged record at or after `cursor`, which moves past it. A record
-    /// damaged on disk is an error ([`StoreError::Corrupt`]) with the cursor moved past it
-    /// (past the rest of its segment if its length is damaged), so reading can go on; any
-    /// other error leaves the cursor where it was.
+    /// The next unacknowledged record at or after `cursor`, which moves past it.
+    ///
+    /// Damage found on the way (a record whose header or payload does not verify) makes
+    /// the segment be scanned again ([`QueueLog::rescan`]); the records it destroyed are
+    /// reported once as [`StoreError::Lost`], with the cursor left to step over them at
+    /// the next call, and the records after them are read. Any other error (an I/O error)
+    /// leaves the cursor where it was, so that reading is tried again.
     pub fn next(&mut self, cursor: &mut Cursor) -> Result<Option<(Position, Vec<u8>)>> {
         loop {
             let Some((&n, segment)) = self.segments.range(cursor.segment..).next() else {
@@ -491,8 +602,12 @@ impl QueueLog {
                     offset: SEGMENT_HEADER_BYTES,
                 };
             }
-            let segment_bytes = segment.bytes;
-            if u64::from(cursor.offset) + u64::from(RECORD_HEADER_BYTES) > segment_bytes {
+            if let Some(damage) = segment.damage_at(cursor.offset) {
+                cursor.offset = damage.end();
+                continue;
+            }
+            let header_bytes = segment.format.record_header_bytes();
+            if u64::from(cursor.offset) + u64::from(header_bytes) > segment.bytes {
                 if n == self.writer_number {
                     return Ok(None);
                 }
@@ -501,51 +616,61 @@ impl QueueLog {
                 continue;
             }
             let acked = segment.acked.contains(&cursor.offset);
-            let header = self.header_at(n, cursor.offset)?;
-            let payload_bytes = header.payload_bytes;
-            let end = u64::from(cursor.offset)
-                + u64::from(RECORD_HEADER_BYTES)
-                + u64::from(payload_bytes);
-            if payload_bytes > RECORD_BYTES_MAX || end > segment_bytes {
-                // The next record cannot be found: the rest of this segment is lost.
-                let at = u64::from(cursor.offset);
-                if n == self.writer_number {
-                    cursor.offset = segment_bytes as u32;
-                } else {
-                    *cursor = Cursor {
-                        segment: n + 1,
-                        offset: SEGMENT_HEADER_BYTES,
-                    };
-                }
-                return Err(StoreError::Corrupt {
-                    path: segment_path(&self.dir, n),
-                    offset: at,
-                    reason: "damaged record length; the rest of the segment is skipped".into(),
-                });
-            }
+            let Some(header) = self.record_at(n, cursor.offset)? else {
+                self.damage_found(n, cursor)?;
+                continue;
+            };
             let record = RecordRef {
                 offset: cursor.offset,
-                payload_bytes,
+                payload_bytes: header.payload_bytes,
             };
-            let after = cursor.offset + RECORD_HEADER_BYTES + payload_bytes;
+            let after = cursor.offset + header_bytes + header.payload_bytes;
             if acked {
                 cursor.offset = after;
                 continue;
             }
-            // A damaged record is passed; one that could not be read (an I/O error) is
-            // not, so that reading it is tried again.
-            return match self.payload_of(n, record, header) {
+            match self.payload_of(n, record, header) {
                 Ok(payload) => {
                     cursor.offset = after;
-                    Ok(Some((Position { segment: n, record }, payload)))
+                    return Ok(Some((Position { segment: n, record }, payload)));
                 }
-                Err(error @ StoreError::Corrupt { .. }) => {
-                    cursor.offset = after;
-                    Err(error)
+                Err(StoreError::Corrupt { .. }) => {
+                    self.damage_found(n, cursor)?;
                 }
-                Err(error) => Err(error),
-            };
+                Err(error) => return Err(error),
+            }
         }
+    }
+
+    /// Reading found damage at `cursor` in segment `n`: scans the segment again and
+    /// reports what was lost. Ok when nothing counted was lost (damage reported by an
+    /// earlier run, whose index already left it out): reading goes on.
+    fn damage_found(&mut self, n: u32, cursor: &mut Cursor) -> Result<()> {
+        let at = cursor.offset;
+        let lost = self.rescan(n)?;
+        let path = segment_path(&self.dir, n);
+        let Some(damage) = self.segments[&n].damage_at(at) else {
+            // A second look found the record intact (it failed once): step past it
+            // rather than read it again and again.
+            let header_bytes = self.segments[&n].format.record_header_bytes();
+            let header = self.record_at(n, at)?;
+            cursor.offset = at + header_bytes + header.map_or(0, |h| h.payload_bytes);
+            return Err(StoreError::Corrupt {
+                path,
+                offset: u64::from(at),
+                reason: "a record failed its check once and passed it on a second read; skipped"
+                    .into(),
+            });
+        };
+        if lost == 0 {
+            return Ok(());
+        }
+        Err(StoreError::Lost {
+            path,
+            offset: u64::from(damage.offset),
+            bytes: u64::from(damage.bytes),
+            records: lost,
+        })
     }
 
     /// Records not yet acknowledged.
@@ -562,6 +687,25 @@ impl QueueLog {
         // Its gathered acks no longer matter: closing it must not write them.
         self.unwritten_acks_in.clear();
         fs::remove_dir_all(&self.dir).map_err(StoreError::io(&self.dir))
+    }
+}
+
+/// Moves a segment that holds damage out of the log's way (`<n>.seg.damaged`), keeping
+/// its bytes for the operator, and logs it; its ack file and index go.
+fn set_aside(dir: &Path, n: u32, why: &str) {
+    let path = segment_path(dir, n);
+    let mut target = path.clone().into_os_string();
+    target.push(".damaged");
+    let target = PathBuf::from(target);
+    match fs::rename(&path, &target) {
+        Ok(()) => {
+            tracing::error!(file = %path.display(), kept_as = %target.display(), why,
+                "a damaged segment was set aside; nothing else in the queue is affected");
+            let _ = fs::remove_file(ack_path(dir, n));
+            let _ = fs::remove_file(index_path(dir, n));
+        }
+        Err(error) => tracing::error!(file = %path.display(), %error, why,
+            "a damaged segment could not be set aside; it is left where it is"),
     }
 }
 

@@ -30,12 +30,12 @@ fn acks_are_gathered_until_written_or_closed() {
     log.ack(positions[1], Lifetime::Persistent).unwrap();
     assert_eq!(ack_file_len(), 0, "gathered, not written yet");
     log.write_acks().unwrap();
-    assert_eq!(ack_file_len(), 8, "two acks of 4 bytes, one write");
+    assert_eq!(ack_file_len(), 16, "two acks of 8 bytes, one write");
     log.ack(positions[2], Lifetime::Persistent).unwrap();
     drop(log);
     assert_eq!(
         ack_file_len(),
-        12,
+        24,
         "closing the log writes what it gathered"
     );
     let (log, recovery) = QueueLog::open(&dir.0, 1 << 20).unwrap();
@@ -115,10 +115,13 @@ fn a_torn_tail_is_cut_at_reopen_and_reported() {
         .unwrap();
     let (mut log, recovery) = QueueLog::open(&dir.0, 1 << 20).unwrap();
     assert_eq!(recovery.messages, 2);
-    assert_eq!(recovery.truncated_bytes, 50 + 8 - 10);
+    assert_eq!(
+        recovery.truncated_bytes,
+        50 + u64::from(RECORD_HEADER_BYTES) - 10
+    );
     assert_eq!(
         fs::metadata(&seg).unwrap().len(),
-        len - 58,
+        len - 50 - u64::from(RECORD_HEADER_BYTES),
         "the tail was cut"
     );
     log.append(b"after the cut", Lifetime::Persistent).unwrap();
@@ -255,27 +258,86 @@ fn reads_in_order_across_read_ahead_buffers_and_segments() {
 }
 
 #[test]
-fn reading_goes_on_past_a_damaged_record() {
+fn reading_steps_over_damage_and_counts_what_it_lost() {
     let dir = TempDir::new("qlog-skip");
     let (mut log, _) = QueueLog::open(&dir.0, 1 << 20).unwrap();
-    let positions: Vec<Position> = (0..4u8)
+    let positions: Vec<Position> = (0..6u8)
         .map(|i| log.append(&[i; 100], Lifetime::Persistent).unwrap())
         .collect();
     log.sync().unwrap();
     let seg = segment_path(&dir.0, 1);
     let mut bytes = fs::read(&seg).unwrap();
     bytes[(positions[1].record.offset + RECORD_HEADER_BYTES) as usize] ^= 0xff;
-    // And a damaged length, which loses the rest of the segment.
+    // And a damaged length word: the records after it are still found.
     let at = positions[3].record.offset as usize;
     bytes[at..at + 4].copy_from_slice(&u32::MAX.to_be_bytes());
     fs::write(&seg, &bytes).unwrap();
     let mut cursor = log.cursor();
     assert_eq!(log.next(&mut cursor).unwrap().unwrap().1, vec![0; 100]);
     let err = log.next(&mut cursor).unwrap_err();
-    assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
-    assert_eq!(log.next(&mut cursor).unwrap().unwrap().1, vec![2; 100]);
-    assert!(log.next(&mut cursor).is_err());
-    assert_eq!(log.next(&mut cursor).unwrap(), None);
+    assert!(
+        matches!(err, StoreError::Lost { records: 2, offset, .. } if offset == u64::from(positions[1].record.offset)),
+        "{err}"
+    );
+    assert_eq!(
+        log.message_count(),
+        4,
+        "the lost ones are no longer counted"
+    );
+    let rest: Vec<u8> = std::iter::from_fn(|| log.next(&mut cursor).unwrap())
+        .map(|(_, payload)| payload[0])
+        .collect();
+    assert_eq!(rest, vec![2, 4, 5]);
+    // Reopened, the damage is found by the scan and stepped over without a word more.
+    drop(log);
+    let (mut log, recovery) = QueueLog::open(&dir.0, 1 << 20).unwrap();
+    assert_eq!(recovery.messages, 4);
+    assert_eq!(bodies(&drain(&mut log)).len(), 4);
+}
+
+/// Issue 13: damage in a sealed segment opened from its index is found when read; the
+/// records after it are served, and once the readable ones are acknowledged the segment
+/// is set aside, not deleted.
+#[test]
+fn damage_in_an_indexed_segment_is_stepped_over_and_the_segment_kept() {
+    let dir = TempDir::new("qlog-indexed-damage");
+    let (mut log, _) = QueueLog::open(&dir.0, 2000).unwrap();
+    let positions: Vec<Position> = (0..30u8)
+        .map(|i| log.append(&[i; 100], Lifetime::Persistent).unwrap())
+        .collect();
+    log.sync().unwrap();
+    drop(log);
+    let sealed: Vec<&Position> = positions.iter().filter(|p| p.segment == 1).collect();
+    assert!(sealed.len() > 5);
+    let seg = segment_path(&dir.0, 1);
+    let mut bytes = fs::read(&seg).unwrap();
+    for b in &mut bytes[sealed[2].record.offset as usize..][..30] {
+        *b ^= 0xa5;
+    }
+    fs::write(&seg, &bytes).unwrap();
+    let (mut log, recovery) = QueueLog::open(&dir.0, 2000).unwrap();
+    assert_eq!(recovery.messages, 30, "the index does not know yet");
+    let mut cursor = log.cursor();
+    let mut read = Vec::new();
+    let mut lost = 0;
+    loop {
+        match log.next(&mut cursor) {
+            Ok(Some((position, payload))) => {
+                read.push(payload[0]);
+                log.ack(position, Lifetime::Persistent).unwrap();
+            }
+            Ok(None) => break,
+            Err(StoreError::Lost { records, .. }) => lost += records,
+            Err(error) => panic!("{error}"),
+        }
+    }
+    let expected: Vec<u8> = (0..30).filter(|i| *i != 2).collect();
+    assert_eq!((read, lost), (expected, 1));
+    assert_eq!(log.message_count(), 0);
+    assert!(!seg.exists());
+    let mut kept = seg.clone().into_os_string();
+    kept.push(".damaged");
+    assert_eq!(fs::read(kept).unwrap(), bytes, "its bytes are kept");
 }
 
 #[test]
@@ -342,4 +404,66 @@ fn destroy_removes_everything() {
         !dir.0.exists(),
         "gathered acks are not written after the log is gone"
     );
+}
+
+/// Issue 13, item 8: garbage in a sealed segment's ack file (thousands of entries) is
+/// not taken for acks: nothing is deleted and every message is still counted.
+#[test]
+fn garbage_in_an_ack_file_deletes_nothing() {
+    let dir = TempDir::new("qlog-ack-garbage");
+    let (mut log, _) = QueueLog::open(&dir.0, 2000).unwrap();
+    let positions: Vec<Position> = (0..30u8)
+        .map(|i| log.append(&[i; 100], Lifetime::Persistent).unwrap())
+        .collect();
+    log.ack(positions[0], Lifetime::Persistent).unwrap();
+    log.sync().unwrap();
+    drop(log);
+    let ack = ack_path(&dir.0, 1);
+    let mut bytes = fs::read(&ack).unwrap();
+    // Offsets that are in range, and bytes that are no entries at all.
+    for i in 0..3688u32 {
+        bytes.extend_from_slice(&(16 + i % 1900).to_be_bytes());
+        bytes.extend_from_slice(&i.wrapping_mul(2_654_435_761).to_be_bytes());
+    }
+    fs::write(&ack, &bytes).unwrap();
+    let (mut log, recovery) = QueueLog::open(&dir.0, 2000).unwrap();
+    assert!(segment_path(&dir.0, 1).exists());
+    assert_eq!(recovery.messages, 29);
+    assert_eq!(bodies(&drain(&mut log)).len(), 29);
+}
+
+/// A log written by an older Wharf (format 2 segments, bare ack offsets) is read, and new
+/// records go to a new format 3 segment rather than after the old ones.
+#[test]
+fn a_format_2_log_is_read_and_appended_to_in_a_new_segment() {
+    use crate::segment::{format_2_header, format_2_record};
+    let dir = TempDir::new("qlog-format-2");
+    fs::create_dir_all(&dir.0).unwrap();
+    let mut bytes = format_2_header().to_vec();
+    let mut offsets = Vec::new();
+    for i in 0..3u8 {
+        offsets.push(bytes.len() as u32);
+        bytes.extend_from_slice(&format_2_record(&[i; 10], Lifetime::Persistent));
+    }
+    fs::write(segment_path(&dir.0, 1), &bytes).unwrap();
+    fs::write(ack_path(&dir.0, 1), offsets[0].to_be_bytes()).unwrap();
+    let (mut log, recovery) = QueueLog::open(&dir.0, 1 << 20).unwrap();
+    assert_eq!(recovery.messages, 2);
+    let appended = log.append(&[9; 10], Lifetime::Persistent).unwrap();
+    assert_eq!(appended.segment, 2);
+    assert_eq!(
+        fs::read(segment_path(&dir.0, 1)).unwrap(),
+        bytes,
+        "untouched"
+    );
+    let read: Vec<u8> = drain(&mut log).iter().map(|(_, p)| p[0]).collect();
+    assert_eq!(read, vec![1, 2, 9]);
+    // Its acks are written as that format's bare offsets.
+    let second = drain(&mut log)[0].0;
+    log.ack(second, Lifetime::Persistent).unwrap();
+    log.write_acks().unwrap();
+    assert_eq!(fs::metadata(ack_path(&dir.0, 1)).unwrap().len(), 8);
+    drop(log);
+    let (_, recovery) = QueueLog::open(&dir.0, 1 << 20).unwrap();
+    assert_eq!(recovery.messages, 2);
 }
