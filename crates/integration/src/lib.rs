@@ -117,6 +117,16 @@ pub async fn start_broker_in_with(data_dir: &std::path::Path, config: BrokerConf
     .await
 }
 
+/// `start_broker_in_with`, with these listener settings too (alarms, limits).
+pub async fn start_broker_in_serving(
+    data_dir: &std::path::Path,
+    config: BrokerConfig,
+    server: ServerConfig,
+) -> TestBroker {
+    let broker = Broker::open(config, data_dir).expect("open the data dir");
+    serve_on("127.0.0.1:0".parse().expect("address"), broker, server).await
+}
+
 async fn serve_on(bind: SocketAddr, broker: Broker, config: ServerConfig) -> TestBroker {
     let listener = TcpListener::bind(bind).await.expect("bind the test broker");
     let addr = listener.local_addr().expect("local addr");

@@ -357,3 +357,66 @@ async fn a_broker_starts_on_a_full_disk_and_its_queues_drain() {
     assert_eq!(message_count(&ch, "orders").await, 0);
     broker.stop().await;
 }
+
+/// Issue 13, item 7: the disk alarm looks at the free space again once the broker has
+/// written half the room that was left, not only on its timer (an hour here): publishers
+/// are blocked before the disk fills, and no publish is nacked for lack of space.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_disk_alarm_looks_again_after_a_burst_of_writes() {
+    if std::env::var("WHARF_TEST_EXTERNAL").is_ok() {
+        return; // fills the disk of an in-process broker
+    }
+    let disk = SmallDisk::mount("alarm-meter", 24 << 20);
+    let data = disk.path().join("data");
+    let limit = 12 << 20;
+    let mut alarm = wharf_server::alarm::DiskAlarmConfig::new(data.clone(), limit);
+    alarm.check_interval = std::time::Duration::from_secs(3600);
+    let server = wharf_server::ServerConfig {
+        disk_alarm: Some(alarm),
+        ..Default::default()
+    };
+    let broker =
+        wharf_integration::start_broker_in_serving(&data, Default::default(), server).await;
+    let (_conn, ch) = confirming_channel(&broker).await;
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    ch.queue_declare("burst", durable, FieldTable::default())
+        .await
+        .unwrap();
+    let body = vec![b'x'; 256 * 1024];
+    let mut confirmed = 0u64;
+    let mut blocked = false;
+    // 96 of them would fill the disk.
+    for _ in 0..96 {
+        let publish = async {
+            let confirm = ch
+                .basic_publish(
+                    "",
+                    "burst",
+                    Default::default(),
+                    &body,
+                    BasicProperties::default().with_delivery_mode(2),
+                )
+                .await
+                .unwrap();
+            confirm.await.unwrap().is_ack()
+        };
+        match tokio::time::timeout(std::time::Duration::from_secs(3), publish).await {
+            Ok(true) => confirmed += 1,
+            Ok(false) => panic!("nacked after {confirmed}: the disk filled before the alarm"),
+            Err(_) => {
+                blocked = true;
+                break;
+            }
+        }
+    }
+    assert!(blocked, "never blocked: {confirmed} confirmed");
+    let written = confirmed * 256 * 1024;
+    assert!(
+        written >= 6 << 20 && disk.free_bytes() > 4 << 20,
+        "blocked after {written} bytes, {} free",
+        disk.free_bytes()
+    );
+}

@@ -1,8 +1,10 @@
 //! Resource alarms, as RabbitMQ has them: the disk alarm (free space of the data
 //! directory's file system below a limit) and the memory alarm (the broker's resident
-//! memory above its high watermark). A task checks each every so often; while either is
-//! on, connections that publish are blocked (and told so with connection.blocked) until
-//! it clears. Consumers go on, which is how memory and disk come back.
+//! memory above its high watermark). A task checks each every so often, and the disk one
+//! also whenever half the room left above the limit has been written since it last
+//! looked (counted by the store as it writes: [`wharf_store::write_meter`]); while either
+//! is on, connections that publish are blocked (and told so with connection.blocked)
+//! until it clears. Consumers go on, which is how memory and disk come back.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -108,16 +110,26 @@ pub fn free_bytes(path: &std::path::Path) -> std::io::Result<u64> {
     Ok(u64::from(stats.blocks_available()).saturating_mul(u64::from(stats.fragment_size())))
 }
 
-/// Checks the free space every interval and sets or clears the disk alarm.
+/// The least the disk alarm lets be written between two looks at the free space.
+const DISK_CHECK_BUDGET_MIN: u64 = 64 * 1024;
+
+/// Checks the free space every interval, and whenever half the room that was left above
+/// the limit has been written since, and sets or clears the disk alarm.
 pub async fn monitor_disk(
     config: DiskAlarmConfig,
     alarms: watch::Sender<Alarms>,
     shutdown: watch::Receiver<bool>,
 ) {
+    let written = Arc::new(tokio::sync::Notify::new());
+    let wake = written.clone();
+    let meter = wharf_store::write_meter::watch(move || wake.notify_one());
     let check = || {
         let limit = config.free_limit_bytes.load(Ordering::Relaxed);
         match free_bytes(&config.path) {
-            Ok(free) => Some((free < limit, format!("{free} bytes free, limit {limit}"))),
+            Ok(free) => {
+                meter.arm((free.saturating_sub(limit) / 2).max(DISK_CHECK_BUDGET_MIN));
+                Some((free < limit, format!("{free} bytes free, limit {limit}")))
+            }
             Err(error) => {
                 tracing::warn!(%error, path = %config.path.display(), "cannot read free disk space");
                 None
@@ -128,6 +140,7 @@ pub async fn monitor_disk(
         "disk",
         |a| &mut a.disk,
         config.check_interval,
+        Some(&written),
         check,
         alarms,
         shutdown,
@@ -158,6 +171,7 @@ pub async fn monitor_memory(
         "memory",
         |a| &mut a.memory,
         config.check_interval,
+        None,
         check,
         alarms,
         shutdown,
@@ -165,12 +179,14 @@ pub async fn monitor_memory(
     .await
 }
 
-/// Every `interval` until shutdown: `check` says whether the alarm should be on (and
-/// what it measured), and the alarm `flag` picks is set or cleared when that changes.
+/// Every `interval` (and whenever `woken` is notified) until shutdown: `check` says
+/// whether the alarm should be on (and what it measured), and the alarm `flag` picks is
+/// set or cleared when that changes.
 async fn monitor(
     name: &str,
     flag: fn(&mut Alarms) -> &mut bool,
     interval: Duration,
+    woken: Option<&tokio::sync::Notify>,
     check: impl Fn() -> Option<(bool, String)>,
     alarms: watch::Sender<Alarms>,
     mut shutdown: watch::Receiver<bool>,
@@ -187,8 +203,15 @@ async fn monitor(
                 alarms.send_modify(|a| *flag(a) = on);
             }
         }
+        let woken = async {
+            match woken {
+                Some(notify) => notify.notified().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
+            _ = woken => {}
             _ = shutdown.changed() => return,
         }
     }

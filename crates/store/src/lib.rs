@@ -1,5 +1,5 @@
 //! Wharf's storage: the data directory and its format version, the durable definitions,
-//! and (next) the message segments. It knows nothing of AMQP or the network: the core hands
+//! and the message logs. It knows nothing of AMQP or the network: the core hands
 //! it names, flags and opaque bytes.
 
 pub mod data_dir;
@@ -8,6 +8,7 @@ pub mod error;
 pub mod queue_log;
 pub mod segment;
 pub mod segment_index;
+pub mod write_meter;
 
 pub use data_dir::DataDir;
 pub use definitions::{

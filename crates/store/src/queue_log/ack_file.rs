@@ -144,6 +144,7 @@ impl AckFile {
                 source: error,
             });
         }
+        crate::write_meter::written(self.unwritten.len() as u64);
         self.valid_bytes += self.unwritten.len() as u64;
         self.unwritten.clear();
         Ok(())

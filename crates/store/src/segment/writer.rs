@@ -52,6 +52,7 @@ impl SegmentWriter {
                 source: error,
             });
         }
+        crate::write_meter::written(u64::from(SEGMENT_HEADER_BYTES));
         Ok(SegmentWriter {
             path,
             file,
@@ -136,6 +137,7 @@ impl SegmentWriter {
                 source: error,
             });
         }
+        crate::write_meter::written(self.pending.len() as u64);
         self.written = self.bytes;
         self.pending.clear();
         self.shrink_pending();
