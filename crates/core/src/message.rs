@@ -142,7 +142,15 @@ impl Message {
     /// The message as stored in a queue's log: version, the expiry if it has one,
     /// exchange, routing key, the properties in their AMQP encoding, body.
     pub fn encode_record(&self, expires_at: Option<u64>) -> Vec<u8> {
-        let mut out = bytes::BytesMut::with_capacity(self.body.len() + 64);
+        let mut out = self.encode_record_head(expires_at);
+        out.extend_from_slice(&self.body);
+        out
+    }
+
+    /// A stored record but for the body, which follows it: stored as two parts, a body
+    /// is written from where it is rather than copied.
+    pub fn encode_record_head(&self, expires_at: Option<u64>) -> Vec<u8> {
+        let mut out = Vec::with_capacity(64 + self.properties.as_bytes().len());
         match expires_at {
             None => out.extend_from_slice(&[RECORD_VERSION]),
             Some(at) => {
@@ -157,8 +165,7 @@ impl Message {
         out.extend_from_slice(self.properties.as_bytes());
         let properties_len = (out.len() - properties_at - 4) as u32;
         out[properties_at..properties_at + 4].copy_from_slice(&properties_len.to_be_bytes());
-        out.extend_from_slice(&self.body);
-        out.to_vec()
+        out
     }
 
     /// Reads a stored record back, with its expiry; None if it is not one this version
@@ -198,7 +205,7 @@ impl Message {
     }
 }
 
-fn put_short(out: &mut bytes::BytesMut, s: &str) {
+fn put_short(out: &mut Vec<u8>, s: &str) {
     let len = s.len().min(255);
     out.extend_from_slice(&[len as u8]);
     out.extend_from_slice(&s.as_bytes()[..len]);

@@ -13,6 +13,7 @@ use wharf_amqp::*;
 use wharf_core::{limits, Broker, ConnectionId, VHost};
 
 use crate::alarm::Alarms;
+use crate::body_budget::BodyBudget;
 use crate::channel::{Channel, ChannelContext};
 use crate::channel_table::ChannelTable;
 use crate::error::AmqpError;
@@ -80,6 +81,8 @@ struct Connection {
     published: bool,
     /// A channel holds acks not yet applied to their queues.
     acks_pending: bool,
+    /// Room for large bodies being received, shared by the listener's connections.
+    body_budget: Option<Arc<BodyBudget>>,
 }
 
 /// What a listener gives each of its connections.
@@ -89,6 +92,7 @@ pub struct Listener {
     pub config: Arc<ServerConfig>,
     pub shutdown: watch::Receiver<bool>,
     pub alarm: watch::Receiver<Alarms>,
+    pub body_budget: Option<Arc<BodyBudget>>,
 }
 
 /// What is known of a socket before its AMQP handshake.
@@ -114,6 +118,7 @@ where
         config,
         mut shutdown,
         mut alarm,
+        body_budget,
     } = listener;
     let (read_half, write_half) = tokio::io::split(socket);
     let outbound = Arc::new(Outbound::new());
@@ -181,6 +186,7 @@ where
         channels: ChannelTable::default(),
         published: false,
         acks_pending: false,
+        body_budget,
     };
     let mut stops = Stops {
         shutdown: &mut shutdown,
@@ -317,6 +323,10 @@ impl Connection {
                 }
                 continue;
             }
+            // A large body is read only once there is room for it.
+            if let Some(ending) = self.wait_for_body_room(stops).await {
+                return ending;
+            }
             let read = async {
                 match silence_limit {
                     Some(limit) => tokio::time::timeout(limit, reader.next()).await.ok(),
@@ -415,6 +425,34 @@ impl Connection {
                 }
             }
         }
+    }
+
+    /// Stops reading while a channel waits for room for the large body it is about to
+    /// receive ([`BodyBudget`]); deliveries to its consumers go on meanwhile.
+    async fn wait_for_body_room(&mut self, stops: &mut Stops<'_>) -> Option<Ending> {
+        let budget = self.body_budget.clone()?;
+        for slot in self.channels.values_mut() {
+            let Slot::Open(channel) = slot else {
+                continue;
+            };
+            let Some(bytes) = channel.body_awaiting_room() else {
+                continue;
+            };
+            self.acks_pending = false;
+            let room = loop {
+                tokio::select! {
+                    room = budget.reserve(bytes) => break room,
+                    _ = self.outbound.drained.notified() => {
+                        if self.outbound.is_closed() {
+                            return Some(Ending::ClientGone);
+                        }
+                    }
+                    error = stops.closing() => return Some(Ending::Close(error)),
+                }
+            };
+            channel.give_body_room(room);
+        }
+        None
     }
 
     /// Stops reading from a publishing connection while a resource alarm is on, telling a
@@ -527,6 +565,7 @@ impl Connection {
             connection_id: self.id,
             config: &self.config,
             outbound: &self.outbound,
+            body_budget: self.body_budget.as_ref(),
         };
         let slot = self.channels.get_mut(channel_id);
         let result = match (slot, frame.payload) {

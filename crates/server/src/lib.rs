@@ -3,6 +3,7 @@
 //! of its own: everything lives in the [`wharf_core::Broker`] it is handed.
 
 pub mod alarm;
+pub mod body_budget;
 mod channel;
 mod channel_table;
 mod connection;
@@ -133,6 +134,13 @@ async fn serve_with(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let (alarm_tx, alarm_rx) = watch::channel(alarm::Alarms::default());
+    // Without a memory alarm nothing bounds memory, large bodies included.
+    let body_budget = config.memory_alarm.as_ref().map(|memory| {
+        let watermark = memory
+            .high_watermark_bytes
+            .load(std::sync::atomic::Ordering::Relaxed);
+        Arc::new(body_budget::BodyBudget::for_watermark(watermark))
+    });
     if let Some(disk) = config.disk_alarm.clone() {
         tokio::spawn(alarm::monitor_disk(
             disk,
@@ -168,6 +176,7 @@ async fn serve_with(
                         config: config.clone(),
                         shutdown: shutdown.clone(),
                         alarm: alarm_rx.clone(),
+                        body_budget: body_budget.clone(),
                     };
                     let accepted = connection::Accepted {
                         peer,

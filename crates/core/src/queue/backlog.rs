@@ -160,7 +160,8 @@ impl Backlog {
         if window_full && ensure_log(level, queue) {
             let lifetime = level.lifetime(&message);
             let log = level.log.as_mut().expect("ensured above");
-            return match log.append(&message.encode_record(expires_at), lifetime) {
+            let head = message.encode_record_head(expires_at);
+            return match log.append_parts(&[&head, &message.body], lifetime) {
                 Ok(_) => {
                     level.spilled += 1;
                     level.spilled_bytes += message.body.len() as u64;
@@ -179,7 +180,8 @@ impl Backlog {
         let mut outcome = Enqueued::InMemory;
         let mut position = None;
         if let (Some(log), true) = (level.log.as_mut(), persistent && level.log_durable) {
-            match log.append(&message.encode_record(expires_at), Lifetime::Persistent) {
+            let head = message.encode_record_head(expires_at);
+            match log.append_parts(&[&head, &message.body], Lifetime::Persistent) {
                 Ok(p) => {
                     position = Some(p);
                     outcome = Enqueued::Appended;

@@ -35,6 +35,8 @@ pub struct ChannelContext<'a> {
     pub connection_id: u64,
     pub config: &'a ServerConfig,
     pub outbound: &'a Arc<Outbound>,
+    /// Room for large bodies, when memory is bounded.
+    pub body_budget: Option<&'a Arc<crate::body_budget::BodyBudget>>,
 }
 
 #[derive(Debug)]
@@ -809,6 +811,18 @@ impl Channel {
             self.finish_publish(ctx);
         }
         Ok(())
+    }
+
+    /// The size of the large body this channel is about to receive, while it has no room
+    /// reserved for it.
+    pub fn body_awaiting_room(&self) -> Option<u64> {
+        self.pending.as_ref()?.awaiting_room()
+    }
+
+    pub fn give_body_room(&mut self, room: crate::body_budget::Reservation) {
+        if let Some(pending) = self.pending.as_mut() {
+            pending.give_room(room);
+        }
     }
 
     pub fn handle_body(&mut self, ctx: &ChannelContext<'_>, body: bytes::Bytes) -> AmqpResult<()> {

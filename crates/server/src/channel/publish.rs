@@ -70,6 +70,17 @@ pub struct PendingPublish {
     received_bytes: u64,
     /// The `BCC` keys of the message, if it had any (taken off its headers).
     bcc: Option<Arc<[ByteString]>>,
+    /// Room for a large body ([`crate::body_budget`]), held until the body is complete.
+    room: Room,
+}
+
+#[derive(Debug)]
+enum Room {
+    NotNeeded,
+    /// The body is large and no room is reserved yet: the connection reads no more until
+    /// there is.
+    Awaiting(u64),
+    Held(#[allow(dead_code)] crate::body_budget::Reservation),
 }
 
 /// A complete message, ready to route.
@@ -158,6 +169,7 @@ impl PendingPublish {
             body: Body::Empty,
             received_bytes: 0,
             bcc: None,
+            room: Room::NotNeeded,
         })
     }
 
@@ -211,8 +223,28 @@ impl PendingPublish {
             properties = self.take_sender_routes(ctx, properties)?;
         }
         let complete = header.body_size == 0;
+        if header.body_size >= crate::body_budget::LARGE_BODY_BYTES {
+            if let Some(budget) = ctx.body_budget {
+                self.room = match budget.try_reserve(header.body_size) {
+                    Some(room) => Room::Held(room),
+                    None => Room::Awaiting(header.body_size),
+                };
+            }
+        }
         self.header = Some((header.body_size, properties));
         Ok(complete)
+    }
+
+    /// The size of the large body to come, while no room is reserved for it.
+    pub fn awaiting_room(&self) -> Option<u64> {
+        match self.room {
+            Room::Awaiting(bytes) => Some(bytes),
+            _ => None,
+        }
+    }
+
+    pub fn give_room(&mut self, room: crate::body_budget::Reservation) {
+        self.room = Room::Held(room);
     }
 
     /// Reads the `CC` and `BCC` keys (a header that is not an array refuses the message
@@ -271,8 +303,12 @@ impl PendingPublish {
             Body::Empty => Body::Single(chunk),
             Body::Single(first) => {
                 // Reserved up to a bound only: the declared size is the client's word, and
-                // channels may each hold a message in progress.
-                let reserve = (body_size as usize).min(BODY_RESERVE_MAX_BYTES);
+                // channels may each hold a message in progress; a body with room held for
+                // it in the budget gets it all at once (growing it would copy it).
+                let reserve = match self.room {
+                    Room::Held(_) => body_size as usize,
+                    _ => (body_size as usize).min(BODY_RESERVE_MAX_BYTES),
+                };
                 let mut all = Vec::with_capacity(reserve);
                 append_body(&mut all, &first, body_size as usize);
                 append_body(&mut all, &chunk, body_size as usize);

@@ -152,12 +152,19 @@ impl QueueLog {
     /// Appends a record. It is durable once [`QueueLog::sync`] returns; a transient one is
     /// dropped at the next opening of the log. On failure nothing was appended.
     pub fn append(&mut self, payload: &[u8], lifetime: Lifetime) -> Result<Position> {
-        let record_bytes = payload.len() as u64 + u64::from(RECORD_HEADER_BYTES);
+        self.append_parts(&[payload], lifetime)
+    }
+
+    /// [`QueueLog::append`] of a record whose payload is `parts`, in order (a message's
+    /// head and its body, which is not copied to be stored).
+    pub fn append_parts(&mut self, parts: &[&[u8]], lifetime: Lifetime) -> Result<Position> {
+        let payload_bytes: usize = parts.iter().map(|p| p.len()).sum();
+        let record_bytes = payload_bytes as u64 + u64::from(RECORD_HEADER_BYTES);
         let used = self.writer.bytes - u64::from(SEGMENT_HEADER_BYTES);
         if used > 0 && self.writer.bytes + record_bytes > self.segment_bytes_max {
             self.roll()?;
         }
-        let record = self.writer.append(payload, lifetime)?;
+        let record = self.writer.append_parts(parts, lifetime)?;
         if lifetime == Lifetime::Transient {
             self.writer_transient.push(record.offset);
         } else {

@@ -90,12 +90,16 @@ impl RecordHeader {
         })
     }
 
-    /// The header of a record of the written format.
-    fn encode(payload: &[u8], lifetime: Lifetime) -> [u8; RECORD_HEADER_BYTES as usize] {
-        let payload_bytes = payload.len() as u32;
+    /// The header of a record of the written format whose payload is `parts`, in order.
+    fn encode(parts: &[&[u8]], lifetime: Lifetime) -> [u8; RECORD_HEADER_BYTES as usize] {
+        let payload_bytes = parts.iter().map(|p| p.len()).sum::<usize>() as u32;
+        let word = Self::length_word(payload_bytes, lifetime);
+        let crc = parts.iter().fold(crc32c::crc32c(&word), |crc, part| {
+            crc32c::crc32c_append(crc, part)
+        });
         let mut out = [0u8; RECORD_HEADER_BYTES as usize];
-        out[..4].copy_from_slice(&Self::length_word(payload_bytes, lifetime));
-        out[4..8].copy_from_slice(&Self::checksum(payload_bytes, lifetime, payload).to_be_bytes());
+        out[..4].copy_from_slice(&word);
+        out[4..8].copy_from_slice(&crc.to_be_bytes());
         let check = header_check(&out[..8]);
         out[8..12].copy_from_slice(&check.to_be_bytes());
         out

@@ -86,25 +86,41 @@ impl SegmentWriter {
     /// yet durable: see [`SegmentWriter::sync`]) when this returns; a transient one may
     /// wait in memory until [`SegmentWriter::flush`]. On failure nothing was appended.
     pub fn append(&mut self, payload: &[u8], lifetime: Lifetime) -> Result<RecordRef> {
-        let payload_bytes = u32::try_from(payload.len())
+        self.append_parts(&[payload], lifetime)
+    }
+
+    /// [`SegmentWriter::append`] of a record whose payload is `parts`, in order: a large
+    /// message's body is written from where it is, never copied into the pending bytes.
+    pub fn append_parts(&mut self, parts: &[&[u8]], lifetime: Lifetime) -> Result<RecordRef> {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        let payload_bytes = u32::try_from(len)
             .ok()
             .filter(|n| *n <= RECORD_BYTES_MAX)
             .ok_or_else(|| StoreError::Corrupt {
                 path: self.path.clone(),
                 offset: self.bytes,
-                reason: format!("a record of {} bytes is over the limit", payload.len()),
+                reason: format!("a record of {len} bytes is over the limit"),
             })?;
         let offset = u32::try_from(self.bytes).map_err(|_| StoreError::Corrupt {
             path: self.path.clone(),
             offset: self.bytes,
             reason: "segment over 4 GiB".into(),
         })?;
+        let header = RecordHeader::encode(parts, lifetime);
+        let record_bytes = len + RECORD_HEADER_BYTES as usize;
+        if record_bytes > PENDING_BYTES_MAX {
+            self.write_large(&header, parts, record_bytes)?;
+            return Ok(RecordRef {
+                offset,
+                payload_bytes,
+            });
+        }
         let (pending_before, bytes_before) = (self.pending.len(), self.bytes);
-        let record_bytes = payload.len() + RECORD_HEADER_BYTES as usize;
         self.pending.reserve(record_bytes);
-        self.pending
-            .extend_from_slice(&RecordHeader::encode(payload, lifetime));
-        self.pending.extend_from_slice(payload);
+        self.pending.extend_from_slice(&header);
+        for part in parts {
+            self.pending.extend_from_slice(part);
+        }
         self.bytes += record_bytes as u64;
         if lifetime == Lifetime::Persistent || self.pending.len() >= PENDING_BYTES_MAX {
             if let Err(error) = self.flush() {
@@ -119,6 +135,34 @@ impl SegmentWriter {
             offset,
             payload_bytes,
         })
+    }
+
+    /// Writes a record too large to gather straight to the file, after what is pending.
+    /// On failure the file is cut back to what it held and nothing was appended.
+    fn write_large(&mut self, header: &[u8], parts: &[&[u8]], record_bytes: usize) -> Result<()> {
+        self.flush()?;
+        self.tidy()?;
+        let mut at = self.written;
+        let mut written = Ok(());
+        for part in std::iter::once(header).chain(parts.iter().copied()) {
+            written = self.file.write_all_at(part, at);
+            if written.is_err() {
+                break;
+            }
+            at += part.len() as u64;
+        }
+        if let Err(error) = written {
+            self.untidy = true;
+            let _ = self.tidy();
+            return Err(StoreError::Io {
+                path: self.path.clone(),
+                source: error,
+            });
+        }
+        crate::write_meter::written(record_bytes as u64);
+        self.bytes += record_bytes as u64;
+        self.written = self.bytes;
+        Ok(())
     }
 
     /// Writes the pending records to the file. On failure they stay pending, the file is
