@@ -431,28 +431,34 @@ impl Connection {
     /// receive ([`BodyBudget`]); deliveries to its consumers go on meanwhile.
     async fn wait_for_body_room(&mut self, stops: &mut Stops<'_>) -> Option<Ending> {
         let budget = self.body_budget.clone()?;
-        for slot in self.channels.values_mut() {
-            let Slot::Open(channel) = slot else {
-                continue;
-            };
-            let Some(bytes) = channel.body_awaiting_room() else {
-                continue;
-            };
-            self.acks_pending = false;
+        loop {
+            let (number, bytes) = self.channels.values().find_map(|slot| match slot {
+                Slot::Open(channel) => channel
+                    .body_awaiting_room()
+                    .map(|bytes| (channel.id, bytes)),
+                Slot::Closing => None,
+            })?;
+            // Acks already read count before the connection stops reading.
+            self.flush_acks();
+            // One reservation, kept while waiting: the budget serves bodies in turn.
+            let reserve = budget.reserve(bytes);
+            tokio::pin!(reserve);
             let room = loop {
                 tokio::select! {
-                    room = budget.reserve(bytes) => break room,
+                    room = &mut reserve => break room,
                     _ = self.outbound.drained.notified() => {
                         if self.outbound.is_closed() {
                             return Some(Ending::ClientGone);
                         }
+                        self.resume_consumers();
                     }
                     error = stops.closing() => return Some(Ending::Close(error)),
                 }
             };
-            channel.give_body_room(room);
+            if let Some(Slot::Open(channel)) = self.channels.get_mut(number) {
+                channel.give_body_room(room);
+            }
         }
-        None
     }
 
     /// Stops reading from a publishing connection while a resource alarm is on, telling a
