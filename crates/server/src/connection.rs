@@ -83,6 +83,9 @@ struct Connection {
     acks_pending: bool,
     /// Room for large bodies being received, shared by the listener's connections.
     body_budget: Option<Arc<BodyBudget>>,
+    /// The channel whose large body (with room reserved for it) the last frame handled
+    /// was part of: an alarm lets it finish, since only a finished body can be freed.
+    finishing_body: Option<u16>,
 }
 
 /// What a listener gives each of its connections.
@@ -187,6 +190,7 @@ where
         published: false,
         acks_pending: false,
         body_budget,
+        finishing_body: None,
     };
     let mut stops = Stops {
         shutdown: &mut shutdown,
@@ -314,8 +318,11 @@ impl Connection {
             }
             // Before reading more (what was read is handled first, as RabbitMQ stops its
             // socket): a message half received waits too, so that a client interleaving
-            // messages on many channels cannot keep publishing through an alarm.
-            if self.published && alarm.borrow().any() {
+            // messages on many channels cannot keep publishing through an alarm. The one
+            // exception is a large body with room reserved, whose frames came last: it is
+            // bounded by the budget, and stopped halfway it would hold its memory for
+            // good (a body larger than the watermark could never be received).
+            if self.published && alarm.borrow().any() && self.finishing_body.is_none() {
                 // Acks already read count before the connection stops reading.
                 self.flush_acks();
                 if let Some(ending) = self.wait_while_blocked(stops, alarm).await {
@@ -561,6 +568,14 @@ impl Connection {
         if let FramePayload::Method(Method::BasicPublish(_)) = &frame.payload {
             self.published = true;
         }
+        let content = matches!(
+            frame.payload,
+            FramePayload::Header(_) | FramePayload::Body(_)
+        );
+        if !matches!(frame.payload, FramePayload::Heartbeat) {
+            // (A heartbeat between two body frames does not end the body.)
+            self.finishing_body = None;
+        }
         if channel_id == 0 {
             return self.handle_connection_frame(frame.payload);
         }
@@ -659,6 +674,13 @@ impl Connection {
                 )),
             },
         };
+        if content && result.is_ok() {
+            if let Some(Slot::Open(channel)) = self.channels.get_mut(channel_id) {
+                if channel.holds_room_for_body() {
+                    self.finishing_body = Some(channel_id);
+                }
+            }
+        }
         match result {
             Ok(()) => Ok(true),
             Err(error) if error.closes_connection() => Err(error),

@@ -548,3 +548,120 @@ async fn a_burst_of_large_bodies_is_received_within_the_memory_bound() {
     assert!(child.wait().unwrap().success());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Issue 13, item 4: a message larger than the memory high watermark is still received:
+/// the alarm it sets off halfway (its body arrives over a few seconds, so the once-a-second
+/// sample sees it) lets the body finish; stopped there, the body would hold its memory for
+/// good and the alarm would block every publisher.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_larger_than_the_watermark_is_received_and_the_broker_goes_on() {
+    use wharf_amqp::frame::{encode_body, encode_content_header, encode_method};
+    use wharf_amqp::{BasicPublish, ConfirmSelect, ContentHeader, Method};
+    use wharf_integration::raw::RawClient;
+    let dir = temp_dir("huge-body");
+    let port = free_port();
+    let mut child = Running(
+        wharf()
+            .arg("--amqp-listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .arg("--vm-memory-high-watermark")
+            .arg("40000000")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    wait_ready(&mut child);
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let url = format!("amqp://guest:guest@127.0.0.1:{port}/%2f");
+    let conn = lapin::Connection::connect(&url, lapin::ConnectionProperties::default())
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    ch.queue_declare("huge", Default::default(), Default::default())
+        .await
+        .unwrap();
+
+    let mut publisher = RawClient::open_with_channel(addr).await;
+    publisher
+        .send_method(1, Method::ConfirmSelect(ConfirmSelect { no_wait: false }))
+        .await;
+    assert!(matches!(
+        publisher.read_method().await,
+        Method::ConfirmSelectOk(_)
+    ));
+    let body_bytes = 64 << 20;
+    let send_slowly = async {
+        let mut out = bytes::BytesMut::new();
+        let publish = Method::BasicPublish(BasicPublish {
+            exchange: "".into(),
+            routing_key: "huge".into(),
+            mandatory: false,
+            immediate: false,
+        });
+        encode_method(1, &publish, &mut out);
+        let header = ContentHeader {
+            class_id: 60,
+            body_size: body_bytes as u64,
+            properties: Default::default(),
+        };
+        encode_content_header(1, &header, &mut out);
+        publisher.send_raw(&out).await;
+        // 2 MiB every 100 ms: 3.2 s for the body.
+        let chunk = vec![b'h'; 2 << 20];
+        for _ in 0..body_bytes / chunk.len() {
+            let mut out = bytes::BytesMut::new();
+            encode_body(1, &chunk, 131072, &mut out);
+            publisher.send_raw(&out).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        loop {
+            if let Method::BasicAck(_) = publisher.read_method().await {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), send_slowly)
+        .await
+        .expect("the body is received, not stopped halfway for good");
+
+    // Taken off the queue, the memory goes, and the alarm with it.
+    let got = ch
+        .basic_get("huge", lapin::options::BasicGetOptions { no_ack: true })
+        .await
+        .unwrap()
+        .expect("the message");
+    assert_eq!(got.delivery.data.len(), body_bytes);
+    drop(got);
+    let publish_small = async {
+        let mut out = bytes::BytesMut::new();
+        let publish = Method::BasicPublish(BasicPublish {
+            exchange: "".into(),
+            routing_key: "huge".into(),
+            mandatory: false,
+            immediate: false,
+        });
+        encode_method(1, &publish, &mut out);
+        let header = ContentHeader {
+            class_id: 60,
+            body_size: 5,
+            properties: Default::default(),
+        };
+        encode_content_header(1, &header, &mut out);
+        encode_body(1, b"small", 131072, &mut out);
+        publisher.send_raw(&out).await;
+        loop {
+            if let Method::BasicAck(_) = publisher.read_method().await {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), publish_small)
+        .await
+        .expect("the alarm clears");
+    sigterm(&child);
+    assert!(child.wait().unwrap().success());
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -819,6 +819,11 @@ impl Channel {
         self.pending.as_ref()?.awaiting_room()
     }
 
+    /// Whether a large body, with room reserved for it, is being received.
+    pub fn holds_room_for_body(&self) -> bool {
+        self.pending.as_ref().is_some_and(|p| p.holds_room())
+    }
+
     pub fn give_body_room(&mut self, room: crate::body_budget::Reservation) {
         if let Some(pending) = self.pending.as_mut() {
             pending.give_room(room);

@@ -243,6 +243,10 @@ impl PendingPublish {
         }
     }
 
+    pub fn holds_room(&self) -> bool {
+        matches!(self.room, Room::Held(_))
+    }
+
     pub fn give_room(&mut self, room: crate::body_budget::Reservation) {
         self.room = Room::Held(room);
     }

@@ -124,6 +124,8 @@ pub struct QueueLog {
     read_ahead: ReadAhead,
     /// Segments holding acks not yet written to their ack files.
     unwritten_acks_in: Vec<u32>,
+    /// A record that failed a read which a rescan then found intact, read once more.
+    second_look: Option<(u32, u32)>,
 }
 
 impl Drop for QueueLog {
@@ -657,8 +659,12 @@ impl QueueLog {
         let lost = self.rescan(n)?;
         let path = segment_path(&self.dir, n);
         let Some(damage) = self.segments[&n].damage_at(at) else {
-            // A second look found the record intact (it failed once): step past it
-            // rather than read it again and again.
+            // The scan found the record intact: read it once more; only if that fails
+            // too is it stepped past, rather than read again and again.
+            if self.second_look != Some((n, at)) {
+                self.second_look = Some((n, at));
+                return Ok(());
+            }
             let header_bytes = self.segments[&n].format.record_header_bytes();
             let header = self.record_at(n, at)?;
             cursor.offset = at + header_bytes + header.map_or(0, |h| h.payload_bytes);

@@ -211,26 +211,29 @@ fn open_segment(
         }
         Err(error) => return Err(error),
     };
-    let length = file.metadata().map_err(StoreError::io(&path))?.len();
-    let indexed = if newest {
-        None
-    } else {
-        open_indexed(dir, n, format, length)?
-    };
-    // A segment its acks say is done is deleted; that is checked against its records.
-    let indexed = indexed.filter(|o| o.acked.len() as u32 != o.records);
-    let opened = match indexed {
-        Some(opened) => opened,
-        None => match open_scanned(dir, n, &file, newest, recovery) {
-            Ok(opened) => opened,
-            Err(StoreError::Io { source, .. }) => {
-                tracing::error!(file = %path.display(), error = %source,
-                    "cannot read a segment: its messages are not served until it can be read");
-                recovery.unreadable_segments += 1;
-                return Ok(None);
-            }
-            Err(error) => return Err(error),
-        },
+    let opened = (|| {
+        let length = file.metadata().map_err(StoreError::io(&path))?.len();
+        let indexed = if newest {
+            None
+        } else {
+            open_indexed(dir, n, format, length)?
+        };
+        // A segment its acks say is done is deleted; that is checked against its records.
+        match indexed.filter(|o| o.acked.len() as u32 != o.records) {
+            Some(opened) => Ok(opened),
+            None => open_scanned(dir, n, &file, newest, recovery),
+        }
+    })();
+    let opened = match opened {
+        Ok(opened) => opened,
+        // A read that failed (not damage): skipped now, tried again at the next start.
+        Err(StoreError::Io { path, source }) => {
+            tracing::error!(file = %path.display(), error = %source,
+                "cannot read a segment or its acks: its messages are not served until they can be read");
+            recovery.unreadable_segments += 1;
+            return Ok(None);
+        }
+        Err(error) => return Err(error),
     };
     if !newest && !opened.indexed {
         let index = SegmentIndex {
@@ -312,6 +315,7 @@ impl QueueLog {
                 reading: None,
                 read_ahead: ReadAhead::default(),
                 unwritten_acks_in: Vec::new(),
+                second_look: None,
             },
             recovery,
         ))

@@ -467,3 +467,27 @@ fn a_format_2_log_is_read_and_appended_to_in_a_new_segment() {
     let (_, recovery) = QueueLog::open(&dir.0, 1 << 20).unwrap();
     assert_eq!(recovery.messages, 2);
 }
+
+/// Issue 13, item 6: a segment that cannot be read now (here its ack file is not a file)
+/// is skipped, untouched, and the rest of the log is served.
+#[test]
+fn a_segment_that_cannot_be_read_is_skipped_and_the_rest_served() {
+    let dir = TempDir::new("qlog-unreadable");
+    let (mut log, _) = QueueLog::open(&dir.0, 2000).unwrap();
+    let positions: Vec<Position> = (0..30u8)
+        .map(|i| log.append(&[i; 100], Lifetime::Persistent).unwrap())
+        .collect();
+    log.sync().unwrap();
+    drop(log);
+    let in_first = positions.iter().filter(|p| p.segment == 1).count();
+    let seg = segment_path(&dir.0, 1);
+    let bytes = fs::read(&seg).unwrap();
+    let _ = fs::remove_file(ack_path(&dir.0, 1));
+    fs::create_dir(ack_path(&dir.0, 1)).unwrap();
+    let (mut log, recovery) = QueueLog::open(&dir.0, 2000).unwrap();
+    assert_eq!(recovery.unreadable_segments, 1);
+    assert_eq!(recovery.messages as usize, 30 - in_first);
+    let read: Vec<u8> = drain(&mut log).iter().map(|(_, p)| p[0]).collect();
+    assert_eq!(read, (in_first as u8..30).collect::<Vec<u8>>());
+    assert_eq!(fs::read(&seg).unwrap(), bytes, "left as it was");
+}
