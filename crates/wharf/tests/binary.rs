@@ -549,14 +549,36 @@ async fn a_burst_of_large_bodies_is_received_within_the_memory_bound() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// basic.publish on channel 1 to `queue` through the default exchange, and its content
+/// header for a body of `body_size` bytes: the body frames are the caller's.
+fn publish_head(queue: &str, body_size: u64) -> bytes::BytesMut {
+    use wharf_amqp::frame::{encode_content_header, encode_method};
+    use wharf_amqp::{BasicPublish, ContentHeader, Method};
+    let mut out = bytes::BytesMut::new();
+    let publish = Method::BasicPublish(BasicPublish {
+        exchange: "".into(),
+        routing_key: queue.into(),
+        mandatory: false,
+        immediate: false,
+    });
+    encode_method(1, &publish, &mut out);
+    let header = ContentHeader {
+        class_id: 60,
+        body_size,
+        properties: Default::default(),
+    };
+    encode_content_header(1, &header, &mut out);
+    out
+}
+
 /// Issue 13, item 4: a message larger than the memory high watermark is still received:
 /// the alarm it sets off halfway (its body arrives over a few seconds, so the once-a-second
 /// sample sees it) lets the body finish; stopped there, the body would hold its memory for
 /// good and the alarm would block every publisher.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_larger_than_the_watermark_is_received_and_the_broker_goes_on() {
-    use wharf_amqp::frame::{encode_body, encode_content_header, encode_method};
-    use wharf_amqp::{BasicPublish, ConfirmSelect, ContentHeader, Method};
+    use wharf_amqp::frame::encode_body;
+    use wharf_amqp::{ConfirmSelect, Method};
     use wharf_integration::raw::RawClient;
     let dir = temp_dir("huge-body");
     let port = free_port();
@@ -594,21 +616,9 @@ async fn a_body_larger_than_the_watermark_is_received_and_the_broker_goes_on() {
     ));
     let body_bytes = 64 << 20;
     let send_slowly = async {
-        let mut out = bytes::BytesMut::new();
-        let publish = Method::BasicPublish(BasicPublish {
-            exchange: "".into(),
-            routing_key: "huge".into(),
-            mandatory: false,
-            immediate: false,
-        });
-        encode_method(1, &publish, &mut out);
-        let header = ContentHeader {
-            class_id: 60,
-            body_size: body_bytes as u64,
-            properties: Default::default(),
-        };
-        encode_content_header(1, &header, &mut out);
-        publisher.send_raw(&out).await;
+        publisher
+            .send_raw(&publish_head("huge", body_bytes as u64))
+            .await;
         // 2 MiB every 100 ms: 3.2 s for the body.
         let chunk = vec![b'h'; 2 << 20];
         for _ in 0..body_bytes / chunk.len() {
@@ -636,20 +646,7 @@ async fn a_body_larger_than_the_watermark_is_received_and_the_broker_goes_on() {
     assert_eq!(got.delivery.data.len(), body_bytes);
     drop(got);
     let publish_small = async {
-        let mut out = bytes::BytesMut::new();
-        let publish = Method::BasicPublish(BasicPublish {
-            exchange: "".into(),
-            routing_key: "huge".into(),
-            mandatory: false,
-            immediate: false,
-        });
-        encode_method(1, &publish, &mut out);
-        let header = ContentHeader {
-            class_id: 60,
-            body_size: 5,
-            properties: Default::default(),
-        };
-        encode_content_header(1, &header, &mut out);
+        let mut out = publish_head("huge", 5);
         encode_body(1, b"small", 131072, &mut out);
         publisher.send_raw(&out).await;
         loop {

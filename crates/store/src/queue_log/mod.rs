@@ -523,13 +523,7 @@ impl QueueLog {
         segment.records = scan.records.len() as u32;
         for damage in &damaged {
             if segment.damage_at(damage.offset).is_none() {
-                tracing::error!(
-                    file = %path.display(),
-                    offset = damage.offset,
-                    bytes = damage.bytes,
-                    records_at_least = damage.records,
-                    "damaged records in a segment: they are lost, the records after them are read"
-                );
+                report_damage(&path, damage);
             }
         }
         segment.damaged = damaged;
@@ -701,6 +695,17 @@ impl QueueLog {
         self.unwritten_acks_in.clear();
         fs::remove_dir_all(&self.dir).map_err(StoreError::io(&self.dir))
     }
+}
+
+/// Logs damage found in a segment: where, how much, and the records known lost in it.
+fn report_damage(path: &Path, damage: &Damage) {
+    tracing::error!(
+        file = %path.display(),
+        offset = damage.offset,
+        bytes = damage.bytes,
+        records_at_least = damage.records,
+        "damaged records in a segment: they are lost, the records after them are read"
+    );
 }
 
 /// Moves a segment that holds damage out of the log's way (`<n>.seg.damaged`), keeping

@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use super::ack_file::AckFile;
 use super::read_ahead::ReadAhead;
 use super::{
-    ack_path, index_path, remove_segment_files, segment_path, set_aside, QueueLog, Recovery,
-    Segment,
+    ack_path, index_path, remove_segment_files, report_damage, segment_path, set_aside, QueueLog,
+    Recovery, Segment,
 };
 use crate::data_dir::sync_dir;
 use crate::error::{Result, StoreError};
@@ -78,13 +78,7 @@ fn open_scanned(
     let scan = segment::scan(&path, file)?;
     let mut damaged = scan.damaged;
     for damage in &damaged {
-        tracing::error!(
-            file = %path.display(),
-            offset = damage.offset,
-            bytes = damage.bytes,
-            records_at_least = damage.records,
-            "damaged records in a segment: they are lost, the records after them are read"
-        );
+        report_damage(&path, damage);
     }
     let mut bytes = scan.valid_bytes;
     if scan.invalid_bytes > 0 {

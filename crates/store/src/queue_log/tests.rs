@@ -13,6 +13,13 @@ fn drain(log: &mut QueueLog) -> Vec<(Position, Vec<u8>)> {
     out
 }
 
+/// Thirty persistent 100-byte records, [i; 100], over several small segments.
+fn append_thirty(log: &mut QueueLog) -> Vec<Position> {
+    (0..30u8)
+        .map(|i| log.append(&[i; 100], Lifetime::Persistent).unwrap())
+        .collect()
+}
+
 fn bodies(items: &[(Position, Vec<u8>)]) -> Vec<Vec<u8>> {
     items.iter().map(|(_, b)| b.clone()).collect()
 }
@@ -302,9 +309,7 @@ fn reading_steps_over_damage_and_counts_what_it_lost() {
 fn damage_in_an_indexed_segment_is_stepped_over_and_the_segment_kept() {
     let dir = TempDir::new("qlog-indexed-damage");
     let (mut log, _) = QueueLog::open(&dir.0, 2000).unwrap();
-    let positions: Vec<Position> = (0..30u8)
-        .map(|i| log.append(&[i; 100], Lifetime::Persistent).unwrap())
-        .collect();
+    let positions = append_thirty(&mut log);
     log.sync().unwrap();
     drop(log);
     let sealed: Vec<&Position> = positions.iter().filter(|p| p.segment == 1).collect();
@@ -412,9 +417,7 @@ fn destroy_removes_everything() {
 fn garbage_in_an_ack_file_deletes_nothing() {
     let dir = TempDir::new("qlog-ack-garbage");
     let (mut log, _) = QueueLog::open(&dir.0, 2000).unwrap();
-    let positions: Vec<Position> = (0..30u8)
-        .map(|i| log.append(&[i; 100], Lifetime::Persistent).unwrap())
-        .collect();
+    let positions = append_thirty(&mut log);
     log.ack(positions[0], Lifetime::Persistent).unwrap();
     log.sync().unwrap();
     drop(log);
@@ -474,9 +477,7 @@ fn a_format_2_log_is_read_and_appended_to_in_a_new_segment() {
 fn a_segment_that_cannot_be_read_is_skipped_and_the_rest_served() {
     let dir = TempDir::new("qlog-unreadable");
     let (mut log, _) = QueueLog::open(&dir.0, 2000).unwrap();
-    let positions: Vec<Position> = (0..30u8)
-        .map(|i| log.append(&[i; 100], Lifetime::Persistent).unwrap())
-        .collect();
+    let positions = append_thirty(&mut log);
     log.sync().unwrap();
     drop(log);
     let in_first = positions.iter().filter(|p| p.segment == 1).count();
