@@ -473,3 +473,98 @@ async fn publishing_to_a_queue_deleted_and_redeclared_reaches_the_new_one() {
         .expect("a basic.return once the queue is gone");
     assert_eq!(returned.reply_code, 312);
 }
+
+/// Issue 14, item 1: as in RabbitMQ, unbinding what is not there (the queue, the exchange,
+/// both, or just the binding) answers unbind-ok and the channel goes on; binding to or
+/// purging a queue that is not there stays 404, and so does the default exchange's 403.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unbinding_what_is_not_there_is_ok() {
+    let broker = start_broker().await;
+    let (conn, ch) = lapin_channel(&broker).await;
+    let q = ch
+        .queue_declare("", exclusive(), FieldTable::default())
+        .await
+        .unwrap();
+    let q = q.name().as_str().to_string();
+    let ex = unique("ex");
+    ch.exchange_declare(
+        &ex,
+        ExchangeKind::Direct,
+        Default::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    let (gone_queue, gone_exchange) = (unique("noq"), unique("nox"));
+    for (queue, exchange) in [
+        (q.as_str(), ex.as_str()),
+        (gone_queue.as_str(), ex.as_str()),
+        (q.as_str(), gone_exchange.as_str()),
+        (gone_queue.as_str(), gone_exchange.as_str()),
+    ] {
+        ch.queue_unbind(queue, exchange, "k", FieldTable::default())
+            .await
+            .unwrap_or_else(|e| panic!("unbind {queue} from {exchange}: {e}"));
+    }
+    ch.exchange_unbind(
+        &gone_exchange,
+        &unique("nox"),
+        "k",
+        Default::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    ch.exchange_unbind(
+        &ex,
+        &gone_exchange,
+        "k",
+        Default::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    // The channel is still open.
+    ch.queue_declare(
+        &q,
+        QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+
+    let err = ch
+        .queue_unbind(&gone_queue, "", "k", FieldTable::default())
+        .await
+        .unwrap_err();
+    assert_eq!(protocol_error(&err).0, 403);
+    let ch = conn.create_channel().await.unwrap();
+    let err = ch
+        .queue_bind(
+            &gone_queue,
+            &ex,
+            "k",
+            Default::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        protocol_error(&err),
+        (
+            404,
+            format!("NOT_FOUND - no queue '{gone_queue}' in vhost '/'")
+        )
+    );
+    let ch = conn.create_channel().await.unwrap();
+    let err = ch
+        .queue_purge(&gone_queue, Default::default())
+        .await
+        .unwrap_err();
+    assert_eq!(protocol_error(&err).0, 404);
+    let ch = conn.create_channel().await.unwrap();
+    ch.exchange_delete(&ex, Default::default()).await.unwrap();
+}

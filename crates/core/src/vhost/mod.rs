@@ -93,6 +93,15 @@ fn inequivalent(what: &str, name: &str, vhost: &str, arg: &str, got: &str, curre
     ))
 }
 
+/// A lookup's object, or None when it is not there (any other refusal stays one).
+fn present<T>(found: Result<T>) -> Result<Option<T>> {
+    match found {
+        Ok(found) => Ok(Some(found)),
+        Err(error) if error.kind == ErrorKind::NotFound => Ok(None),
+        Err(error) => Err(error),
+    }
+}
+
 fn default_exchange_refused() -> Error {
     Error::access_refused("operation not permitted on the default exchange")
 }
@@ -639,8 +648,18 @@ impl VHost {
         arguments: FieldTable,
         connection: ConnectionId,
     ) -> Result<()> {
-        let queue = self.queue_for(queue, connection)?;
-        let source = self.check_bindable_source(exchange)?;
+        // As RabbitMQ: unbinding what is not there (the queue, the exchange or the
+        // binding) is already done, so clients may unbind again after a reconnect or
+        // after an auto-delete queue went. The default exchange is refused first.
+        if exchange.is_empty() {
+            return Err(default_exchange_refused());
+        }
+        let Some(queue) = present(self.queue_for(queue, connection))? else {
+            return Ok(());
+        };
+        let Some(source) = present(self.exchange(exchange))? else {
+            return Ok(());
+        };
         self.unbind(&source, Destination::Queue(queue), routing_key, arguments);
         Ok(())
     }
@@ -669,8 +688,16 @@ impl VHost {
         routing_key: ByteString,
         arguments: FieldTable,
     ) -> Result<()> {
-        let destination = self.check_bindable_source(destination)?;
-        let source = self.check_bindable_source(source)?;
+        // Unbinding what is not there is already done (see `unbind_queue`).
+        if destination.is_empty() || source.is_empty() {
+            return Err(default_exchange_refused());
+        }
+        let Some(destination) = present(self.exchange(destination))? else {
+            return Ok(());
+        };
+        let Some(source) = present(self.exchange(source))? else {
+            return Ok(());
+        };
         self.unbind(
             &source,
             Destination::Exchange(destination),
