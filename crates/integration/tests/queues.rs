@@ -568,3 +568,28 @@ async fn unbinding_what_is_not_there_is_ok() {
     let ch = conn.create_channel().await.unwrap();
     ch.exchange_delete(&ex, Default::default()).await.unwrap();
 }
+
+/// Issue 14, item 1, the rest of the family: deleting a queue or an exchange that is not
+/// there, and cancelling a consumer tag that is not there, answer -ok, as in RabbitMQ.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_and_cancelling_what_is_not_there_is_ok() {
+    let broker = start_broker().await;
+    let (_conn, ch) = lapin_channel(&broker).await;
+    let deleted = ch
+        .queue_delete(&unique("noq"), Default::default())
+        .await
+        .unwrap();
+    assert_eq!(deleted, 0);
+    ch.exchange_delete(&unique("nox"), Default::default())
+        .await
+        .unwrap();
+    ch.basic_cancel(&unique("no-such-consumer"), Default::default())
+        .await
+        .unwrap();
+    // The channel is still open.
+    let q = ch
+        .queue_declare("", exclusive(), FieldTable::default())
+        .await
+        .unwrap();
+    assert_eq!(q.message_count(), 0);
+}
