@@ -26,6 +26,10 @@ pub struct ServeArgs {
     /// error, warn, info, debug or trace (or a tracing filter) [default: info]
     #[arg(long, env = "WHARF_LOG_LEVEL", value_name = "LEVEL")]
     pub log_level: Option<String>,
+    /// "text" (coloured only on a terminal, and not with NO_COLOR) or "json" (one object a
+    /// line, for log shippers) [default: text]
+    #[arg(long, env = "WHARF_LOG_FORMAT", value_name = "FORMAT", value_parser = parse_log_format)]
+    pub log_format: Option<LogFormat>,
     /// When confirms of persistent messages go out: "batch" (after fsync, shared by many
     /// publishers) or "never" (without waiting for fsync) [default: batch]
     #[arg(long, env = "WHARF_FSYNC", value_name = "POLICY", value_parser = parse_fsync)]
@@ -170,6 +174,22 @@ fn parse_client_certificates(value: &str) -> Result<ClientCertificates, String> 
     })
 }
 
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+fn parse_log_format(value: &str) -> Result<LogFormat, String> {
+    match value {
+        "text" => Ok(LogFormat::Text),
+        "json" => Ok(LogFormat::Json),
+        other => Err(format!("'{other}' is not a log format: use text or json")),
+    }
+}
+
 fn parse_fsync(value: &str) -> Result<FsyncPolicy, String> {
     match value {
         "batch" => Ok(FsyncPolicy::Batch),
@@ -187,6 +207,7 @@ struct FileConfig {
     amqp_listen: Option<String>,
     data_dir: Option<PathBuf>,
     log_level: Option<String>,
+    log_format: Option<String>,
     fsync: Option<String>,
     disk_free_limit: Option<u64>,
     force_recovery: Option<bool>,
@@ -215,6 +236,7 @@ pub struct Config {
     pub amqp_listen: Option<SocketAddr>,
     pub data_dir: PathBuf,
     pub log_level: String,
+    pub log_format: LogFormat,
     pub fsync: FsyncPolicy,
     pub disk_free_limit_bytes: u64,
     pub force_recovery: bool,
@@ -267,6 +289,12 @@ impl Config {
                 .clone()
                 .or(file.log_level)
                 .unwrap_or_else(|| "info".to_string()),
+            log_format: match (args.log_format, file.log_format) {
+                (Some(format), _) => format,
+                (None, Some(text)) => parse_log_format(&text)
+                    .map_err(|e| anyhow::anyhow!("invalid config file: log_format: {e}"))?,
+                (None, None) => LogFormat::Text,
+            },
             fsync: match (args.fsync, file.fsync) {
                 (Some(policy), _) => policy,
                 (None, Some(text)) => parse_fsync(&text)
@@ -392,6 +420,39 @@ mod tests {
             !config.force_recovery,
             "damage refuses the start by default"
         );
+    }
+
+    #[test]
+    fn log_format_from_file_or_flag_and_a_bad_one_refused() {
+        let dir = std::env::temp_dir().join(format!("wharf-log-format-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("wharf.toml");
+        std::fs::write(&path, "log_format = \"json\"\n").unwrap();
+        let from_file = ServeArgs {
+            config: Some(path.clone()),
+            ..Default::default()
+        };
+        assert_eq!(
+            Config::resolve(&from_file).unwrap().log_format,
+            LogFormat::Json
+        );
+        let flag_wins = ServeArgs {
+            config: Some(path.clone()),
+            log_format: Some(LogFormat::Text),
+            ..Default::default()
+        };
+        assert_eq!(
+            Config::resolve(&flag_wins).unwrap().log_format,
+            LogFormat::Text
+        );
+        assert_eq!(
+            Config::resolve(&ServeArgs::default()).unwrap().log_format,
+            LogFormat::Text
+        );
+        std::fs::write(&path, "log_format = \"xml\"\n").unwrap();
+        let error = Config::resolve(&from_file).unwrap_err().to_string();
+        assert!(error.contains("'xml' is not a log format"), "{error}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

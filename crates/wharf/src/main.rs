@@ -49,7 +49,7 @@ fn main() -> anyhow::Result<()> {
         None => cli.serve,
     };
     let config = Config::resolve(&args)?;
-    init_logging(&config.log_level)?;
+    init_logging(&config.log_level, config.log_format)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -126,10 +126,21 @@ fn perf(args: &wharf_perf::PerfArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn init_logging(level: &str) -> anyhow::Result<()> {
+/// Logs go to standard output: as text, coloured only on a terminal (and never with
+/// NO_COLOR set), or as one JSON object a line.
+fn init_logging(level: &str, format: config::LogFormat) -> anyhow::Result<()> {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_new(level)
         .with_context(|| format!("invalid log level '{level}'"))?;
-    tracing_subscriber::fmt().with_env_filter(filter).init();
+    let logs = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        config::LogFormat::Text => {
+            let colour = std::io::stdout().is_terminal()
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+            logs.with_ansi(colour).init();
+        }
+        config::LogFormat::Json => logs.json().init(),
+    }
     Ok(())
 }
 

@@ -662,3 +662,44 @@ async fn a_body_larger_than_the_watermark_is_received_and_the_broker_goes_on() {
     assert!(child.wait().unwrap().success());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Issue 14, item 5: logs written to a pipe or a file carry no colour codes, and
+/// `--log-format json` writes one JSON object a line.
+#[test]
+fn logs_off_a_terminal_are_plain_and_json_on_request() {
+    let dir = temp_dir("log-format");
+    for format in ["text", "json"] {
+        let mut child = Running(
+            wharf()
+                .arg("--amqp-listen")
+                .arg(format!("127.0.0.1:{}", free_port()))
+                .arg("--data-dir")
+                .arg(dir.join(format))
+                .arg("--log-format")
+                .arg(format)
+                .env_remove("NO_COLOR")
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        let lines = wait_ready(&mut child);
+        assert!(
+            lines.iter().all(|l| !l.contains('\u{1b}')),
+            "colour codes in a pipe: {lines:?}"
+        );
+        if format == "json" {
+            for line in &lines {
+                let parsed: serde_json::Value =
+                    serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+                assert!(parsed["level"].is_string(), "{line}");
+            }
+            let ready = lines.last().unwrap();
+            let parsed: serde_json::Value = serde_json::from_str(ready).unwrap();
+            let message = parsed["fields"]["message"].as_str().unwrap_or_default();
+            assert!(message.starts_with("wharf ready"), "{ready}");
+        }
+        sigterm(&child);
+        assert!(child.wait().unwrap().success());
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
