@@ -490,3 +490,27 @@ async fn a_tune_ok_beyond_what_was_offered_is_refused() {
         );
     }
 }
+
+/// Issue 14, item 4 (in part): on a dual-stack listener (`[::]`), a client on 127.0.0.1
+/// arrives as `::ffff:127.0.0.1`; it is on this machine, so `guest` may log in, as it may
+/// over 127.0.0.1 on an IPv4 listener and over ::1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guest_logs_in_over_ipv4_loopback_through_a_dual_stack_listener() {
+    if std::env::var("WHARF_TEST_EXTERNAL").is_ok() {
+        return; // binds a listener of its own
+    }
+    let any: std::net::SocketAddr = "[::]:0".parse().unwrap();
+    if std::net::TcpListener::bind(any).is_err() {
+        eprintln!("no IPv6 on this machine: nothing to check");
+        return;
+    }
+    let broker = wharf_integration::start_broker_at(any, Default::default()).await;
+    let port = broker.addr.port();
+    for host in ["127.0.0.1", "[::1]"] {
+        let url = format!("amqp://guest:guest@{host}:{port}/%2f");
+        let conn = lapin::Connection::connect(&url, lapin::ConnectionProperties::default())
+            .await
+            .unwrap_or_else(|e| panic!("guest over {host}: {e}"));
+        conn.close(200, "done").await.unwrap();
+    }
+}

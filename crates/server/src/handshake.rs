@@ -215,7 +215,7 @@ pub async fn run<R: AsyncRead + Unpin>(
             .and_then(|c| broker.access.authenticate(&c.username, &c.password));
         (credentials.map(|c| c.username).unwrap_or_default(), user)
     };
-    let user = user.filter(|user| peer.ip().is_loopback() || broker.allows_remote(&user.name));
+    let user = user.filter(|user| is_loopback(peer.ip()) || broker.allows_remote(&user.name));
     let Some(user) = user else {
         tracing::warn!(%peer, mechanism, user = username, "login refused");
         // Slows down password guessing: the refusal comes only after the delay.
@@ -367,4 +367,16 @@ pub async fn run<R: AsyncRead + Unpin>(
         consumer_cancel_notify,
         connection_blocked,
     })
+}
+
+/// Whether a peer is on this machine: 127.0.0.0/8, ::1, or an IPv4 loopback address seen
+/// through a dual-stack socket (`::ffff:127.0.0.1`), so that `guest` may log in over
+/// 127.0.0.1 whichever way the listener was bound.
+fn is_loopback(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(v4) => v4.is_loopback(),
+        std::net::IpAddr::V6(v6) => {
+            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+    }
 }
