@@ -514,3 +514,35 @@ async fn guest_logs_in_over_ipv4_loopback_through_a_dual_stack_listener() {
         conn.close(200, "done").await.unwrap();
     }
 }
+
+/// Issue 14, item 2: connection.update-secret (RabbitMQ's extension, for OAuth 2 token
+/// refresh; pika and amqplib expose it) is answered with update-secret-ok, and the
+/// connection goes on. RabbitMQ 3.10.8 answers -ok for its internal users whatever the
+/// secret (they have nothing to refresh), and so does Wharf.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn update_secret_is_answered_and_the_connection_goes_on() {
+    let broker = start_broker().await;
+    for secret in [&b"guest"[..], b"not the password"] {
+        let mut client = RawClient::open(broker.addr).await;
+        let update = wharf_amqp::ConnectionUpdateSecret {
+            new_secret: Bytes::copy_from_slice(secret),
+            reason: "token refresh".into(),
+        };
+        client
+            .send_method(0, wharf_amqp::Method::ConnectionUpdateSecret(update))
+            .await;
+        let answer = client.read_method().await;
+        assert!(
+            matches!(answer, wharf_amqp::Method::ConnectionUpdateSecretOk(_)),
+            "{answer:?}"
+        );
+        client
+            .send_method(1, wharf_amqp::Method::ChannelOpen(Default::default()))
+            .await;
+        let answer = client.read_method().await;
+        assert!(
+            matches!(answer, wharf_amqp::Method::ChannelOpenOk(_)),
+            "{answer:?}"
+        );
+    }
+}

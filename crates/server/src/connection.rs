@@ -764,6 +764,20 @@ impl Connection {
             FramePayload::Method(Method::ConnectionBlocked(_) | Method::ConnectionUnblocked(_)) => {
                 Ok(true)
             }
+            FramePayload::Method(Method::ConnectionUpdateSecret(update)) => {
+                // RabbitMQ's extension for refreshing a token (OAuth 2). Its internal
+                // users have nothing to refresh, and RabbitMQ answers -ok whatever the
+                // secret: so does Wharf, whose users are all internal ones.
+                tracing::info!(id = self.id, reason = %update.reason, "connection secret update: nothing to refresh for an internal user");
+                self.outbound.write(|out| {
+                    encode_method(
+                        0,
+                        &Method::ConnectionUpdateSecretOk(ConnectionUpdateSecretOk {}),
+                        out,
+                    )
+                });
+                Ok(true)
+            }
             FramePayload::Method(method) => Err(AmqpError::new(
                 ReplyCode::ChannelError,
                 "unexpected method in connection state running",
