@@ -86,6 +86,8 @@ struct Connection {
     /// The channel whose large body (with room reserved for it) the last frame handled
     /// was part of: an alarm lets it finish, since only a finished body can be freed.
     finishing_body: Option<u16>,
+    /// A channel's large body waits for room ([`Connection::wait_for_body_room`]).
+    body_awaiting_room: bool,
 }
 
 /// What a listener gives each of its connections.
@@ -191,6 +193,7 @@ where
         acks_pending: false,
         body_budget,
         finishing_body: None,
+        body_awaiting_room: false,
     };
     let mut stops = Stops {
         shutdown: &mut shutdown,
@@ -437,14 +440,22 @@ impl Connection {
     /// Stops reading while a channel waits for room for the large body it is about to
     /// receive ([`BodyBudget`]); deliveries to its consumers go on meanwhile.
     async fn wait_for_body_room(&mut self, stops: &mut Stops<'_>) -> Option<Ending> {
+        // Checked before every read: a flag, not a walk over the channels.
+        if !self.body_awaiting_room {
+            return None;
+        }
         let budget = self.body_budget.clone()?;
         loop {
-            let (number, bytes) = self.channels.values().find_map(|slot| match slot {
+            let awaiting = self.channels.values().find_map(|slot| match slot {
                 Slot::Open(channel) => channel
                     .body_awaiting_room()
                     .map(|bytes| (channel.id, bytes)),
                 Slot::Closing => None,
-            })?;
+            });
+            let Some((number, bytes)) = awaiting else {
+                self.body_awaiting_room = false;
+                return None;
+            };
             // Acks already read count before the connection stops reading.
             self.flush_acks();
             // One reservation, kept while waiting: the budget serves bodies in turn.
@@ -679,6 +690,7 @@ impl Connection {
                 if channel.holds_room_for_body() {
                     self.finishing_body = Some(channel_id);
                 }
+                self.body_awaiting_room |= channel.body_awaiting_room().is_some();
             }
         }
         match result {

@@ -337,13 +337,13 @@ async fn with_amqp_listen_none_only_tls_is_served() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// Runs the binary on `data` until it is ready, then stops it with SIGTERM; returns what it
-/// logged up to ready.
-fn start_and_stop(data: &std::path::Path, extra: &[&str]) -> Vec<String> {
-    let mut child = Running(
+/// Starts the binary on 127.0.0.1:`port` with its data in `data` and these further
+/// arguments, its log piped (read it with `wait_ready`).
+fn start_on(port: u16, data: &std::path::Path, extra: &[&str]) -> Running {
+    Running(
         wharf()
             .arg("--amqp-listen")
-            .arg(format!("127.0.0.1:{}", free_port()))
+            .arg(format!("127.0.0.1:{port}"))
             .arg("--data-dir")
             .arg(data)
             .args(extra)
@@ -351,7 +351,13 @@ fn start_and_stop(data: &std::path::Path, extra: &[&str]) -> Vec<String> {
             .stdout(Stdio::piped())
             .spawn()
             .unwrap(),
-    );
+    )
+}
+
+/// Runs the binary on `data` until it is ready, then stops it with SIGTERM; returns what it
+/// logged up to ready.
+fn start_and_stop(data: &std::path::Path, extra: &[&str]) -> Vec<String> {
+    let mut child = start_on(free_port(), data, extra);
     let lines = wait_ready(&mut child);
     sigterm(&child);
     assert!(child.wait().unwrap().success());
@@ -467,18 +473,11 @@ async fn a_burst_of_large_bodies_is_received_within_the_memory_bound() {
     let dir = temp_dir("burst");
     let port = free_port();
     let watermark: u64 = 100_000_000;
-    let mut child = Running(
-        wharf()
-            .arg("--amqp-listen")
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--data-dir")
-            .arg(dir.join("data"))
-            .arg("--vm-memory-high-watermark")
-            .arg(watermark.to_string())
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap(),
+    let watermark_arg = watermark.to_string();
+    let mut child = start_on(
+        port,
+        &dir.join("data"),
+        &["--vm-memory-high-watermark", &watermark_arg],
     );
     wait_ready(&mut child);
     let pid = child.id();
@@ -582,18 +581,10 @@ async fn a_body_larger_than_the_watermark_is_received_and_the_broker_goes_on() {
     use wharf_integration::raw::RawClient;
     let dir = temp_dir("huge-body");
     let port = free_port();
-    let mut child = Running(
-        wharf()
-            .arg("--amqp-listen")
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--data-dir")
-            .arg(dir.join("data"))
-            .arg("--vm-memory-high-watermark")
-            .arg("40000000")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap(),
+    let mut child = start_on(
+        port,
+        &dir.join("data"),
+        &["--vm-memory-high-watermark", "40000000"],
     );
     wait_ready(&mut child);
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
