@@ -6,6 +6,7 @@ pub mod alarm;
 pub mod body_budget;
 mod channel;
 mod channel_table;
+mod confirms;
 mod connection;
 pub mod control;
 mod error;

@@ -4,10 +4,13 @@
 //! reach it through their consumers' delivery targets.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use bytes::BytesMut;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
+
+use crate::confirms::Confirms;
 
 /// Above this many unwritten bytes, queues stop delivering to the connection until the
 /// writer has caught up: a slow reader cannot make the broker buffer without bound.
@@ -55,6 +58,10 @@ pub struct Outbound {
     room_awaited: AtomicBool,
     pub(crate) drained: Notify,
     closed: AtomicBool,
+    /// Channels with publisher confirms ready to send: written when the writer next takes
+    /// the buffer, so that confirms ready together share one `multiple` ack.
+    confirms_due: Mutex<Vec<Arc<Confirms>>>,
+    any_confirms_due: AtomicBool,
 }
 
 impl Outbound {
@@ -96,11 +103,29 @@ impl Outbound {
         true
     }
 
+    /// The confirm of `tag` on the channel of `confirms` is ready (an ack when `ok`); it is
+    /// sent with the writer's next write.
+    pub(crate) fn confirm(&self, confirms: &Arc<Confirms>, tag: u64, ok: bool) {
+        if confirms.ready(tag, ok) {
+            self.confirms_due.lock().push(confirms.clone());
+            self.any_confirms_due.store(true, Ordering::Release);
+        }
+        self.wake_writer.notify_one();
+    }
+
     /// Takes everything buffered, leaving `spare` (cleared) in its place so that buffers
-    /// are reused rather than reallocated.
+    /// are reused rather than reallocated. Ready confirms are written last.
     pub(crate) fn take(&self, spare: &mut BytesMut) {
         spare.clear();
+        let due = if self.any_confirms_due.swap(false, Ordering::AcqRel) {
+            std::mem::take(&mut *self.confirms_due.lock())
+        } else {
+            Vec::new()
+        };
         let mut buffer = self.buffer.lock();
+        for confirms in &due {
+            confirms.flush(&mut buffer);
+        }
         std::mem::swap(&mut *buffer, spare);
         self.pending.store(0, Ordering::Relaxed);
     }

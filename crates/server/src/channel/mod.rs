@@ -21,6 +21,7 @@ use wharf_core::{
 
 use self::delivery::{encode_with_content, ChannelDelivery, ConsumerEntry, Unacked};
 use self::publish::{PendingPublish, RouteCache, Stored, TxBuffer};
+use crate::confirms::Confirms;
 use crate::error::{AmqpError, AmqpResult};
 use crate::outbound::Outbound;
 use crate::ServerConfig;
@@ -42,7 +43,7 @@ pub struct ChannelContext<'a> {
 #[derive(Debug)]
 enum Mode {
     Plain,
-    Confirm { published: u64 },
+    Confirm(Arc<Confirms>),
     Tx(TxBuffer),
 }
 
@@ -499,8 +500,8 @@ impl Channel {
                             "cannot switch from tx to confirm mode",
                         ))
                     }
-                    Mode::Plain => self.mode = Mode::Confirm { published: 0 },
-                    Mode::Confirm { .. } => {}
+                    Mode::Plain => self.mode = Mode::Confirm(Arc::new(Confirms::new(self.id))),
+                    Mode::Confirm(_) => {}
                 }
                 if !m.no_wait {
                     self.reply(out, ConfirmSelectOk {});
@@ -508,7 +509,7 @@ impl Channel {
             }
             Method::TxSelect(_) => {
                 match self.mode {
-                    Mode::Confirm { .. } => {
+                    Mode::Confirm(_) => {
                         return Err(AmqpError::new(
                             ReplyCode::PreconditionFailed,
                             "cannot switch from confirm to tx mode",
@@ -847,30 +848,23 @@ impl Channel {
         let publish = pending.into_publish();
         match &mut self.mode {
             Mode::Tx(buffer) => buffer.publishes.push(publish),
-            Mode::Confirm { published } => {
-                *published += 1;
-                let delivery_tag = *published;
+            Mode::Confirm(confirms) => {
+                let tag = confirms.publish();
                 let stored = publish.route_and_enqueue(
                     self.id,
                     ctx,
                     self.delivery.frame_max,
                     &mut self.route_cache,
                 );
-                let confirm = move |ok: bool| -> Method {
-                    if ok {
-                        Method::BasicAck(BasicAck {
-                            delivery_tag,
-                            multiple: false,
-                        })
-                    } else {
-                        Method::BasicNack(BasicNack {
-                            delivery_tag,
-                            multiple: false,
-                            requeue: false,
-                        })
+                let confirms = confirms.clone();
+                let outbound = ctx.outbound.clone();
+                let confirm = move |ok: bool| outbound.confirm(&confirms, tag, ok);
+                match ctx.flusher {
+                    Some(flusher) if !stored.appended_to.is_empty() && !stored.failed => {
+                        flusher.after_sync(stored.appended_to, Box::new(confirm));
                     }
-                };
-                self.after_stored(ctx, stored, confirm);
+                    _ => confirm(!stored.failed),
+                }
             }
             Mode::Plain => {
                 publish.route_and_enqueue(
@@ -917,6 +911,10 @@ impl Channel {
     /// its consumers and return its unacknowledged messages to their queues.
     pub fn release(&mut self, vhost: Option<&Arc<VHost>>) {
         self.drop_reply_consumer();
+        if let Mode::Confirm(confirms) = &self.mode {
+            // Before the close (or close-ok) is written: no confirm follows it.
+            confirms.close();
+        }
         let (consumers, unacked) = {
             let mut state = self.delivery.state.lock();
             state.closed = true;
