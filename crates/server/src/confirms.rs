@@ -68,8 +68,23 @@ impl Confirms {
         ring.base + ring.slots.len() as u64 - 1
     }
 
+    /// Takes the next delivery tag for a publish whose confirm is ready at once (nothing to
+    /// wait for): one lock instead of two. Returns the tag and whether the channel must be
+    /// put on its outbound's list, as [`Confirms::ready`].
+    pub fn publish_ready(&self, ok: bool) -> (u64, bool) {
+        let mut ring = self.ring.lock();
+        ring.slots.push_back(Slot::Ready(ok));
+        let tag = ring.base + ring.slots.len() as u64 - 1;
+        if ring.closed {
+            return (tag, false);
+        }
+        ring.fresh.push(tag);
+        (tag, !std::mem::replace(&mut ring.queued, true))
+    }
+
     /// The confirm of `tag` is ready: an ack when `ok`, a nack otherwise. Returns true when
-    /// the channel must be put on its outbound's list (it was not on it already).
+    /// the channel must be put on its outbound's list (it was not on it already); false
+    /// also when a flush is already due that will send it.
     pub fn ready(&self, tag: u64, ok: bool) -> bool {
         let mut ring = self.ring.lock();
         if ring.closed || tag < ring.base {

@@ -107,9 +107,25 @@ impl Outbound {
     /// sent with the writer's next write.
     pub(crate) fn confirm(&self, confirms: &Arc<Confirms>, tag: u64, ok: bool) {
         if confirms.ready(tag, ok) {
-            self.confirms_due.lock().push(confirms.clone());
-            self.any_confirms_due.store(true, Ordering::Release);
+            self.confirms_due(confirms);
         }
+    }
+
+    /// A publish whose confirm is ready at once (an ack when `ok`); returns its tag.
+    pub(crate) fn publish_confirmed(&self, confirms: &Arc<Confirms>, ok: bool) -> u64 {
+        let (tag, due) = confirms.publish_ready(ok);
+        if due {
+            self.confirms_due(confirms);
+        }
+        tag
+    }
+
+    /// Puts a channel with confirms to send on the list and wakes the writer. A channel
+    /// already on the list need not wake it again: it was woken when the channel was put
+    /// there, and has not flushed it yet.
+    fn confirms_due(&self, confirms: &Arc<Confirms>) {
+        self.confirms_due.lock().push(confirms.clone());
+        self.any_confirms_due.store(true, Ordering::Release);
         self.wake_writer.notify_one();
     }
 

@@ -849,21 +849,25 @@ impl Channel {
         match &mut self.mode {
             Mode::Tx(buffer) => buffer.publishes.push(publish),
             Mode::Confirm(confirms) => {
-                let tag = confirms.publish();
                 let stored = publish.route_and_enqueue(
                     self.id,
                     ctx,
                     self.delivery.frame_max,
                     &mut self.route_cache,
                 );
-                let confirms = confirms.clone();
-                let outbound = ctx.outbound.clone();
-                let confirm = move |ok: bool| outbound.confirm(&confirms, tag, ok);
                 match ctx.flusher {
                     Some(flusher) if !stored.appended_to.is_empty() && !stored.failed => {
-                        flusher.after_sync(stored.appended_to, Box::new(confirm));
+                        // The next tag, confirmed once the disk has what was appended.
+                        let tag = confirms.publish();
+                        let (confirms, outbound) = (confirms.clone(), ctx.outbound.clone());
+                        flusher.after_sync(
+                            stored.appended_to,
+                            Box::new(move |ok| outbound.confirm(&confirms, tag, ok)),
+                        );
                     }
-                    _ => confirm(!stored.failed),
+                    _ => {
+                        ctx.outbound.publish_confirmed(confirms, !stored.failed);
+                    }
                 }
             }
             Mode::Plain => {

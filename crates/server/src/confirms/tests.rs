@@ -179,3 +179,26 @@ fn unknown_and_repeated_tags_are_ignored() {
     assert!(!confirms.ready(1, true), "already answered");
     assert_eq!(flush(&confirms), []);
 }
+
+#[test]
+fn confirms_ready_at_publish_share_the_ring_with_waiting_ones() {
+    let confirms = Confirms::new(7);
+    assert_eq!(confirms.publish_ready(true), (1, true));
+    assert_eq!(confirms.publish(), 2);
+    assert_eq!(confirms.publish_ready(true), (3, false), "already queued");
+    assert_eq!(confirms.publish_ready(false), (4, false));
+    assert_eq!(
+        flush(&confirms),
+        [(true, 1, false), (true, 3, false), (false, 4, false)]
+    );
+    assert!(confirms.ready(2, true));
+    assert_eq!(confirms.publish_ready(true), (5, false));
+    assert_eq!(flush(&confirms), [(true, 2, false), (true, 5, false)]);
+    confirms.close();
+    assert_eq!(
+        confirms.publish_ready(true),
+        (6, false),
+        "closed: nothing is queued"
+    );
+    assert_eq!(flush(&confirms), []);
+}
