@@ -158,25 +158,39 @@ pub async fn start_broker_with_tls_and(
     tls: Arc<wharf_server::tls::Tls>,
     config: ServerConfig,
 ) -> TestBroker {
-    let mut broker = serve_on(
-        "127.0.0.1:0".parse().expect("address"),
-        Broker::new(BrokerConfig::default()),
-        config.clone(),
-    )
-    .await;
-    let listener = TcpListener::bind("127.0.0.1:0")
+    let plain = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the test broker");
+    let secure = TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind the TLS listener");
-    broker.tls_addr = Some(listener.local_addr().expect("local addr"));
-    let shutdown = broker._shutdown.as_ref().expect("in-process").subscribe();
-    tokio::spawn(wharf_server::serve_tls(
-        listener,
-        broker.broker.clone().expect("in-process"),
+    let addr = plain.local_addr().expect("local addr");
+    let tls_addr = Some(secure.local_addr().expect("local addr"));
+    let (shutdown, shutdown_rx) = Shutdown::new();
+    let broker = Arc::new(Broker::new(BrokerConfig::default()));
+    let listeners = vec![
+        wharf_server::Listening {
+            listener: plain,
+            tls: None,
+        },
+        wharf_server::Listening {
+            listener: secure,
+            tls: Some(tls),
+        },
+    ];
+    let server = tokio::spawn(wharf_server::serve_all(
+        listeners,
+        broker.clone(),
         config,
-        tls,
-        shutdown,
+        shutdown_rx,
     ));
-    broker
+    TestBroker {
+        addr,
+        tls_addr,
+        broker: Some(broker),
+        _shutdown: Some(shutdown),
+        server: Some(server),
+    }
 }
 
 /// Starts a broker listening on `bind` (port 0 picks a free port).

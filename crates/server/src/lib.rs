@@ -12,6 +12,7 @@ pub mod control;
 mod error;
 mod frame_reader;
 mod handshake;
+pub mod listen;
 mod outbound;
 pub mod sasl;
 pub mod sockets;
@@ -105,6 +106,12 @@ impl Shutdown {
     }
 }
 
+/// A listening socket and, for amqps, the TLS it serves.
+pub struct Listening {
+    pub listener: TcpListener,
+    pub tls: Option<Arc<tls::Tls>>,
+}
+
 /// Serves AMQP on `listener` until `shutdown` fires; then closes every connection with
 /// 320 CONNECTION_FORCED and returns once they are gone (or after a grace period).
 pub async fn serve(
@@ -113,7 +120,11 @@ pub async fn serve(
     config: ServerConfig,
     shutdown: watch::Receiver<bool>,
 ) {
-    serve_with(listener, broker, config, None, shutdown).await
+    let listening = Listening {
+        listener,
+        tls: None,
+    };
+    serve_all(vec![listening], broker, config, shutdown).await
 }
 
 /// Serves AMQP over TLS (amqps) on `listener`, as [`serve`] does in the clear.
@@ -124,15 +135,20 @@ pub async fn serve_tls(
     tls: Arc<tls::Tls>,
     shutdown: watch::Receiver<bool>,
 ) {
-    serve_with(listener, broker, config, Some(tls), shutdown).await
+    let listening = Listening {
+        listener,
+        tls: Some(tls),
+    };
+    serve_all(vec![listening], broker, config, shutdown).await
 }
 
-async fn serve_with(
-    listener: TcpListener,
+/// Serves every listener (plain and TLS) of one broker, with one set of alarms and one
+/// socket budget for all, until `shutdown` fires; returns once every connection is gone.
+pub async fn serve_all(
+    listeners: Vec<Listening>,
     broker: Arc<Broker>,
     config: ServerConfig,
-    tls: Option<Arc<tls::Tls>>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
     let (alarm_tx, alarm_rx) = watch::channel(alarm::Alarms::default());
     // Without a memory alarm nothing bounds memory, large bodies included.
@@ -153,6 +169,25 @@ async fn serve_with(
         tokio::spawn(alarm::monitor_memory(memory, alarm_tx, shutdown.clone()));
     }
     let config = Arc::new(config);
+    let mut accepting = JoinSet::new();
+    for listening in listeners {
+        let listener = connection::Listener {
+            broker: broker.clone(),
+            config: config.clone(),
+            shutdown: shutdown.clone(),
+            alarm: alarm_rx.clone(),
+            body_budget: body_budget.clone(),
+        };
+        accepting.spawn(accept_loop(listening, listener));
+    }
+    while accepting.join_next().await.is_some() {}
+}
+
+/// Accepts connections on one listener until shutdown, then waits for them to end.
+async fn accept_loop(listening: Listening, shared: connection::Listener) {
+    let Listening { listener, tls } = listening;
+    let config = shared.config.clone();
+    let mut shutdown = shared.shutdown.clone();
     let mut connections = JoinSet::new();
     let mut refused_logged: Option<tokio::time::Instant> = None;
     loop {
@@ -172,13 +207,7 @@ async fn serve_with(
                         continue;
                     };
                     let _ = socket.set_nodelay(true);
-                    let listener = connection::Listener {
-                        broker: broker.clone(),
-                        config: config.clone(),
-                        shutdown: shutdown.clone(),
-                        alarm: alarm_rx.clone(),
-                        body_budget: body_budget.clone(),
-                    };
+                    let listener = shared.clone();
                     let accepted = connection::Accepted {
                         peer,
                         certificate_name: None,

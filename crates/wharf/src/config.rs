@@ -1,13 +1,13 @@
 //! The broker's settings: defaults, then a TOML file (`--config`), then `WHARF_*`
 //! environment variables and command-line flags, each overriding the one before.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Args;
 use serde::Deserialize;
 use wharf_core::broker::FsyncPolicy;
+use wharf_server::listen::ListenAddress;
 use wharf_server::tls::{ClientCertificates, TlsSettings};
 
 /// Flags of `wharf` (and `wharf serve`); each can also come from the environment.
@@ -16,10 +16,11 @@ pub struct ServeArgs {
     /// TOML file with any of the settings below (flags and env override it).
     #[arg(long, env = "WHARF_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Address for AMQP connections, or "none" to serve AMQP over TLS only
-    /// [default: 0.0.0.0:5672]
-    #[arg(long, env = "WHARF_AMQP_LISTEN", value_name = "ADDR:PORT|none", value_parser = parse_listen)]
-    pub amqp_listen: Option<Listen>,
+    /// Addresses for AMQP connections, comma-separated: IP:PORT ([IPv6]:PORT), or a port
+    /// alone for every address in both IPv6 and IPv4; "none" to serve AMQP over TLS only
+    /// [default: 5672]
+    #[arg(long, env = "WHARF_AMQP_LISTEN", value_name = "ADDRS|none", value_parser = parse_listens)]
+    pub amqp_listen: Option<Listens>,
     /// Directory for the broker's data [default: ./data]
     #[arg(long, env = "WHARF_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
@@ -48,10 +49,10 @@ pub struct ServeArgs {
     /// [default: 1800000, as RabbitMQ]
     #[arg(long, env = "WHARF_CONSUMER_TIMEOUT", value_name = "MS")]
     pub consumer_timeout: Option<u64>,
-    /// Address for AMQP over TLS (amqps); served only with --tls-cert
-    /// [default: 0.0.0.0:5671]
-    #[arg(long, env = "WHARF_AMQPS_LISTEN", value_name = "ADDR:PORT")]
-    pub amqps_listen: Option<SocketAddr>,
+    /// Addresses for AMQP over TLS (amqps), as --amqp-listen; served only with
+    /// --tls-cert [default: 5671]
+    #[arg(long, env = "WHARF_AMQPS_LISTEN", value_name = "ADDRS", value_parser = parse_listens)]
+    pub amqps_listen: Option<Listens>,
     /// The server's TLS certificate chain (PEM); turns the amqps listener on. Read again,
     /// with the key and CA, on SIGHUP.
     #[arg(
@@ -142,30 +143,36 @@ fn parse_watermark(value: &str) -> Result<Watermark, String> {
     }
 }
 
-/// A listener's address, or none.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Listen {
-    At(SocketAddr),
-    Off,
+/// A listener's addresses (none: that listener is off).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listens(pub Vec<ListenAddress>);
+
+fn parse_listens(value: &str) -> Result<Listens, String> {
+    wharf_server::listen::parse_list(value).map(Listens)
 }
 
-fn parse_listen(value: &str) -> Result<Listen, String> {
-    match value {
-        "none" | "off" => Ok(Listen::Off),
-        address => address
-            .parse()
-            .map(Listen::At)
-            .map_err(|_| format!("'{value}' is not an address (ADDR:PORT) or none")),
-    }
-}
-
-impl Listen {
-    fn into_option(self) -> Option<SocketAddr> {
-        match self {
-            Listen::At(address) => Some(address),
-            Listen::Off => None,
+/// A listener's addresses in the settings file: a string as on the command line, a port,
+/// or an array of either.
+fn file_listens(key: &str, value: &toml::Value) -> anyhow::Result<Listens> {
+    let bad = |e: String| anyhow::anyhow!("invalid config file: {key}: {e}");
+    let one = |value: &toml::Value| -> Result<String, String> {
+        match value {
+            toml::Value::String(text) => Ok(text.clone()),
+            toml::Value::Integer(port) => Ok(port.to_string()),
+            other => Err(format!("{other} is not an address or a port")),
         }
-    }
+    };
+    let text = match value {
+        toml::Value::Array(items) => {
+            if items.is_empty() {
+                return Err(bad("an empty list: write \"none\" to turn it off".into()));
+            }
+            let items: Result<Vec<String>, String> = items.iter().map(one).collect();
+            items.map_err(bad)?.join(",")
+        }
+        value => one(value).map_err(bad)?,
+    };
+    parse_listens(&text).map_err(bad)
 }
 
 fn parse_client_certificates(value: &str) -> Result<ClientCertificates, String> {
@@ -204,7 +211,8 @@ fn parse_fsync(value: &str) -> Result<FsyncPolicy, String> {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileConfig {
-    amqp_listen: Option<String>,
+    /// A string, a port or an array of them.
+    amqp_listen: Option<toml::Value>,
     data_dir: Option<PathBuf>,
     log_level: Option<String>,
     log_format: Option<String>,
@@ -212,7 +220,7 @@ struct FileConfig {
     disk_free_limit: Option<u64>,
     force_recovery: Option<bool>,
     consumer_timeout: Option<u64>,
-    amqps_listen: Option<SocketAddr>,
+    amqps_listen: Option<toml::Value>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     tls_ca: Option<PathBuf>,
@@ -232,8 +240,8 @@ struct FileConfig {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
-    /// None: no plain listener (TLS only).
-    pub amqp_listen: Option<SocketAddr>,
+    /// Empty: no plain listener (TLS only).
+    pub amqp_listen: Vec<ListenAddress>,
     pub data_dir: PathBuf,
     pub log_level: String,
     pub log_format: LogFormat,
@@ -242,7 +250,8 @@ pub struct Config {
     pub force_recovery: bool,
     /// None: no consumer timeout.
     pub consumer_timeout: Option<std::time::Duration>,
-    pub amqps_listen: SocketAddr,
+    /// Where amqps listens, when TLS is set up.
+    pub amqps_listen: Vec<ListenAddress>,
     /// None: no amqps listener.
     pub tls: Option<TlsSettings>,
     pub default_user: String,
@@ -265,20 +274,27 @@ impl Config {
             None => FileConfig::default(),
         };
         let tls = tls_settings(args, &file)?;
-        let amqp_listen = match (args.amqp_listen, &file.amqp_listen) {
-            (Some(listen), _) => listen,
-            (None, Some(text)) => parse_listen(text)
-                .map_err(|e| anyhow::anyhow!("invalid config file: amqp_listen: {e}"))?,
-            (None, None) => Listen::At(SocketAddr::from(([0, 0, 0, 0], 5672))),
+        let amqp_listen = match (&args.amqp_listen, &file.amqp_listen) {
+            (Some(listens), _) => listens.0.clone(),
+            (None, Some(value)) => file_listens("amqp_listen", value)?.0,
+            (None, None) => vec![ListenAddress::AnyHost(5672)],
         };
-        if amqp_listen == Listen::Off && tls.is_none() {
+        let amqps_listen = match (&args.amqps_listen, &file.amqps_listen) {
+            (Some(listens), _) => listens.0.clone(),
+            (None, Some(value)) => file_listens("amqps_listen", value)?.0,
+            (None, None) => vec![ListenAddress::AnyHost(5671)],
+        };
+        if tls.is_some() && amqps_listen.is_empty() {
+            anyhow::bail!("amqps_listen is none while TLS is set up: use amqp_listen for plain AMQP only and leave out tls_cert");
+        }
+        if amqp_listen.is_empty() && tls.is_none() {
             anyhow::bail!(
                 "amqp_listen is none and TLS is not set up (tls_cert, tls_key): nothing would listen"
             );
         }
         let defaults = wharf_server::ServerConfig::default();
         Ok(Config {
-            amqp_listen: amqp_listen.into_option(),
+            amqp_listen,
             data_dir: args
                 .data_dir
                 .clone()
@@ -311,10 +327,7 @@ impl Config {
                 Some(ms) => Some(std::time::Duration::from_millis(ms)),
                 None => Some(wharf_server::CONSUMER_TIMEOUT_DEFAULT),
             },
-            amqps_listen: args
-                .amqps_listen
-                .or(file.amqps_listen)
-                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 5671))),
+            amqps_listen,
             tls,
             default_user: args
                 .default_user
@@ -408,7 +421,8 @@ mod tests {
     #[test]
     fn defaults() {
         let config = Config::resolve(&ServeArgs::default()).unwrap();
-        assert_eq!(config.amqp_listen, Some("0.0.0.0:5672".parse().unwrap()));
+        assert_eq!(config.amqp_listen, [ListenAddress::AnyHost(5672)]);
+        assert_eq!(config.amqps_listen, [ListenAddress::AnyHost(5671)]);
         assert_eq!(config.data_dir, PathBuf::from("./data"));
         assert_eq!(config.log_level, "info");
         assert_eq!(config.fsync, FsyncPolicy::Batch);
@@ -529,9 +543,42 @@ mod tests {
             ..Default::default()
         };
         let config = Config::resolve(&args).unwrap();
-        assert_eq!(config.amqp_listen, Some("127.0.0.1:5800".parse().unwrap()));
+        assert_eq!(
+            config.amqp_listen,
+            [ListenAddress::Socket("127.0.0.1:5800".parse().unwrap())]
+        );
         assert_eq!(config.data_dir, PathBuf::from("/tmp/x"));
         assert_eq!(config.log_level, "warn");
+
+        // A list, as an array of addresses and ports, or as one string.
+        std::fs::write(
+            &path,
+            "amqp_listen = [\"127.0.0.1:5800\", 5801, \"[::1]:5802\"]\n",
+        )
+        .unwrap();
+        let listens = [
+            ListenAddress::Socket("127.0.0.1:5800".parse().unwrap()),
+            ListenAddress::AnyHost(5801),
+            ListenAddress::Socket("[::1]:5802".parse().unwrap()),
+        ];
+        assert_eq!(Config::resolve(&args).unwrap().amqp_listen, listens);
+        std::fs::write(&path, "amqp_listen = \"127.0.0.1:5800,5801,[::1]:5802\"\n").unwrap();
+        assert_eq!(Config::resolve(&args).unwrap().amqp_listen, listens);
+        std::fs::write(&path, "amqps_listen = 5999\n").unwrap();
+        assert_eq!(
+            Config::resolve(&args).unwrap().amqps_listen,
+            [ListenAddress::AnyHost(5999)]
+        );
+        for (bad, expected) in [
+            ("amqp_listen = []", "empty list"),
+            ("amqp_listen = [true]", "not an address or a port"),
+            ("amqp_listen = [\"x\"]", "'x' is not an address"),
+            ("amqps_listen = 70000", "'70000' is not an address"),
+        ] {
+            std::fs::write(&path, format!("{bad}\n")).unwrap();
+            let error = format!("{:#}", Config::resolve(&args).unwrap_err());
+            assert!(error.contains(expected), "{bad}: {error}");
+        }
 
         std::fs::write(&path, "amqp_lisen = \"127.0.0.1:1\"\n").unwrap();
         let error = Config::resolve(&args).unwrap_err();
@@ -598,12 +645,21 @@ mod tests {
         let tls = Config::resolve(&both).unwrap().tls.unwrap();
         assert_eq!(tls.client_certificates, ClientCertificates::Required);
         let tls_only = ServeArgs {
-            amqp_listen: Some(Listen::Off),
+            amqp_listen: Some(Listens(Vec::new())),
+            ..both.clone()
+        };
+        assert_eq!(Config::resolve(&tls_only).unwrap().amqp_listen, []);
+        let no_amqps = ServeArgs {
+            amqps_listen: parse_listens("none").ok(),
             ..both
         };
-        assert_eq!(Config::resolve(&tls_only).unwrap().amqp_listen, None);
+        let error = Config::resolve(&no_amqps).unwrap_err();
+        assert!(
+            error.to_string().contains("amqps_listen is none"),
+            "{error}"
+        );
         let nothing = ServeArgs {
-            amqp_listen: Some(Listen::Off),
+            amqp_listen: Some(Listens(Vec::new())),
             ..Default::default()
         };
         let error = Config::resolve(&nothing).unwrap_err();
@@ -611,8 +667,8 @@ mod tests {
             error.to_string().contains("nothing would listen"),
             "{error}"
         );
-        assert_eq!(parse_listen("none"), Ok(Listen::Off));
-        assert!(parse_listen("nowhere").is_err());
+        assert_eq!(parse_listens("none"), Ok(Listens(Vec::new())));
+        assert!(parse_listens("nowhere").is_err());
         assert!(parse_client_certificates("sometimes").is_err());
     }
 

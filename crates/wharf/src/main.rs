@@ -8,11 +8,11 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use tokio::net::TcpListener;
 use wharf_core::broker::{Broker, BrokerConfig};
 use wharf_server::alarm::{DiskAlarmConfig, MemoryAlarmConfig};
+use wharf_server::listen;
 use wharf_server::sockets::SocketBudget;
-use wharf_server::{ServerConfig, Shutdown};
+use wharf_server::{Listening, ServerConfig, Shutdown};
 use wharf_store::StoreError;
 
 use crate::config::{Config, ServeArgs};
@@ -174,14 +174,15 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         }
     };
     warn_if_shared(&config.data_dir);
-    let listener = match config.amqp_listen {
-        Some(address) => Some(
-            TcpListener::bind(address)
-                .await
-                .with_context(|| format!("cannot listen on {address}"))?,
-        ),
-        None => None,
-    };
+    let mut listeners = Vec::new();
+    for &address in &config.amqp_listen {
+        let listener =
+            listen::bind(address).with_context(|| format!("cannot listen on {address} (AMQP)"))?;
+        listeners.push(Listening {
+            listener,
+            tls: None,
+        });
+    }
     let broker = Arc::new(broker);
     let (shutdown, shutdown_rx) = Shutdown::new();
     let (max_connections, sockets) = connection_limits(config.max_connections);
@@ -206,29 +207,43 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         )),
         ..ServerConfig::default()
     };
-    let mut listening = Vec::new();
-    let tls_server = match &config.tls {
+    let tls = match &config.tls {
         Some(settings) => {
             let tls = Arc::new(
                 wharf_server::tls::Tls::load(settings.clone()).context("cannot set up TLS")?,
             );
-            let listener = TcpListener::bind(config.amqps_listen)
-                .await
-                .with_context(|| format!("cannot listen on {}", config.amqps_listen))?;
-            let address = listener.local_addr()?;
-            tracing::info!(%address, "AMQPS (TLS) listening on {address}");
-            listening.push(format!("AMQPS on {address}"));
-            let task = tokio::spawn(wharf_server::serve_tls(
-                listener,
-                broker.clone(),
-                server_config.clone(),
-                tls.clone(),
-                shutdown_rx.clone(),
-            ));
-            Some((tls, task))
+            for &address in &config.amqps_listen {
+                let listener = listen::bind(address)
+                    .with_context(|| format!("cannot listen on {address} (AMQPS)"))?;
+                listeners.push(Listening {
+                    listener,
+                    tls: Some(tls.clone()),
+                });
+            }
+            Some(tls)
         }
         None => None,
     };
+    let mut listening = Vec::new();
+    for Listening { listener, tls } in &listeners {
+        let address = listener.local_addr()?;
+        match tls {
+            None => {
+                tracing::info!(%address, "AMQP listening on {address}");
+                listening.push(format!("AMQP listening on {address}"));
+            }
+            Some(_) => {
+                tracing::info!(%address, "AMQPS (TLS) listening on {address}");
+                listening.push(format!("AMQPS on {address}"));
+            }
+        }
+    }
+    let server = tokio::spawn(wharf_server::serve_all(
+        listeners,
+        broker.clone(),
+        server_config,
+        shutdown_rx.clone(),
+    ));
     let control_socket = config.data_dir.join(wharf_server::control::SOCKET_FILE);
     let control = match wharf_server::control::bind(&control_socket) {
         Ok(listener) => Some(tokio::spawn(wharf_server::control::serve(
@@ -246,25 +261,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             None
         }
     };
-    let server = match listener {
-        Some(listener) => {
-            let address = listener.local_addr()?;
-            listening.insert(0, format!("AMQP listening on {address}"));
-            Some(tokio::spawn(wharf_server::serve(
-                listener,
-                broker,
-                server_config,
-                shutdown_rx,
-            )))
-        }
-        None => None,
-    };
     let mut signals = Signals::install()?;
     let listening = listening.join(", ");
     tracing::info!(data_dir = %config.data_dir.display(), "wharf ready, {listening}");
     while signals.wait().await == Signal::Reload {
-        match &tls_server {
-            Some((tls, _)) => match tls.reload() {
+        match &tls {
+            Some(tls) => match tls.reload() {
                 Ok(()) => tracing::info!("TLS certificate, key and CA read again"),
                 Err(error) => {
                     tracing::error!(%error, "TLS files not reloaded: the ones in use stay")
@@ -275,12 +277,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     tracing::info!("shutting down");
     shutdown.trigger();
-    if let Some(server) = server {
-        server.await.context("server task failed")?;
-    }
-    if let Some((_, task)) = tls_server {
-        task.await.context("TLS server task failed")?;
-    }
+    server.await.context("server task failed")?;
     if let Some(control) = control {
         control.await.context("control socket task failed")?;
     }

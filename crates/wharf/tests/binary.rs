@@ -694,3 +694,65 @@ fn logs_off_a_terminal_are_plain_and_json_on_request() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `--amqp-listen` takes a list: a bare port listens on every address in both families (one
+/// dual-stack socket, as RabbitMQ's default), and each address of the list is served.
+/// guest, loopback only, logs in over 127.0.0.1 through the dual-stack socket, over ::1,
+/// and on the second address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_listen_addresses_and_a_bare_port_for_both_families() {
+    use wharf_integration::raw::RawClient;
+    let data = temp_dir("listen-list");
+    let (any, second) = (free_port(), free_port());
+    let mut child = Running(
+        wharf()
+            .arg("--data-dir")
+            .arg(&data)
+            .env("WHARF_AMQP_LISTEN", format!("{any}, 127.0.0.1:{second}"))
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let lines = wait_ready(&mut child);
+    let ready = lines.last().unwrap();
+    assert!(
+        ready.contains(&format!(
+            "AMQP listening on [::]:{any}, AMQP listening on 127.0.0.1:{second}"
+        )),
+        "{ready}"
+    );
+    for addr in [
+        format!("127.0.0.1:{any}"),
+        format!("[::1]:{any}"),
+        format!("127.0.0.1:{second}"),
+    ] {
+        let mut client = RawClient::open_with_channel(addr.parse().unwrap()).await;
+        client.close_channel(1).await;
+    }
+    sigterm(&child);
+    assert!(child.wait().unwrap().success());
+
+    // A list with a bad entry, or an address twice, is refused before anything starts.
+    for (list, expected) in [
+        (
+            format!("127.0.0.1:{any},nowhere"),
+            "'nowhere' is not an address".to_string(),
+        ),
+        (
+            format!("127.0.0.1:{any},127.0.0.1:{any}"),
+            format!("127.0.0.1:{any} is listed twice"),
+        ),
+        (format!("127.0.0.1:{any},"), "empty address".to_string()),
+    ] {
+        let out = wharf()
+            .args(["--amqp-listen", &list, "--data-dir"])
+            .arg(&data)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{list} accepted");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(&expected), "{list}: {stderr}");
+    }
+    std::fs::remove_dir_all(&data).unwrap();
+}
