@@ -547,7 +547,10 @@ async fn deleting_a_vhost_or_a_user_closes_their_connections() {
     let closed = connection_error(&conn);
     broker.must(&["delete_vhost", &t.vhost]);
     let expected = format!("CONNECTION_FORCED - vhost '{}' is down", t.vhost);
-    assert_forced_close(&broker, closed, &expected).await;
+    // RabbitMQ 3.10.8 says "is deleted" instead now and then: which of its processes
+    // notices first is a race there (one run in four).
+    let racing = format!("CONNECTION_FORCED - vhost '{}' is deleted", t.vhost);
+    assert_forced_close_with(&broker, closed, &expected, Some(&racing)).await;
 
     let t = Tenant::new(&broker, ".*", ".*", ".*");
     let conn = t.connect().await;
@@ -564,9 +567,26 @@ async fn assert_forced_close(
     closed: tokio::sync::oneshot::Receiver<lapin::Error>,
     text: &str,
 ) {
+    assert_forced_close_with(broker, closed, text, None).await
+}
+
+/// `assert_forced_close`, where an external broker may also close with `external_text`.
+async fn assert_forced_close_with(
+    broker: &TestBroker,
+    closed: tokio::sync::oneshot::Receiver<lapin::Error>,
+    text: &str,
+    external_text: Option<&str>,
+) {
     match within(closed).await.unwrap() {
         lapin::Error::IOError(e)
             if broker.is_external() && e.kind() == std::io::ErrorKind::ConnectionReset => {}
-        error => assert_eq!(protocol_error(&error), (320, text.to_string())),
+        error => {
+            let (code, got) = protocol_error(&error);
+            let also = external_text.filter(|_| broker.is_external());
+            if also != Some(got.as_str()) {
+                assert_eq!((code, got.as_str()), (320, text));
+            }
+            assert_eq!(code, 320, "{got}");
+        }
     }
 }

@@ -593,3 +593,93 @@ async fn deleting_and_cancelling_what_is_not_there_is_ok() {
         .unwrap();
     assert_eq!(q.message_count(), 0);
 }
+
+/// The nowait forms of the same paths: deletes, an unbind and a cancel of what is not there
+/// send nothing back and leave the channel open; a purge, a bind or an exchange bind of a
+/// missing name close it with 404, as without nowait (checked against RabbitMQ 3.10.8).
+#[tokio::test]
+async fn nowait_methods_on_missing_names_answer_as_the_waiting_ones() {
+    use wharf_amqp::*;
+    use wharf_integration::raw::RawClient;
+    let broker = start_broker().await;
+    let mut client = RawClient::open_with_channel(broker.addr).await;
+    let (gone_queue, gone_exchange, gone_other) = (unique("noq"), unique("nox"), unique("nox"));
+    let silent: Vec<Method> = vec![
+        Method::QueueDelete(QueueDelete {
+            queue: gone_queue.as_str().into(),
+            if_unused: false,
+            if_empty: false,
+            no_wait: true,
+        }),
+        Method::ExchangeDelete(ExchangeDelete {
+            exchange: gone_exchange.as_str().into(),
+            if_unused: false,
+            no_wait: true,
+        }),
+        Method::BasicCancel(BasicCancel {
+            consumer_tag: unique("no-such-consumer").as_str().into(),
+            no_wait: true,
+        }),
+        Method::ExchangeUnbind(Box::new(wharf_amqp::ExchangeUnbind {
+            destination: gone_exchange.as_str().into(),
+            source: gone_other.as_str().into(),
+            routing_key: "k".into(),
+            no_wait: true,
+            arguments: wharf_amqp::FieldTable::new(),
+        })),
+    ];
+    for method in silent {
+        client.send_method(1, method).await;
+    }
+    client
+        .send_method(
+            1,
+            BasicQos {
+                prefetch_size: 0,
+                prefetch_count: 10,
+                global: false,
+            },
+        )
+        .await;
+    let next = client.read_method().await;
+    assert!(matches!(next, Method::BasicQosOk(_)), "{next:?}");
+
+    let refused: Vec<(Method, String)> = vec![
+        (
+            Method::QueuePurge(QueuePurge {
+                queue: gone_queue.as_str().into(),
+                no_wait: true,
+            }),
+            format!("NOT_FOUND - no queue '{gone_queue}' in vhost '/'"),
+        ),
+        (
+            Method::QueueBind(Box::new(wharf_amqp::QueueBind {
+                queue: gone_queue.as_str().into(),
+                exchange: "amq.direct".into(),
+                routing_key: "k".into(),
+                no_wait: true,
+                arguments: wharf_amqp::FieldTable::new(),
+            })),
+            format!("NOT_FOUND - no queue '{gone_queue}' in vhost '/'"),
+        ),
+        (
+            Method::ExchangeBind(Box::new(wharf_amqp::ExchangeBind {
+                destination: gone_exchange.as_str().into(),
+                source: "amq.direct".into(),
+                routing_key: "k".into(),
+                no_wait: true,
+                arguments: wharf_amqp::FieldTable::new(),
+            })),
+            format!("NOT_FOUND - no exchange '{gone_exchange}' in vhost '/'"),
+        ),
+    ];
+    for (method, expected) in refused {
+        let what = format!("{method:?}");
+        client.send_method(1, method).await;
+        let (code, text) = client.expect_channel_close(1).await;
+        assert_eq!((code, text.as_str()), (404, expected.as_str()), "{what}");
+        client.send_method(1, ChannelOpen {}).await;
+        let ok = client.read_method().await;
+        assert!(matches!(ok, Method::ChannelOpenOk(_)), "{ok:?}");
+    }
+}
