@@ -683,3 +683,84 @@ async fn nowait_methods_on_missing_names_answer_as_the_waiting_ones() {
         assert!(matches!(ok, Method::ChannelOpenOk(_)), "{ok:?}");
     }
 }
+
+/// The rest of the "not there" family, each answered as RabbitMQ 3.10.8 answers it: a
+/// conditional delete of a missing queue or exchange is -ok (nothing to be used or full),
+/// get, consume and publish name what is missing with 404.
+#[tokio::test]
+async fn every_other_path_to_a_missing_name_answers_as_rabbitmq() {
+    use wharf_amqp::*;
+    use wharf_integration::raw::RawClient;
+    let broker = start_broker().await;
+    let mut client = RawClient::open_with_channel(broker.addr).await;
+    let (gone_queue, gone_exchange) = (unique("noq"), unique("nox"));
+    client
+        .send_method(
+            1,
+            QueueDelete {
+                queue: gone_queue.as_str().into(),
+                if_unused: true,
+                if_empty: true,
+                no_wait: false,
+            },
+        )
+        .await;
+    let ok = client.read_method().await;
+    assert_eq!(
+        ok,
+        Method::QueueDeleteOk(QueueDeleteOk { message_count: 0 })
+    );
+    client
+        .send_method(
+            1,
+            ExchangeDelete {
+                exchange: gone_exchange.as_str().into(),
+                if_unused: true,
+                no_wait: false,
+            },
+        )
+        .await;
+    let ok = client.read_method().await;
+    assert_eq!(ok, Method::ExchangeDeleteOk(ExchangeDeleteOk {}));
+
+    let no_queue = format!("NOT_FOUND - no queue '{gone_queue}' in vhost '/'");
+    let refused: Vec<(Method, &str)> = vec![
+        (
+            Method::BasicGet(BasicGet {
+                queue: gone_queue.as_str().into(),
+                no_ack: true,
+            }),
+            &no_queue,
+        ),
+        (
+            Method::BasicConsume(Box::new(BasicConsume {
+                queue: gone_queue.as_str().into(),
+                consumer_tag: "".into(),
+                no_local: false,
+                no_ack: true,
+                exclusive: false,
+                no_wait: false,
+                arguments: wharf_amqp::FieldTable::new(),
+            })),
+            &no_queue,
+        ),
+    ];
+    for (method, expected) in refused {
+        let what = format!("{method:?}");
+        client.send_method(1, method).await;
+        let (code, text) = client.expect_channel_close(1).await;
+        assert_eq!((code, text.as_str()), (404, expected), "{what}");
+        client.send_method(1, ChannelOpen {}).await;
+        let ok = client.read_method().await;
+        assert!(matches!(ok, Method::ChannelOpenOk(_)), "{ok:?}");
+    }
+    client.publish(1, &gone_exchange, "k", b"lost").await;
+    let (code, text) = client.expect_channel_close(1).await;
+    assert_eq!(
+        (code, text),
+        (
+            404,
+            format!("NOT_FOUND - no exchange '{gone_exchange}' in vhost '/'")
+        )
+    );
+}

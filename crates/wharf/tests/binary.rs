@@ -309,19 +309,40 @@ async fn with_amqp_listen_none_only_tls_is_served() {
     let dir = temp_dir("tls-only");
     let ca = Ca::new(&dir, "only");
     let (cert, key) = ca.issue("server", "wharf test server", false);
-    let tls_port = free_port();
-    let mut child = start_with_tls("none", tls_port, &dir.join("data"), &cert, &key);
+    let (tls_port, second) = (free_port(), free_port());
+    let mut child = Running(
+        wharf()
+            .args(["--amqp-listen", "none", "--amqps-listen"])
+            .arg(format!("127.0.0.1:{tls_port},[::1]:{second}"))
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .arg("--tls-cert")
+            .arg(&cert)
+            .arg("--tls-key")
+            .arg(&key)
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     let lines = wait_ready(&mut child);
     let ready = lines.last().unwrap();
     assert!(
-        ready.contains(&format!("wharf ready, AMQPS on 127.0.0.1:{tls_port}")),
+        ready.contains(&format!(
+            "wharf ready, AMQPS on 127.0.0.1:{tls_port}, AMQPS on [::1]:{second}"
+        )),
         "{ready}"
     );
     assert!(!ready.contains("AMQP listening"), "{ready}");
-    let addr = format!("127.0.0.1:{tls_port}").parse().unwrap();
-    handshake_with(addr, &ca.ca_file(), &rustls::version::TLS12)
+    for addr in [format!("127.0.0.1:{tls_port}"), format!("[::1]:{second}")] {
+        handshake_with(
+            addr.parse().unwrap(),
+            &ca.ca_file(),
+            &rustls::version::TLS12,
+        )
         .await
-        .unwrap();
+        .unwrap_or_else(|e| panic!("TLS on {addr}: {e}"));
+    }
     sigterm(&child);
     assert!(child.wait().unwrap().success());
 
