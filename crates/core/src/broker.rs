@@ -59,7 +59,7 @@ impl Default for BrokerConfig {
             default_pass: "guest".to_string(),
             fsync: FsyncPolicy::Batch,
             queue_window: crate::queue::Window::default(),
-            segment_bytes_max: crate::durability::SEGMENT_BYTES_MAX,
+            segment_bytes_max: crate::queue::SEGMENT_BYTES_MAX,
             force_recovery: false,
         }
     }

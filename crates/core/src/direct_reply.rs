@@ -13,8 +13,8 @@ use base64::Engine;
 use parking_lot::RwLock;
 use wharf_amqp::ByteString;
 
-use crate::consumer::DeliveryTarget;
 use crate::message::Message;
+use crate::queue::consumer::DeliveryTarget;
 
 /// The pseudo-queue a client consumes from and names as reply-to.
 pub const REPLY_QUEUE: &str = "amq.rabbitmq.reply-to";

@@ -14,9 +14,6 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::exchange::{Binding, Destination, Exchange};
 use crate::queue::Queue;
 
-/// Segments roll over at this size, unless the broker's configuration says otherwise.
-pub const SEGMENT_BYTES_MAX: u64 = 8 * 1024 * 1024;
-
 /// The definitions store and where queues keep their messages, shared by every vhost.
 pub struct Durability {
     /// Held for the broker's lifetime: it keeps the directory locked.

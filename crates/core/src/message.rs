@@ -99,6 +99,15 @@ impl Message {
         }
     }
 
+    /// The message with an `x-delivery-count` header: how many deliveries of it ended in
+    /// a requeue, as quorum queues report it.
+    pub fn with_delivery_count(&self, count: u32) -> Message {
+        self.with_header(
+            "x-delivery-count",
+            wharf_amqp::FieldValue::I64(i64::from(count)),
+        )
+    }
+
     /// The message's `CC` and `BCC` keys (see [`SenderRoutes::of`]).
     pub fn sender_routes(&self) -> std::result::Result<SenderRoutes, String> {
         SenderRoutes::of(&self.properties)

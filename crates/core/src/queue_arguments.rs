@@ -66,6 +66,13 @@ impl ArgumentError {
     }
 }
 
+/// The queue argument of deduplication (`queue::dedup`): the window, in milliseconds.
+pub const DEDUPLICATION: &str = "x-message-deduplication";
+/// The queue argument of deduplication: how many keys are remembered at most.
+pub const CACHE_SIZE: &str = "x-cache-size";
+/// Keys remembered when `x-cache-size` is not given.
+pub const CACHE_SIZE_DEFAULT: u64 = 100_000;
+
 /// The longest TTL or expiry RabbitMQ accepts: ten years of milliseconds.
 pub const EXPIRY_MAX_MS: u64 = 315_360_000_000;
 
@@ -180,14 +187,11 @@ impl QueueSettings {
                 .map_err(|_| value_error(MAX_PRIORITY)(format!("{{max_value_exceeded,{max}}}")))?;
             settings.max_priority = Some(max);
         }
-        if let Some(value) = arguments.get(crate::queue::dedup::DEDUPLICATION) {
-            let window =
-                positive_integer(value).map_err(value_error(crate::queue::dedup::DEDUPLICATION))?;
-            let capacity = match arguments.get(crate::queue::dedup::CACHE_SIZE) {
-                Some(value) => {
-                    positive_integer(value).map_err(value_error(crate::queue::dedup::CACHE_SIZE))?
-                }
-                None => crate::queue::dedup::CACHE_SIZE_DEFAULT,
+        if let Some(value) = arguments.get(DEDUPLICATION) {
+            let window = positive_integer(value).map_err(value_error(DEDUPLICATION))?;
+            let capacity = match arguments.get(CACHE_SIZE) {
+                Some(value) => positive_integer(value).map_err(value_error(CACHE_SIZE))?,
+                None => CACHE_SIZE_DEFAULT,
             };
             settings.deduplication = Some((window, capacity));
         }

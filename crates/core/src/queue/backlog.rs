@@ -478,7 +478,7 @@ fn ensure_log(level: &mut Level, queue: &ByteString) -> bool {
         return false;
     };
     let _ = std::fs::remove_dir_all(&dir);
-    match QueueLog::open(&dir, crate::durability::SEGMENT_BYTES_MAX) {
+    match QueueLog::open(&dir, super::SEGMENT_BYTES_MAX) {
         Ok((log, _)) => {
             level.cursor = Some(log.end_cursor());
             level.log = Some(log);

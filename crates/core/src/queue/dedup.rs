@@ -16,14 +16,10 @@ use wharf_amqp::FieldValue;
 
 use crate::message::Message;
 
-/// The queue argument: the deduplication window, in milliseconds.
-pub const DEDUPLICATION: &str = "x-message-deduplication";
-/// The queue argument: how many keys are remembered at most.
-pub const CACHE_SIZE: &str = "x-cache-size";
+pub use crate::queue_arguments::{CACHE_SIZE, CACHE_SIZE_DEFAULT, DEDUPLICATION};
+
 /// The message header whose value is the key (else the message_id is).
 pub const KEY_HEADER: &str = "x-deduplication-header";
-/// Keys remembered when `x-cache-size` is not given.
-pub const CACHE_SIZE_DEFAULT: u64 = 100_000;
 
 /// The key a message is deduplicated by, if it has one.
 pub fn key_of(message: &Message) -> Option<Bytes> {

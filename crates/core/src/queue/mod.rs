@@ -5,7 +5,10 @@
 //! operations below.
 
 mod backlog;
+pub mod consumer;
+pub mod dead_letter;
 pub mod dedup;
+mod host;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,13 +21,13 @@ use wharf_store::queue_log::QueueLog;
 pub use self::backlog::level_dir;
 use self::backlog::{Backlog, Entry};
 
-use crate::consumer::{Consumer, Delivery, DeliveryTarget};
-use crate::dead_letter::{DeadLetter, DeathReason};
+use self::consumer::{Consumer, Delivery, DeliveryTarget};
+use self::dead_letter::{DeadLetter, DeathReason};
+pub use self::host::QueueHost;
 use crate::error::{Error, Result};
 use crate::message::Message;
 use crate::queue_arguments::{consumer_priority, Overflow, QueueSettings};
 use crate::timer::now_ms;
-use crate::vhost::VHost;
 
 /// How many ready messages a queue keeps in memory: beyond this many (or bytes), new
 /// messages wait in the queue's log only and are read back as the queue drains, so memory
@@ -43,6 +46,10 @@ impl Default for Window {
         }
     }
 }
+
+/// A queue's log segments roll over at this size, unless the broker's configuration says
+/// otherwise.
+pub const SEGMENT_BYTES_MAX: u64 = 8 * 1024 * 1024;
 
 /// Identifies the connection that owns an exclusive queue.
 pub type ConnectionId = u64;
@@ -117,7 +124,7 @@ pub struct Queue {
     pub vhost: ByteString,
     pub options: QueueOptions,
     /// The vhost the queue lives in: dead letters are routed there, timers run there.
-    home: Weak<VHost>,
+    home: Weak<dyn QueueHost>,
     deleted: AtomicBool,
     state: Mutex<State>,
 }
@@ -137,7 +144,7 @@ impl Queue {
         vhost: ByteString,
         options: QueueOptions,
         window: Window,
-        home: Weak<VHost>,
+        home: Weak<dyn QueueHost>,
     ) -> Self {
         let settings = QueueSettings::from_arguments(&options.arguments).unwrap_or_default();
         let levels = settings.max_priority.map_or(1, |max| usize::from(max) + 1);
@@ -343,8 +350,8 @@ impl Queue {
         if letters.is_empty() {
             return;
         }
-        if let Some(vhost) = self.home.upgrade() {
-            crate::dead_letter::publish(&vhost, self, letters);
+        if let Some(host) = self.home.upgrade() {
+            host.dead_letter(self, letters);
         }
     }
 
@@ -396,12 +403,12 @@ impl Queue {
         if state.wake_at.is_some_and(|at| at <= next) {
             return;
         }
-        let Some(vhost) = self.home.upgrade() else {
+        let Some(host) = self.home.upgrade() else {
             return;
         };
         state.wake_at = Some(next);
         let queue = Arc::downgrade(self);
-        vhost.timers.schedule_at_ms(
+        host.schedule_at_ms(
             next,
             Box::new(move || {
                 if let Some(queue) = queue.upgrade() {
@@ -424,9 +431,9 @@ impl Queue {
             if state.consumers.is_empty() && now_ms() >= state.last_used_ms.saturating_add(expires)
             {
                 drop(state);
-                if let Some(vhost) = self.home.upgrade() {
+                if let Some(host) = self.home.upgrade() {
                     tracing::debug!(queue = %self.name, "queue expired (x-expires)");
-                    vhost.delete_queue_instance(self);
+                    host.queue_expired(self);
                 }
                 return;
             }
@@ -634,7 +641,7 @@ impl Queue {
         // As quorum queues: basic.get shows the count from the first delivery on (consumers
         // see it once a delivery has been requeued).
         let message = if state.settings.counts_deliveries() && entry.delivery_count == 0 {
-            Arc::new(crate::dead_letter::with_delivery_count(&entry.message, 0))
+            Arc::new(entry.message.with_delivery_count(0))
         } else {
             entry.message.clone()
         };
@@ -703,10 +710,7 @@ impl Queue {
                 }
             }
             if state.settings.counts_deliveries() {
-                entry.message = Arc::new(crate::dead_letter::with_delivery_count(
-                    &entry.message,
-                    entry.delivery_count,
-                ));
+                entry.message = Arc::new(entry.message.with_delivery_count(entry.delivery_count));
             }
             state.backlog.requeue(entry);
         }

@@ -2,6 +2,7 @@
 //! queue classes on them. The vhost owns both maps; callers hold `Arc`s to the objects,
 //! whose own locks guard their contents. Routing takes only read locks.
 
+mod dead_lettering;
 mod policies;
 mod routing;
 use std::collections::HashMap;
@@ -18,7 +19,8 @@ use crate::exchange::{
     HashOn, ALTERNATE_EXCHANGE, DELAYED_TYPE,
 };
 use crate::policy::Policy;
-use crate::queue::{ConnectionId, Queue, QueueOptions, Window};
+use crate::queue::dead_letter::DeadLetter;
+use crate::queue::{ConnectionId, Queue, QueueHost, QueueOptions, Window};
 use crate::queue_arguments::{type_name, QueueSettings};
 use crate::timer::Timers;
 
@@ -916,6 +918,23 @@ fn check_arguments(
         }
     }
     Ok(())
+}
+
+/// What the vhost does for the queues it holds.
+impl QueueHost for VHost {
+    fn dead_letter(&self, queue: &Queue, letters: Vec<DeadLetter>) {
+        if let Some(vhost) = self.this.upgrade() {
+            dead_lettering::publish(&vhost, queue, letters);
+        }
+    }
+
+    fn schedule_at_ms(&self, at_ms: u64, task: crate::timer::Task) {
+        self.timers.schedule_at_ms(at_ms, task);
+    }
+
+    fn queue_expired(&self, queue: &Arc<Queue>) {
+        self.delete_queue_instance(queue);
+    }
 }
 
 #[cfg(test)]

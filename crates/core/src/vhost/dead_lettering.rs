@@ -14,45 +14,13 @@
 use std::cell::RefCell;
 use std::sync::Arc;
 
-use wharf_amqp::{ByteString, FieldTable, FieldValue};
+use wharf_amqp::{FieldTable, FieldValue};
 
 use crate::exchange::Exchange;
 use crate::message::Message;
+use crate::queue::dead_letter::{DeadLetter, DeathReason};
 use crate::queue::Queue;
 use crate::vhost::VHost;
-
-/// Why a message was dead-lettered: the `reason` of its `x-death` entry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeathReason {
-    /// basic.reject or basic.nack with requeue=false.
-    Rejected,
-    /// Its TTL ran out.
-    Expired,
-    /// The queue's length limit pushed it out (or refused it, with reject-publish-dlx).
-    MaxLen,
-    /// It was requeued more times than the queue's `x-delivery-limit`.
-    DeliveryLimit,
-}
-
-impl DeathReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DeathReason::Rejected => "rejected",
-            DeathReason::Expired => "expired",
-            DeathReason::MaxLen => "maxlen",
-            DeathReason::DeliveryLimit => "delivery_limit",
-        }
-    }
-}
-
-/// A message on its way out of a queue, to that queue's dead-letter exchange.
-pub(crate) struct DeadLetter {
-    pub message: Arc<Message>,
-    pub reason: DeathReason,
-    /// The queue's dead-letter exchange and routing key when the message left.
-    pub exchange: ByteString,
-    pub routing_key: Option<ByteString>,
-}
 
 /// A dead-lettered message, ready to route.
 struct Outgoing {
@@ -278,12 +246,6 @@ fn sort_by_name(table: &mut FieldTable) {
     table
         .0
         .sort_by(|(a, _), (b, _)| a.as_bytes().cmp(b.as_bytes()));
-}
-
-/// The message with an `x-delivery-count` header: how many deliveries of it ended in a
-/// requeue, as quorum queues report it.
-pub(crate) fn with_delivery_count(message: &Message, count: u32) -> Message {
-    message.with_header("x-delivery-count", FieldValue::I64(i64::from(count)))
 }
 
 fn long_string(text: &str) -> FieldValue {

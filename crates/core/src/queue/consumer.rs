@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use wharf_amqp::{ByteString, FieldTable};
 
+use super::Queue;
 use crate::message::Message;
-use crate::queue::Queue;
 
 /// One message being handed to a consumer (or to basic.get).
 pub struct Delivery<'a> {

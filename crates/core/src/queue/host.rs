@@ -1,0 +1,21 @@
+//! What a queue asks of the virtual host it lives in. The queue knows its host only
+//! through this trait, so the queue module sits below the vhost: it never names the
+//! vhost's type, its exchanges or its other queues.
+
+use std::sync::Arc;
+
+use super::dead_letter::DeadLetter;
+use super::Queue;
+use crate::timer::Task;
+
+pub trait QueueHost: Send + Sync {
+    /// Routes messages that left `queue` through their dead-letter exchange. Called
+    /// without the queue's lock (routing takes other queues' locks).
+    fn dead_letter(&self, queue: &Queue, letters: Vec<DeadLetter>);
+
+    /// Runs `task` once the clock reaches `at_ms` (milliseconds since the epoch).
+    fn schedule_at_ms(&self, at_ms: u64, task: Task);
+
+    /// `queue` went unused for its `x-expires`: remove it, as a delete would.
+    fn queue_expired(&self, queue: &Arc<Queue>);
+}
