@@ -1,6 +1,7 @@
 //! What a queue asks of the virtual host it lives in. The queue knows its host only
 //! through this trait, so the queue module sits below the vhost: it never names the
-//! vhost's type, its exchanges or its other queues.
+//! vhost's type, its exchanges or its other queues. A test gives a queue a host of its own
+//! (crates/core/tests) to see its dead letters and to run its clock.
 
 use std::sync::Arc;
 
@@ -9,6 +10,10 @@ use super::Queue;
 use crate::timer::Task;
 
 pub trait QueueHost: Send + Sync {
+    /// The time, in milliseconds since the epoch, that message TTLs, `x-expires` and the
+    /// timers below are measured in (a test's host may run its own clock).
+    fn now_ms(&self) -> u64;
+
     /// Routes messages that left `queue` through their dead-letter exchange. Called
     /// without the queue's lock (routing takes other queues' locks).
     fn dead_letter(&self, queue: &Queue, letters: Vec<DeadLetter>);

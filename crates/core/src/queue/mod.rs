@@ -27,7 +27,6 @@ pub use self::host::QueueHost;
 use crate::error::{Error, Result};
 use crate::message::Message;
 use crate::queue_arguments::{consumer_priority, Overflow, QueueSettings};
-use crate::timer::now_ms;
 
 /// How many ready messages a queue keeps in memory: beyond this many (or bytes), new
 /// messages wait in the queue's log only and are read back as the queue drains, so memory
@@ -158,10 +157,10 @@ impl Queue {
             had_consumer: false,
             dead_letters: Vec::new(),
             wake_at: None,
-            last_used_ms: if settings.expires.is_some() {
-                now_ms()
-            } else {
-                0
+            last_used_ms: match (settings.expires, home.upgrade()) {
+                (Some(_), Some(host)) => host.now_ms(),
+                (Some(_), None) => crate::timer::now_ms(),
+                (None, _) => 0,
             },
             seen: settings
                 .deduplication
@@ -174,6 +173,14 @@ impl Queue {
             home,
             deleted: AtomicBool::new(false),
             state: Mutex::new(state),
+        }
+    }
+
+    /// Now, by the host's clock (the system's once the host is gone).
+    fn now_ms(&self) -> u64 {
+        match self.home.upgrade() {
+            Some(host) => host.now_ms(),
+            None => crate::timer::now_ms(),
         }
     }
 
@@ -240,7 +247,7 @@ impl Queue {
         let mut remembered = None;
         if let Some(seen) = &mut state.seen {
             if let Some(key) = dedup::key_of(&message) {
-                if seen.seen(key.clone(), *now.get_or_insert_with(now_ms)) {
+                if seen.seen(key.clone(), *now.get_or_insert_with(|| self.now_ms())) {
                     // Stored once already: the publisher hears it is safe, once what it
                     // duplicates is (a persistent message in a durable queue waits for the
                     // queue's next sync).
@@ -275,7 +282,8 @@ impl Queue {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        let expires_at = ttl.map(|ttl| now.get_or_insert_with(now_ms).saturating_add(ttl));
+        let expires_at =
+            ttl.map(|ttl| now.get_or_insert_with(|| self.now_ms()).saturating_add(ttl));
         let (max_length, max_length_bytes, overflow) = (
             state.settings.max_length,
             state.settings.max_length_bytes,
@@ -363,7 +371,7 @@ impl Queue {
         let head_expires = state.backlog.may_expire()
             && state.backlog.head().is_some_and(|e| e.expires_at.is_some());
         if head_expires || state.settings.expires.is_some() {
-            self.expire_head(state, now_ms());
+            self.expire_head(state, self.now_ms());
             self.arm_timer(state);
         }
         std::mem::take(&mut state.dead_letters)
@@ -428,7 +436,8 @@ impl Queue {
         let mut state = self.state.lock();
         state.wake_at = None;
         if let Some(expires) = state.settings.expires {
-            if state.consumers.is_empty() && now_ms() >= state.last_used_ms.saturating_add(expires)
+            if state.consumers.is_empty()
+                && self.now_ms() >= state.last_used_ms.saturating_add(expires)
             {
                 drop(state);
                 if let Some(host) = self.home.upgrade() {
@@ -461,7 +470,7 @@ impl Queue {
         }
         if settings.expires != state.settings.expires {
             // A new expiry counts from now, as RabbitMQ restarts it.
-            state.last_used_ms = now_ms();
+            state.last_used_ms = self.now_ms();
         }
         state.settings = settings;
         self.drop_head(&mut state);
@@ -485,7 +494,7 @@ impl Queue {
 
     fn touch_locked(self: &Arc<Self>, state: &mut State) {
         if state.settings.expires.is_some() {
-            state.last_used_ms = now_ms();
+            state.last_used_ms = self.now_ms();
             self.arm_timer(state);
         }
     }
@@ -555,7 +564,7 @@ impl Queue {
                 .front(level)
                 .expect("the head's level has one");
             if let Some(at) = head.expires_at {
-                if at < *now.get_or_insert_with(now_ms) {
+                if at < *now.get_or_insert_with(|| self.now_ms()) {
                     let entry = state.backlog.pop_front(level).expect("head was checked");
                     self.discard(state, entry, DeathReason::Expired);
                     continue;
@@ -624,7 +633,7 @@ impl Queue {
     pub fn get(self: &Arc<Self>, no_ack: bool) -> Option<GetResult> {
         let mut state = self.state.lock();
         self.touch_locked(&mut state);
-        self.expire_head(&mut state, now_ms());
+        self.expire_head(&mut state, self.now_ms());
         let mut result = self.get_locked(&mut state, no_ack);
         let dead = self.after_change(&mut state);
         if let Some(result) = &mut result {

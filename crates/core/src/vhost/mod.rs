@@ -922,6 +922,10 @@ fn check_arguments(
 
 /// What the vhost does for the queues it holds.
 impl QueueHost for VHost {
+    fn now_ms(&self) -> u64 {
+        crate::timer::now_ms()
+    }
+
     fn dead_letter(&self, queue: &Queue, letters: Vec<DeadLetter>) {
         if let Some(vhost) = self.this.upgrade() {
             dead_lettering::publish(&vhost, queue, letters);
