@@ -29,4 +29,4 @@ pub use exchange::{Exchange, ExchangeKind};
 pub use message::Message;
 pub use queue::consumer::{Consumer, Delivery, DeliveryTarget};
 pub use queue::{ConnectionId, ConsumerRemoved, Enqueued, GetResult, Queue};
-pub use vhost::{ExchangeDeclare, QueueDeclare, QueueDeclared, VHost};
+pub use vhost::{ExchangeDeclare, Published, QueueDeclare, QueueDeclared, RouteCache, VHost};

@@ -4,6 +4,7 @@
 //! through a [`Grant`].
 
 pub mod permissions;
+mod publishing;
 pub mod users;
 
 use std::collections::HashMap;
@@ -15,6 +16,7 @@ use parking_lot::{Mutex, RwLock};
 pub use self::permissions::{
     Access, ExpandedTopicPermission, Pattern, Permission, ResourceKind, TopicPermission,
 };
+pub use self::publishing::PublishTarget;
 pub use self::users::{HashingAlgorithm, PasswordHash, User};
 use crate::error::{Error, Result};
 

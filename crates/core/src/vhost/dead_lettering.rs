@@ -108,11 +108,9 @@ fn route(letter: &Outgoing, queues: &mut Vec<Arc<Queue>>) {
             !cycle
         });
     }
-    for queue in queues.drain(..) {
-        // Refused by a full reject-publish queue, or a queue being deleted: gone, as in
-        // RabbitMQ.
-        let _ = queue.publish(letter.message.clone());
-    }
+    // At most once: not synced, and refused by a full reject-publish queue or a queue
+    // being deleted is gone, as in RabbitMQ.
+    let _ = super::publishing::enqueue(queues, letter.message.clone());
 }
 
 /// The `x-death` entries of a message, most recent first.

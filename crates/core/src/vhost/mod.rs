@@ -4,7 +4,11 @@
 
 mod dead_lettering;
 mod policies;
+mod publishing;
 mod routing;
+
+pub use self::publishing::{same_name, Published, RouteCache};
+
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 

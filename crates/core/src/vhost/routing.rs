@@ -23,7 +23,11 @@ impl VHost {
         let Some(delayed) = &exchange.delayed else {
             return Ok(HoldOutcome::InMemory);
         };
-        let due = crate::timer::now_ms().saturating_add(delay);
+        // The clock reads whole milliseconds, rounded down: one more keeps a message from
+        // falling due (up to a millisecond) before its delay is over.
+        let due = crate::timer::now_ms()
+            .saturating_add(delay)
+            .saturating_add(1);
         let outcome = delayed.hold(message, delay, due).map_err(|e| {
             tracing::error!(exchange = %exchange.name, error = %e, "cannot store a delayed message");
             Error::new(
@@ -63,9 +67,8 @@ impl VHost {
         for message in delayed.take_due(crate::timer::now_ms()) {
             let message = Arc::new(message);
             self.route(exchange, &message, &mut queues);
-            for queue in queues.drain(..) {
-                let _ = queue.publish(message.clone());
-            }
+            // Confirmed when it was held: a queue that refuses it now drops it.
+            let _ = super::publishing::enqueue(&mut queues, message);
         }
         self.arm_delayed(exchange);
     }

@@ -15,12 +15,12 @@ use wharf_core::exchange::ALTERNATE_EXCHANGE;
 use wharf_core::queue::ConsumerRemoved;
 use wharf_core::queue_arguments::DEAD_LETTER_EXCHANGE;
 use wharf_core::{
-    Consumer, DeliveryTarget, ExchangeDeclare, ExchangeKind, Grant, Queue,
-    QueueDeclare as CoreQueueDeclare, VHost,
+    Consumer, DeliveryTarget, ExchangeDeclare, ExchangeKind, Grant, Published, Queue,
+    QueueDeclare as CoreQueueDeclare, RouteCache, VHost,
 };
 
 use self::delivery::{encode_with_content, ChannelDelivery, ConsumerEntry, Unacked};
-use self::publish::{PendingPublish, RouteCache, Stored, TxBuffer};
+use self::publish::{PendingPublish, TxBuffer};
 use crate::confirms::Confirms;
 use crate::error::{AmqpError, AmqpResult};
 use crate::outbound::Outbound;
@@ -63,7 +63,7 @@ pub struct Channel {
     /// applied at once (one lock per queue, not one per ack). See [`Channel::flush_acks`].
     pending_acks: Vec<Unacked>,
     /// The exchange last published to (see [`PendingPublish::start`]).
-    exchange_cache: Option<publish::CachedExchange>,
+    exchange_cache: Option<wharf_core::access::PublishTarget>,
     route_cache: RouteCache,
     /// Snapshots (when, next delivery tag then) taken at each consumer-timeout check while
     /// deliveries are unacknowledged: every tag below a snapshot's was delivered before
@@ -525,13 +525,10 @@ impl Channel {
                     return Err(not_transactional());
                 };
                 let buffer = std::mem::take(buffer);
-                let stored = buffer.commit(self, ctx);
+                let mut stored = buffer.commit(self, ctx);
                 // commit-ok waits for the disk like a confirm; a failed store still commits
                 // what could be stored, as RabbitMQ's commit cannot report a partial failure.
-                let stored = Stored {
-                    failed: false,
-                    ..stored
-                };
+                stored.refused = false;
                 self.after_stored(ctx, stored, |_| Method::TxCommitOk(TxCommitOk {}));
                 self.resume_consumers();
             }
@@ -856,7 +853,7 @@ impl Channel {
                     &mut self.route_cache,
                 );
                 match ctx.flusher {
-                    Some(flusher) if !stored.appended_to.is_empty() && !stored.failed => {
+                    Some(flusher) if !stored.appended_to.is_empty() && !stored.refused => {
                         // The next tag, confirmed once the disk has what was appended.
                         let tag = confirms.publish();
                         let (confirms, outbound) = (confirms.clone(), ctx.outbound.clone());
@@ -866,7 +863,7 @@ impl Channel {
                         );
                     }
                     _ => {
-                        ctx.outbound.publish_confirmed(confirms, !stored.failed);
+                        ctx.outbound.publish_confirmed(confirms, !stored.refused);
                     }
                 }
             }
@@ -886,11 +883,11 @@ impl Channel {
     fn after_stored(
         &self,
         ctx: &ChannelContext<'_>,
-        stored: Stored,
+        stored: Published,
         reply: impl FnOnce(bool) -> Method + Send + 'static,
     ) {
         match ctx.flusher {
-            Some(flusher) if !stored.appended_to.is_empty() && !stored.failed => {
+            Some(flusher) if !stored.appended_to.is_empty() && !stored.refused => {
                 let delivery = self.delivery.clone();
                 let channel = self.id;
                 flusher.after_sync(
@@ -907,7 +904,7 @@ impl Channel {
                     }),
                 );
             }
-            _ => self.reply(ctx.outbound, reply(!stored.failed)),
+            _ => self.reply(ctx.outbound, reply(!stored.refused)),
         }
     }
 

@@ -7,11 +7,9 @@ use bytes::Bytes;
 use wharf_amqp::{
     BasicPublish, BasicReturn, ByteString, ContentHeader, EncodedProperties, Method, ReplyCode,
 };
-use wharf_core::access::{Access, ResourceKind};
-use wharf_core::exchange::HoldOutcome;
-use wharf_core::flusher::{same_target, SyncTarget};
+use wharf_core::access::{Access, PublishTarget};
 use wharf_core::message::SenderRoutes;
-use wharf_core::{Enqueued, Exchange, ExchangeKind, Message, Queue};
+use wharf_core::{Exchange, ExchangeKind, Message, Published, RouteCache};
 
 use super::delivery::{encode_with_content, Unacked};
 use super::{settle, Channel, ChannelContext};
@@ -43,15 +41,6 @@ fn append_body(all: &mut Vec<u8>, chunk: &[u8], body_size: usize) {
         all.reserve_exact(target - all.len());
     }
     all.extend_from_slice(chunk);
-}
-
-/// Compares two names, short-circuiting the empty one (the default exchange, the
-/// commonest name published to). An empty string's pointer is dangling, and glibc's
-/// AVX-512 memcmp issues a masked load even for zero bytes: on an unmapped address that
-/// load takes a fault-suppression microcode assist, which a D profile showed as 11% of the
-/// publishing task.
-fn same_name(a: &str, b: &str) -> bool {
-    a.len() == b.len() && (a.is_empty() || a == b)
 }
 
 /// A publish whose content frames are still arriving.
@@ -101,15 +90,6 @@ pub struct TxBuffer {
     pub acks: Vec<(Vec<Unacked>, Option<bool>)>,
 }
 
-/// A channel's exchange of its last publish, with what was found when it was looked up.
-pub struct CachedExchange {
-    exchange: Arc<Exchange>,
-    /// The permissions' generation the write permission was checked under.
-    generation: u64,
-    /// A topic exchange the user has topic permissions on: each routing key is checked.
-    topics_limited: bool,
-}
-
 impl PendingPublish {
     /// Starts a publish to the exchange `method` names. `cache` holds the exchange this
     /// channel published to last, as checked under the permissions of one generation: a
@@ -117,50 +97,17 @@ impl PendingPublish {
     pub fn start(
         ctx: &ChannelContext<'_>,
         method: BasicPublish,
-        cache: &mut Option<CachedExchange>,
+        cache: &mut Option<PublishTarget>,
     ) -> AmqpResult<Self> {
         if method.immediate {
             return Err(AmqpError::new(ReplyCode::NotImplemented, "immediate=true"));
         }
-        let generation = ctx.grant.generation();
-        let cached = match cache {
-            Some(cached)
-                if same_name(&cached.exchange.name, &method.exchange)
-                    && cached.generation == generation
-                    && !cached.exchange.is_deleted() =>
-            {
-                cached
-            }
-            _ => {
-                // As RabbitMQ: the permission before the lookup, so that a user who may
-                // not write there cannot learn whether the exchange exists.
-                ctx.grant
-                    .check(Access::Write, ResourceKind::Exchange, &method.exchange)?;
-                let exchange = ctx.vhost.exchange(&method.exchange)?;
-                let topics_limited =
-                    exchange.kind == ExchangeKind::Topic && ctx.grant.limits_topics(&exchange.name);
-                cache.insert(CachedExchange {
-                    exchange,
-                    generation,
-                    topics_limited,
-                })
-            }
+        let target = match cache {
+            Some(target) if target.is_current(ctx.grant, &method.exchange) => target,
+            _ => cache.insert(ctx.grant.publish_target(ctx.vhost, &method.exchange)?),
         };
-        let exchange = cached.exchange.clone();
-        let topics_limited = cached.topics_limited;
-        if exchange.internal {
-            return Err(AmqpError::new(
-                ReplyCode::AccessRefused,
-                format_args!(
-                    "cannot publish to internal exchange '{}' in vhost '{}'",
-                    exchange.name, ctx.vhost.name
-                ),
-            ));
-        }
-        if topics_limited {
-            ctx.grant
-                .check_topic(Access::Write, &exchange.name, &method.routing_key)?;
-        }
+        ctx.grant.check_publish_key(target, &method.routing_key)?;
+        let exchange = target.exchange.clone();
         Ok(PendingPublish {
             exchange,
             routing_key: method.routing_key,
@@ -350,83 +297,25 @@ impl PendingPublish {
     }
 }
 
-/// What a channel keeps from one publish to the next so that a run of publishes to one
-/// queue through the default exchange does not look the queue up (a locked, hashed map
-/// lookup) every time, and so that routing allocates no list.
-#[derive(Debug, Default)]
-pub struct RouteCache {
-    /// The queue the default exchange last routed to.
-    default_queue: Option<Arc<Queue>>,
-    /// The queues of the message being routed; emptied after each.
-    queues: Vec<Arc<Queue>>,
-}
-
-impl RouteCache {
-    fn route(
-        &mut self,
-        ctx: &ChannelContext<'_>,
-        exchange: &Arc<Exchange>,
-        message: &Message,
-        bcc: &[ByteString],
-    ) {
-        if message.properties.has_sender_routes() || !bcc.is_empty() {
-            ctx.vhost
-                .route_with(exchange, message, bcc, &mut self.queues);
-            return;
-        }
-        if exchange.name.is_empty() {
-            if let Some(queue) = &self.default_queue {
-                if same_name(&queue.name, &message.routing_key) && !queue.is_deleted() {
-                    self.queues.push(queue.clone());
-                    return;
-                }
-            }
-            ctx.vhost.route(exchange, message, &mut self.queues);
-            self.default_queue = self.queues.first().cloned();
-            return;
-        }
-        ctx.vhost.route(exchange, message, &mut self.queues);
-    }
-}
-
 impl Publish {
-    /// Routes the message and enqueues it; an unroutable mandatory message goes back to
-    /// the publisher with basic.return.
+    /// Publishes the message (core's one publish operation); an unroutable mandatory
+    /// message goes back to the publisher with basic.return.
     pub fn route_and_enqueue(
         self,
         channel: u16,
         ctx: &ChannelContext<'_>,
         frame_max: u32,
         cache: &mut RouteCache,
-    ) -> Stored {
+    ) -> Published {
         let Publish {
             exchange,
             mandatory,
             message,
             bcc,
         } = self;
-        if let Some(delayed) = &exchange.delayed {
-            if let Some(delay) = wharf_core::exchange::delay_of(&message) {
-                // Held, and routed when its delay is over: that counts as routed.
-                let mut stored = Stored::default();
-                match ctx.vhost.delay(&exchange, message, delay) {
-                    Ok(HoldOutcome::Appended) => stored.appended_to.push(delayed.clone()),
-                    Ok(HoldOutcome::InMemory) => {}
-                    Err(_) => stored.failed = true,
-                }
-                return stored;
-            }
-        }
-        cache.route(ctx, &exchange, &message, bcc.as_deref().unwrap_or(&[]));
-        if cache.queues.is_empty() {
-            // A reply to a direct reply-to name goes straight to its channel.
-            let reply = exchange.name.is_empty()
-                && message
-                    .routing_key
-                    .starts_with(wharf_core::direct_reply::REPLY_PREFIX);
-            if reply && ctx.vhost.replies.deliver(&message.routing_key, &message) {
-                return Stored::default();
-            }
+        let bcc = bcc.as_deref().unwrap_or(&[]);
+        let mut published = ctx.vhost.publish(&exchange, message, bcc, cache);
+        if let Some(message) = published.unroutable.take() {
             if mandatory {
                 let method = Method::BasicReturn(Box::new(BasicReturn {
                     reply_code: ReplyCode::NoRoute as u16,
@@ -437,56 +326,18 @@ impl Publish {
                 ctx.outbound
                     .write(|out| encode_with_content(channel, &method, &message, frame_max, out));
             }
-            return Stored::default();
         }
-        let mut stored = Stored::default();
-        // The last queue takes the publisher's reference: no count up and down for it.
-        let last = cache.queues.len() - 1;
-        let mut message = Some(message);
-        for (i, queue) in cache.queues.drain(..).enumerate() {
-            let message = if i == last {
-                message.take().expect("taken by the last queue only")
-            } else {
-                message.clone().expect("kept until the last queue")
-            };
-            match queue.publish(message) {
-                Enqueued::InMemory => {}
-                Enqueued::Appended => stored.appended_to.push(queue),
-                // Either way the publisher must hear it was not taken: basic.nack.
-                Enqueued::Failed | Enqueued::Rejected => stored.failed = true,
-            }
-        }
-        stored
-    }
-}
-
-/// Where a message's persistence stands once it has been enqueued.
-#[derive(Debug, Default)]
-pub struct Stored {
-    /// Queues whose logs got the message: durable once they are synced.
-    pub appended_to: Vec<Arc<dyn SyncTarget>>,
-    /// A queue could not take it: the publisher gets a nack.
-    pub failed: bool,
-}
-
-impl Stored {
-    pub fn merge(&mut self, other: Stored) {
-        for queue in other.appended_to {
-            if !self.appended_to.iter().any(|q| same_target(q, &queue)) {
-                self.appended_to.push(queue);
-            }
-        }
-        self.failed |= other.failed;
+        published
     }
 }
 
 impl TxBuffer {
     /// Applies the transaction; returns what its publishes stored.
-    pub fn commit(self, channel: &Channel, ctx: &ChannelContext<'_>) -> Stored {
-        let mut stored = Stored::default();
+    pub fn commit(self, channel: &Channel, ctx: &ChannelContext<'_>) -> Published {
+        let mut published = Published::default();
         let mut cache = RouteCache::default();
         for publish in self.publishes {
-            stored.merge(publish.route_and_enqueue(
+            published.merge(publish.route_and_enqueue(
                 channel.id,
                 ctx,
                 channel.delivery.frame_max,
@@ -496,7 +347,7 @@ impl TxBuffer {
         for (deliveries, outcome) in self.acks {
             settle(deliveries, outcome);
         }
-        stored
+        published
     }
 }
 
@@ -504,19 +355,12 @@ impl TxBuffer {
 /// the `impersonator` tag.
 #[cold]
 fn check_user_id(ctx: &ChannelContext<'_>, properties: &EncodedProperties) -> AmqpResult<()> {
-    let claimed = properties.decode().ok().and_then(|p| p.user_id);
-    let user = ctx.grant.user();
-    match claimed {
-        Some(claimed) if *claimed != *user && !ctx.grant.user_has_tag("impersonator") => {
-            Err(AmqpError::new(
-                ReplyCode::PreconditionFailed,
-                format_args!(
-                    "user_id property set to '{claimed}' but authenticated user was '{user}'"
-                ),
-            )
-            .with_ids(60, 40))
-        }
-        _ => Ok(()),
+    match properties.decode().ok().and_then(|p| p.user_id) {
+        Some(claimed) => ctx
+            .grant
+            .check_user_id(&claimed)
+            .map_err(|e| AmqpError::from(e).with_ids(60, 40)),
+        None => Ok(()),
     }
 }
 
