@@ -129,9 +129,9 @@ pub fn definitions(data: &[u8]) {
 /// A line on the control socket, run against a fresh in-memory broker.
 pub fn control_request(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
-    if let Ok(request) = serde_json::from_str::<wharf_server::control::Request>(&text) {
+    if let Ok(request) = serde_json::from_str::<wharf_control::Request>(&text) {
         let broker = wharf_core::Broker::new(Default::default());
-        let _ = wharf_server::control::execute(&broker, request);
+        let _ = wharf_control::execute(&broker, request);
     }
 }
 

@@ -48,7 +48,7 @@ impl TestBroker {
     pub fn admin(&self, args: &[&str]) -> Result<(), String> {
         match &self.broker {
             Some(broker) => {
-                let response = wharf_server::control::execute(broker, admin_request(args));
+                let response = wharf_control::execute(broker, admin_request(args));
                 match response.ok {
                     true => Ok(()),
                     false => Err(response.error.unwrap_or_default()),
@@ -211,8 +211,8 @@ pub async fn start_broker_at(bind: SocketAddr, config: ServerConfig) -> TestBrok
 }
 
 /// rabbitmqctl's arguments as a control request (the commands the tests use).
-fn admin_request(args: &[&str]) -> wharf_server::control::Request {
-    use wharf_server::control::Request;
+fn admin_request(args: &[&str]) -> wharf_control::Request {
+    use wharf_control::Request;
     let mut vhost = "/".to_string();
     let mut rest: Vec<String> = Vec::new();
     let mut words = args.iter();

@@ -8,7 +8,6 @@ mod channel;
 mod channel_table;
 mod confirms;
 mod connection;
-pub mod control;
 mod error;
 mod frame_reader;
 mod handshake;

@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
+use wharf_control::{Request, Response};
 use wharf_core::broker::BrokerConfig;
 use wharf_core::Broker;
-use wharf_server::control::{self, Request, Response};
 
 #[derive(Debug, Args)]
 pub struct CtlArgs {
@@ -366,12 +366,12 @@ pub fn run(args: CtlArgs) -> anyhow::Result<()> {
 /// Runs the request on the broker serving `data_dir`, or, if none runs there, on the
 /// data directory itself.
 fn send(data_dir: &Path, request: &Request) -> anyhow::Result<Response> {
-    let socket = data_dir.join(control::SOCKET_FILE);
+    let socket = data_dir.join(wharf_control::SOCKET_FILE);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the runtime")?;
-    match runtime.block_on(control::request(&socket, request)) {
+    match runtime.block_on(wharf_control::request(&socket, request)) {
         Ok(response) => Ok(response),
         Err(error)
             if matches!(
@@ -387,7 +387,7 @@ fn send(data_dir: &Path, request: &Request) -> anyhow::Result<Response> {
                     socket.display()
                 )
             })?;
-            Ok(control::execute(&broker, request.clone()))
+            Ok(wharf_control::execute(&broker, request.clone()))
         }
         Err(error) => Err(error).with_context(|| {
             format!(

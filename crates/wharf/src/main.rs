@@ -244,9 +244,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         server_config,
         shutdown_rx.clone(),
     ));
-    let control_socket = config.data_dir.join(wharf_server::control::SOCKET_FILE);
-    let control = match wharf_server::control::bind(&control_socket) {
-        Ok(listener) => Some(tokio::spawn(wharf_server::control::serve(
+    let control_socket = config.data_dir.join(wharf_control::SOCKET_FILE);
+    let control = match wharf_control::bind(&control_socket) {
+        Ok(listener) => Some(tokio::spawn(wharf_control::serve(
             listener,
             control_socket.clone(),
             broker.clone(),
