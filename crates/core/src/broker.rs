@@ -74,6 +74,8 @@ pub struct Broker {
     timers: Arc<Timers>,
     pub access: Arc<AccessControl>,
     pub connections: Arc<Connections>,
+    /// Memory and disk as the resource monitors last measured them, and the alarms.
+    pub resources: Arc<crate::resources::Resources>,
     pub(crate) vhosts: RwLock<HashMap<String, Arc<VHost>>>,
     next_connection_id: AtomicU64,
     /// Held by each administrative change across its check, record and apply, so that
@@ -182,6 +184,7 @@ impl Broker {
             timers: Timers::start(),
             access: Arc::default(),
             connections: Arc::default(),
+            resources: Arc::default(),
             vhosts: RwLock::new(HashMap::new()),
             next_connection_id: AtomicU64::new(1),
             administration: parking_lot::Mutex::new(()),

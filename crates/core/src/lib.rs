@@ -18,6 +18,7 @@ pub mod message;
 pub mod policy;
 pub mod queue;
 pub mod queue_arguments;
+pub mod resources;
 pub mod timer;
 pub mod vhost;
 

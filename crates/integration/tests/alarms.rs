@@ -171,3 +171,41 @@ async fn a_message_in_progress_does_not_hold_off_the_block() {
     );
     assert!(count_becomes(&observer, &queue, 1).await);
 }
+
+/// What the monitors measure is the broker's, for every front end to read (the HTTP API
+/// and metrics read it there): the alarms as they stand and the figures behind them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_monitors_readings_are_the_brokers() {
+    if std::env::var("WHARF_TEST_EXTERNAL").is_ok() {
+        return; // reads the in-process broker
+    }
+    let (mut config, limit) = low_disk();
+    let mut memory = wharf_server::alarm::MemoryAlarmConfig::new(u64::MAX);
+    memory.check_interval = Duration::from_millis(20);
+    config.memory_alarm = Some(memory);
+    let broker = wharf_integration::start_broker_with(config).await;
+    let resources = broker.broker.as_ref().unwrap().resources.clone();
+    let reading = within(async {
+        loop {
+            let reading = resources.read();
+            if reading.disk_free_bytes.is_some() && reading.memory_used_bytes.is_some() {
+                return reading;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(reading.disk_alarm, "{reading:?}");
+    assert_eq!(reading.disk_free_limit_bytes, Some(u64::MAX));
+    assert!(!reading.memory_alarm, "{reading:?}");
+    assert_eq!(reading.memory_limit_bytes, Some(u64::MAX));
+    assert!(reading.memory_used_bytes.unwrap() > 0);
+    limit.store(0, Ordering::Relaxed);
+    within(async {
+        while resources.read().disk_alarm {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert_eq!(resources.read().disk_free_limit_bytes, Some(0));
+}

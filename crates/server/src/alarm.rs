@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
+use wharf_core::resources::Resources;
 
 /// Which alarms are on.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -127,6 +128,7 @@ const DISK_CHECK_BUDGET_MIN: u64 = 64 * 1024;
 /// the limit has been written since, and sets or clears the disk alarm.
 pub async fn monitor_disk(
     config: DiskAlarmConfig,
+    resources: Arc<Resources>,
     alarms: watch::Sender<Alarms>,
     shutdown: watch::Receiver<bool>,
 ) {
@@ -138,6 +140,7 @@ pub async fn monitor_disk(
         match free_bytes(&config.path) {
             Ok(free) => {
                 meter.arm((free.saturating_sub(limit) / 2).max(DISK_CHECK_BUDGET_MIN));
+                resources.record_disk(free, limit, free < limit);
                 Some((free < limit, format!("{free} bytes free, limit {limit}")))
             }
             Err(error) => {
@@ -161,6 +164,7 @@ pub async fn monitor_disk(
 /// Checks the resident memory every interval and sets or clears the memory alarm.
 pub async fn monitor_memory(
     config: MemoryAlarmConfig,
+    resources: Arc<Resources>,
     alarms: watch::Sender<Alarms>,
     shutdown: watch::Receiver<bool>,
 ) {
@@ -176,10 +180,13 @@ pub async fn monitor_memory(
             resident_bytes()
         });
         match measured {
-            Ok(used) => Some((
-                used > watermark,
-                format!("{used} bytes resident, high watermark {watermark}"),
-            )),
+            Ok(used) => {
+                resources.record_memory(used, watermark, used > watermark);
+                Some((
+                    used > watermark,
+                    format!("{used} bytes resident, high watermark {watermark}"),
+                ))
+            }
             Err(error) => {
                 tracing::warn!(%error, "cannot read the broker's memory use");
                 None

@@ -160,12 +160,18 @@ pub async fn serve_all(
     if let Some(disk) = config.disk_alarm.clone() {
         tokio::spawn(alarm::monitor_disk(
             disk,
+            broker.resources.clone(),
             alarm_tx.clone(),
             shutdown.clone(),
         ));
     }
     if let Some(memory) = config.memory_alarm.clone() {
-        tokio::spawn(alarm::monitor_memory(memory, alarm_tx, shutdown.clone()));
+        tokio::spawn(alarm::monitor_memory(
+            memory,
+            broker.resources.clone(),
+            alarm_tx,
+            shutdown.clone(),
+        ));
     }
     let config = Arc::new(config);
     let mut accepting = JoinSet::new();
