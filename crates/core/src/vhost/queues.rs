@@ -1,0 +1,224 @@
+//! queue.declare, queue.delete and queue.purge on a vhost: RabbitMQ's checks and texts,
+//! exclusive and auto-delete queues, the vhost's queue limit, and what a deleted queue
+//! takes with it.
+
+use std::sync::Arc;
+
+use wharf_amqp::{ByteString, FieldTable};
+use wharf_store::{Change, QueueDef};
+
+use super::{check_arguments, generated_queue_name, inequivalent, VHost};
+use crate::durability;
+use crate::error::{Error, Result};
+use crate::exchange::Destination;
+use crate::queue::{ConnectionId, Queue, QueueOptions};
+use crate::queue_arguments::QueueSettings;
+
+/// The arguments of queue.declare.
+#[derive(Debug, Clone, Default)]
+pub struct QueueDeclare {
+    /// Empty: the broker names the queue.
+    pub name: ByteString,
+    /// `name` was made by [`generated_queue_name`] for a client that asked for a
+    /// server-named queue (so its reserved prefix is allowed).
+    pub server_named: bool,
+    pub passive: bool,
+    pub durable: bool,
+    pub exclusive: bool,
+    pub auto_delete: bool,
+    pub arguments: FieldTable,
+}
+
+pub struct QueueDeclared {
+    pub queue: Arc<Queue>,
+    pub message_count: u32,
+    pub consumer_count: u32,
+}
+
+impl VHost {
+    pub fn declare_queue(
+        &self,
+        declare: QueueDeclare,
+        connection: ConnectionId,
+    ) -> Result<QueueDeclared> {
+        self.declare_queue_checked(declare, connection, || Ok(()))
+    }
+
+    /// `declare_queue`, with `may_create` asked (under the lock that makes the queue) before
+    /// a queue is made: its dead-letter exchange's permissions.
+    pub fn declare_queue_checked(
+        &self,
+        declare: QueueDeclare,
+        connection: ConnectionId,
+        may_create: impl FnOnce() -> Result<()>,
+    ) -> Result<QueueDeclared> {
+        let declared = |queue: Arc<Queue>| QueueDeclared {
+            message_count: {
+                // A declare, passive or not, counts as a use for x-expires.
+                queue.touch();
+                queue.message_count()
+            },
+            consumer_count: queue.consumer_count(),
+            queue,
+        };
+        if declare.passive {
+            // A passive declare with an empty name refers to no queue at all.
+            let queue = self.queue_for(&declare.name, connection)?;
+            return Ok(declared(queue));
+        }
+        // As RabbitMQ, before anything else and whether or not the queue exists: only the
+        // broker makes `amq.` queues, and a client may not redeclare one (not even its own
+        // server-named queue) to learn its counts.
+        if declare.name.starts_with("amq.") && !declare.server_named {
+            return Err(Error::access_refused(format_args!(
+                "queue name '{}' contains reserved prefix 'amq.*'",
+                declare.name
+            )));
+        }
+        if let Err(error) = QueueSettings::from_arguments(&declare.arguments) {
+            return Err(Error::precondition(
+                error.describe(&declare.name, &self.name),
+            ));
+        }
+        let mut queues = self.queues.write();
+        if let Some(existing) = queues.get(&declare.name) {
+            existing.check_owner(connection)?;
+            let (name, vhost) = (&declare.name, &self.name);
+            let options = &existing.options;
+            let check = |arg: &str, got: bool, current: bool| {
+                if got == current {
+                    Ok(())
+                } else {
+                    Err(inequivalent(
+                        "queue",
+                        name,
+                        vhost,
+                        arg,
+                        &got.to_string(),
+                        &current.to_string(),
+                    ))
+                }
+            };
+            check("durable", declare.durable, options.durable)?;
+            check(
+                "exclusive",
+                declare.exclusive,
+                options.exclusive_owner.is_some(),
+            )?;
+            check("auto_delete", declare.auto_delete, options.auto_delete)?;
+            check_arguments("queue", name, vhost, &declare.arguments, &options.arguments)?;
+            let existing = existing.clone();
+            drop(queues);
+            return Ok(declared(existing));
+        }
+        may_create()?;
+        let name = if declare.name.is_empty() {
+            generated_queue_name()
+        } else {
+            declare.name
+        };
+        // Only queues made now count against the vhost's limit.
+        if let Some(max) = self.limits.read().get(crate::limits::MAX_QUEUES) {
+            if queues.len() as u64 >= max {
+                return Err(Error::precondition(format_args!(
+                    "cannot declare queue '{name}': queue limit in vhost '{}' ({max}) is reached",
+                    self.name
+                )));
+            }
+        }
+        let queue = Arc::new(Queue::new(
+            name.clone(),
+            self.name.clone(),
+            QueueOptions {
+                durable: declare.durable,
+                exclusive_owner: declare.exclusive.then_some(connection),
+                auto_delete: declare.auto_delete,
+                arguments: declare.arguments,
+            },
+            self.queue_window,
+            self.this.clone(),
+        ));
+        if let Some(durability) = &self.durability {
+            if durability::is_durable_queue(&queue) {
+                durability.attach_log(&queue, true)?;
+            } else {
+                queue.set_spill_dir(durability.spill_dir());
+            }
+        }
+        if declare.durable && !declare.exclusive {
+            self.record(|| {
+                Change::PutQueue(QueueDef {
+                    vhost: self.name.to_string(),
+                    name: name.to_string(),
+                    auto_delete: queue.options.auto_delete,
+                    arguments: durability::encode_arguments(&queue.options.arguments),
+                })
+            })?;
+        }
+        queues.insert(name, queue.clone());
+        drop(queues);
+        queue.apply_policy(self.policy_for_queue(&queue.name).as_ref());
+        Ok(declared(queue))
+    }
+
+    /// Deletes a queue; returns how many ready messages it held. A missing queue is not an
+    /// error (RabbitMQ answers delete-ok with a count of 0).
+    pub fn delete_queue(
+        &self,
+        name: &str,
+        connection: ConnectionId,
+        if_unused: bool,
+        if_empty: bool,
+    ) -> Result<u32> {
+        let queue = {
+            let mut queues = self.queues.write();
+            let Some(queue) = queues.get(name).cloned() else {
+                return Ok(0);
+            };
+            queue.check_owner(connection)?;
+            queue.check_deletable(if_unused, if_empty)?;
+            if durability::is_durable_queue(&queue) {
+                self.record(|| Change::DeleteQueue {
+                    vhost: self.name.to_string(),
+                    name: name.to_string(),
+                })?;
+            }
+            queues.remove(name);
+            queue
+        };
+        Ok(self.finish_queue_deletion(queue))
+    }
+
+    /// Deletes `queue` if it is still the one registered under its name (auto-delete and
+    /// exclusive queues go this way, without owner checks).
+    pub fn delete_queue_instance(&self, queue: &Arc<Queue>) {
+        let removed = {
+            let mut queues = self.queues.write();
+            match queues.get(&queue.name) {
+                Some(current) if Arc::ptr_eq(current, queue) => {
+                    if durability::is_durable_queue(queue) {
+                        let _ = self.record(|| Change::DeleteQueue {
+                            vhost: self.name.to_string(),
+                            name: queue.name.to_string(),
+                        });
+                    }
+                    queues.remove(&queue.name)
+                }
+                _ => None,
+            }
+        };
+        if let Some(queue) = removed {
+            self.finish_queue_deletion(queue);
+        }
+    }
+
+    fn finish_queue_deletion(&self, queue: Arc<Queue>) -> u32 {
+        let count = queue.mark_deleted();
+        self.remove_bindings_to(&Destination::Queue(queue));
+        count
+    }
+
+    pub fn purge_queue(&self, name: &str, connection: ConnectionId) -> Result<u32> {
+        Ok(self.queue_for(name, connection)?.purge())
+    }
+}
