@@ -8,8 +8,10 @@ use std::sync::Arc;
 
 use wharf_amqp::{ByteString, FieldTable};
 
-use super::Queue;
+use super::{ConsumerRemoved, Queue};
+use crate::error::{Error, Result};
 use crate::message::Message;
+use crate::queue_arguments::consumer_priority;
 
 /// One message being handed to a consumer (or to basic.get).
 pub struct Delivery<'a> {
@@ -79,5 +81,82 @@ impl std::fmt::Debug for Consumer {
             .field("exclusive", &self.exclusive)
             .field("priority", &self.priority)
             .finish()
+    }
+}
+
+impl Queue {
+    pub fn add_consumer(self: &Arc<Self>, mut consumer: Consumer) -> Result<()> {
+        consumer.priority = consumer_priority(&consumer.arguments).map_err(|(arg, reason)| {
+            Error::precondition(format_args!(
+                "invalid arg '{arg}' for queue '{}' in vhost '{}': {reason}",
+                self.name, self.vhost
+            ))
+        })?;
+        let mut state = self.state.lock();
+        if self.is_deleted() {
+            return Err(Error::not_found(format_args!(
+                "no queue '{}' in vhost '{}'",
+                self.name, self.vhost
+            )));
+        }
+        let locked = state.consumers.iter().any(|c| c.exclusive)
+            || (consumer.exclusive && !state.consumers.is_empty());
+        if locked {
+            return Err(Error::access_refused(format_args!(
+                "queue '{}' in vhost '{}' in exclusive use",
+                self.name, self.vhost
+            )));
+        }
+        // Kept in descending priority, in registration order within one priority (with a
+        // single active consumer, in registration order only: the first is the active one).
+        let at = if state.settings.single_active_consumer {
+            state.consumers.len()
+        } else {
+            state
+                .consumers
+                .partition_point(|c| c.priority >= consumer.priority)
+        };
+        if state.next_consumer >= at && !state.consumers.is_empty() && at < state.consumers.len() {
+            state.next_consumer += 1;
+        }
+        state.consumers.insert(at, consumer);
+        state.had_consumer = true;
+        self.touch_locked(&mut state);
+        self.deliver_locked(&mut state);
+        let dead = self.after_change(&mut state);
+        drop(state);
+        self.dead_letter(dead);
+        Ok(())
+    }
+
+    pub fn remove_consumer(
+        self: &Arc<Self>,
+        target: &Arc<dyn DeliveryTarget>,
+        tag: &str,
+    ) -> ConsumerRemoved {
+        let mut state = self.state.lock();
+        let Some(at) = state.consumers.iter().position(|c| c.is(target, tag)) else {
+            return ConsumerRemoved::NotFound;
+        };
+        state.consumers.remove(at);
+        if state.next_consumer > at {
+            state.next_consumer -= 1;
+        }
+        if state.consumers.is_empty() {
+            state.next_consumer = 0;
+            if self.options.auto_delete && state.had_consumer {
+                return ConsumerRemoved::RemovedLastOfAutoDelete;
+            }
+            // x-expires counts from when the last consumer left.
+            self.touch_locked(&mut state);
+        }
+        if at == 0 && state.settings.single_active_consumer {
+            // The next consumer in registration order takes over at once.
+            self.deliver_locked(&mut state);
+        }
+        let dead = self.after_change(&mut state);
+        drop(state);
+        self.dead_letter(dead);
+        ConsumerRemoved::Removed
     }
 }

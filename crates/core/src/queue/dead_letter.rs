@@ -6,6 +6,8 @@ use std::sync::Arc;
 
 use wharf_amqp::ByteString;
 
+use super::backlog::Entry;
+use super::{Queue, State};
 use crate::message::Message;
 
 /// Why a message was dead-lettered: the `reason` of its `x-death` entry.
@@ -39,4 +41,39 @@ pub struct DeadLetter {
     /// The queue's dead-letter exchange and routing key when the message left.
     pub exchange: ByteString,
     pub routing_key: Option<ByteString>,
+}
+
+impl Queue {
+    /// A message leaves the queue without being consumed: forgotten, and handed to the
+    /// dead-letter exchange if there is one.
+    pub(super) fn discard(&self, state: &mut State, entry: Entry, reason: DeathReason) {
+        state.backlog.forget(&entry);
+        self.add_dead_letter(state, &entry.message, reason);
+    }
+
+    pub(super) fn add_dead_letter(
+        &self,
+        state: &mut State,
+        message: &Arc<Message>,
+        reason: DeathReason,
+    ) {
+        if let Some(exchange) = &state.settings.dead_letter_exchange {
+            state.dead_letters.push(DeadLetter {
+                message: message.clone(),
+                reason,
+                exchange: exchange.clone(),
+                routing_key: state.settings.dead_letter_routing_key.clone(),
+            });
+        }
+    }
+
+    /// Routes dead letters to the dead-letter exchange; called without the queue's lock.
+    pub(super) fn dead_letter(&self, letters: Vec<DeadLetter>) {
+        if letters.is_empty() {
+            return;
+        }
+        if let Some(host) = self.home.upgrade() {
+            host.dead_letter(self, letters);
+        }
+    }
 }
