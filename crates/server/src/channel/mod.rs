@@ -1,7 +1,10 @@
 //! One AMQP channel: the state a client builds on it (consumers, qos, confirm or tx mode,
 //! a message being published) and the mapping of each method to core calls. Owned by its
-//! connection's task; the part queues reach lives in [`delivery::ChannelDelivery`].
+//! connection's task; the part queues reach lives in [`delivery::ChannelDelivery`]. This
+//! file dispatches the methods and holds the exchange and queue ones; consuming (consume,
+//! get, acks) and publishing (content frames, confirms, transactions) have their own.
 
+mod consuming;
 pub mod delivery;
 mod publish;
 
@@ -12,14 +15,14 @@ use wharf_amqp::*;
 use wharf_core::access::{Access, ResourceKind};
 use wharf_core::direct_reply::REPLY_QUEUE;
 use wharf_core::exchange::ALTERNATE_EXCHANGE;
-use wharf_core::queue::ConsumerRemoved;
 use wharf_core::queue_arguments::DEAD_LETTER_EXCHANGE;
 use wharf_core::{
-    Consumer, DeliveryTarget, ExchangeDeclare, ExchangeKind, Grant, Published, Queue,
-    QueueDeclare as CoreQueueDeclare, RouteCache, VHost,
+    DeliveryTarget, ExchangeDeclare, ExchangeKind, Grant, QueueDeclare as CoreQueueDeclare,
+    RouteCache, VHost,
 };
 
-use self::delivery::{encode_with_content, ChannelDelivery, ConsumerEntry, Unacked};
+use self::consuming::settle;
+use self::delivery::{ChannelDelivery, ConsumerEntry, Unacked};
 use self::publish::{PendingPublish, TxBuffer};
 use crate::confirms::Confirms;
 use crate::error::{AmqpError, AmqpResult};
@@ -105,20 +108,6 @@ fn check_binding(
     Ok(())
 }
 
-fn generated_tag(prefix: &str, n: u64) -> ByteString {
-    let random: u64 = rand_u64();
-    ByteString::from(format!("{prefix}{n}-{random:016x}"))
-}
-
-/// A random 64-bit value without pulling a RNG crate into the server: RandomState is seeded
-/// from the OS for each instance.
-fn rand_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u64(0);
-    hasher.finish()
-}
-
 impl Channel {
     pub fn new(id: u16, outbound: Arc<Outbound>, frame_max: u32, cancel_notify: bool) -> Self {
         let delivery = Arc::new(ChannelDelivery::new(id, outbound, frame_max, cancel_notify));
@@ -138,43 +127,6 @@ impl Channel {
             delivery_history: std::collections::VecDeque::new(),
             reply_consumer: None,
         }
-    }
-
-    /// The consumer timeout: whether the oldest unacknowledged delivery has waited longer
-    /// than `timeout`, judged at `now`. Called every so often (a fraction of the timeout);
-    /// rather than a timestamp per delivery (a clock read on every message), each call
-    /// notes the delivery tag reached so far, and a delivery is known to be older than
-    /// the timeout once its tag is below one noted at least `timeout` ago. So a timeout is
-    /// seen up to two check intervals late.
-    pub fn ack_timed_out(&mut self, now: std::time::Instant, timeout: std::time::Duration) -> bool {
-        let (oldest, next_tag) = {
-            let state = self.delivery.state.lock();
-            let oldest = state.unacked.front().map(|u| u.delivery_tag);
-            (oldest, state.next_delivery_tag + 1)
-        };
-        let Some(oldest) = oldest else {
-            self.delivery_history.clear();
-            return false;
-        };
-        if self
-            .delivery_history
-            .back()
-            .is_none_or(|&(_, tag)| tag != next_tag)
-        {
-            self.delivery_history.push_back((now, next_tag));
-        }
-        let Some(cutoff) = now.checked_sub(timeout) else {
-            return false;
-        };
-        // Only the newest snapshot at or before the cutoff matters among the old ones.
-        while self
-            .delivery_history
-            .get(1)
-            .is_some_and(|&(at, _)| at <= cutoff)
-        {
-            self.delivery_history.pop_front();
-        }
-        matches!(self.delivery_history.front(), Some(&(at, tag)) if at <= cutoff && oldest < tag)
     }
 
     fn reply(&self, outbound: &Outbound, method: impl Into<Method>) {
@@ -561,353 +513,6 @@ impl Channel {
         Ok(())
     }
 
-    fn take_acked(&self, delivery_tag: u64, multiple: bool) -> AmqpResult<Vec<Unacked>> {
-        self.delivery
-            .state
-            .lock()
-            .take_acked(delivery_tag, multiple)
-            .ok_or_else(|| {
-                AmqpError::new(
-                    ReplyCode::PreconditionFailed,
-                    format_args!("unknown delivery tag {delivery_tag}"),
-                )
-            })
-    }
-
-    fn consume(&mut self, ctx: &ChannelContext<'_>, m: &BasicConsume) -> AmqpResult<()> {
-        if let Some(max) = ctx.config.consumer_max_per_channel {
-            if self.delivery.state.lock().consumers.len() >= max {
-                return Err(AmqpError::new(
-                    ReplyCode::NotAllowed,
-                    format_args!("reached maximum ({max}) of consumers per channel"),
-                ));
-            }
-        }
-        if *m.queue == *REPLY_QUEUE {
-            return self.consume_replies(ctx, m);
-        }
-        let queue_name = self.queue_name(&m.queue)?;
-        ctx.grant
-            .check(Access::Read, ResourceKind::Queue, &queue_name)?;
-        let queue = ctx.vhost.queue_for(&queue_name, ctx.connection_id)?;
-        let tag = self.new_consumer_tag(&m.consumer_tag)?;
-        queue.add_consumer(Consumer::new(
-            tag.clone(),
-            m.no_ack,
-            m.exclusive,
-            m.arguments.clone(),
-            self.target.clone(),
-        ))?;
-        // consume-ok goes out before the first delivery: until the consumer's entry exists
-        // below, this channel refuses deliveries for it and the queue keeps the messages.
-        if !m.no_wait {
-            self.reply(
-                ctx.outbound,
-                BasicConsumeOk {
-                    consumer_tag: tag.clone(),
-                },
-            );
-        }
-        self.delivery.state.lock().consumers.insert(
-            tag.clone(),
-            ConsumerEntry {
-                queue: queue.clone(),
-                no_ack: m.no_ack,
-                prefetch_count: self.consumer_prefetch,
-                unacked: 0,
-            },
-        );
-        if queue.is_deleted() {
-            // Deleted between add_consumer and now: its cancellation found no entry yet.
-            self.delivery.consumer_cancelled(&tag);
-        }
-        queue.deliver_ready();
-        Ok(())
-    }
-
-    /// The tag a new consumer gets: the one asked for (refused if this channel already has
-    /// a consumer of that tag, as RabbitMQ does), or a generated one.
-    fn new_consumer_tag(&mut self, requested: &ByteString) -> AmqpResult<ByteString> {
-        let tag = if requested.is_empty() {
-            self.consumer_tags_issued += 1;
-            generated_tag("amq.ctag-", self.consumer_tags_issued)
-        } else {
-            requested.clone()
-        };
-        if self.delivery.state.lock().consumers.contains_key(&tag) {
-            return Err(AmqpError::new(
-                ReplyCode::NotAllowed,
-                format_args!("attempt to reuse consumer tag '{tag}'"),
-            ));
-        }
-        Ok(tag)
-    }
-
-    /// basic.consume of `amq.rabbitmq.reply-to`: this channel's requests will carry a reply
-    /// name of its own, and replies to it come here.
-    fn consume_replies(&mut self, ctx: &ChannelContext<'_>, m: &BasicConsume) -> AmqpResult<()> {
-        let refused =
-            |text: &str| Err(AmqpError::new(ReplyCode::PreconditionFailed, text).with_ids(60, 20));
-        if !m.no_ack {
-            return refused("reply consumer cannot acknowledge");
-        }
-        if self.reply_consumer.is_some() {
-            return refused("reply consumer already set");
-        }
-        let tag = self.new_consumer_tag(&m.consumer_tag)?;
-        let name =
-            ctx.vhost
-                .replies
-                .register(&self.target, tag.clone(), ctx.connection_id, self.id);
-        self.reply_consumer = Some(ReplyConsumer {
-            tag: tag.clone(),
-            name,
-            vhost: ctx.vhost.clone(),
-        });
-        if !m.no_wait {
-            self.reply(ctx.outbound, BasicConsumeOk { consumer_tag: tag });
-        }
-        Ok(())
-    }
-
-    /// A request naming `amq.rabbitmq.reply-to` as its reply-to gets this channel's reply
-    /// name instead; a channel without a reply consumer cannot send one.
-    fn direct_reply_to(&self, header: &mut ContentHeader) -> AmqpResult<()> {
-        if header.properties.reply_to() != Some(REPLY_QUEUE) {
-            return Ok(());
-        }
-        let Some(consumer) = &self.reply_consumer else {
-            return Err(AmqpError::new(
-                ReplyCode::PreconditionFailed,
-                "fast reply consumer does not exist",
-            )
-            .with_ids(60, 40));
-        };
-        let mut properties = header.properties.decode().map_err(AmqpError::from)?;
-        properties.reply_to = Some(consumer.name.clone());
-        header.properties = properties.into();
-        Ok(())
-    }
-
-    fn drop_reply_consumer(&mut self) {
-        if let Some(consumer) = self.reply_consumer.take() {
-            consumer.vhost.replies.unregister(&consumer.name);
-        }
-    }
-
-    fn cancel(&mut self, vhost: &VHost, tag: &ByteString) {
-        if self.reply_consumer.as_ref().is_some_and(|c| c.tag == *tag) {
-            self.drop_reply_consumer();
-            return;
-        }
-        let entry = self.delivery.state.lock().consumers.remove(tag);
-        if let Some(entry) = entry {
-            self.detach_consumer(vhost, &entry.queue, tag);
-        }
-    }
-
-    fn detach_consumer(&self, vhost: &VHost, queue: &Arc<Queue>, tag: &str) {
-        if queue.remove_consumer(&self.target, tag) == ConsumerRemoved::RemovedLastOfAutoDelete {
-            vhost.delete_queue_instance(queue);
-        }
-    }
-
-    fn get(&mut self, ctx: &ChannelContext<'_>, m: &BasicGet) -> AmqpResult<()> {
-        let queue_name = self.queue_name(&m.queue)?;
-        ctx.grant
-            .check(Access::Read, ResourceKind::Queue, &queue_name)?;
-        let queue = ctx.vhost.queue_for(&queue_name, ctx.connection_id)?;
-        let Some(got) = queue.get(m.no_ack) else {
-            self.reply(ctx.outbound, BasicGetEmpty {});
-            return Ok(());
-        };
-        // Tag assignment and the write happen under one lock so tags go out in order.
-        let mut state = self.delivery.state.lock();
-        state.next_delivery_tag += 1;
-        let delivery_tag = state.next_delivery_tag;
-        if !m.no_ack {
-            state.record(Unacked {
-                delivery_tag,
-                queue: queue.clone(),
-                offset: got.offset,
-                consumer_tag: None,
-            });
-        }
-        let method = Method::BasicGetOk(Box::new(BasicGetOk {
-            delivery_tag,
-            redelivered: got.redelivered,
-            exchange: got.message.exchange.clone(),
-            routing_key: got.message.routing_key.clone(),
-            message_count: got.message_count,
-        }));
-        let frame_max = self.delivery.frame_max;
-        ctx.outbound
-            .write(|out| encode_with_content(self.id, &method, &got.message, frame_max, out));
-        Ok(())
-    }
-
-    fn recover(&mut self, requeue: bool) -> AmqpResult<()> {
-        if !requeue {
-            return Err(AmqpError::new(ReplyCode::NotImplemented, "requeue=false"));
-        }
-        let all = self.delivery.state.lock().take_all_unacked();
-        settle(all, Some(true));
-        self.resume_consumers();
-        Ok(())
-    }
-
-    /// Applies the acks gathered since the last flush, and lets the queues deliver with
-    /// the credit they freed. The connection calls this when it has handled every frame
-    /// of a read, and before any frame that is not an ack, so that nothing observes an
-    /// ack as pending.
-    pub fn flush_acks(&mut self) {
-        if self.pending_acks.is_empty() {
-            return;
-        }
-        let settled = settle(std::mem::take(&mut self.pending_acks), None);
-        self.resume_consumers_except(&settled);
-    }
-
-    /// Lets every queue this channel consumes from deliver again (credit was freed).
-    pub fn resume_consumers(&self) {
-        self.resume_consumers_except(&[]);
-    }
-
-    /// Like [`Channel::resume_consumers`], skipping queues that already delivered again
-    /// when they were settled with.
-    fn resume_consumers_except(&self, done: &[Arc<Queue>]) {
-        let queues: Vec<Arc<Queue>> = {
-            let state = self.delivery.state.lock();
-            let mut queues: Vec<Arc<Queue>> = Vec::new();
-            for entry in state.consumers.values() {
-                let seen = |q: &Arc<Queue>| Arc::ptr_eq(q, &entry.queue);
-                if !done.iter().any(seen) && !queues.iter().any(seen) {
-                    queues.push(entry.queue.clone());
-                }
-            }
-            queues
-        };
-        for queue in queues {
-            queue.deliver_ready();
-        }
-    }
-
-    /// Content frames for the message being published.
-    pub fn handle_header(
-        &mut self,
-        ctx: &ChannelContext<'_>,
-        mut header: ContentHeader,
-    ) -> AmqpResult<()> {
-        if self.pending.is_none() {
-            return Err(unexpected_content());
-        }
-        self.direct_reply_to(&mut header)?;
-        let Some(pending) = self.pending.as_mut() else {
-            return Err(unexpected_content());
-        };
-        if pending.add_header(ctx, header)? {
-            self.finish_publish(ctx);
-        }
-        Ok(())
-    }
-
-    /// The size of the large body this channel is about to receive, while it has no room
-    /// reserved for it.
-    pub fn body_awaiting_room(&self) -> Option<u64> {
-        self.pending.as_ref()?.awaiting_room()
-    }
-
-    /// Whether a large body, with room reserved for it, is being received.
-    pub fn holds_room_for_body(&self) -> bool {
-        self.pending.as_ref().is_some_and(|p| p.holds_room())
-    }
-
-    pub fn give_body_room(&mut self, room: crate::body_budget::Reservation) {
-        if let Some(pending) = self.pending.as_mut() {
-            pending.give_room(room);
-        }
-    }
-
-    pub fn handle_body(&mut self, ctx: &ChannelContext<'_>, body: bytes::Bytes) -> AmqpResult<()> {
-        let Some(pending) = self.pending.as_mut() else {
-            return Err(unexpected_content());
-        };
-        if pending.add_body(body)? {
-            self.finish_publish(ctx);
-        }
-        Ok(())
-    }
-
-    fn finish_publish(&mut self, ctx: &ChannelContext<'_>) {
-        let Some(pending) = self.pending.take() else {
-            return;
-        };
-        let publish = pending.into_publish();
-        match &mut self.mode {
-            Mode::Tx(buffer) => buffer.publishes.push(publish),
-            Mode::Confirm(confirms) => {
-                let stored = publish.route_and_enqueue(
-                    self.id,
-                    ctx,
-                    self.delivery.frame_max,
-                    &mut self.route_cache,
-                );
-                match ctx.flusher {
-                    Some(flusher) if !stored.appended_to.is_empty() && !stored.refused => {
-                        // The next tag, confirmed once the disk has what was appended.
-                        let tag = confirms.publish();
-                        let (confirms, outbound) = (confirms.clone(), ctx.outbound.clone());
-                        flusher.after_sync(
-                            stored.appended_to,
-                            Box::new(move |ok| outbound.confirm(&confirms, tag, ok)),
-                        );
-                    }
-                    _ => {
-                        ctx.outbound.publish_confirmed(confirms, !stored.refused);
-                    }
-                }
-            }
-            Mode::Plain => {
-                publish.route_and_enqueue(
-                    self.id,
-                    ctx,
-                    self.delivery.frame_max,
-                    &mut self.route_cache,
-                );
-            }
-        }
-    }
-
-    /// Sends `reply(ok)` once what `stored` appended is on disk (at once when nothing
-    /// waits for the disk). Nothing is sent if the channel closed meanwhile.
-    fn after_stored(
-        &self,
-        ctx: &ChannelContext<'_>,
-        stored: Published,
-        reply: impl FnOnce(bool) -> Method + Send + 'static,
-    ) {
-        match ctx.flusher {
-            Some(flusher) if !stored.appended_to.is_empty() && !stored.refused => {
-                let delivery = self.delivery.clone();
-                let channel = self.id;
-                flusher.after_sync(
-                    stored.appended_to,
-                    Box::new(move |ok| {
-                        // Under the delivery lock, so a closing channel cannot race it.
-                        let state = delivery.state.lock();
-                        if !state.closed {
-                            let method = reply(ok);
-                            delivery
-                                .outbound
-                                .write(|out| encode_method(channel, &method, out));
-                        }
-                    }),
-                );
-            }
-            _ => self.reply(ctx.outbound, reply(!stored.refused)),
-        }
-    }
-
     /// The channel is going away (closed by either side, or its connection ended): cancel
     /// its consumers and return its unacknowledged messages to their queues.
     pub fn release(&mut self, vhost: Option<&Arc<VHost>>) {
@@ -938,42 +543,9 @@ impl Channel {
     }
 }
 
-/// Applies acks (requeue None), or nacks/rejects with or without requeue, per queue.
-/// Each queue delivers again in the same step; returns the queues settled with.
-fn settle(deliveries: Vec<Unacked>, requeue: Option<bool>) -> Vec<Arc<Queue>> {
-    let mut by_queue: Vec<(Arc<Queue>, Vec<u64>)> = Vec::new();
-    for unacked in deliveries {
-        match by_queue
-            .iter_mut()
-            .find(|(q, _)| Arc::ptr_eq(q, &unacked.queue))
-        {
-            Some((_, offsets)) => offsets.push(unacked.offset),
-            None => by_queue.push((unacked.queue, vec![unacked.offset])),
-        }
-    }
-    by_queue
-        .into_iter()
-        .map(|(queue, offsets)| {
-            match requeue {
-                None => queue.ack(&offsets),
-                Some(true) => queue.requeue(&offsets),
-                Some(false) => queue.reject(&offsets),
-            }
-            queue
-        })
-        .collect()
-}
-
 fn not_transactional() -> AmqpError {
     AmqpError::new(
         ReplyCode::PreconditionFailed,
         "channel is not transactional",
-    )
-}
-
-fn unexpected_content() -> AmqpError {
-    AmqpError::new(
-        ReplyCode::UnexpectedFrame,
-        "expected method frame, got non method frame instead",
     )
 }

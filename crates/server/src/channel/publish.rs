@@ -1,5 +1,7 @@
-//! basic.publish: collecting a message's header and body frames, then routing it and
-//! handing it to its queues (or to a transaction's buffer until commit).
+//! basic.publish: collecting a message's header and body frames, then publishing it
+//! through the core (or holding it in a transaction's buffer until commit), and telling
+//! the publisher: basic.return, and in confirm mode its confirm once the message is
+//! stored.
 
 use std::sync::Arc;
 
@@ -11,9 +13,12 @@ use wharf_core::access::{Access, PublishTarget};
 use wharf_core::message::SenderRoutes;
 use wharf_core::{Exchange, ExchangeKind, Message, Published, RouteCache};
 
+use super::consuming::settle;
 use super::delivery::{encode_with_content, Unacked};
-use super::{settle, Channel, ChannelContext};
+use super::{Channel, ChannelContext, Mode};
 use crate::error::{AmqpError, AmqpResult};
+use wharf_amqp::frame::encode_method;
+use wharf_core::direct_reply::REPLY_QUEUE;
 
 /// The class id content headers of basic.publish must carry.
 const BASIC_CLASS_ID: u16 = 60;
@@ -364,12 +369,156 @@ fn check_user_id(ctx: &ChannelContext<'_>, properties: &EncodedProperties) -> Am
     }
 }
 
+impl Channel {
+    /// A request naming `amq.rabbitmq.reply-to` as its reply-to gets this channel's reply
+    /// name instead; a channel without a reply consumer cannot send one.
+    pub(super) fn direct_reply_to(&self, header: &mut ContentHeader) -> AmqpResult<()> {
+        if header.properties.reply_to() != Some(REPLY_QUEUE) {
+            return Ok(());
+        }
+        let Some(consumer) = &self.reply_consumer else {
+            return Err(AmqpError::new(
+                ReplyCode::PreconditionFailed,
+                "fast reply consumer does not exist",
+            )
+            .with_ids(60, 40));
+        };
+        let mut properties = header.properties.decode().map_err(AmqpError::from)?;
+        properties.reply_to = Some(consumer.name.clone());
+        header.properties = properties.into();
+        Ok(())
+    }
+
+    /// Content frames for the message being published.
+    pub fn handle_header(
+        &mut self,
+        ctx: &ChannelContext<'_>,
+        mut header: ContentHeader,
+    ) -> AmqpResult<()> {
+        if self.pending.is_none() {
+            return Err(unexpected_content());
+        }
+        self.direct_reply_to(&mut header)?;
+        let Some(pending) = self.pending.as_mut() else {
+            return Err(unexpected_content());
+        };
+        if pending.add_header(ctx, header)? {
+            self.finish_publish(ctx);
+        }
+        Ok(())
+    }
+
+    /// The size of the large body this channel is about to receive, while it has no room
+    /// reserved for it.
+    pub fn body_awaiting_room(&self) -> Option<u64> {
+        self.pending.as_ref()?.awaiting_room()
+    }
+
+    /// Whether a large body, with room reserved for it, is being received.
+    pub fn holds_room_for_body(&self) -> bool {
+        self.pending.as_ref().is_some_and(|p| p.holds_room())
+    }
+
+    pub fn give_body_room(&mut self, room: crate::body_budget::Reservation) {
+        if let Some(pending) = self.pending.as_mut() {
+            pending.give_room(room);
+        }
+    }
+
+    pub fn handle_body(&mut self, ctx: &ChannelContext<'_>, body: bytes::Bytes) -> AmqpResult<()> {
+        let Some(pending) = self.pending.as_mut() else {
+            return Err(unexpected_content());
+        };
+        if pending.add_body(body)? {
+            self.finish_publish(ctx);
+        }
+        Ok(())
+    }
+
+    pub(super) fn finish_publish(&mut self, ctx: &ChannelContext<'_>) {
+        let Some(pending) = self.pending.take() else {
+            return;
+        };
+        let publish = pending.into_publish();
+        match &mut self.mode {
+            Mode::Tx(buffer) => buffer.publishes.push(publish),
+            Mode::Confirm(confirms) => {
+                let stored = publish.route_and_enqueue(
+                    self.id,
+                    ctx,
+                    self.delivery.frame_max,
+                    &mut self.route_cache,
+                );
+                match ctx.flusher {
+                    Some(flusher) if !stored.appended_to.is_empty() && !stored.refused => {
+                        // The next tag, confirmed once the disk has what was appended.
+                        let tag = confirms.publish();
+                        let (confirms, outbound) = (confirms.clone(), ctx.outbound.clone());
+                        flusher.after_sync(
+                            stored.appended_to,
+                            Box::new(move |ok| outbound.confirm(&confirms, tag, ok)),
+                        );
+                    }
+                    _ => {
+                        ctx.outbound.publish_confirmed(confirms, !stored.refused);
+                    }
+                }
+            }
+            Mode::Plain => {
+                publish.route_and_enqueue(
+                    self.id,
+                    ctx,
+                    self.delivery.frame_max,
+                    &mut self.route_cache,
+                );
+            }
+        }
+    }
+
+    /// Sends `reply(ok)` once what `stored` appended is on disk (at once when nothing
+    /// waits for the disk). Nothing is sent if the channel closed meanwhile.
+    pub(super) fn after_stored(
+        &self,
+        ctx: &ChannelContext<'_>,
+        stored: Published,
+        reply: impl FnOnce(bool) -> Method + Send + 'static,
+    ) {
+        match ctx.flusher {
+            Some(flusher) if !stored.appended_to.is_empty() && !stored.refused => {
+                let delivery = self.delivery.clone();
+                let channel = self.id;
+                flusher.after_sync(
+                    stored.appended_to,
+                    Box::new(move |ok| {
+                        // Under the delivery lock, so a closing channel cannot race it.
+                        let state = delivery.state.lock();
+                        if !state.closed {
+                            let method = reply(ok);
+                            delivery
+                                .outbound
+                                .write(|out| encode_method(channel, &method, out));
+                        }
+                    }),
+                );
+            }
+            _ => self.reply(ctx.outbound, reply(!stored.refused)),
+        }
+    }
+}
+
+pub(super) fn unexpected_content() -> AmqpError {
+    AmqpError::new(
+        ReplyCode::UnexpectedFrame,
+        "expected method frame, got non method frame instead",
+    )
+}
+
 #[cfg(test)]
 mod body_tests {
     use super::*;
 
     #[test]
-    fn a_body_in_many_frames_ends_exactly_its_size() {
+    pub(super) fn a_body_in_many_frames_ends_exactly_its_size() {
         let body_size = 3 * 1024 * 1024 + 5;
         let mut all = Vec::with_capacity(BODY_RESERVE_MAX_BYTES);
         let frame = vec![7u8; 131_064];
