@@ -170,7 +170,7 @@ impl From<AdminResult> for Response {
     fn from(result: AdminResult) -> Self {
         match result {
             Ok(()) => Response::ok(),
-            Err(error) => Response::error(error.0),
+            Err(error) => Response::error(error.message),
         }
     }
 }
@@ -408,7 +408,7 @@ pub fn execute(broker: &Broker, request: Request) -> Response {
                     )),
                     ..Response::default()
                 },
-                Err(error) => Response::error(error.0),
+                Err(error) => Response::error(error.message),
             }
         }
         Request::ListConnections => Response::table(

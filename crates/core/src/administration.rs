@@ -12,13 +12,44 @@ use crate::broker::{user_from_def, Broker};
 use crate::limits::{self, Limits};
 use crate::vhost::VHost;
 
-/// Why an administrative change was refused.
+/// Why an administrative change was refused, in terms a front end renders its own way
+/// (`wharf ctl` prints the message; the HTTP API picks its status code by the kind).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminErrorKind {
+    /// A user, vhost or other object named is not there.
+    NotFound,
+    /// The object to create is there already.
+    AlreadyExists,
+    /// The request itself is wrong: an empty name, a pattern or limit that does not parse,
+    /// definitions that do not import.
+    Invalid,
+    /// The change could not be made (the definitions store refused it).
+    Failed,
+}
+
+/// A refused administrative change: its kind, and rabbitmqctl's wording.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AdminError(pub String);
+pub struct AdminError {
+    pub kind: AdminErrorKind,
+    pub message: String,
+}
+
+impl AdminError {
+    pub fn new(kind: AdminErrorKind, message: impl Into<String>) -> Self {
+        AdminError {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(AdminErrorKind::Invalid, message)
+    }
+}
 
 impl std::fmt::Display for AdminError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.message)
     }
 }
 
@@ -26,22 +57,34 @@ impl std::error::Error for AdminError {}
 
 impl From<crate::Error> for AdminError {
     fn from(error: crate::Error) -> Self {
-        AdminError(error.text)
+        use crate::ErrorKind;
+        let kind = match error.kind {
+            ErrorKind::NotFound => AdminErrorKind::NotFound,
+            ErrorKind::ResourceError | ErrorKind::InternalError => AdminErrorKind::Failed,
+            _ => AdminErrorKind::Invalid,
+        };
+        AdminError::new(kind, error.text)
     }
 }
 
 pub type AdminResult<T = ()> = Result<T, AdminError>;
 
-fn refused(text: impl Into<String>) -> AdminError {
-    AdminError(text.into())
+fn invalid(text: impl Into<String>) -> AdminError {
+    AdminError::invalid(text)
 }
 
 fn no_user(name: &str) -> AdminError {
-    refused(format!("User \"{name}\" does not exist"))
+    AdminError::new(
+        AdminErrorKind::NotFound,
+        format!("User \"{name}\" does not exist"),
+    )
 }
 
 fn no_vhost(name: &str) -> AdminError {
-    refused(format!("Virtual host '{name}' does not exist"))
+    AdminError::new(
+        AdminErrorKind::NotFound,
+        format!("Virtual host '{name}' does not exist"),
+    )
 }
 
 /// A vhost as listed.
@@ -75,7 +118,7 @@ fn user_def(user: &User) -> UserDef {
 /// Vhost and user names: any text but empty; RabbitMQ refuses no other.
 fn check_name(what: &str, name: &str) -> AdminResult {
     if name.is_empty() {
-        return Err(refused(format!("{what} name must not be empty")));
+        return Err(invalid(format!("{what} name must not be empty")));
     }
     Ok(())
 }
@@ -99,7 +142,10 @@ impl Broker {
         let _administering = self.administration.lock();
         check_name("user", name)?;
         if self.access.user(name).is_some() {
-            return Err(refused(format!("User \"{name}\" already exists")));
+            return Err(AdminError::new(
+                AdminErrorKind::AlreadyExists,
+                format!("User \"{name}\" already exists"),
+            ));
         }
         self.put_user(User::new(name, password, tags))
     }
@@ -122,7 +168,7 @@ impl Broker {
             tags,
             limits: Default::default(),
         })
-        .map_err(|reason| refused(format!("user '{name}': {reason}")))?;
+        .map_err(|reason| invalid(format!("user '{name}': {reason}")))?;
         self.put_user(user)
     }
 
@@ -218,7 +264,7 @@ impl Broker {
     pub fn set_vhost_limits(&self, name: &str, json: &str) -> AdminResult {
         let _administering = self.administration.lock();
         let vhost = self.vhost(name).ok_or_else(|| no_vhost(name))?;
-        let limits = Limits::parse(json, limits::VHOST_LIMITS).map_err(refused)?;
+        let limits = Limits::parse(json, limits::VHOST_LIMITS).map_err(invalid)?;
         self.put_vhost_limits(&vhost, limits)
     }
 
@@ -247,7 +293,7 @@ impl Broker {
     pub fn set_user_limits(&self, name: &str, json: &str) -> AdminResult {
         let _administering = self.administration.lock();
         let mut user = self.access.user(name).ok_or_else(|| no_user(name))?;
-        user.limits = Limits::parse(json, limits::USER_LIMITS).map_err(refused)?;
+        user.limits = Limits::parse(json, limits::USER_LIMITS).map_err(invalid)?;
         self.put_user(user)
     }
 
@@ -260,10 +306,17 @@ impl Broker {
 
     fn existing(&self, user: &str, vhost: &str) -> AdminResult<Arc<VHost>> {
         if self.access.user(user).is_none() {
-            return Err(refused(format!("User {user} does not exist")));
+            return Err(AdminError::new(
+                AdminErrorKind::NotFound,
+                format!("User {user} does not exist"),
+            ));
         }
-        self.vhost(vhost)
-            .ok_or_else(|| refused(format!("Virtual host {vhost} does not exist")))
+        self.vhost(vhost).ok_or_else(|| {
+            AdminError::new(
+                AdminErrorKind::NotFound,
+                format!("Virtual host {vhost} does not exist"),
+            )
+        })
     }
 
     pub fn set_permissions(
@@ -276,7 +329,7 @@ impl Broker {
     ) -> AdminResult {
         let _administering = self.administration.lock();
         self.existing(user, vhost)?;
-        let permission = Permission::new(configure, write, read).map_err(refused)?;
+        let permission = Permission::new(configure, write, read).map_err(invalid)?;
         self.record_change(|| {
             Change::PutPermission(PermissionDef {
                 user: user.to_string(),
@@ -314,7 +367,7 @@ impl Broker {
     ) -> AdminResult {
         let _administering = self.administration.lock();
         self.existing(user, vhost)?;
-        let permission = TopicPermission::new(exchange, write, read).map_err(refused)?;
+        let permission = TopicPermission::new(exchange, write, read).map_err(invalid)?;
         self.record_change(|| {
             Change::PutTopicPermission(TopicPermissionDef {
                 user: user.to_string(),
@@ -349,7 +402,43 @@ impl Broker {
 
 #[cfg(test)]
 mod tests {
+    use super::AdminErrorKind;
     use crate::broker::{Broker, BrokerConfig};
+
+    /// Each refusal says what kind it is, so that the HTTP API can answer 404, 400 or 500
+    /// as RabbitMQ's does, while `wharf ctl` prints rabbitmqctl's words.
+    #[test]
+    fn refusals_say_their_kind() {
+        let broker = Broker::new(BrokerConfig::default());
+        let kind = |result: super::AdminResult| result.unwrap_err().kind;
+        assert_eq!(kind(broker.delete_user("nobody")), AdminErrorKind::NotFound);
+        assert_eq!(
+            kind(broker.delete_vhost("nowhere")),
+            AdminErrorKind::NotFound
+        );
+        assert_eq!(
+            kind(broker.set_permissions("guest", "nowhere", ".*", ".*", ".*")),
+            AdminErrorKind::NotFound
+        );
+        assert_eq!(
+            kind(broker.add_user("guest", Some("x"), vec![])),
+            AdminErrorKind::AlreadyExists
+        );
+        assert_eq!(
+            kind(broker.add_user("", None, vec![])),
+            AdminErrorKind::Invalid
+        );
+        assert_eq!(
+            kind(broker.set_vhost_limits("/", "{not json")),
+            AdminErrorKind::Invalid
+        );
+        assert_eq!(
+            kind(broker.set_permissions("guest", "/", "(", ".*", ".*")),
+            AdminErrorKind::Invalid
+        );
+        let missing = broker.delete_user("nobody").unwrap_err();
+        assert_eq!(missing.message, "User \"nobody\" does not exist");
+    }
 
     #[test]
     fn changes_made_at_once_do_not_interleave() {

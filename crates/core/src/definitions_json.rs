@@ -244,7 +244,7 @@ fn bad(what: &str, item: &Value, reason: impl std::fmt::Display) -> AdminError {
     if let Some(hash) = shown.get_mut("password_hash") {
         *hash = Value::String("<hidden>".into());
     }
-    AdminError(format!("cannot import {what} {shown}: {reason}"))
+    AdminError::invalid(format!("cannot import {what} {shown}: {reason}"))
 }
 
 fn text<'a>(item: &'a Value, key: &str) -> Option<&'a str> {
@@ -307,8 +307,8 @@ fn list<'a>(defs: &'a Value, key: &str) -> &'a [Value] {
 /// applied, saying which (what came before it stays).
 pub fn import(broker: &Broker, defs: &Value) -> AdminResult<Imported> {
     if !defs.is_object() {
-        return Err(AdminError(
-            "definitions must be a JSON object (as rabbitmqctl export_definitions writes)".into(),
+        return Err(AdminError::invalid(
+            "definitions must be a JSON object (as rabbitmqctl export_definitions writes)",
         ));
     }
     let mut done = Imported::default();
@@ -457,7 +457,8 @@ pub fn import(broker: &Broker, defs: &Value) -> AdminResult<Imported> {
 
 /// Parses definitions text; a refusal says where the JSON is broken.
 pub fn parse(text: &str) -> AdminResult<Value> {
-    serde_json::from_str(text).map_err(|e| AdminError(format!("the definitions are not JSON: {e}")))
+    serde_json::from_str(text)
+        .map_err(|e| AdminError::invalid(format!("the definitions are not JSON: {e}")))
 }
 
 #[cfg(test)]
@@ -497,7 +498,7 @@ mod tests {
     #[test]
     fn an_import_error_does_not_show_the_password_hash() {
         let user = json!({"name": "u", "password_hash": "c2VjcmV0aGFzaA==", "tags": []});
-        let error = bad("user", &user, "no such thing").0;
+        let error = bad("user", &user, "no such thing").message;
         assert!(!error.contains("c2VjcmV0aGFzaA=="), "{error}");
         assert!(
             error.contains("\"name\":\"u\"") && error.contains("<hidden>"),

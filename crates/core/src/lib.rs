@@ -23,7 +23,7 @@ pub mod timer;
 pub mod vhost;
 
 pub use access::{AccessControl, Grant, User};
-pub use administration::{AdminError, AdminResult};
+pub use administration::{AdminError, AdminErrorKind, AdminResult};
 pub use broker::Broker;
 pub use error::{Error, ErrorKind, Result};
 pub use exchange::{Exchange, ExchangeKind};
