@@ -63,7 +63,7 @@ impl From<crate::Error> for AdminError {
             ErrorKind::ResourceError | ErrorKind::InternalError => AdminErrorKind::Failed,
             _ => AdminErrorKind::Invalid,
         };
-        AdminError::new(kind, error.text)
+        AdminError::new(kind, error.text())
     }
 }
 

@@ -1,6 +1,8 @@
-//! Errors the core reports to whichever protocol drives it. Each kind maps onto one AMQP
-//! reply code; the message is the full reply text RabbitMQ would send, so clients that
-//! match on it keep working.
+//! Errors the core reports to whichever protocol drives it: a kind, which each front end
+//! maps to its own terms (an AMQP reply code and whether it closes the channel or the
+//! connection; an HTTP status), and RabbitMQ's words for what happened. [`Error::text`] is
+//! the full AMQP reply text RabbitMQ would send ("NOT_FOUND - no queue ..."), so clients
+//! that match on it keep working; the HTTP API, as RabbitMQ's, gives the words alone.
 
 use std::fmt;
 
@@ -36,19 +38,24 @@ impl ErrorKind {
     }
 }
 
-/// A refused operation: its kind and the complete reply text ("NOT_FOUND - no queue ...").
+/// A refused operation: its kind and RabbitMQ's words for it ("no queue 'q' in vhost '/'").
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Error {
     pub kind: ErrorKind,
-    pub text: String,
+    pub detail: String,
 }
 
 impl Error {
     pub fn new(kind: ErrorKind, detail: impl fmt::Display) -> Self {
         Error {
             kind,
-            text: format!("{} - {}", kind.name(), detail),
+            detail: detail.to_string(),
         }
+    }
+
+    /// The AMQP reply text: "NOT_FOUND - no queue 'q' in vhost '/'".
+    pub fn text(&self) -> String {
+        format!("{} - {}", self.kind.name(), self.detail)
     }
 
     pub fn not_found(detail: impl fmt::Display) -> Self {
@@ -70,7 +77,7 @@ impl Error {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.text)
+        write!(f, "{} - {}", self.kind.name(), self.detail)
     }
 }
 

@@ -56,7 +56,7 @@ impl From<wharf_core::Error> for AmqpError {
         };
         AmqpError {
             code,
-            text: error.text,
+            text: error.text(),
             class_id: 0,
             method_id: 0,
         }

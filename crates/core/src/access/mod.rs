@@ -317,7 +317,7 @@ mod tests {
             .check(Access::Read, ResourceKind::Queue, "q")
             .unwrap_err();
         assert_eq!(
-            refused.text,
+            refused.text(),
             "ACCESS_REFUSED - access to queue 'q' in vhost '/' refused for user 'alice'"
         );
         access.put_permission("/", "alice", Permission::new("", ".*", "^q$").unwrap());
@@ -348,7 +348,10 @@ mod tests {
         let refused = grant
             .check(Access::Configure, ResourceKind::Exchange, "")
             .unwrap_err();
-        assert!(refused.text.contains("exchange 'amq.default'"), "{refused}");
+        assert!(
+            refused.text().contains("exchange 'amq.default'"),
+            "{refused}"
+        );
     }
 
     #[test]
@@ -367,7 +370,7 @@ mod tests {
             .check_topic(Access::Write, "amq.topic", "bob.x")
             .unwrap_err();
         assert_eq!(
-            refused.text,
+            refused.text(),
             "ACCESS_REFUSED - access to topic 'bob.x' in exchange 'amq.topic' in vhost '/' refused for user 'alice'"
         );
         grant.check_topic(Access::Write, "other", "bob.x").unwrap();
