@@ -100,6 +100,39 @@ pub enum Request {
         vhost: String,
     },
     ListConnections,
+    /// A vhost's queues; `columns`: rabbitmqctl's info keys (none: name, messages).
+    ListQueues {
+        vhost: String,
+        #[serde(default)]
+        columns: Vec<String>,
+    },
+    /// A vhost's exchanges; `columns` as for queues (none: name, type).
+    ListExchanges {
+        vhost: String,
+        #[serde(default)]
+        columns: Vec<String>,
+    },
+    /// A vhost's bindings, the default exchange's implicit ones too.
+    ListBindings {
+        vhost: String,
+        #[serde(default)]
+        columns: Vec<String>,
+    },
+    /// Removes a queue's ready messages; the response's text is how many.
+    PurgeQueue {
+        vhost: String,
+        name: String,
+    },
+    /// Deletes a queue (an exclusive one too); the response's text is how many messages
+    /// it held.
+    DeleteQueue {
+        vhost: String,
+        name: String,
+        #[serde(default)]
+        if_unused: bool,
+        #[serde(default)]
+        if_empty: bool,
+    },
     /// `limits`: a JSON object of max-connections and max-queues.
     SetVhostLimits {
         vhost: String,
@@ -156,7 +189,15 @@ impl Response {
         }
     }
 
-    fn table(columns: &[&str], rows: Vec<Vec<String>>) -> Response {
+    pub fn text(text: impl Into<String>) -> Response {
+        Response {
+            ok: true,
+            text: Some(text.into()),
+            ..Response::default()
+        }
+    }
+
+    pub fn table(columns: &[&str], rows: Vec<Vec<String>>) -> Response {
         Response {
             ok: true,
             columns: columns.iter().map(|c| c.to_string()).collect(),
@@ -409,6 +450,43 @@ pub fn execute(broker: &Broker, request: Request) -> Response {
                     ..Response::default()
                 },
                 Err(error) => Response::error(error.message),
+            }
+        }
+        Request::ListQueues { vhost, columns } => match vhost_named(&vhost) {
+            Ok(vhost) => crate::listing::queues(&vhost, &columns),
+            Err(response) => response,
+        },
+        Request::ListExchanges { vhost, columns } => match vhost_named(&vhost) {
+            Ok(vhost) => crate::listing::exchanges(&vhost, &columns),
+            Err(response) => response,
+        },
+        Request::ListBindings { vhost, columns } => match vhost_named(&vhost) {
+            Ok(vhost) => crate::listing::bindings(&vhost, &columns),
+            Err(response) => response,
+        },
+        Request::PurgeQueue { vhost, name } => {
+            let vhost = match vhost_named(&vhost) {
+                Ok(vhost) => vhost,
+                Err(response) => return response,
+            };
+            match vhost.queue(&name) {
+                Ok(queue) => Response::text(queue.purge().to_string()),
+                Err(error) => Response::error(error.detail),
+            }
+        }
+        Request::DeleteQueue {
+            vhost,
+            name,
+            if_unused,
+            if_empty,
+        } => {
+            let vhost = match vhost_named(&vhost) {
+                Ok(vhost) => vhost,
+                Err(response) => return response,
+            };
+            match vhost.delete_queue_as_administrator(&name, if_unused, if_empty) {
+                Ok(messages) => Response::text(messages.to_string()),
+                Err(error) => Response::error(error.detail),
             }
         }
         Request::ListConnections => Response::table(

@@ -3,6 +3,7 @@
 //! it only calls the core's operations; the HTTP API will call the same ones.
 
 pub mod commands;
+pub mod listing;
 pub mod socket;
 
 pub use commands::{execute, Request, Response};

@@ -17,6 +17,10 @@ pub struct CtlArgs {
     /// The broker's data directory: its control socket is there [default: ./data]
     #[arg(long, env = "WHARF_DATA_DIR", value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// How lists are printed: "table" (tab-separated with a header row, as rabbitmqctl
+    /// -q prints them) or "json" (an array of objects, as rabbitmqctl --formatter json)
+    #[arg(long, global = true, default_value = "table", value_parser = ["table", "json"])]
+    formatter: String,
     #[command(subcommand)]
     command: CtlCommand,
 }
@@ -162,6 +166,51 @@ enum CtlCommand {
     /// Lists the open client connections.
     #[command(name = "list_connections")]
     ListConnections,
+    /// Lists a vhost's queues with the columns named (rabbitmqctl's info keys: name,
+    /// durable, auto_delete, exclusive, arguments, policy, messages, messages_ready,
+    /// messages_unacknowledged, consumers, state, type) [default: name messages]
+    #[command(name = "list_queues")]
+    ListQueues {
+        #[arg(short = 'p', long, default_value = "/")]
+        vhost: String,
+        columns: Vec<String>,
+    },
+    /// Lists a vhost's exchanges (keys: name, type, durable, auto_delete, internal,
+    /// arguments, policy) [default: name type]
+    #[command(name = "list_exchanges")]
+    ListExchanges {
+        #[arg(short = 'p', long, default_value = "/")]
+        vhost: String,
+        columns: Vec<String>,
+    },
+    /// Lists a vhost's bindings, the default exchange's too (keys: source_name,
+    /// source_kind, destination_name, destination_kind, routing_key, arguments)
+    #[command(name = "list_bindings")]
+    ListBindings {
+        #[arg(short = 'p', long, default_value = "/")]
+        vhost: String,
+        columns: Vec<String>,
+    },
+    /// Removes the ready messages of a queue.
+    #[command(name = "purge_queue")]
+    PurgeQueue {
+        name: String,
+        #[arg(short = 'p', long, default_value = "/")]
+        vhost: String,
+    },
+    /// Deletes a queue (an exclusive one too), with its messages.
+    #[command(name = "delete_queue")]
+    DeleteQueue {
+        name: String,
+        #[arg(short = 'p', long, default_value = "/")]
+        vhost: String,
+        /// Only if it has no consumers.
+        #[arg(short = 'u', long)]
+        if_unused: bool,
+        /// Only if it has no messages.
+        #[arg(short = 'e', long)]
+        if_empty: bool,
+    },
     /// Sets a vhost's limits, replacing those set before: JSON with max-connections
     /// and/or max-queues (negative: no limit; 0: none allowed), e.g.
     /// `wharf ctl set_vhost_limits -p shop '{"max-connections": 100}'`
@@ -314,6 +363,21 @@ fn request_of(command: CtlCommand) -> anyhow::Result<Request> {
         },
         CtlCommand::ListTopicPermissions { vhost } => Request::ListTopicPermissions { vhost },
         CtlCommand::ListConnections => Request::ListConnections,
+        CtlCommand::ListQueues { vhost, columns } => Request::ListQueues { vhost, columns },
+        CtlCommand::ListExchanges { vhost, columns } => Request::ListExchanges { vhost, columns },
+        CtlCommand::ListBindings { vhost, columns } => Request::ListBindings { vhost, columns },
+        CtlCommand::PurgeQueue { name, vhost } => Request::PurgeQueue { vhost, name },
+        CtlCommand::DeleteQueue {
+            name,
+            vhost,
+            if_unused,
+            if_empty,
+        } => Request::DeleteQueue {
+            vhost,
+            name,
+            if_unused,
+            if_empty,
+        },
         CtlCommand::SetVhostLimits { vhost, limits } => Request::SetVhostLimits { vhost, limits },
         CtlCommand::ClearVhostLimits { vhost } => Request::ClearVhostLimits { vhost },
         CtlCommand::ListVhostLimits => Request::ListVhostLimits,
@@ -343,16 +407,30 @@ pub fn run(args: CtlArgs) -> anyhow::Result<()> {
         CtlCommand::ExportDefinitions { file } if file.as_os_str() != "-" => Some(file.clone()),
         _ => None,
     };
+    // What a command that answers with a count says about it.
+    let told = match &args.command {
+        CtlCommand::PurgeQueue { name, .. } => Some(format!("Queue '{name}' purged of")),
+        CtlCommand::DeleteQueue { .. } => Some("Queue was successfully deleted with".to_string()),
+        _ => None,
+    };
     let request = request_of(args.command)?;
     let response = send(&data_dir, &request)?;
     if !response.ok {
         anyhow::bail!("{}", response.error.unwrap_or_default());
     }
     if !response.columns.is_empty() {
-        println!("{}", response.columns.join("\t"));
-        for row in &response.rows {
-            println!("{}", row.join("\t"));
+        if args.formatter == "json" {
+            println!("{}", json_rows(&response.columns, &response.rows));
+        } else {
+            println!("{}", response.columns.join("\t"));
+            for row in &response.rows {
+                println!("{}", row.join("\t"));
+            }
         }
+    }
+    if let (Some(told), Some(count)) = (told, &response.text) {
+        println!("{told} {count} messages");
+        return Ok(());
     }
     match (response.text, export_to) {
         (Some(text), Some(file)) => std::fs::write(&file, text)
@@ -361,6 +439,45 @@ pub fn run(args: CtlArgs) -> anyhow::Result<()> {
         (None, _) => {}
     }
     Ok(())
+}
+
+/// A list as rabbitmqctl's JSON formatter prints it: an array of objects, counts as
+/// numbers, flags as booleans, arguments as objects, the rest as strings.
+fn json_rows(columns: &[String], rows: &[Vec<String>]) -> String {
+    use serde_json::Value;
+    let typed = |column: &str, cell: &str| -> Value {
+        match column {
+            "messages"
+            | "messages_ready"
+            | "messages_unacknowledged"
+            | "consumers"
+            | "id"
+            | "priority" => cell
+                .parse::<i64>()
+                .map(Value::from)
+                .unwrap_or_else(|_| cell.into()),
+            "durable" | "auto_delete" | "exclusive" | "internal" => match cell {
+                "true" => Value::Bool(true),
+                "false" => Value::Bool(false),
+                other => other.into(),
+            },
+            "arguments" => serde_json::from_str(cell).unwrap_or_else(|_| cell.into()),
+            _ => cell.into(),
+        }
+    };
+    let objects: Vec<Value> = rows
+        .iter()
+        .map(|row| {
+            Value::Object(
+                columns
+                    .iter()
+                    .zip(row)
+                    .map(|(column, cell)| (column.clone(), typed(column, cell)))
+                    .collect(),
+            )
+        })
+        .collect();
+    Value::Array(objects).to_string()
 }
 
 /// Runs the request on the broker serving `data_dir`, or, if none runs there, on the

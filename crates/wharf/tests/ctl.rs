@@ -50,8 +50,11 @@ impl Broker {
         // From here the child is waited for when the Broker is dropped, ready or not.
         let broker = Broker { child, data, port };
         let deadline = Instant::now() + Duration::from_secs(20);
-        for line in BufReader::new(stdout).lines() {
+        let mut lines = BufReader::new(stdout).lines();
+        for line in lines.by_ref() {
             if line.unwrap().contains("wharf ready") {
+                // The broker logs on: keep reading, so that its writes do not fail.
+                std::thread::spawn(move || lines.for_each(drop));
                 return broker;
             }
             assert!(Instant::now() < deadline, "no ready line");
@@ -374,4 +377,153 @@ async fn a_stopped_brokers_data_directory_is_changed_directly() {
         text(&second)
     );
     restarted.stop_process();
+}
+
+/// `list_queues`, `list_exchanges` and `list_bindings` show what AMQP clients made, with
+/// the columns asked for, as a table or as JSON; `purge_queue` and `delete_queue` act on
+/// it; unknown keys, vhosts and queues are refused with a reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queues_exchanges_and_bindings_are_listed_purged_and_deleted() {
+    let broker = Broker::start("lists");
+    let properties = ConnectionProperties::default()
+        .with_executor(tokio_executor_trait::Tokio::current())
+        .with_reactor(tokio_reactor_trait::Tokio);
+    let url = format!("amqp://guest:guest@127.0.0.1:{}/%2f", broker.port);
+    let connection = Connection::connect(&url, properties).await.unwrap();
+    let ch = connection.create_channel().await.unwrap();
+    ch.confirm_select(Default::default()).await.unwrap();
+    let mut capped = FieldTable::default();
+    capped.insert("x-max-length".into(), lapin::types::AMQPValue::LongInt(10));
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    ch.queue_declare("stock", durable, capped).await.unwrap();
+    ch.queue_declare("busy", Default::default(), FieldTable::default())
+        .await
+        .unwrap();
+    ch.exchange_declare(
+        "events",
+        lapin::ExchangeKind::Topic,
+        Default::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    ch.queue_bind(
+        "stock",
+        "events",
+        "stock.#",
+        Default::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    for _ in 0..3 {
+        ch.basic_publish(
+            "events",
+            "stock.in",
+            Default::default(),
+            b"m",
+            BasicProperties::default(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    }
+    // Kept: a lapin consumer dropped is cancelled.
+    let _watcher = ch
+        .basic_consume("busy", "watcher", Default::default(), FieldTable::default())
+        .await
+        .unwrap();
+
+    let listed = broker.ctl(&["list_queues", "name", "messages", "consumers"]);
+    let (out, err) = text(&listed);
+    assert!(listed.status.success(), "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines,
+        ["name\tmessages\tconsumers", "busy\t0\t1", "stock\t3\t0"]
+    );
+
+    let json = broker.ctl(&[
+        "list_queues",
+        "--formatter",
+        "json",
+        "name",
+        "messages_ready",
+        "durable",
+        "arguments",
+    ]);
+    let parsed: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(
+        parsed,
+        serde_json::json!([
+            {"name": "busy", "messages_ready": 0, "durable": false, "arguments": []},
+            {"name": "stock", "messages_ready": 3, "durable": true, "arguments": {"x-max-length": 10}},
+        ])
+    );
+
+    let (out, _) = text(&broker.ctl(&["list_exchanges"]));
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "name\ttype");
+    for expected in ["\tdirect", "amq.topic\ttopic", "events\ttopic"] {
+        assert!(lines.contains(&expected), "{expected:?} in {lines:?}");
+    }
+    let (out, _) = text(&broker.ctl(&["list_bindings"]));
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "source_name\tsource_kind\tdestination_name\tdestination_kind\trouting_key\targuments",
+            "\texchange\tbusy\tqueue\tbusy\t[]",
+            "\texchange\tstock\tqueue\tstock\t[]",
+            "events\texchange\tstock\tqueue\tstock.#\t[]",
+        ]
+    );
+
+    // Refusals: a key rabbitmqctl does not have, a vhost or a queue that is not there, a
+    // delete whose condition does not hold. Nothing changes.
+    for (args, expected) in [
+        (
+            &["list_queues", "name", "colour"][..],
+            "Info key(s) colour are not supported",
+        ),
+        (
+            &["list_queues", "-p", "nowhere"][..],
+            "Virtual host 'nowhere' does not exist",
+        ),
+        (&["purge_queue", "gone"][..], "no queue 'gone' in vhost '/'"),
+        (
+            &["delete_queue", "gone"][..],
+            "no queue 'gone' in vhost '/'",
+        ),
+        (
+            &["delete_queue", "stock", "--if-empty"][..],
+            "queue 'stock' in vhost '/' not empty",
+        ),
+        (
+            &["delete_queue", "busy", "--if-unused"][..],
+            "queue 'busy' in vhost '/' in use",
+        ),
+    ] {
+        let refused = broker.ctl(args);
+        let (_, err) = text(&refused);
+        assert!(!refused.status.success(), "{args:?} accepted");
+        assert!(err.contains(expected), "{args:?}: {err}");
+    }
+
+    let purged = broker.ctl(&["purge_queue", "stock"]);
+    assert_eq!(text(&purged).0, "Queue 'stock' purged of 3 messages\n");
+    let deleted = broker.ctl(&["delete_queue", "stock", "--if-empty"]);
+    assert_eq!(
+        text(&deleted).0,
+        "Queue was successfully deleted with 0 messages\n"
+    );
+    let (out, _) = text(&broker.ctl(&["list_queues"]));
+    assert_eq!(out, "name\tmessages\nbusy\t0\n");
+    // The binding went with the queue.
+    let (out, _) = text(&broker.ctl(&["list_bindings", "source_name", "destination_name"]));
+    assert_eq!(out, "source_name\tdestination_name\n\tbusy\n");
 }

@@ -170,12 +170,43 @@ impl VHost {
         if_unused: bool,
         if_empty: bool,
     ) -> Result<u32> {
+        match self.remove_queue(name, Some(connection), if_unused, if_empty)? {
+            Some(queue) => Ok(self.finish_queue_deletion(queue)),
+            None => Ok(0),
+        }
+    }
+
+    /// Deletes a queue for an administrator (`wharf ctl delete_queue`, the HTTP API): as
+    /// queue.delete, an exclusive queue too, and a missing queue is a 404.
+    pub fn delete_queue_as_administrator(
+        &self,
+        name: &str,
+        if_unused: bool,
+        if_empty: bool,
+    ) -> Result<u32> {
+        match self.remove_queue(name, None, if_unused, if_empty)? {
+            Some(queue) => Ok(self.finish_queue_deletion(queue)),
+            None => Err(self.no_queue(name)),
+        }
+    }
+
+    /// Takes a queue out of the vhost (its removal recorded first, if durable), after the
+    /// owner check (when a connection asks) and the if-unused and if-empty checks.
+    fn remove_queue(
+        &self,
+        name: &str,
+        connection: Option<ConnectionId>,
+        if_unused: bool,
+        if_empty: bool,
+    ) -> Result<Option<Arc<Queue>>> {
         let queue = {
             let mut queues = self.queues.write();
             let Some(queue) = queues.get(name).cloned() else {
-                return Ok(0);
+                return Ok(None);
             };
-            queue.check_owner(connection)?;
+            if let Some(connection) = connection {
+                queue.check_owner(connection)?;
+            }
             queue.check_deletable(if_unused, if_empty)?;
             if durability::is_durable_queue(&queue) {
                 self.record(|| Change::DeleteQueue {
@@ -186,7 +217,7 @@ impl VHost {
             queues.remove(name);
             queue
         };
-        Ok(self.finish_queue_deletion(queue))
+        Ok(Some(queue))
     }
 
     /// Deletes `queue` if it is still the one registered under its name (auto-delete and
