@@ -9,7 +9,7 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use wharf_amqp::{BasicProperties, ByteString, FieldTable, FieldValue};
 use wharf_core::queue::dead_letter::{DeadLetter, DeathReason};
-use wharf_core::queue::{QueueHost, QueueOptions, Window};
+use wharf_core::queue::{Offered, QueueHost, QueueOptions, Window, Woken};
 use wharf_core::timer::Task;
 use wharf_core::{Consumer, Delivery, DeliveryTarget, Enqueued, Message, Queue};
 
@@ -159,17 +159,21 @@ impl Taker {
 }
 
 impl DeliveryTarget for Taker {
-    fn try_deliver(&self, delivery: Delivery<'_>) -> bool {
+    fn try_deliver(&self, delivery: Delivery<'_>) -> Offered {
         let left = self.credit.load(Ordering::SeqCst);
         if left == 0 {
-            return false;
+            return Offered::Refused;
         }
         self.credit.store(left - 1, Ordering::SeqCst);
         let body = String::from_utf8_lossy(&delivery.message.body).into_owned();
         self.taken
             .lock()
             .push((delivery.offset, body, delivery.redelivered));
-        true
+        if left == 1 {
+            Offered::TookLastCredit
+        } else {
+            Offered::Taken
+        }
     }
 
     fn consumer_cancelled(&self, _consumer_tag: &ByteString) {}
@@ -189,9 +193,9 @@ fn a_message_expires_when_the_clock_reaches_its_ttl_and_is_dead_lettered() {
             ("x-dead-letter-exchange", text("dlx")),
         ],
     );
-    assert_eq!(queue.publish(message("a")), Enqueued::InMemory);
+    assert_eq!(queue.publish(message("a")).0, Enqueued::InMemory);
     host.advance(500);
-    assert_eq!(queue.publish(message("b")), Enqueued::InMemory);
+    assert_eq!(queue.publish(message("b")).0, Enqueued::InMemory);
     host.advance(499);
     assert_eq!(queue.message_count(), 2, "nothing is due yet");
     assert!(host.dead_bodies().is_empty());
@@ -256,7 +260,7 @@ fn drop_head_dead_letters_the_oldest_and_reject_publish_refuses_the_newest() {
         ],
     );
     for body in ["1", "2", "3"] {
-        assert_eq!(drop_head.publish(message(body)), Enqueued::InMemory);
+        assert_eq!(drop_head.publish(message(body)).0, Enqueued::InMemory);
     }
     assert_eq!(host.dead_bodies(), [("1".to_string(), DeathReason::MaxLen)]);
     assert_eq!(get_body(&drop_head).as_deref(), Some("2"));
@@ -269,8 +273,8 @@ fn drop_head_dead_letters_the_oldest_and_reject_publish_refuses_the_newest() {
             ("x-overflow", text("reject-publish")),
         ],
     );
-    assert_eq!(reject.publish(message("kept")), Enqueued::InMemory);
-    assert_eq!(reject.publish(message("refused")), Enqueued::Rejected);
+    assert_eq!(reject.publish(message("kept")).0, Enqueued::InMemory);
+    assert_eq!(reject.publish(message("refused")).0, Enqueued::Rejected);
     assert_eq!(reject.message_count(), 1);
     assert!(
         host.dead_bodies().is_empty(),
@@ -353,6 +357,44 @@ fn a_queue_whose_host_is_gone_keeps_working_on_the_system_clock() {
     let host = TestHost::new();
     let queue = queue_with(&host, &[("x-message-ttl", FieldValue::I32(60_000))]);
     drop(host);
-    assert_eq!(queue.publish(message("still")), Enqueued::InMemory);
+    assert_eq!(queue.publish(message("still")).0, Enqueued::InMemory);
     assert_eq!(get_body(&queue).as_deref(), Some("still"));
+}
+
+#[test]
+fn each_operation_says_what_it_delivered_and_whose_credit_it_filled() {
+    let host = TestHost::new();
+    let queue = queue_with(&host, &[]);
+    let taker = Taker::new(2);
+    let woken = |deliveries, credit_filled| Woken {
+        deliveries,
+        credit_filled,
+    };
+    assert_eq!(
+        queue.publish(message("early")).1,
+        woken(0, false),
+        "no consumer yet"
+    );
+    assert_eq!(
+        queue.add_consumer(taker.consumer("c")).unwrap(),
+        woken(1, false)
+    );
+    assert_eq!(
+        queue.publish(message("second")).1,
+        woken(1, true),
+        "its last credit"
+    );
+    assert_eq!(
+        queue.publish(message("third")).1,
+        woken(0, false),
+        "refused: kept"
+    );
+    taker.credit.store(1, Ordering::SeqCst);
+    let offsets = taker.take_offsets();
+    assert_eq!(
+        queue.ack(&offsets),
+        woken(1, true),
+        "the ack let the third go"
+    );
+    assert_eq!(queue.deliver_ready(), woken(0, false));
 }

@@ -21,30 +21,6 @@ pub const OUTBOUND_HIGH_WATER_BYTES: usize = 4 * 1024 * 1024;
 /// client that sends them and never reads would otherwise grow without bound.
 pub const INPUT_PAUSE_BYTES: usize = 4 * OUTBOUND_HIGH_WATER_BYTES;
 
-thread_local! {
-    static DELIVERIES_WOKEN: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
-    static CREDIT_FILLED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// How many deliveries this thread wrote (each waking a connection's writer) since the last
-/// call. A connection handling a run of frames yields to the runtime only if it woke
-/// someone: a publisher with no consumer to serve need not pause.
-pub fn take_deliveries_woken() -> u64 {
-    DELIVERIES_WOKEN.with(|n| n.replace(0))
-}
-
-/// Whether a delivery written on this thread since the last call took a consumer's last
-/// unit of prefetch credit. That consumer gets nothing more until it has received what was
-/// written and acked it, so the connection that wrote it should let the writer run now
-/// rather than after its next run of frames.
-pub fn take_credit_filled() -> bool {
-    CREDIT_FILLED.with(|filled| filled.replace(false))
-}
-
-pub(crate) fn note_credit_filled() {
-    CREDIT_FILLED.with(|filled| filled.set(true));
-}
-
 #[derive(Debug, Default)]
 pub struct Outbound {
     buffer: Mutex<BytesMut>,
@@ -83,8 +59,7 @@ impl Outbound {
     }
 
     /// Like `write`, for deliveries: refuses (and remembers it refused) when the buffer
-    /// is above the high-water mark. Counts, for the thread it runs on, that a writer was
-    /// woken (see [`take_deliveries_woken`]).
+    /// is above the high-water mark.
     pub fn try_write_delivery(&self, encode: impl FnOnce(&mut BytesMut)) -> bool {
         if self.closed.load(Ordering::Acquire) {
             return false;
@@ -99,7 +74,6 @@ impl Outbound {
             self.pending.store(buffer.len(), Ordering::Relaxed);
         }
         self.wake_writer.notify_one();
-        DELIVERIES_WOKEN.with(|n| n.set(n.get() + 1));
         true
     }
 

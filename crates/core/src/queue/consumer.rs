@@ -25,10 +25,49 @@ pub struct Delivery<'a> {
     pub no_ack: bool,
 }
 
+/// What a target did with a delivery it was offered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Offered {
+    /// Not taken (no credit, flow off, a full socket buffer): the queue keeps it.
+    Refused,
+    /// Taken; the consumer can take more.
+    Taken,
+    /// Taken with the consumer's last unit of credit: it gets nothing more until it has
+    /// received this and acked.
+    TookLastCredit,
+}
+
+/// What an operation on a queue delivered to consumers, for the caller to know whether
+/// someone now waits on what it did (a connection that woke other connections' writers,
+/// or filled a consumer's credit, lets them run before it reads on).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Woken {
+    pub deliveries: u32,
+    pub credit_filled: bool,
+}
+
+impl Woken {
+    pub fn merge(&mut self, other: Woken) {
+        self.deliveries = self.deliveries.saturating_add(other.deliveries);
+        self.credit_filled |= other.credit_filled;
+    }
+
+    pub(crate) fn note(&mut self, offered: Offered) {
+        match offered {
+            Offered::Refused => {}
+            Offered::Taken => self.deliveries = self.deliveries.saturating_add(1),
+            Offered::TookLastCredit => {
+                self.deliveries = self.deliveries.saturating_add(1);
+                self.credit_filled = true;
+            }
+        }
+    }
+}
+
 pub trait DeliveryTarget: Send + Sync {
-    /// Offers a delivery. Returns false, without side effects, when the target cannot take
-    /// it now; the queue then keeps the message and tries the next consumer.
-    fn try_deliver(&self, delivery: Delivery<'_>) -> bool;
+    /// Offers a delivery. [`Offered::Refused`], without side effects, when the target
+    /// cannot take it now; the queue then keeps the message and tries the next consumer.
+    fn try_deliver(&self, delivery: Delivery<'_>) -> Offered;
 
     /// The queue went away (deleted); the consumer no longer exists.
     fn consumer_cancelled(&self, consumer_tag: &ByteString);
@@ -85,7 +124,8 @@ impl std::fmt::Debug for Consumer {
 }
 
 impl Queue {
-    pub fn add_consumer(self: &Arc<Self>, mut consumer: Consumer) -> Result<()> {
+    /// Adds a consumer and delivers it what it can take of the ready messages.
+    pub fn add_consumer(self: &Arc<Self>, mut consumer: Consumer) -> Result<Woken> {
         consumer.priority = consumer_priority(&consumer.arguments).map_err(|(arg, reason)| {
             Error::precondition(format_args!(
                 "invalid arg '{arg}' for queue '{}' in vhost '{}': {reason}",
@@ -124,9 +164,10 @@ impl Queue {
         self.touch_locked(&mut state);
         self.deliver_locked(&mut state);
         let dead = self.after_change(&mut state);
+        let woken = std::mem::take(&mut state.woken);
         drop(state);
         self.dead_letter(dead);
-        Ok(())
+        Ok(woken)
     }
 
     pub fn remove_consumer(
@@ -155,6 +196,7 @@ impl Queue {
             self.deliver_locked(&mut state);
         }
         let dead = self.after_change(&mut state);
+        state.woken = Woken::default();
         drop(state);
         self.dead_letter(dead);
         ConsumerRemoved::Removed

@@ -3,19 +3,21 @@
 
 use std::sync::Arc;
 
-use super::consumer::Delivery;
+use super::consumer::{Delivery, Offered, Woken};
 use super::dead_letter::DeathReason;
 use super::{saturating_u64, GetResult, Queue, State};
 
 impl Queue {
     /// Offers ready messages to consumers until either runs out. Channels call this when
     /// they gain credit (an ack, a larger prefetch, flow back on, a drained socket).
-    pub fn deliver_ready(self: &Arc<Self>) {
+    pub fn deliver_ready(self: &Arc<Self>) -> Woken {
         let mut state = self.state.lock();
         self.deliver_locked(&mut state);
         let dead = self.after_change(&mut state);
+        let woken = std::mem::take(&mut state.woken);
         drop(state);
         self.dead_letter(dead);
+        woken
     }
 
     pub(super) fn deliver_locked(self: &Arc<Self>, state: &mut State) {
@@ -70,12 +72,15 @@ impl Queue {
                 for attempt in 0..group_len {
                     let index = group_start + (first + attempt) % group_len;
                     let State {
-                        backlog, consumers, ..
+                        backlog,
+                        consumers,
+                        woken,
+                        ..
                     } = &mut *state;
                     let (Some(entry), consumer) = (backlog.front(level), &consumers[index]) else {
                         return;
                     };
-                    let accepted = consumer.target.try_deliver(Delivery {
+                    let offered = consumer.target.try_deliver(Delivery {
                         queue: self,
                         consumer_tag: &consumer.tag,
                         offset: entry.offset,
@@ -83,7 +88,8 @@ impl Queue {
                         redelivered: entry.redelivered,
                         no_ack: consumer.no_ack,
                     });
-                    if accepted {
+                    if offered != Offered::Refused {
+                        woken.note(offered);
                         let no_ack = consumer.no_ack;
                         let entry = backlog.pop_front(level).expect("head was checked above");
                         if no_ack {
@@ -146,7 +152,7 @@ impl Queue {
     /// Forgets acknowledged messages, then delivers what the freed credit allows, under
     /// one lock. Unknown offsets (already gone with a purge or a deletion) are ignored:
     /// the channel has already validated its delivery tags.
-    pub fn ack(self: &Arc<Self>, offsets: &[u64]) {
+    pub fn ack(self: &Arc<Self>, offsets: &[u64]) -> Woken {
         let mut state = self.state.lock();
         for offset in offsets {
             if let Some(entry) = state.unacked.remove(offset) {
@@ -157,13 +163,15 @@ impl Queue {
         state.backlog.write_acks();
         self.deliver_locked(&mut state);
         let dead = self.after_change(&mut state);
+        let woken = std::mem::take(&mut state.woken);
         drop(state);
         self.dead_letter(dead);
+        woken
     }
 
     /// basic.reject / basic.nack without requeue: the messages leave the queue, to its
     /// dead-letter exchange if it has one.
-    pub fn reject(self: &Arc<Self>, offsets: &[u64]) {
+    pub fn reject(self: &Arc<Self>, offsets: &[u64]) -> Woken {
         let mut state = self.state.lock();
         for offset in offsets {
             if let Some(entry) = state.unacked.remove(offset) {
@@ -173,13 +181,15 @@ impl Queue {
         state.backlog.write_acks();
         self.deliver_locked(&mut state);
         let dead = self.after_change(&mut state);
+        let woken = std::mem::take(&mut state.woken);
         drop(state);
         self.dead_letter(dead);
+        woken
     }
 
     /// Puts delivered messages back in their original places, marked redelivered, and
     /// delivers again.
-    pub fn requeue(self: &Arc<Self>, offsets: &[u64]) {
+    pub fn requeue(self: &Arc<Self>, offsets: &[u64]) -> Woken {
         let mut state = self.state.lock();
         for offset in offsets {
             let Some(mut entry) = state.unacked.remove(offset) else {
@@ -201,8 +211,10 @@ impl Queue {
         state.backlog.write_acks();
         self.deliver_locked(&mut state);
         let dead = self.after_change(&mut state);
+        let woken = std::mem::take(&mut state.woken);
         drop(state);
         self.dead_letter(dead);
+        woken
     }
 
     /// Removes every ready message; returns how many there were.

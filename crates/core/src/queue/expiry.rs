@@ -93,6 +93,8 @@ impl Queue {
         }
         self.deliver_locked(&mut state);
         let dead = self.after_change(&mut state);
+        // Nobody waits on what a timer delivered.
+        state.woken = Default::default();
         drop(state);
         self.dead_letter(dead);
     }

@@ -25,6 +25,7 @@ pub use self::backlog::level_dir;
 use self::backlog::{Backlog, Entry};
 
 use self::consumer::Consumer;
+pub use self::consumer::{Offered, Woken};
 use self::dead_letter::DeadLetter;
 pub use self::host::QueueHost;
 use crate::error::{Error, Result};
@@ -79,6 +80,9 @@ pub enum Enqueued {
 }
 
 struct State {
+    /// What delivering has done since the operation in progress began; taken by the
+    /// operations that report it ([`Woken`]), cleared by the others.
+    woken: consumer::Woken,
     /// What the queue's arguments and its policy ask of it.
     settings: QueueSettings,
     /// The policy applied, if any.
@@ -151,6 +155,7 @@ impl Queue {
         let settings = QueueSettings::from_arguments(&options.arguments).unwrap_or_default();
         let levels = settings.max_priority.map_or(1, |max| usize::from(max) + 1);
         let state = State {
+            woken: Default::default(),
             settings: settings.clone(),
             policy: None,
             backlog: Backlog::new(name.clone(), levels, window),
@@ -249,6 +254,7 @@ impl Queue {
         self.drop_head(&mut state);
         self.deliver_locked(&mut state);
         let dead = self.after_change(&mut state);
+        state.woken = Default::default();
         drop(state);
         self.dead_letter(dead);
     }

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use super::consumer::Woken;
 use super::dead_letter::DeathReason;
 use super::{dedup, Enqueued, Queue, State};
 use crate::message::Message;
@@ -13,16 +14,17 @@ impl Queue {
     /// Appends a message and delivers whatever the consumers can take. A persistent message
     /// in a durable queue is written to its log first; any message goes only to the log
     /// when the in-memory window is full.
-    pub fn publish(self: &Arc<Self>, message: Arc<Message>) -> Enqueued {
+    pub fn publish(self: &Arc<Self>, message: Arc<Message>) -> (Enqueued, Woken) {
         let mut guard = self.state.lock();
         let enqueued = self.publish_locked(&mut guard, message);
         let dead = self.after_change(&mut guard);
+        let woken = std::mem::take(&mut guard.woken);
         // Hand the lock to a waiting consumer's channel (an ack, a delivery) rather than
         // letting this publisher take it straight back: a publisher that never pauses
         // would otherwise starve the consumers of its queue.
         parking_lot::MutexGuard::unlock_fair(guard);
         self.dead_letter(dead);
-        enqueued
+        (enqueued, woken)
     }
 
     pub(super) fn publish_locked(

@@ -13,7 +13,7 @@ use super::VHost;
 use crate::exchange::{Exchange, HoldOutcome};
 use crate::flusher::{same_target, SyncTarget};
 use crate::message::Message;
-use crate::queue::{Enqueued, Queue};
+use crate::queue::{Enqueued, Queue, Woken};
 
 /// What publishing did with a message.
 #[derive(Debug, Default)]
@@ -26,6 +26,8 @@ pub struct Published {
     /// Routed nowhere (no queue, no direct reply-to consumer): the message, for a
     /// mandatory publisher to get back.
     pub unroutable: Option<Arc<Message>>,
+    /// What the queues delivered to their consumers on the way.
+    pub woken: Woken,
 }
 
 impl Published {
@@ -41,6 +43,7 @@ impl Published {
             }
         }
         self.refused |= other.refused;
+        self.woken.merge(other.woken);
     }
 }
 
@@ -144,7 +147,9 @@ pub(crate) fn enqueue(queues: &mut Vec<Arc<Queue>>, message: Arc<Message>) -> Pu
         } else {
             message.clone().expect("kept until the last queue")
         };
-        match queue.publish(message) {
+        let (enqueued, woken) = queue.publish(message);
+        published.woken.merge(woken);
+        match enqueued {
             Enqueued::InMemory => {}
             Enqueued::Appended => published.appended_to.push(queue),
             // Either way the publisher must hear it was not taken.

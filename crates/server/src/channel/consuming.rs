@@ -2,12 +2,13 @@
 //! direct reply-to consumer too), basic.get, acks, nacks and rejects (applied a run at a
 //! time), recover, and the consumer timeout.
 
+use std::cell::Cell;
 use std::sync::Arc;
 
 use wharf_amqp::*;
 use wharf_core::access::{Access, ResourceKind};
 use wharf_core::direct_reply::REPLY_QUEUE;
-use wharf_core::queue::ConsumerRemoved;
+use wharf_core::queue::{ConsumerRemoved, Woken};
 use wharf_core::{Consumer, DeliveryTarget, Queue, VHost};
 
 use super::delivery::{encode_with_content, ConsumerEntry, Unacked};
@@ -82,13 +83,14 @@ impl Channel {
             .check(Access::Read, ResourceKind::Queue, &queue_name)?;
         let queue = ctx.vhost.queue_for(&queue_name, ctx.connection_id)?;
         let tag = self.new_consumer_tag(&m.consumer_tag)?;
-        queue.add_consumer(Consumer::new(
+        let woken = queue.add_consumer(Consumer::new(
             tag.clone(),
             m.no_ack,
             m.exclusive,
             m.arguments.clone(),
             self.target.clone(),
         ))?;
+        self.note_woken(woken);
         // consume-ok goes out before the first delivery: until the consumer's entry exists
         // below, this channel refuses deliveries for it and the queue keeps the messages.
         if !m.no_wait {
@@ -112,7 +114,7 @@ impl Channel {
             // Deleted between add_consumer and now: its cancellation found no entry yet.
             self.delivery.consumer_cancelled(&tag);
         }
-        queue.deliver_ready();
+        self.note_woken(queue.deliver_ready());
         Ok(())
     }
 
@@ -227,7 +229,7 @@ impl Channel {
             return Err(AmqpError::new(ReplyCode::NotImplemented, "requeue=false"));
         }
         let all = self.delivery.state.lock().take_all_unacked();
-        settle(all, Some(true));
+        settle(all, Some(true), &self.woken);
         self.resume_consumers();
         Ok(())
     }
@@ -240,7 +242,7 @@ impl Channel {
         if self.pending_acks.is_empty() {
             return;
         }
-        let settled = settle(std::mem::take(&mut self.pending_acks), None);
+        let settled = settle(std::mem::take(&mut self.pending_acks), None, &self.woken);
         self.resume_consumers_except(&settled);
     }
 
@@ -264,14 +266,18 @@ impl Channel {
             queues
         };
         for queue in queues {
-            queue.deliver_ready();
+            self.note_woken(queue.deliver_ready());
         }
     }
 }
 
 /// Applies acks (requeue None), or nacks/rejects with or without requeue, per queue.
 /// Each queue delivers again in the same step; returns the queues settled with.
-pub(super) fn settle(deliveries: Vec<Unacked>, requeue: Option<bool>) -> Vec<Arc<Queue>> {
+pub(super) fn settle(
+    deliveries: Vec<Unacked>,
+    requeue: Option<bool>,
+    woken: &Cell<Woken>,
+) -> Vec<Arc<Queue>> {
     let mut by_queue: Vec<(Arc<Queue>, Vec<u64>)> = Vec::new();
     for unacked in deliveries {
         match by_queue
@@ -285,11 +291,12 @@ pub(super) fn settle(deliveries: Vec<Unacked>, requeue: Option<bool>) -> Vec<Arc
     by_queue
         .into_iter()
         .map(|(queue, offsets)| {
-            match requeue {
+            let delivered = match requeue {
                 None => queue.ack(&offsets),
                 Some(true) => queue.requeue(&offsets),
                 Some(false) => queue.reject(&offsets),
-            }
+            };
+            super::add_woken(woken, delivered);
             queue
         })
         .collect()

@@ -12,6 +12,7 @@ use wharf_amqp::frame::{
     encode_basic_header, encode_body, encode_deliver, encode_method, DeliverRef,
 };
 use wharf_amqp::{BasicCancel, ByteString, Method};
+use wharf_core::queue::Offered;
 use wharf_core::{Delivery, DeliveryTarget, Message, Queue};
 
 use crate::outbound::Outbound;
@@ -172,10 +173,10 @@ impl ChannelDelivery {
 }
 
 impl DeliveryTarget for ChannelDelivery {
-    fn try_deliver(&self, delivery: Delivery<'_>) -> bool {
+    fn try_deliver(&self, delivery: Delivery<'_>) -> Offered {
         let mut state = self.state.lock();
         if state.closed || !state.has_credit(delivery.consumer_tag) {
-            return false;
+            return Offered::Refused;
         }
         let delivery_tag = state.next_delivery_tag + 1;
         let deliver = DeliverRef {
@@ -190,7 +191,7 @@ impl DeliveryTarget for ChannelDelivery {
             encode_content(self.channel_id, delivery.message, self.frame_max, out);
         });
         if !written {
-            return false;
+            return Offered::Refused;
         }
         state.assign_tag();
         if !delivery.no_ack {
@@ -201,10 +202,10 @@ impl DeliveryTarget for ChannelDelivery {
                 consumer_tag: Some(delivery.consumer_tag.clone()),
             });
             if !state.has_credit(delivery.consumer_tag) {
-                crate::outbound::note_credit_filled();
+                return Offered::TookLastCredit;
             }
         }
-        true
+        Offered::Taken
     }
 
     fn deliver_reply(&self, consumer_tag: &ByteString, message: &Arc<Message>) -> bool {

@@ -8,6 +8,7 @@ mod consuming;
 pub mod delivery;
 mod publish;
 
+use std::cell::Cell;
 use std::sync::Arc;
 
 use wharf_amqp::frame::encode_method;
@@ -15,6 +16,7 @@ use wharf_amqp::*;
 use wharf_core::access::{Access, ResourceKind};
 use wharf_core::direct_reply::REPLY_QUEUE;
 use wharf_core::exchange::ALTERNATE_EXCHANGE;
+use wharf_core::queue::Woken;
 use wharf_core::queue_arguments::DEAD_LETTER_EXCHANGE;
 use wharf_core::{
     DeliveryTarget, ExchangeDeclare, ExchangeKind, Grant, QueueDeclare as CoreQueueDeclare,
@@ -74,6 +76,9 @@ pub struct Channel {
     delivery_history: std::collections::VecDeque<(std::time::Instant, u64)>,
     /// The direct reply-to consumer, if this channel has one.
     reply_consumer: Option<ReplyConsumer>,
+    /// What the queues delivered to consumers because of what this channel did, since the
+    /// connection last took it ([`Channel::take_woken`]).
+    woken: Cell<Woken>,
 }
 
 /// A channel's consumer of `amq.rabbitmq.reply-to`.
@@ -108,6 +113,13 @@ fn check_binding(
     Ok(())
 }
 
+/// Adds what queues delivered to what a channel reports to its connection.
+fn add_woken(all: &Cell<Woken>, woken: Woken) {
+    let mut sum = all.get();
+    sum.merge(woken);
+    all.set(sum);
+}
+
 impl Channel {
     pub fn new(id: u16, outbound: Arc<Outbound>, frame_max: u32, cancel_notify: bool) -> Self {
         let delivery = Arc::new(ChannelDelivery::new(id, outbound, frame_max, cancel_notify));
@@ -126,7 +138,18 @@ impl Channel {
             route_cache: RouteCache::default(),
             delivery_history: std::collections::VecDeque::new(),
             reply_consumer: None,
+            woken: Cell::default(),
         }
+    }
+
+    /// What the queues delivered to consumers because of what this channel did since the
+    /// last call: the connection lets the consumers' writers run before it reads on.
+    pub fn take_woken(&self) -> Woken {
+        self.woken.take()
+    }
+
+    fn note_woken(&self, woken: Woken) {
+        add_woken(&self.woken, woken);
     }
 
     fn reply(&self, outbound: &Outbound, method: impl Into<Method>) {
@@ -424,7 +447,7 @@ impl Channel {
                         buffer.acks.push((nacked, Some(m.requeue)));
                         Vec::new()
                     }
-                    _ => settle(nacked, Some(m.requeue)),
+                    _ => settle(nacked, Some(m.requeue), &self.woken),
                 };
                 self.resume_consumers_except(&settled);
             }
@@ -435,7 +458,7 @@ impl Channel {
                         buffer.acks.push((rejected, Some(m.requeue)));
                         Vec::new()
                     }
-                    _ => settle(rejected, Some(m.requeue)),
+                    _ => settle(rejected, Some(m.requeue), &self.woken),
                 };
                 self.resume_consumers_except(&settled);
             }
@@ -478,6 +501,7 @@ impl Channel {
                 };
                 let buffer = std::mem::take(buffer);
                 let mut stored = buffer.commit(self, ctx);
+                self.note_woken(stored.woken);
                 // commit-ok waits for the disk like a confirm; a failed store still commits
                 // what could be stored, as RabbitMQ's commit cannot report a partial failure.
                 stored.refused = false;
@@ -529,7 +553,7 @@ impl Channel {
         };
         // Acks the client sent before closing count: apply them before requeueing the rest
         // (the channel is closed now, so the queues do not deliver to it again).
-        settle(std::mem::take(&mut self.pending_acks), None);
+        settle(std::mem::take(&mut self.pending_acks), None, &self.woken);
         for (tag, entry) in consumers {
             match vhost {
                 Some(vhost) => self.detach_consumer(vhost, &entry.queue, &tag),
@@ -538,7 +562,7 @@ impl Channel {
                 }
             }
         }
-        settle(unacked, Some(true));
+        settle(unacked, Some(true), &self.woken);
         self.pending = None;
     }
 }

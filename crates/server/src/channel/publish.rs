@@ -350,7 +350,7 @@ impl TxBuffer {
             ));
         }
         for (deliveries, outcome) in self.acks {
-            settle(deliveries, outcome);
+            settle(deliveries, outcome, &channel.woken);
         }
         published
     }
@@ -449,6 +449,7 @@ impl Channel {
                     self.delivery.frame_max,
                     &mut self.route_cache,
                 );
+                super::add_woken(&self.woken, stored.woken);
                 match ctx.flusher {
                     Some(flusher) if !stored.appended_to.is_empty() && !stored.refused => {
                         // The next tag, confirmed once the disk has what was appended.
@@ -465,12 +466,13 @@ impl Channel {
                 }
             }
             Mode::Plain => {
-                publish.route_and_enqueue(
+                let published = publish.route_and_enqueue(
                     self.id,
                     ctx,
                     self.delivery.frame_max,
                     &mut self.route_cache,
                 );
+                super::add_woken(&self.woken, published.woken);
             }
         }
     }

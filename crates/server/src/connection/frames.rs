@@ -130,6 +130,9 @@ impl Connection {
                 )),
             },
         };
+        if let Some(Slot::Open(channel)) = self.channels.get_mut(channel_id) {
+            self.woken.merge(channel.take_woken());
+        }
         if content && result.is_ok() {
             if let Some(Slot::Open(channel)) = self.channels.get_mut(channel_id) {
                 if channel.holds_room_for_body() {

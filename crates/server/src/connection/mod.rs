@@ -13,6 +13,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 use wharf_amqp::*;
+use wharf_core::queue::Woken;
 use wharf_core::{Broker, ConnectionId, VHost};
 
 use self::closing::{await_close_ok, await_eof, finish, send_close};
@@ -92,6 +93,9 @@ struct Connection {
     finishing_body: Option<u16>,
     /// A channel's large body waits for room ([`Connection::wait_for_body_room`]).
     body_awaiting_room: bool,
+    /// What the frames handled since the last yield delivered to consumers (of any
+    /// connection): who waits on this connection's turn ending.
+    woken: Woken,
 }
 
 /// What a listener gives each of its connections.
@@ -198,6 +202,7 @@ where
         body_budget,
         finishing_body: None,
         body_awaiting_room: false,
+        woken: Woken::default(),
     };
     let mut stops = Stops {
         shutdown: &mut shutdown,
@@ -252,11 +257,11 @@ impl Connection {
                         Ok(false) => return Ending::ClientClosed,
                         Err(error) => return Ending::Close(error),
                     }
-                    if crate::outbound::take_credit_filled() {
+                    if self.woken.credit_filled {
                         // A consumer waits on what this frame delivered: yield below.
                     } else if handled_since_yield < FRAMES_BETWEEN_YIELDS {
                         continue;
-                    } else if crate::outbound::take_deliveries_woken() == 0 {
+                    } else if self.woken.deliveries == 0 {
                         // Nobody is waiting on what these frames did: go on until the
                         // end of the read.
                         handled_since_yield = 1;
@@ -272,6 +277,7 @@ impl Connection {
                 // without a pause, and the tasks it woke (other connections' writers, put
                 // in this worker's next-task slot) would wait behind it.
                 handled_since_yield = 0;
+                self.woken = Woken::default();
                 // A connection that is never idle checks here (once per read, not per
                 // frame: a clock read per frame would cost more than the frame).
                 if next_timeout_check.is_some_and(|at| at <= tokio::time::Instant::now()) {
@@ -395,6 +401,8 @@ impl Connection {
         for slot in self.channels.values_mut() {
             if let Slot::Open(channel) = slot {
                 channel.flush_acks();
+                // Done at the end of a read, where the connection yields anyway.
+                channel.take_woken();
             }
         }
     }
