@@ -100,6 +100,8 @@ pub enum Request {
         vhost: String,
     },
     ListConnections,
+    /// The broker as a whole: version, uptime, listeners, memory, disk, alarms, totals.
+    Status,
     /// A vhost's queues; `columns`: rabbitmqctl's info keys (none: name, messages).
     ListQueues {
         vhost: String,
@@ -489,6 +491,7 @@ pub fn execute(broker: &Broker, request: Request) -> Response {
                 Err(error) => Response::error(error.detail),
             }
         }
+        Request::Status => crate::listing::status(broker),
         Request::ListConnections => Response::table(
             &["id", "user", "vhost", "peer"],
             broker

@@ -241,3 +241,59 @@ pub fn bindings(vhost: &VHost, asked: &[String]) -> Response {
         .collect();
     Response::table(&keys, rows)
 }
+
+/// `status`: one row per figure (key, value), as `rabbitmqctl status` reports them in its
+/// sections. A figure a monitor has not measured (a broker without that monitor) is empty.
+pub fn status(broker: &wharf_core::Broker) -> Response {
+    let reading = broker.resources.read();
+    let known = |value: Option<u64>| value.map(|v| v.to_string()).unwrap_or_default();
+    let (mut queues, mut consumers, mut ready, mut unacked) = (0u64, 0u64, 0u64, 0u64);
+    let vhosts = broker.vhosts();
+    for vhost in &vhosts {
+        for queue in vhost.queues() {
+            queues += 1;
+            consumers += u64::from(queue.consumer_count());
+            ready += u64::from(queue.message_count());
+            unacked += queue.unacked_count() as u64;
+        }
+    }
+    let listeners: Vec<String> = broker
+        .node
+        .listeners()
+        .iter()
+        .map(|l| format!("{} {}", l.protocol, l.address))
+        .collect();
+    let rows = [
+        ("version", env!("CARGO_PKG_VERSION").to_string()),
+        ("pid", std::process::id().to_string()),
+        ("uptime_seconds", broker.node.uptime().as_secs().to_string()),
+        ("listeners", listeners.join(", ")),
+        ("memory_used_bytes", known(reading.memory_used_bytes)),
+        (
+            "memory_high_watermark_bytes",
+            known(reading.memory_limit_bytes),
+        ),
+        ("memory_alarm", reading.memory_alarm.to_string()),
+        ("disk_free_bytes", known(reading.disk_free_bytes)),
+        (
+            "disk_free_limit_bytes",
+            known(reading.disk_free_limit_bytes),
+        ),
+        ("disk_alarm", reading.disk_alarm.to_string()),
+        ("vhosts", vhosts.len().to_string()),
+        ("users", broker.access.users().len().to_string()),
+        ("connections", broker.connections.count().to_string()),
+        ("channels", broker.connections.channel_count().to_string()),
+        ("queues", queues.to_string()),
+        ("consumers", consumers.to_string()),
+        ("messages", (ready + unacked).to_string()),
+        ("messages_ready", ready.to_string()),
+        ("messages_unacknowledged", unacked.to_string()),
+    ];
+    Response::table(
+        &["key", "value"],
+        rows.into_iter()
+            .map(|(key, value)| vec![key.to_string(), value])
+            .collect(),
+    )
+}

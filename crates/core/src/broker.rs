@@ -76,6 +76,8 @@ pub struct Broker {
     pub connections: Arc<Connections>,
     /// Memory and disk as the resource monitors last measured them, and the alarms.
     pub resources: Arc<crate::resources::Resources>,
+    /// When this process started and where it listens.
+    pub node: crate::node::Node,
     pub(crate) vhosts: RwLock<HashMap<String, Arc<VHost>>>,
     next_connection_id: AtomicU64,
     /// Held by each administrative change across its check, record and apply, so that
@@ -185,6 +187,7 @@ impl Broker {
             access: Arc::default(),
             connections: Arc::default(),
             resources: Arc::default(),
+            node: Default::default(),
             vhosts: RwLock::new(HashMap::new()),
             next_connection_id: AtomicU64::new(1),
             administration: parking_lot::Mutex::new(()),

@@ -219,6 +219,15 @@ impl Connections {
     pub fn count(&self) -> usize {
         self.open.lock().len()
     }
+
+    /// Channels open over every connection.
+    pub fn channel_count(&self) -> usize {
+        self.open
+            .lock()
+            .values()
+            .map(|e| e.channels.load(Ordering::Relaxed))
+            .sum()
+    }
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ pub mod exchange;
 pub mod flusher;
 pub mod limits;
 pub mod message;
+pub mod node;
 pub mod policy;
 pub mod queue;
 pub mod queue_arguments;

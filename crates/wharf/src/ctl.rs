@@ -166,6 +166,10 @@ enum CtlCommand {
     /// Lists the open client connections.
     #[command(name = "list_connections")]
     ListConnections,
+    /// The broker as a whole: version, uptime, listeners, memory and disk against their
+    /// limits, alarms, and totals (connections, channels, queues, consumers, messages).
+    #[command(name = "status")]
+    Status,
     /// Lists a vhost's queues with the columns named (rabbitmqctl's info keys: name,
     /// durable, auto_delete, exclusive, arguments, policy, messages, messages_ready,
     /// messages_unacknowledged, consumers, state, type) [default: name messages]
@@ -363,6 +367,7 @@ fn request_of(command: CtlCommand) -> anyhow::Result<Request> {
         },
         CtlCommand::ListTopicPermissions { vhost } => Request::ListTopicPermissions { vhost },
         CtlCommand::ListConnections => Request::ListConnections,
+        CtlCommand::Status => Request::Status,
         CtlCommand::ListQueues { vhost, columns } => Request::ListQueues { vhost, columns },
         CtlCommand::ListExchanges { vhost, columns } => Request::ListExchanges { vhost, columns },
         CtlCommand::ListBindings { vhost, columns } => Request::ListBindings { vhost, columns },
@@ -408,6 +413,7 @@ pub fn run(args: CtlArgs) -> anyhow::Result<()> {
         _ => None,
     };
     // What a command that answers with a count says about it.
+    let is_status = matches!(args.command, CtlCommand::Status);
     let told = match &args.command {
         CtlCommand::PurgeQueue { name, .. } => Some(format!("Queue '{name}' purged of")),
         CtlCommand::DeleteQueue { .. } => Some("Queue was successfully deleted with".to_string()),
@@ -419,7 +425,9 @@ pub fn run(args: CtlArgs) -> anyhow::Result<()> {
         anyhow::bail!("{}", response.error.unwrap_or_default());
     }
     if !response.columns.is_empty() {
-        if args.formatter == "json" {
+        if args.formatter == "json" && is_status {
+            println!("{}", json_status(&response.rows));
+        } else if args.formatter == "json" {
             println!("{}", json_rows(&response.columns, &response.rows));
         } else {
             println!("{}", response.columns.join("\t"));
@@ -478,6 +486,31 @@ fn json_rows(columns: &[String], rows: &[Vec<String>]) -> String {
         })
         .collect();
     Value::Array(objects).to_string()
+}
+
+/// `status` as one JSON object: figures as numbers, flags as booleans, an unmeasured
+/// figure as null.
+fn json_status(rows: &[Vec<String>]) -> String {
+    use serde_json::Value;
+    let object: serde_json::Map<String, Value> = rows
+        .iter()
+        .filter_map(|row| match row.as_slice() {
+            [key, value] => {
+                let value = if value.is_empty() && key.ends_with("_bytes") {
+                    Value::Null
+                } else if let Ok(n) = value.parse::<u64>() {
+                    Value::from(n)
+                } else if let Ok(b) = value.parse::<bool>() {
+                    Value::Bool(b)
+                } else {
+                    Value::from(value.as_str())
+                };
+                Some((key.clone(), value))
+            }
+            _ => None,
+        })
+        .collect();
+    Value::Object(object).to_string()
 }
 
 /// Runs the request on the broker serving `data_dir`, or, if none runs there, on the

@@ -227,6 +227,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let mut listening = Vec::new();
     for Listening { listener, tls } in &listeners {
         let address = listener.local_addr()?;
+        let protocol = if tls.is_some() { "amqp/ssl" } else { "amqp" };
+        broker.node.add_listener(protocol, address);
         match tls {
             None => {
                 tracing::info!(%address, "AMQP listening on {address}");

@@ -527,3 +527,82 @@ async fn queues_exchanges_and_bindings_are_listed_purged_and_deleted() {
     let (out, _) = text(&broker.ctl(&["list_bindings", "source_name", "destination_name"]));
     assert_eq!(out, "source_name\tdestination_name\n\tbusy\n");
 }
+
+/// `status` reports the broker as a whole: where it listens, its memory and disk against
+/// their limits (as its monitors measured them), the alarms, and totals that match what
+/// the clients made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_reports_listeners_resources_and_totals() {
+    let broker = Broker::start("status");
+    let properties = ConnectionProperties::default()
+        .with_executor(tokio_executor_trait::Tokio::current())
+        .with_reactor(tokio_reactor_trait::Tokio);
+    let url = format!("amqp://guest:guest@127.0.0.1:{}/%2f", broker.port);
+    let connection = Connection::connect(&url, properties).await.unwrap();
+    let ch = connection.create_channel().await.unwrap();
+    let _second = connection.create_channel().await.unwrap();
+    ch.confirm_select(Default::default()).await.unwrap();
+    ch.queue_declare("waiting", Default::default(), FieldTable::default())
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        ch.basic_publish(
+            "",
+            "waiting",
+            Default::default(),
+            b"m",
+            BasicProperties::default(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    }
+
+    let status = broker.ctl(&["status"]);
+    let (out, err) = text(&status);
+    assert!(status.status.success(), "{err}");
+    let rows: std::collections::HashMap<&str, &str> = out
+        .lines()
+        .skip(1)
+        .filter_map(|line| line.split_once('\t'))
+        .collect();
+    assert_eq!(
+        rows["listeners"],
+        format!("amqp 127.0.0.1:{}", broker.port),
+        "{out}"
+    );
+    for (key, expected) in [
+        ("connections", "1"),
+        ("channels", "2"),
+        ("queues", "1"),
+        ("messages", "2"),
+        ("messages_ready", "2"),
+        ("consumers", "0"),
+        ("memory_alarm", "false"),
+        ("disk_alarm", "false"),
+    ] {
+        assert_eq!(rows[key], expected, "{key} in {out}");
+    }
+
+    let json = broker.ctl(&["status", "--formatter", "json"]);
+    let parsed: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    for key in [
+        "pid",
+        "uptime_seconds",
+        "memory_used_bytes",
+        "memory_high_watermark_bytes",
+        "disk_free_bytes",
+        "disk_free_limit_bytes",
+    ] {
+        assert!(parsed[key].is_u64(), "{key}: {parsed}");
+    }
+    assert!(parsed["memory_used_bytes"].as_u64().unwrap() > 0);
+    assert_eq!(
+        parsed["disk_free_limit_bytes"], 50_000_000,
+        "the default limit"
+    );
+    assert_eq!(parsed["channels"], 2);
+    assert_eq!(parsed["disk_alarm"], false);
+    assert_eq!(parsed["version"], env!("CARGO_PKG_VERSION"));
+}
