@@ -102,6 +102,11 @@ pub enum Request {
     ListConnections,
     /// The broker as a whole: version, uptime, listeners, memory, disk, alarms, totals.
     Status,
+    /// Closes a client connection (the id list_connections shows) with 320 and `reason`.
+    CloseConnection {
+        id: u64,
+        reason: String,
+    },
     /// A vhost's queues; `columns`: rabbitmqctl's info keys (none: name, messages).
     ListQueues {
         vhost: String,
@@ -492,6 +497,13 @@ pub fn execute(broker: &Broker, request: Request) -> Response {
             }
         }
         Request::Status => crate::listing::status(broker),
+        Request::CloseConnection { id, reason } => {
+            if broker.connections.close(id, &reason) {
+                Response::ok()
+            } else {
+                Response::error(format!("no connection {id} is open"))
+            }
+        }
         Request::ListConnections => Response::table(
             &["id", "user", "vhost", "peer"],
             broker

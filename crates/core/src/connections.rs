@@ -180,6 +180,18 @@ impl Connections {
             .sum()
     }
 
+    /// Asks connection `id` to close (320, `reason`); false if no such connection is open.
+    pub fn close(&self, id: ConnectionId, reason: &str) -> bool {
+        let open = self.open.lock();
+        match open.get(&id) {
+            Some(entry) => {
+                (entry.close)(reason);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Asks every connection of `vhost` to close; how many there were.
     pub fn close_vhost(&self, vhost: &str, reason: &str) -> usize {
         self.close_where(|e| e.vhost == vhost, reason)

@@ -166,6 +166,10 @@ enum CtlCommand {
     /// Lists the open client connections.
     #[command(name = "list_connections")]
     ListConnections,
+    /// Closes a client connection, telling the client EXPLANATION (320 CONNECTION_FORCED);
+    /// ID as list_connections shows it.
+    #[command(name = "close_connection")]
+    CloseConnection { id: u64, explanation: String },
     /// The broker as a whole: version, uptime, listeners, memory and disk against their
     /// limits, alarms, and totals (connections, channels, queues, consumers, messages).
     #[command(name = "status")]
@@ -368,6 +372,10 @@ fn request_of(command: CtlCommand) -> anyhow::Result<Request> {
         CtlCommand::ListTopicPermissions { vhost } => Request::ListTopicPermissions { vhost },
         CtlCommand::ListConnections => Request::ListConnections,
         CtlCommand::Status => Request::Status,
+        CtlCommand::CloseConnection { id, explanation } => Request::CloseConnection {
+            id,
+            reason: explanation,
+        },
         CtlCommand::ListQueues { vhost, columns } => Request::ListQueues { vhost, columns },
         CtlCommand::ListExchanges { vhost, columns } => Request::ListExchanges { vhost, columns },
         CtlCommand::ListBindings { vhost, columns } => Request::ListBindings { vhost, columns },

@@ -606,3 +606,57 @@ async fn status_reports_listeners_resources_and_totals() {
     assert_eq!(parsed["disk_alarm"], false);
     assert_eq!(parsed["version"], env!("CARGO_PKG_VERSION"));
 }
+
+/// `close_connection` closes the connection list_connections names, and its client hears
+/// why (320 CONNECTION_FORCED with the explanation); an id that is not open is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_is_closed_by_id_with_a_reason() {
+    let broker = Broker::start("close");
+    let properties = ConnectionProperties::default()
+        .with_executor(tokio_executor_trait::Tokio::current())
+        .with_reactor(tokio_reactor_trait::Tokio);
+    let url = format!("amqp://guest:guest@127.0.0.1:{}/%2f", broker.port);
+    let connection = Connection::connect(&url, properties).await.unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let tx = std::sync::Mutex::new(Some(tx));
+    connection.on_error(move |error| {
+        if let Some(tx) = tx.lock().unwrap().take() {
+            let _ = tx.send(error);
+        }
+    });
+    let (out, _) = text(&broker.ctl(&["list_connections"]));
+    let id = out
+        .lines()
+        .nth(1)
+        .and_then(|row| row.split('\t').next())
+        .unwrap_or_else(|| panic!("no connection listed: {out}"))
+        .to_string();
+
+    let closed = broker.ctl(&["close_connection", &id, "maintenance window"]);
+    assert!(closed.status.success(), "{:?}", text(&closed));
+    let error = tokio::time::timeout(Duration::from_secs(5), rx)
+        .await
+        .expect("the client was not told")
+        .unwrap();
+    match error {
+        lapin::Error::ProtocolError(e) => assert_eq!(
+            (e.get_id(), e.get_message().to_string()),
+            (320, "CONNECTION_FORCED - maintenance window".to_string())
+        ),
+        other => panic!("expected a connection.close, got {other:?}"),
+    }
+
+    // Gone from the list once the broker is done with it; then it cannot be closed again.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while text(&broker.ctl(&["list_connections"])).0.lines().count() > 1 {
+        assert!(Instant::now() < deadline, "the connection stays listed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let again = broker.ctl(&["close_connection", &id, "twice"]);
+    let (_, err) = text(&again);
+    assert!(!again.status.success());
+    assert!(
+        err.contains(&format!("no connection {id} is open")),
+        "{err}"
+    );
+}
