@@ -1,6 +1,8 @@
 //! The log's own tests: appends, acks, segments rolling and going, reopening.
 use super::*;
 use crate::data_dir::tests::TempDir;
+use crate::segment::{Lifetime, RECORD_HEADER_BYTES};
+use crate::segment_index::SegmentIndex;
 use std::fs::OpenOptions;
 use std::io::Write;
 
