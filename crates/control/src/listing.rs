@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use wharf_amqp::{FieldTable, FieldValue};
 use wharf_core::exchange::Destination;
+use wharf_core::queue::QueueStats;
 use wharf_core::{Exchange, Queue, VHost};
 
 use crate::commands::Response;
@@ -21,6 +22,10 @@ pub const QUEUE_KEYS: &[&str] = &[
     "messages",
     "messages_ready",
     "messages_unacknowledged",
+    "messages_ready_ram",
+    "message_bytes",
+    "message_bytes_ready",
+    "message_bytes_unacknowledged",
     "consumers",
     "state",
     "type",
@@ -111,18 +116,26 @@ pub fn arguments_json(table: &FieldTable) -> String {
     table_value(table).to_string()
 }
 
-fn queue_cell(queue: &Queue, key: &str) -> String {
+fn queue_cell(queue: &Queue, stats: &QueueStats, key: &str) -> String {
     match key {
         "name" => queue.name.to_string(),
         "durable" => queue.options.durable.to_string(),
         "auto_delete" => queue.options.auto_delete.to_string(),
         "exclusive" => queue.options.exclusive_owner.is_some().to_string(),
         "arguments" => arguments_json(&queue.options.arguments),
-        "policy" => queue.policy().map(|p| p.to_string()).unwrap_or_default(),
-        "messages" => (u64::from(queue.message_count()) + queue.unacked_count() as u64).to_string(),
-        "messages_ready" => queue.message_count().to_string(),
-        "messages_unacknowledged" => queue.unacked_count().to_string(),
-        "consumers" => queue.consumer_count().to_string(),
+        "policy" => stats
+            .policy
+            .as_ref()
+            .map(|p| p.to_string())
+            .unwrap_or_default(),
+        "messages" => stats.messages().to_string(),
+        "messages_ready" => stats.messages_ready.to_string(),
+        "messages_unacknowledged" => stats.messages_unacknowledged.to_string(),
+        "messages_ready_ram" => stats.messages_ready_in_memory.to_string(),
+        "message_bytes" => stats.message_bytes().to_string(),
+        "message_bytes_ready" => stats.message_bytes_ready.to_string(),
+        "message_bytes_unacknowledged" => stats.message_bytes_unacknowledged.to_string(),
+        "consumers" => stats.consumers.to_string(),
         "state" => "running".to_string(),
         "type" => "classic".to_string(),
         // Keys were checked against QUEUE_KEYS.
@@ -139,7 +152,10 @@ pub fn queues(vhost: &VHost, asked: &[String]) -> Response {
     queues.sort_by(|a, b| a.name.cmp(&b.name));
     let rows = queues
         .iter()
-        .map(|q| keys.iter().map(|key| queue_cell(q, key)).collect())
+        .map(|q| {
+            let stats = q.stats();
+            keys.iter().map(|key| queue_cell(q, &stats, key)).collect()
+        })
         .collect();
     Response::table(&keys, rows)
 }
@@ -251,10 +267,11 @@ pub fn status(broker: &wharf_core::Broker) -> Response {
     let vhosts = broker.vhosts();
     for vhost in &vhosts {
         for queue in vhost.queues() {
+            let stats = queue.stats();
             queues += 1;
-            consumers += u64::from(queue.consumer_count());
-            ready += u64::from(queue.message_count());
-            unacked += queue.unacked_count() as u64;
+            consumers += u64::from(stats.consumers);
+            ready += stats.messages_ready;
+            unacked += stats.messages_unacknowledged;
         }
     }
     let listeners: Vec<String> = broker

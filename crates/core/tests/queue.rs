@@ -398,3 +398,58 @@ fn each_operation_says_what_it_delivered_and_whose_credit_it_filled() {
     );
     assert_eq!(queue.deliver_ready(), woken(0, false));
 }
+
+#[test]
+fn stats_read_what_the_queue_holds_and_has_done() {
+    let host = TestHost::new();
+    let queue = queue_with(&host, &[]);
+    for body in ["0123456789", "abcdefghij", "klmnopqrst", "uvwxyz0123"] {
+        queue.publish(message(body));
+    }
+    let taker = Taker::new(2);
+    queue.add_consumer(taker.consumer("c")).unwrap();
+    let delivered = taker.take_offsets();
+    assert_eq!(delivered.len(), 2);
+    let stats = queue.stats();
+    assert_eq!(
+        (
+            stats.messages_ready,
+            stats.messages_unacknowledged,
+            stats.messages()
+        ),
+        (2, 2, 4)
+    );
+    assert_eq!(
+        (
+            stats.message_bytes_ready,
+            stats.message_bytes_unacknowledged
+        ),
+        (20, 20)
+    );
+    assert_eq!(stats.consumers, 1);
+    queue.ack(&delivered[..1]);
+    queue.requeue(&delivered[1..]);
+    // The requeued one goes back to the consumer (one unit of credit left), redelivered.
+    taker.credit.store(1, Ordering::SeqCst);
+    queue.deliver_ready();
+    assert!(get_body(&queue).is_some(), "a get without ack");
+    let counters = queue.stats().counters;
+    assert_eq!(
+        counters,
+        wharf_core::queue::QueueCounters {
+            published: 4,
+            delivered: 3,
+            delivered_no_ack: 0,
+            got: 0,
+            got_no_ack: 1,
+            redelivered: 1,
+            acked: 1,
+        }
+    );
+    let stats = queue.stats();
+    assert_eq!(
+        (stats.messages_ready, stats.messages_unacknowledged),
+        (1, 1)
+    );
+    assert_eq!(stats.message_bytes(), 20);
+}

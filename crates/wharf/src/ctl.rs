@@ -176,7 +176,8 @@ enum CtlCommand {
     Status,
     /// Lists a vhost's queues with the columns named (rabbitmqctl's info keys: name,
     /// durable, auto_delete, exclusive, arguments, policy, messages, messages_ready,
-    /// messages_unacknowledged, consumers, state, type) [default: name messages]
+    /// messages_unacknowledged, messages_ready_ram, message_bytes, message_bytes_ready,
+    /// message_bytes_unacknowledged, consumers, state, type) [default: name messages]
     #[command(name = "list_queues")]
     ListQueues {
         #[arg(short = 'p', long, default_value = "/")]
@@ -466,6 +467,10 @@ fn json_rows(columns: &[String], rows: &[Vec<String>]) -> String {
             "messages"
             | "messages_ready"
             | "messages_unacknowledged"
+            | "messages_ready_ram"
+            | "message_bytes"
+            | "message_bytes_ready"
+            | "message_bytes_unacknowledged"
             | "consumers"
             | "id"
             | "priority" => cell

@@ -447,6 +447,13 @@ async fn queues_exchanges_and_bindings_are_listed_purged_and_deleted() {
         ["name\tmessages\tconsumers", "busy\t0\t1", "stock\t3\t0"]
     );
 
+    let (out, _) =
+        text(&broker.ctl(&["list_queues", "name", "message_bytes", "messages_ready_ram"]));
+    assert_eq!(
+        out,
+        "name\tmessage_bytes\tmessages_ready_ram\nbusy\t0\t0\nstock\t3\t3\n"
+    );
+
     let json = broker.ctl(&[
         "list_queues",
         "--formatter",

@@ -92,6 +92,12 @@ impl Queue {
                         woken.note(offered);
                         let no_ack = consumer.no_ack;
                         let entry = backlog.pop_front(level).expect("head was checked above");
+                        let counters = &mut state.counters;
+                        match no_ack {
+                            true => counters.delivered_no_ack += 1,
+                            false => counters.delivered += 1,
+                        }
+                        counters.redelivered += u64::from(entry.redelivered);
                         if no_ack {
                             state.backlog.forget(&entry);
                         } else {
@@ -135,6 +141,11 @@ impl Queue {
         } else {
             entry.message.clone()
         };
+        match no_ack {
+            true => state.counters.got_no_ack += 1,
+            false => state.counters.got += 1,
+        }
+        state.counters.redelivered += u64::from(entry.redelivered);
         let result = GetResult {
             offset: entry.offset,
             message,
@@ -157,6 +168,7 @@ impl Queue {
         for offset in offsets {
             if let Some(entry) = state.unacked.remove(offset) {
                 state.backlog.forget(&entry);
+                state.counters.acked += 1;
             }
         }
         // One write for the batch's acks, rather than one per ack.

@@ -12,6 +12,7 @@ mod delivery;
 mod expiry;
 mod host;
 mod publishing;
+mod stats;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,6 +29,7 @@ use self::consumer::Consumer;
 pub use self::consumer::{Offered, Woken};
 use self::dead_letter::DeadLetter;
 pub use self::host::QueueHost;
+pub use self::stats::{QueueCounters, QueueStats};
 use crate::error::{Error, Result};
 use crate::message::Message;
 use crate::queue_arguments::QueueSettings;
@@ -83,6 +85,8 @@ struct State {
     /// What delivering has done since the operation in progress began; taken by the
     /// operations that report it ([`Woken`]), cleared by the others.
     woken: consumer::Woken,
+    /// What the queue has done, for management ([`Queue::stats`]).
+    counters: stats::QueueCounters,
     /// What the queue's arguments and its policy ask of it.
     settings: QueueSettings,
     /// The policy applied, if any.
@@ -156,6 +160,7 @@ impl Queue {
         let levels = settings.max_priority.map_or(1, |max| usize::from(max) + 1);
         let state = State {
             woken: Default::default(),
+            counters: Default::default(),
             settings: settings.clone(),
             policy: None,
             backlog: Backlog::new(name.clone(), levels, window),

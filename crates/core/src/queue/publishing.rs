@@ -137,6 +137,7 @@ impl Queue {
     ) -> Enqueued {
         let outcome = state.backlog.push(message, expires_at);
         if outcome != Enqueued::Failed {
+            state.counters.published += 1;
             self.deliver_at(state, now);
         }
         outcome
