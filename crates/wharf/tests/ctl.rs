@@ -129,6 +129,14 @@ async fn can_log_in(port: u16, user: &str, password: &str, vhost: &str) -> bool 
     Connection::connect(&url, properties).await.is_ok()
 }
 
+async fn guest_connection(port: u16) -> Connection {
+    let properties = ConnectionProperties::default()
+        .with_executor(tokio_executor_trait::Tokio::current())
+        .with_reactor(tokio_reactor_trait::Tokio);
+    let url = format!("amqp://guest:guest@127.0.0.1:{port}/%2f");
+    Connection::connect(&url, properties).await.unwrap()
+}
+
 fn text(output: &Output) -> (String, String) {
     (
         String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -385,11 +393,7 @@ async fn a_stopped_brokers_data_directory_is_changed_directly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queues_exchanges_and_bindings_are_listed_purged_and_deleted() {
     let broker = Broker::start("lists");
-    let properties = ConnectionProperties::default()
-        .with_executor(tokio_executor_trait::Tokio::current())
-        .with_reactor(tokio_reactor_trait::Tokio);
-    let url = format!("amqp://guest:guest@127.0.0.1:{}/%2f", broker.port);
-    let connection = Connection::connect(&url, properties).await.unwrap();
+    let connection = guest_connection(broker.port).await;
     let ch = connection.create_channel().await.unwrap();
     ch.confirm_select(Default::default()).await.unwrap();
     let mut capped = FieldTable::default();
@@ -541,11 +545,7 @@ async fn queues_exchanges_and_bindings_are_listed_purged_and_deleted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_reports_listeners_resources_and_totals() {
     let broker = Broker::start("status");
-    let properties = ConnectionProperties::default()
-        .with_executor(tokio_executor_trait::Tokio::current())
-        .with_reactor(tokio_reactor_trait::Tokio);
-    let url = format!("amqp://guest:guest@127.0.0.1:{}/%2f", broker.port);
-    let connection = Connection::connect(&url, properties).await.unwrap();
+    let connection = guest_connection(broker.port).await;
     let ch = connection.create_channel().await.unwrap();
     let _second = connection.create_channel().await.unwrap();
     ch.confirm_select(Default::default()).await.unwrap();
@@ -619,11 +619,7 @@ async fn status_reports_listeners_resources_and_totals() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_is_closed_by_id_with_a_reason() {
     let broker = Broker::start("close");
-    let properties = ConnectionProperties::default()
-        .with_executor(tokio_executor_trait::Tokio::current())
-        .with_reactor(tokio_reactor_trait::Tokio);
-    let url = format!("amqp://guest:guest@127.0.0.1:{}/%2f", broker.port);
-    let connection = Connection::connect(&url, properties).await.unwrap();
+    let connection = guest_connection(broker.port).await;
     let (tx, rx) = tokio::sync::oneshot::channel();
     let tx = std::sync::Mutex::new(Some(tx));
     connection.on_error(move |error| {

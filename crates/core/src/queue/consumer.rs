@@ -162,12 +162,7 @@ impl Queue {
         state.consumers.insert(at, consumer);
         state.had_consumer = true;
         self.touch_locked(&mut state);
-        self.deliver_locked(&mut state);
-        let dead = self.after_change(&mut state);
-        let woken = std::mem::take(&mut state.woken);
-        drop(state);
-        self.dead_letter(dead);
-        Ok(woken)
+        Ok(self.deliver_and_unlock(state))
     }
 
     pub fn remove_consumer(

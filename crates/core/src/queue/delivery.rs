@@ -11,7 +11,17 @@ impl Queue {
     /// Offers ready messages to consumers until either runs out. Channels call this when
     /// they gain credit (an ack, a larger prefetch, flow back on, a drained socket).
     pub fn deliver_ready(self: &Arc<Self>) -> Woken {
-        let mut state = self.state.lock();
+        let state = self.state.lock();
+        self.deliver_and_unlock(state)
+    }
+
+    /// What an operation does last: delivers what it made deliverable, finishes the
+    /// change (expiry, timers), releases the lock, then routes the dead letters; returns
+    /// what it delivered.
+    pub(super) fn deliver_and_unlock(
+        self: &Arc<Self>,
+        mut state: parking_lot::MutexGuard<'_, State>,
+    ) -> Woken {
         self.deliver_locked(&mut state);
         let dead = self.after_change(&mut state);
         let woken = std::mem::take(&mut state.woken);
@@ -173,12 +183,7 @@ impl Queue {
         }
         // One write for the batch's acks, rather than one per ack.
         state.backlog.write_acks();
-        self.deliver_locked(&mut state);
-        let dead = self.after_change(&mut state);
-        let woken = std::mem::take(&mut state.woken);
-        drop(state);
-        self.dead_letter(dead);
-        woken
+        self.deliver_and_unlock(state)
     }
 
     /// basic.reject / basic.nack without requeue: the messages leave the queue, to its
@@ -191,12 +196,7 @@ impl Queue {
             }
         }
         state.backlog.write_acks();
-        self.deliver_locked(&mut state);
-        let dead = self.after_change(&mut state);
-        let woken = std::mem::take(&mut state.woken);
-        drop(state);
-        self.dead_letter(dead);
-        woken
+        self.deliver_and_unlock(state)
     }
 
     /// Puts delivered messages back in their original places, marked redelivered, and
@@ -221,12 +221,7 @@ impl Queue {
             state.backlog.requeue(entry);
         }
         state.backlog.write_acks();
-        self.deliver_locked(&mut state);
-        let dead = self.after_change(&mut state);
-        let woken = std::mem::take(&mut state.woken);
-        drop(state);
-        self.dead_letter(dead);
-        woken
+        self.deliver_and_unlock(state)
     }
 
     /// Removes every ready message; returns how many there were.

@@ -91,12 +91,8 @@ impl Queue {
                 return;
             }
         }
-        self.deliver_locked(&mut state);
-        let dead = self.after_change(&mut state);
         // Nobody waits on what a timer delivered.
-        state.woken = Default::default();
-        drop(state);
-        self.dead_letter(dead);
+        let _ = self.deliver_and_unlock(state);
     }
 
     /// Notes that the queue was used (declared, consumed from, read with basic.get): its

@@ -257,11 +257,7 @@ impl Queue {
         }
         state.settings = settings;
         self.drop_head(&mut state);
-        self.deliver_locked(&mut state);
-        let dead = self.after_change(&mut state);
-        state.woken = Default::default();
-        drop(state);
-        self.dead_letter(dead);
+        let _ = self.deliver_and_unlock(state);
     }
 
     /// The name of the policy that applies to the queue, if one does.
