@@ -44,6 +44,21 @@ async fn declare(client: &mut RawClient, queue: &str, durable: bool, arguments: 
     assert!(matches!(ok, Method::QueueDeclareOk(_)), "{ok:?}");
 }
 
+/// Deletes `queue` on channel 1; the message count of the delete-ok (the next reply).
+async fn delete(client: &mut RawClient, queue: &str) -> u32 {
+    let delete = QueueDelete {
+        queue: queue.into(),
+        if_unused: false,
+        if_empty: false,
+        no_wait: false,
+    };
+    client.send_method(1, delete).await;
+    match client.read_method().await {
+        Method::QueueDeleteOk(ok) => ok.message_count,
+        other => panic!("expected delete-ok, got {other:?}"),
+    }
+}
+
 async fn confirm_select(client: &mut RawClient) {
     client
         .send_method(1, ConfirmSelect { no_wait: false })
@@ -134,22 +149,7 @@ async fn burst_is_acked_with_multiple(persistent: bool) {
         multiples > 0 && frames < BURST as usize,
         "{BURST} confirms ready together came as {frames} frames, {multiples} multiple"
     );
-    client
-        .send_method(
-            1,
-            QueueDelete {
-                queue: queue.as_str().into(),
-                if_unused: false,
-                if_empty: false,
-                no_wait: false,
-            },
-        )
-        .await;
-    let ok = client.read_method().await;
-    assert!(
-        matches!(ok, Method::QueueDeleteOk(QueueDeleteOk { message_count }) if message_count == BURST as u32),
-        "{ok:?}"
-    );
+    assert_eq!(delete(&mut client, &queue).await, BURST as u32);
 }
 
 #[tokio::test]
@@ -232,22 +232,7 @@ async fn no_confirm_follows_the_close_ok() {
         "after close-ok ({confirmed_before_close} confirm frames before it): {after:?}"
     );
     // The reopened channel is not in confirm mode: a publish gets nothing back, and the
-    // next reply is the declare's.
+    // next reply is the delete's.
     client.send_raw(&burst(&[queue.as_str()], true)).await;
-    client
-        .send_method(
-            1,
-            QueueDelete {
-                queue: queue.as_str().into(),
-                if_unused: false,
-                if_empty: false,
-                no_wait: false,
-            },
-        )
-        .await;
-    let deleted = client.read_method().await;
-    assert!(
-        matches!(deleted, Method::QueueDeleteOk(QueueDeleteOk { message_count }) if message_count == BURST as u32 + 1),
-        "{deleted:?}"
-    );
+    assert_eq!(delete(&mut client, &queue).await, BURST as u32 + 1);
 }
