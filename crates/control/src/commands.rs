@@ -99,7 +99,12 @@ pub enum Request {
     ListTopicPermissions {
         vhost: String,
     },
-    ListConnections,
+    /// The open client connections; `columns`: rabbitmqctl's info keys (none: id, user,
+    /// vhost, peer).
+    ListConnections {
+        #[serde(default)]
+        columns: Vec<String>,
+    },
     /// The broker as a whole: version, uptime, listeners, memory, disk, alarms, totals.
     Status,
     /// Closes a client connection (the id list_connections shows) with 320 and `reason`.
@@ -504,15 +509,7 @@ pub fn execute(broker: &Broker, request: Request) -> Response {
                 Response::error(format!("no connection {id} is open"))
             }
         }
-        Request::ListConnections => Response::table(
-            &["id", "user", "vhost", "peer"],
-            broker
-                .connections
-                .list()
-                .into_iter()
-                .map(|c| vec![c.id.to_string(), c.user, c.vhost, c.peer])
-                .collect(),
-        ),
+        Request::ListConnections { columns } => crate::listing::connections(broker, &columns),
     }
 }
 

@@ -3,7 +3,7 @@
 //! user's); limits count them.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -14,22 +14,61 @@ use crate::queue::ConnectionId;
 /// CONNECTION_FORCED). The connection closes on its own task.
 pub type Closer = Box<dyn Fn(&str) + Send + Sync>;
 
+/// Bytes a connection has received and sent, counted by its reader and writer (one add
+/// per read or write, not per frame).
+#[derive(Debug, Default)]
+pub struct Traffic {
+    pub received_bytes: AtomicU64,
+    pub sent_bytes: AtomicU64,
+}
+
+impl Traffic {
+    pub fn received(&self, bytes: usize) {
+        self.received_bytes
+            .fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    pub fn sent(&self, bytes: usize) {
+        self.sent_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+}
+
+/// Who a connection is, as it was opened: what management lists of it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConnectionDetails {
+    pub user: String,
+    pub vhost: String,
+    /// The client's address.
+    pub peer: String,
+    /// The broker's address it connected to.
+    pub local: String,
+    pub tls: bool,
+    /// From the client's properties: `product`, `version`, `platform`, and the name the
+    /// application gave the connection (`connection_name`), when it sent them.
+    pub client_product: String,
+    pub client_version: String,
+    pub client_platform: String,
+    pub client_connection_name: String,
+    /// When it was opened, in milliseconds since the epoch.
+    pub connected_at_ms: u64,
+}
+
 struct Entry {
-    user: String,
-    vhost: String,
-    peer: String,
+    details: ConnectionDetails,
     close: Closer,
     /// Its open channels (for users' max-channels).
     channels: Arc<AtomicUsize>,
+    traffic: Arc<Traffic>,
 }
 
 /// What is known of an open connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnectionSummary {
     pub id: ConnectionId,
-    pub user: String,
-    pub vhost: String,
-    pub peer: String,
+    pub details: ConnectionDetails,
+    pub channels: usize,
+    pub received_bytes: u64,
+    pub sent_bytes: u64,
 }
 
 #[derive(Default)]
@@ -68,12 +107,12 @@ impl Registration {
     /// channels opened at once on several connections cannot all slip under the limit.
     pub fn open_channel_within(&self, max: u64) -> bool {
         let open = self.connections.open.lock();
-        let Some(user) = open.get(&self.id).map(|e| e.user.as_str()) else {
+        let Some(user) = open.get(&self.id).map(|e| e.details.user.as_str()) else {
             return false;
         };
         let channels: usize = open
             .values()
-            .filter(|e| e.user == user)
+            .filter(|e| e.details.user == user)
             .map(|e| e.channels.load(Ordering::Relaxed))
             .sum();
         if channels as u64 >= max {
@@ -105,12 +144,18 @@ impl Census<'_> {
 
     /// In the vhost the new connection opens.
     pub fn in_vhost(&self) -> usize {
-        self.open.values().filter(|e| e.vhost == self.vhost).count()
+        self.open
+            .values()
+            .filter(|e| e.details.vhost == self.vhost)
+            .count()
     }
 
     /// Of the user the new connection is for.
     pub fn of_user(&self) -> usize {
-        self.open.values().filter(|e| e.user == self.user).count()
+        self.open
+            .values()
+            .filter(|e| e.details.user == self.user)
+            .count()
     }
 }
 
@@ -120,13 +165,12 @@ impl Connections {
     pub fn register(
         self: &Arc<Self>,
         id: ConnectionId,
-        user: &str,
-        vhost: &str,
-        peer: &str,
+        details: ConnectionDetails,
+        traffic: Arc<Traffic>,
         close: Closer,
     ) -> Registration {
         let admit_all = |_: Census<'_>| Ok::<(), std::convert::Infallible>(());
-        match self.register_if(id, user, vhost, peer, close, admit_all) {
+        match self.register_if(id, details, traffic, close, admit_all) {
             Ok(registration) => registration,
             Err(never) => match never {},
         }
@@ -138,27 +182,25 @@ impl Connections {
     pub fn register_if<E>(
         self: &Arc<Self>,
         id: ConnectionId,
-        user: &str,
-        vhost: &str,
-        peer: &str,
+        details: ConnectionDetails,
+        traffic: Arc<Traffic>,
         close: Closer,
         admit: impl FnOnce(Census) -> Result<(), E>,
     ) -> Result<Registration, E> {
         let mut open = self.open.lock();
         admit(Census {
             open: &open,
-            vhost,
-            user,
+            vhost: &details.vhost,
+            user: &details.user,
         })?;
         let channels = Arc::new(AtomicUsize::new(0));
         open.insert(
             id,
             Entry {
-                user: user.to_string(),
-                vhost: vhost.to_string(),
-                peer: peer.to_string(),
+                details,
                 close,
                 channels: channels.clone(),
+                traffic,
             },
         );
         drop(open);
@@ -175,7 +217,7 @@ impl Connections {
         self.open
             .lock()
             .values()
-            .filter(|e| e.user == user)
+            .filter(|e| e.details.user == user)
             .map(|e| e.channels.load(Ordering::Relaxed))
             .sum()
     }
@@ -194,12 +236,12 @@ impl Connections {
 
     /// Asks every connection of `vhost` to close; how many there were.
     pub fn close_vhost(&self, vhost: &str, reason: &str) -> usize {
-        self.close_where(|e| e.vhost == vhost, reason)
+        self.close_where(|e| e.details.vhost == vhost, reason)
     }
 
     /// Asks every connection of `user` to close; how many there were.
     pub fn close_user(&self, user: &str, reason: &str) -> usize {
-        self.close_where(|e| e.user == user, reason)
+        self.close_where(|e| e.details.user == user, reason)
     }
 
     fn close_where(&self, matches: impl Fn(&Entry) -> bool, reason: &str) -> usize {
@@ -219,9 +261,10 @@ impl Connections {
             .iter()
             .map(|(id, e)| ConnectionSummary {
                 id: *id,
-                user: e.user.clone(),
-                vhost: e.vhost.clone(),
-                peer: e.peer.clone(),
+                details: e.details.clone(),
+                channels: e.channels.load(Ordering::Relaxed),
+                received_bytes: e.traffic.received_bytes.load(Ordering::Relaxed),
+                sent_bytes: e.traffic.sent_bytes.load(Ordering::Relaxed),
             })
             .collect();
         all.sort_by_key(|c| c.id);
@@ -257,9 +300,16 @@ mod tests {
                 asked.fetch_add(1, Ordering::Relaxed);
             })
         };
-        let a = connections.register(1, "alice", "/", "127.0.0.1:1", closer());
-        let _b = connections.register(2, "bob", "/", "127.0.0.1:2", closer());
-        let _c = connections.register(3, "alice", "other", "127.0.0.1:3", closer());
+        let details = |user: &str, vhost: &str| ConnectionDetails {
+            user: user.to_string(),
+            vhost: vhost.to_string(),
+            peer: "127.0.0.1:1".to_string(),
+            ..Default::default()
+        };
+        let traffic = Arc::new(Traffic::default());
+        let a = connections.register(1, details("alice", "/"), traffic.clone(), closer());
+        let _b = connections.register(2, details("bob", "/"), Arc::default(), closer());
+        let _c = connections.register(3, details("alice", "other"), Arc::default(), closer());
         assert_eq!(connections.close_vhost("other", "gone"), 1);
         assert_eq!(connections.close_user("alice", "gone"), 2);
         assert_eq!(asked.load(Ordering::Relaxed), 3);
@@ -272,13 +322,27 @@ mod tests {
         a.set_channels(3);
         // A fourth, for alice on "/", is counted with what is there, and may be refused.
         let mut seen = None;
-        let refused = connections.register_if(4, "alice", "/", "127.0.0.1:4", closer(), |c| {
-            seen = Some((c.total(), c.in_vhost(), c.of_user()));
-            Err("over a limit")
-        });
+        let refused =
+            connections.register_if(4, details("alice", "/"), Arc::default(), closer(), |c| {
+                seen = Some((c.total(), c.in_vhost(), c.of_user()));
+                Err("over a limit")
+            });
         assert_eq!(refused.unwrap_err(), "over a limit");
         assert_eq!(seen, Some((3, 2, 2)));
         assert_eq!(connections.count(), 3, "a refused connection is not listed");
+        traffic.received(100);
+        traffic.sent(40);
+        let listed = connections.list();
+        assert_eq!(
+            (
+                listed[0].id,
+                listed[0].received_bytes,
+                listed[0].sent_bytes,
+                listed[0].channels
+            ),
+            (1, 100, 40, 3)
+        );
+        assert_eq!(listed[2].details.vhost, "other");
         drop(a);
         assert_eq!(connections.count(), 2);
         assert_eq!(connections.user_channels("alice"), 2);

@@ -2,9 +2,12 @@
 //! buffer so body payloads are zero-copy slices of it. Cancel-safe: a pending read can
 //! be dropped in a `select!` without losing bytes, because partial data stays in the buffer.
 
+use std::sync::Arc;
+
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use wharf_amqp::Frame;
+use wharf_core::connections::Traffic;
 
 const READ_CHUNK_BYTES: usize = 64 * 1024;
 
@@ -21,14 +24,17 @@ pub struct FrameReader<R> {
     socket: R,
     buffer: BytesMut,
     pub frame_max: u32,
+    /// Where the bytes read are counted.
+    traffic: Arc<Traffic>,
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
-    pub fn new(socket: R, frame_max: u32) -> Self {
+    pub fn new(socket: R, frame_max: u32, traffic: Arc<Traffic>) -> Self {
         FrameReader {
             socket,
             buffer: BytesMut::with_capacity(READ_CHUNK_BYTES),
             frame_max,
+            traffic,
         }
     }
 
@@ -65,7 +71,10 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }
         match self.socket.read_buf(&mut self.buffer).await {
             Ok(0) => Err(ReadError::Closed),
-            Ok(_) => Ok(()),
+            Ok(read) => {
+                self.traffic.received(read);
+                Ok(())
+            }
             Err(e) => Err(ReadError::Io(e)),
         }
     }

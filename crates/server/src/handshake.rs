@@ -57,6 +57,11 @@ pub struct Handshake {
 pub struct Listing {
     pub id: ConnectionId,
     pub close: Closer,
+    /// Where its reader and writer count bytes.
+    pub traffic: Arc<wharf_core::connections::Traffic>,
+    /// The broker's address the client connected to, and whether over TLS.
+    pub local: String,
+    pub tls: bool,
 }
 
 /// Why a handshake did not complete.
@@ -94,6 +99,15 @@ fn server_properties() -> FieldTable {
     props.insert("product", text("Wharf"));
     props.insert("version", text(env!("CARGO_PKG_VERSION")));
     props
+}
+
+/// A client property that is text (product, version...), or empty.
+fn client_property(client_properties: &FieldTable, name: &str) -> String {
+    client_properties
+        .get(name)
+        .and_then(FieldValue::as_str)
+        .unwrap_or_default()
+        .to_string()
 }
 
 fn client_capability(client_properties: &FieldTable, name: &str) -> bool {
@@ -192,6 +206,7 @@ pub async fn run<R: AsyncRead + Unpin>(
     let consumer_cancel_notify =
         client_capability(&start_ok.client_properties, "consumer_cancel_notify");
     let connection_blocked = client_capability(&start_ok.client_properties, "connection.blocked");
+    let client_properties = start_ok.client_properties.clone();
     let mechanism = start_ok.mechanism.to_string();
     if !mechanisms.split(' ').any(|m| m == mechanism) {
         return Err(HandshakeError::Refused(
@@ -305,11 +320,22 @@ pub async fn run<R: AsyncRead + Unpin>(
         }
         Ok(())
     };
+    let details = wharf_core::connections::ConnectionDetails {
+        user: user.name.clone(),
+        vhost: vhost.name.to_string(),
+        peer: peer.to_string(),
+        local: listing.local,
+        tls: listing.tls,
+        client_product: client_property(&client_properties, "product"),
+        client_version: client_property(&client_properties, "version"),
+        client_platform: client_property(&client_properties, "platform"),
+        client_connection_name: client_property(&client_properties, "connection_name"),
+        connected_at_ms: wharf_core::timer::now_ms(),
+    };
     let registration = broker.connections.register_if(
         listing.id,
-        &user.name,
-        &vhost.name,
-        &peer.to_string(),
+        details,
+        listing.traffic,
         listing.close,
         admit,
     )?;

@@ -215,6 +215,8 @@ async fn accept_loop(listening: Listening, shared: connection::Listener) {
                     let listener = shared.clone();
                     let accepted = connection::Accepted {
                         peer,
+                        local: socket.local_addr().ok(),
+                        tls: tls.is_some(),
                         certificate_name: None,
                         // The TLS and AMQP handshakes together must be over by then.
                         handshake_deadline: tokio::time::Instant::now() + config.handshake_timeout,

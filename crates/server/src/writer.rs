@@ -11,6 +11,8 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 use wharf_amqp::frame::encode_heartbeat;
 
+use wharf_core::connections::Traffic;
+
 use crate::outbound::Outbound;
 
 /// Negotiated heartbeat interval in seconds (0 = none); set by the handshake.
@@ -31,6 +33,7 @@ pub async fn run_writer<W: AsyncWrite + Unpin>(
     mut socket: W,
     outbound: Arc<Outbound>,
     heartbeat: Arc<HeartbeatSetting>,
+    traffic: Arc<Traffic>,
 ) -> std::io::Result<()> {
     let mut batch = BytesMut::with_capacity(64 * 1024);
     let mut last_write = Instant::now();
@@ -58,6 +61,7 @@ pub async fn run_writer<W: AsyncWrite + Unpin>(
             outbound.writer_failed();
             return Err(error);
         }
+        traffic.sent(batch.len());
         last_write = Instant::now();
         outbound.after_write();
         // Let a buffer that grew for a burst shrink again rather than pin its memory.

@@ -163,9 +163,13 @@ enum CtlCommand {
         #[arg(short = 'p', long, default_value = "/")]
         vhost: String,
     },
-    /// Lists the open client connections.
+    /// Lists the open client connections with the columns named (info keys: id, name,
+    /// user, vhost, peer, peer_host, peer_port, host, port, ssl, channels, recv_oct,
+    /// send_oct, connected_at, user_provided_name, client_product, client_version,
+    /// client_platform, protocol, state) [default: id user vhost peer]; `id` is what
+    /// close_connection takes.
     #[command(name = "list_connections")]
-    ListConnections,
+    ListConnections { columns: Vec<String> },
     /// Closes a client connection, telling the client EXPLANATION (320 CONNECTION_FORCED);
     /// ID as list_connections shows it.
     #[command(name = "close_connection")]
@@ -371,7 +375,7 @@ fn request_of(command: CtlCommand) -> anyhow::Result<Request> {
             exchange,
         },
         CtlCommand::ListTopicPermissions { vhost } => Request::ListTopicPermissions { vhost },
-        CtlCommand::ListConnections => Request::ListConnections,
+        CtlCommand::ListConnections { columns } => Request::ListConnections { columns },
         CtlCommand::Status => Request::Status,
         CtlCommand::CloseConnection { id, explanation } => Request::CloseConnection {
             id,
@@ -472,12 +476,18 @@ fn json_rows(columns: &[String], rows: &[Vec<String>]) -> String {
             | "message_bytes_ready"
             | "message_bytes_unacknowledged"
             | "consumers"
+            | "channels"
+            | "recv_oct"
+            | "send_oct"
+            | "connected_at"
+            | "peer_port"
+            | "port"
             | "id"
             | "priority" => cell
                 .parse::<i64>()
                 .map(Value::from)
                 .unwrap_or_else(|_| cell.into()),
-            "durable" | "auto_delete" | "exclusive" | "internal" => match cell {
+            "durable" | "auto_delete" | "exclusive" | "internal" | "ssl" => match cell {
                 "true" => Value::Bool(true),
                 "false" => Value::Bool(false),
                 other => other.into(),

@@ -612,6 +612,48 @@ async fn status_reports_listeners_resources_and_totals() {
     assert_eq!(parsed["channels"], 2);
     assert_eq!(parsed["disk_alarm"], false);
     assert_eq!(parsed["version"], env!("CARGO_PKG_VERSION"));
+
+    // The connection as list_connections shows it, with rabbitmqctl's info keys.
+    let listed = broker.ctl(&[
+        "list_connections",
+        "--formatter",
+        "json",
+        "user",
+        "vhost",
+        "peer_host",
+        "port",
+        "ssl",
+        "channels",
+        "recv_oct",
+        "send_oct",
+        "client_product",
+        "protocol",
+    ]);
+    let parsed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let connection = &parsed[0];
+    assert_eq!(parsed.as_array().map(Vec::len), Some(1), "{parsed}");
+    assert_eq!(connection["user"], "guest");
+    assert_eq!(connection["vhost"], "/");
+    assert_eq!(connection["peer_host"], "127.0.0.1");
+    assert_eq!(connection["port"], u64::from(broker.port));
+    assert_eq!(connection["ssl"], false);
+    assert_eq!(connection["channels"], 2);
+    assert_eq!(connection["client_product"], "lapin");
+    assert_eq!(connection["protocol"], "AMQP 0-9-1");
+    // Two publishes of a byte each, and their confirms, at the least.
+    assert!(
+        connection["recv_oct"].as_u64().unwrap() > 2 * 20,
+        "{connection}"
+    );
+    assert!(
+        connection["send_oct"].as_u64().unwrap() > 2 * 20,
+        "{connection}"
+    );
+    let refused = broker.ctl(&["list_connections", "pid"]);
+    assert!(!refused.status.success());
+    assert!(text(&refused)
+        .1
+        .contains("Info key(s) pid are not supported"));
 }
 
 /// `close_connection` closes the connection list_connections names, and its client hears

@@ -13,6 +13,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 use wharf_amqp::*;
+use wharf_core::connections::Traffic;
 use wharf_core::queue::Woken;
 use wharf_core::{Broker, ConnectionId, VHost};
 
@@ -111,6 +112,10 @@ pub struct Listener {
 /// What is known of a socket before its AMQP handshake.
 pub struct Accepted {
     pub peer: SocketAddr,
+    /// The broker's address the client connected to.
+    pub local: Option<SocketAddr>,
+    /// Over TLS (amqps).
+    pub tls: bool,
     /// The common name of the client's verified TLS certificate, if it gave one.
     pub certificate_name: Option<String>,
     /// The TLS and AMQP handshakes must be over by then.
@@ -123,6 +128,8 @@ where
 {
     let Accepted {
         peer,
+        local,
+        tls,
         certificate_name,
         handshake_deadline,
     } = accepted;
@@ -136,14 +143,27 @@ where
     let (read_half, write_half) = tokio::io::split(socket);
     let outbound = Arc::new(Outbound::new());
     let heartbeat = Arc::new(HeartbeatSetting::default());
-    let writer = tokio::spawn(run_writer(write_half, outbound.clone(), heartbeat.clone()));
-    let mut reader = FrameReader::new(read_half, handshake::HANDSHAKE_FRAME_MAX_BYTES);
+    let traffic = Arc::new(Traffic::default());
+    let writer = tokio::spawn(run_writer(
+        write_half,
+        outbound.clone(),
+        heartbeat.clone(),
+        traffic.clone(),
+    ));
+    let mut reader = FrameReader::new(
+        read_half,
+        handshake::HANDSHAKE_FRAME_MAX_BYTES,
+        traffic.clone(),
+    );
     // Administration closes connections through the broker's list (a deleted vhost's,
     // a deleted user's), where the handshake puts this one: the reason arrives here.
     let id = broker.next_connection_id();
     let (forced_tx, mut forced) = watch::channel(None::<String>);
     let listing = handshake::Listing {
         id,
+        traffic,
+        local: local.map(|a| a.to_string()).unwrap_or_default(),
+        tls,
         close: Box::new(move |reason: &str| {
             let _ = forced_tx.send(Some(reason.to_string()));
         }),
