@@ -105,6 +105,11 @@ pub enum Request {
         #[serde(default)]
         columns: Vec<String>,
     },
+    /// Every open channel; `columns`: rabbitmqctl's info keys.
+    ListChannels {
+        #[serde(default)]
+        columns: Vec<String>,
+    },
     /// The broker as a whole: version, uptime, listeners, memory, disk, alarms, totals.
     Status,
     /// Closes a client connection (the id list_connections shows) with 320 and `reason`.
@@ -502,6 +507,7 @@ pub fn execute(broker: &Broker, request: Request) -> Response {
             }
         }
         Request::Status => crate::listing::status(broker),
+        Request::ListChannels { columns } => crate::listing::channels(broker, &columns),
         Request::CloseConnection { id, reason } => {
             if broker.connections.close(id, &reason) {
                 Response::ok()

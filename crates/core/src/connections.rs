@@ -53,8 +53,47 @@ pub struct ConnectionDetails {
     pub connected_at_ms: u64,
 }
 
+/// One channel as management sees it (RabbitMQ's list_channels).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChannelStats {
+    pub number: u16,
+    pub confirm: bool,
+    pub transactional: bool,
+    pub consumers: u32,
+    pub messages_unacknowledged: u64,
+    /// The prefetch given to consumers created from now on (basic.qos, global=false).
+    pub prefetch_count: u16,
+    /// The channel-wide limit (basic.qos, global=true).
+    pub global_prefetch_count: u16,
+    /// Messages published on it.
+    pub published: u64,
+    /// Deliveries and gets.
+    pub delivered: u64,
+    /// Deliveries acknowledged.
+    pub acked: u64,
+}
+
+/// A channel a protocol can describe: registered with its connection's [`Registration`].
+pub trait ChannelView: Send + Sync {
+    fn stats(&self) -> ChannelStats;
+}
+
+/// The channels of one connection, shared by its registration and its list entry.
+type ChannelViews = Arc<Mutex<Vec<Arc<dyn ChannelView>>>>;
+
+/// A channel as listed: its connection and its statistics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelSummary {
+    pub connection: ConnectionId,
+    pub user: String,
+    pub vhost: String,
+    pub peer: String,
+    pub stats: ChannelStats,
+}
+
 struct Entry {
     details: ConnectionDetails,
+    views: ChannelViews,
     close: Closer,
     /// Its open channels (for users' max-channels).
     channels: Arc<AtomicUsize>,
@@ -88,6 +127,7 @@ pub struct Registration {
     connections: Arc<Connections>,
     id: ConnectionId,
     channels: Arc<AtomicUsize>,
+    views: ChannelViews,
 }
 
 impl std::fmt::Debug for Registration {
@@ -100,6 +140,11 @@ impl Registration {
     /// Notes how many channels the connection has open.
     pub fn set_channels(&self, open: usize) {
         self.channels.store(open, Ordering::Relaxed);
+    }
+
+    /// Replaces the channels management sees with these (the connection's open ones).
+    pub fn set_channel_views(&self, views: Vec<Arc<dyn ChannelView>>) {
+        *self.views.lock() = views;
     }
 
     /// Counts one more open channel if its user's channels, over all their connections,
@@ -194,10 +239,12 @@ impl Connections {
             user: &details.user,
         })?;
         let channels = Arc::new(AtomicUsize::new(0));
+        let views = ChannelViews::default();
         open.insert(
             id,
             Entry {
                 details,
+                views: views.clone(),
                 close,
                 channels: channels.clone(),
                 traffic,
@@ -208,6 +255,7 @@ impl Connections {
             connections: self.clone(),
             id,
             channels,
+            views,
         })
     }
 
@@ -273,6 +321,31 @@ impl Connections {
 
     pub fn count(&self) -> usize {
         self.open.lock().len()
+    }
+
+    /// Every open channel, by connection and number. The views are read after the list's
+    /// lock is released (each takes its channel's own lock).
+    pub fn channels(&self) -> Vec<ChannelSummary> {
+        let entries: Vec<(ConnectionId, ConnectionDetails, Vec<Arc<dyn ChannelView>>)> = self
+            .open
+            .lock()
+            .iter()
+            .map(|(id, e)| (*id, e.details.clone(), e.views.lock().clone()))
+            .collect();
+        let mut all: Vec<ChannelSummary> = entries
+            .into_iter()
+            .flat_map(|(id, details, views)| {
+                views.into_iter().map(move |view| ChannelSummary {
+                    connection: id,
+                    user: details.user.clone(),
+                    vhost: details.vhost.clone(),
+                    peer: details.peer.clone(),
+                    stats: view.stats(),
+                })
+            })
+            .collect();
+        all.sort_by_key(|c| (c.connection, c.stats.number));
+        all
     }
 
     /// Channels open over every connection.

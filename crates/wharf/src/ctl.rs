@@ -174,6 +174,13 @@ enum CtlCommand {
     /// ID as list_connections shows it.
     #[command(name = "close_connection")]
     CloseConnection { id: u64, explanation: String },
+    /// Lists the open channels with the columns named (info keys: connection, name,
+    /// number, user, vhost, transactional, confirm, consumer_count,
+    /// messages_unacknowledged, prefetch_count, global_prefetch_count, published,
+    /// delivered, acked) [default: connection number user consumer_count
+    /// messages_unacknowledged]
+    #[command(name = "list_channels")]
+    ListChannels { columns: Vec<String> },
     /// The broker as a whole: version, uptime, listeners, memory and disk against their
     /// limits, alarms, and totals (connections, channels, queues, consumers, messages).
     #[command(name = "status")]
@@ -377,6 +384,7 @@ fn request_of(command: CtlCommand) -> anyhow::Result<Request> {
         CtlCommand::ListTopicPermissions { vhost } => Request::ListTopicPermissions { vhost },
         CtlCommand::ListConnections { columns } => Request::ListConnections { columns },
         CtlCommand::Status => Request::Status,
+        CtlCommand::ListChannels { columns } => Request::ListChannels { columns },
         CtlCommand::CloseConnection { id, explanation } => Request::CloseConnection {
             id,
             reason: explanation,
@@ -476,6 +484,14 @@ fn json_rows(columns: &[String], rows: &[Vec<String>]) -> String {
             | "message_bytes_ready"
             | "message_bytes_unacknowledged"
             | "consumers"
+            | "consumer_count"
+            | "connection"
+            | "number"
+            | "prefetch_count"
+            | "global_prefetch_count"
+            | "published"
+            | "delivered"
+            | "acked"
             | "channels"
             | "recv_oct"
             | "send_oct"
@@ -487,7 +503,8 @@ fn json_rows(columns: &[String], rows: &[Vec<String>]) -> String {
                 .parse::<i64>()
                 .map(Value::from)
                 .unwrap_or_else(|_| cell.into()),
-            "durable" | "auto_delete" | "exclusive" | "internal" | "ssl" => match cell {
+            "durable" | "auto_delete" | "exclusive" | "internal" | "ssl" | "confirm"
+            | "transactional" => match cell {
                 "true" => Value::Bool(true),
                 "false" => Value::Bool(false),
                 other => other.into(),

@@ -654,6 +654,57 @@ async fn status_reports_listeners_resources_and_totals() {
     assert!(text(&refused)
         .1
         .contains("Info key(s) pid are not supported"));
+
+    // Channels: a consumer with a prefetch of 5 takes both messages and acks one.
+    ch.basic_qos(5, Default::default()).await.unwrap();
+    let mut consumer = ch
+        .basic_consume("waiting", "c", Default::default(), FieldTable::default())
+        .await
+        .unwrap();
+    let first = next_delivery(&mut consumer).await;
+    let _second = next_delivery(&mut consumer).await;
+    first.ack(Default::default()).await.unwrap();
+    let keys = [
+        "number",
+        "confirm",
+        "published",
+        "consumer_count",
+        "prefetch_count",
+        "delivered",
+        "acked",
+        "messages_unacknowledged",
+    ];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let channels = loop {
+        let mut args = vec!["list_channels", "--formatter", "json"];
+        args.extend(keys);
+        let listed = broker.ctl(&args);
+        let parsed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+        // The ack counts once the broker has read it.
+        if parsed[0]["acked"] == 1 || Instant::now() > deadline {
+            break parsed;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(
+        channels,
+        serde_json::json!([
+            {"number": 1, "confirm": true, "published": 2, "consumer_count": 1,
+             "prefetch_count": 5, "delivered": 2, "acked": 1, "messages_unacknowledged": 1},
+            {"number": 2, "confirm": false, "published": 0, "consumer_count": 0,
+             "prefetch_count": 0, "delivered": 0, "acked": 0, "messages_unacknowledged": 0},
+        ])
+    );
+}
+
+/// The next delivery of `consumer` (failing the test after 5 s without one).
+async fn next_delivery(consumer: &mut lapin::Consumer) -> lapin::message::Delivery {
+    use futures_lite::StreamExt;
+    tokio::time::timeout(Duration::from_secs(5), consumer.next())
+        .await
+        .expect("no delivery in time")
+        .expect("the consumer ended")
+        .expect("a delivery")
 }
 
 /// `close_connection` closes the connection list_connections names, and its client hears

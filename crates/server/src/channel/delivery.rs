@@ -4,6 +4,7 @@
 //! calls into a queue; the channel task does that after releasing this state's lock.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::BytesMut;
@@ -12,6 +13,7 @@ use wharf_amqp::frame::{
     encode_basic_header, encode_body, encode_deliver, encode_method, DeliverRef,
 };
 use wharf_amqp::{BasicCancel, ByteString, Method};
+use wharf_core::connections::{ChannelStats, ChannelView};
 use wharf_core::queue::Offered;
 use wharf_core::{Delivery, DeliveryTarget, Message, Queue};
 
@@ -47,10 +49,18 @@ pub struct DeliveryState {
     /// Consumer deliveries (not gets) currently unacked, for the global limit.
     pub consumer_unacked: u32,
     pub closed: bool,
+    /// Deliveries and gets so far (for management).
+    pub delivered: u64,
+    /// The prefetch consumers created from now on get (mirrors the channel's, for
+    /// management), and the channel's mode: confirm or transactional.
+    pub consumer_prefetch: u16,
+    pub confirm: bool,
+    pub transactional: bool,
 }
 
 impl DeliveryState {
     fn assign_tag(&mut self) -> u64 {
+        self.delivered += 1;
         self.next_delivery_tag += 1;
         self.next_delivery_tag
     }
@@ -135,6 +145,28 @@ pub struct ChannelDelivery {
     /// Whether the client asked to hear about consumers the broker cancels.
     pub consumer_cancel_notify: bool,
     pub state: Mutex<DeliveryState>,
+    /// Messages published and deliveries acked on the channel: counted by its connection's
+    /// task alone, read by management.
+    pub published: AtomicU64,
+    pub acked: AtomicU64,
+}
+
+impl ChannelView for ChannelDelivery {
+    fn stats(&self) -> ChannelStats {
+        let state = self.state.lock();
+        ChannelStats {
+            number: self.channel_id,
+            confirm: state.confirm,
+            transactional: state.transactional,
+            consumers: state.consumers.len() as u32,
+            messages_unacknowledged: state.unacked.len() as u64,
+            prefetch_count: state.consumer_prefetch,
+            global_prefetch_count: state.global_prefetch,
+            published: self.published.load(Ordering::Relaxed),
+            delivered: state.delivered,
+            acked: self.acked.load(Ordering::Relaxed),
+        }
+    }
 }
 
 /// Appends basic.deliver / basic.get-ok / basic.return with the message's content frames.
@@ -168,6 +200,8 @@ impl ChannelDelivery {
             frame_max,
             consumer_cancel_notify,
             state: Mutex::new(DeliveryState::default()),
+            published: AtomicU64::new(0),
+            acked: AtomicU64::new(0),
         }
     }
 }

@@ -142,6 +142,11 @@ impl Channel {
         }
     }
 
+    /// The channel as management sees it.
+    pub fn view(&self) -> Arc<dyn wharf_core::connections::ChannelView> {
+        self.delivery.clone()
+    }
+
     /// What the queues delivered to consumers because of what this channel did since the
     /// last call: the connection lets the consumers' writers run before it reads on.
     pub fn take_woken(&self) -> Woken {
@@ -413,6 +418,7 @@ impl Channel {
                     self.delivery.state.lock().global_prefetch = m.prefetch_count;
                 } else {
                     self.consumer_prefetch = m.prefetch_count;
+                    self.delivery.state.lock().consumer_prefetch = m.prefetch_count;
                 }
                 self.reply(out, BasicQosOk {});
                 self.resume_consumers();
@@ -435,6 +441,9 @@ impl Channel {
             Method::BasicGet(m) => self.get(ctx, &m)?,
             Method::BasicAck(m) => {
                 let acked = self.take_acked(m.delivery_tag, m.multiple)?;
+                self.delivery
+                    .acked
+                    .fetch_add(acked.len() as u64, std::sync::atomic::Ordering::Relaxed);
                 match &mut self.mode {
                     Mode::Tx(buffer) => buffer.acks.push((acked, None)),
                     _ => self.pending_acks.extend(acked),
@@ -475,7 +484,10 @@ impl Channel {
                             "cannot switch from tx to confirm mode",
                         ))
                     }
-                    Mode::Plain => self.mode = Mode::Confirm(Arc::new(Confirms::new(self.id))),
+                    Mode::Plain => {
+                        self.mode = Mode::Confirm(Arc::new(Confirms::new(self.id)));
+                        self.delivery.state.lock().confirm = true;
+                    }
                     Mode::Confirm(_) => {}
                 }
                 if !m.no_wait {
@@ -490,7 +502,10 @@ impl Channel {
                             "cannot switch from confirm to tx mode",
                         ))
                     }
-                    Mode::Plain => self.mode = Mode::Tx(TxBuffer::default()),
+                    Mode::Plain => {
+                        self.mode = Mode::Tx(TxBuffer::default());
+                        self.delivery.state.lock().transactional = true;
+                    }
                     Mode::Tx(_) => {}
                 }
                 self.reply(out, TxSelectOk {});

@@ -440,6 +440,9 @@ impl Channel {
             return;
         };
         let publish = pending.into_publish();
+        self.delivery
+            .published
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         match &mut self.mode {
             Mode::Tx(buffer) => buffer.publishes.push(publish),
             Mode::Confirm(confirms) => {

@@ -153,9 +153,17 @@ impl Connection {
 
     /// Tells the broker's list how many channels this connection has open.
     pub(super) fn note_channels(&self) {
-        self.handshake
-            .registration
-            .set_channels(self.channels.len());
+        let registration = &self.handshake.registration;
+        registration.set_channels(self.channels.len());
+        let views = self
+            .channels
+            .values()
+            .filter_map(|slot| match slot {
+                Slot::Open(channel) => Some(channel.view()),
+                Slot::Closing => None,
+            })
+            .collect();
+        registration.set_channel_views(views);
     }
 
     /// channel_max bounds how many channels are open at once (as RabbitMQ counts them; the
