@@ -326,7 +326,7 @@ impl Connections {
     /// Every open channel, by connection and number. The views are read after the list's
     /// lock is released (each takes its channel's own lock).
     pub fn channels(&self) -> Vec<ChannelSummary> {
-        let entries: Vec<(ConnectionId, ConnectionDetails, Vec<Arc<dyn ChannelView>>)> = self
+        let entries: Vec<_> = self
             .open
             .lock()
             .iter()
