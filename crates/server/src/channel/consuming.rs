@@ -53,17 +53,24 @@ impl Channel {
         matches!(self.delivery_history.front(), Some(&(at, tag)) if at <= cutoff && oldest < tag)
     }
 
-    pub(super) fn take_acked(&self, delivery_tag: u64, multiple: bool) -> AmqpResult<Vec<Unacked>> {
-        self.delivery
-            .state
-            .lock()
-            .take_acked(delivery_tag, multiple)
-            .ok_or_else(|| {
-                AmqpError::new(
-                    ReplyCode::PreconditionFailed,
-                    format_args!("unknown delivery tag {delivery_tag}"),
-                )
-            })
+    /// The deliveries an ack, nack or reject names (counted as acked when `ack`).
+    pub(super) fn take_acked(
+        &self,
+        delivery_tag: u64,
+        multiple: bool,
+        ack: bool,
+    ) -> AmqpResult<Vec<Unacked>> {
+        let mut state = self.delivery.state.lock();
+        let taken = state.take_acked(delivery_tag, multiple).ok_or_else(|| {
+            AmqpError::new(
+                ReplyCode::PreconditionFailed,
+                format_args!("unknown delivery tag {delivery_tag}"),
+            )
+        })?;
+        if ack {
+            state.acked += taken.len() as u64;
+        }
+        Ok(taken)
     }
 
     pub(super) fn consume(&mut self, ctx: &ChannelContext<'_>, m: &BasicConsume) -> AmqpResult<()> {

@@ -440,17 +440,14 @@ impl Channel {
             }
             Method::BasicGet(m) => self.get(ctx, &m)?,
             Method::BasicAck(m) => {
-                let acked = self.take_acked(m.delivery_tag, m.multiple)?;
-                self.delivery
-                    .acked
-                    .fetch_add(acked.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                let acked = self.take_acked(m.delivery_tag, m.multiple, true)?;
                 match &mut self.mode {
                     Mode::Tx(buffer) => buffer.acks.push((acked, None)),
                     _ => self.pending_acks.extend(acked),
                 }
             }
             Method::BasicNack(m) => {
-                let nacked = self.take_acked(m.delivery_tag, m.multiple)?;
+                let nacked = self.take_acked(m.delivery_tag, m.multiple, false)?;
                 let settled = match &mut self.mode {
                     Mode::Tx(buffer) => {
                         buffer.acks.push((nacked, Some(m.requeue)));
@@ -461,7 +458,7 @@ impl Channel {
                 self.resume_consumers_except(&settled);
             }
             Method::BasicReject(m) => {
-                let rejected = self.take_acked(m.delivery_tag, false)?;
+                let rejected = self.take_acked(m.delivery_tag, false, false)?;
                 let settled = match &mut self.mode {
                     Mode::Tx(buffer) => {
                         buffer.acks.push((rejected, Some(m.requeue)));

@@ -442,6 +442,7 @@ impl Channel {
         let publish = pending.into_publish();
         self.delivery
             .published
+            .0
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         match &mut self.mode {
             Mode::Tx(buffer) => buffer.publishes.push(publish),
