@@ -105,6 +105,12 @@ pub enum Request {
         #[serde(default)]
         columns: Vec<String>,
     },
+    /// A vhost's consumers; `columns`: rabbitmqctl's info keys.
+    ListConsumers {
+        vhost: String,
+        #[serde(default)]
+        columns: Vec<String>,
+    },
     /// Every open channel; `columns`: rabbitmqctl's info keys.
     ListChannels {
         #[serde(default)]
@@ -508,6 +514,10 @@ pub fn execute(broker: &Broker, request: Request) -> Response {
         }
         Request::Status => crate::listing::status(broker),
         Request::ListChannels { columns } => crate::listing::channels(broker, &columns),
+        Request::ListConsumers { vhost, columns } => match vhost_named(&vhost) {
+            Ok(found) => crate::listing::consumers(broker, &found.name, &columns),
+            Err(response) => response,
+        },
         Request::CloseConnection { id, reason } => {
             if broker.connections.close(id, &reason) {
                 Response::ok()

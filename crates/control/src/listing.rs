@@ -453,3 +453,52 @@ pub fn channels(broker: &wharf_core::Broker, asked: &[String]) -> Response {
         .collect();
     Response::table(&keys, rows)
 }
+
+pub const CONSUMER_KEYS: &[&str] = &[
+    "queue_name",
+    "connection",
+    "channel",
+    "consumer_tag",
+    "ack_required",
+    "prefetch_count",
+    "messages_unacknowledged",
+];
+const CONSUMER_DEFAULT: &[&str] = &[
+    "queue_name",
+    "connection",
+    "channel",
+    "consumer_tag",
+    "ack_required",
+    "prefetch_count",
+];
+
+/// `list_consumers`: a vhost's consumers, each with its channel (the connection id
+/// list_connections shows, and the channel number) where RabbitMQ shows a channel pid.
+pub fn consumers(broker: &wharf_core::Broker, vhost: &str, asked: &[String]) -> Response {
+    let keys = match columns(asked, CONSUMER_KEYS, CONSUMER_DEFAULT) {
+        Ok(keys) => keys,
+        Err(refused) => return refused,
+    };
+    let rows = broker
+        .connections
+        .consumers()
+        .into_iter()
+        .filter(|c| c.vhost == vhost)
+        .map(|c| {
+            keys.iter()
+                .map(|key| match *key {
+                    "queue_name" => c.consumer.queue.clone(),
+                    "connection" => c.connection.to_string(),
+                    "channel" => c.channel.to_string(),
+                    "consumer_tag" => c.consumer.tag.clone(),
+                    "ack_required" => c.consumer.ack_required.to_string(),
+                    "prefetch_count" => c.consumer.prefetch_count.to_string(),
+                    "messages_unacknowledged" => c.consumer.messages_unacknowledged.to_string(),
+                    // Keys were checked against CONSUMER_KEYS.
+                    _ => String::new(),
+                })
+                .collect()
+        })
+        .collect();
+    Response::table(&keys, rows)
+}

@@ -73,9 +73,30 @@ pub struct ChannelStats {
     pub acked: u64,
 }
 
+/// One consumer as management sees it (RabbitMQ's list_consumers).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConsumerStats {
+    pub queue: String,
+    pub tag: String,
+    pub ack_required: bool,
+    pub prefetch_count: u16,
+    /// Its deliveries not yet acknowledged.
+    pub messages_unacknowledged: u32,
+}
+
 /// A channel a protocol can describe: registered with its connection's [`Registration`].
 pub trait ChannelView: Send + Sync {
     fn stats(&self) -> ChannelStats;
+    fn consumers(&self) -> Vec<ConsumerStats>;
+}
+
+/// A consumer as listed: its channel and what it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerSummary {
+    pub connection: ConnectionId,
+    pub channel: u16,
+    pub vhost: String,
+    pub consumer: ConsumerStats,
 }
 
 /// The channels of one connection, shared by its registration and its list entry.
@@ -321,6 +342,40 @@ impl Connections {
 
     pub fn count(&self) -> usize {
         self.open.lock().len()
+    }
+
+    /// Every consumer of every open channel, by connection, channel and tag.
+    pub fn consumers(&self) -> Vec<ConsumerSummary> {
+        let entries: Vec<_> = self
+            .open
+            .lock()
+            .iter()
+            .map(|(id, e)| (*id, e.details.vhost.clone(), e.views.lock().clone()))
+            .collect();
+        let mut all: Vec<ConsumerSummary> = Vec::new();
+        for (id, vhost, views) in entries {
+            for view in views {
+                let channel = view.stats().number;
+                all.extend(
+                    view.consumers()
+                        .into_iter()
+                        .map(|consumer| ConsumerSummary {
+                            connection: id,
+                            channel,
+                            vhost: vhost.clone(),
+                            consumer,
+                        }),
+                );
+            }
+        }
+        all.sort_by(|a, b| {
+            (a.connection, a.channel, &a.consumer.tag).cmp(&(
+                b.connection,
+                b.channel,
+                &b.consumer.tag,
+            ))
+        });
+        all
     }
 
     /// Every open channel, by connection and number. The views are read after the list's

@@ -181,6 +181,15 @@ enum CtlCommand {
     /// messages_unacknowledged]
     #[command(name = "list_channels")]
     ListChannels { columns: Vec<String> },
+    /// Lists a vhost's consumers with the columns named (info keys: queue_name,
+    /// connection, channel, consumer_tag, ack_required, prefetch_count,
+    /// messages_unacknowledged) [default: all but messages_unacknowledged]
+    #[command(name = "list_consumers")]
+    ListConsumers {
+        #[arg(short = 'p', long, default_value = "/")]
+        vhost: String,
+        columns: Vec<String>,
+    },
     /// The broker as a whole: version, uptime, listeners, memory and disk against their
     /// limits, alarms, and totals (connections, channels, queues, consumers, messages).
     #[command(name = "status")]
@@ -385,6 +394,7 @@ fn request_of(command: CtlCommand) -> anyhow::Result<Request> {
         CtlCommand::ListConnections { columns } => Request::ListConnections { columns },
         CtlCommand::Status => Request::Status,
         CtlCommand::ListChannels { columns } => Request::ListChannels { columns },
+        CtlCommand::ListConsumers { vhost, columns } => Request::ListConsumers { vhost, columns },
         CtlCommand::CloseConnection { id, explanation } => Request::CloseConnection {
             id,
             reason: explanation,
@@ -486,6 +496,7 @@ fn json_rows(columns: &[String], rows: &[Vec<String>]) -> String {
             | "consumers"
             | "consumer_count"
             | "connection"
+            | "channel"
             | "number"
             | "prefetch_count"
             | "global_prefetch_count"
@@ -504,7 +515,7 @@ fn json_rows(columns: &[String], rows: &[Vec<String>]) -> String {
                 .map(Value::from)
                 .unwrap_or_else(|_| cell.into()),
             "durable" | "auto_delete" | "exclusive" | "internal" | "ssl" | "confirm"
-            | "transactional" => match cell {
+            | "transactional" | "ack_required" => match cell {
                 "true" => Value::Bool(true),
                 "false" => Value::Bool(false),
                 other => other.into(),

@@ -695,6 +695,31 @@ async fn status_reports_listeners_resources_and_totals() {
              "prefetch_count": 0, "delivered": 0, "acked": 0, "messages_unacknowledged": 0},
         ])
     );
+
+    let listed = broker.ctl(&[
+        "list_consumers",
+        "--formatter",
+        "json",
+        "queue_name",
+        "channel",
+        "consumer_tag",
+        "ack_required",
+        "prefetch_count",
+        "messages_unacknowledged",
+    ]);
+    let consumers: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(
+        consumers,
+        serde_json::json!([{"queue_name": "waiting", "channel": 1, "consumer_tag": "c",
+            "ack_required": true, "prefetch_count": 5, "messages_unacknowledged": 1}])
+    );
+    let (out, _) = text(&broker.ctl(&["list_consumers", "queue_name", "consumer_tag"]));
+    assert_eq!(out, "queue_name\tconsumer_tag\nwaiting\tc\n");
+    let elsewhere = broker.ctl(&["list_consumers", "-p", "nowhere"]);
+    assert!(!elsewhere.status.success());
+    assert!(text(&elsewhere)
+        .1
+        .contains("Virtual host 'nowhere' does not exist"));
 }
 
 /// The next delivery of `consumer` (failing the test after 5 s without one).

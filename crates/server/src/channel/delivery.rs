@@ -13,7 +13,7 @@ use wharf_amqp::frame::{
     encode_basic_header, encode_body, encode_deliver, encode_method, DeliverRef,
 };
 use wharf_amqp::{BasicCancel, ByteString, Method};
-use wharf_core::connections::{ChannelStats, ChannelView};
+use wharf_core::connections::{ChannelStats, ChannelView, ConsumerStats};
 use wharf_core::queue::Offered;
 use wharf_core::{Delivery, DeliveryTarget, Message, Queue};
 
@@ -158,6 +158,21 @@ pub struct ChannelDelivery {
 pub struct Padded<T>(pub T);
 
 impl ChannelView for ChannelDelivery {
+    fn consumers(&self) -> Vec<ConsumerStats> {
+        let state = self.state.lock();
+        state
+            .consumers
+            .iter()
+            .map(|(tag, entry)| ConsumerStats {
+                queue: entry.queue.name.to_string(),
+                tag: tag.to_string(),
+                ack_required: !entry.no_ack,
+                prefetch_count: entry.prefetch_count,
+                messages_unacknowledged: entry.unacked,
+            })
+            .collect()
+    }
+
     fn stats(&self) -> ChannelStats {
         let state = self.state.lock();
         ChannelStats {
