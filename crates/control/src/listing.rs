@@ -78,6 +78,26 @@ fn columns<'a>(
     Ok(asked.iter().map(String::as_str).collect())
 }
 
+/// A table of `items` with the columns asked for (checked against `supported`, or
+/// `default` when none are asked for), each cell given by `cell`.
+fn table<T>(
+    items: &[T],
+    asked: &[String],
+    supported: &[&str],
+    default: &[&'static str],
+    cell: impl Fn(&T, &str) -> String,
+) -> Response {
+    let keys = match columns(asked, supported, default) {
+        Ok(keys) => keys,
+        Err(refused) => return refused,
+    };
+    let rows = items
+        .iter()
+        .map(|item| keys.iter().map(|key| cell(item, key)).collect())
+        .collect();
+    Response::table(&keys, rows)
+}
+
 /// A field table as JSON text: what the arguments column shows. Empty, it is `[]`, as
 /// rabbitmqctl prints no arguments (in its table and in its JSON); others are a JSON
 /// object, where rabbitmqctl's table shows an Erlang list of pairs.
@@ -144,20 +164,22 @@ fn queue_cell(queue: &Queue, stats: &QueueStats, key: &str) -> String {
 }
 
 pub fn queues(vhost: &VHost, asked: &[String]) -> Response {
-    let keys = match columns(asked, QUEUE_KEYS, QUEUE_DEFAULT) {
-        Ok(keys) => keys,
-        Err(refused) => return refused,
-    };
     let mut queues = vhost.queues();
     queues.sort_by(|a, b| a.name.cmp(&b.name));
-    let rows = queues
-        .iter()
+    let read: Vec<(Arc<Queue>, QueueStats)> = queues
+        .into_iter()
         .map(|q| {
             let stats = q.stats();
-            keys.iter().map(|key| queue_cell(q, &stats, key)).collect()
+            (q, stats)
         })
         .collect();
-    Response::table(&keys, rows)
+    table(
+        &read,
+        asked,
+        QUEUE_KEYS,
+        QUEUE_DEFAULT,
+        |(q, stats), key| queue_cell(q, stats, key),
+    )
 }
 
 fn exchange_cell(exchange: &Exchange, key: &str) -> String {
@@ -175,17 +197,15 @@ fn exchange_cell(exchange: &Exchange, key: &str) -> String {
 }
 
 pub fn exchanges(vhost: &VHost, asked: &[String]) -> Response {
-    let keys = match columns(asked, EXCHANGE_KEYS, EXCHANGE_DEFAULT) {
-        Ok(keys) => keys,
-        Err(refused) => return refused,
-    };
     let mut exchanges = vhost.exchanges();
     exchanges.sort_by(|a, b| a.name.cmp(&b.name));
-    let rows = exchanges
-        .iter()
-        .map(|e| keys.iter().map(|key| exchange_cell(e, key)).collect())
-        .collect();
-    Response::table(&keys, rows)
+    table(
+        &exchanges,
+        asked,
+        EXCHANGE_KEYS,
+        EXCHANGE_DEFAULT,
+        |e, key| exchange_cell(e, key),
+    )
 }
 
 /// One binding as list_bindings shows it.
@@ -200,10 +220,6 @@ struct BindingRow {
 /// Every binding of the vhost, the default exchange's implicit ones (one per queue, by
 /// its name) first, as rabbitmqctl lists them.
 pub fn bindings(vhost: &VHost, asked: &[String]) -> Response {
-    let keys = match columns(asked, BINDING_KEYS, BINDING_DEFAULT) {
-        Ok(keys) => keys,
-        Err(refused) => return refused,
-    };
     let mut queues: Vec<Arc<Queue>> = vhost.queues();
     queues.sort_by(|a, b| a.name.cmp(&b.name));
     let mut rows: Vec<BindingRow> = queues
@@ -241,21 +257,22 @@ pub fn bindings(vhost: &VHost, asked: &[String]) -> Response {
         });
         rows.extend(bound);
     }
-    let cell = |row: &BindingRow, key: &str| match key {
-        "source_name" => row.source.clone(),
-        "source_kind" => "exchange".to_string(),
-        "destination_name" => row.destination.clone(),
-        "destination_kind" => row.destination_kind.to_string(),
-        "routing_key" => row.routing_key.clone(),
-        "arguments" => row.arguments.clone(),
-        // Keys were checked against BINDING_KEYS.
-        _ => String::new(),
-    };
-    let rows = rows
-        .iter()
-        .map(|row| keys.iter().map(|key| cell(row, key)).collect())
-        .collect();
-    Response::table(&keys, rows)
+    table(
+        &rows,
+        asked,
+        BINDING_KEYS,
+        BINDING_DEFAULT,
+        |row, key| match key {
+            "source_name" => row.source.clone(),
+            "source_kind" => "exchange".to_string(),
+            "destination_name" => row.destination.clone(),
+            "destination_kind" => row.destination_kind.to_string(),
+            "routing_key" => row.routing_key.clone(),
+            "arguments" => row.arguments.clone(),
+            // Keys were checked against BINDING_KEYS.
+            _ => String::new(),
+        },
+    )
 }
 
 /// `status`: one row per figure (key, value), as `rabbitmqctl status` reports them in its
@@ -350,45 +367,40 @@ fn host_and_port(address: &str) -> (String, String) {
 /// `list_connections`: the open client connections, with the columns asked for. `id` is
 /// what `close_connection` takes; `name` is RabbitMQ's ("peer -> broker address").
 pub fn connections(broker: &wharf_core::Broker, asked: &[String]) -> Response {
-    let keys = match columns(asked, CONNECTION_KEYS, CONNECTION_DEFAULT) {
-        Ok(keys) => keys,
-        Err(refused) => return refused,
-    };
-    let rows = broker
-        .connections
-        .list()
-        .into_iter()
-        .map(|c| {
+    let listed = broker.connections.list();
+    table(
+        &listed,
+        asked,
+        CONNECTION_KEYS,
+        CONNECTION_DEFAULT,
+        |c, key| {
             let d = &c.details;
-            keys.iter()
-                .map(|key| match *key {
-                    "id" => c.id.to_string(),
-                    "name" => format!("{} -> {}", d.peer, d.local),
-                    "user" => d.user.clone(),
-                    "vhost" => d.vhost.clone(),
-                    "peer" => d.peer.clone(),
-                    "peer_host" => host_and_port(&d.peer).0,
-                    "peer_port" => host_and_port(&d.peer).1,
-                    "host" => host_and_port(&d.local).0,
-                    "port" => host_and_port(&d.local).1,
-                    "ssl" => d.tls.to_string(),
-                    "channels" => c.channels.to_string(),
-                    "recv_oct" => c.received_bytes.to_string(),
-                    "send_oct" => c.sent_bytes.to_string(),
-                    "connected_at" => d.connected_at_ms.to_string(),
-                    "user_provided_name" => d.client_connection_name.clone(),
-                    "client_product" => d.client_product.clone(),
-                    "client_version" => d.client_version.clone(),
-                    "client_platform" => d.client_platform.clone(),
-                    "protocol" => "AMQP 0-9-1".to_string(),
-                    "state" => "running".to_string(),
-                    // Keys were checked against CONNECTION_KEYS.
-                    _ => String::new(),
-                })
-                .collect()
-        })
-        .collect();
-    Response::table(&keys, rows)
+            match key {
+                "id" => c.id.to_string(),
+                "name" => format!("{} -> {}", d.peer, d.local),
+                "user" => d.user.clone(),
+                "vhost" => d.vhost.clone(),
+                "peer" => d.peer.clone(),
+                "peer_host" => host_and_port(&d.peer).0,
+                "peer_port" => host_and_port(&d.peer).1,
+                "host" => host_and_port(&d.local).0,
+                "port" => host_and_port(&d.local).1,
+                "ssl" => d.tls.to_string(),
+                "channels" => c.channels.to_string(),
+                "recv_oct" => c.received_bytes.to_string(),
+                "send_oct" => c.sent_bytes.to_string(),
+                "connected_at" => d.connected_at_ms.to_string(),
+                "user_provided_name" => d.client_connection_name.clone(),
+                "client_product" => d.client_product.clone(),
+                "client_version" => d.client_version.clone(),
+                "client_platform" => d.client_platform.clone(),
+                "protocol" => "AMQP 0-9-1".to_string(),
+                "state" => "running".to_string(),
+                // Keys were checked against CONNECTION_KEYS.
+                _ => String::new(),
+            }
+        },
+    )
 }
 
 pub const CHANNEL_KEYS: &[&str] = &[
@@ -419,39 +431,28 @@ const CHANNEL_DEFAULT: &[&str] = &[
 /// `name` is RabbitMQ's ("peer (number)"); published, delivered and acked are counts
 /// since the channel opened (RabbitMQ shows them in its management API only).
 pub fn channels(broker: &wharf_core::Broker, asked: &[String]) -> Response {
-    let keys = match columns(asked, CHANNEL_KEYS, CHANNEL_DEFAULT) {
-        Ok(keys) => keys,
-        Err(refused) => return refused,
-    };
-    let rows = broker
-        .connections
-        .channels()
-        .into_iter()
-        .map(|c| {
-            let s = &c.stats;
-            keys.iter()
-                .map(|key| match *key {
-                    "connection" => c.connection.to_string(),
-                    "name" => format!("{} ({})", c.peer, s.number),
-                    "number" => s.number.to_string(),
-                    "user" => c.user.clone(),
-                    "vhost" => c.vhost.clone(),
-                    "transactional" => s.transactional.to_string(),
-                    "confirm" => s.confirm.to_string(),
-                    "consumer_count" => s.consumers.to_string(),
-                    "messages_unacknowledged" => s.messages_unacknowledged.to_string(),
-                    "prefetch_count" => s.prefetch_count.to_string(),
-                    "global_prefetch_count" => s.global_prefetch_count.to_string(),
-                    "published" => s.published.to_string(),
-                    "delivered" => s.delivered.to_string(),
-                    "acked" => s.acked.to_string(),
-                    // Keys were checked against CHANNEL_KEYS.
-                    _ => String::new(),
-                })
-                .collect()
-        })
-        .collect();
-    Response::table(&keys, rows)
+    let listed = broker.connections.channels();
+    table(&listed, asked, CHANNEL_KEYS, CHANNEL_DEFAULT, |c, key| {
+        let s = &c.stats;
+        match key {
+            "connection" => c.connection.to_string(),
+            "name" => format!("{} ({})", c.peer, s.number),
+            "number" => s.number.to_string(),
+            "user" => c.user.clone(),
+            "vhost" => c.vhost.clone(),
+            "transactional" => s.transactional.to_string(),
+            "confirm" => s.confirm.to_string(),
+            "consumer_count" => s.consumers.to_string(),
+            "messages_unacknowledged" => s.messages_unacknowledged.to_string(),
+            "prefetch_count" => s.prefetch_count.to_string(),
+            "global_prefetch_count" => s.global_prefetch_count.to_string(),
+            "published" => s.published.to_string(),
+            "delivered" => s.delivered.to_string(),
+            "acked" => s.acked.to_string(),
+            // Keys were checked against CHANNEL_KEYS.
+            _ => String::new(),
+        }
+    })
 }
 
 pub const CONSUMER_KEYS: &[&str] = &[
@@ -475,30 +476,23 @@ const CONSUMER_DEFAULT: &[&str] = &[
 /// `list_consumers`: a vhost's consumers, each with its channel (the connection id
 /// list_connections shows, and the channel number) where RabbitMQ shows a channel pid.
 pub fn consumers(broker: &wharf_core::Broker, vhost: &str, asked: &[String]) -> Response {
-    let keys = match columns(asked, CONSUMER_KEYS, CONSUMER_DEFAULT) {
-        Ok(keys) => keys,
-        Err(refused) => return refused,
-    };
-    let rows = broker
-        .connections
-        .consumers()
-        .into_iter()
-        .filter(|c| c.vhost == vhost)
-        .map(|c| {
-            keys.iter()
-                .map(|key| match *key {
-                    "queue_name" => c.consumer.queue.clone(),
-                    "connection" => c.connection.to_string(),
-                    "channel" => c.channel.to_string(),
-                    "consumer_tag" => c.consumer.tag.clone(),
-                    "ack_required" => c.consumer.ack_required.to_string(),
-                    "prefetch_count" => c.consumer.prefetch_count.to_string(),
-                    "messages_unacknowledged" => c.consumer.messages_unacknowledged.to_string(),
-                    // Keys were checked against CONSUMER_KEYS.
-                    _ => String::new(),
-                })
-                .collect()
-        })
-        .collect();
-    Response::table(&keys, rows)
+    let mut listed = broker.connections.consumers();
+    listed.retain(|c| c.vhost == vhost);
+    table(
+        &listed,
+        asked,
+        CONSUMER_KEYS,
+        CONSUMER_DEFAULT,
+        |c, key| match key {
+            "queue_name" => c.consumer.queue.clone(),
+            "connection" => c.connection.to_string(),
+            "channel" => c.channel.to_string(),
+            "consumer_tag" => c.consumer.tag.clone(),
+            "ack_required" => c.consumer.ack_required.to_string(),
+            "prefetch_count" => c.consumer.prefetch_count.to_string(),
+            "messages_unacknowledged" => c.consumer.messages_unacknowledged.to_string(),
+            // Keys were checked against CONSUMER_KEYS.
+            _ => String::new(),
+        },
+    )
 }

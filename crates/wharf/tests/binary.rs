@@ -51,11 +51,11 @@ fn temp_dir(name: &str) -> std::path::PathBuf {
 }
 
 /// Waits for the ready line on stdout (logs go to stdout) and returns every line seen.
-/// Starts the binary with an AMQPS listener on `tls_port` serving `cert` and `key`, and
-/// `amqp_listen` (an address, or "none") for plain AMQP.
+/// Starts the binary with AMQPS on `amqps_listen` (addresses) serving `cert` and `key`,
+/// and `amqp_listen` (addresses, or "none") for plain AMQP.
 fn start_with_tls(
     amqp_listen: &str,
-    tls_port: u16,
+    amqps_listen: &str,
     data: &std::path::Path,
     cert: &std::path::Path,
     key: &std::path::Path,
@@ -63,7 +63,7 @@ fn start_with_tls(
     Running(
         wharf()
             .args(["--amqp-listen", amqp_listen])
-            .args(["--amqps-listen", &format!("127.0.0.1:{tls_port}")])
+            .args(["--amqps-listen", amqps_listen])
             .arg("--data-dir")
             .arg(data)
             .arg("--tls-cert")
@@ -262,7 +262,8 @@ async fn amqps_serves_the_configured_certificate_and_sighup_reloads_it() {
     let (port, tls_port) = (free_port(), free_port());
     let data = dir.join("data");
     let amqp = format!("127.0.0.1:{port}");
-    let mut child = start_with_tls(&amqp, tls_port, &data, &cert, &key);
+    let amqps = format!("127.0.0.1:{tls_port}");
+    let mut child = start_with_tls(&amqp, &amqps, &data, &cert, &key);
     let lines = wait_ready(&mut child);
     assert!(
         lines
@@ -310,21 +311,8 @@ async fn with_amqp_listen_none_only_tls_is_served() {
     let ca = Ca::new(&dir, "only");
     let (cert, key) = ca.issue("server", "wharf test server", false);
     let (tls_port, second) = (free_port(), free_port());
-    let mut child = Running(
-        wharf()
-            .args(["--amqp-listen", "none", "--amqps-listen"])
-            .arg(format!("127.0.0.1:{tls_port},[::1]:{second}"))
-            .arg("--data-dir")
-            .arg(dir.join("data"))
-            .arg("--tls-cert")
-            .arg(&cert)
-            .arg("--tls-key")
-            .arg(&key)
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
+    let amqps = format!("127.0.0.1:{tls_port},[::1]:{second}");
+    let mut child = start_with_tls("none", &amqps, &dir.join("data"), &cert, &key);
     let lines = wait_ready(&mut child);
     let ready = lines.last().unwrap();
     assert!(
