@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use wharf_amqp::{FieldTable, FieldValue};
+use wharf_amqp::FieldTable;
 use wharf_core::exchange::Destination;
 use wharf_core::queue::QueueStats;
 use wharf_core::{Exchange, Queue, VHost};
@@ -105,35 +105,7 @@ pub fn arguments_json(table: &FieldTable) -> String {
     if table.is_empty() {
         return "[]".to_string();
     }
-    fn value(v: &FieldValue) -> serde_json::Value {
-        use serde_json::Value;
-        match v {
-            FieldValue::Bool(b) => Value::Bool(*b),
-            FieldValue::I8(n) => (*n).into(),
-            FieldValue::U8(n) => (*n).into(),
-            FieldValue::I16(n) => (*n).into(),
-            FieldValue::U16(n) => (*n).into(),
-            FieldValue::I32(n) => (*n).into(),
-            FieldValue::U32(n) => (*n).into(),
-            FieldValue::I64(n) => (*n).into(),
-            FieldValue::F32(n) => serde_json::Number::from_f64(f64::from(*n)).into(),
-            FieldValue::F64(n) => serde_json::Number::from_f64(*n).into(),
-            FieldValue::Timestamp(n) => (*n).into(),
-            FieldValue::LongStr(b) | FieldValue::ByteArray(b) => {
-                String::from_utf8_lossy(b).into_owned().into()
-            }
-            FieldValue::Array(items) => Value::Array(items.iter().map(value).collect()),
-            FieldValue::Table(t) => table_value(t),
-            FieldValue::Decimal { scale, value } => {
-                (f64::from(*value) / 10f64.powi(i32::from(*scale))).into()
-            }
-            FieldValue::Void => Value::Null,
-        }
-    }
-    fn table_value(t: &FieldTable) -> serde_json::Value {
-        serde_json::Value::Object(t.iter().map(|(k, v)| (k.to_string(), value(v))).collect())
-    }
-    table_value(table).to_string()
+    wharf_core::definitions_json::table_to_json(table).to_string()
 }
 
 fn queue_cell(queue: &Queue, stats: &QueueStats, key: &str) -> String {

@@ -224,6 +224,27 @@ impl Broker {
         Ok(())
     }
 
+    /// Changes a vhost's description and tags.
+    pub fn set_vhost_metadata(
+        &self,
+        name: &str,
+        description: &str,
+        tags: Vec<String>,
+    ) -> AdminResult {
+        let _administering = self.administration.lock();
+        let vhost = self.vhost(name).ok_or_else(|| no_vhost(name))?;
+        self.record_change(|| {
+            Change::PutVhost(VhostDef {
+                name: name.to_string(),
+                description: description.to_string(),
+                tags: tags.clone(),
+                limits: vhost.limits.read().to_map(),
+            })
+        })?;
+        *vhost.metadata.write() = (description.to_string(), tags);
+        Ok(())
+    }
+
     /// Deletes a vhost: closes its connections, deletes its queues (their messages go
     /// from disk) and exchanges, and every permission on it.
     pub fn delete_vhost(&self, name: &str) -> AdminResult {

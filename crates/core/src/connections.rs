@@ -74,7 +74,7 @@ pub struct ChannelStats {
 }
 
 /// One consumer as management sees it (RabbitMQ's list_consumers).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ConsumerStats {
     pub queue: String,
     pub tag: String,
@@ -82,6 +82,42 @@ pub struct ConsumerStats {
     pub prefetch_count: u16,
     /// Its deliveries not yet acknowledged.
     pub messages_unacknowledged: u32,
+    pub exclusive: bool,
+    pub arguments: wharf_amqp::FieldTable,
+}
+
+/// Message counts of channels added up: of those closed since the broker started, and
+/// (in [`Connections::message_totals`]) of the open ones too.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MessageTotals {
+    pub published: u64,
+    pub delivered: u64,
+    pub acked: u64,
+}
+
+impl MessageTotals {
+    fn add(&mut self, stats: &ChannelStats) {
+        self.published += stats.published;
+        self.delivered += stats.delivered;
+        self.acked += stats.acked;
+    }
+}
+
+/// How many connections and channels were opened and closed since the broker started
+/// (RabbitMQ's churn rates).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Churn {
+    pub connections_opened: u64,
+    pub connections_closed: u64,
+    pub channels_opened: u64,
+    pub channels_closed: u64,
+}
+
+/// What closed channels leave behind: their counts, and the churn.
+#[derive(Debug, Default)]
+struct History {
+    retired: MessageTotals,
+    churn: Churn,
 }
 
 /// A channel a protocol can describe: registered with its connection's [`Registration`].
@@ -91,7 +127,7 @@ pub trait ChannelView: Send + Sync {
 }
 
 /// A consumer as listed: its channel and what it is.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ConsumerSummary {
     pub connection: ConnectionId,
     pub channel: u16,
@@ -134,6 +170,7 @@ pub struct ConnectionSummary {
 #[derive(Default)]
 pub struct Connections {
     open: Mutex<HashMap<ConnectionId, Entry>>,
+    history: Mutex<History>,
 }
 
 impl std::fmt::Debug for Connections {
@@ -164,8 +201,18 @@ impl Registration {
     }
 
     /// Replaces the channels management sees with these (the connection's open ones).
+    /// The counts of channels no longer among them are kept in the broker's totals.
     pub fn set_channel_views(&self, views: Vec<Arc<dyn ChannelView>>) {
-        *self.views.lock() = views;
+        let before = std::mem::replace(&mut *self.views.lock(), views.clone());
+        let opened = views
+            .iter()
+            .filter(|v| !before.iter().any(|b| Arc::ptr_eq(b, v)))
+            .count();
+        let closed: Vec<_> = before
+            .into_iter()
+            .filter(|b| !views.iter().any(|v| Arc::ptr_eq(b, v)))
+            .collect();
+        self.connections.retire(opened, &closed);
     }
 
     /// Counts one more open channel if its user's channels, over all their connections,
@@ -192,6 +239,9 @@ impl Registration {
 impl Drop for Registration {
     fn drop(&mut self) {
         self.connections.open.lock().remove(&self.id);
+        let views = std::mem::take(&mut *self.views.lock());
+        self.connections.retire(0, &views);
+        self.connections.history.lock().churn.connections_closed += 1;
     }
 }
 
@@ -272,6 +322,7 @@ impl Connections {
             },
         );
         drop(open);
+        self.history.lock().churn.connections_opened += 1;
         Ok(Registration {
             connections: self.clone(),
             id,
@@ -401,6 +452,31 @@ impl Connections {
             .collect();
         all.sort_by_key(|c| (c.connection, c.stats.number));
         all
+    }
+
+    /// Counts channels opened, and keeps the counts of those closed.
+    fn retire(&self, opened: usize, closed: &[Arc<dyn ChannelView>]) {
+        let finals: Vec<ChannelStats> = closed.iter().map(|v| v.stats()).collect();
+        let mut history = self.history.lock();
+        history.churn.channels_opened += opened as u64;
+        history.churn.channels_closed += finals.len() as u64;
+        for stats in &finals {
+            history.retired.add(stats);
+        }
+    }
+
+    /// Messages published, delivered and acknowledged on every channel since the broker
+    /// started, open or closed.
+    pub fn message_totals(&self) -> MessageTotals {
+        let mut totals = self.history.lock().retired;
+        for channel in self.channels() {
+            totals.add(&channel.stats);
+        }
+        totals
+    }
+
+    pub fn churn(&self) -> Churn {
+        self.history.lock().churn
     }
 
     /// Channels open over every connection.

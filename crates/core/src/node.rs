@@ -14,15 +14,32 @@ pub struct NodeListener {
     pub address: SocketAddr,
 }
 
+/// A certificate a listener presents, and when it stops being valid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeCertificate {
+    pub subject: String,
+    /// Seconds since the epoch.
+    pub not_after: i64,
+}
+
 #[derive(Debug)]
 pub struct Node {
+    name: String,
+    certificates: RwLock<Vec<NodeCertificate>>,
     started: Instant,
     listeners: RwLock<Vec<NodeListener>>,
 }
 
 impl Default for Node {
     fn default() -> Self {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "localhost".to_string());
         Node {
+            name: format!("wharf@{host}"),
+            certificates: RwLock::default(),
             started: Instant::now(),
             listeners: RwLock::default(),
         }
@@ -30,6 +47,11 @@ impl Default for Node {
 }
 
 impl Node {
+    /// The node's name, as RabbitMQ's `rabbit@host`: `wharf@` and the host name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     pub fn uptime(&self) -> Duration {
         self.started.elapsed()
     }
@@ -43,5 +65,14 @@ impl Node {
 
     pub fn listeners(&self) -> Vec<NodeListener> {
         self.listeners.read().clone()
+    }
+
+    /// Replaces the certificates the listeners present (at start and after a reload).
+    pub fn set_certificates(&self, certificates: Vec<NodeCertificate>) {
+        *self.certificates.write() = certificates;
+    }
+
+    pub fn certificates(&self) -> Vec<NodeCertificate> {
+        self.certificates.read().clone()
     }
 }

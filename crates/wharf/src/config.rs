@@ -53,6 +53,14 @@ pub struct ServeArgs {
     /// --tls-cert [default: 5671]
     #[arg(long, env = "WHARF_AMQPS_LISTEN", value_name = "ADDRS", value_parser = parse_listens)]
     pub amqps_listen: Option<Listens>,
+    /// Addresses for the management HTTP API, as --amqp-listen; "none" turns it off
+    /// [default: 15672]
+    #[arg(long, env = "WHARF_HTTP_LISTEN", value_name = "ADDRS|none", value_parser = parse_listens)]
+    pub http_listen: Option<Listens>,
+    /// Addresses for the management HTTP API over TLS, with the certificate of
+    /// --tls-cert [default: none]
+    #[arg(long, env = "WHARF_HTTPS_LISTEN", value_name = "ADDRS|none", value_parser = parse_listens)]
+    pub https_listen: Option<Listens>,
     /// The server's TLS certificate chain (PEM); turns the amqps listener on. Read again,
     /// with the key and CA, on SIGHUP.
     #[arg(
@@ -221,6 +229,8 @@ struct FileConfig {
     force_recovery: Option<bool>,
     consumer_timeout: Option<u64>,
     amqps_listen: Option<toml::Value>,
+    http_listen: Option<toml::Value>,
+    https_listen: Option<toml::Value>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     tls_ca: Option<PathBuf>,
@@ -252,6 +262,10 @@ pub struct Config {
     pub consumer_timeout: Option<std::time::Duration>,
     /// Where amqps listens, when TLS is set up.
     pub amqps_listen: Vec<ListenAddress>,
+    /// Where the management HTTP API listens (empty: nowhere).
+    pub http_listen: Vec<ListenAddress>,
+    /// Where it listens over TLS (needs `tls`).
+    pub https_listen: Vec<ListenAddress>,
     /// None: no amqps listener.
     pub tls: Option<TlsSettings>,
     pub default_user: String,
@@ -284,6 +298,19 @@ impl Config {
             (None, Some(value)) => file_listens("amqps_listen", value)?.0,
             (None, None) => vec![ListenAddress::AnyHost(5671)],
         };
+        let http_listen = match (&args.http_listen, &file.http_listen) {
+            (Some(listens), _) => listens.0.clone(),
+            (None, Some(value)) => file_listens("http_listen", value)?.0,
+            (None, None) => vec![ListenAddress::AnyHost(15672)],
+        };
+        let https_listen = match (&args.https_listen, &file.https_listen) {
+            (Some(listens), _) => listens.0.clone(),
+            (None, Some(value)) => file_listens("https_listen", value)?.0,
+            (None, None) => Vec::new(),
+        };
+        if !https_listen.is_empty() && tls.is_none() {
+            anyhow::bail!("https_listen needs TLS set up (tls_cert, tls_key)");
+        }
         if tls.is_some() && amqps_listen.is_empty() {
             anyhow::bail!("amqps_listen is none while TLS is set up: use amqp_listen for plain AMQP only and leave out tls_cert");
         }
@@ -328,6 +355,8 @@ impl Config {
                 None => Some(wharf_server::CONSUMER_TIMEOUT_DEFAULT),
             },
             amqps_listen,
+            http_listen,
+            https_listen,
             tls,
             default_user: args
                 .default_user
@@ -423,6 +452,8 @@ mod tests {
         let config = Config::resolve(&ServeArgs::default()).unwrap();
         assert_eq!(config.amqp_listen, [ListenAddress::AnyHost(5672)]);
         assert_eq!(config.amqps_listen, [ListenAddress::AnyHost(5671)]);
+        assert_eq!(config.http_listen, [ListenAddress::AnyHost(15672)]);
+        assert!(config.https_listen.is_empty());
         assert_eq!(config.data_dir, PathBuf::from("./data"));
         assert_eq!(config.log_level, "info");
         assert_eq!(config.fsync, FsyncPolicy::Batch);
@@ -669,6 +700,20 @@ mod tests {
         );
         assert_eq!(parse_listens("none"), Ok(Listens(Vec::new())));
         assert!(parse_listens("nowhere").is_err());
+        let https_without_tls = ServeArgs {
+            https_listen: parse_listens("15671").ok(),
+            ..Default::default()
+        };
+        let error = Config::resolve(&https_without_tls).unwrap_err();
+        assert!(
+            error.to_string().contains("https_listen needs TLS"),
+            "{error}"
+        );
+        let no_http = ServeArgs {
+            http_listen: parse_listens("none").ok(),
+            ..Default::default()
+        };
+        assert_eq!(Config::resolve(&no_http).unwrap().http_listen, []);
         assert!(parse_client_certificates("sometimes").is_err());
     }
 

@@ -29,7 +29,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the broker (what `wharf` with no subcommand does).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Measure an AMQP 0-9-1 broker (Wharf, RabbitMQ, ...): rates and latencies.
     Perf(wharf_perf::PerfArgs),
     /// Administer the broker (users, vhosts, permissions, policies): a running one through
@@ -43,7 +43,7 @@ fn main() -> anyhow::Result<()> {
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let cli = Cli::parse();
     let args = match cli.command {
-        Some(Command::Serve(args)) => args,
+        Some(Command::Serve(args)) => *args,
         Some(Command::Perf(args)) => return perf(&args),
         Some(Command::Ctl(args)) => return ctl::run(args),
         None => cli.serve,
@@ -246,6 +246,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         server_config,
         shutdown_rx.clone(),
     ));
+    let http = serve_http(&config, &broker, tls.as_ref(), &shutdown)?;
+    for line in &http.listening {
+        listening.push(line.clone());
+    }
     let control_socket = config.data_dir.join(wharf_control::SOCKET_FILE);
     let control = match wharf_control::bind(&control_socket) {
         Ok(listener) => Some(tokio::spawn(wharf_control::serve(
@@ -283,8 +287,63 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     if let Some(control) = control {
         control.await.context("control socket task failed")?;
     }
+    if let Some(task) = http.task {
+        task.await.context("HTTP API task failed")?;
+    }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The management HTTP API, started.
+struct HttpServing {
+    task: Option<tokio::task::JoinHandle<()>>,
+    /// For the ready line.
+    listening: Vec<String>,
+}
+
+/// Binds the HTTP (and HTTPS) listeners of the management API and serves them.
+fn serve_http(
+    config: &Config,
+    broker: &Arc<Broker>,
+    tls: Option<&Arc<wharf_server::tls::Tls>>,
+    shutdown: &Shutdown,
+) -> anyhow::Result<HttpServing> {
+    let mut bound = Vec::new();
+    for &address in &config.http_listen {
+        let listener = listen::bind(address)
+            .with_context(|| format!("cannot listen on {address} (HTTP API)"))?;
+        bound.push((listener, None));
+    }
+    if let Some(tls) = tls {
+        for &address in &config.https_listen {
+            let listener = listen::bind(address)
+                .with_context(|| format!("cannot listen on {address} (HTTPS API)"))?;
+            let tls = tls.clone();
+            let source: wharf_http::TlsSource = Arc::new(move || tls.acceptor());
+            bound.push((listener, Some(source)));
+        }
+    }
+    let mut listening = Vec::new();
+    let mut listeners = Vec::new();
+    for (listener, tls) in bound {
+        let address = listener.local_addr()?;
+        let (protocol, name) = match tls {
+            None => ("http", "HTTP API"),
+            Some(_) => ("https", "HTTPS API"),
+        };
+        broker.node.add_listener(protocol, address);
+        tracing::info!(%address, "{name} listening on {address}");
+        listening.push(format!("{name} on {address}"));
+        listeners.push(wharf_http::Listening { listener, tls });
+    }
+    let task = (!listeners.is_empty()).then(|| {
+        tokio::spawn(wharf_http::serve(
+            listeners,
+            broker.clone(),
+            shutdown.subscribe(),
+        ))
+    });
+    Ok(HttpServing { task, listening })
 }
 
 /// Signal handlers, installed before the ready line so that a SIGTERM sent as soon as the

@@ -6,8 +6,11 @@ use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The binary, its management API on a free port (tests run side by side).
 fn wharf() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_wharf"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_wharf"));
+    command.env("WHARF_HTTP_LISTEN", "127.0.0.1:0");
+    command
 }
 
 /// A running broker, killed if the test ends (or fails) before it stopped: a failed

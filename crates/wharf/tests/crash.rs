@@ -45,6 +45,7 @@ fn start(data_dir: &Path, port: u16) -> Broker {
         .arg(format!("127.0.0.1:{port}"))
         .arg("--data-dir")
         .arg(data_dir)
+        .env("WHARF_HTTP_LISTEN", "127.0.0.1:0")
         .env("NO_COLOR", "1")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

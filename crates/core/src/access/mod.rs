@@ -3,6 +3,7 @@
 //! administration (crate::administration) changes these maps; connections read them
 //! through a [`Grant`].
 
+mod operations;
 pub mod permissions;
 mod publishing;
 pub mod users;

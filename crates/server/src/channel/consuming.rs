@@ -115,6 +115,8 @@ impl Channel {
                 no_ack: m.no_ack,
                 prefetch_count: self.consumer_prefetch,
                 unacked: 0,
+                exclusive: m.exclusive,
+                arguments: m.arguments.clone(),
             },
         );
         if queue.is_deleted() {

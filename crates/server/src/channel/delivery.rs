@@ -36,6 +36,9 @@ pub struct ConsumerEntry {
     /// 0 = unlimited.
     pub prefetch_count: u16,
     pub unacked: u32,
+    /// As basic.consume gave them, for management to show.
+    pub exclusive: bool,
+    pub arguments: wharf_amqp::FieldTable,
 }
 
 #[derive(Debug, Default)]
@@ -169,6 +172,8 @@ impl ChannelView for ChannelDelivery {
                 ack_required: !entry.no_ack,
                 prefetch_count: entry.prefetch_count,
                 messages_unacknowledged: entry.unacked,
+                exclusive: entry.exclusive,
+                arguments: entry.arguments.clone(),
             })
             .collect()
     }

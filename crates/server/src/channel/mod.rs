@@ -13,14 +13,10 @@ use std::sync::Arc;
 
 use wharf_amqp::frame::encode_method;
 use wharf_amqp::*;
-use wharf_core::access::{Access, ResourceKind};
 use wharf_core::direct_reply::REPLY_QUEUE;
-use wharf_core::exchange::ALTERNATE_EXCHANGE;
 use wharf_core::queue::Woken;
-use wharf_core::queue_arguments::DEAD_LETTER_EXCHANGE;
 use wharf_core::{
-    DeliveryTarget, ExchangeDeclare, ExchangeKind, Grant, QueueDeclare as CoreQueueDeclare,
-    RouteCache, VHost,
+    DeliveryTarget, ExchangeDeclare, Grant, QueueDeclare as CoreQueueDeclare, RouteCache, VHost,
 };
 
 use self::consuming::settle;
@@ -88,29 +84,6 @@ struct ReplyConsumer {
     name: ByteString,
     /// Where the name is registered.
     vhost: Arc<VHost>,
-}
-
-/// What binding (or unbinding) needs, checked in RabbitMQ's order: write on the
-/// destination, read on the source exchange, and on a topic exchange read on the key.
-fn check_binding(
-    ctx: &ChannelContext<'_>,
-    (kind, destination): (ResourceKind, &str),
-    source: &str,
-    routing_key: &str,
-) -> AmqpResult<()> {
-    ctx.grant.check(Access::Write, kind, destination)?;
-    if source.is_empty() || (kind == ResourceKind::Exchange && destination.is_empty()) {
-        // The vhost refuses bindings to or from the default exchange with its own text.
-        return Ok(());
-    }
-    ctx.grant
-        .check(Access::Read, ResourceKind::Exchange, source)?;
-    if let Ok(exchange) = ctx.vhost.exchange(source) {
-        if exchange.kind == ExchangeKind::Topic {
-            ctx.grant.check_topic(Access::Read, source, routing_key)?;
-        }
-    }
-    Ok(())
 }
 
 /// Adds what queues delivered to what a channel reports to its connection.
@@ -202,27 +175,6 @@ impl Channel {
             }
             Method::ChannelFlowOk(_) => {}
             Method::ExchangeDeclare(m) => {
-                // As RabbitMQ: a passive declare checks nothing; the default exchange is
-                // refused (by the vhost) before any permission is looked at.
-                let grant = ctx.grant;
-                let alternate = m.arguments.get(ALTERNATE_EXCHANGE);
-                let alternate = alternate.and_then(FieldValue::as_str);
-                // Only an exchange made now: reading from it into its alternate.
-                let may_create = || -> wharf_core::Result<()> {
-                    if let Some(alternate) = alternate {
-                        grant.check(Access::Read, ResourceKind::Exchange, &m.exchange)?;
-                        grant.check(Access::Write, ResourceKind::Exchange, alternate)?;
-                    }
-                    Ok(())
-                };
-                if !m.passive && !m.exchange.is_empty() {
-                    grant.check(Access::Configure, ResourceKind::Exchange, &m.exchange)?;
-                    // Checked here first, in RabbitMQ's order; again as the exchange is
-                    // made, in case it was deleted in between.
-                    if vhost.exchange(&m.exchange).is_err() {
-                        may_create()?;
-                    }
-                }
                 let declare = ExchangeDeclare {
                     name: m.exchange.clone(),
                     kind: m.kind.clone(),
@@ -232,25 +184,20 @@ impl Channel {
                     internal: m.internal,
                     arguments: m.arguments.clone(),
                 };
-                vhost.declare_exchange_checked(declare, may_create)?;
+                ctx.grant.declare_exchange(vhost, declare)?;
                 if !m.no_wait {
                     self.reply(out, ExchangeDeclareOk {});
                 }
             }
             Method::ExchangeDelete(m) => {
-                if !m.exchange.is_empty() && !m.exchange.starts_with("amq.") {
-                    ctx.grant
-                        .check(Access::Configure, ResourceKind::Exchange, &m.exchange)?;
-                }
-                vhost.delete_exchange(&m.exchange, m.if_unused)?;
+                ctx.grant.delete_exchange(vhost, &m.exchange, m.if_unused)?;
                 if !m.no_wait {
                     self.reply(out, ExchangeDeleteOk {});
                 }
             }
             Method::ExchangeBind(m) => {
-                let destination = (ResourceKind::Exchange, &*m.destination);
-                check_binding(ctx, destination, &m.source, &m.routing_key)?;
-                vhost.bind_exchange(
+                ctx.grant.bind_exchange(
+                    vhost,
                     &m.destination,
                     &m.source,
                     m.routing_key.clone(),
@@ -261,9 +208,8 @@ impl Channel {
                 }
             }
             Method::ExchangeUnbind(m) => {
-                let destination = (ResourceKind::Exchange, &*m.destination);
-                check_binding(ctx, destination, &m.source, &m.routing_key)?;
-                vhost.unbind_exchange(
+                ctx.grant.unbind_exchange(
+                    vhost,
                     &m.destination,
                     &m.source,
                     m.routing_key.clone(),
@@ -295,47 +241,22 @@ impl Channel {
                 }
             }
             Method::QueueDeclare(m) => {
-                // As RabbitMQ: a passive declare checks nothing; a server-named queue is
-                // checked under the name it gets.
                 let server_named = !m.passive && m.queue.is_empty();
                 let name = if server_named {
                     wharf_core::vhost::generated_queue_name()
                 } else {
                     m.queue.clone()
                 };
-                let grant = ctx.grant;
-                let dlx = m.arguments.get(DEAD_LETTER_EXCHANGE);
-                let dlx = dlx.and_then(FieldValue::as_str);
-                // Only a queue made now: reading from it into its dead-letter exchange.
-                let may_create = || -> wharf_core::Result<()> {
-                    if let Some(dlx) = dlx {
-                        grant.check(Access::Read, ResourceKind::Queue, &name)?;
-                        grant.check(Access::Write, ResourceKind::Exchange, dlx)?;
-                    }
-                    Ok(())
+                let declare = CoreQueueDeclare {
+                    name,
+                    server_named,
+                    passive: m.passive,
+                    durable: m.durable,
+                    exclusive: m.exclusive,
+                    auto_delete: m.auto_delete,
+                    arguments: m.arguments.clone(),
                 };
-                // A reserved name is refused (by the vhost) before permissions are checked.
-                if !m.passive && (server_named || !name.starts_with("amq.")) {
-                    grant.check(Access::Configure, ResourceKind::Queue, &name)?;
-                    // Checked here first, in RabbitMQ's order; again as the queue is made,
-                    // in case it was deleted in between.
-                    if vhost.queue(&name).is_err() {
-                        may_create()?;
-                    }
-                }
-                let declared = vhost.declare_queue_checked(
-                    CoreQueueDeclare {
-                        name: name.clone(),
-                        server_named,
-                        passive: m.passive,
-                        durable: m.durable,
-                        exclusive: m.exclusive,
-                        auto_delete: m.auto_delete,
-                        arguments: m.arguments.clone(),
-                    },
-                    ctx.connection_id,
-                    may_create,
-                )?;
+                let declared = ctx.grant.declare_queue(vhost, declare, ctx.connection_id)?;
                 self.last_declared_queue = Some(declared.queue.name.clone());
                 if !m.no_wait {
                     self.reply(
@@ -355,13 +276,8 @@ impl Channel {
                 } else {
                     m.routing_key.clone()
                 };
-                check_binding(
-                    ctx,
-                    (ResourceKind::Queue, &queue),
-                    &m.exchange,
-                    &routing_key,
-                )?;
-                vhost.bind_queue(
+                ctx.grant.bind_queue(
+                    vhost,
                     &queue,
                     &m.exchange,
                     routing_key,
@@ -374,13 +290,8 @@ impl Channel {
             }
             Method::QueueUnbind(m) => {
                 let queue = self.queue_name(&m.queue)?;
-                check_binding(
-                    ctx,
-                    (ResourceKind::Queue, &queue),
-                    &m.exchange,
-                    &m.routing_key,
-                )?;
-                vhost.unbind_queue(
+                ctx.grant.unbind_queue(
+                    vhost,
                     &queue,
                     &m.exchange,
                     m.routing_key.clone(),
@@ -391,18 +302,20 @@ impl Channel {
             }
             Method::QueuePurge(m) => {
                 let queue = self.queue_name(&m.queue)?;
-                ctx.grant.check(Access::Read, ResourceKind::Queue, &queue)?;
-                let message_count = vhost.purge_queue(&queue, ctx.connection_id)?;
+                let message_count = ctx.grant.purge_queue(vhost, &queue, ctx.connection_id)?;
                 if !m.no_wait {
                     self.reply(out, QueuePurgeOk { message_count });
                 }
             }
             Method::QueueDelete(m) => {
                 let queue = self.queue_name(&m.queue)?;
-                ctx.grant
-                    .check(Access::Configure, ResourceKind::Queue, &queue)?;
-                let message_count =
-                    vhost.delete_queue(&queue, ctx.connection_id, m.if_unused, m.if_empty)?;
+                let message_count = ctx.grant.delete_queue(
+                    vhost,
+                    &queue,
+                    ctx.connection_id,
+                    m.if_unused,
+                    m.if_empty,
+                )?;
                 if !m.no_wait {
                     self.reply(out, QueueDeleteOk { message_count });
                 }

@@ -1,0 +1,165 @@
+//! /api/connections, /api/channels and /api/consumers: the clients connected now. A user
+//! who is not a monitor sees only their own connections and channels, and the consumers
+//! in the vhosts they may use.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use serde_json::Value;
+
+use super::render::{connection_json, consumers_json, ChannelRow, ConnectionRow};
+use super::{done, json};
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult};
+use crate::listing::{self, ListQuery, Listed};
+use crate::Api;
+
+/// The reason a client hears when its connection is closed without an X-Reason header.
+const DEFAULT_REASON: &str = "Closed via management plugin";
+
+fn connection_rows(api: &Arc<Api>, caller: &Caller) -> Vec<ConnectionRow> {
+    api.broker
+        .connections
+        .list()
+        .into_iter()
+        .filter(|c| caller.sees_connection_of(&c.details.user))
+        .map(|c| ConnectionRow::new(api, c))
+        .collect()
+}
+
+fn channel_rows(api: &Arc<Api>, caller: &Caller) -> Vec<ChannelRow> {
+    ChannelRow::all(api)
+        .into_iter()
+        .filter(|c| caller.sees_connection_of(&c.channel.user))
+        .collect()
+}
+
+pub async fn list(
+    State(api): State<Arc<Api>>,
+    caller: Caller,
+    query: ListQuery,
+) -> ApiResult<Response> {
+    json(listing::respond(connection_rows(&api, &caller), &query)?)
+}
+
+pub async fn list_in_vhost(
+    State(api): State<Arc<Api>>,
+    caller: Caller,
+    Path(vhost): Path<String>,
+    query: ListQuery,
+) -> ApiResult<Response> {
+    let vhost = caller.vhost_to_read(&api, &vhost)?;
+    let mut rows = connection_rows(&api, &caller);
+    rows.retain(|r| r.vhost() == &*vhost.name);
+    json(listing::respond(rows, &query)?)
+}
+
+/// The connection of that name the caller may see.
+fn connection_named(api: &Arc<Api>, caller: &Caller, name: &str) -> ApiResult<ConnectionRow> {
+    let row = api
+        .broker
+        .connections
+        .list()
+        .into_iter()
+        .map(|c| ConnectionRow::new(api, c))
+        .find(|r| r.name == name)
+        .ok_or_else(ApiError::not_found)?;
+    match caller.sees_connection_of(&row.connection.details.user) {
+        true => Ok(row),
+        false => Err(ApiError::not_authorised(
+            "User not authorised to access object",
+        )),
+    }
+}
+
+pub async fn show(
+    State(api): State<Arc<Api>>,
+    caller: Caller,
+    Path(name): Path<String>,
+    query: ListQuery,
+) -> ApiResult<Response> {
+    let row = connection_named(&api, &caller, &name)?;
+    json(listing::one(connection_json(&api, &row.connection), &query))
+}
+
+/// Closes the connection with 320 CONNECTION_FORCED and the X-Reason header's text.
+pub async fn close(
+    State(api): State<Arc<Api>>,
+    caller: Caller,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let row = connection_named(&api, &caller, &name)?;
+    let reason = headers
+        .get("x-reason")
+        .and_then(|v| v.to_str().ok())
+        .filter(|r| !r.is_empty())
+        .unwrap_or(DEFAULT_REASON);
+    match api.broker.connections.close(row.connection.id, reason) {
+        true => Ok(done(StatusCode::NO_CONTENT)),
+        false => Err(ApiError::not_found()),
+    }
+}
+
+pub async fn channels_of(
+    State(api): State<Arc<Api>>,
+    caller: Caller,
+    Path(name): Path<String>,
+    query: ListQuery,
+) -> ApiResult<Response> {
+    let row = connection_named(&api, &caller, &name)?;
+    let mut channels = channel_rows(&api, &caller);
+    channels.retain(|c| c.channel.connection == row.connection.id);
+    json(listing::respond(channels, &query)?)
+}
+
+pub async fn channels(
+    State(api): State<Arc<Api>>,
+    caller: Caller,
+    query: ListQuery,
+) -> ApiResult<Response> {
+    json(listing::respond(channel_rows(&api, &caller), &query)?)
+}
+
+pub async fn channels_in_vhost(
+    State(api): State<Arc<Api>>,
+    caller: Caller,
+    Path(vhost): Path<String>,
+    query: ListQuery,
+) -> ApiResult<Response> {
+    let vhost = caller.vhost_to_read(&api, &vhost)?;
+    let mut rows = channel_rows(&api, &caller);
+    rows.retain(|r| r.vhost() == &*vhost.name);
+    json(listing::respond(rows, &query)?)
+}
+
+pub async fn channel(
+    State(api): State<Arc<Api>>,
+    caller: Caller,
+    Path(name): Path<String>,
+    query: ListQuery,
+) -> ApiResult<Response> {
+    let row = channel_rows(&api, &caller)
+        .into_iter()
+        .find(|c| c.name == name)
+        .ok_or_else(ApiError::not_found)?;
+    json(listing::one(row.render(&query), &query))
+}
+
+pub async fn consumers(State(api): State<Arc<Api>>, caller: Caller) -> ApiResult<Response> {
+    let visible = |vhost: &str| caller.sees_vhost(&api, vhost);
+    json(Value::Array(consumers_json(&api, |c| visible(&c.vhost))))
+}
+
+pub async fn consumers_in_vhost(
+    State(api): State<Arc<Api>>,
+    caller: Caller,
+    Path(vhost): Path<String>,
+) -> ApiResult<Response> {
+    let vhost = caller.vhost_to_read(&api, &vhost)?;
+    json(Value::Array(consumers_json(&api, |c| {
+        c.vhost == vhost.name.as_ref() as &str
+    })))
+}

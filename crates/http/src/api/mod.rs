@@ -1,0 +1,285 @@
+//! The endpoints, grouped by what they are about, and the routes that reach them. Paths,
+//! methods and answers are RabbitMQ 3.10's management API; where Wharf has nothing to
+//! serve (a feature it lacks), the answer is what RabbitMQ gives for a missing object.
+
+mod bindings;
+mod connections;
+mod definitions;
+mod exchanges;
+mod health;
+mod limits;
+mod messages;
+mod overview;
+mod permissions;
+mod policies;
+mod queues;
+mod render;
+mod users;
+mod vhosts;
+
+use std::sync::Arc;
+
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use serde_json::Value;
+
+use crate::body::JsonBody;
+use crate::error::{ApiError, ApiResult};
+use crate::Api;
+
+pub use render::sample_rates;
+
+/// 201 for an object a PUT created, 204 for one it changed or found as asked.
+fn put_status(created: bool) -> StatusCode {
+    match created {
+        true => StatusCode::CREATED,
+        false => StatusCode::NO_CONTENT,
+    }
+}
+
+/// An empty 2xx answer.
+fn done(status: StatusCode) -> Response {
+    status.into_response()
+}
+
+/// A JSON answer.
+fn json(value: Value) -> ApiResult<Response> {
+    Ok(Json(value).into_response())
+}
+
+/// Refuses a body that lacks any of `keys`, naming them all as RabbitMQ does:
+/// `[{key_missing,write},{key_missing,read}]`.
+fn require_keys(body: &JsonBody, keys: &[&str]) -> ApiResult<()> {
+    let missing: Vec<String> = keys
+        .iter()
+        .filter(|key| !body.0.contains_key(**key))
+        .map(|key| format!("{{key_missing,{key}}}"))
+        .collect();
+    match missing.is_empty() {
+        true => Ok(()),
+        false => Err(ApiError::bad_request(format!("[{}]", missing.join(",")))),
+    }
+}
+
+/// The `arguments` object of a body as a field table (integers as 64-bit, as RabbitMQ
+/// reads them).
+fn arguments(body: &JsonBody) -> ApiResult<wharf_amqp::FieldTable> {
+    let object = body.object("arguments")?;
+    Ok(wharf_core::definitions_json::json_to_table(&Value::Object(
+        object,
+    )))
+}
+
+/// A query string flag (`if-unused=true`).
+fn query_flag(query: Option<&str>, key: &str) -> bool {
+    query
+        .map(|q| crate::listing::form_pairs(q.as_bytes()))
+        .unwrap_or_default()
+        .iter()
+        .any(|(k, v)| k == key && v == "true")
+}
+
+/// A Location header value for a created binding, as RabbitMQ gives it (relative, its
+/// path segments percent-encoded).
+fn location(path: &str) -> HeaderValue {
+    HeaderValue::from_str(path).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found()
+}
+
+async fn method_not_allowed() -> StatusCode {
+    StatusCode::METHOD_NOT_ALLOWED
+}
+
+pub fn routes(api: Arc<Api>) -> Router {
+    let router = Router::new()
+        .route("/api/overview", get(overview::overview))
+        .route("/api/cluster-name", get(overview::cluster_name))
+        .route("/api/whoami", get(overview::whoami))
+        .route("/api/nodes", get(overview::nodes))
+        .route("/api/nodes/{node}", get(overview::node))
+        .route("/api/extensions", get(overview::extensions))
+        .route("/api/auth", get(overview::auth))
+        .route("/api/feature-flags", get(overview::feature_flags))
+        .route("/api/vhosts", get(vhosts::list))
+        .route(
+            "/api/vhosts/{vhost}",
+            get(vhosts::show).put(vhosts::put).delete(vhosts::delete),
+        )
+        .route(
+            "/api/vhosts/{vhost}/permissions",
+            get(permissions::of_vhost),
+        )
+        .route(
+            "/api/vhosts/{vhost}/topic-permissions",
+            get(permissions::topic_of_vhost),
+        )
+        .route(
+            "/api/vhosts/{vhost}/connections",
+            get(connections::list_in_vhost),
+        )
+        .route(
+            "/api/vhosts/{vhost}/channels",
+            get(connections::channels_in_vhost),
+        )
+        .route("/api/users", get(users::list))
+        .route(
+            "/api/users/without-permissions",
+            get(users::without_permissions),
+        )
+        .route("/api/users/bulk-delete", post(users::bulk_delete))
+        .route(
+            "/api/users/{user}",
+            get(users::show).put(users::put).delete(users::delete),
+        )
+        .route("/api/users/{user}/permissions", get(permissions::of_user))
+        .route(
+            "/api/users/{user}/topic-permissions",
+            get(permissions::topic_of_user),
+        )
+        .route("/api/permissions", get(permissions::list))
+        .route(
+            "/api/permissions/{vhost}/{user}",
+            get(permissions::show)
+                .put(permissions::put)
+                .delete(permissions::delete),
+        )
+        .route("/api/topic-permissions", get(permissions::topic_list))
+        .route(
+            "/api/topic-permissions/{vhost}/{user}",
+            get(permissions::topic_show)
+                .put(permissions::topic_put)
+                .delete(permissions::topic_delete),
+        )
+        .route("/api/exchanges", get(exchanges::list))
+        .route("/api/exchanges/{vhost}", get(exchanges::list_in_vhost))
+        .route(
+            "/api/exchanges/{vhost}/{name}",
+            get(exchanges::show)
+                .put(exchanges::put)
+                .delete(exchanges::delete),
+        )
+        .route(
+            "/api/exchanges/{vhost}/{name}/bindings/source",
+            get(bindings::of_source),
+        )
+        .route(
+            "/api/exchanges/{vhost}/{name}/bindings/destination",
+            get(bindings::of_exchange_destination),
+        )
+        .route(
+            "/api/exchanges/{vhost}/{name}/publish",
+            post(messages::publish),
+        )
+        .route("/api/queues", get(queues::list))
+        .route("/api/queues/{vhost}", get(queues::list_in_vhost))
+        .route(
+            "/api/queues/{vhost}/{name}",
+            get(queues::show).put(queues::put).delete(queues::delete),
+        )
+        .route(
+            "/api/queues/{vhost}/{name}/bindings",
+            get(bindings::of_queue),
+        )
+        .route(
+            "/api/queues/{vhost}/{name}/contents",
+            axum::routing::delete(queues::purge),
+        )
+        .route("/api/queues/{vhost}/{name}/get", post(messages::get))
+        .route("/api/queues/{vhost}/{name}/actions", post(queues::action))
+        .route("/api/bindings", get(bindings::list))
+        .route("/api/bindings/{vhost}", get(bindings::list_in_vhost))
+        .route(
+            "/api/bindings/{vhost}/e/{source}/{kind}/{destination}",
+            get(bindings::between).post(bindings::create),
+        )
+        .route(
+            "/api/bindings/{vhost}/e/{source}/{kind}/{destination}/{props}",
+            get(bindings::show).delete(bindings::delete),
+        )
+        .route("/api/connections", get(connections::list))
+        .route(
+            "/api/connections/{name}",
+            get(connections::show).delete(connections::close),
+        )
+        .route(
+            "/api/connections/{name}/channels",
+            get(connections::channels_of),
+        )
+        .route("/api/channels", get(connections::channels))
+        .route("/api/channels/{name}", get(connections::channel))
+        .route("/api/consumers", get(connections::consumers))
+        .route(
+            "/api/consumers/{vhost}",
+            get(connections::consumers_in_vhost),
+        )
+        .route("/api/policies", get(policies::list))
+        .route("/api/policies/{vhost}", get(policies::list_in_vhost))
+        .route(
+            "/api/policies/{vhost}/{name}",
+            get(policies::show)
+                .put(policies::put)
+                .delete(policies::delete),
+        )
+        .route("/api/operator-policies", get(policies::none))
+        .route(
+            "/api/operator-policies/{vhost}",
+            get(policies::none_in_vhost),
+        )
+        .route("/api/parameters", get(policies::none))
+        .route("/api/global-parameters", get(policies::none))
+        .route("/api/vhost-limits", get(limits::vhost_list))
+        .route("/api/vhost-limits/{vhost}", get(limits::vhost_show))
+        .route(
+            "/api/vhost-limits/{vhost}/{name}",
+            put(limits::vhost_put).delete(limits::vhost_delete),
+        )
+        .route("/api/user-limits", get(limits::user_list))
+        .route("/api/user-limits/{user}", get(limits::user_show))
+        .route(
+            "/api/user-limits/{user}/{name}",
+            put(limits::user_put).delete(limits::user_delete),
+        )
+        .route(
+            "/api/definitions",
+            get(definitions::export).post(definitions::import),
+        )
+        .route(
+            "/api/definitions/{vhost}",
+            get(definitions::export_vhost).post(definitions::import_vhost),
+        )
+        .route("/api/aliveness-test/{vhost}", get(health::aliveness))
+        .route("/api/health/checks/alarms", get(health::alarms))
+        .route("/api/health/checks/local-alarms", get(health::alarms))
+        .route(
+            "/api/health/checks/port-listener/{port}",
+            get(health::port_listener),
+        )
+        .route(
+            "/api/health/checks/protocol-listener/{protocol}",
+            get(health::protocol_listener),
+        )
+        .route(
+            "/api/health/checks/virtual-hosts",
+            get(health::virtual_hosts),
+        )
+        .route(
+            "/api/health/checks/node-is-quorum-critical",
+            get(health::not_critical),
+        )
+        .route(
+            "/api/health/checks/node-is-mirror-sync-critical",
+            get(health::not_critical),
+        )
+        .route(
+            "/api/health/checks/certificate-expiration/{within}/{unit}",
+            get(health::certificate_expiration),
+        )
+        .method_not_allowed_fallback(method_not_allowed)
+        .fallback(not_found);
+    router.with_state(api)
+}

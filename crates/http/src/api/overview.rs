@@ -1,0 +1,245 @@
+//! The broker as a whole: /api/overview, /api/nodes, /api/whoami and the small
+//! endpoints the management UI reads at start (extensions, auth, cluster name).
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::response::Response;
+use serde_json::{json, Map, Value};
+
+use super::json;
+use super::render::{self, count_with_rate, queue_message_stats, OVERVIEW_SAMPLED};
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult};
+use crate::listing::{self, ListQuery};
+use crate::rates::Key;
+use crate::Api;
+
+/// The version RabbitMQ reports itself as: clients and tools that check it (to pick API
+/// paths or features) see the release whose API this one follows.
+pub const RABBITMQ_VERSION: &str = "3.10.8";
+
+fn exchange_types() -> Value {
+    let described = |name: &str, description: &str| json!({"name": name, "description": description, "enabled": true});
+    json!([
+        described(
+            "direct",
+            "AMQP direct exchange, as per the AMQP specification"
+        ),
+        described(
+            "fanout",
+            "AMQP fanout exchange, as per the AMQP specification"
+        ),
+        described(
+            "headers",
+            "AMQP headers exchange, as per the AMQP specification"
+        ),
+        described(
+            "topic",
+            "AMQP topic exchange, as per the AMQP specification"
+        ),
+        described("x-consistent-hash", "Consistent Hashing Exchange"),
+        described("x-delayed-message", "Delayed Message Exchange"),
+    ])
+}
+
+fn listeners(api: &Api) -> Vec<Value> {
+    api.broker
+        .node
+        .listeners()
+        .iter()
+        .map(|l| {
+            json!({
+                "node": api.broker.node.name(),
+                "protocol": l.protocol,
+                "ip_address": l.address.ip().to_string(),
+                "port": l.address.port(),
+                "socket_opts": {},
+            })
+        })
+        .collect()
+}
+
+pub async fn overview(
+    State(api): State<Arc<Api>>,
+    caller: Caller,
+    query: ListQuery,
+) -> ApiResult<Response> {
+    let broker = &api.broker;
+    let visible: Vec<_> = broker
+        .vhosts()
+        .into_iter()
+        .filter(|v| caller.sees_vhost(&api, &v.name))
+        .collect();
+    let (mut queues, mut consumers, mut exchanges) = (0usize, 0u64, 0usize);
+    let mut values = vec![0.0; OVERVIEW_SAMPLED];
+    for vhost in &visible {
+        exchanges += vhost.exchanges().len();
+        let queue_list = vhost.queues();
+        queues += queue_list.len();
+        for (sum, v) in values.iter_mut().zip(render::vhost_values(vhost)) {
+            *sum += v;
+        }
+        consumers += queue_list
+            .iter()
+            .map(|q| u64::from(q.stats().consumers))
+            .sum::<u64>();
+    }
+    let connections: Vec<_> = broker
+        .connections
+        .list()
+        .into_iter()
+        .filter(|c| caller.sees_connection_of(&c.details.user))
+        .collect();
+    let channels: usize = broker
+        .connections
+        .channels()
+        .iter()
+        .filter(|c| caller.sees_connection_of(&c.user))
+        .count();
+    // Rates are of the whole broker: a monitor sees them; others see their vhosts' counts
+    // with the broker's rates, as RabbitMQ's management users do.
+    let rates = api.rates.of(&Key::Overview, OVERVIEW_SAMPLED);
+    let totals = broker.connections.message_totals();
+    let churn = broker.connections.churn();
+    let mut message_stats = queue_message_stats(&values, &rates);
+    let base = render::queue_sampled("messages");
+    let channel_base = base + 3;
+    // What channels counted replaces the queues' sums where RabbitMQ counts channels:
+    // a message published to two queues is one publish.
+    count_with_rate(
+        &mut message_stats,
+        "publish",
+        totals.published,
+        rates[channel_base],
+    );
+    let mut churn_rates = Map::new();
+    for (i, (name, count)) in [
+        ("connection_created", churn.connections_opened),
+        ("connection_closed", churn.connections_closed),
+        ("channel_created", churn.channels_opened),
+        ("channel_closed", churn.channels_closed),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        count_with_rate(&mut churn_rates, name, count, rates[channel_base + 3 + i]);
+    }
+    let mut queue_totals = Map::new();
+    for (i, name) in ["messages", "messages_ready", "messages_unacknowledged"]
+        .into_iter()
+        .enumerate()
+    {
+        count_with_rate(
+            &mut queue_totals,
+            name,
+            values[base + i] as u64,
+            rates[base + i],
+        );
+    }
+    let mut object = json!({
+        "management_version": RABBITMQ_VERSION,
+        "rates_mode": "basic",
+        "sample_retention_policies": {
+            "global": [600, 3600, 28800, 86400],
+            "basic": [600, 3600],
+            "detailed": [600],
+        },
+        "exchange_types": exchange_types(),
+        "product_version": env!("CARGO_PKG_VERSION"),
+        "product_name": "Wharf",
+        "rabbitmq_version": RABBITMQ_VERSION,
+        "cluster_name": broker.node.name(),
+        "erlang_version": "none",
+        "erlang_full_version": "none (Wharf is written in Rust)",
+        "disable_stats": query.disable_stats,
+        "enable_queue_totals": query.enable_queue_totals,
+        "churn_rates": churn_rates,
+        "queue_totals": queue_totals,
+        "object_totals": {
+            "channels": channels,
+            "connections": connections.len(),
+            "consumers": consumers,
+            "exchanges": exchanges,
+            "queues": queues,
+        },
+        "statistics_db_event_queue": 0,
+        "node": broker.node.name(),
+        "listeners": listeners(&api),
+        "contexts": [],
+    });
+    if !query.disable_stats {
+        object["message_stats"] = Value::Object(message_stats);
+    }
+    json(listing::one(object, &query))
+}
+
+pub async fn cluster_name(State(api): State<Arc<Api>>, _caller: Caller) -> ApiResult<Response> {
+    json(json!({ "name": api.broker.node.name() }))
+}
+
+pub async fn whoami(caller: Caller) -> ApiResult<Response> {
+    json(json!({ "name": caller.user.name, "tags": caller.user.tags }))
+}
+
+fn node_json(api: &Api) -> Value {
+    let reading = api.broker.resources.read();
+    json!({
+        "name": api.broker.node.name(),
+        "type": "disc",
+        "running": true,
+        "os_pid": std::process::id().to_string(),
+        "uptime": api.broker.node.uptime().as_millis() as u64,
+        "processors": std::thread::available_parallelism().map_or(1, |n| n.get()),
+        "rates_mode": "basic",
+        "mem_used": reading.memory_used_bytes,
+        "mem_limit": reading.memory_limit_bytes,
+        "mem_alarm": reading.memory_alarm,
+        "disk_free": reading.disk_free_bytes,
+        "disk_free_limit": reading.disk_free_limit_bytes,
+        "disk_free_alarm": reading.disk_alarm,
+        "partitions": [],
+        "exchange_types": exchange_types(),
+        "auth_mechanisms": [
+            {"name": "PLAIN", "description": "SASL PLAIN authentication mechanism", "enabled": true},
+            {"name": "AMQPLAIN", "description": "QPid AMQPLAIN mechanism", "enabled": true},
+            {"name": "EXTERNAL", "description": "SASL EXTERNAL authentication mechanism (client certificates)", "enabled": true},
+        ],
+        "applications": [],
+        "contexts": [],
+        "being_drained": false,
+    })
+}
+
+pub async fn nodes(State(api): State<Arc<Api>>, caller: Caller) -> ApiResult<Response> {
+    caller.require_monitor()?;
+    json(json!([node_json(&api)]))
+}
+
+pub async fn node(
+    State(api): State<Arc<Api>>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Response> {
+    caller.require_monitor()?;
+    if name != api.broker.node.name() {
+        return Err(ApiError::not_found());
+    }
+    json(node_json(&api))
+}
+
+/// The management UI's plugins: none.
+pub async fn extensions(_caller: Caller) -> ApiResult<Response> {
+    json(json!([]))
+}
+
+/// How the UI logs in: basic auth, no OAuth 2 (asked before logging in).
+pub async fn auth() -> ApiResult<Response> {
+    json(json!({"enable_uaa": false, "uaa_client_id": "", "uaa_location": ""}))
+}
+
+/// RabbitMQ's feature flags: Wharf has none to enable.
+pub async fn feature_flags(caller: Caller) -> ApiResult<Response> {
+    caller.require_administrator()?;
+    json(json!([]))
+}

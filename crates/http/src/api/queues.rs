@@ -1,0 +1,150 @@
+//! /api/queues: list, show, declare, delete, purge, and actions.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, Uri};
+use axum::response::Response;
+use serde_json::{json, Value};
+use wharf_core::access::{Access, ResourceKind};
+use wharf_core::vhost::QueueDeclare;
+use wharf_core::VHost;
+
+use super::render::{consumer_details, queue_json, QueueRow};
+use super::{done, json, put_status, query_flag, require_keys};
+use crate::auth::Caller;
+use crate::body::JsonBody;
+use crate::error::{ApiError, ApiResult};
+use crate::listing::{self, ListQuery};
+use crate::Api;
+
+/// Operations from the API belong to no client connection: nothing they declare is
+/// exclusive, and they may reach any queue the user's permissions allow.
+pub const NO_CONNECTION: u64 = 0;
+
+fn rows(api: &Arc<Api>, vhost: &VHost) -> Vec<QueueRow> {
+    vhost
+        .queues()
+        .into_iter()
+        .map(|queue| QueueRow::read(api, queue))
+        .collect()
+}
+
+pub async fn list(
+    State(api): State<Arc<Api>>,
+    caller: Caller,
+    query: ListQuery,
+) -> ApiResult<Response> {
+    let rows: Vec<QueueRow> = api
+        .broker
+        .vhosts()
+        .iter()
+        .filter(|v| caller.sees_vhost(&api, &v.name))
+        .flat_map(|v| rows(&api, v))
+        .collect();
+    json(listing::respond(rows, &query)?)
+}
+
+pub async fn list_in_vhost(
+    State(api): State<Arc<Api>>,
+    caller: Caller,
+    Path(vhost): Path<String>,
+    query: ListQuery,
+) -> ApiResult<Response> {
+    let vhost = caller.vhost_to_read(&api, &vhost)?;
+    json(listing::respond(rows(&api, &vhost), &query)?)
+}
+
+pub async fn show(
+    State(api): State<Arc<Api>>,
+    caller: Caller,
+    Path((vhost, name)): Path<(String, String)>,
+    query: ListQuery,
+) -> ApiResult<Response> {
+    let vhost = caller.vhost_to_read(&api, &vhost)?;
+    let queue = vhost.queue(&name).map_err(|_| ApiError::not_found())?;
+    let mut object = queue_json(&api, &queue, &queue.stats(), &query);
+    object["consumer_details"] = Value::Array(consumer_details(&api, &vhost.name, &name));
+    object["deliveries"] = json!([]);
+    object["incoming"] = json!([]);
+    json(listing::one(object, &query))
+}
+
+pub async fn put(
+    State(api): State<Arc<Api>>,
+    caller: Caller,
+    Path((vhost, name)): Path<(String, String)>,
+    body: JsonBody,
+) -> ApiResult<Response> {
+    let vhost = caller.vhost(&api, &vhost)?;
+    let declare = QueueDeclare {
+        name: name.as_str().into(),
+        server_named: false,
+        passive: false,
+        durable: body.boolean("durable", false)?,
+        exclusive: false,
+        auto_delete: body.boolean("auto_delete", false)?,
+        arguments: super::arguments(&body)?,
+    };
+    let existed = vhost.queue(&name).is_ok();
+    let grant = api.broker.access.grant(caller.name(), &vhost.name);
+    grant.declare_queue(&vhost, declare, NO_CONNECTION)?;
+    Ok(done(put_status(!existed)))
+}
+
+/// Deletes a queue (an exclusive one too: an operator may remove what a client left);
+/// `if-unused` and `if-empty` as queue.delete's flags.
+pub async fn delete(
+    State(api): State<Arc<Api>>,
+    caller: Caller,
+    Path((vhost, name)): Path<(String, String)>,
+    uri: Uri,
+) -> ApiResult<Response> {
+    let vhost = caller.vhost(&api, &vhost)?;
+    vhost.queue(&name).map_err(|_| ApiError::not_found())?;
+    let grant = api.broker.access.grant(caller.name(), &vhost.name);
+    grant.check(Access::Configure, ResourceKind::Queue, &name)?;
+    let if_unused = query_flag(uri.query(), "if-unused");
+    let if_empty = query_flag(uri.query(), "if-empty");
+    match vhost.delete_queue_as_administrator(&name, if_unused, if_empty) {
+        Ok(_) => Ok(done(StatusCode::NO_CONTENT)),
+        Err(error) if error.kind == wharf_core::ErrorKind::NotFound => Err(ApiError::not_found()),
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// DELETE /api/queues/{vhost}/{name}/contents: purges the ready messages.
+pub async fn purge(
+    State(api): State<Arc<Api>>,
+    caller: Caller,
+    Path((vhost, name)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    let vhost = caller.vhost(&api, &vhost)?;
+    let queue = vhost.queue(&name).map_err(|_| ApiError::not_found())?;
+    let grant = api.broker.access.grant(caller.name(), &vhost.name);
+    grant.check(Access::Read, ResourceKind::Queue, &name)?;
+    queue.purge();
+    Ok(done(StatusCode::NO_CONTENT))
+}
+
+/// `sync` and `cancel_sync`: for mirrored queues in RabbitMQ; Wharf's queues have no
+/// mirrors, so there is nothing to do but say so (204), as RabbitMQ does for a queue
+/// without mirrors.
+pub async fn action(
+    State(api): State<Arc<Api>>,
+    caller: Caller,
+    Path((vhost, name)): Path<(String, String)>,
+    body: JsonBody,
+) -> ApiResult<Response> {
+    let vhost = caller.vhost(&api, &vhost)?;
+    require_keys(&body, &["action"])?;
+    let action = body.required_text("action")?;
+    if !matches!(action, "sync" | "cancel_sync") {
+        return Err(ApiError::bad_request(vec![
+            Value::from("unknown"),
+            Value::from(action),
+        ]));
+    }
+    vhost.queue(&name).map_err(|_| ApiError::not_found())?;
+    Ok(done(StatusCode::NO_CONTENT))
+}

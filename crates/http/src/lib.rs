@@ -1,0 +1,61 @@
+//! Wharf's management HTTP API: RabbitMQ's `/api`, with its paths, methods, query
+//! parameters, JSON fields and status codes, so that rabbitmqadmin, Terraform's provider,
+//! KEDA's scaler and the rest work unchanged. Like `wharf ctl` and the AMQP server, it
+//! only calls the core's operations; here they are checked against the caller's tags
+//! and permissions ([`auth`]) and their refusals become RabbitMQ's statuses ([`error`]).
+
+pub mod auth;
+pub mod body;
+pub mod error;
+pub mod listing;
+pub mod rates;
+pub mod serving;
+
+mod api;
+
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use wharf_core::Broker;
+
+pub use serving::TlsSource;
+
+/// What every request handler reaches: the broker, and the rates sampled from its
+/// counters.
+pub struct Api {
+    pub broker: Arc<Broker>,
+    pub rates: rates::Rates,
+}
+
+/// A listening socket and, for HTTPS, its TLS.
+pub struct Listening {
+    pub listener: TcpListener,
+    pub tls: Option<TlsSource>,
+}
+
+/// Serves the API on every listener (HTTPS where TLS is given) until `shutdown` fires.
+/// Rates are sampled while it runs.
+pub async fn serve(
+    listeners: Vec<Listening>,
+    broker: Arc<Broker>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let api = Arc::new(Api {
+        broker,
+        rates: rates::Rates::default(),
+    });
+    let sampler = tokio::spawn(rates::sample(api.clone(), shutdown.clone()));
+    let router = api::routes(api);
+    let mut serving = tokio::task::JoinSet::new();
+    for Listening { listener, tls } in listeners {
+        serving.spawn(serving::serve(
+            listener,
+            tls,
+            router.clone(),
+            shutdown.clone(),
+        ));
+    }
+    while serving.join_next().await.is_some() {}
+    let _ = sampler.await;
+}
