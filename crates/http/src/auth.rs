@@ -3,8 +3,8 @@
 //! - `management`: log in; see and use the vhosts they have permissions in, and their
 //!   own connections and channels;
 //! - `policymaker`: that, and the policies and parameters of those vhosts;
-//! - `monitoring`: that, and every vhost's objects, every connection and channel, the
-//!   node (read only);
+//! - `monitoring`: that, and every vhost (in the vhost list), every connection and
+//!   channel, the node (read only);
 //! - `administrator`: everything.
 //!
 //! A user without any of these tags cannot log in; a user the broker keeps to loopback
@@ -73,8 +73,14 @@ impl Caller {
             .is_some()
     }
 
-    /// Whether lists show the caller this vhost's objects.
+    /// Whether lists show the caller this vhost's objects (queues, exchanges,
+    /// bindings): an administrator's, or a vhost the caller has permissions in.
     pub fn sees_vhost(&self, api: &Api, vhost: &str) -> bool {
+        self.is_administrator() || self.has_permissions_in(api, vhost)
+    }
+
+    /// Whether the vhost list shows the caller this vhost: a monitor sees them all.
+    pub fn lists_vhost(&self, api: &Api, vhost: &str) -> bool {
         self.is_monitor() || self.has_permissions_in(api, vhost)
     }
 

@@ -2,6 +2,7 @@
 //! with `WHARF_TEST_EXTERNAL=host:port`, points the same tests at a broker already running
 //! there (e.g. RabbitMQ, to check that a test expects what RabbitMQ does).
 
+pub mod management;
 pub mod pki;
 pub mod raw;
 pub mod small_disk;
@@ -18,11 +19,15 @@ pub struct TestBroker {
     pub addr: SocketAddr,
     /// The amqps listener, when started with TLS.
     pub tls_addr: Option<SocketAddr>,
+    /// The management HTTP API, when started with it (`WHARF_TEST_EXTERNAL_HTTP` for an
+    /// external broker).
+    pub http_addr: Option<SocketAddr>,
     /// The in-process broker, for looking inside it (None for an external broker).
     pub broker: Option<Arc<Broker>>,
     /// Stops the in-process broker when the test ends.
     _shutdown: Option<Shutdown>,
     server: Option<tokio::task::JoinHandle<()>>,
+    http: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl TestBroker {
@@ -88,6 +93,9 @@ impl TestBroker {
         if let Some(server) = self.server.take() {
             server.await.expect("the server task panicked");
         }
+        if let Some(http) = self.http.take() {
+            http.await.expect("the HTTP API task panicked");
+        }
     }
 }
 
@@ -141,9 +149,11 @@ async fn serve_on(bind: SocketAddr, broker: Broker, config: ServerConfig) -> Tes
     TestBroker {
         addr,
         tls_addr: None,
+        http_addr: None,
         broker: Some(broker),
         _shutdown: Some(shutdown),
         server: Some(server),
+        http: None,
     }
 }
 
@@ -187,10 +197,36 @@ pub async fn start_broker_with_tls_and(
     TestBroker {
         addr,
         tls_addr,
+        http_addr: None,
         broker: Some(broker),
         _shutdown: Some(shutdown),
         server: Some(server),
+        http: None,
     }
+}
+
+/// Starts a broker with its management HTTP API on a free port too. Against an external
+/// broker, `WHARF_TEST_EXTERNAL_HTTP` (host:port) names its API.
+pub async fn start_broker_with_management() -> TestBroker {
+    let mut broker = start_broker().await;
+    if broker.is_external() {
+        let http = std::env::var("WHARF_TEST_EXTERNAL_HTTP")
+            .expect("WHARF_TEST_EXTERNAL_HTTP (host:port of the management API)");
+        broker.http_addr = Some(http.parse().expect("WHARF_TEST_EXTERNAL_HTTP is host:port"));
+        return broker;
+    }
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the management API");
+    broker.http_addr = Some(listener.local_addr().expect("local addr"));
+    let shutdown = broker._shutdown.as_ref().expect("in-process").subscribe();
+    let core = broker.broker.clone().expect("in-process");
+    let listening = vec![wharf_http::Listening {
+        listener,
+        tls: None,
+    }];
+    broker.http = Some(tokio::spawn(wharf_http::serve(listening, core, shutdown)));
+    broker
 }
 
 /// Starts a broker listening on `bind` (port 0 picks a free port).
@@ -202,9 +238,11 @@ pub async fn start_broker_at(bind: SocketAddr, config: ServerConfig) -> TestBrok
         return TestBroker {
             addr,
             tls_addr: None,
+            http_addr: None,
             broker: None,
             _shutdown: None,
             server: None,
+            http: None,
         };
     }
     serve_on(bind, Broker::new(BrokerConfig::default()), config).await

@@ -87,7 +87,7 @@ pub async fn list(
         .broker
         .vhosts()
         .into_iter()
-        .filter(|v| caller.sees_vhost(&api, &v.name))
+        .filter(|v| caller.lists_vhost(&api, &v.name))
         .map(|vhost| VhostRow {
             api: api.clone(),
             vhost,
@@ -122,7 +122,12 @@ pub async fn put(
     let exists = api.broker.vhost(&name).is_some();
     match exists {
         true => api.broker.set_vhost_metadata(&name, &description, tags)?,
-        false => api.broker.add_vhost(&name, &description, tags)?,
+        false => {
+            // As RabbitMQ: who creates a vhost through the API gets every permission in it.
+            api.broker.add_vhost(&name, &description, tags)?;
+            api.broker
+                .set_permissions(caller.name(), &name, ".*", ".*", ".*")?;
+        }
     }
     Ok(done(put_status(!exists)))
 }
