@@ -73,7 +73,11 @@ impl Management {
 
     /// The API of a broker started with it, as guest.
     pub fn of(broker: &TestBroker) -> Management {
-        Management::new(broker.http_addr.expect("a broker started with its management API"))
+        Management::new(
+            broker
+                .http_addr
+                .expect("a broker started with its management API"),
+        )
     }
 
     /// The same API as another user (None: no credentials).
@@ -103,8 +107,12 @@ impl Management {
         if let Some((user, password)) = &self.user {
             request = request.basic_auth(user, Some(password));
         }
-        self.send(request.header("content-type", "application/json").body(body))
-            .await
+        self.send(
+            request
+                .header("content-type", "application/json")
+                .body(body),
+        )
+        .await
     }
 
     pub async fn send(&self, request: reqwest::RequestBuilder) -> Answer {
@@ -131,6 +139,19 @@ impl Management {
         match &self.user {
             Some((user, password)) => request.basic_auth(user, Some(password)),
             None => request,
+        }
+    }
+
+    /// GETs `path` until its body satisfies `ready` (RabbitMQ reports a queue's counts
+    /// every 5 s; Wharf at once), for at most 15 s; the last body.
+    pub async fn until(&self, path: &str, ready: impl Fn(&Value) -> bool) -> Value {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        loop {
+            let body = self.get(path).await.expect(200);
+            if ready(&body) || std::time::Instant::now() > deadline {
+                return body;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         }
     }
 

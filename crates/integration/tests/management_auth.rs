@@ -48,9 +48,15 @@ async fn credentials_are_checked_and_refused_as_rabbitmq_refuses_them() {
         anonymous.headers["www-authenticate"],
         "Basic realm=\"RabbitMQ Management\""
     );
-    let wrong = api.as_user(Some(("guest", "wrong"))).get("/api/overview").await;
+    let wrong = api
+        .as_user(Some(("guest", "wrong")))
+        .get("/api/overview")
+        .await;
     assert_eq!(wrong.refused(401, "not_authorized"), "Login failed");
-    let nobody = api.as_user(Some(("nobody-at-all", "x"))).get("/api/whoami").await;
+    let nobody = api
+        .as_user(Some(("nobody-at-all", "x")))
+        .get("/api/whoami")
+        .await;
     assert_eq!(nobody.refused(401, "not_authorized"), "Login failed");
     // A user without a management tag cannot log in to the API.
     let untagged = user(&api, "", None).await;
@@ -62,7 +68,9 @@ async fn credentials_are_checked_and_refused_as_rabbitmq_refuses_them() {
     let me = api.get("/api/whoami").await.expect(200);
     assert_eq!(me["name"], "guest");
     assert_eq!(me["tags"], json!(["administrator"]));
-    api.delete(&format!("/api/users/{untagged}")).await.expect(204);
+    api.delete(&format!("/api/users/{untagged}"))
+        .await
+        .expect(204);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -95,10 +103,16 @@ async fn each_tag_grants_what_it_grants_in_rabbitmq() {
             .refused(401, "not_authorised");
         assert_eq!(reason, "Not administrator user");
         let delete = as_(name).delete(&format!("/api/users/{management}")).await;
-        assert_eq!(delete.refused(401, "not_authorised"), "Not administrator user");
+        assert_eq!(
+            delete.refused(401, "not_authorised"),
+            "Not administrator user"
+        );
     }
     // The node: monitors (and administrators).
-    let reason = as_(&management).get("/api/nodes").await.refused(401, "not_authorised");
+    let reason = as_(&management)
+        .get("/api/nodes")
+        .await
+        .refused(401, "not_authorised");
     assert_eq!(reason, "Not monitor user");
     assert_eq!(as_(&monitoring).get("/api/nodes").await.status(), 200);
 
@@ -107,7 +121,11 @@ async fn each_tag_grants_what_it_grants_in_rabbitmq() {
     for name in [&management, &monitoring] {
         let queues = as_(name).get("/api/queues").await.expect(200);
         assert!(
-            queues.as_array().unwrap().iter().all(|q| q["vhost"] == mine.as_str()),
+            queues
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|q| q["vhost"] == mine.as_str()),
             "{queues}"
         );
     }
