@@ -221,6 +221,10 @@ pub async fn start_broker_with_management() -> TestBroker {
     broker.http_addr = Some(listener.local_addr().expect("local addr"));
     let shutdown = broker._shutdown.as_ref().expect("in-process").subscribe();
     let core = broker.broker.clone().expect("in-process");
+    // What the binary records of its listeners, for the health checks that ask.
+    core.node.add_listener("amqp", broker.addr);
+    core.node
+        .add_listener("http", broker.http_addr.expect("bound above"));
     let listening = vec![wharf_http::Listening {
         listener,
         tls: None,
