@@ -34,9 +34,10 @@ openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 
 port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 amqp_port=$(port)
 amqps_port=$(port)
+https_port=$(port)
 mkdir data
 # The certificate's user, without a password, set up before the first start.
-"$wharf" --amqp-listen "127.0.0.1:$amqp_port" --data-dir data >seed.log 2>&1 &
+"$wharf" --amqp-listen "127.0.0.1:$amqp_port" --http-listen none --data-dir data >seed.log 2>&1 &
 broker=$!
 for _ in $(seq 100); do grep -q "wharf ready" seed.log && break; sleep 0.1; done
 "$wharf" ctl --data-dir data add_user interop-cert-user --no-password
@@ -46,10 +47,14 @@ wait "$broker" || true
 
 "$wharf" --amqp-listen "127.0.0.1:$amqp_port" --amqps-listen "127.0.0.1:$amqps_port" \
   --data-dir data --tls-cert server.pem --tls-key server.key --tls-ca ca.pem \
-  --tls-client-certificates optional >wharf.log 2>&1 &
+  --tls-client-certificates optional --http-listen none --https-listen "127.0.0.1:$https_port" \
+  >wharf.log 2>&1 &
 broker=$!
 for _ in $(seq 100); do grep -q "wharf ready" wharf.log && break; sleep 0.1; done
 grep -q "wharf ready" wharf.log || { echo "wharf did not start:"; cat wharf.log; exit 1; }
 echo "--- pika over TLS"
 "$here/python/.venv/bin/python" "$here/python/check_pika_tls.py" --port "$amqps_port" \
   --ca ca.pem --cert client.pem --key client.key
+echo "--- the management API over HTTPS, with the broker's certificate"
+overview=$(curl -sS --fail --cacert ca.pem -u guest:guest "https://localhost:$https_port/api/overview")
+echo "$overview" | python3 -c 'import json, sys; o = json.load(sys.stdin); assert o["management_version"], o; print("HTTPS overview:", o["node"])'

@@ -768,3 +768,53 @@ async fn several_listen_addresses_and_a_bare_port_for_both_families() {
     }
     std::fs::remove_dir_all(&data).unwrap();
 }
+
+/// One HTTP/1.1 request as guest; the status line and the body.
+fn http_get(port: u16, path: &str) -> (String, String) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    // guest:guest
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Basic Z3Vlc3Q6Z3Vlc3Q=\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    (
+        head.lines().next().unwrap_or("").to_string(),
+        body.to_string(),
+    )
+}
+
+#[test]
+fn the_management_api_is_served_on_its_listener_and_none_turns_it_off() {
+    let dir = temp_dir("http");
+    let http_port = free_port();
+    let listen = format!("127.0.0.1:{http_port}");
+    let mut child = start_on(free_port(), &dir.join("data"), &["--http-listen", &listen]);
+    let lines = wait_ready(&mut child);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains(&format!("HTTP API on {listen}"))),
+        "{lines:?}"
+    );
+    let (status, body) = http_get(http_port, "/api/overview");
+    assert_eq!(status, "HTTP/1.1 200 OK", "{body}");
+    let overview: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let listeners = overview["listeners"].as_array().unwrap();
+    assert!(
+        listeners
+            .iter()
+            .any(|l| l["protocol"] == "http" && l["port"] == http_port),
+        "{listeners:?}"
+    );
+    let (status, _) = http_get(http_port, "/api/queues/%2F/none-such");
+    assert_eq!(status, "HTTP/1.1 404 Not Found");
+    sigterm(&child);
+    assert!(child.wait().unwrap().success());
+
+    let lines = start_and_stop(&dir.join("data"), &["--http-listen", "none"]);
+    assert!(!lines.iter().any(|l| l.contains("HTTP API")), "{lines:?}");
+}

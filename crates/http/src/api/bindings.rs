@@ -52,12 +52,22 @@ impl Bound {
 }
 
 /// `application/x-www-form-urlencoded` quoting as RabbitMQ's: letters, digits and
-/// `-_.` as they are, a space as `+`, the rest (`~` too) as `%XX`.
+/// `-_.!*'()` as they are, a space as `+`, the rest (`~` too) as `%XX`.
 fn quote_plus(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for byte in text.bytes() {
         match byte {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => out.push(byte as char),
+            b'a'..=b'z'
+            | b'A'..=b'Z'
+            | b'0'..=b'9'
+            | b'-'
+            | b'_'
+            | b'.'
+            | b'!'
+            | b'*'
+            | b'\''
+            | b'('
+            | b')' => out.push(byte as char),
             b' ' => out.push('+'),
             other => out.push_str(&format!("%{other:02X}")),
         }
@@ -331,6 +341,8 @@ mod tests {
         assert_eq!(properties_key("k", &none), "k");
         assert_eq!(properties_key("", &none), "~");
         assert_eq!(properties_key("a/b %", &none), "a%2Fb+%25");
+        assert_eq!(properties_key("orders.*", &none), "orders.*");
+        assert_eq!(properties_key("a~b", &none), "a%7Eb");
         let mut args = FieldTable::new();
         args.insert("x-match", FieldValue::LongStr("all".into()));
         let key = properties_key("k2", &args);
