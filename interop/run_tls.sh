@@ -37,7 +37,7 @@ amqps_port=$(port)
 https_port=$(port)
 mkdir data
 # The certificate's user, without a password, set up before the first start.
-"$wharf" --amqp-listen "127.0.0.1:$amqp_port" --http-listen none --data-dir data >seed.log 2>&1 &
+"$wharf" --amqp-listen "127.0.0.1:$amqp_port" --http-listen none --prometheus-listen none --data-dir data >seed.log 2>&1 &
 broker=$!
 for _ in $(seq 100); do grep -q "wharf ready" seed.log && break; sleep 0.1; done
 "$wharf" ctl --data-dir data add_user interop-cert-user --no-password
@@ -47,7 +47,8 @@ wait "$broker" || true
 
 "$wharf" --amqp-listen "127.0.0.1:$amqp_port" --amqps-listen "127.0.0.1:$amqps_port" \
   --data-dir data --tls-cert server.pem --tls-key server.key --tls-ca ca.pem \
-  --tls-client-certificates optional --http-listen none --https-listen "127.0.0.1:$https_port" \
+  --tls-client-certificates optional --http-listen none --prometheus-listen none \
+  --https-listen "127.0.0.1:$https_port" \
   >wharf.log 2>&1 &
 broker=$!
 for _ in $(seq 100); do grep -q "wharf ready" wharf.log && break; sleep 0.1; done

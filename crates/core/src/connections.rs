@@ -71,6 +71,13 @@ pub struct ChannelStats {
     pub delivered: u64,
     /// Deliveries acknowledged.
     pub acked: u64,
+    /// Publishes confirmed (basic.ack to a publisher in confirm mode).
+    pub confirmed: u64,
+    /// Publishes whose confirm waits (for the disk).
+    pub unconfirmed: u64,
+    /// Unroutable publishes returned (mandatory) and dropped.
+    pub unroutable_returned: u64,
+    pub unroutable_dropped: u64,
 }
 
 /// One consumer as management sees it (RabbitMQ's list_consumers).
@@ -93,6 +100,9 @@ pub struct MessageTotals {
     pub published: u64,
     pub delivered: u64,
     pub acked: u64,
+    pub confirmed: u64,
+    pub unroutable_returned: u64,
+    pub unroutable_dropped: u64,
 }
 
 impl MessageTotals {
@@ -100,6 +110,9 @@ impl MessageTotals {
         self.published += stats.published;
         self.delivered += stats.delivered;
         self.acked += stats.acked;
+        self.confirmed += stats.confirmed;
+        self.unroutable_returned += stats.unroutable_returned;
+        self.unroutable_dropped += stats.unroutable_dropped;
     }
 }
 

@@ -26,6 +26,8 @@ pub struct NodeCertificate {
 pub struct Node {
     name: String,
     certificates: RwLock<Vec<NodeCertificate>>,
+    /// How many client connections the listeners take at once, when bounded.
+    connection_limit: RwLock<Option<u64>>,
     started: Instant,
     listeners: RwLock<Vec<NodeListener>>,
 }
@@ -40,6 +42,7 @@ impl Default for Node {
         Node {
             name: format!("wharf@{host}"),
             certificates: RwLock::default(),
+            connection_limit: RwLock::default(),
             started: Instant::now(),
             listeners: RwLock::default(),
         }
@@ -70,6 +73,14 @@ impl Node {
     /// Replaces the certificates the listeners present (at start and after a reload).
     pub fn set_certificates(&self, certificates: Vec<NodeCertificate>) {
         *self.certificates.write() = certificates;
+    }
+
+    pub fn set_connection_limit(&self, limit: u64) {
+        *self.connection_limit.write() = Some(limit);
+    }
+
+    pub fn connection_limit(&self) -> Option<u64> {
+        *self.connection_limit.read()
     }
 
     pub fn certificates(&self) -> Vec<NodeCertificate> {

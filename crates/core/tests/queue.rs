@@ -444,6 +444,7 @@ fn stats_read_what_the_queue_holds_and_has_done() {
             got_no_ack: 1,
             redelivered: 1,
             acked: 1,
+            get_empty: 0,
         }
     );
     let stats = queue.stats();
@@ -452,4 +453,13 @@ fn stats_read_what_the_queue_holds_and_has_done() {
         (1, 1)
     );
     assert_eq!(stats.message_bytes(), 20);
+}
+
+#[test]
+fn a_get_that_finds_nothing_is_counted() {
+    let host = TestHost::new();
+    let queue = queue_with(&host, &[]);
+    assert!(get_body(&queue).is_none());
+    assert!(get_body(&queue).is_none());
+    assert_eq!(queue.stats().counters.get_empty, 2);
 }

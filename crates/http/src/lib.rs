@@ -8,6 +8,7 @@ pub mod auth;
 pub mod body;
 pub mod error;
 pub mod listing;
+pub mod metrics;
 pub mod rates;
 pub mod serving;
 
@@ -58,4 +59,24 @@ pub async fn serve(
     }
     while serving.join_next().await.is_some() {}
     let _ = sampler.await;
+}
+
+/// Serves Prometheus metrics (`/metrics`, `/metrics/per-object`) on every listener until
+/// `shutdown` fires.
+pub async fn serve_prometheus(
+    listeners: Vec<Listening>,
+    broker: Arc<Broker>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let router = metrics::routes(broker);
+    let mut serving = tokio::task::JoinSet::new();
+    for Listening { listener, tls } in listeners {
+        serving.spawn(serving::serve(
+            listener,
+            tls,
+            router.clone(),
+            shutdown.clone(),
+        ));
+    }
+    while serving.join_next().await.is_some() {}
 }

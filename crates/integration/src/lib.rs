@@ -22,12 +22,16 @@ pub struct TestBroker {
     /// The management HTTP API, when started with it (`WHARF_TEST_EXTERNAL_HTTP` for an
     /// external broker).
     pub http_addr: Option<SocketAddr>,
+    /// Its Prometheus metrics, when started with the management API
+    /// (`WHARF_TEST_EXTERNAL_PROMETHEUS` for an external broker).
+    pub metrics_addr: Option<SocketAddr>,
     /// The in-process broker, for looking inside it (None for an external broker).
     pub broker: Option<Arc<Broker>>,
     /// Stops the in-process broker when the test ends.
     _shutdown: Option<Shutdown>,
     server: Option<tokio::task::JoinHandle<()>>,
     http: Option<tokio::task::JoinHandle<()>>,
+    metrics: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl TestBroker {
@@ -96,6 +100,9 @@ impl TestBroker {
         if let Some(http) = self.http.take() {
             http.await.expect("the HTTP API task panicked");
         }
+        if let Some(metrics) = self.metrics.take() {
+            metrics.await.expect("the metrics task panicked");
+        }
     }
 }
 
@@ -150,10 +157,12 @@ async fn serve_on(bind: SocketAddr, broker: Broker, config: ServerConfig) -> Tes
         addr,
         tls_addr: None,
         http_addr: None,
+        metrics_addr: None,
         broker: Some(broker),
         _shutdown: Some(shutdown),
         server: Some(server),
         http: None,
+        metrics: None,
     }
 }
 
@@ -198,10 +207,12 @@ pub async fn start_broker_with_tls_and(
         addr,
         tls_addr,
         http_addr: None,
+        metrics_addr: None,
         broker: Some(broker),
         _shutdown: Some(shutdown),
         server: Some(server),
         http: None,
+        metrics: None,
     }
 }
 
@@ -213,6 +224,12 @@ pub async fn start_broker_with_management() -> TestBroker {
         let http = std::env::var("WHARF_TEST_EXTERNAL_HTTP")
             .expect("WHARF_TEST_EXTERNAL_HTTP (host:port of the management API)");
         broker.http_addr = Some(http.parse().expect("WHARF_TEST_EXTERNAL_HTTP is host:port"));
+        broker.metrics_addr = std::env::var("WHARF_TEST_EXTERNAL_PROMETHEUS")
+            .ok()
+            .map(|m| {
+                m.parse()
+                    .expect("WHARF_TEST_EXTERNAL_PROMETHEUS is host:port")
+            });
         return broker;
     }
     let listener = TcpListener::bind("127.0.0.1:0")
@@ -229,7 +246,22 @@ pub async fn start_broker_with_management() -> TestBroker {
         listener,
         tls: None,
     }];
-    broker.http = Some(tokio::spawn(wharf_http::serve(listening, core, shutdown)));
+    broker.http = Some(tokio::spawn(wharf_http::serve(
+        listening,
+        core.clone(),
+        shutdown.clone(),
+    )));
+    let metrics = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the metrics listener");
+    broker.metrics_addr = Some(metrics.local_addr().expect("local addr"));
+    let listening = vec![wharf_http::Listening {
+        listener: metrics,
+        tls: None,
+    }];
+    broker.metrics = Some(tokio::spawn(wharf_http::serve_prometheus(
+        listening, core, shutdown,
+    )));
     broker
 }
 
@@ -243,10 +275,12 @@ pub async fn start_broker_at(bind: SocketAddr, config: ServerConfig) -> TestBrok
             addr,
             tls_addr: None,
             http_addr: None,
+            metrics_addr: None,
             broker: None,
             _shutdown: None,
             server: None,
             http: None,
+            metrics: None,
         };
     }
     serve_on(bind, Broker::new(BrokerConfig::default()), config).await

@@ -33,6 +33,9 @@ struct Ring {
     queued: bool,
     /// The channel closed: nothing more is sent.
     closed: bool,
+    /// Confirms decided so far: acks and nacks (management's counts).
+    acked: u64,
+    nacked: u64,
 }
 
 /// The confirms of one channel; shared by the channel, the flusher's callbacks and the
@@ -50,7 +53,31 @@ pub struct Flushed {
     pub answered: usize,
 }
 
+impl Ring {
+    fn count(&mut self, ok: bool) {
+        match ok {
+            true => self.acked += 1,
+            false => self.nacked += 1,
+        }
+    }
+}
+
 impl Confirms {
+    /// Publishes waiting for their confirm to be decided (the disk, mostly).
+    pub fn unconfirmed(&self) -> u64 {
+        let ring = self.ring.lock();
+        ring.slots
+            .iter()
+            .filter(|s| matches!(s, Slot::Waiting))
+            .count() as u64
+    }
+
+    /// Publishes confirmed (acks) and refused (nacks) so far.
+    pub fn counts(&self) -> (u64, u64) {
+        let ring = self.ring.lock();
+        (ring.acked, ring.nacked)
+    }
+
     pub fn new(channel: u16) -> Self {
         Confirms {
             channel,
@@ -74,6 +101,7 @@ impl Confirms {
     pub fn publish_ready(&self, ok: bool) -> (u64, bool) {
         let mut ring = self.ring.lock();
         ring.slots.push_back(Slot::Ready(ok));
+        ring.count(ok);
         let tag = ring.base + ring.slots.len() as u64 - 1;
         if ring.closed {
             return (tag, false);
@@ -95,6 +123,7 @@ impl Confirms {
             Some(slot @ Slot::Waiting) => *slot = Slot::Ready(ok),
             _ => return false,
         }
+        ring.count(ok);
         ring.fresh.push(tag);
         !std::mem::replace(&mut ring.queued, true)
     }

@@ -90,6 +90,22 @@ impl Tls {
     pub fn acceptor(&self) -> TlsAcceptor {
         self.acceptor.read().clone()
     }
+
+    /// The subject and expiry (seconds since the epoch) of each certificate of the chain
+    /// the broker presents, as its file holds it now.
+    pub fn presented_certificates(&self) -> Result<Vec<(String, i64)>, TlsError> {
+        let chain = certificates(&self.settings.certificate)?;
+        Ok(chain
+            .iter()
+            .filter_map(|der| {
+                let (_, parsed) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
+                Some((
+                    parsed.subject().to_string(),
+                    parsed.validity().not_after.timestamp(),
+                ))
+            })
+            .collect())
+    }
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {

@@ -61,6 +61,10 @@ pub struct ServeArgs {
     /// --tls-cert [default: none]
     #[arg(long, env = "WHARF_HTTPS_LISTEN", value_name = "ADDRS|none", value_parser = parse_listens)]
     pub https_listen: Option<Listens>,
+    /// Addresses for Prometheus metrics (/metrics, /metrics/per-object), as
+    /// --amqp-listen; "none" turns them off [default: 15692]
+    #[arg(long, env = "WHARF_PROMETHEUS_LISTEN", value_name = "ADDRS|none", value_parser = parse_listens)]
+    pub prometheus_listen: Option<Listens>,
     /// The server's TLS certificate chain (PEM); turns the amqps listener on. Read again,
     /// with the key and CA, on SIGHUP.
     #[arg(
@@ -231,6 +235,7 @@ struct FileConfig {
     amqps_listen: Option<toml::Value>,
     http_listen: Option<toml::Value>,
     https_listen: Option<toml::Value>,
+    prometheus_listen: Option<toml::Value>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     tls_ca: Option<PathBuf>,
@@ -266,6 +271,8 @@ pub struct Config {
     pub http_listen: Vec<ListenAddress>,
     /// Where it listens over TLS (needs `tls`).
     pub https_listen: Vec<ListenAddress>,
+    /// Where Prometheus metrics are served (empty: nowhere).
+    pub prometheus_listen: Vec<ListenAddress>,
     /// None: no amqps listener.
     pub tls: Option<TlsSettings>,
     pub default_user: String,
@@ -307,6 +314,11 @@ impl Config {
             (Some(listens), _) => listens.0.clone(),
             (None, Some(value)) => file_listens("https_listen", value)?.0,
             (None, None) => Vec::new(),
+        };
+        let prometheus_listen = match (&args.prometheus_listen, &file.prometheus_listen) {
+            (Some(listens), _) => listens.0.clone(),
+            (None, Some(value)) => file_listens("prometheus_listen", value)?.0,
+            (None, None) => vec![ListenAddress::AnyHost(15692)],
         };
         if !https_listen.is_empty() && tls.is_none() {
             anyhow::bail!("https_listen needs TLS set up (tls_cert, tls_key)");
@@ -357,6 +369,7 @@ impl Config {
             amqps_listen,
             http_listen,
             https_listen,
+            prometheus_listen,
             tls,
             default_user: args
                 .default_user
@@ -454,6 +467,7 @@ mod tests {
         assert_eq!(config.amqps_listen, [ListenAddress::AnyHost(5671)]);
         assert_eq!(config.http_listen, [ListenAddress::AnyHost(15672)]);
         assert!(config.https_listen.is_empty());
+        assert_eq!(config.prometheus_listen, [ListenAddress::AnyHost(15692)]);
         assert_eq!(config.data_dir, PathBuf::from("./data"));
         assert_eq!(config.log_level, "info");
         assert_eq!(config.fsync, FsyncPolicy::Batch);

@@ -186,6 +186,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let broker = Arc::new(broker);
     let (shutdown, shutdown_rx) = Shutdown::new();
     let (max_connections, sockets) = connection_limits(config.max_connections);
+    broker.node.set_connection_limit(max_connections as u64);
     let server_config = ServerConfig {
         disk_alarm: Some(DiskAlarmConfig::new(
             config.data_dir.clone(),
@@ -212,6 +213,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             let tls = Arc::new(
                 wharf_server::tls::Tls::load(settings.clone()).context("cannot set up TLS")?,
             );
+            note_certificates(&broker, &tls);
             for &address in &config.amqps_listen {
                 let listener = listen::bind(address)
                     .with_context(|| format!("cannot listen on {address} (AMQPS)"))?;
@@ -273,7 +275,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     while signals.wait().await == Signal::Reload {
         match &tls {
             Some(tls) => match tls.reload() {
-                Ok(()) => tracing::info!("TLS certificate, key and CA read again"),
+                Ok(()) => {
+                    note_certificates(&broker, tls);
+                    tracing::info!("TLS certificate, key and CA read again")
+                }
                 Err(error) => {
                     tracing::error!(%error, "TLS files not reloaded: the ones in use stay")
                 }
@@ -287,21 +292,39 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     if let Some(control) = control {
         control.await.context("control socket task failed")?;
     }
-    if let Some(task) = http.task {
-        task.await.context("HTTP API task failed")?;
+    for task in http.tasks {
+        task.await.context("HTTP task failed")?;
     }
     tracing::info!("stopped");
     Ok(())
 }
 
-/// The management HTTP API, started.
+/// Tells the node which certificates its listeners present (for the API's
+/// certificate-expiration check).
+fn note_certificates(broker: &Broker, tls: &wharf_server::tls::Tls) {
+    match tls.presented_certificates() {
+        Ok(chain) => broker.node.set_certificates(
+            chain
+                .into_iter()
+                .map(|(subject, not_after)| wharf_core::node::NodeCertificate {
+                    subject,
+                    not_after,
+                })
+                .collect(),
+        ),
+        Err(error) => tracing::warn!(%error, "cannot read the certificate's expiry"),
+    }
+}
+
+/// The management HTTP API and the Prometheus metrics, started.
 struct HttpServing {
-    task: Option<tokio::task::JoinHandle<()>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
     /// For the ready line.
     listening: Vec<String>,
 }
 
-/// Binds the HTTP (and HTTPS) listeners of the management API and serves them.
+/// Binds the HTTP (and HTTPS) listeners of the management API, and Prometheus's, and
+/// serves them.
 fn serve_http(
     config: &Config,
     broker: &Arc<Broker>,
@@ -325,6 +348,19 @@ fn serve_http(
     }
     let mut listening = Vec::new();
     let mut listeners = Vec::new();
+    let mut metrics = Vec::new();
+    for &address in &config.prometheus_listen {
+        let listener = listen::bind(address)
+            .with_context(|| format!("cannot listen on {address} (Prometheus)"))?;
+        let address = listener.local_addr()?;
+        broker.node.add_listener("http/prometheus", address);
+        tracing::info!(%address, "Prometheus metrics on {address}");
+        listening.push(format!("Prometheus on {address}"));
+        metrics.push(wharf_http::Listening {
+            listener,
+            tls: None,
+        });
+    }
     for (listener, tls) in bound {
         let address = listener.local_addr()?;
         let (protocol, name) = match tls {
@@ -336,14 +372,22 @@ fn serve_http(
         listening.push(format!("{name} on {address}"));
         listeners.push(wharf_http::Listening { listener, tls });
     }
-    let task = (!listeners.is_empty()).then(|| {
-        tokio::spawn(wharf_http::serve(
+    let mut tasks = Vec::new();
+    if !listeners.is_empty() {
+        tasks.push(tokio::spawn(wharf_http::serve(
             listeners,
             broker.clone(),
             shutdown.subscribe(),
-        ))
-    });
-    Ok(HttpServing { task, listening })
+        )));
+    }
+    if !metrics.is_empty() {
+        tasks.push(tokio::spawn(wharf_http::serve_prometheus(
+            metrics,
+            broker.clone(),
+            shutdown.subscribe(),
+        )));
+    }
+    Ok(HttpServing { tasks, listening })
 }
 
 /// Signal handlers, installed before the ready line so that a SIGTERM sent as soon as the

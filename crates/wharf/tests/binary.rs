@@ -6,10 +6,11 @@ use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// The binary, its management API on a free port (tests run side by side).
+/// The binary, its management API and metrics on free ports (tests run side by side).
 fn wharf() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_wharf"));
     command.env("WHARF_HTTP_LISTEN", "127.0.0.1:0");
+    command.env("WHARF_PROMETHEUS_LISTEN", "127.0.0.1:0");
     command
 }
 
@@ -788,11 +789,17 @@ fn http_get(port: u16, path: &str) -> (String, String) {
 }
 
 #[test]
-fn the_management_api_is_served_on_its_listener_and_none_turns_it_off() {
+fn the_management_api_and_metrics_are_served_on_their_listeners_and_none_turns_them_off() {
     let dir = temp_dir("http");
     let http_port = free_port();
     let listen = format!("127.0.0.1:{http_port}");
-    let mut child = start_on(free_port(), &dir.join("data"), &["--http-listen", &listen]);
+    let metrics_port = free_port();
+    let metrics = format!("127.0.0.1:{metrics_port}");
+    let mut child = start_on(
+        free_port(),
+        &dir.join("data"),
+        &["--http-listen", &listen, "--prometheus-listen", &metrics],
+    );
     let lines = wait_ready(&mut child);
     assert!(
         lines
@@ -812,6 +819,21 @@ fn the_management_api_is_served_on_its_listener_and_none_turns_it_off() {
     );
     let (status, _) = http_get(http_port, "/api/queues/%2F/none-such");
     assert_eq!(status, "HTTP/1.1 404 Not Found");
+    // Prometheus, with what the binary's monitors measure.
+    let (status, text) = http_get(metrics_port, "/metrics");
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    for family in [
+        "rabbitmq_process_resident_memory_bytes ",
+        "rabbitmq_resident_memory_limit_bytes ",
+        "rabbitmq_disk_space_available_bytes ",
+        "rabbitmq_process_max_tcp_sockets ",
+        "rabbitmq_identity_info{",
+    ] {
+        assert!(
+            text.lines().any(|l| l.starts_with(family)),
+            "{family} in {text}"
+        );
+    }
     sigterm(&child);
     assert!(child.wait().unwrap().success());
 

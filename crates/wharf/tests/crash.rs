@@ -46,6 +46,7 @@ fn start(data_dir: &Path, port: u16) -> Broker {
         .arg("--data-dir")
         .arg(data_dir)
         .env("WHARF_HTTP_LISTEN", "127.0.0.1:0")
+        .env("WHARF_PROMETHEUS_LISTEN", "127.0.0.1:0")
         .env("NO_COLOR", "1")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

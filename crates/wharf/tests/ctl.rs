@@ -10,10 +10,11 @@ use lapin::options::*;
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 
-/// The binary, its management API on a free port (tests run side by side).
+/// The binary, its management API and metrics on free ports (tests run side by side).
 fn wharf() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_wharf"));
     command.env("WHARF_HTTP_LISTEN", "127.0.0.1:0");
+    command.env("WHARF_PROMETHEUS_LISTEN", "127.0.0.1:0");
     command
 }
 

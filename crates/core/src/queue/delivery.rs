@@ -132,6 +132,9 @@ impl Queue {
         self.touch_locked(&mut state);
         self.expire_head(&mut state, self.now_ms());
         let mut result = self.get_locked(&mut state, no_ack);
+        if result.is_none() {
+            state.counters.get_empty += 1;
+        }
         let dead = self.after_change(&mut state);
         if let Some(result) = &mut result {
             // As RabbitMQ: counted after the new head, if expired, went.

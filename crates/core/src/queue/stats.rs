@@ -24,6 +24,22 @@ pub struct QueueCounters {
     pub redelivered: u64,
     /// Acknowledged.
     pub acked: u64,
+    /// basic.get that found nothing.
+    pub get_empty: u64,
+}
+
+impl QueueCounters {
+    /// Adds another queue's counts (a vhost's totals).
+    pub fn add(&mut self, other: &QueueCounters) {
+        self.published += other.published;
+        self.delivered += other.delivered;
+        self.delivered_no_ack += other.delivered_no_ack;
+        self.got += other.got;
+        self.got_no_ack += other.got_no_ack;
+        self.redelivered += other.redelivered;
+        self.acked += other.acked;
+        self.get_empty += other.get_empty;
+    }
 }
 
 /// One reading of a queue, taken under one lock.

@@ -60,6 +60,20 @@ pub struct VHost {
     pub metadata: RwLock<(String, Vec<String>)>,
     /// max-connections, max-queues.
     pub limits: RwLock<crate::limits::Limits>,
+    /// Queues declared, created and deleted, and what deleted queues had counted.
+    history: parking_lot::Mutex<QueueHistory>,
+}
+
+/// What a vhost's queues did, including those deleted since (RabbitMQ's churn and global
+/// counters outlive the queues they count).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueHistory {
+    /// queue.declare calls that succeeded (passive ones too), as RabbitMQ counts them.
+    pub declared: u64,
+    pub created: u64,
+    pub deleted: u64,
+    /// The counters of the queues deleted.
+    pub retired: crate::queue::QueueCounters,
 }
 
 fn inequivalent(what: &str, name: &str, vhost: &str, arg: &str, got: &str, current: &str) -> Error {
@@ -146,6 +160,7 @@ impl VHost {
             this: this.clone(),
             metadata: RwLock::default(),
             limits: RwLock::default(),
+            history: Default::default(),
         });
         {
             let mut exchanges = vhost.exchanges.write();
@@ -157,6 +172,11 @@ impl VHost {
             }
         }
         vhost
+    }
+
+    /// What the vhost's queues did (see [`QueueHistory`]).
+    pub fn queue_history(&self) -> QueueHistory {
+        *self.history.lock()
     }
 
     /// Writes a change to the definitions store, if this broker has one.

@@ -54,6 +54,7 @@ impl VHost {
     ) -> Result<QueueDeclared> {
         let declared = |queue: Arc<Queue>| QueueDeclared {
             message_count: {
+                self.history.lock().declared += 1;
                 // A declare, passive or not, counts as a use for x-expires.
                 queue.touch();
                 queue.message_count()
@@ -157,6 +158,7 @@ impl VHost {
         }
         queues.insert(name, queue.clone());
         drop(queues);
+        self.history.lock().created += 1;
         queue.apply_policy(self.policy_for_queue(&queue.name).as_ref());
         Ok(declared(queue))
     }
@@ -245,6 +247,12 @@ impl VHost {
 
     fn finish_queue_deletion(&self, queue: Arc<Queue>) -> u32 {
         let count = queue.mark_deleted();
+        let counters = queue.stats().counters;
+        {
+            let mut history = self.history.lock();
+            history.deleted += 1;
+            history.retired.add(&counters);
+        }
         self.remove_bindings_to(&Destination::Queue(queue));
         count
     }

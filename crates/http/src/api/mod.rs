@@ -13,7 +13,7 @@ mod overview;
 mod permissions;
 mod policies;
 mod queues;
-mod render;
+pub(crate) mod render;
 mod users;
 mod vhosts;
 
@@ -29,6 +29,7 @@ use crate::body::JsonBody;
 use crate::error::{ApiError, ApiResult};
 use crate::Api;
 
+pub use overview::RABBITMQ_VERSION;
 pub use render::sample_rates;
 
 /// 201 for an object a PUT created, 204 for one it changed or found as asked.

@@ -149,10 +149,28 @@ pub struct ChannelDelivery {
     /// Whether the client asked to hear about consumers the broker cancels.
     pub consumer_cancel_notify: bool,
     pub state: Mutex<DeliveryState>,
-    /// Messages published on the channel: counted by its connection's task alone, read by
-    /// management. On a cache line of its own, away from `state`, which queues lock on
+    /// What the channel's publishes came to: counted by its connection's task alone, read
+    /// by management. On a cache line of its own, away from `state`, which queues lock on
     /// every delivery.
-    pub published: Padded<AtomicU64>,
+    pub publishing: Padded<PublishCounters>,
+    /// The channel's confirms, once it is in confirm mode (for their counts).
+    pub confirms: Mutex<Option<Arc<crate::confirms::Confirms>>>,
+}
+
+/// Counts of a channel's publishes.
+#[derive(Debug, Default)]
+pub struct PublishCounters {
+    pub published: AtomicU64,
+    /// Unroutable, returned to a mandatory publisher.
+    pub returned: AtomicU64,
+    /// Unroutable, dropped.
+    pub dropped: AtomicU64,
+}
+
+impl PublishCounters {
+    pub fn count(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// A value alone on its cache line (two, against adjacent-line prefetching).
@@ -179,6 +197,8 @@ impl ChannelView for ChannelDelivery {
     }
 
     fn stats(&self) -> ChannelStats {
+        let confirms = self.confirms.lock().clone();
+        let (confirmed, unconfirmed) = confirms.map_or((0, 0), |c| (c.counts().0, c.unconfirmed()));
         let state = self.state.lock();
         ChannelStats {
             number: self.channel_id,
@@ -188,9 +208,13 @@ impl ChannelView for ChannelDelivery {
             messages_unacknowledged: state.unacked.len() as u64,
             prefetch_count: state.consumer_prefetch,
             global_prefetch_count: state.global_prefetch,
-            published: self.published.0.load(Ordering::Relaxed),
+            published: self.publishing.0.published.load(Ordering::Relaxed),
             delivered: state.delivered,
             acked: state.acked,
+            confirmed,
+            unconfirmed,
+            unroutable_returned: self.publishing.0.returned.load(Ordering::Relaxed),
+            unroutable_dropped: self.publishing.0.dropped.load(Ordering::Relaxed),
         }
     }
 }
@@ -226,7 +250,8 @@ impl ChannelDelivery {
             frame_max,
             consumer_cancel_notify,
             state: Mutex::new(DeliveryState::default()),
-            published: Padded::default(),
+            publishing: Padded::default(),
+            confirms: Mutex::new(None),
         }
     }
 }

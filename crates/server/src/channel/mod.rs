@@ -395,7 +395,9 @@ impl Channel {
                         ))
                     }
                     Mode::Plain => {
-                        self.mode = Mode::Confirm(Arc::new(Confirms::new(self.id)));
+                        let confirms = Arc::new(Confirms::new(self.id));
+                        *self.delivery.confirms.lock() = Some(confirms.clone());
+                        self.mode = Mode::Confirm(confirms);
                         self.delivery.state.lock().confirm = true;
                     }
                     Mode::Confirm(_) => {}

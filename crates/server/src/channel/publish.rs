@@ -3,6 +3,7 @@
 //! the publisher: basic.return, and in confirm mode its confirm once the message is
 //! stored.
 
+use crate::channel::delivery::{ChannelDelivery, PublishCounters};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -307,9 +308,8 @@ impl Publish {
     /// message goes back to the publisher with basic.return.
     pub fn route_and_enqueue(
         self,
-        channel: u16,
+        channel: &ChannelDelivery,
         ctx: &ChannelContext<'_>,
-        frame_max: u32,
         cache: &mut RouteCache,
     ) -> Published {
         let Publish {
@@ -321,6 +321,11 @@ impl Publish {
         let bcc = bcc.as_deref().unwrap_or(&[]);
         let mut published = ctx.vhost.publish(&exchange, message, bcc, cache);
         if let Some(message) = published.unroutable.take() {
+            let counters = &channel.publishing.0;
+            PublishCounters::count(match mandatory {
+                true => &counters.returned,
+                false => &counters.dropped,
+            });
             if mandatory {
                 let method = Method::BasicReturn(Box::new(BasicReturn {
                     reply_code: ReplyCode::NoRoute as u16,
@@ -328,8 +333,9 @@ impl Publish {
                     exchange: message.exchange.clone(),
                     routing_key: message.routing_key.clone(),
                 }));
+                let (id, frame_max) = (channel.channel_id, channel.frame_max);
                 ctx.outbound
-                    .write(|out| encode_with_content(channel, &method, &message, frame_max, out));
+                    .write(|out| encode_with_content(id, &method, &message, frame_max, out));
             }
         }
         published
@@ -342,12 +348,7 @@ impl TxBuffer {
         let mut published = Published::default();
         let mut cache = RouteCache::default();
         for publish in self.publishes {
-            published.merge(publish.route_and_enqueue(
-                channel.id,
-                ctx,
-                channel.delivery.frame_max,
-                &mut cache,
-            ));
+            published.merge(publish.route_and_enqueue(&channel.delivery, ctx, &mut cache));
         }
         for (deliveries, outcome) in self.acks {
             settle(deliveries, outcome, &channel.woken);
@@ -440,19 +441,11 @@ impl Channel {
             return;
         };
         let publish = pending.into_publish();
-        self.delivery
-            .published
-            .0
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        PublishCounters::count(&self.delivery.publishing.0.published);
         match &mut self.mode {
             Mode::Tx(buffer) => buffer.publishes.push(publish),
             Mode::Confirm(confirms) => {
-                let stored = publish.route_and_enqueue(
-                    self.id,
-                    ctx,
-                    self.delivery.frame_max,
-                    &mut self.route_cache,
-                );
+                let stored = publish.route_and_enqueue(&self.delivery, ctx, &mut self.route_cache);
                 super::add_woken(&self.woken, stored.woken);
                 match ctx.flusher {
                     Some(flusher) if !stored.appended_to.is_empty() && !stored.refused => {
@@ -470,12 +463,8 @@ impl Channel {
                 }
             }
             Mode::Plain => {
-                let published = publish.route_and_enqueue(
-                    self.id,
-                    ctx,
-                    self.delivery.frame_max,
-                    &mut self.route_cache,
-                );
+                let published =
+                    publish.route_and_enqueue(&self.delivery, ctx, &mut self.route_cache);
                 super::add_woken(&self.woken, published.woken);
             }
         }
