@@ -113,6 +113,17 @@ pub async fn overview(
         totals.published,
         rates[channel_base],
     );
+    let confirmed = channel_base + 7;
+    for (i, (name, count)) in [
+        ("confirm", totals.confirmed),
+        ("return_unroutable", totals.unroutable_returned),
+        ("drop_unroutable", totals.unroutable_dropped),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        count_with_rate(&mut message_stats, name, count, rates[confirmed + i]);
+    }
     let mut churn_rates = Map::new();
     for (i, (name, count)) in [
         ("connection_created", churn.connections_opened),

@@ -21,7 +21,10 @@ pub fn count_with_rate(object: &mut Map<String, Value>, name: &str, count: u64, 
     object.insert(format!("{name}_details"), json!({ "rate": rate }));
 }
 
-/// The values a queue is sampled for, in the order of [`QUEUE_SAMPLED`].
+/// How many of [`QUEUE_SAMPLED`] are `message_stats` keys (the depths follow).
+const MESSAGE_STATS_KEYS: usize = 9;
+
+/// The values a queue is sampled for, in this order.
 const QUEUE_SAMPLED: &[&str] = &[
     "publish",
     "deliver",
@@ -31,6 +34,7 @@ const QUEUE_SAMPLED: &[&str] = &[
     "redeliver",
     "ack",
     "deliver_get",
+    "get_empty",
     "messages",
     "messages_ready",
     "messages_unacknowledged",
@@ -48,6 +52,7 @@ fn queue_values(stats: &QueueStats) -> Vec<f64> {
         c.redelivered,
         c.acked,
         deliver_get,
+        c.get_empty,
         stats.messages(),
         stats.messages_ready,
         stats.messages_unacknowledged,
@@ -130,17 +135,23 @@ pub fn queue_json(api: &Api, queue: &Queue, stats: &QueueStats, query: &ListQuer
         return Value::Object(q);
     }
     let mut message_stats = Map::new();
-    for (i, name) in QUEUE_SAMPLED[..8].iter().enumerate() {
+    for (i, name) in QUEUE_SAMPLED[..MESSAGE_STATS_KEYS].iter().enumerate() {
         count_with_rate(&mut message_stats, name, values[i] as u64, rates[i]);
     }
     q.insert("message_stats".into(), Value::Object(message_stats));
-    count_with_rate(&mut q, "messages", stats.messages(), rates[8]);
-    count_with_rate(&mut q, "messages_ready", stats.messages_ready, rates[9]);
+    let depth = MESSAGE_STATS_KEYS;
+    count_with_rate(&mut q, "messages", stats.messages(), rates[depth]);
+    count_with_rate(
+        &mut q,
+        "messages_ready",
+        stats.messages_ready,
+        rates[depth + 1],
+    );
     count_with_rate(
         &mut q,
         "messages_unacknowledged",
         stats.messages_unacknowledged,
-        rates[10],
+        rates[depth + 2],
     );
     q.insert(
         "messages_ram".into(),
@@ -431,11 +442,16 @@ impl Listed for ChannelRow {
                 connection: c.connection,
                 number: s.number,
             };
-            let rates = self.api.rates.of(&key, 3);
+            let rates = self.api.rates.of(&key, CHANNEL_SAMPLED);
             let mut stats = Map::new();
             count_with_rate(&mut stats, "publish", s.published, rates[0]);
             count_with_rate(&mut stats, "deliver_get", s.delivered, rates[1]);
             count_with_rate(&mut stats, "ack", s.acked, rates[2]);
+            count_with_rate(&mut stats, "confirm", s.confirmed, rates[3]);
+            let returned = s.unroutable_returned;
+            count_with_rate(&mut stats, "return_unroutable", returned, rates[4]);
+            let dropped = s.unroutable_dropped;
+            count_with_rate(&mut stats, "drop_unroutable", dropped, rates[5]);
             object["message_stats"] = Value::Object(stats);
         }
         object
@@ -480,7 +496,17 @@ pub fn sample_rates(api: &Arc<Api>) {
                 connection: c.connection,
                 number: s.number,
             },
-            vec![s.published as f64, s.delivered as f64, s.acked as f64],
+            [
+                s.published,
+                s.delivered,
+                s.acked,
+                s.confirmed,
+                s.unroutable_returned,
+                s.unroutable_dropped,
+            ]
+            .iter()
+            .map(|&v| v as f64)
+            .collect(),
         );
     }
     let channels = api.broker.connections.message_totals();
@@ -493,14 +519,21 @@ pub fn sample_rates(api: &Arc<Api>) {
         churn.connections_closed as f64,
         churn.channels_opened as f64,
         churn.channels_closed as f64,
+        channels.confirmed as f64,
+        channels.unroutable_returned as f64,
+        channels.unroutable_dropped as f64,
     ]);
     rates.record(Key::Overview, totals);
     rates.end();
 }
 
 /// How many values the overview is sampled for: the queues' summed, then the
-/// channels' totals and the churn.
-pub const OVERVIEW_SAMPLED: usize = QUEUE_SAMPLED.len() + 7;
+/// channels' totals (published, delivered, acked), the churn (4), and the channels'
+/// confirmed, returned and dropped.
+pub const OVERVIEW_SAMPLED: usize = QUEUE_SAMPLED.len() + 10;
+
+/// How many values a channel is sampled for.
+const CHANNEL_SAMPLED: usize = 6;
 
 /// Index of a queue value in a sample.
 pub fn queue_sampled(name: &str) -> usize {
@@ -510,7 +543,7 @@ pub fn queue_sampled(name: &str) -> usize {
 /// The `message_stats` of a set of queues (a vhost's), from summed counters and rates.
 pub fn queue_message_stats(values: &[f64], rates: &[f64]) -> Map<String, Value> {
     let mut stats = Map::new();
-    for (i, name) in QUEUE_SAMPLED[..8].iter().enumerate() {
+    for (i, name) in QUEUE_SAMPLED[..MESSAGE_STATS_KEYS].iter().enumerate() {
         count_with_rate(&mut stats, name, values[i] as u64, rates[i]);
     }
     stats
