@@ -578,12 +578,13 @@ async fn status_reports_listeners_resources_and_totals() {
         .skip(1)
         .filter_map(|line| line.split_once('\t'))
         .collect();
-    // AMQP, then the management API (on a free port).
-    let listeners = rows["listeners"];
-    assert!(
-        listeners.starts_with(&format!("amqp 127.0.0.1:{}, http 127.0.0.1:", broker.port)),
-        "{out}"
-    );
+    // AMQP, then the management API and Prometheus (on free ports).
+    let listeners: Vec<&str> = rows["listeners"].split(", ").collect();
+    assert_eq!(listeners[0], format!("amqp 127.0.0.1:{}", broker.port), "{out}");
+    for protocol in ["http", "http/prometheus"] {
+        let prefix = format!("{protocol} 127.0.0.1:");
+        assert!(listeners.iter().any(|l| l.starts_with(&prefix)), "{out}");
+    }
     for (key, expected) in [
         ("connections", "1"),
         ("channels", "2"),
