@@ -580,7 +580,11 @@ async fn status_reports_listeners_resources_and_totals() {
         .collect();
     // AMQP, then the management API and Prometheus (on free ports).
     let listeners: Vec<&str> = rows["listeners"].split(", ").collect();
-    assert_eq!(listeners[0], format!("amqp 127.0.0.1:{}", broker.port), "{out}");
+    assert_eq!(
+        listeners[0],
+        format!("amqp 127.0.0.1:{}", broker.port),
+        "{out}"
+    );
     for protocol in ["http", "http/prometheus"] {
         let prefix = format!("{protocol} 127.0.0.1:");
         assert!(listeners.iter().any(|l| l.starts_with(&prefix)), "{out}");
