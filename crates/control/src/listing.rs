@@ -27,6 +27,7 @@ pub const QUEUE_KEYS: &[&str] = &[
     "message_bytes_ready",
     "message_bytes_unacknowledged",
     "consumers",
+    "memory",
     "state",
     "type",
 ];
@@ -128,6 +129,7 @@ fn queue_cell(queue: &Queue, stats: &QueueStats, key: &str) -> String {
         "message_bytes_ready" => stats.message_bytes_ready.to_string(),
         "message_bytes_unacknowledged" => stats.message_bytes_unacknowledged.to_string(),
         "consumers" => stats.consumers.to_string(),
+        "memory" => stats.memory_bytes.to_string(),
         "state" => "running".to_string(),
         "type" => "classic".to_string(),
         // Keys were checked against QUEUE_KEYS.
@@ -435,6 +437,10 @@ pub const CONSUMER_KEYS: &[&str] = &[
     "ack_required",
     "prefetch_count",
     "messages_unacknowledged",
+    "active",
+    "activity_status",
+    "exclusive",
+    "arguments",
 ];
 const CONSUMER_DEFAULT: &[&str] = &[
     "queue_name",
@@ -463,6 +469,10 @@ pub fn consumers(broker: &wharf_core::Broker, vhost: &str, asked: &[String]) -> 
             "ack_required" => c.consumer.ack_required.to_string(),
             "prefetch_count" => c.consumer.prefetch_count.to_string(),
             "messages_unacknowledged" => c.consumer.messages_unacknowledged.to_string(),
+            "active" => c.consumer.activity.is_active().to_string(),
+            "activity_status" => c.consumer.activity.as_str().to_string(),
+            "exclusive" => c.consumer.exclusive.to_string(),
+            "arguments" => arguments_json(&c.consumer.arguments),
             // Keys were checked against CONSUMER_KEYS.
             _ => String::new(),
         },

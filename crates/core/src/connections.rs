@@ -91,6 +91,8 @@ pub struct ConsumerStats {
     pub messages_unacknowledged: u32,
     pub exclusive: bool,
     pub arguments: wharf_amqp::FieldTable,
+    /// Whether it gets deliveries (not when waiting behind a single active consumer).
+    pub activity: crate::queue::consumer::ConsumerActivity,
 }
 
 /// Message counts of channels added up: of those closed since the broker started, and

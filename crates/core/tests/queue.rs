@@ -463,3 +463,23 @@ fn a_get_that_finds_nothing_is_counted() {
     assert!(get_body(&queue).is_none());
     assert_eq!(queue.stats().counters.get_empty, 2);
 }
+
+#[test]
+fn memory_grows_with_the_messages_held_and_falls_when_they_go() {
+    let host = TestHost::new();
+    let queue = queue_with(&host, &[]);
+    let empty = queue.stats().memory_bytes;
+    assert!(empty > 0, "the queue itself");
+    for _ in 0..10 {
+        queue.publish(Arc::new(Message {
+            exchange: "".into(),
+            routing_key: "q".into(),
+            properties: message("x").properties.clone(),
+            body: vec![7u8; 1000].into(),
+        }));
+    }
+    let full = queue.stats().memory_bytes;
+    assert!(full >= empty + 10_000, "{empty} -> {full}");
+    queue.purge();
+    assert_eq!(queue.stats().memory_bytes, empty);
+}

@@ -302,6 +302,11 @@ fn queues(out: &mut Exposition, queues: &[(String, String, QueueStats)]) {
         &gauge(&|s| u64::from(s.consumers)),
     );
     out.gauges(
+        "rabbitmq_queue_process_memory_bytes",
+        "Memory in bytes used by the queue (Wharf's estimate: the queue, its bodies in memory and a cost per message)",
+        &gauge(&|s| s.memory_bytes),
+    );
+    out.gauges(
         "rabbitmq_queue_messages_ready_ram",
         "Ready messages stored in memory",
         &gauge(&|s| s.messages_ready_in_memory),

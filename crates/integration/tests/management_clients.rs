@@ -215,3 +215,51 @@ async fn users_see_only_their_own_connections_unless_they_monitor() {
         .await
         .expect(204);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_active_consumers_queue_shows_who_is_active_and_who_waits() {
+    let broker = start_broker_with_management().await;
+    let api = Management::of(&broker);
+    let (_connection, channel) = lapin_channel(&broker).await;
+    let queue = unique("sac");
+    let mut arguments = FieldTable::default();
+    arguments.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
+    channel
+        .queue_declare(
+            &queue,
+            QueueDeclareOptions {
+                exclusive: true,
+                ..Default::default()
+            },
+            arguments,
+        )
+        .await
+        .unwrap();
+    let (first, second) = (unique("first"), unique("second"));
+    let mut consumers = Vec::new();
+    for tag in [&first, &second] {
+        consumers.push(
+            channel
+                .basic_consume(
+                    &queue,
+                    tag,
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .unwrap(),
+        );
+    }
+    let listed = api
+        .until("/api/consumers/%2F", |list| {
+            find(list, "consumer_tag", &second).is_some()
+                && find(list, "consumer_tag", &first).is_some()
+        })
+        .await;
+    let active = find(&listed, "consumer_tag", &first).unwrap();
+    assert_eq!(active["active"], true, "{active}");
+    assert_eq!(active["activity_status"], "single_active");
+    let waiting = find(&listed, "consumer_tag", &second).unwrap();
+    assert_eq!(waiting["active"], false, "{waiting}");
+    assert_eq!(waiting["activity_status"], "waiting");
+}

@@ -409,9 +409,12 @@ async fn queues_are_declared_checked_purged_and_deleted() {
             .await
             .unwrap();
     }
-    let shown = api.until(&path, |q| q["messages"] == 3).await;
+    let shown = api
+        .until(&path, |q| q["messages"] == 3 && q["memory"].is_u64())
+        .await;
     assert_eq!(shown["messages"], 3, "{shown}");
     assert_eq!(shown["messages_ready"], 3);
+    assert!(shown["memory"].as_u64().unwrap() > 0, "{shown}");
     assert_eq!(shown["durable"], true);
     assert_eq!(shown["arguments"], json!({"x-message-ttl": 60000}));
     let reason = api

@@ -133,6 +133,11 @@ impl Backlog {
         self.levels.iter().map(|l| l.ready.len()).sum()
     }
 
+    /// Body bytes of the ready messages held in memory.
+    pub fn in_memory_bytes(&self) -> u64 {
+        self.levels.iter().map(|l| l.ready_bytes as u64).sum()
+    }
+
     /// Body bytes of the ready messages, in memory and in logs.
     pub fn body_bytes(&self) -> u64 {
         self.levels

@@ -78,6 +78,32 @@ pub trait DeliveryTarget: Send + Sync {
     fn deliver_reply(&self, consumer_tag: &ByteString, message: &Arc<Message>) -> bool;
 }
 
+/// Whether a consumer gets deliveries, in RabbitMQ's words (`activity_status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ConsumerActivity {
+    /// A consumer of a queue without a single active consumer.
+    #[default]
+    Up,
+    /// The single active consumer of its queue.
+    SingleActive,
+    /// Waiting behind its queue's single active consumer.
+    Waiting,
+}
+
+impl ConsumerActivity {
+    pub fn is_active(self) -> bool {
+        self != ConsumerActivity::Waiting
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConsumerActivity::Up => "up",
+            ConsumerActivity::SingleActive => "single_active",
+            ConsumerActivity::Waiting => "waiting",
+        }
+    }
+}
+
 pub struct Consumer {
     pub tag: ByteString,
     pub no_ack: bool,
@@ -163,6 +189,23 @@ impl Queue {
         state.had_consumer = true;
         self.touch_locked(&mut state);
         Ok(self.deliver_and_unlock(state))
+    }
+
+    /// Whether the consumer `tag` of the delivery target at `target` gets deliveries: with a
+    /// single active consumer only the first registered does (the others wait), else all.
+    pub fn consumer_activity(&self, target: *const (), tag: &str) -> ConsumerActivity {
+        let state = self.state.lock();
+        if !state.settings.single_active_consumer {
+            return ConsumerActivity::Up;
+        }
+        let first = state
+            .consumers
+            .first()
+            .is_some_and(|c| std::ptr::addr_eq(Arc::as_ptr(&c.target), target) && c.tag == tag);
+        match first {
+            true => ConsumerActivity::SingleActive,
+            false => ConsumerActivity::Waiting,
+        }
     }
 
     pub fn remove_consumer(

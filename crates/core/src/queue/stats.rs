@@ -56,6 +56,17 @@ pub struct QueueStats {
     pub consumers: u32,
     pub policy: Option<ByteString>,
     pub counters: QueueCounters,
+    /// An estimate of the memory the queue holds: itself, the bodies it keeps in memory
+    /// (ready and unacknowledged) and a fixed cost per message held (its entry, the
+    /// shared message, its properties). A body several queues share counts in each.
+    pub memory_bytes: u64,
+}
+
+/// What holding one message in memory costs beyond its body, estimated: its entry, the
+/// message it shares, and its encoded properties (taken as 64 bytes; most are smaller).
+fn per_message_bytes() -> u64 {
+    (std::mem::size_of::<super::backlog::Entry>() + std::mem::size_of::<crate::Message>() + 64)
+        as u64
 }
 
 impl QueueStats {
@@ -77,7 +88,13 @@ impl Queue {
             .values()
             .map(|entry| entry.message.body.len() as u64)
             .sum();
+        let held = state.backlog.in_memory() as u64 + state.unacked.len() as u64;
+        let memory_bytes = std::mem::size_of::<Queue>() as u64
+            + state.backlog.in_memory_bytes()
+            + message_bytes_unacknowledged
+            + held * per_message_bytes();
         QueueStats {
+            memory_bytes,
             messages_ready: state.backlog.len(),
             messages_unacknowledged: state.unacked.len() as u64,
             message_bytes_ready: state.backlog.body_bytes(),

@@ -100,6 +100,7 @@ pub fn queue_json(api: &Api, queue: &Queue, stats: &QueueStats, query: &ListQuer
     q.insert("arguments".into(), table_to_json(&options.arguments));
     q.insert("auto_delete".into(), json!(options.auto_delete));
     q.insert("consumers".into(), json!(stats.consumers));
+    q.insert("memory".into(), json!(stats.memory_bytes));
     q.insert("durable".into(), json!(options.durable));
     q.insert("exclusive".into(), json!(options.exclusive_owner.is_some()));
     q.insert("name".into(), json!(queue.name.as_ref() as &str));
@@ -229,8 +230,8 @@ fn consumer_json(api: &Api, c: &ConsumerSummary, connection: Option<&ConnectionS
     json!({
         "arguments": table_to_json(&c.consumer.arguments),
         "ack_required": c.consumer.ack_required,
-        "active": true,
-        "activity_status": "up",
+        "active": c.consumer.activity.is_active(),
+        "activity_status": c.consumer.activity.as_str(),
         "channel_details": {
             "connection_name": name,
             "name": format!("{name} ({})", c.channel),

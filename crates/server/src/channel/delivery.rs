@@ -180,18 +180,33 @@ pub struct Padded<T>(pub T);
 
 impl ChannelView for ChannelDelivery {
     fn consumers(&self) -> Vec<ConsumerStats> {
-        let state = self.state.lock();
-        state
-            .consumers
-            .iter()
-            .map(|(tag, entry)| ConsumerStats {
-                queue: entry.queue.name.to_string(),
-                tag: tag.to_string(),
-                ack_required: !entry.no_ack,
-                prefetch_count: entry.prefetch_count,
-                messages_unacknowledged: entry.unacked,
-                exclusive: entry.exclusive,
-                arguments: entry.arguments.clone(),
+        let read: Vec<(ConsumerStats, Arc<Queue>)> = {
+            let state = self.state.lock();
+            state
+                .consumers
+                .iter()
+                .map(|(tag, entry)| {
+                    let stats = ConsumerStats {
+                        queue: entry.queue.name.to_string(),
+                        tag: tag.to_string(),
+                        ack_required: !entry.no_ack,
+                        prefetch_count: entry.prefetch_count,
+                        messages_unacknowledged: entry.unacked,
+                        exclusive: entry.exclusive,
+                        arguments: entry.arguments.clone(),
+                        activity: Default::default(),
+                    };
+                    (stats, entry.queue.clone())
+                })
+                .collect()
+        };
+        // Asked of each queue once this channel's lock is released: a queue delivering
+        // holds its own lock and then takes this channel's.
+        let this = self as *const Self as *const ();
+        read.into_iter()
+            .map(|(mut stats, queue)| {
+                stats.activity = queue.consumer_activity(this, &stats.tag);
+                stats
             })
             .collect()
     }
