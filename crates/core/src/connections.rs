@@ -118,6 +118,24 @@ impl MessageTotals {
     }
 }
 
+/// Messages published to an exchange, and how many of them it routed somewhere
+/// (RabbitMQ's `publish_in` and `publish_out`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ExchangeCounts {
+    pub published_in: u64,
+    pub routed_out: u64,
+}
+
+impl ExchangeCounts {
+    pub fn add(&mut self, other: &ExchangeCounts) {
+        self.published_in += other.published_in;
+        self.routed_out += other.routed_out;
+    }
+}
+
+/// An exchange, by vhost and name.
+pub type ExchangeKey = (String, String);
+
 /// How many connections and channels were opened and closed since the broker started
 /// (RabbitMQ's churn rates).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -132,6 +150,8 @@ pub struct Churn {
 #[derive(Debug, Default)]
 struct History {
     retired: MessageTotals,
+    /// What closed channels published to each exchange.
+    retired_exchanges: HashMap<ExchangeKey, ExchangeCounts>,
     churn: Churn,
 }
 
@@ -139,6 +159,10 @@ struct History {
 pub trait ChannelView: Send + Sync {
     fn stats(&self) -> ChannelStats;
     fn consumers(&self) -> Vec<ConsumerStats>;
+    /// What the channel published to each exchange (of its connection's vhost).
+    fn exchanges(&self) -> Vec<(String, ExchangeCounts)> {
+        Vec::new()
+    }
 }
 
 /// A consumer as listed: its channel and what it is.
@@ -199,6 +223,7 @@ impl std::fmt::Debug for Connections {
 pub struct Registration {
     connections: Arc<Connections>,
     id: ConnectionId,
+    vhost: String,
     channels: Arc<AtomicUsize>,
     views: ChannelViews,
 }
@@ -227,7 +252,7 @@ impl Registration {
             .into_iter()
             .filter(|b| !views.iter().any(|v| Arc::ptr_eq(b, v)))
             .collect();
-        self.connections.retire(opened, &closed);
+        self.connections.retire(&self.vhost, opened, &closed);
     }
 
     /// Counts one more open channel if its user's channels, over all their connections,
@@ -255,7 +280,7 @@ impl Drop for Registration {
     fn drop(&mut self) {
         self.connections.open.lock().remove(&self.id);
         let views = std::mem::take(&mut *self.views.lock());
-        self.connections.retire(0, &views);
+        self.connections.retire(&self.vhost, 0, &views);
         self.connections.history.lock().churn.connections_closed += 1;
     }
 }
@@ -326,6 +351,7 @@ impl Connections {
         })?;
         let channels = Arc::new(AtomicUsize::new(0));
         let views = ChannelViews::default();
+        let vhost = details.vhost.clone();
         open.insert(
             id,
             Entry {
@@ -341,6 +367,7 @@ impl Connections {
         Ok(Registration {
             connections: self.clone(),
             id,
+            vhost,
             channels,
             views,
         })
@@ -470,14 +497,46 @@ impl Connections {
     }
 
     /// Counts channels opened, and keeps the counts of those closed.
-    fn retire(&self, opened: usize, closed: &[Arc<dyn ChannelView>]) {
+    fn retire(&self, vhost: &str, opened: usize, closed: &[Arc<dyn ChannelView>]) {
         let finals: Vec<ChannelStats> = closed.iter().map(|v| v.stats()).collect();
+        let exchanges: Vec<(String, ExchangeCounts)> =
+            closed.iter().flat_map(|v| v.exchanges()).collect();
         let mut history = self.history.lock();
         history.churn.channels_opened += opened as u64;
         history.churn.channels_closed += finals.len() as u64;
         for stats in &finals {
             history.retired.add(stats);
         }
+        for (exchange, counts) in exchanges {
+            history
+                .retired_exchanges
+                .entry((vhost.to_string(), exchange))
+                .or_default()
+                .add(&counts);
+        }
+    }
+
+    /// What was published to each exchange since the broker started, by vhost and name,
+    /// on open and closed channels.
+    pub fn exchange_totals(&self) -> HashMap<ExchangeKey, ExchangeCounts> {
+        let mut totals = self.history.lock().retired_exchanges.clone();
+        let entries: Vec<_> = self
+            .open
+            .lock()
+            .values()
+            .map(|e| (e.details.vhost.clone(), e.views.lock().clone()))
+            .collect();
+        for (vhost, views) in entries {
+            for view in views {
+                for (exchange, counts) in view.exchanges() {
+                    totals
+                        .entry((vhost.clone(), exchange))
+                        .or_default()
+                        .add(&counts);
+                }
+            }
+        }
+        totals
     }
 
     /// Messages published, delivered and acknowledged on every channel since the broker

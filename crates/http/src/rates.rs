@@ -20,6 +20,7 @@ pub const INTERVAL: Duration = Duration::from_secs(5);
 pub enum Key {
     Overview,
     Queue { vhost: String, name: String },
+    Exchange { vhost: String, name: String },
     Vhost(String),
     Connection(u64),
     Channel { connection: u64, number: u16 },

@@ -263,3 +263,68 @@ async fn a_single_active_consumers_queue_shows_who_is_active_and_who_waits() {
     assert_eq!(waiting["active"], false, "{waiting}");
     assert_eq!(waiting["activity_status"], "waiting");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exchanges_count_what_was_published_to_them_and_what_they_routed() {
+    let broker = start_broker_with_management().await;
+    let api = Management::of(&broker);
+    let (_connection, channel) = confirming_channel(&broker).await;
+    let (exchange, queue) = (unique("x"), unique("q"));
+    channel
+        .exchange_declare(
+            &exchange,
+            lapin::ExchangeKind::Direct,
+            ExchangeDeclareOptions {
+                auto_delete: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    channel
+        .queue_declare(
+            &queue,
+            QueueDeclareOptions {
+                exclusive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    channel
+        .queue_bind(
+            &queue,
+            &exchange,
+            "k",
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    for key in ["k", "k", "k", "nowhere"] {
+        channel
+            .basic_publish(
+                &exchange,
+                key,
+                BasicPublishOptions::default(),
+                b"m",
+                Default::default(),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    let path = format!("/api/exchanges/%2F/{exchange}");
+    let shown = api
+        .until(&path, |e| e["message_stats"]["publish_in"] == 4)
+        .await;
+    assert_eq!(shown["message_stats"]["publish_in"], 4, "{shown}");
+    assert_eq!(shown["message_stats"]["publish_out"], 3, "{shown}");
+    assert!(shown["message_stats"]["publish_in_details"]["rate"].is_number());
+    let listed = api.get("/api/exchanges/%2F").await.expect(200);
+    let row = find(&listed, "name", &exchange).unwrap();
+    assert_eq!(row["message_stats"]["publish_in"], 4, "{row}");
+}

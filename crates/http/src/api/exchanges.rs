@@ -9,12 +9,16 @@ use axum::response::Response;
 use wharf_core::vhost::ExchangeDeclare;
 use wharf_core::{ExchangeKind, VHost};
 
-use super::render::{exchange_json, ExchangeRow};
+use std::collections::HashMap;
+
+use wharf_core::connections::{ExchangeCounts, ExchangeKey};
+
+use super::render::ExchangeRow;
 use super::{done, json, put_status, query_flag};
 use crate::auth::Caller;
 use crate::body::JsonBody;
 use crate::error::{ApiError, ApiResult};
-use crate::listing::{self, ListQuery};
+use crate::listing::{self, ListQuery, Listed};
 use crate::Api;
 
 /// An exchange's name as a path gives it: `amq.default` is the default exchange.
@@ -25,11 +29,20 @@ pub fn exchange_name(path: &str) -> &str {
     }
 }
 
-fn rows(vhost: Arc<VHost>) -> Vec<ExchangeRow> {
+/// A vhost's exchanges, each with what was published to it.
+fn rows(
+    api: &Arc<Api>,
+    vhost: Arc<VHost>,
+    counts: &HashMap<ExchangeKey, ExchangeCounts>,
+) -> Vec<ExchangeRow> {
     vhost
         .exchanges()
         .into_iter()
         .map(|exchange| ExchangeRow {
+            api: api.clone(),
+            counts: counts
+                .get(&(vhost.name.to_string(), exchange.name.to_string()))
+                .copied(),
             vhost: vhost.clone(),
             exchange,
         })
@@ -41,12 +54,13 @@ pub async fn list(
     caller: Caller,
     query: ListQuery,
 ) -> ApiResult<Response> {
+    let counts = api.broker.connections.exchange_totals();
     let rows: Vec<ExchangeRow> = api
         .broker
         .vhosts()
         .into_iter()
         .filter(|v| caller.sees_vhost(&api, &v.name))
-        .flat_map(rows)
+        .flat_map(|v| rows(&api, v, &counts))
         .collect();
     json(listing::respond(rows, &query)?)
 }
@@ -58,7 +72,8 @@ pub async fn list_in_vhost(
     query: ListQuery,
 ) -> ApiResult<Response> {
     let vhost = caller.vhost_to_read(&api, &vhost)?;
-    json(listing::respond(rows(vhost), &query)?)
+    let counts = api.broker.connections.exchange_totals();
+    json(listing::respond(rows(&api, vhost, &counts), &query)?)
 }
 
 pub async fn show(
@@ -71,7 +86,16 @@ pub async fn show(
     let exchange = vhost
         .exchange(exchange_name(&name))
         .map_err(|_| ApiError::not_found())?;
-    let mut object = exchange_json(&vhost, &exchange);
+    let counts = api.broker.connections.exchange_totals();
+    let row = ExchangeRow {
+        api: api.clone(),
+        counts: counts
+            .get(&(vhost.name.to_string(), exchange.name.to_string()))
+            .copied(),
+        vhost: vhost.clone(),
+        exchange,
+    };
+    let mut object = row.render(&query);
     object["incoming"] = serde_json::json!([]);
     object["outgoing"] = serde_json::json!([]);
     json(listing::one(object, &query))

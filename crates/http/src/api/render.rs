@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use serde_json::{json, Map, Value};
-use wharf_core::connections::{ChannelSummary, ConnectionSummary, ConsumerSummary};
+use wharf_core::connections::{ChannelSummary, ConnectionSummary, ConsumerSummary, ExchangeCounts};
 use wharf_core::definitions_json::table_to_json;
 use wharf_core::queue::QueueStats;
 use wharf_core::{Exchange, Queue, VHost};
@@ -264,8 +264,11 @@ pub fn connection_name(c: &ConnectionSummary) -> String {
 }
 
 pub struct ExchangeRow {
+    pub api: Arc<Api>,
     pub vhost: Arc<VHost>,
     pub exchange: Arc<Exchange>,
+    /// What was published to it (None: nothing yet).
+    pub counts: Option<ExchangeCounts>,
 }
 
 impl Listed for ExchangeRow {
@@ -277,8 +280,20 @@ impl Listed for ExchangeRow {
         &self.exchange.name
     }
 
-    fn render(&self, _query: &ListQuery) -> Value {
-        exchange_json(&self.vhost, &self.exchange)
+    fn render(&self, query: &ListQuery) -> Value {
+        let mut object = exchange_json(&self.vhost, &self.exchange);
+        if let (Some(counts), false) = (self.counts, query.disable_stats) {
+            let key = Key::Exchange {
+                vhost: self.vhost.name.to_string(),
+                name: self.exchange.name.to_string(),
+            };
+            let rates = self.api.rates.of(&key, 2);
+            let mut stats = Map::new();
+            count_with_rate(&mut stats, "publish_in", counts.published_in, rates[0]);
+            count_with_rate(&mut stats, "publish_out", counts.routed_out, rates[1]);
+            object["message_stats"] = Value::Object(stats);
+        }
+        object
     }
 }
 
@@ -483,6 +498,12 @@ pub fn sample_rates(api: &Arc<Api>) {
             *sum += v;
         }
         rates.record(Key::Vhost(vhost.name.to_string()), in_vhost);
+    }
+    for ((vhost, name), counts) in api.broker.connections.exchange_totals() {
+        rates.record(
+            Key::Exchange { vhost, name },
+            vec![counts.published_in as f64, counts.routed_out as f64],
+        );
     }
     for c in api.broker.connections.list() {
         rates.record(

@@ -13,7 +13,7 @@ use wharf_amqp::frame::{
     encode_basic_header, encode_body, encode_deliver, encode_method, DeliverRef,
 };
 use wharf_amqp::{BasicCancel, ByteString, Method};
-use wharf_core::connections::{ChannelStats, ChannelView, ConsumerStats};
+use wharf_core::connections::{ChannelStats, ChannelView, ConsumerStats, ExchangeCounts};
 use wharf_core::queue::Offered;
 use wharf_core::{Delivery, DeliveryTarget, Message, Queue};
 
@@ -155,6 +155,43 @@ pub struct ChannelDelivery {
     pub publishing: Padded<PublishCounters>,
     /// The channel's confirms, once it is in confirm mode (for their counts).
     pub confirms: Mutex<Option<Arc<crate::confirms::Confirms>>>,
+    /// What the channel published to each exchange, as of the last [`ExchangeTally`]
+    /// flush (once per read of the socket).
+    pub exchanges: Mutex<HashMap<ByteString, ExchangeCounts>>,
+}
+
+/// What a channel published to the exchange it publishes to now, counted without any
+/// synchronisation by the connection's task, and added to the channel's shared counts
+/// when the exchange changes or the connection has handled a read.
+#[derive(Debug, Default)]
+pub struct ExchangeTally {
+    exchange: ByteString,
+    counts: ExchangeCounts,
+}
+
+impl ExchangeTally {
+    #[inline]
+    pub fn count(&mut self, exchange: &ByteString, routed: bool, shared: &ChannelDelivery) {
+        if !wharf_core::vhost::same_name(&self.exchange, exchange) {
+            self.flush(shared);
+            self.exchange = exchange.clone();
+        }
+        self.counts.published_in += 1;
+        self.counts.routed_out += u64::from(routed);
+    }
+
+    pub fn flush(&mut self, shared: &ChannelDelivery) {
+        if self.counts.published_in == 0 {
+            return;
+        }
+        let counts = std::mem::take(&mut self.counts);
+        shared
+            .exchanges
+            .lock()
+            .entry(self.exchange.clone())
+            .or_default()
+            .add(&counts);
+    }
 }
 
 /// Counts of a channel's publishes.
@@ -179,6 +216,14 @@ impl PublishCounters {
 pub struct Padded<T>(pub T);
 
 impl ChannelView for ChannelDelivery {
+    fn exchanges(&self) -> Vec<(String, ExchangeCounts)> {
+        self.exchanges
+            .lock()
+            .iter()
+            .map(|(name, counts)| (name.to_string(), *counts))
+            .collect()
+    }
+
     fn consumers(&self) -> Vec<ConsumerStats> {
         let read: Vec<(ConsumerStats, Arc<Queue>)> = {
             let state = self.state.lock();
@@ -267,6 +312,7 @@ impl ChannelDelivery {
             state: Mutex::new(DeliveryState::default()),
             publishing: Padded::default(),
             confirms: Mutex::new(None),
+            exchanges: Mutex::new(HashMap::new()),
         }
     }
 }

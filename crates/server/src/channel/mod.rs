@@ -75,6 +75,8 @@ pub struct Channel {
     /// What the queues delivered to consumers because of what this channel did, since the
     /// connection last took it ([`Channel::take_woken`]).
     woken: Cell<Woken>,
+    /// Publishes to the current exchange not yet in the channel's shared counts.
+    tally: delivery::ExchangeTally,
 }
 
 /// A channel's consumer of `amq.rabbitmq.reply-to`.
@@ -112,12 +114,19 @@ impl Channel {
             delivery_history: std::collections::VecDeque::new(),
             reply_consumer: None,
             woken: Cell::default(),
+            tally: Default::default(),
         }
     }
 
     /// The channel as management sees it.
     pub fn view(&self) -> Arc<dyn wharf_core::connections::ChannelView> {
         self.delivery.clone()
+    }
+
+    /// Adds what the channel published since the last call to its shared counts (the
+    /// connection calls it once it has handled a read).
+    pub fn flush_tally(&mut self) {
+        self.tally.flush(&self.delivery);
     }
 
     /// What the queues delivered to consumers because of what this channel did since the
@@ -427,7 +436,8 @@ impl Channel {
                     return Err(not_transactional());
                 };
                 let buffer = std::mem::take(buffer);
-                let mut stored = buffer.commit(self, ctx);
+                let mut stored = buffer.commit(&self.delivery, &self.woken, &mut self.tally, ctx);
+                self.flush_tally();
                 self.note_woken(stored.woken);
                 // commit-ok waits for the disk like a confirm; a failed store still commits
                 // what could be stored, as RabbitMQ's commit cannot report a partial failure.
@@ -467,6 +477,7 @@ impl Channel {
     /// The channel is going away (closed by either side, or its connection ended): cancel
     /// its consumers and return its unacknowledged messages to their queues.
     pub fn release(&mut self, vhost: Option<&Arc<VHost>>) {
+        self.flush_tally();
         self.drop_reply_consumer();
         if let Mode::Confirm(confirms) = &self.mode {
             // Before the close (or close-ok) is written: no confirm follows it.

@@ -3,7 +3,11 @@
 //! the publisher: basic.return, and in confirm mode its confirm once the message is
 //! stored.
 
-use crate::channel::delivery::{ChannelDelivery, PublishCounters};
+use std::cell::Cell;
+
+use wharf_core::queue::Woken;
+
+use crate::channel::delivery::{ChannelDelivery, ExchangeTally, PublishCounters};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -311,6 +315,7 @@ impl Publish {
         channel: &ChannelDelivery,
         ctx: &ChannelContext<'_>,
         cache: &mut RouteCache,
+        tally: &mut ExchangeTally,
     ) -> Published {
         let Publish {
             exchange,
@@ -320,6 +325,7 @@ impl Publish {
         } = self;
         let bcc = bcc.as_deref().unwrap_or(&[]);
         let mut published = ctx.vhost.publish(&exchange, message, bcc, cache);
+        tally.count(&exchange.name, published.unroutable.is_none(), channel);
         if let Some(message) = published.unroutable.take() {
             let counters = &channel.publishing.0;
             PublishCounters::count(match mandatory {
@@ -344,14 +350,20 @@ impl Publish {
 
 impl TxBuffer {
     /// Applies the transaction; returns what its publishes stored.
-    pub fn commit(self, channel: &Channel, ctx: &ChannelContext<'_>) -> Published {
+    pub fn commit(
+        self,
+        channel: &ChannelDelivery,
+        woken: &Cell<Woken>,
+        tally: &mut ExchangeTally,
+        ctx: &ChannelContext<'_>,
+    ) -> Published {
         let mut published = Published::default();
         let mut cache = RouteCache::default();
         for publish in self.publishes {
-            published.merge(publish.route_and_enqueue(&channel.delivery, ctx, &mut cache));
+            published.merge(publish.route_and_enqueue(channel, ctx, &mut cache, tally));
         }
         for (deliveries, outcome) in self.acks {
-            settle(deliveries, outcome, &channel.woken);
+            settle(deliveries, outcome, woken);
         }
         published
     }
@@ -445,7 +457,12 @@ impl Channel {
         match &mut self.mode {
             Mode::Tx(buffer) => buffer.publishes.push(publish),
             Mode::Confirm(confirms) => {
-                let stored = publish.route_and_enqueue(&self.delivery, ctx, &mut self.route_cache);
+                let stored = publish.route_and_enqueue(
+                    &self.delivery,
+                    ctx,
+                    &mut self.route_cache,
+                    &mut self.tally,
+                );
                 super::add_woken(&self.woken, stored.woken);
                 match ctx.flusher {
                     Some(flusher) if !stored.appended_to.is_empty() && !stored.refused => {
@@ -463,8 +480,12 @@ impl Channel {
                 }
             }
             Mode::Plain => {
-                let published =
-                    publish.route_and_enqueue(&self.delivery, ctx, &mut self.route_cache);
+                let published = publish.route_and_enqueue(
+                    &self.delivery,
+                    ctx,
+                    &mut self.route_cache,
+                    &mut self.tally,
+                );
                 super::add_woken(&self.woken, published.woken);
             }
         }

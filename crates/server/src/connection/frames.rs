@@ -23,6 +23,7 @@ impl Connection {
         let channel_id = frame.channel;
         if let FramePayload::Method(Method::BasicPublish(_)) = &frame.payload {
             self.published = true;
+            self.tallies_pending = true;
         }
         let content = matches!(
             frame.payload,

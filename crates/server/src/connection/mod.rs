@@ -87,6 +87,8 @@ struct Connection {
     published: bool,
     /// A channel holds acks not yet applied to their queues.
     acks_pending: bool,
+    /// A channel published since the last [`Connection::flush_tallies`].
+    tallies_pending: bool,
     /// Room for large bodies being received, shared by the listener's connections.
     body_budget: Option<Arc<BodyBudget>>,
     /// The channel whose large body (with room reserved for it) the last frame handled
@@ -219,6 +221,7 @@ where
         channels: ChannelTable::default(),
         published: false,
         acks_pending: false,
+        tallies_pending: false,
         body_budget,
         finishing_body: None,
         body_awaiting_room: false,
@@ -288,7 +291,10 @@ impl Connection {
                         continue;
                     }
                 }
-                Ok(None) => self.flush_acks(),
+                Ok(None) => {
+                    self.flush_acks();
+                    self.flush_tallies();
+                }
                 Err(ReadError::Malformed(error)) => return Ending::Close(error.into()),
                 Err(_) => return Ending::ClientGone,
             }
@@ -410,6 +416,19 @@ impl Connection {
             self.close_channel(channel_id, &error);
         }
         Some(tokio::time::Instant::now() + timeout_check_interval(timeout))
+    }
+
+    /// Adds what channels published to their shared counts (see
+    /// [`Channel::flush_tally`]): once per read, not per publish.
+    fn flush_tallies(&mut self) {
+        if !std::mem::take(&mut self.tallies_pending) {
+            return;
+        }
+        for slot in self.channels.values_mut() {
+            if let Slot::Open(channel) = slot {
+                channel.flush_tally();
+            }
+        }
     }
 
     /// Applies the acks channels gathered (see [`Channel::flush_acks`]).
