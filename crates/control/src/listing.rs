@@ -27,6 +27,7 @@ pub const QUEUE_KEYS: &[&str] = &[
     "message_bytes_ready",
     "message_bytes_unacknowledged",
     "consumers",
+    "consumer_utilisation",
     "memory",
     "state",
     "type",
@@ -130,6 +131,7 @@ fn queue_cell(queue: &Queue, stats: &QueueStats, key: &str) -> String {
         "message_bytes_unacknowledged" => stats.message_bytes_unacknowledged.to_string(),
         "consumers" => stats.consumers.to_string(),
         "memory" => stats.memory_bytes.to_string(),
+        "consumer_utilisation" => format!("{:.4}", stats.consumer_utilisation()),
         "state" => "running".to_string(),
         "type" => "classic".to_string(),
         // Keys were checked against QUEUE_KEYS.

@@ -483,3 +483,36 @@ fn memory_grows_with_the_messages_held_and_falls_when_they_go() {
     queue.purge();
     assert_eq!(queue.stats().memory_bytes, empty);
 }
+
+#[test]
+fn utilisation_is_the_share_of_time_consumers_could_take_what_waits() {
+    let host = TestHost::new();
+    let queue = queue_with(&host, &[]);
+    assert_eq!(
+        queue.stats().consumer_utilisation(),
+        0.0,
+        "no consumers yet"
+    );
+    let taker = Taker::new(0);
+    queue.add_consumer(taker.consumer("c")).unwrap();
+    // Nothing waits: the consumer keeps up.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let idle = queue.stats();
+    assert_eq!(idle.blocked_time, std::time::Duration::ZERO);
+    assert_eq!(idle.consumer_utilisation(), 1.0);
+    // A message the consumer has no credit for: blocked until it takes it.
+    queue.publish(message("a"));
+    std::thread::sleep(std::time::Duration::from_millis(30));
+    let blocked = queue.stats();
+    assert!(
+        blocked.blocked_time >= std::time::Duration::from_millis(30),
+        "{:?}",
+        blocked.blocked_time
+    );
+    assert!(blocked.consumer_utilisation() < 1.0);
+    taker.credit.store(1, Ordering::SeqCst);
+    queue.deliver_ready();
+    let after = queue.stats().blocked_time;
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    assert_eq!(queue.stats().blocked_time, after, "no longer blocked");
+}

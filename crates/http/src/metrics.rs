@@ -331,6 +331,24 @@ fn queues(out: &mut Exposition, queues: &[(String, String, QueueStats)]) {
         "Size in bytes of all unacknowledged messages",
         &gauge(&|s| s.message_bytes_unacknowledged),
     );
+    if out.per_object {
+        // Shares of time, per queue (a sum over queues would mean nothing).
+        for (name, help) in [
+            (
+                "rabbitmq_queue_consumer_utilisation",
+                "Consumer utilisation",
+            ),
+            ("rabbitmq_queue_consumer_capacity", "Consumer capacity"),
+        ] {
+            let family = Family::<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+            for (v, q, s) in queues {
+                family
+                    .get_or_create(&queue_labels(v, q))
+                    .set(s.consumer_utilisation());
+            }
+            out.registry.register(name, help, family);
+        }
+    }
     let published: Vec<(Labels, u64)> = queues
         .iter()
         .map(|(v, q, s)| (queue_labels(v, q), s.counters.published))

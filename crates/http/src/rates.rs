@@ -69,7 +69,7 @@ impl Rates {
                     values
                         .iter()
                         .zip(&before.values)
-                        .map(|(now, then)| round_rate((now - then) / seconds))
+                        .map(|(now, then)| (now - then) / seconds)
                         .collect()
                 }
             }
@@ -93,8 +93,14 @@ impl Rates {
         samples.objects.retain(|_, sample| sample.round == round);
     }
 
-    /// The object's rates, per value recorded, or zeros before its first sample.
+    /// The object's rates with RabbitMQ's precision, per value recorded, or zeros before
+    /// its first sample.
     pub fn of(&self, key: &Key, count: usize) -> Vec<f64> {
+        self.exact(key, count).into_iter().map(round_rate).collect()
+    }
+
+    /// As [`Rates::of`], unrounded.
+    pub fn exact(&self, key: &Key, count: usize) -> Vec<f64> {
         self.samples
             .lock()
             .objects
@@ -106,7 +112,7 @@ impl Rates {
 }
 
 /// A rate with RabbitMQ's precision (one decimal).
-fn round_rate(rate: f64) -> f64 {
+pub fn round_rate(rate: f64) -> f64 {
     (rate * 10.0).round() / 10.0
 }
 

@@ -118,9 +118,13 @@ async fn connections_channels_and_consumers_are_listed_as_they_are() {
         name.as_str()
     );
     let shown = api
-        .until(&format!("/api/queues/%2F/{queue}"), |q| q["consumers"] == 1)
+        .until(&format!("/api/queues/%2F/{queue}"), |q| {
+            q["consumers"] == 1 && q["consumer_utilisation"].is_number()
+        })
         .await;
     assert_eq!(shown["consumers"], 1, "{shown}");
+    // An idle consumer of an empty queue keeps up.
+    assert_eq!(shown["consumer_utilisation"], 1.0, "{shown}");
     assert_eq!(shown["exclusive"], true);
     assert_eq!(shown["consumer_details"][0]["consumer_tag"], tag.as_str());
     connection.close(200, "bye").await.unwrap();

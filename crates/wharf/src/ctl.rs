@@ -510,12 +510,18 @@ fn json_rows(columns: &[String], rows: &[Vec<String>]) -> String {
             | "peer_port"
             | "port"
             | "id"
+            | "memory"
+            | "messages_unacknowledged_ram"
             | "priority" => cell
                 .parse::<i64>()
                 .map(Value::from)
                 .unwrap_or_else(|_| cell.into()),
+            "consumer_utilisation" => cell
+                .parse::<f64>()
+                .map(Value::from)
+                .unwrap_or_else(|_| cell.into()),
             "durable" | "auto_delete" | "exclusive" | "internal" | "ssl" | "confirm"
-            | "transactional" | "ack_required" => match cell {
+            | "transactional" | "ack_required" | "active" => match cell {
                 "true" => Value::Bool(true),
                 "false" => Value::Bool(false),
                 other => other.into(),

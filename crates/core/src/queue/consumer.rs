@@ -186,6 +186,7 @@ impl Queue {
             state.next_consumer += 1;
         }
         state.consumers.insert(at, consumer);
+        state.utilisation.consumers_changed(true);
         state.had_consumer = true;
         self.touch_locked(&mut state);
         Ok(self.deliver_and_unlock(state))
@@ -218,6 +219,9 @@ impl Queue {
             return ConsumerRemoved::NotFound;
         };
         state.consumers.remove(at);
+        if state.consumers.is_empty() {
+            state.utilisation.consumers_changed(false);
+        }
         if state.next_consumer > at {
             state.next_consumer -= 1;
         }

@@ -44,6 +44,7 @@ impl Queue {
                 return;
             }
             let Some(level) = state.backlog.head_level() else {
+                state.utilisation.unblocked();
                 return;
             };
             let head = state
@@ -114,6 +115,7 @@ impl Queue {
                             state.unacked.insert(entry.offset, entry);
                         }
                         state.next_consumer = group_start + (index - group_start + 1) % group_len;
+                        state.utilisation.unblocked();
                         delivered = true;
                         break;
                     }
@@ -121,6 +123,8 @@ impl Queue {
                 group_start += group_len;
             }
             if !delivered {
+                // Messages wait that no consumer can take now.
+                state.utilisation.blocked();
                 return;
             }
         }

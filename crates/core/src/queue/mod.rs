@@ -87,6 +87,8 @@ struct State {
     woken: consumer::Woken,
     /// What the queue has done, for management ([`Queue::stats`]).
     counters: stats::QueueCounters,
+    /// How well its consumers keep up, for management.
+    utilisation: stats::Utilisation,
     /// What the queue's arguments and its policy ask of it.
     settings: QueueSettings,
     /// The policy applied, if any.
@@ -166,6 +168,7 @@ impl Queue {
             backlog: Backlog::new(name.clone(), levels, window),
             unacked: HashMap::new(),
             consumers: Vec::new(),
+            utilisation: Default::default(),
             next_consumer: 0,
             had_consumer: false,
             dead_letters: Vec::new(),
@@ -312,6 +315,7 @@ impl Queue {
             let count = saturating_u64(state.backlog.len());
             state.backlog.destroy();
             state.unacked.clear();
+            state.utilisation.consumers_changed(false);
             (count, std::mem::take(&mut state.consumers))
         };
         // Outside the lock: targets may take their own locks while handling this.

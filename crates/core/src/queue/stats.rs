@@ -3,6 +3,8 @@
 //! counted under the lock each operation already holds: nothing is added to the hot path
 //! but an increment. A snapshot is read under one acquisition of that lock.
 
+use std::time::{Duration, Instant};
+
 use wharf_amqp::ByteString;
 
 use super::{saturating_u32, Queue};
@@ -42,6 +44,61 @@ impl QueueCounters {
     }
 }
 
+/// How long the queue had consumers, and how long of that it held messages none of them
+/// could take (all at their prefetch limit): consumer utilisation is the rest's share.
+/// Time is read only when either starts or ends, never per message.
+#[derive(Debug, Default)]
+pub(super) struct Utilisation {
+    consumers_since: Option<Instant>,
+    with_consumers: Duration,
+    blocked_since: Option<Instant>,
+    blocked: Duration,
+}
+
+impl Utilisation {
+    /// The queue went from no consumers to some, or from some to none.
+    pub(super) fn consumers_changed(&mut self, present: bool) {
+        match (present, self.consumers_since) {
+            (true, None) => self.consumers_since = Some(Instant::now()),
+            (false, Some(since)) => {
+                self.unblocked();
+                self.with_consumers += since.elapsed();
+                self.consumers_since = None;
+            }
+            _ => {}
+        }
+    }
+
+    /// Messages wait that no consumer can take.
+    #[inline]
+    pub(super) fn blocked(&mut self) {
+        if self.blocked_since.is_none() && self.consumers_since.is_some() {
+            self.blocked_since = Some(Instant::now());
+        }
+    }
+
+    /// A consumer took a message, or nothing waits any more.
+    #[inline]
+    pub(super) fn unblocked(&mut self) {
+        if let Some(since) = self.blocked_since.take() {
+            self.blocked += since.elapsed();
+        }
+    }
+
+    /// (time with consumers, time of it blocked), up to now.
+    fn read(&self, queue_empty: bool) -> (Duration, Duration) {
+        let now = Instant::now();
+        let with = self.with_consumers + self.consumers_since.map_or(Duration::ZERO, |s| now - s);
+        // Blocked ends when nothing is left to deliver, even if no delivery ended it.
+        let blocked = self.blocked
+            + match (self.blocked_since, queue_empty) {
+                (Some(since), false) => now - since,
+                _ => Duration::ZERO,
+            };
+        (with, blocked)
+    }
+}
+
 /// One reading of a queue, taken under one lock.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueStats {
@@ -60,6 +117,27 @@ pub struct QueueStats {
     /// (ready and unacknowledged) and a fixed cost per message held (its entry, the
     /// shared message, its properties). A body several queues share counts in each.
     pub memory_bytes: u64,
+    /// How long the queue has had consumers (since it was created), and how long of that
+    /// it held messages none of them could take.
+    pub consumer_time: Duration,
+    pub blocked_time: Duration,
+}
+
+impl QueueStats {
+    /// The share of the time with consumers that they could take messages at once
+    /// (RabbitMQ's consumer utilisation), over the whole life of the queue: 0 without
+    /// consumers ever.
+    pub fn consumer_utilisation(&self) -> f64 {
+        utilisation(self.consumer_time, self.blocked_time)
+    }
+}
+
+/// 1 - blocked / with consumers; 0 when there was no time with consumers.
+pub fn utilisation(with_consumers: Duration, blocked: Duration) -> f64 {
+    if with_consumers.is_zero() {
+        return 0.0;
+    }
+    (1.0 - blocked.as_secs_f64() / with_consumers.as_secs_f64()).clamp(0.0, 1.0)
 }
 
 /// What holding one message in memory costs beyond its body, estimated: its entry, the
@@ -93,7 +171,10 @@ impl Queue {
             + state.backlog.in_memory_bytes()
             + message_bytes_unacknowledged
             + held * per_message_bytes();
+        let (consumer_time, blocked_time) = state.utilisation.read(state.backlog.is_empty());
         QueueStats {
+            consumer_time,
+            blocked_time,
             memory_bytes,
             messages_ready: state.backlog.len(),
             messages_unacknowledged: state.unacked.len() as u64,

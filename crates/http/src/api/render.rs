@@ -38,6 +38,8 @@ const QUEUE_SAMPLED: &[&str] = &[
     "messages",
     "messages_ready",
     "messages_unacknowledged",
+    "consumer_seconds",
+    "blocked_seconds",
 ];
 
 fn queue_values(stats: &QueueStats) -> Vec<f64> {
@@ -59,7 +61,25 @@ fn queue_values(stats: &QueueStats) -> Vec<f64> {
     ]
     .iter()
     .map(|&v| v as f64)
+    .chain([
+        stats.consumer_time.as_secs_f64(),
+        stats.blocked_time.as_secs_f64(),
+    ])
     .collect()
+}
+
+/// Consumer utilisation over the last sampling interval (RabbitMQ averages it over
+/// time too), or over the queue's life before its first interval; 0 without consumers.
+fn consumer_utilisation(stats: &QueueStats, exact_rates: &[f64]) -> f64 {
+    if stats.consumers == 0 {
+        return 0.0;
+    }
+    let at = MESSAGE_STATS_KEYS + 3;
+    let (with_consumers, blocked) = (exact_rates[at], exact_rates[at + 1]);
+    if with_consumers > 0.0 {
+        return (1.0 - blocked / with_consumers).clamp(0.0, 1.0);
+    }
+    stats.consumer_utilisation()
 }
 
 /// A queue read once: what lists sort and filter by, and what renders it.
@@ -121,8 +141,16 @@ pub fn queue_json(api: &Api, queue: &Queue, stats: &QueueStats, query: &ListQuer
         vhost: queue.vhost.to_string(),
         name: queue.name.to_string(),
     };
-    let rates = api.rates.of(&key, QUEUE_SAMPLED.len());
+    let exact = api.rates.exact(&key, QUEUE_SAMPLED.len());
+    let rates: Vec<f64> = exact
+        .iter()
+        .copied()
+        .map(crate::rates::round_rate)
+        .collect();
     let values = queue_values(stats);
+    let utilisation = consumer_utilisation(stats, &exact);
+    q.insert("consumer_utilisation".into(), json!(utilisation));
+    q.insert("consumer_capacity".into(), json!(utilisation));
     if query.disable_stats {
         // As RabbitMQ: without statistics, the depths only when totals are asked for.
         if query.enable_queue_totals {
