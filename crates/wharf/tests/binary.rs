@@ -791,22 +791,32 @@ fn http_get(port: u16, path: &str) -> (String, String) {
 #[test]
 fn the_management_api_and_metrics_are_served_on_their_listeners_and_none_turns_them_off() {
     let dir = temp_dir("http");
-    let http_port = free_port();
-    let listen = format!("127.0.0.1:{http_port}");
-    let metrics_port = free_port();
-    let metrics = format!("127.0.0.1:{metrics_port}");
+    // Port 0 for both: the ready line says which ports they got (no port picked ahead of
+    // time that another test could take in between).
     let mut child = start_on(
         free_port(),
         &dir.join("data"),
-        &["--http-listen", &listen, "--prometheus-listen", &metrics],
+        &[
+            "--http-listen",
+            "127.0.0.1:0",
+            "--prometheus-listen",
+            "127.0.0.1:0",
+        ],
     );
     let lines = wait_ready(&mut child);
-    assert!(
-        lines
-            .iter()
-            .any(|l| l.contains(&format!("HTTP API on {listen}"))),
-        "{lines:?}"
-    );
+    let ready = lines.last().unwrap().clone();
+    let port_after = |marker: &str| -> u16 {
+        let at = ready
+            .find(marker)
+            .unwrap_or_else(|| panic!("{marker} in {ready}"));
+        let rest = &ready[at + marker.len()..];
+        let end = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        rest[..end].parse().unwrap()
+    };
+    let http_port = port_after("HTTP API on 127.0.0.1:");
+    let metrics_port = port_after("Prometheus on 127.0.0.1:");
     let (status, body) = http_get(http_port, "/api/overview");
     assert_eq!(status, "HTTP/1.1 200 OK", "{body}");
     let overview: serde_json::Value = serde_json::from_str(&body).unwrap();
