@@ -800,6 +800,8 @@ async fn bad_bodies_are_refused_and_change_nothing() {
         let huge = vec![b' '; 21 * 1024 * 1024];
         let answer = api.raw(Method::PUT, &path, huge).await;
         assert_eq!(answer.status(), 413, "{}", answer.body);
+        // The rest of the body was not read: the connection is not reused.
+        assert_eq!(answer.headers["connection"], "close");
     }
     api.delete(&format!("/api/vhosts/{vhost}"))
         .await
