@@ -264,6 +264,16 @@ fn drop_head_dead_letters_the_oldest_and_reject_publish_refuses_the_newest() {
     }
     assert_eq!(host.dead_bodies(), [("1".to_string(), DeathReason::MaxLen)]);
     assert_eq!(get_body(&drop_head).as_deref(), Some("2"));
+    let counters = drop_head.stats().counters;
+    assert_eq!(counters.dead_lettered[DeathReason::MaxLen.index()], 1);
+    // Without a dead-letter exchange, the same death is counted as a discard.
+    let host_without = TestHost::new();
+    let no_dlx = queue_with(&host_without, &[("x-max-length", FieldValue::I32(1))]);
+    no_dlx.publish(message("a"));
+    no_dlx.publish(message("b"));
+    let counters = no_dlx.stats().counters;
+    assert_eq!(counters.discarded[DeathReason::MaxLen.index()], 1);
+    assert_eq!(counters.dead_lettered, [0; 4]);
 
     let host = TestHost::new();
     let reject = queue_with(
@@ -329,6 +339,9 @@ fn rejected_without_requeue_is_dead_lettered_and_acked_is_gone() {
         host.dead_bodies(),
         [("bad".to_string(), DeathReason::Rejected)]
     );
+    let counters = queue.stats().counters;
+    assert_eq!(counters.dead_lettered[DeathReason::Rejected.index()], 1);
+    assert_eq!(counters.discarded, [0; 4]);
 }
 
 #[test]
@@ -445,6 +458,8 @@ fn stats_read_what_the_queue_holds_and_has_done() {
             redelivered: 1,
             acked: 1,
             get_empty: 0,
+            dead_lettered: [0; 4],
+            discarded: [0; 4],
         }
     );
     let stats = queue.stats();

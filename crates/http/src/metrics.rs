@@ -23,6 +23,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
+use wharf_core::queue::dead_letter::DeathReason;
 use wharf_core::queue::{QueueCounters, QueueStats};
 use wharf_core::Broker;
 
@@ -518,6 +519,30 @@ fn channels(out: &mut Exposition, broker: &Broker, queues: &[(String, String, Qu
         ("rabbitmq_global_messages_acknowledged", "Total number of messages acknowledged by consumers", counted.acked),
     ] {
         out.counter(name, help, value);
+    }
+    // Dead letters by reason, as rabbitmq_prometheus labels them: "at_most_once" for
+    // queues with a dead-letter exchange, "disabled" for those without.
+    for reason in DeathReason::ALL {
+        let family = Family::<Labels, Counter>::default();
+        for (strategy, counts) in [
+            ("at_most_once", &counted.dead_lettered),
+            ("disabled", &counted.discarded),
+        ] {
+            family
+                .get_or_create(&labels(&[
+                    ("queue_type", "rabbit_classic_queue"),
+                    ("dead_letter_strategy", strategy),
+                ]))
+                .inc_by(counts[reason.index()]);
+        }
+        out.registry.register(
+            format!("rabbitmq_global_messages_dead_lettered_{}", reason.as_str()),
+            format!(
+                "Total number of messages dead-lettered due to {}",
+                reason.as_str()
+            ),
+            family,
+        );
     }
     let consumers: u64 = queues.iter().map(|(_, _, s)| u64::from(s.consumers)).sum();
     out.gauge(

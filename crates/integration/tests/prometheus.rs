@@ -277,3 +277,81 @@ async fn counts_follow_what_clients_do() {
         6.0
     );
 }
+
+fn labelled(metrics: &HashMap<String, Vec<Sample>>, name: &str, label: &str, value: &str) -> f64 {
+    metrics
+        .get(name)
+        .map(|samples| {
+            samples
+                .iter()
+                .filter(|(labels, _)| labels.get(label).map(String::as_str) == Some(value))
+                .filter(|(labels, _)| {
+                    labels.get("queue_type").map(String::as_str) == Some("rabbit_classic_queue")
+                })
+                .map(|(_, v)| v)
+                .sum()
+        })
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_are_counted_by_reason_and_strategy() {
+    let broker = start_broker_with_management().await;
+    if broker.metrics_addr.is_none() {
+        return;
+    }
+    let name = "rabbitmq_global_messages_dead_lettered_expired_total";
+    let before = scrape(&broker, "/metrics").await;
+    let (_connection, channel) = confirming_channel(&broker).await;
+    for dead_letter_exchange in [None, Some("amq.fanout")] {
+        let queue = unique("ttl");
+        let mut arguments = FieldTable::default();
+        arguments.insert("x-message-ttl".into(), lapin::types::AMQPValue::LongInt(1));
+        if let Some(exchange) = dead_letter_exchange {
+            arguments.insert(
+                "x-dead-letter-exchange".into(),
+                lapin::types::AMQPValue::LongString(exchange.into()),
+            );
+        }
+        channel
+            .queue_declare(
+                &queue,
+                QueueDeclareOptions {
+                    exclusive: true,
+                    ..Default::default()
+                },
+                arguments,
+            )
+            .await
+            .unwrap();
+        channel
+            .basic_publish(
+                "",
+                &queue,
+                BasicPublishOptions::default(),
+                b"m",
+                Default::default(),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        // Reading the queue finds the message expired.
+        let got = channel
+            .basic_get(&queue, BasicGetOptions { no_ack: true })
+            .await
+            .unwrap();
+        assert!(got.is_none(), "the message expired");
+    }
+    let grew = |m: &HashMap<String, Vec<Sample>>, strategy: &str| {
+        labelled(m, name, "dead_letter_strategy", strategy)
+            - labelled(&before, name, "dead_letter_strategy", strategy)
+    };
+    let after = scrape_until(&broker, "/metrics", |m| {
+        grew(m, "disabled") >= 1.0 && grew(m, "at_most_once") >= 1.0
+    })
+    .await;
+    assert_eq!(grew(&after, "disabled"), 1.0);
+    assert_eq!(grew(&after, "at_most_once"), 1.0);
+}

@@ -24,6 +24,19 @@ pub enum DeathReason {
 }
 
 impl DeathReason {
+    /// Every reason, in the order of [`DeathReason::index`].
+    pub const ALL: [DeathReason; 4] = [
+        DeathReason::Rejected,
+        DeathReason::Expired,
+        DeathReason::MaxLen,
+        DeathReason::DeliveryLimit,
+    ];
+
+    /// Its place in per-reason counts.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             DeathReason::Rejected => "rejected",
@@ -57,6 +70,11 @@ impl Queue {
         message: &Arc<Message>,
         reason: DeathReason,
     ) {
+        let counts = match state.settings.dead_letter_exchange {
+            Some(_) => &mut state.counters.dead_lettered,
+            None => &mut state.counters.discarded,
+        };
+        counts[reason.index()] += 1;
         if let Some(exchange) = &state.settings.dead_letter_exchange {
             state.dead_letters.push(DeadLetter {
                 message: message.clone(),

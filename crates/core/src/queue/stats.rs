@@ -10,6 +10,8 @@ use wharf_amqp::ByteString;
 use super::{saturating_u32, Queue};
 
 /// Counts since the queue was created (in this run of the broker).
+///
+/// [`DeathReason::index`]: super::dead_letter::DeathReason::index
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct QueueCounters {
     /// Messages that entered the queue (publishes and dead letters routed to it).
@@ -28,6 +30,11 @@ pub struct QueueCounters {
     pub acked: u64,
     /// basic.get that found nothing.
     pub get_empty: u64,
+    /// Messages that left for the dead-letter exchange, by [`DeathReason::index`]
+    /// (rejected, expired, maxlen, delivery_limit).
+    pub dead_lettered: [u64; 4],
+    /// Messages that died the same ways in a queue without a dead-letter exchange.
+    pub discarded: [u64; 4],
 }
 
 impl QueueCounters {
@@ -41,6 +48,10 @@ impl QueueCounters {
         self.redelivered += other.redelivered;
         self.acked += other.acked;
         self.get_empty += other.get_empty;
+        for i in 0..4 {
+            self.dead_lettered[i] += other.dead_lettered[i];
+            self.discarded[i] += other.discarded[i];
+        }
     }
 }
 
