@@ -99,8 +99,24 @@ async fn users_are_created_with_tags_and_passwords_that_log_in() {
     // The password works over AMQP too (from loopback).
     let connection = lapin_connect(&broker.url_with(&name, "p2", "/")).await;
     connection.close(200, "bye").await.unwrap();
-    // A user's hash moves between brokers as it is.
+    // A user's hash moves between brokers as it is; set again, the user keeps its limits.
     let hash = api.get(&path).await.expect(200)["password_hash"].clone();
+    api.put(
+        &format!("/api/user-limits/{name}/max-channels"),
+        json!({"value": 7}),
+    )
+    .await
+    .expect(204);
+    api.put(
+        &path,
+        json!({"password_hash": hash, "tags": "monitoring,custom"}),
+    )
+    .await
+    .expect(204);
+    assert_eq!(
+        api.get(&path).await.expect(200)["limits"],
+        json!({"max-channels": 7})
+    );
     let copy = unique("http-user");
     api.put(
         &format!("/api/users/{copy}"),

@@ -133,9 +133,16 @@ pub async fn put(
         }
     }
     let broker = &api.broker;
-    let exists = broker.access.user(&name).is_some();
+    let existing = broker.access.user(&name);
+    let exists = existing.is_some();
     match (hash, exists) {
-        (Some(hash), _) => broker.import_user(&name, hash, algorithm, tags)?,
+        (Some(hash), _) => {
+            broker.import_user(&name, hash, algorithm, tags)?;
+            // A user replaced by its hash keeps its limits.
+            if let Some(limits) = existing.map(|u| u.limits).filter(|l| !l.is_empty()) {
+                broker.set_user_limits(&name, &limits.to_json_text())?;
+            }
+        }
         (None, false) => broker.add_user(&name, password, tags)?,
         (None, true) => {
             if let Some(password) = password {
