@@ -251,7 +251,12 @@ async fn counts_follow_what_clients_do() {
     })
     .await;
     for (name, by) in grown {
-        assert_eq!(grew(&after, name), by, "{name}");
+        if broker.is_external() {
+            // Other tests of this file publish to the same broker at the same time.
+            assert!(grew(&after, name) >= by, "{name}");
+        } else {
+            assert_eq!(grew(&after, name), by, "{name}");
+        }
     }
     assert!(total(&after, "rabbitmq_connections") >= 1.0);
     assert!(total(&after, "rabbitmq_process_open_fds") > 0.0);
