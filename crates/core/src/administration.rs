@@ -256,6 +256,8 @@ impl Broker {
             name: name.to_string(),
         })?;
         self.vhosts.write().remove(name);
+        // Its queues' counts stay in the broker's totals.
+        self.deleted_vhosts.lock().add(&vhost.queue_totals());
         self.access.remove_vhost(name);
         self.connections
             .close_vhost(name, &format!("vhost '{name}' is down"));

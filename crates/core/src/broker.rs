@@ -79,6 +79,8 @@ pub struct Broker {
     /// When this process started and where it listens.
     pub node: crate::node::Node,
     pub(crate) vhosts: RwLock<HashMap<String, Arc<VHost>>>,
+    /// What the queues of deleted vhosts had counted (the broker's totals keep it).
+    pub(crate) deleted_vhosts: parking_lot::Mutex<crate::vhost::QueueHistory>,
     next_connection_id: AtomicU64,
     /// Held by each administrative change across its check, record and apply, so that
     /// two at once (from two `wharf ctl` calls) cannot interleave.
@@ -189,9 +191,20 @@ impl Broker {
             resources: Arc::default(),
             node: Default::default(),
             vhosts: RwLock::new(HashMap::new()),
+            deleted_vhosts: Default::default(),
             next_connection_id: AtomicU64::new(1),
             administration: parking_lot::Mutex::new(()),
         }
+    }
+
+    /// What every queue did since the broker started: the queues of every vhost (their
+    /// live counters and those of queues deleted), and the vhosts deleted.
+    pub fn queue_history(&self) -> crate::vhost::QueueHistory {
+        let mut total = *self.deleted_vhosts.lock();
+        for vhost in self.vhosts() {
+            total.add(&vhost.queue_totals());
+        }
+        total
     }
 
     /// The group-commit flusher that confirms of persistent messages wait for, if any.

@@ -2,7 +2,7 @@
 //! close one. Administration closes connections through it (a deleted vhost's or
 //! user's); limits count them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -241,18 +241,25 @@ impl Registration {
     }
 
     /// Replaces the channels management sees with these (the connection's open ones).
-    /// The counts of channels no longer among them are kept in the broker's totals.
+    /// The counts of channels no longer among them are kept in the broker's totals, in
+    /// the same step as they leave the list (see [`Connections::message_totals`]).
     pub fn set_channel_views(&self, views: Vec<Arc<dyn ChannelView>>) {
-        let before = std::mem::replace(&mut *self.views.lock(), views.clone());
-        let opened = views
-            .iter()
-            .filter(|v| !before.iter().any(|b| Arc::ptr_eq(b, v)))
-            .count();
-        let closed: Vec<_> = before
-            .into_iter()
-            .filter(|b| !views.iter().any(|v| Arc::ptr_eq(b, v)))
-            .collect();
-        self.connections.retire(&self.vhost, opened, &closed);
+        let now: HashSet<*const ()> = views.iter().map(view_address).collect();
+        let (opened, closed) = {
+            let before = self.views.lock();
+            let was: HashSet<*const ()> = before.iter().map(view_address).collect();
+            let opened = now.difference(&was).count();
+            let closed: Vec<Arc<dyn ChannelView>> = before
+                .iter()
+                .filter(|v| !now.contains(&view_address(v)))
+                .cloned()
+                .collect();
+            (opened, closed)
+        };
+        let finals = Finals::of(&closed);
+        let mut history = self.connections.history.lock();
+        *self.views.lock() = views;
+        history.retire(&self.vhost, opened, finals);
     }
 
     /// Counts one more open channel if its user's channels, over all their connections,
@@ -278,10 +285,50 @@ impl Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
+        let views = self.views.lock().clone();
+        let finals = Finals::of(&views);
+        let mut history = self.connections.history.lock();
         self.connections.open.lock().remove(&self.id);
-        let views = std::mem::take(&mut *self.views.lock());
-        self.connections.retire(&self.vhost, 0, &views);
-        self.connections.history.lock().churn.connections_closed += 1;
+        self.views.lock().clear();
+        history.retire(&self.vhost, 0, finals);
+        history.churn.connections_closed += 1;
+    }
+}
+
+/// The address of a channel's view, to tell views apart whatever their vtable.
+fn view_address(view: &Arc<dyn ChannelView>) -> *const () {
+    Arc::as_ptr(view) as *const ()
+}
+
+/// The last counts of channels that closed, read before the history is locked.
+struct Finals {
+    stats: Vec<ChannelStats>,
+    exchanges: Vec<(String, ExchangeCounts)>,
+}
+
+impl Finals {
+    fn of(closed: &[Arc<dyn ChannelView>]) -> Finals {
+        Finals {
+            stats: closed.iter().map(|v| v.stats()).collect(),
+            exchanges: closed.iter().flat_map(|v| v.exchanges()).collect(),
+        }
+    }
+}
+
+impl History {
+    /// Counts channels opened, and keeps the counts of those closed.
+    fn retire(&mut self, vhost: &str, opened: usize, finals: Finals) {
+        self.churn.channels_opened += opened as u64;
+        self.churn.channels_closed += finals.stats.len() as u64;
+        for stats in &finals.stats {
+            self.retired.add(stats);
+        }
+        for (exchange, counts) in finals.exchanges {
+            self.retired_exchanges
+                .entry((vhost.to_string(), exchange))
+                .or_default()
+                .add(&counts);
+        }
     }
 }
 
@@ -496,30 +543,13 @@ impl Connections {
         all
     }
 
-    /// Counts channels opened, and keeps the counts of those closed.
-    fn retire(&self, vhost: &str, opened: usize, closed: &[Arc<dyn ChannelView>]) {
-        let finals: Vec<ChannelStats> = closed.iter().map(|v| v.stats()).collect();
-        let exchanges: Vec<(String, ExchangeCounts)> =
-            closed.iter().flat_map(|v| v.exchanges()).collect();
-        let mut history = self.history.lock();
-        history.churn.channels_opened += opened as u64;
-        history.churn.channels_closed += finals.len() as u64;
-        for stats in &finals {
-            history.retired.add(stats);
-        }
-        for (exchange, counts) in exchanges {
-            history
-                .retired_exchanges
-                .entry((vhost.to_string(), exchange))
-                .or_default()
-                .add(&counts);
-        }
-    }
-
     /// What was published to each exchange since the broker started, by vhost and name,
     /// on open and closed channels.
     pub fn exchange_totals(&self) -> HashMap<ExchangeKey, ExchangeCounts> {
-        let mut totals = self.history.lock().retired_exchanges.clone();
+        // The history stays locked while the open channels are read: a channel closing
+        // meanwhile is counted once, on one side or the other.
+        let history = self.history.lock();
+        let mut totals = history.retired_exchanges.clone();
         let entries: Vec<_> = self
             .open
             .lock()
@@ -542,11 +572,37 @@ impl Connections {
     /// Messages published, delivered and acknowledged on every channel since the broker
     /// started, open or closed.
     pub fn message_totals(&self) -> MessageTotals {
-        let mut totals = self.history.lock().retired;
+        // As in exchange_totals: history, then the open channels, read as one.
+        let history = self.history.lock();
+        let mut totals = history.retired;
         for channel in self.channels() {
             totals.add(&channel.stats);
         }
+        drop(history);
         totals
+    }
+
+    /// Counts a publish made without a channel (the HTTP API's) on its exchange.
+    pub fn note_exchange_publish(&self, vhost: &str, exchange: &str, routed: bool) {
+        let counts = ExchangeCounts {
+            published_in: 1,
+            routed_out: u64::from(routed),
+        };
+        self.history
+            .lock()
+            .retired_exchanges
+            .entry((vhost.to_string(), exchange.to_string()))
+            .or_default()
+            .add(&counts);
+    }
+
+    /// Forgets the counts of closed channels' exchanges that `keep` no longer wants (the
+    /// exchange was deleted): the history does not grow with every name ever used.
+    pub fn forget_exchanges(&self, keep: impl Fn(&ExchangeKey) -> bool) {
+        self.history
+            .lock()
+            .retired_exchanges
+            .retain(|key, _| keep(key));
     }
 
     pub fn churn(&self) -> Churn {

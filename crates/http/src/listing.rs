@@ -261,8 +261,8 @@ fn page_range(query: &ListQuery, count: usize) -> std::ops::Range<usize> {
     match query.page {
         None => 0..count,
         Some(page) => {
-            let start = ((page - 1) * query.page_size).min(count);
-            start..(start + query.page_size).min(count)
+            let start = (page - 1).saturating_mul(query.page_size).min(count);
+            start..start.saturating_add(query.page_size).min(count)
         }
     }
 }
@@ -335,6 +335,8 @@ mod tests {
         assert_eq!(regex["items"][0]["name"], "c d");
         assert!(respond(items(), &query("page=1&name=(&use_regex=true")).is_err());
         assert!(respond(items(), &query("page=9")).is_err());
+        // A page far past the end is refused, not computed.
+        assert!(respond(items(), &query("page=9223372036854775807&page_size=500")).is_err());
     }
 
     #[test]

@@ -246,13 +246,8 @@ fn node(out: &mut Exposition, broker: &Broker, queues: &[(String, String, QueueS
         "Total number of channels closed",
         churn.channels_closed,
     );
-    let (mut declared, mut created, mut deleted) = (0, 0, 0);
-    for vhost in broker.vhosts() {
-        let history = vhost.queue_history();
-        declared += history.declared;
-        created += history.created;
-        deleted += history.deleted;
-    }
+    let history = broker.queue_history();
+    let (declared, created, deleted) = (history.declared, history.created, history.deleted);
     out.counter(
         "rabbitmq_queues_declared",
         "Total number of queues declared",
@@ -451,14 +446,9 @@ fn channels(out: &mut Exposition, broker: &Broker, queues: &[(String, String, Qu
         &|s| s.unroutable_dropped,
         totals.unroutable_dropped,
     );
-    // Counted by queues, deleted ones included.
-    let mut counted = QueueCounters::default();
-    for vhost in broker.vhosts() {
-        counted.add(&vhost.queue_history().retired);
-    }
-    for (_, _, stats) in queues {
-        counted.add(&stats.counters);
-    }
+    // Counted by queues, deleted ones (and deleted vhosts') included, each vhost's
+    // queues and history read together.
+    let counted: QueueCounters = broker.queue_history().retired;
     if !out.per_object {
         for (name, help, value) in [
             (

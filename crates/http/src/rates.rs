@@ -37,6 +37,10 @@ struct Sample {
 #[derive(Debug, Default)]
 struct Samples {
     round: u64,
+    /// When the round before this one began: an object new in this round started from
+    /// zero since then at the latest.
+    previous_round_at: Option<Instant>,
+    this_round_at: Option<Instant>,
     objects: HashMap<Key, Sample>,
 }
 
@@ -49,7 +53,13 @@ pub struct Rates {
 impl Rates {
     /// Starts a sampling round: objects not recorded in it are forgotten at its end.
     pub fn begin(&self) {
-        self.samples.lock().round += 1;
+        self.begin_at(Instant::now());
+    }
+
+    fn begin_at(&self, at: Instant) {
+        let mut samples = self.samples.lock();
+        samples.round += 1;
+        samples.previous_round_at = samples.this_round_at.replace(at);
     }
 
     /// Records an object's values (counters and gauges, in a fixed order per kind).
@@ -73,7 +83,14 @@ impl Rates {
                         .collect()
                 }
             }
-            _ => vec![0.0; values.len()],
+            // New since the last round: it counted from zero, at most since then.
+            _ => match samples.previous_round_at {
+                Some(then) if at > then => {
+                    let seconds = at.duration_since(then).as_secs_f64();
+                    values.iter().map(|v| v / seconds).collect()
+                }
+                _ => vec![0.0; values.len()],
+            },
         };
         samples.objects.insert(
             key,

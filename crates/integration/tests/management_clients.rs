@@ -332,3 +332,68 @@ async fn exchanges_count_what_was_published_to_them_and_what_they_routed() {
     let row = find(&listed, "name", &exchange).unwrap();
     assert_eq!(row["message_stats"]["publish_in"], 4, "{row}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_connections_exclusive_queue_is_refused_to_get_purge_and_delete() {
+    let broker = start_broker_with_management().await;
+    let api = Management::of(&broker);
+    let (_connection, channel) = confirming_channel(&broker).await;
+    let queue = unique("mine");
+    channel
+        .queue_declare(
+            &queue,
+            QueueDeclareOptions {
+                exclusive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    channel
+        .basic_publish(
+            "",
+            &queue,
+            BasicPublishOptions::default(),
+            b"private",
+            Default::default(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let path = format!("/api/queues/%2F/{queue}");
+    let reason = api
+        .post(
+            &format!("{path}/get"),
+            json!({"count": 1, "ackmode": "ack_requeue_false", "encoding": "auto"}),
+        )
+        .await
+        .refused(400, "bad_request");
+    assert!(
+        reason
+            .as_str()
+            .unwrap()
+            .starts_with("405 RESOURCE_LOCKED - cannot obtain exclusive access to locked queue"),
+        "{reason}"
+    );
+    let reason = api
+        .delete(&format!("{path}/contents"))
+        .await
+        .refused(400, "bad_request");
+    assert!(
+        reason
+            .as_str()
+            .unwrap()
+            .starts_with("cannot obtain exclusive access"),
+        "{reason}"
+    );
+    api.delete(&path).await.refused(400, "bad_request");
+    // The owner's message is still there.
+    let got = channel
+        .basic_get(&queue, BasicGetOptions { no_ack: true })
+        .await
+        .unwrap()
+        .expect("the message");
+    assert_eq!(got.delivery.data, b"private");
+}

@@ -270,3 +270,62 @@ async fn health_checks_answer_ok_or_503() {
     // The aliveness test leaves its queue, as RabbitMQ's does.
     api.get("/api/queues/%2F/aliveness-test").await.expect(200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rates_follow_what_happens_between_two_samples() {
+    let broker = start_broker_with_management().await;
+    let api = Management::of(&broker);
+    let (_connection, channel) = confirming_channel(&broker).await;
+    let queue = unique("q");
+    channel
+        .queue_declare(
+            &queue,
+            lapin::options::QueueDeclareOptions {
+                exclusive: true,
+                ..Default::default()
+            },
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    for _ in 0..50 {
+        channel
+            .basic_publish("", &queue, Default::default(), b"m", Default::default())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    // Rates are sampled every 5 s (RabbitMQ's default): within two intervals, one
+    // sample before these publishes and one after frame them.
+    let rate = |v: &Value| v.as_f64().unwrap_or(0.0);
+    let overview = api
+        .until("/api/overview", |o| {
+            rate(&o["message_stats"]["publish_details"]["rate"]) > 0.0
+                && rate(&o["churn_rates"]["connection_created_details"]["rate"]) > 0.0
+        })
+        .await;
+    assert!(
+        rate(&overview["message_stats"]["publish_details"]["rate"]) > 0.0,
+        "{overview}"
+    );
+    assert!(
+        rate(&overview["churn_rates"]["connection_created_details"]["rate"]) > 0.0,
+        "{overview}"
+    );
+    if !broker.is_external() {
+        // Nothing was acknowledged, nothing closed (on a broker of this test's own: an
+        // external one serves other tests meanwhile).
+        assert_eq!(rate(&overview["message_stats"]["ack_details"]["rate"]), 0.0);
+        assert_eq!(
+            rate(&overview["churn_rates"]["connection_closed_details"]["rate"]),
+            0.0
+        );
+    }
+    let shown = api
+        .until(&format!("/api/queues/%2F/{queue}"), |q| {
+            rate(&q["message_stats"]["publish_details"]["rate"]) > 0.0
+        })
+        .await;
+    assert!(rate(&shown["messages_details"]["rate"]) > 0.0, "{shown}");
+}

@@ -36,6 +36,8 @@ struct Ring {
     /// Confirms decided so far: acks and nacks (management's counts).
     acked: u64,
     nacked: u64,
+    /// Slots still waiting to be decided.
+    waiting: u64,
 }
 
 /// The confirms of one channel; shared by the channel, the flusher's callbacks and the
@@ -92,6 +94,7 @@ impl Confirms {
     pub fn publish(&self) -> u64 {
         let mut ring = self.ring.lock();
         ring.slots.push_back(Slot::Waiting);
+        ring.waiting += 1;
         ring.base + ring.slots.len() as u64 - 1
     }
 
@@ -123,6 +126,7 @@ impl Confirms {
             Some(slot @ Slot::Waiting) => *slot = Slot::Ready(ok),
             _ => return false,
         }
+        ring.waiting -= 1;
         ring.count(ok);
         ring.fresh.push(tag);
         !std::mem::replace(&mut ring.queued, true)
@@ -132,6 +136,7 @@ impl Confirms {
     pub fn close(&self) {
         let mut ring = self.ring.lock();
         ring.closed = true;
+        ring.waiting = 0;
         ring.slots.clear();
         ring.fresh.clear();
     }

@@ -233,6 +233,10 @@ impl Queue {
 
     /// Removes every ready message; returns how many there were.
     pub fn purge(&self) -> u32 {
-        saturating_u64(self.state.lock().backlog.purge())
+        let mut state = self.state.lock();
+        let purged = state.backlog.purge();
+        // Nothing waits any more.
+        state.utilisation.unblocked();
+        saturating_u64(purged)
     }
 }

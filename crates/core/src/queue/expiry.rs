@@ -18,6 +18,10 @@ impl Queue {
             self.expire_head(state, self.now_ms());
             self.arm_timer(state);
         }
+        if state.backlog.is_empty() {
+            // Nothing waits any more (what waited expired or left).
+            state.utilisation.unblocked();
+        }
         std::mem::take(&mut state.dead_letters)
     }
 

@@ -76,6 +76,15 @@ pub struct QueueHistory {
     pub retired: crate::queue::QueueCounters,
 }
 
+impl QueueHistory {
+    pub fn add(&mut self, other: &QueueHistory) {
+        self.declared += other.declared;
+        self.created += other.created;
+        self.deleted += other.deleted;
+        self.retired.add(&other.retired);
+    }
+}
+
 fn inequivalent(what: &str, name: &str, vhost: &str, arg: &str, got: &str, current: &str) -> Error {
     Error::precondition(format_args!(
         "inequivalent arg '{arg}' for {what} '{name}' in vhost '{vhost}': received '{got}' but current is '{current}'"
@@ -177,6 +186,16 @@ impl VHost {
     /// What the vhost's queues did (see [`QueueHistory`]).
     pub fn queue_history(&self) -> QueueHistory {
         *self.history.lock()
+    }
+
+    /// The history with the live queues' counters added in `retired`: everything the
+    /// vhost's queues counted, read at once.
+    pub fn queue_totals(&self) -> QueueHistory {
+        let (queues, mut history) = self.queues_and_history();
+        for (_, stats) in &queues {
+            history.retired.add(&stats.counters);
+        }
+        history
     }
 
     /// Writes a change to the definitions store, if this broker has one.

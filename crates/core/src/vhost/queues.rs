@@ -7,11 +7,11 @@ use std::sync::Arc;
 use wharf_amqp::{ByteString, FieldTable};
 use wharf_store::{Change, QueueDef};
 
-use super::{check_arguments, generated_queue_name, inequivalent, VHost};
+use super::{check_arguments, generated_queue_name, inequivalent, QueueHistory, VHost};
 use crate::durability;
 use crate::error::{Error, Result};
 use crate::exchange::Destination;
-use crate::queue::{ConnectionId, Queue, QueueOptions};
+use crate::queue::{ConnectionId, Queue, QueueOptions, QueueStats};
 use crate::queue_arguments::QueueSettings;
 
 /// The arguments of queue.declare.
@@ -217,9 +217,28 @@ impl VHost {
                 })?;
             }
             queues.remove(name);
+            self.retire_counters(&queue);
             queue
         };
         Ok(Some(queue))
+    }
+
+    /// Keeps a queue's counters in the vhost's history as it leaves the map, under the
+    /// same write lock: a reader of the map and the history together
+    /// ([`VHost::queues_and_history`]) sees its counts once, never twice or not at all.
+    fn retire_counters(&self, queue: &Queue) {
+        let counters = queue.stats().counters;
+        let mut history = self.history.lock();
+        history.deleted += 1;
+        history.retired.add(&counters);
+    }
+
+    /// Every queue with its statistics, and the vhost's history, read together.
+    pub fn queues_and_history(&self) -> (Vec<(Arc<Queue>, QueueStats)>, QueueHistory) {
+        let queues = self.queues.read();
+        let read = queues.values().map(|q| (q.clone(), q.stats())).collect();
+        let history = *self.history.lock();
+        (read, history)
     }
 
     /// Deletes `queue` if it is still the one registered under its name (auto-delete and
@@ -235,7 +254,9 @@ impl VHost {
                             name: queue.name.to_string(),
                         });
                     }
-                    queues.remove(&queue.name)
+                    let removed = queues.remove(&queue.name);
+                    self.retire_counters(queue);
+                    removed
                 }
                 _ => None,
             }
@@ -247,12 +268,6 @@ impl VHost {
 
     fn finish_queue_deletion(&self, queue: Arc<Queue>) -> u32 {
         let count = queue.mark_deleted();
-        let counters = queue.stats().counters;
-        {
-            let mut history = self.history.lock();
-            history.deleted += 1;
-            history.retired.add(&counters);
-        }
         self.remove_bindings_to(&Destination::Queue(queue));
         count
     }

@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
 use serde_json::{json, Value};
+use wharf_core::access::{Access, ResourceKind};
 use wharf_core::vhost::QueueDeclare;
 use wharf_core::{Message, RouteCache};
 
@@ -161,7 +162,9 @@ pub async fn certificate_expiration(
 }
 
 /// Declares a queue `aliveness-test` in the vhost, publishes a message to it and gets
-/// it back, as RabbitMQ's check does (which leaves the queue there too).
+/// it back, as the caller and checked as their AMQP operations would be, as RabbitMQ's
+/// check does (which leaves the queue there too). Messages left in the queue by others
+/// are put back.
 pub async fn aliveness(
     State(api): State<Arc<Api>>,
     caller: Caller,
@@ -174,12 +177,14 @@ pub async fn aliveness(
         ));
     }
     let name = "aliveness-test";
+    let grant = api.broker.access.grant(caller.name(), &vhost.name);
     let declare = QueueDeclare {
         name: name.into(),
         ..QueueDeclare::default()
     };
-    let declared = vhost.declare_queue(declare, NO_CONNECTION)?;
-    let default = vhost.exchange("")?;
+    let declared = grant.declare_queue(&vhost, declare, NO_CONNECTION)?;
+    let target = grant.publish_target(&vhost, "")?;
+    grant.check(Access::Read, ResourceKind::Queue, name)?;
     let message = Arc::new(Message {
         exchange: "".into(),
         routing_key: name.into(),
@@ -187,15 +192,28 @@ pub async fn aliveness(
             .map_err(|e| ApiError::internal(e.to_string()))?,
         body: Bytes::from_static(b"test_message"),
     });
-    let published = vhost.publish(&default, message, &[], &mut RouteCache::default());
+    let published = vhost.publish(&target.exchange, message, &[], &mut RouteCache::default());
     if published.unroutable.is_some() || published.refused {
         return failed(json!({"status": "failed", "reason": "the test message was not routed"}));
     }
-    // Taken back from the queue (which may hold older test messages a consumer left).
-    while let Some(got) = declared.queue.get(true) {
+    // Taken back from the queue; anything else found on the way is put back.
+    let mut others = Vec::new();
+    let mut found = false;
+    while let Some(got) = declared.queue.get(false) {
         if &got.message.body[..] == b"test_message" {
-            return ok();
+            declared.queue.ack(&[got.offset]);
+            found = true;
+            break;
+        }
+        others.push(got.offset);
+    }
+    if !others.is_empty() {
+        declared.queue.requeue(&others);
+    }
+    match found {
+        true => ok(),
+        false => {
+            failed(json!({"status": "failed", "reason": "the test message did not come back"}))
         }
     }
-    failed(json!({"status": "failed", "reason": "the test message did not come back"}))
 }

@@ -16,6 +16,7 @@ use wharf_core::definitions_json::{json_to_table, table_to_json};
 use wharf_core::{ErrorKind, Message, RouteCache};
 
 use super::exchanges::exchange_name;
+use super::queues::NO_CONNECTION;
 use super::{json, require_keys};
 use crate::auth::Caller;
 use crate::body::JsonBody;
@@ -182,6 +183,12 @@ pub async fn publish(
     });
     let published = vhost.publish(&target.exchange, message, &[], &mut RouteCache::default());
     let routed = published.unroutable.is_none() && !published.refused;
+    // Counted as a channel's publish would be, on the exchange.
+    api.broker.connections.note_exchange_publish(
+        &vhost.name,
+        &target.exchange.name,
+        published.unroutable.is_none(),
+    );
     if let (Some(flusher), false) = (api.broker.flusher(), published.appended_to.is_empty()) {
         let (done, synced) = tokio::sync::oneshot::channel();
         flusher.after_sync(
@@ -299,9 +306,13 @@ pub async fn get(
     grant
         .check(Access::Read, ResourceKind::Queue, &name)
         .map_err(ApiError::from)?;
+    // As basic.get: another connection's exclusive queue is refused (405 in AMQP).
     let queue = vhost
-        .queue(&name)
-        .map_err(|error| ApiError::new(StatusCode::NOT_FOUND, "not_found", error.text()))?;
+        .queue_for(&name, NO_CONNECTION)
+        .map_err(|error| match error.kind {
+            ErrorKind::NotFound => ApiError::new(StatusCode::NOT_FOUND, "not_found", error.text()),
+            _ => channel_refusal(error),
+        })?;
     let mut taken = Vec::new();
     let mut answers = Vec::new();
     while count < 0 || (answers.len() as i64) < count {

@@ -12,6 +12,7 @@ use super::render::{self, count_with_rate, queue_message_stats, OVERVIEW_SAMPLED
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::listing::{self, ListQuery};
+use crate::rates::round_rate;
 use crate::rates::Key;
 use crate::Api;
 
@@ -72,7 +73,9 @@ pub async fn overview(
         .filter(|v| caller.sees_vhost(&api, &v.name))
         .collect();
     let (mut queues, mut consumers, mut exchanges) = (0usize, 0u64, 0usize);
-    let mut values = vec![0.0; OVERVIEW_SAMPLED];
+    // The queues' counts and their rates, summed over the vhosts the caller sees.
+    let width = render::CHANNEL_TOTALS_AT;
+    let (mut values, mut exact) = (vec![0.0; width], vec![0.0; width]);
     for vhost in &visible {
         exchanges += vhost.exchanges().len();
         let queue_list = vhost.queues();
@@ -80,11 +83,16 @@ pub async fn overview(
         for (sum, v) in values.iter_mut().zip(render::vhost_values(vhost)) {
             *sum += v;
         }
+        let key = Key::Vhost(vhost.name.to_string());
+        for (sum, r) in exact.iter_mut().zip(api.rates.exact(&key, width)) {
+            *sum += r;
+        }
         consumers += queue_list
             .iter()
             .map(|q| u64::from(q.stats().consumers))
             .sum::<u64>();
     }
+    let rates: Vec<f64> = exact.into_iter().map(round_rate).collect();
     let connections: Vec<_> = broker
         .connections
         .list()
@@ -97,45 +105,8 @@ pub async fn overview(
         .iter()
         .filter(|c| caller.sees_connection_of(&c.user))
         .count();
-    // Rates are of the whole broker: a monitor sees them; others see their vhosts' counts
-    // with the broker's rates, as RabbitMQ's management users do.
-    let rates = api.rates.of(&Key::Overview, OVERVIEW_SAMPLED);
-    let totals = broker.connections.message_totals();
-    let churn = broker.connections.churn();
     let mut message_stats = queue_message_stats(&values, &rates);
     let base = render::queue_sampled("messages");
-    let channel_base = base + 3;
-    // What channels counted replaces the queues' sums where RabbitMQ counts channels:
-    // a message published to two queues is one publish.
-    count_with_rate(
-        &mut message_stats,
-        "publish",
-        totals.published,
-        rates[channel_base],
-    );
-    let confirmed = channel_base + 7;
-    for (i, (name, count)) in [
-        ("confirm", totals.confirmed),
-        ("return_unroutable", totals.unroutable_returned),
-        ("drop_unroutable", totals.unroutable_dropped),
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        count_with_rate(&mut message_stats, name, count, rates[confirmed + i]);
-    }
-    let mut churn_rates = Map::new();
-    for (i, (name, count)) in [
-        ("connection_created", churn.connections_opened),
-        ("connection_closed", churn.connections_closed),
-        ("channel_created", churn.channels_opened),
-        ("channel_closed", churn.channels_closed),
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        count_with_rate(&mut churn_rates, name, count, rates[channel_base + 3 + i]);
-    }
     let mut queue_totals = Map::new();
     for (i, name) in ["messages", "messages_ready", "messages_unacknowledged"]
         .into_iter()
@@ -165,20 +136,52 @@ pub async fn overview(
         "erlang_full_version": "none (Wharf is written in Rust)",
         "disable_stats": query.disable_stats,
         "enable_queue_totals": query.enable_queue_totals,
-        "churn_rates": churn_rates,
         "queue_totals": queue_totals,
         "object_totals": {
             "channels": channels,
             "connections": connections.len(),
-            "consumers": consumers,
             "exchanges": exchanges,
             "queues": queues,
         },
         "statistics_db_event_queue": 0,
-        "node": broker.node.name(),
-        "listeners": listeners(&api),
-        "contexts": [],
     });
+    if caller.is_monitor() {
+        // The broker's own figures, which only monitors see (as in RabbitMQ): what
+        // channels counted (a message published to two queues is one publish, where the
+        // queues' sums count two), the churn, the node and its listeners.
+        let rates = api.rates.of(&Key::Overview, OVERVIEW_SAMPLED);
+        let at = render::CHANNEL_TOTALS_AT;
+        let totals = broker.connections.message_totals();
+        let churn = broker.connections.churn();
+        count_with_rate(&mut message_stats, "publish", totals.published, rates[at]);
+        for (i, (name, count)) in [
+            ("confirm", totals.confirmed),
+            ("return_unroutable", totals.unroutable_returned),
+            ("drop_unroutable", totals.unroutable_dropped),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            count_with_rate(&mut message_stats, name, count, rates[at + 7 + i]);
+        }
+        let mut churn_rates = Map::new();
+        for (i, (name, count)) in [
+            ("connection_created", churn.connections_opened),
+            ("connection_closed", churn.connections_closed),
+            ("channel_created", churn.channels_opened),
+            ("channel_closed", churn.channels_closed),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            count_with_rate(&mut churn_rates, name, count, rates[at + 3 + i]);
+        }
+        object["churn_rates"] = Value::Object(churn_rates);
+        object["object_totals"]["consumers"] = json!(consumers);
+        object["node"] = json!(broker.node.name());
+        object["listeners"] = Value::Array(listeners(&api));
+        object["contexts"] = json!([]);
+    }
     if !query.disable_stats {
         object["message_stats"] = Value::Object(message_stats);
     }

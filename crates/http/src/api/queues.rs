@@ -6,7 +6,6 @@ use axum::extract::{Path, State};
 use axum::http::{StatusCode, Uri};
 use axum::response::Response;
 use serde_json::{json, Value};
-use wharf_core::access::{Access, ResourceKind};
 use wharf_core::vhost::QueueDeclare;
 use wharf_core::VHost;
 
@@ -92,8 +91,9 @@ pub async fn put(
     Ok(done(put_status(!existed)))
 }
 
-/// Deletes a queue (an exclusive one too: an operator may remove what a client left);
-/// `if-unused` and `if-empty` as queue.delete's flags.
+/// Deletes a queue; `if-unused` and `if-empty` as queue.delete's flags. Another
+/// connection's exclusive queue is refused, as RabbitMQ's API refuses it (`wharf ctl
+/// delete_queue` deletes one).
 pub async fn delete(
     State(api): State<Arc<Api>>,
     caller: Caller,
@@ -103,10 +103,9 @@ pub async fn delete(
     let vhost = caller.vhost(&api, &vhost)?;
     vhost.queue(&name).map_err(|_| ApiError::not_found())?;
     let grant = api.broker.access.grant(caller.name(), &vhost.name);
-    grant.check(Access::Configure, ResourceKind::Queue, &name)?;
     let if_unused = query_flag(uri.query(), "if-unused");
     let if_empty = query_flag(uri.query(), "if-empty");
-    match vhost.delete_queue_as_administrator(&name, if_unused, if_empty) {
+    match grant.delete_queue(&vhost, &name, NO_CONNECTION, if_unused, if_empty) {
         Ok(_) => Ok(done(StatusCode::NO_CONTENT)),
         Err(error) if error.kind == wharf_core::ErrorKind::NotFound => Err(ApiError::not_found()),
         Err(error) => Err(error.into()),
@@ -120,10 +119,10 @@ pub async fn purge(
     Path((vhost, name)): Path<(String, String)>,
 ) -> ApiResult<Response> {
     let vhost = caller.vhost(&api, &vhost)?;
-    let queue = vhost.queue(&name).map_err(|_| ApiError::not_found())?;
+    vhost.queue(&name).map_err(|_| ApiError::not_found())?;
     let grant = api.broker.access.grant(caller.name(), &vhost.name);
-    grant.check(Access::Read, ResourceKind::Queue, &name)?;
-    queue.purge();
+    // As queue.purge: read permission, and not another connection's exclusive queue.
+    grant.purge_queue(&vhost, &name, NO_CONNECTION)?;
     Ok(done(StatusCode::NO_CONTENT))
 }
 

@@ -206,18 +206,20 @@ pub fn queue_json(api: &Api, queue: &Queue, stats: &QueueStats, query: &ListQuer
     );
     q.insert(
         "effective_policy_definition".into(),
-        effective_policy(api, queue),
+        effective_policy(api, queue, stats),
     );
     Value::Object(q)
 }
 
 /// The definition of the policy applied to a queue (`{}` for none).
-fn effective_policy(api: &Api, queue: &Queue) -> Value {
+fn effective_policy(api: &Api, queue: &Queue, stats: &QueueStats) -> Value {
+    let Some(applied) = &stats.policy else {
+        return json!({});
+    };
     let Some(vhost) = api.broker.vhost(&queue.vhost) else {
         return json!({});
     };
-    let applied = queue.stats().policy;
-    applied
+    Some(applied)
         .and_then(|name| {
             vhost
                 .policies()
@@ -470,7 +472,7 @@ impl Listed for ChannelRow {
             "global_prefetch_count": s.global_prefetch_count,
             "messages_unacknowledged": s.messages_unacknowledged,
             "messages_uncommitted": 0,
-            "messages_unconfirmed": 0,
+            "messages_unconfirmed": s.unconfirmed,
             "name": self.name,
             "node": self.api.broker.node.name(),
             "number": s.number,
@@ -527,6 +529,12 @@ pub fn sample_rates(api: &Arc<Api>) {
         }
         rates.record(Key::Vhost(vhost.name.to_string()), in_vhost);
     }
+    let broker = &api.broker;
+    broker.connections.forget_exchanges(|(vhost, name)| {
+        broker
+            .vhost(vhost)
+            .is_some_and(|v| v.exchange(name).is_ok())
+    });
     for ((vhost, name), counts) in api.broker.connections.exchange_totals() {
         rates.record(
             Key::Exchange { vhost, name },
@@ -577,10 +585,13 @@ pub fn sample_rates(api: &Arc<Api>) {
     rates.end();
 }
 
-/// How many values the overview is sampled for: the queues' summed, then the
-/// channels' totals (published, delivered, acked), the churn (4), and the channels'
-/// confirmed, returned and dropped.
-pub const OVERVIEW_SAMPLED: usize = QUEUE_SAMPLED.len() + 10;
+/// Where the overview's sample has the channels' totals (published, delivered, acked),
+/// then the churn (connections opened, closed, channels opened, closed), then the
+/// channels' confirmed, returned and dropped; the queues' sums come before.
+pub const CHANNEL_TOTALS_AT: usize = QUEUE_SAMPLED.len();
+
+/// How many values the overview is sampled for.
+pub const OVERVIEW_SAMPLED: usize = CHANNEL_TOTALS_AT + 10;
 
 /// How many values a channel is sampled for.
 const CHANNEL_SAMPLED: usize = 6;

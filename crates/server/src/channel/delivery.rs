@@ -167,6 +167,9 @@ pub struct ChannelDelivery {
 pub struct ExchangeTally {
     exchange: ByteString,
     counts: ExchangeCounts,
+    /// Set when counting began since the last flush; taken by the connection, which
+    /// then knows to flush this channel.
+    started: bool,
 }
 
 impl ExchangeTally {
@@ -176,8 +179,14 @@ impl ExchangeTally {
             self.flush(shared);
             self.exchange = exchange.clone();
         }
+        self.started |= self.counts.published_in == 0;
         self.counts.published_in += 1;
         self.counts.routed_out += u64::from(routed);
+    }
+
+    /// Whether counting began since the last call (the channel needs a flush).
+    pub fn take_started(&mut self) -> bool {
+        std::mem::take(&mut self.started)
     }
 
     pub fn flush(&mut self, shared: &ChannelDelivery) {

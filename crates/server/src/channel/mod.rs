@@ -129,6 +129,12 @@ impl Channel {
         self.tally.flush(&self.delivery);
     }
 
+    /// Whether the channel began counting publishes since the last call: the connection
+    /// then flushes it at the end of the read.
+    pub fn take_tally_started(&mut self) -> bool {
+        self.tally.take_started()
+    }
+
     /// What the queues delivered to consumers because of what this channel did since the
     /// last call: the connection lets the consumers' writers run before it reads on.
     pub fn take_woken(&self) -> Woken {

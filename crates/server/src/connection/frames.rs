@@ -23,7 +23,6 @@ impl Connection {
         let channel_id = frame.channel;
         if let FramePayload::Method(Method::BasicPublish(_)) = &frame.payload {
             self.published = true;
-            self.tallies_pending = true;
         }
         let content = matches!(
             frame.payload,
@@ -133,6 +132,9 @@ impl Connection {
         };
         if let Some(Slot::Open(channel)) = self.channels.get_mut(channel_id) {
             self.woken.merge(channel.take_woken());
+            if channel.take_tally_started() {
+                self.tallies_pending.push(channel_id);
+            }
         }
         if content && result.is_ok() {
             if let Some(Slot::Open(channel)) = self.channels.get_mut(channel_id) {

@@ -87,8 +87,8 @@ struct Connection {
     published: bool,
     /// A channel holds acks not yet applied to their queues.
     acks_pending: bool,
-    /// A channel published since the last [`Connection::flush_tallies`].
-    tallies_pending: bool,
+    /// The channels that published since the last [`Connection::flush_tallies`].
+    tallies_pending: Vec<u16>,
     /// Room for large bodies being received, shared by the listener's connections.
     body_budget: Option<Arc<BodyBudget>>,
     /// The channel whose large body (with room reserved for it) the last frame handled
@@ -221,7 +221,7 @@ where
         channels: ChannelTable::default(),
         published: false,
         acks_pending: false,
-        tallies_pending: false,
+        tallies_pending: Vec::new(),
         body_budget,
         finishing_body: None,
         body_awaiting_room: false,
@@ -421,14 +421,18 @@ impl Connection {
     /// Adds what channels published to their shared counts (see
     /// [`Channel::flush_tally`]): once per read, not per publish.
     fn flush_tallies(&mut self) {
-        if !std::mem::take(&mut self.tallies_pending) {
+        if self.tallies_pending.is_empty() {
             return;
         }
-        for slot in self.channels.values_mut() {
-            if let Slot::Open(channel) = slot {
+        let pending = std::mem::take(&mut self.tallies_pending);
+        for id in &pending {
+            if let Some(Slot::Open(channel)) = self.channels.get_mut(*id) {
                 channel.flush_tally();
             }
         }
+        // The list's room is kept for the next read.
+        self.tallies_pending = pending;
+        self.tallies_pending.clear();
     }
 
     /// Applies the acks channels gathered (see [`Channel::flush_acks`]).
