@@ -322,6 +322,12 @@ async fn rates_follow_what_happens_between_two_samples() {
             0.0
         );
     }
+    if broker.is_external() {
+        // RabbitMQ takes a new queue's first sample as its baseline: what it did before
+        // that has no rate.
+        return;
+    }
+    // Wharf counts a new queue's first interval from zero.
     let shown = api
         .until(&format!("/api/queues/%2F/{queue}"), |q| {
             rate(&q["message_stats"]["publish_details"]["rate"]) > 0.0
