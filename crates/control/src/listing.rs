@@ -371,7 +371,10 @@ pub fn connections(broker: &wharf_core::Broker, asked: &[String]) -> Response {
                 "client_version" => d.client_version.clone(),
                 "client_platform" => d.client_platform.clone(),
                 "protocol" => "AMQP 0-9-1".to_string(),
-                "state" => "running".to_string(),
+                "state" => match c.blocked {
+                    true => "blocked".to_string(),
+                    false => "running".to_string(),
+                },
                 // Keys were checked against CONNECTION_KEYS.
                 _ => String::new(),
             }

@@ -3,7 +3,7 @@
 //! user's); limits count them.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -194,6 +194,8 @@ struct Entry {
     /// Its open channels (for users' max-channels).
     channels: Arc<AtomicUsize>,
     traffic: Arc<Traffic>,
+    /// Held back from reading by a resource alarm (RabbitMQ's state "blocked").
+    blocked: Arc<AtomicBool>,
 }
 
 /// What is known of an open connection.
@@ -204,6 +206,8 @@ pub struct ConnectionSummary {
     pub channels: usize,
     pub received_bytes: u64,
     pub sent_bytes: u64,
+    /// Held back by a resource alarm ("blocked"), or running.
+    pub blocked: bool,
 }
 
 #[derive(Default)]
@@ -224,6 +228,7 @@ pub struct Registration {
     connections: Arc<Connections>,
     id: ConnectionId,
     vhost: String,
+    blocked: Arc<AtomicBool>,
     channels: Arc<AtomicUsize>,
     views: ChannelViews,
 }
@@ -235,6 +240,11 @@ impl std::fmt::Debug for Registration {
 }
 
 impl Registration {
+    /// Notes whether a resource alarm holds the connection back from reading.
+    pub fn set_blocked(&self, blocked: bool) {
+        self.blocked.store(blocked, Ordering::Relaxed);
+    }
+
     /// Notes how many channels the connection has open.
     pub fn set_channels(&self, open: usize) {
         self.channels.store(open, Ordering::Relaxed);
@@ -399,6 +409,7 @@ impl Connections {
         let channels = Arc::new(AtomicUsize::new(0));
         let views = ChannelViews::default();
         let vhost = details.vhost.clone();
+        let blocked = Arc::new(AtomicBool::new(false));
         open.insert(
             id,
             Entry {
@@ -407,6 +418,7 @@ impl Connections {
                 close,
                 channels: channels.clone(),
                 traffic,
+                blocked: blocked.clone(),
             },
         );
         drop(open);
@@ -415,6 +427,7 @@ impl Connections {
             connections: self.clone(),
             id,
             vhost,
+            blocked,
             channels,
             views,
         })
@@ -474,6 +487,7 @@ impl Connections {
                 channels: e.channels.load(Ordering::Relaxed),
                 received_bytes: e.traffic.received_bytes.load(Ordering::Relaxed),
                 sent_bytes: e.traffic.sent_bytes.load(Ordering::Relaxed),
+                blocked: e.blocked.load(Ordering::Relaxed),
             })
             .collect();
         all.sort_by_key(|c| c.id);

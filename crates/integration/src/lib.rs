@@ -219,7 +219,12 @@ pub async fn start_broker_with_tls_and(
 /// Starts a broker with its management HTTP API on a free port too. Against an external
 /// broker, `WHARF_TEST_EXTERNAL_HTTP` (host:port) names its API.
 pub async fn start_broker_with_management() -> TestBroker {
-    let mut broker = start_broker().await;
+    start_broker_with_management_and(ServerConfig::default()).await
+}
+
+/// [`start_broker_with_management`] with these listener settings (alarms, limits).
+pub async fn start_broker_with_management_and(config: ServerConfig) -> TestBroker {
+    let mut broker = start_broker_with(config).await;
     if broker.is_external() {
         let http = std::env::var("WHARF_TEST_EXTERNAL_HTTP")
             .expect("WHARF_TEST_EXTERNAL_HTTP (host:port of the management API)");

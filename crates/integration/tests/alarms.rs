@@ -209,3 +209,40 @@ async fn the_monitors_readings_are_the_brokers() {
     .await;
     assert_eq!(resources.read().disk_free_limit_bytes, Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocked_publisher_shows_as_blocked_in_the_management_api() {
+    if std::env::var("WHARF_TEST_EXTERNAL").is_ok() {
+        return; // needs control of the broker's limit
+    }
+    let (config, limit) = low_disk();
+    let broker = wharf_integration::start_broker_with_management_and(config).await;
+    let api = wharf_integration::management::Management::of(&broker);
+    let mut publisher = publisher_told_of_blocks(&broker).await;
+    tokio::time::sleep(Duration::from_millis(100)).await; // the monitor has run
+    publisher.publish(1, "", "nowhere", b"first").await;
+    assert!(matches!(
+        publisher.read_method().await,
+        Method::ConnectionBlocked(_)
+    ));
+    let states = |list: &serde_json::Value| -> Vec<String> {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["state"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let blocked = api
+        .until("/api/connections", |l| states(l) == ["blocked"])
+        .await;
+    assert_eq!(states(&blocked), ["blocked"], "{blocked}");
+    limit.store(0, Ordering::Relaxed);
+    assert_eq!(
+        publisher.read_method().await,
+        Method::ConnectionUnblocked(ConnectionUnblocked {})
+    );
+    let running = api
+        .until("/api/connections", |l| states(l) == ["running"])
+        .await;
+    assert_eq!(states(&running), ["running"], "{running}");
+}

@@ -401,7 +401,7 @@ pub fn connection_json(api: &Api, c: &ConnectionSummary) -> Value {
         "port": port,
         "protocol": "AMQP 0-9-1",
         "ssl": d.tls,
-        "state": "running",
+        "state": if c.blocked { "blocked" } else { "running" },
         "type": "network",
         "user": d.user,
         "user_who_performed_action": d.user,

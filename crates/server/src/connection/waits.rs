@@ -119,6 +119,26 @@ impl Connection {
             self.outbound.write(|out| encode_method(0, &blocked, out));
         }
         tracing::info!(id = self.id, reason, "publishing connection blocked");
+        self.handshake.registration.set_blocked(true);
+        let ending = self.blocked_until_clear(stops, alarm).await;
+        self.handshake.registration.set_blocked(false);
+        if ending.is_some() {
+            return ending;
+        }
+        if notify {
+            let unblocked = Method::ConnectionUnblocked(ConnectionUnblocked {});
+            self.outbound.write(|out| encode_method(0, &unblocked, out));
+        }
+        None
+    }
+
+    /// Waits while an alarm is on (consumers still served); an ending if the connection
+    /// must end meanwhile.
+    async fn blocked_until_clear(
+        &mut self,
+        stops: &mut Stops<'_>,
+        alarm: &mut watch::Receiver<Alarms>,
+    ) -> Option<Ending> {
         while alarm.borrow().any() {
             tokio::select! {
                 changed = alarm.changed() => {
@@ -135,10 +155,6 @@ impl Connection {
                 }
                 error = stops.closing() => return Some(Ending::Close(error)),
             }
-        }
-        if notify {
-            let unblocked = Method::ConnectionUnblocked(ConnectionUnblocked {});
-            self.outbound.write(|out| encode_method(0, &unblocked, out));
         }
         None
     }
