@@ -47,17 +47,7 @@ pub async fn serve(
         rates: rates::Rates::default(),
     });
     let sampler = tokio::spawn(rates::sample(api.clone(), shutdown.clone()));
-    let router = api::routes(api);
-    let mut serving = tokio::task::JoinSet::new();
-    for Listening { listener, tls } in listeners {
-        serving.spawn(serving::serve(
-            listener,
-            tls,
-            router.clone(),
-            shutdown.clone(),
-        ));
-    }
-    while serving.join_next().await.is_some() {}
+    serve_on_each(listeners, api::routes(api), shutdown).await;
     let _ = sampler.await;
 }
 
@@ -68,7 +58,15 @@ pub async fn serve_prometheus(
     broker: Arc<Broker>,
     shutdown: watch::Receiver<bool>,
 ) {
-    let router = metrics::routes(broker);
+    serve_on_each(listeners, metrics::routes(broker), shutdown).await;
+}
+
+/// Serves `router` on every listener until `shutdown` fires and they have all stopped.
+async fn serve_on_each(
+    listeners: Vec<Listening>,
+    router: axum::Router,
+    shutdown: watch::Receiver<bool>,
+) {
     let mut serving = tokio::task::JoinSet::new();
     for Listening { listener, tls } in listeners {
         serving.spawn(serving::serve(
