@@ -140,8 +140,14 @@ pub fn authenticate(api: &Api, parts: &Parts) -> Result<Caller, Response> {
         Some(header) => header,
         None => return Err(credentials_needed()),
     };
-    let (name, password) = match header.to_str().ok().and_then(basic_credentials) {
+    let text = header.to_str().unwrap_or_default();
+    let (name, password) = match basic_credentials(text) {
         Some(credentials) => credentials,
+        // Basic credentials that do not decode are a malformed request (400, no body, as
+        // RabbitMQ answers); another scheme is a failed login.
+        None if text.starts_with("Basic ") || text.starts_with("basic ") => {
+            return Err(axum::http::StatusCode::BAD_REQUEST.into_response())
+        }
         None => return Err(ApiError::login_failed().into_response()),
     };
     let user = match api.broker.access.authenticate(&name, &password) {
