@@ -38,15 +38,25 @@ fn rows(
     vhost
         .exchanges()
         .into_iter()
-        .map(|exchange| ExchangeRow {
-            api: api.clone(),
-            counts: counts
-                .get(&(vhost.name.to_string(), exchange.name.to_string()))
-                .copied(),
-            vhost: vhost.clone(),
-            exchange,
-        })
+        .map(|exchange| row(api, &vhost, exchange, counts))
         .collect()
+}
+
+/// An exchange with what was published to it.
+fn row(
+    api: &Arc<Api>,
+    vhost: &Arc<VHost>,
+    exchange: Arc<wharf_core::Exchange>,
+    counts: &HashMap<ExchangeKey, ExchangeCounts>,
+) -> ExchangeRow {
+    ExchangeRow {
+        api: api.clone(),
+        counts: counts
+            .get(&(vhost.name.to_string(), exchange.name.to_string()))
+            .copied(),
+        vhost: vhost.clone(),
+        exchange,
+    }
 }
 
 pub async fn list(
@@ -87,15 +97,7 @@ pub async fn show(
         .exchange(exchange_name(&name))
         .map_err(|_| ApiError::not_found())?;
     let counts = api.broker.connections.exchange_totals();
-    let row = ExchangeRow {
-        api: api.clone(),
-        counts: counts
-            .get(&(vhost.name.to_string(), exchange.name.to_string()))
-            .copied(),
-        vhost: vhost.clone(),
-        exchange,
-    };
-    let mut object = row.render(&query);
+    let mut object = row(&api, &vhost, exchange, &counts).render(&query);
     object["incoming"] = serde_json::json!([]);
     object["outgoing"] = serde_json::json!([]);
     json(listing::one(object, &query))
