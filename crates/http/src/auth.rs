@@ -22,6 +22,7 @@ use wharf_core::{User, VHost};
 
 use crate::error::{credentials_needed, ApiError, ApiResult};
 use crate::serving::Peer;
+use crate::session::{Refusal, Sessions};
 use crate::Api;
 
 /// The tags that let a user log in to the management API.
@@ -134,13 +135,32 @@ fn basic_credentials(value: &str) -> Option<(String, String)> {
     Some((user.to_string(), password.to_string()))
 }
 
-/// Checks a request's credentials: the user, or the answer to refuse it with.
+/// The token of a bearer Authorization header (a web UI session's).
+fn bearer_token(value: &str) -> Option<&str> {
+    value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+        .map(str::trim)
+}
+
+/// Checks a request's credentials (basic, or a UI session's token): the user, or the
+/// answer to refuse it with.
 pub fn authenticate(api: &Api, parts: &Parts) -> Result<Caller, Response> {
     let header = match parts.headers.get(AUTHORIZATION) {
         Some(header) => header,
         None => return Err(credentials_needed()),
     };
     let text = header.to_str().unwrap_or_default();
+    if let Some(token) = bearer_token(text) {
+        let user = Sessions::user_of(token).and_then(|name| api.broker.access.user(&name));
+        return match user.map(|user| (api.sessions.verify(token, &user), user)) {
+            Some((Ok(()), user)) => admit(api, parts, user),
+            Some((Err(Refusal::Expired), _)) => {
+                Err(ApiError::not_authorised("Session expired").into_response())
+            }
+            _ => Err(ApiError::login_failed().into_response()),
+        };
+    }
     let (name, password) = match basic_credentials(text) {
         Some(credentials) => credentials,
         // Basic credentials that do not decode are a malformed request (400, no body, as
@@ -150,10 +170,15 @@ pub fn authenticate(api: &Api, parts: &Parts) -> Result<Caller, Response> {
         }
         None => return Err(ApiError::login_failed().into_response()),
     };
-    let user = match api.broker.access.authenticate(&name, &password) {
-        Some(user) => user,
-        None => return Err(ApiError::login_failed().into_response()),
-    };
+    match api.broker.access.authenticate(&name, &password) {
+        Some(user) => admit(api, parts, user),
+        None => Err(ApiError::login_failed().into_response()),
+    }
+}
+
+/// Lets a user whose credentials are good in, unless the broker keeps them to loopback
+/// and the request is from elsewhere, or they have no management tag.
+pub fn admit(api: &Api, parts: &Parts, user: User) -> Result<Caller, Response> {
     let from_loopback = parts
         .extensions
         .get::<Peer>()
@@ -190,6 +215,8 @@ mod tests {
         assert_eq!(basic_credentials("Basic !!!"), None);
         // "guest" without a colon.
         assert_eq!(basic_credentials("Basic Z3Vlc3Q="), None);
+        assert_eq!(bearer_token("Bearer wharf1.a.b"), Some("wharf1.a.b"));
+        assert_eq!(bearer_token("Basic wharf1.a.b"), None);
     }
 
     #[test]

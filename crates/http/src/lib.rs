@@ -11,6 +11,8 @@ pub mod listing;
 pub mod metrics;
 pub mod rates;
 pub mod serving;
+pub mod session;
+pub mod ui;
 
 mod api;
 
@@ -22,11 +24,12 @@ use wharf_core::Broker;
 
 pub use serving::TlsSource;
 
-/// What every request handler reaches: the broker, and the rates sampled from its
-/// counters.
+/// What every request handler reaches: the broker, the rates sampled from its counters,
+/// and the web UI's sessions.
 pub struct Api {
     pub broker: Arc<Broker>,
     pub rates: rates::Rates,
+    pub sessions: session::Sessions,
 }
 
 /// A listening socket and, for HTTPS, its TLS.
@@ -35,16 +38,19 @@ pub struct Listening {
     pub tls: Option<TlsSource>,
 }
 
-/// Serves the API on every listener (HTTPS where TLS is given) until `shutdown` fires.
-/// Rates are sampled while it runs.
+/// Serves the API and the web UI on every listener (HTTPS where TLS is given) until
+/// `shutdown` fires, the UI's sessions signed with `sessions`' key. Rates are sampled
+/// while it runs.
 pub async fn serve(
     listeners: Vec<Listening>,
     broker: Arc<Broker>,
+    sessions: session::Sessions,
     shutdown: watch::Receiver<bool>,
 ) {
     let api = Arc::new(Api {
         broker,
         rates: rates::Rates::default(),
+        sessions,
     });
     let sampler = tokio::spawn(rates::sample(api.clone(), shutdown.clone()));
     serve_on_each(listeners, api::routes(api), shutdown).await;

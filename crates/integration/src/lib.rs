@@ -254,6 +254,7 @@ pub async fn start_broker_with_management_and(config: ServerConfig) -> TestBroke
     broker.http = Some(tokio::spawn(wharf_http::serve(
         listening,
         core.clone(),
+        wharf_http::session::Sessions::ephemeral(),
         shutdown.clone(),
     )));
     let metrics = TcpListener::bind("127.0.0.1:0")

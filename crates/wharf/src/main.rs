@@ -374,9 +374,15 @@ fn serve_http(
     }
     let mut tasks = Vec::new();
     if !listeners.is_empty() {
+        // The web UI's sessions are signed with a key kept beside the data, so that a
+        // restart does not log everyone out.
+        let key = config.data_dir.join("http-session.key");
+        let sessions = wharf_http::session::Sessions::load_or_create(&key)
+            .with_context(|| format!("cannot read or make {}", key.display()))?;
         tasks.push(tokio::spawn(wharf_http::serve(
             listeners,
             broker.clone(),
+            sessions,
             shutdown.subscribe(),
         )));
     }

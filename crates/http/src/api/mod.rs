@@ -14,6 +14,7 @@ mod permissions;
 mod policies;
 mod queues;
 pub(crate) mod render;
+mod session;
 mod users;
 mod vhosts;
 
@@ -98,6 +99,12 @@ async fn method_not_allowed() -> StatusCode {
 
 pub fn routes(api: Arc<Api>) -> Router {
     let router = Router::new()
+        .route("/", get(crate::ui::index))
+        .route("/ui/{*path}", get(crate::ui::file))
+        .route(
+            "/api/wharf/session",
+            post(session::login).delete(session::logout),
+        )
         .route("/api/overview", get(overview::overview))
         .route("/api/cluster-name", get(overview::cluster_name))
         .route("/api/whoami", get(overview::whoami))
