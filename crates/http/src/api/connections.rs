@@ -145,7 +145,12 @@ pub async fn channel(
         .into_iter()
         .find(|c| c.name == name)
         .ok_or_else(ApiError::not_found)?;
-    json(listing::one(row.render(&query), &query))
+    let mut object = row.render(&query);
+    let (connection, number) = (row.channel.connection, row.channel.stats.number);
+    object["consumer_details"] = Value::Array(consumers_json(&api, |c| {
+        c.connection == connection && c.channel == number
+    }));
+    json(listing::one(object, &query))
 }
 
 pub async fn consumers(State(api): State<Arc<Api>>, caller: Caller) -> ApiResult<Response> {
