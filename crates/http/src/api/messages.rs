@@ -25,7 +25,7 @@ use crate::Api;
 
 /// A refusal of the AMQP operation behind a request, worded as RabbitMQ's API words
 /// the channel error it gets: "404 NOT_FOUND - no exchange 'x' in vhost '/'".
-fn channel_refusal(error: wharf_core::Error) -> ApiError {
+pub(super) fn channel_refusal(error: wharf_core::Error) -> ApiError {
     let code = match error.kind {
         ErrorKind::AccessRefused => 403,
         ErrorKind::NotFound => 404,

@@ -9,6 +9,7 @@ mod exchanges;
 mod health;
 mod limits;
 mod messages;
+mod move_messages;
 mod overview;
 mod permissions;
 mod policies;
@@ -199,6 +200,10 @@ pub fn routes(api: Arc<Api>) -> Router {
         )
         .route("/api/queues/{vhost}/{name}/get", post(messages::get))
         .route("/api/queues/{vhost}/{name}/actions", post(queues::action))
+        .route(
+            "/api/wharf/queues/{vhost}/{name}/move",
+            post(move_messages::move_messages),
+        )
         .route("/api/bindings", get(bindings::list))
         .route("/api/bindings/{vhost}", get(bindings::list_in_vhost))
         .route(
@@ -288,6 +293,29 @@ pub fn routes(api: Arc<Api>) -> Router {
             get(health::certificate_expiration),
         )
         .method_not_allowed_fallback(method_not_allowed)
-        .fallback(not_found);
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn(no_prompt_for_sessions));
     router.with_state(api)
+}
+
+/// A refusal of the web UI's requests (a login, or a request with a session's token)
+/// carries no basic-auth challenge, which would make the browser prompt for a password
+/// over the page.
+async fn no_prompt_for_sessions(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let from_ui = request.uri().path() == "/api/wharf/session"
+        || request
+            .headers()
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .is_some_and(|value| value.starts_with("Bearer ") || value.starts_with("bearer "));
+    let mut response = next.run(request).await;
+    if from_ui {
+        response
+            .headers_mut()
+            .remove(axum::http::header::WWW_AUTHENTICATE);
+    }
+    response
 }

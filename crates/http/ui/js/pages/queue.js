@@ -4,7 +4,7 @@
 import { h, fill, count, rate, bytes, brief, facts, link } from "../dom.js";
 import * as api from "../api.js";
 import { lineChart, draw, gaugePoints, ratePoints } from "../chart.js";
-import { actionButton, confirmAction } from "../forms.js";
+import { actionButton, confirmAction, field, form, textInput } from "../forms.js";
 import { bindingsTable, bindForm } from "../bindings.js";
 import { publishForm, getForm } from "../messages.js";
 import { features } from "./queues.js";
@@ -38,6 +38,26 @@ function consumersTable(consumers) {
         ),
       ),
     ),
+  );
+}
+
+/** Moves the queue's ready messages to another queue of the vhost. */
+function moveForm(vhost, name, moved) {
+  return form(
+    { class: "move" },
+    [
+      h("h2", {}, "Move messages"),
+      h("p", { class: "hint" }, "Moves the messages ready now to another queue of this vhost, published to it through the default exchange. Each batch leaves this queue only once the other holds it."),
+      field("Destination queue", textInput("destination", { required: true })),
+      h("button", { type: "submit" }, "Move messages"),
+    ],
+    async (v) => {
+      const destination = v.destination.trim();
+      if (!destination) throw new Error("Name the queue to move the messages to.");
+      const answer = await api.post(api.apiPath("wharf", "queues", vhost, name, "move"), { destination });
+      moved();
+      return `${answer.moved} messages moved to ${destination}.`;
+    },
   );
 }
 
@@ -92,6 +112,7 @@ export function page({ vhost, name }) {
     bindForm(vhost, { queue: name }, reloadBindings),
     publishForm(vhost, "", name),
     getForm(vhost, name, () => refresh().catch(() => {})),
+    moveForm(vhost, name, () => refresh().catch(() => {})),
     h("section", { class: "danger-zone" }, h("h2", {}, "Purge or delete"), h("div", { class: "buttons" }, purge, remove)),
   );
 
