@@ -14,6 +14,7 @@ from ui import (
     filter_list,
     login,
     open_route,
+    path,
     row,
     rows,
     screenshot,
@@ -207,3 +208,19 @@ def test_declaring_with_a_bad_argument_says_why(page, broker):
     expect(form.locator("[role=alert]")).not_to_have_text(re.compile(r"^\s*[{\[]"))
     screenshot(page, "queues-declare-refused")
     assert broker.queue("/", name) is None
+
+
+def test_a_filter_still_being_typed_stays_on_its_list(page, broker):
+    name = unique("typing")
+    declare(broker, {name: 0})
+    open_queues(page)
+    filter_list(page, name)
+    link = row(page, f"//{name}").get_by_role("link", name=name)
+    expect(link).to_be_visible()
+
+    # Following a link within the UI's pause in typing (250 ms) before it filters.
+    page.locator("input[name=filter]").fill(name[:-1])
+    link.click()
+    expect(page.locator("main h1 code")).to_have_text(name)
+    page.wait_for_timeout(500)
+    assert page.url.endswith(path("queues", "/", name)), f"the list's filter followed to the queue's page: {page.url}"

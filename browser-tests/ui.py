@@ -51,6 +51,10 @@ class Watch:
             self._report("console", f"{message.text} ({url})")
 
     def _request_failed(self, request):
+        # Cancelled, not failed: the page was left (a test's goto) or the UI dropped a
+        # request it no longer needs.
+        if request.failure == "net::ERR_ABORTED":
+            return
         self._report("request failed", f"{request.method} {request.url}: {request.failure}")
 
     def _response(self, response):
@@ -154,8 +158,8 @@ def session_entry(page):
 
 
 def path(*segments):
-    """A hash route with percent-encoded segments, as the UI makes its links."""
-    return "#/" + "/".join(quote(s, safe="") for s in segments)
+    """A hash route with segments encoded as the UI's links are (encodeURIComponent)."""
+    return "#/" + "/".join(quote(s, safe="!'()*") for s in segments)
 
 
 def open_route(page, route):
@@ -213,9 +217,19 @@ def sort_header(page, label):
 
 
 def filter_list(page, text, regex=None):
+    """Sets the list's filter and waits until the list has taken it (the UI waits for a
+    pause in typing), so that a click after it is on the filtered list's page."""
     if regex is not None:
         page.locator("input[name=use_regex]").set_checked(regex)
     page.locator("input[name=filter]").fill(text)
+    page.wait_for_function(
+        """([text, regex]) => {
+            const search = new URLSearchParams(location.hash.split("?")[1] || "");
+            return (search.get("name") || "") === text
+                && (regex === null || (search.get("use_regex") === "true") === regex);
+        }""",
+        arg=[text, regex],
+    )
 
 
 def expect_rows(page, ids):
