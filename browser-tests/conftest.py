@@ -11,7 +11,7 @@ import pytest
 from playwright.sync_api import expect, sync_playwright
 
 import ui
-from wharf import Broker
+from wharf import running_broker
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VIEWPORT = {"width": 1400, "height": 900}
@@ -42,16 +42,6 @@ def pytest_configure(config):
     else:
         raise pytest.UsageError(f"no wharf binary at {binary}: build it (cargo build --release -p wharf)")
     expect.set_options(timeout=TIMEOUT_MS)
-
-
-@contextlib.contextmanager
-def running_broker(binary):
-    broker = Broker(binary)
-    try:
-        broker.start()
-        yield broker
-    finally:
-        broker.close()
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,6 @@ from ui import (
     confirm,
     expect_http_errors,
     expect_rows,
-    fact,
     filter_list,
     login,
     open_route,

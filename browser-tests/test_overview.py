@@ -4,8 +4,8 @@ away and comes back."""
 import pytest
 from playwright.sync_api import expect
 
-from conftest import running_broker
 from ui import expect_unreachable, login, screenshot
+from wharf import running_broker
 
 QUEUES = 3
 MESSAGES_PER_QUEUE = 4

@@ -6,6 +6,7 @@ restart would.
 """
 
 import base64
+import contextlib
 import json
 import re
 import shutil
@@ -191,3 +192,14 @@ class Broker:
 
     def queue_bindings(self, vhost, name):
         return self.api("GET", f"/api/queues/{quote(vhost)}/{quote(name)}/bindings")
+
+
+@contextlib.contextmanager
+def running_broker(binary):
+    """A started broker, stopped and its data removed at the end of the block."""
+    broker = Broker(binary)
+    try:
+        broker.start()
+        yield broker
+    finally:
+        broker.close()

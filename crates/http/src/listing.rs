@@ -1,7 +1,8 @@
 //! Lists as RabbitMQ's API gives them: sorted (`sort`, `sort_reverse`; by vhost and name
 //! unless asked), paged (`page`, `page_size`, filtered by `name`, a regex with
 //! `use_regex`), and cut to the `columns` asked for. Only the page's items are rendered
-//! as JSON, unless the sort key needs them all.
+//! as JSON, unless the sort key needs them all. The same query carries the sample ranges
+//! a detail may ask for (`lengths_age`, `msg_rates_incr`, ...).
 
 use std::cmp::Ordering;
 
@@ -11,6 +12,7 @@ use axum::http::StatusCode;
 use serde_json::{Map, Value};
 
 use crate::error::ApiError;
+use crate::rates::{Range, Ranges, RANGE_SAMPLES_MAX};
 
 /// RabbitMQ's limit on `page_size`.
 const MAX_PAGE_SIZE: usize = 500;
@@ -29,6 +31,47 @@ pub struct ListQuery {
     /// `disable_stats=true`: leave out statistics (message_stats and rates).
     pub disable_stats: bool,
     pub enable_queue_totals: bool,
+    /// The samples asked for; read through [`ListQuery::ranges`].
+    ranges: Ranges,
+    /// Why the range parameters are refused (checked only where RabbitMQ reads them).
+    range_refusal: Option<String>,
+}
+
+/// RabbitMQ's prefixes of range parameters, in the order it checks them. `node_stats`
+/// is checked too (a bad one is refused as RabbitMQ refuses it); Wharf keeps no node
+/// history.
+const RANGE_PREFIXES: [&str; 4] = ["lengths", "msg_rates", "data_rates", "node_stats"];
+
+/// An integer as Erlang's `list_to_integer` reads one (an optional sign, then digits);
+/// None for anything else, which RabbitMQ ignores. Beyond i128 it saturates.
+fn erlang_integer(text: &str) -> Option<i128> {
+    let (negative, digits) = match text.as_bytes().first() {
+        Some(b'-') => (true, &text[1..]),
+        Some(b'+') => (false, &text[1..]),
+        _ => (false, text),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let magnitude = digits.parse::<i128>().unwrap_or(i128::MAX);
+    Some(if negative { -magnitude } else { magnitude })
+}
+
+/// One prefix's range: None unless both `_age` and `_incr` are integers; refused unless
+/// both are positive and ask at most [`RANGE_SAMPLES_MAX`] increments.
+fn range(age: Option<&str>, incr: Option<&str>) -> Result<Option<Range>, String> {
+    let (Some(age), Some(incr)) = (age.and_then(erlang_integer), incr.and_then(erlang_integer))
+    else {
+        return Ok(None);
+    };
+    if age > 0 && incr > 0 && age / incr <= i128::from(RANGE_SAMPLES_MAX) {
+        let seconds = |v: i128| u64::try_from(v).unwrap_or(u64::MAX);
+        return Ok(Some(Range {
+            age_s: seconds(age),
+            incr_s: seconds(incr),
+        }));
+    }
+    Err(format!("Invalid range parameters: age {age}, incr {incr}"))
 }
 
 fn flag(value: &str) -> bool {
@@ -43,6 +86,7 @@ impl ListQuery {
         };
         let pairs = query.map(|q| form_pairs(q.as_bytes())).unwrap_or_default();
         let (mut page, mut page_size) = (None, None);
+        list.read_ranges(&pairs);
         for (key, value) in pairs {
             match key.as_str() {
                 "columns" => {
@@ -67,6 +111,58 @@ impl ListQuery {
             list.paging(&page, page_size.as_deref())?;
         }
         Ok(list)
+    }
+
+    /// The range parameters, as RabbitMQ reads them: the first of each name counts.
+    fn read_ranges(&mut self, pairs: &[(String, String)]) {
+        let first = |name: String| {
+            pairs
+                .iter()
+                .find(|(key, _)| *key == name)
+                .map(|(_, value)| value.as_str())
+        };
+        let mut read = [None; RANGE_PREFIXES.len()];
+        for (prefix, range_read) in RANGE_PREFIXES.iter().zip(&mut read) {
+            let asked = range(
+                first(format!("{prefix}_age")),
+                first(format!("{prefix}_incr")),
+            );
+            match asked {
+                Ok(asked) => *range_read = asked,
+                Err(refusal) => {
+                    self.range_refusal = Some(refusal);
+                    return;
+                }
+            }
+        }
+        let [lengths, msg_rates, data_rates, _node_stats] = read;
+        self.ranges = Ranges {
+            lengths,
+            msg_rates,
+            data_rates,
+        };
+    }
+
+    /// The sample ranges asked for; bad ones are refused (400 `bad_request`, as
+    /// RabbitMQ's details, overview, connections and channels refuse them).
+    pub fn ranges(&self) -> Result<Ranges, ApiError> {
+        match &self.range_refusal {
+            None => Ok(self.ranges),
+            Some(refusal) => Err(ApiError::bad_request(refusal.clone())),
+        }
+    }
+
+    /// Checks the sample ranges as RabbitMQ's lists of queues, exchanges and vhosts do
+    /// (400 `invalid_range_parameters`). Lists show no samples: see docs/management.md.
+    pub fn check_list_ranges(&self) -> Result<(), ApiError> {
+        match &self.range_refusal {
+            None => Ok(()),
+            Some(refusal) => Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_range_parameters",
+                refusal.clone(),
+            )),
+        }
     }
 
     /// Checks the paging parameters (only read when `page` is given) as RabbitMQ does.
@@ -358,5 +454,82 @@ mod tests {
         // Without a page, page_size is not read.
         assert!(ListQuery::parse(Some("page_size=x")).is_ok());
         assert_eq!(query("name=a+b%2Fc").name.as_deref(), Some("a b/c"));
+    }
+
+    #[test]
+    fn ranges_are_read_as_rabbitmq_reads_them() {
+        let ranges = query("lengths_age=60&lengths_incr=5&msg_rates_age=%2B600&msg_rates_incr=05")
+            .ranges()
+            .unwrap();
+        assert_eq!(
+            ranges.lengths,
+            Some(Range {
+                age_s: 60,
+                incr_s: 5
+            })
+        );
+        assert_eq!(
+            ranges.msg_rates,
+            Some(Range {
+                age_s: 600,
+                incr_s: 5
+            })
+        );
+        assert_eq!(ranges.data_rates, None);
+        // Not integers, or half a range: ignored, as RabbitMQ ignores them.
+        for ignored in [
+            "lengths_age=abc&lengths_incr=5",
+            "lengths_age=60",
+            "lengths_age=60.0&lengths_incr=5",
+            "lengths_age=&lengths_incr=5",
+            "lengths_age=%2060&lengths_incr=5",
+            "data_rates_incr=5",
+        ] {
+            assert_eq!(
+                query(ignored).ranges().unwrap(),
+                Ranges::default(),
+                "{ignored}"
+            );
+        }
+        // The first of a repeated name counts.
+        let first = query("lengths_age=60&lengths_incr=5&lengths_age=0").ranges();
+        assert_eq!(
+            first.unwrap().lengths,
+            Some(Range {
+                age_s: 60,
+                incr_s: 5
+            })
+        );
+    }
+
+    #[test]
+    fn bad_ranges_are_refused_with_rabbitmqs_words() {
+        for (bad, reason) in [
+            ("lengths_age=60&lengths_incr=0", "age 60, incr 0"),
+            ("lengths_age=0&lengths_incr=5", "age 0, incr 5"),
+            ("msg_rates_age=-60&msg_rates_incr=5", "age -60, incr 5"),
+            ("data_rates_age=2505&data_rates_incr=5", "age 2505, incr 5"),
+            ("node_stats_age=60&node_stats_incr=-0", "age 60, incr 0"),
+            // The first prefix refused is named.
+            (
+                "msg_rates_age=70&msg_rates_incr=0&lengths_age=60&lengths_incr=0",
+                "age 60, incr 0",
+            ),
+        ] {
+            let parsed = query(bad);
+            let refused = parsed.ranges().unwrap_err();
+            assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{bad}");
+            assert_eq!(refused.error, "bad_request");
+            assert_eq!(
+                refused.reason,
+                format!("Invalid range parameters: {reason}")
+            );
+            let listed = parsed.check_list_ranges().unwrap_err();
+            assert_eq!(listed.error, "invalid_range_parameters");
+        }
+        // At most 500 increments.
+        assert!(query("lengths_age=2500&lengths_incr=5").ranges().is_ok());
+        let huge = query("lengths_age=99999999999999999999999&lengths_incr=1");
+        assert!(huge.ranges().is_err());
     }
 }

@@ -14,6 +14,7 @@ use super::{done, json};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::listing::{self, ListQuery, Listed};
+use crate::rates;
 use crate::Api;
 
 /// The reason a client hears when its connection is closed without an X-Reason header.
@@ -41,6 +42,7 @@ pub async fn list(
     caller: Caller,
     query: ListQuery,
 ) -> ApiResult<Response> {
+    query.ranges()?;
     json(listing::respond(connection_rows(&api, &caller), &query)?)
 }
 
@@ -51,6 +53,7 @@ pub async fn list_in_vhost(
     query: ListQuery,
 ) -> ApiResult<Response> {
     let vhost = caller.vhost_to_read(&api, &vhost)?;
+    query.ranges()?;
     let mut rows = connection_rows(&api, &caller);
     rows.retain(|r| r.vhost() == &*vhost.name);
     json(listing::respond(rows, &query)?)
@@ -80,8 +83,11 @@ pub async fn show(
     Path(name): Path<String>,
     query: ListQuery,
 ) -> ApiResult<Response> {
+    // As RabbitMQ's: bad ranges are refused before the connection is looked up.
+    let windows = query.ranges()?.windows(rates::now_ms());
     let row = connection_named(&api, &caller, &name)?;
-    json(listing::one(connection_json(&api, &row.connection), &query))
+    let object = connection_json(&api, &row.connection, &windows);
+    json(listing::one(object, &query))
 }
 
 /// Closes the connection with 320 CONNECTION_FORCED and the X-Reason header's text.
@@ -109,6 +115,7 @@ pub async fn channels_of(
     Path(name): Path<String>,
     query: ListQuery,
 ) -> ApiResult<Response> {
+    query.ranges()?;
     let row = connection_named(&api, &caller, &name)?;
     let mut channels = channel_rows(&api, &caller);
     channels.retain(|c| c.channel.connection == row.connection.id);
@@ -120,6 +127,7 @@ pub async fn channels(
     caller: Caller,
     query: ListQuery,
 ) -> ApiResult<Response> {
+    query.ranges()?;
     json(listing::respond(channel_rows(&api, &caller), &query)?)
 }
 
@@ -130,6 +138,7 @@ pub async fn channels_in_vhost(
     query: ListQuery,
 ) -> ApiResult<Response> {
     let vhost = caller.vhost_to_read(&api, &vhost)?;
+    query.ranges()?;
     let mut rows = channel_rows(&api, &caller);
     rows.retain(|r| r.vhost() == &*vhost.name);
     json(listing::respond(rows, &query)?)
@@ -141,11 +150,12 @@ pub async fn channel(
     Path(name): Path<String>,
     query: ListQuery,
 ) -> ApiResult<Response> {
+    let windows = query.ranges()?.windows(rates::now_ms());
     let row = channel_rows(&api, &caller)
         .into_iter()
         .find(|c| c.name == name)
         .ok_or_else(ApiError::not_found)?;
-    let mut object = row.render(&query);
+    let mut object = row.json(&query, &windows);
     let (connection, number) = (row.channel.connection, row.channel.stats.number);
     object["consumer_details"] = Value::Array(consumers_json(&api, |c| {
         c.connection == connection && c.channel == number

@@ -18,7 +18,8 @@ use super::{done, json, put_status, query_flag};
 use crate::auth::Caller;
 use crate::body::JsonBody;
 use crate::error::{ApiError, ApiResult};
-use crate::listing::{self, ListQuery, Listed};
+use crate::listing::{self, ListQuery};
+use crate::rates;
 use crate::Api;
 
 /// An exchange's name as a path gives it: `amq.default` is the default exchange.
@@ -64,6 +65,7 @@ pub async fn list(
     caller: Caller,
     query: ListQuery,
 ) -> ApiResult<Response> {
+    query.check_list_ranges()?;
     let counts = api.broker.connections.exchange_totals();
     let rows: Vec<ExchangeRow> = api
         .broker
@@ -82,6 +84,7 @@ pub async fn list_in_vhost(
     query: ListQuery,
 ) -> ApiResult<Response> {
     let vhost = caller.vhost_to_read(&api, &vhost)?;
+    query.check_list_ranges()?;
     let counts = api.broker.connections.exchange_totals();
     json(listing::respond(rows(&api, vhost, &counts), &query)?)
 }
@@ -96,8 +99,9 @@ pub async fn show(
     let exchange = vhost
         .exchange(exchange_name(&name))
         .map_err(|_| ApiError::not_found())?;
+    let windows = query.ranges()?.windows(rates::now_ms());
     let counts = api.broker.connections.exchange_totals();
-    let mut object = row(&api, &vhost, exchange, &counts).render(&query);
+    let mut object = row(&api, &vhost, exchange, &counts).json(&query, &windows);
     object["incoming"] = serde_json::json!([]);
     object["outgoing"] = serde_json::json!([]);
     json(listing::one(object, &query))

@@ -8,12 +8,11 @@ use axum::response::Response;
 use serde_json::{json, Map, Value};
 
 use super::json;
-use super::render::{self, count_with_rate, queue_message_stats, OVERVIEW_SAMPLED};
+use super::render::{self, insert_depths, queue_message_stats, Details, OVERVIEW_SAMPLED};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::listing::{self, ListQuery};
-use crate::rates::round_rate;
-use crate::rates::Key;
+use crate::rates::{self, Key};
 use crate::Api;
 
 /// The version RabbitMQ reports itself as: clients and tools that check it (to pick API
@@ -66,6 +65,8 @@ pub async fn overview(
     caller: Caller,
     query: ListQuery,
 ) -> ApiResult<Response> {
+    // As RabbitMQ's: every range ends at the last whole increment.
+    let windows = query.ranges()?.windows(rates::now_ms());
     let broker = &api.broker;
     let visible: Vec<_> = broker
         .vhosts()
@@ -74,8 +75,9 @@ pub async fn overview(
         .collect();
     let (mut queues, mut consumers, mut exchanges) = (0usize, 0u64, 0usize);
     // The queues' counts and their rates, summed over the vhosts the caller sees.
-    let width = render::CHANNEL_TOTALS_AT;
-    let (mut values, mut exact) = (vec![0.0; width], vec![0.0; width]);
+    let width = render::QUEUE_SAMPLED_COUNT;
+    let mut values = vec![0.0; width];
+    let (mut lengths, mut message_rates) = (Vec::new(), Vec::new());
     for vhost in &visible {
         exchanges += vhost.exchanges().len();
         let queue_list = vhost.queues();
@@ -84,15 +86,15 @@ pub async fn overview(
             *sum += v;
         }
         let key = Key::Vhost(vhost.name.to_string());
-        for (sum, r) in exact.iter_mut().zip(api.rates.exact(&key, width)) {
-            *sum += r;
-        }
+        lengths.push(Details::read(&api, &key, width, windows.lengths));
+        message_rates.push(Details::read(&api, &key, width, windows.msg_rates));
         consumers += queue_list
             .iter()
             .map(|q| u64::from(q.stats().consumers))
             .sum::<u64>();
     }
-    let rates: Vec<f64> = exact.into_iter().map(round_rate).collect();
+    let lengths = Details::sum(lengths, width, windows.lengths);
+    let message_rates = Details::sum(message_rates, width, windows.msg_rates);
     let connections: Vec<_> = broker
         .connections
         .list()
@@ -105,20 +107,9 @@ pub async fn overview(
         .iter()
         .filter(|c| caller.sees_connection_of(&c.user))
         .count();
-    let mut message_stats = queue_message_stats(&values, &rates);
-    let base = render::queue_sampled("messages");
+    let mut message_stats = queue_message_stats(&values, &message_rates);
     let mut queue_totals = Map::new();
-    for (i, name) in ["messages", "messages_ready", "messages_unacknowledged"]
-        .into_iter()
-        .enumerate()
-    {
-        count_with_rate(
-            &mut queue_totals,
-            name,
-            values[base + i] as u64,
-            rates[base + i],
-        );
-    }
+    insert_depths(&mut queue_totals, &values, &lengths);
     let mut object = json!({
         "management_version": RABBITMQ_VERSION,
         "rates_mode": "basic",
@@ -149,11 +140,12 @@ pub async fn overview(
         // The broker's own figures, which only monitors see (as in RabbitMQ): what
         // channels counted (a message published to two queues is one publish, where the
         // queues' sums count two), the churn, the node and its listeners.
-        let rates = api.rates.of(&Key::Overview, OVERVIEW_SAMPLED);
+        // Churn too is sampled over the message rates' window, as RabbitMQ's.
+        let sampled = Details::read(&api, &Key::Overview, OVERVIEW_SAMPLED, windows.msg_rates);
         let at = render::CHANNEL_TOTALS_AT;
         let totals = broker.connections.message_totals();
         let churn = broker.connections.churn();
-        count_with_rate(&mut message_stats, "publish", totals.published, rates[at]);
+        sampled.insert(&mut message_stats, "publish", totals.published, at);
         for (i, (name, count)) in [
             ("confirm", totals.confirmed),
             ("return_unroutable", totals.unroutable_returned),
@@ -162,7 +154,7 @@ pub async fn overview(
         .into_iter()
         .enumerate()
         {
-            count_with_rate(&mut message_stats, name, count, rates[at + 7 + i]);
+            sampled.insert(&mut message_stats, name, count, at + 7 + i);
         }
         let mut churn_rates = Map::new();
         for (i, (name, count)) in [
@@ -174,7 +166,7 @@ pub async fn overview(
         .into_iter()
         .enumerate()
         {
-            count_with_rate(&mut churn_rates, name, count, rates[at + 3 + i]);
+            sampled.insert(&mut churn_rates, name, count, at + 3 + i);
         }
         object["churn_rates"] = Value::Object(churn_rates);
         object["object_totals"]["consumers"] = json!(consumers);

@@ -15,6 +15,7 @@ use crate::auth::Caller;
 use crate::body::JsonBody;
 use crate::error::{ApiError, ApiResult};
 use crate::listing::{self, ListQuery};
+use crate::rates;
 use crate::Api;
 
 /// Operations from the API belong to no client connection: nothing they declare is
@@ -34,6 +35,7 @@ pub async fn list(
     caller: Caller,
     query: ListQuery,
 ) -> ApiResult<Response> {
+    query.check_list_ranges()?;
     let rows: Vec<QueueRow> = api
         .broker
         .vhosts()
@@ -51,6 +53,7 @@ pub async fn list_in_vhost(
     query: ListQuery,
 ) -> ApiResult<Response> {
     let vhost = caller.vhost_to_read(&api, &vhost)?;
+    query.check_list_ranges()?;
     json(listing::respond(rows(&api, &vhost), &query)?)
 }
 
@@ -62,7 +65,9 @@ pub async fn show(
 ) -> ApiResult<Response> {
     let vhost = caller.vhost_to_read(&api, &vhost)?;
     let queue = vhost.queue(&name).map_err(|_| ApiError::not_found())?;
-    let mut object = queue_json(&api, &queue, &queue.stats(), &query);
+    // As RabbitMQ's: the lengths end at the next whole increment, with the newest sample.
+    let windows = query.ranges()?.windows_lengths_rounded_up(rates::now_ms());
+    let mut object = queue_json(&api, &queue, &queue.stats(), &query, &windows);
     object["consumer_details"] = Value::Array(consumer_details(&api, &vhost.name, &name));
     object["deliveries"] = json!([]);
     object["incoming"] = json!([]);

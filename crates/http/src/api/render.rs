@@ -1,7 +1,8 @@
 //! The core's objects as RabbitMQ's API renders them: queues, exchanges, vhosts,
-//! connections, channels and consumers, with their `message_stats` and rates. A field
-//! RabbitMQ fills from the Erlang VM (reductions, garbage collection) is left out rather
-//! than invented; docs/management.md lists what is left out.
+//! connections, channels and consumers, with their `message_stats` and rates (and, in
+//! a detail, the samples asked for: [`Details`]). A field RabbitMQ fills from the Erlang
+//! VM (reductions, garbage collection) is left out rather than invented;
+//! docs/management.md lists what is left out.
 
 use std::sync::Arc;
 
@@ -12,14 +13,12 @@ use wharf_core::queue::QueueStats;
 use wharf_core::{Exchange, Queue, VHost};
 
 use crate::listing::{ListQuery, Listed};
-use crate::rates::Key;
+use crate::rates::{Key, Windows};
 use crate::Api;
 
-/// A count with its rate: `"publish": 5, "publish_details": {"rate": 0.4}`.
-pub fn count_with_rate(object: &mut Map<String, Value>, name: &str, count: u64, rate: f64) {
-    object.insert(name.to_string(), json!(count));
-    object.insert(format!("{name}_details"), json!({ "rate": rate }));
-}
+mod details;
+
+pub use details::Details;
 
 /// How many of [`QUEUE_SAMPLED`] are `message_stats` keys (the depths follow).
 const MESSAGE_STATS_KEYS: usize = 9;
@@ -70,12 +69,12 @@ fn queue_values(stats: &QueueStats) -> Vec<f64> {
 
 /// Consumer utilisation over the last sampling interval (RabbitMQ averages it over
 /// time too), or over the queue's life before its first interval; 0 without consumers.
-fn consumer_utilisation(stats: &QueueStats, exact_rates: &[f64]) -> f64 {
+fn consumer_utilisation(stats: &QueueStats, sampled: &Details) -> f64 {
     if stats.consumers == 0 {
         return 0.0;
     }
     let at = MESSAGE_STATS_KEYS + 3;
-    let (with_consumers, blocked) = (exact_rates[at], exact_rates[at + 1]);
+    let (with_consumers, blocked) = (sampled.exact_rate(at), sampled.exact_rate(at + 1));
     if with_consumers > 0.0 {
         return (1.0 - blocked / with_consumers).clamp(0.0, 1.0);
     }
@@ -110,11 +109,25 @@ impl Listed for QueueRow {
     }
 
     fn render(&self, query: &ListQuery) -> Value {
-        queue_json(&self.api, &self.queue, &self.stats, query)
+        queue_json(
+            &self.api,
+            &self.queue,
+            &self.stats,
+            query,
+            &Windows::default(),
+        )
     }
 }
 
-pub fn queue_json(api: &Api, queue: &Queue, stats: &QueueStats, query: &ListQuery) -> Value {
+/// A queue; its depths sampled over `windows.lengths`, its message_stats over
+/// `windows.msg_rates` (a detail's; a list's are none).
+pub fn queue_json(
+    api: &Api,
+    queue: &Queue,
+    stats: &QueueStats,
+    query: &ListQuery,
+    windows: &Windows,
+) -> Value {
     let options = &queue.options;
     let mut q = Map::new();
     q.insert("arguments".into(), table_to_json(&options.arguments));
@@ -141,14 +154,10 @@ pub fn queue_json(api: &Api, queue: &Queue, stats: &QueueStats, query: &ListQuer
         vhost: queue.vhost.to_string(),
         name: queue.name.to_string(),
     };
-    let exact = api.rates.exact(&key, QUEUE_SAMPLED.len());
-    let rates: Vec<f64> = exact
-        .iter()
-        .copied()
-        .map(crate::rates::round_rate)
-        .collect();
+    let width = QUEUE_SAMPLED.len();
+    let lengths = Details::read(api, &key, width, windows.lengths);
     let values = queue_values(stats);
-    let utilisation = consumer_utilisation(stats, &exact);
+    let utilisation = consumer_utilisation(stats, &lengths);
     q.insert("consumer_utilisation".into(), json!(utilisation));
     q.insert("consumer_capacity".into(), json!(utilisation));
     if query.disable_stats {
@@ -163,25 +172,12 @@ pub fn queue_json(api: &Api, queue: &Queue, stats: &QueueStats, query: &ListQuer
         }
         return Value::Object(q);
     }
-    let mut message_stats = Map::new();
-    for (i, name) in QUEUE_SAMPLED[..MESSAGE_STATS_KEYS].iter().enumerate() {
-        count_with_rate(&mut message_stats, name, values[i] as u64, rates[i]);
-    }
-    q.insert("message_stats".into(), Value::Object(message_stats));
-    let depth = MESSAGE_STATS_KEYS;
-    count_with_rate(&mut q, "messages", stats.messages(), rates[depth]);
-    count_with_rate(
-        &mut q,
-        "messages_ready",
-        stats.messages_ready,
-        rates[depth + 1],
+    let message_rates = Details::read(api, &key, width, windows.msg_rates);
+    q.insert(
+        "message_stats".into(),
+        Value::Object(queue_message_stats(&values, &message_rates)),
     );
-    count_with_rate(
-        &mut q,
-        "messages_unacknowledged",
-        stats.messages_unacknowledged,
-        rates[depth + 2],
-    );
+    insert_depths(&mut q, &values, &lengths);
     q.insert(
         "messages_ram".into(),
         json!(stats.messages_ready_in_memory + ram_unacked),
@@ -311,16 +307,23 @@ impl Listed for ExchangeRow {
     }
 
     fn render(&self, query: &ListQuery) -> Value {
+        self.json(query, &Windows::default())
+    }
+}
+
+impl ExchangeRow {
+    /// The exchange, its message_stats sampled over `windows.msg_rates`.
+    pub fn json(&self, query: &ListQuery, windows: &Windows) -> Value {
         let mut object = exchange_json(&self.vhost, &self.exchange);
         if let (Some(counts), false) = (self.counts, query.disable_stats) {
             let key = Key::Exchange {
                 vhost: self.vhost.name.to_string(),
                 name: self.exchange.name.to_string(),
             };
-            let rates = self.api.rates.of(&key, 2);
+            let sampled = Details::read(&self.api, &key, 2, windows.msg_rates);
             let mut stats = Map::new();
-            count_with_rate(&mut stats, "publish_in", counts.published_in, rates[0]);
-            count_with_rate(&mut stats, "publish_out", counts.routed_out, rates[1]);
+            sampled.insert(&mut stats, "publish_in", counts.published_in, 0);
+            sampled.insert(&mut stats, "publish_out", counts.routed_out, 1);
             object["message_stats"] = Value::Object(stats);
         }
         object
@@ -368,15 +371,15 @@ impl Listed for ConnectionRow {
     }
 
     fn render(&self, _query: &ListQuery) -> Value {
-        connection_json(&self.api, &self.connection)
+        connection_json(&self.api, &self.connection, &Windows::default())
     }
 }
 
-pub fn connection_json(api: &Api, c: &ConnectionSummary) -> Value {
+/// A connection, its bytes sampled over `windows.data_rates`.
+pub fn connection_json(api: &Api, c: &ConnectionSummary, windows: &Windows) -> Value {
     let d = &c.details;
     let (peer_host, peer_port) = host_port(&d.peer);
     let (host, port) = host_port(&d.local);
-    let rates = api.rates.of(&Key::Connection(c.id), 2);
     let mut client_properties = Map::new();
     for (key, value) in [
         ("product", &d.client_product),
@@ -409,8 +412,9 @@ pub fn connection_json(api: &Api, c: &ConnectionSummary) -> Value {
         "vhost": d.vhost,
     });
     if let Value::Object(o) = &mut object {
-        count_with_rate(o, "recv_oct", c.received_bytes, rates[0]);
-        count_with_rate(o, "send_oct", c.sent_bytes, rates[1]);
+        let sampled = Details::read(api, &Key::Connection(c.id), 2, windows.data_rates);
+        sampled.insert(o, "recv_oct", c.received_bytes, 0);
+        sampled.insert(o, "send_oct", c.sent_bytes, 1);
     }
     object
 }
@@ -457,6 +461,13 @@ impl Listed for ChannelRow {
     }
 
     fn render(&self, query: &ListQuery) -> Value {
+        self.json(query, &Windows::default())
+    }
+}
+
+impl ChannelRow {
+    /// The channel, its message_stats sampled over `windows.msg_rates`.
+    pub fn json(&self, query: &ListQuery, windows: &Windows) -> Value {
         let c = &self.channel;
         let s = &c.stats;
         let (peer_host, peer_port) = host_port(&c.peer);
@@ -488,16 +499,21 @@ impl Listed for ChannelRow {
                 connection: c.connection,
                 number: s.number,
             };
-            let rates = self.api.rates.of(&key, CHANNEL_SAMPLED);
+            let sampled = Details::read(&self.api, &key, CHANNEL_SAMPLED, windows.msg_rates);
             let mut stats = Map::new();
-            count_with_rate(&mut stats, "publish", s.published, rates[0]);
-            count_with_rate(&mut stats, "deliver_get", s.delivered, rates[1]);
-            count_with_rate(&mut stats, "ack", s.acked, rates[2]);
-            count_with_rate(&mut stats, "confirm", s.confirmed, rates[3]);
-            let returned = s.unroutable_returned;
-            count_with_rate(&mut stats, "return_unroutable", returned, rates[4]);
-            let dropped = s.unroutable_dropped;
-            count_with_rate(&mut stats, "drop_unroutable", dropped, rates[5]);
+            for (at, (name, count)) in [
+                ("publish", s.published),
+                ("deliver_get", s.delivered),
+                ("ack", s.acked),
+                ("confirm", s.confirmed),
+                ("return_unroutable", s.unroutable_returned),
+                ("drop_unroutable", s.unroutable_dropped),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                sampled.insert(&mut stats, name, count, at);
+            }
             object["message_stats"] = Value::Object(stats);
         }
         object
@@ -596,18 +612,30 @@ pub const OVERVIEW_SAMPLED: usize = CHANNEL_TOTALS_AT + 10;
 /// How many values a channel is sampled for.
 const CHANNEL_SAMPLED: usize = 6;
 
-/// Index of a queue value in a sample.
-pub fn queue_sampled(name: &str) -> usize {
-    QUEUE_SAMPLED.iter().position(|n| *n == name).unwrap_or(0)
-}
+/// How many values a queue, and a vhost (its queues' sums), is sampled for.
+pub const QUEUE_SAMPLED_COUNT: usize = QUEUE_SAMPLED.len();
 
-/// The `message_stats` of a set of queues (a vhost's), from summed counters and rates.
-pub fn queue_message_stats(values: &[f64], rates: &[f64]) -> Map<String, Value> {
+/// The `message_stats` of a queue or a set of queues (a vhost's), from their counters
+/// (summed) and sampled details.
+pub fn queue_message_stats(values: &[f64], sampled: &Details) -> Map<String, Value> {
     let mut stats = Map::new();
     for (i, name) in QUEUE_SAMPLED[..MESSAGE_STATS_KEYS].iter().enumerate() {
-        count_with_rate(&mut stats, name, values[i] as u64, rates[i]);
+        sampled.insert(&mut stats, name, values[i] as u64, i);
     }
     stats
+}
+
+/// `messages`, `messages_ready` and `messages_unacknowledged` with their details, of a
+/// queue or a set of queues.
+pub fn insert_depths(object: &mut Map<String, Value>, values: &[f64], sampled: &Details) {
+    for (i, name) in ["messages", "messages_ready", "messages_unacknowledged"]
+        .into_iter()
+        .enumerate()
+    {
+        let at = MESSAGE_STATS_KEYS + i;
+        debug_assert_eq!(QUEUE_SAMPLED[at], name);
+        sampled.insert(object, name, values[at] as u64, at);
+    }
 }
 
 /// A vhost's queues' counters summed now (the values sampled for it).

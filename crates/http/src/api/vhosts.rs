@@ -7,13 +7,15 @@ use axum::response::Response;
 use serde_json::{json, Value};
 use wharf_core::VHost;
 
-use super::render::{count_with_rate, queue_message_stats, queue_sampled, vhost_values};
+use super::render::{
+    insert_depths, queue_message_stats, vhost_values, Details, QUEUE_SAMPLED_COUNT,
+};
 use super::{done, json, put_status};
 use crate::auth::Caller;
 use crate::body::JsonBody;
 use crate::error::{ApiError, ApiResult};
 use crate::listing::{self, ListQuery, Listed};
-use crate::rates::Key;
+use crate::rates::{self, Key, Windows};
 use crate::Api;
 
 struct VhostRow {
@@ -31,16 +33,22 @@ impl Listed for VhostRow {
     }
 
     fn render(&self, query: &ListQuery) -> Value {
-        vhost_json(&self.api, &self.vhost, query.disable_stats)
+        vhost_json(
+            &self.api,
+            &self.vhost,
+            query.disable_stats,
+            &Windows::default(),
+        )
     }
 }
 
-fn vhost_json(api: &Api, vhost: &VHost, disable_stats: bool) -> Value {
+/// A vhost, its queues' depths and message_stats sampled over `windows.msg_rates`: as
+/// RabbitMQ's, a vhost's depths follow `msg_rates_age`, not `lengths_age`.
+fn vhost_json(api: &Api, vhost: &VHost, disable_stats: bool, windows: &Windows) -> Value {
     let (description, tags) = vhost.metadata.read().clone();
     let values = vhost_values(vhost);
-    let rates = api
-        .rates
-        .of(&Key::Vhost(vhost.name.to_string()), values.len());
+    let key = Key::Vhost(vhost.name.to_string());
+    let sampled = Details::read(api, &key, QUEUE_SAMPLED_COUNT, windows.msg_rates);
     let mut object = json!({
         "cluster_state": {api.broker.node.name(): "running"},
         "default_queue_type": "undefined",
@@ -53,13 +61,7 @@ fn vhost_json(api: &Api, vhost: &VHost, disable_stats: bool) -> Value {
     let Value::Object(o) = &mut object else {
         return object;
     };
-    let base = queue_sampled("messages");
-    for (i, name) in ["messages", "messages_ready", "messages_unacknowledged"]
-        .into_iter()
-        .enumerate()
-    {
-        count_with_rate(o, name, values[base + i] as u64, rates[base + i]);
-    }
+    insert_depths(o, &values, &sampled);
     let (received, sent) = api
         .broker
         .connections
@@ -72,7 +74,7 @@ fn vhost_json(api: &Api, vhost: &VHost, disable_stats: bool) -> Value {
     if !disable_stats {
         o.insert(
             "message_stats".into(),
-            Value::Object(queue_message_stats(&values, &rates)),
+            Value::Object(queue_message_stats(&values, &sampled)),
         );
     }
     object
@@ -83,6 +85,7 @@ pub async fn list(
     caller: Caller,
     query: ListQuery,
 ) -> ApiResult<Response> {
+    query.check_list_ranges()?;
     let rows: Vec<VhostRow> = api
         .broker
         .vhosts()
@@ -104,8 +107,9 @@ pub async fn show(
 ) -> ApiResult<Response> {
     caller.require_administrator()?;
     let vhost = api.broker.vhost(&name).ok_or_else(ApiError::not_found)?;
+    let windows = query.ranges()?.windows(rates::now_ms());
     json(listing::one(
-        vhost_json(&api, &vhost, query.disable_stats),
+        vhost_json(&api, &vhost, query.disable_stats, &windows),
         &query,
     ))
 }
