@@ -55,7 +55,7 @@ for _ in $(seq 100); do grep -q "wharf ready" wharf.log && break; sleep 0.1; don
 grep -q "wharf ready" wharf.log || { echo "wharf did not start:"; cat wharf.log; exit 1; }
 echo "--- pika over TLS"
 "$here/python/.venv/bin/python" "$here/python/check_pika_tls.py" --port "$amqps_port" \
-  --ca ca.pem --cert client.pem --key client.key
+  --ca ca.pem --cert client.pem --key client.key --https-port "$https_port"
 echo "--- the management API over HTTPS, with the broker's certificate"
 overview=$(curl -sS --fail --cacert ca.pem -u guest:guest "https://localhost:$https_port/api/overview")
 echo "$overview" | python3 -c 'import json, sys; o = json.load(sys.stdin); assert o["management_version"], o; print("HTTPS overview:", o["node"])'

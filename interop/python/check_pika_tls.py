@@ -1,13 +1,19 @@
 #!/usr/bin/env python3
 """Checks a broker's amqps listener with pika over TLS: a password login on TLS 1.2 and
 TLS 1.3, a login by client certificate (SASL EXTERNAL, the certificate's CN as the
-user), and a client without the CA's trust turned away. Prints "ok <name>" per check.
+user), and a client without the CA's trust turned away. With --https-port, also that the
+management API lists the certificate's connection with its TLS details. Prints
+"ok <name>" per check.
 
 Usage: check_pika_tls.py --port 5671 --ca ca.pem --cert client.pem --key client.key
+       [--https-port 15671]
 """
 import argparse
+import base64
+import json
 import ssl
 import sys
+import urllib.request
 
 import pika
 from pika.credentials import ExternalCredentials, PlainCredentials
@@ -33,12 +39,35 @@ def round_trip(connection, label):
     connection.close()
 
 
+def check_listed_tls(args, context):
+    """The open EXTERNAL connection, as GET /api/connections lists it."""
+    request = urllib.request.Request(
+        f"https://localhost:{args.https_port}/api/connections",
+        headers={"Authorization": "Basic " + base64.b64encode(b"guest:guest").decode()},
+    )
+    trusting = ssl.create_default_context(cafile=args.ca)
+    with urllib.request.urlopen(request, context=trusting, timeout=10) as answer:
+        listed = json.load(answer)
+    mine = [c for c in listed if c["user"] == "interop-cert-user"]
+    if len(mine) != 1:
+        raise AssertionError(f"the certificate's connection is not listed once: {listed}")
+    c = mine[0]
+    if not (c["ssl"] and c["ssl_protocol"] in ("tlsv1.2", "tlsv1.3") and c["ssl_cipher"]):
+        raise AssertionError(f"TLS details: {c}")
+    if "CN=interop-cert-user" not in (c["peer_cert_subject"] or ""):
+        raise AssertionError(f"peer_cert_subject: {c['peer_cert_subject']!r}")
+    if "CN=wharf interop CA" not in (c["peer_cert_issuer"] or ""):
+        raise AssertionError(f"peer_cert_issuer: {c['peer_cert_issuer']!r}")
+    print(f"ok the API lists the connection over {c['ssl_protocol']} with {c['ssl_cipher']}")
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--ca", required=True)
     parser.add_argument("--cert", required=True)
     parser.add_argument("--key", required=True)
+    parser.add_argument("--https-port", type=int)
     args = parser.parse_args()
 
     for version in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
@@ -54,6 +83,8 @@ def main():
     context = ssl.create_default_context(cafile=args.ca)
     context.load_cert_chain(args.cert, args.key)
     connection = pika.BlockingConnection(params(args, context, ExternalCredentials()))
+    if args.https_port:
+        check_listed_tls(args, context)
     round_trip(connection, "EXTERNAL")
     print("ok certificate login (EXTERNAL)")
 

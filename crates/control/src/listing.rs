@@ -361,7 +361,7 @@ pub fn connections(broker: &wharf_core::Broker, asked: &[String]) -> Response {
                 "peer_port" => host_and_port(&d.peer).1,
                 "host" => host_and_port(&d.local).0,
                 "port" => host_and_port(&d.local).1,
-                "ssl" => d.tls.to_string(),
+                "ssl" => d.tls.is_some().to_string(),
                 "channels" => c.channels.to_string(),
                 "recv_oct" => c.received_bytes.to_string(),
                 "send_oct" => c.sent_bytes.to_string(),

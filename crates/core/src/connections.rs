@@ -33,6 +33,21 @@ impl Traffic {
     }
 }
 
+/// A TLS connection's protocol, cipher suite and client certificate, in RabbitMQ's terms
+/// (`ssl_protocol` "tlsv1.3", `ssl_key_exchange`, `ssl_cipher`, `ssl_hash`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsDetails {
+    pub protocol: String,
+    pub key_exchange: String,
+    pub cipher: String,
+    pub hash: String,
+    /// The client certificate's subject and issuer (RFC 4514 text), when it gave one.
+    pub peer_subject: Option<String>,
+    pub peer_issuer: Option<String>,
+    /// Its validity, as RabbitMQ shows it: "2026-01-01T00:00:00Z - 2027-01-01T00:00:00Z".
+    pub peer_validity: Option<String>,
+}
+
 /// Who a connection is, as it was opened: what management lists of it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ConnectionDetails {
@@ -42,7 +57,8 @@ pub struct ConnectionDetails {
     pub peer: String,
     /// The broker's address it connected to.
     pub local: String,
-    pub tls: bool,
+    /// What TLS it came over, if it did.
+    pub tls: Option<TlsDetails>,
     /// From the client's properties: `product`, `version`, `platform`, and the name the
     /// application gave the connection (`connection_name`), when it sent them.
     pub client_product: String,

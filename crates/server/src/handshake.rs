@@ -61,7 +61,7 @@ pub struct Listing {
     pub traffic: Arc<wharf_core::connections::Traffic>,
     /// The broker's address the client connected to, and whether over TLS.
     pub local: String,
-    pub tls: bool,
+    pub tls: Option<wharf_core::connections::TlsDetails>,
 }
 
 /// Why a handshake did not complete.

@@ -216,7 +216,8 @@ async fn accept_loop(listening: Listening, shared: connection::Listener) {
                     let accepted = connection::Accepted {
                         peer,
                         local: socket.local_addr().ok(),
-                        tls: tls.is_some(),
+                        // Known once the TLS handshake is over.
+                        tls: None,
                         certificate_name: None,
                         // The TLS and AMQP handshakes together must be over by then.
                         handshake_deadline: tokio::time::Instant::now() + config.handshake_timeout,
@@ -277,5 +278,6 @@ async fn serve_tls_connection(
         }
     };
     accepted.certificate_name = tls::client_common_name(stream.get_ref().1);
+    accepted.tls = Some(tls::details(stream.get_ref().1));
     connection::serve_connection(stream, accepted, listener).await
 }

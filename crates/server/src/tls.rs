@@ -176,6 +176,87 @@ fn acceptor(settings: &TlsSettings) -> Result<TlsAcceptor, TlsError> {
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
+/// What a connection negotiated, for management: RabbitMQ names the protocol
+/// "tlsv1.3" and splits the suite into key exchange, cipher and hash.
+pub fn details(connection: &rustls::ServerConnection) -> wharf_core::connections::TlsDetails {
+    let protocol = match connection.protocol_version() {
+        Some(rustls::ProtocolVersion::TLSv1_3) => "tlsv1.3".to_string(),
+        Some(rustls::ProtocolVersion::TLSv1_2) => "tlsv1.2".to_string(),
+        Some(other) => format!("{other:?}").to_lowercase(),
+        None => String::new(),
+    };
+    let suite = connection
+        .negotiated_cipher_suite()
+        .map(|s| format!("{:?}", s.suite()))
+        .unwrap_or_default();
+    let (key_exchange, cipher, hash) = split_suite(&suite);
+    let leaf = connection
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .and_then(|der| x509_parser::parse_x509_certificate(der.as_ref()).ok())
+        .map(|(_, parsed)| parsed);
+    let text = |time: x509_parser::time::ASN1Time| {
+        time.to_datetime()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default()
+    };
+    wharf_core::connections::TlsDetails {
+        protocol,
+        key_exchange,
+        cipher,
+        hash,
+        peer_subject: leaf.as_ref().map(|c| c.subject().to_string()),
+        peer_issuer: leaf.as_ref().map(|c| c.issuer().to_string()),
+        peer_validity: leaf.as_ref().map(|c| {
+            let validity = c.validity();
+            format!(
+                "{} - {}",
+                text(validity.not_before),
+                text(validity.not_after)
+            )
+        }),
+    }
+}
+
+/// "TLS13_AES_256_GCM_SHA384" is (any, aes_256_gcm, sha384);
+/// "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256" is (ecdhe_rsa, aes_128_gcm, sha256).
+fn split_suite(suite: &str) -> (String, String, String) {
+    let lower = suite.to_lowercase();
+    let (exchange, rest) = match lower.strip_prefix("tls13_") {
+        Some(rest) => ("any", rest),
+        None => match lower
+            .strip_prefix("tls_")
+            .and_then(|s| s.split_once("_with_"))
+        {
+            Some((exchange, rest)) => (exchange, rest),
+            None => return (String::new(), lower, String::new()),
+        },
+    };
+    match rest.rsplit_once('_') {
+        Some((cipher, hash)) => (exchange.to_string(), cipher.to_string(), hash.to_string()),
+        None => (exchange.to_string(), rest.to_string(), String::new()),
+    }
+}
+
+#[cfg(test)]
+mod suite_tests {
+    use super::split_suite;
+
+    #[test]
+    fn suites_split_as_rabbitmq_shows_them() {
+        let split = |s: &str| split_suite(s);
+        assert_eq!(
+            split("TLS13_AES_256_GCM_SHA384"),
+            ("any".into(), "aes_256_gcm".into(), "sha384".into())
+        );
+        assert_eq!(
+            split("TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"),
+            ("ecdhe_rsa".into(), "aes_128_gcm".into(), "sha256".into())
+        );
+        assert_eq!(split("odd"), (String::new(), "odd".into(), String::new()));
+    }
+}
+
 /// The common name (CN) of a verified client certificate's subject: who SASL EXTERNAL
 /// logs in as.
 pub fn client_common_name(connection: &rustls::ServerConnection) -> Option<String> {

@@ -7,7 +7,9 @@
 use std::sync::Arc;
 
 use serde_json::{json, Map, Value};
-use wharf_core::connections::{ChannelSummary, ConnectionSummary, ConsumerSummary, ExchangeCounts};
+use wharf_core::connections::{
+    ChannelSummary, ConnectionSummary, ConsumerSummary, ExchangeCounts, TlsDetails,
+};
 use wharf_core::definitions_json::table_to_json;
 use wharf_core::queue::QueueStats;
 use wharf_core::{Exchange, Queue, VHost};
@@ -403,7 +405,7 @@ pub fn connection_json(api: &Api, c: &ConnectionSummary, windows: &Windows) -> V
         "peer_port": peer_port,
         "port": port,
         "protocol": "AMQP 0-9-1",
-        "ssl": d.tls,
+        "ssl": d.tls.is_some(),
         "state": if c.blocked { "blocked" } else { "running" },
         "type": "network",
         "user": d.user,
@@ -415,6 +417,24 @@ pub fn connection_json(api: &Api, c: &ConnectionSummary, windows: &Windows) -> V
         let sampled = Details::read(api, &Key::Connection(c.id), 2, windows.data_rates);
         sampled.insert(o, "recv_oct", c.received_bytes, 0);
         sampled.insert(o, "send_oct", c.sent_bytes, 1);
+        // RabbitMQ's fields of a TLS connection (null over plain TCP).
+        let tls = d.tls.as_ref();
+        let field = |f: fn(&TlsDetails) -> Option<&String>| {
+            tls.and_then(f).map_or(Value::Null, |v| json!(v))
+        };
+        o.insert("ssl_protocol".into(), field(|t| Some(&t.protocol)));
+        o.insert("ssl_key_exchange".into(), field(|t| Some(&t.key_exchange)));
+        o.insert("ssl_cipher".into(), field(|t| Some(&t.cipher)));
+        o.insert("ssl_hash".into(), field(|t| Some(&t.hash)));
+        o.insert(
+            "peer_cert_subject".into(),
+            field(|t| t.peer_subject.as_ref()),
+        );
+        o.insert("peer_cert_issuer".into(), field(|t| t.peer_issuer.as_ref()));
+        o.insert(
+            "peer_cert_validity".into(),
+            field(|t| t.peer_validity.as_ref()),
+        );
     }
     object
 }

@@ -116,8 +116,8 @@ pub struct Accepted {
     pub peer: SocketAddr,
     /// The broker's address the client connected to.
     pub local: Option<SocketAddr>,
-    /// Over TLS (amqps).
-    pub tls: bool,
+    /// Over TLS (amqps): what it negotiated.
+    pub tls: Option<wharf_core::connections::TlsDetails>,
     /// The common name of the client's verified TLS certificate, if it gave one.
     pub certificate_name: Option<String>,
     /// The TLS and AMQP handshakes must be over by then.
