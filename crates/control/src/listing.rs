@@ -133,7 +133,7 @@ fn queue_cell(queue: &Queue, stats: &QueueStats, key: &str) -> String {
         "memory" => stats.memory_bytes.to_string(),
         "consumer_utilisation" => format!("{:.4}", stats.consumer_utilisation()),
         "state" => "running".to_string(),
-        "type" => "classic".to_string(),
+        "type" => wharf_core::queue_arguments::queue_type(&queue.options.arguments).to_string(),
         // Keys were checked against QUEUE_KEYS.
         _ => String::new(),
     }

@@ -18,6 +18,15 @@ pub const MAX_PRIORITY: &str = "x-max-priority";
 /// A consumer argument (basic.consume): consumers of higher priority get messages first.
 pub const CONSUMER_PRIORITY: &str = "x-priority";
 
+/// The queue's type as RabbitMQ reports it: "quorum" for one declared so (Wharf keeps it
+/// on one node, with quorum queues' delivery counting), "classic" otherwise.
+pub fn queue_type(arguments: &FieldTable) -> &'static str {
+    match arguments.get(QUEUE_TYPE).and_then(FieldValue::as_str) {
+        Some("quorum") => "quorum",
+        _ => "classic",
+    }
+}
+
 /// A consumer's `x-priority` (0 without one); any integer, negative ones included.
 pub fn consumer_priority(arguments: &FieldTable) -> Result<i64, (&'static str, String)> {
     match arguments.get(CONSUMER_PRIORITY) {

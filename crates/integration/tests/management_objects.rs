@@ -889,3 +889,44 @@ async fn definitions_export_and_import() {
         .await
         .expect(204);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_declared_quorum_is_listed_as_quorum() {
+    let (_broker, api) = api().await;
+    let vhost = vhost(&api).await;
+    let (quorum, classic) = (unique("qq"), unique("cq"));
+    api.put(
+        &format!("/api/queues/{vhost}/{quorum}"),
+        json!({"durable": true, "arguments": {"x-queue-type": "quorum"}}),
+    )
+    .await
+    .expect(201);
+    api.put(
+        &format!("/api/queues/{vhost}/{classic}"),
+        json!({"durable": true}),
+    )
+    .await
+    .expect(201);
+    let shown = api
+        .get(&format!("/api/queues/{vhost}/{quorum}"))
+        .await
+        .expect(200);
+    assert_eq!(shown["type"], "quorum");
+    let listed = api
+        .get(&format!("/api/queues/{vhost}?columns=name,type"))
+        .await
+        .expect(200);
+    let type_of = |name: &str| {
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|q| q["name"] == name)
+            .map(|q| q["type"].clone())
+    };
+    assert_eq!(type_of(&quorum), Some(json!("quorum")));
+    assert_eq!(type_of(&classic), Some(json!("classic")));
+    api.delete(&format!("/api/vhosts/{vhost}"))
+        .await
+        .expect(204);
+}

@@ -149,7 +149,10 @@ pub fn queue_json(
     );
     q.insert("operator_policy".into(), Value::Null);
     q.insert("state".into(), json!("running"));
-    q.insert("type".into(), json!("classic"));
+    q.insert(
+        "type".into(),
+        json!(wharf_core::queue_arguments::queue_type(&options.arguments)),
+    );
     q.insert("vhost".into(), json!(queue.vhost.as_ref() as &str));
     let ram_unacked = stats.messages_unacknowledged;
     let key = Key::Queue {
