@@ -16,6 +16,9 @@ function setReachable(now) {
   events.dispatchEvent(new CustomEvent("reachable", { detail: now }));
 }
 
+/** The 401 reasons that say the session itself is refused (rather than one request). */
+const LOGIN_REFUSALS = ["Login failed", "Session expired", "Not management user", "User can only log in via localhost"];
+
 /** An answer other than 2xx, or no answer: `status` 0 means the broker was unreachable. */
 export class ApiError extends Error {
   constructor(status, message, error = "") {
@@ -105,6 +108,10 @@ export async function request(method, path, body, options = {}) {
   setReachable(true);
   if (response.status === 401 && s && !options.anonymous) {
     const { reason } = await reasonOf(response);
+    if (!LOGIN_REFUSALS.includes(reason)) {
+      // Refused by permissions, not a failed login: the session goes on.
+      throw new ApiError(401, reason, "not_authorised");
+    }
     endSession(
       reason === "Session expired"
         ? "Your session has expired: log in again."

@@ -115,7 +115,8 @@ async function refresh(current) {
     if (stamp) stamp.textContent = `Updated ${new Date().toLocaleTimeString()}`;
   } catch (error) {
     if (current.stopped) return;
-    if (error instanceof api.ApiError && error.status === 401) return;
+    // A session that ended shows the login form instead.
+    if (!api.session()) return;
     fill(current.problem, describe(error));
     current.problem.hidden = false;
   }

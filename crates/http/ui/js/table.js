@@ -90,6 +90,8 @@ export function pagedTable({ columns, source, search, defaultSort = "name", colu
   }
 
   function changed() {
+    // A filter still being typed when its page was left changes nothing.
+    if (!element.isConnected) return;
     remember();
     load().catch(() => {});
   }
@@ -153,7 +155,8 @@ export function pagedTable({ columns, source, search, defaultSort = "name", colu
     } catch (error) {
       if (loading !== asked) return;
       if (error.status === 400) {
-        fill(problem, error.message);
+        const regex = state.use_regex && state.name;
+        fill(problem, regex ? `The filter is not a regular expression the broker accepts (${error.message}).` : error.message);
         problem.hidden = false;
         return;
       }
