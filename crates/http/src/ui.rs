@@ -83,6 +83,20 @@ mod tests {
     }
 
     #[test]
+    fn every_file_the_page_names_is_embedded() {
+        let page = std::str::from_utf8(asset("index.html").unwrap().body).unwrap();
+        let named: Vec<&str> = ["href=\"/ui/", "src=\"/ui/"]
+            .iter()
+            .flat_map(|attribute| page.split(attribute).skip(1))
+            .filter_map(|rest| rest.split('"').next())
+            .collect();
+        assert!(named.len() >= 4, "{named:?}");
+        for path in named {
+            assert!(asset(path).is_some(), "index.html names {path}, which is not embedded");
+        }
+    }
+
+    #[test]
     fn an_etag_the_browser_has_is_not_sent_again() {
         let page = asset("index.html").unwrap();
         let mut request = HeaderMap::new();
