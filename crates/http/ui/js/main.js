@@ -52,14 +52,7 @@ function header(session) {
     localStorage.setItem(VHOST_KEY, vhostChoice.value);
     route();
   });
-  api
-    .get("/api/vhosts?columns=name")
-    .then((vhosts) => {
-      for (const v of vhosts) vhostChoice.appendChild(h("option", { value: v.name }, v.name));
-      vhostChoice.value = chosenVhost();
-      if (vhostChoice.value !== chosenVhost()) localStorage.removeItem(VHOST_KEY);
-    })
-    .catch(() => {});
+
   const logout = h("button", { id: "logout", type: "button", class: "secondary" }, "Log out");
   logout.addEventListener("click", () => api.logout());
   return h(
@@ -81,6 +74,25 @@ function header(session) {
       logout,
     ),
   );
+}
+
+/** Fills the header's vhost menu; read again at each page shown, so a vhost added since
+ *  is there. */
+function listVhosts() {
+  const menu = document.getElementById("vhost");
+  if (!menu || document.activeElement === menu) return;
+  api
+    .get("/api/vhosts?columns=name")
+    .then((vhosts) => {
+      const names = vhosts.map((v) => v.name);
+      const shown = [...menu.options].slice(1).map((o) => o.value);
+      if (names.join("\n") !== shown.join("\n")) {
+        fill(menu, h("option", { value: "" }, "All vhosts"), names.map((n) => h("option", { value: n }, n)));
+      }
+      menu.value = chosenVhost();
+      if (menu.value !== chosenVhost()) localStorage.removeItem(VHOST_KEY);
+    })
+    .catch(() => {});
 }
 
 function shell(session) {
@@ -128,6 +140,7 @@ async function route() {
   if (!session) return showLogin();
   if (!document.getElementById("page")) shell(session);
   stopShown();
+  listVhosts();
   const { segments, search } = parseHash();
   const found = match(segments);
   const main = document.getElementById("page");

@@ -34,5 +34,6 @@ export function loginPage(notice, loggedIn) {
       submit.disabled = false;
     }
   });
+  requestAnimationFrame(() => username.focus());
   return h("div", { class: "login-page" }, form);
 }
