@@ -1,6 +1,7 @@
 """Fixtures of the browser tests: a wharf broker for each test module (a module may ask
 for a fresh one per test by overriding `broker`), one Chromium for the session, and a
-page for each test that fails the test when the UI reports a fault the test did not expect.
+page for each test (and `other_page`, a second browser, for a test that asks) that fails
+the test when the UI reports a fault the test did not expect.
 """
 
 import contextlib
@@ -17,6 +18,8 @@ REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VIEWPORT = {"width": 1400, "height": 900}
 # Longer than the UI's 5 s refresh, so an assertion can wait for the next one.
 TIMEOUT_MS = 15_000
+# The page fixtures whose faults fail a test, and which a failure report shows.
+PAGES = ("page", "other_page")
 
 
 def pytest_addoption(parser):
@@ -63,16 +66,32 @@ def browser(pytestconfig):
         browser.close()
 
 
-@pytest.fixture
-def page(browser, broker):
-    """A page of the UI in a context of its own (no session, nothing stored)."""
+@contextlib.contextmanager
+def _watched_page(browser, broker):
     context = browser.new_context(viewport=VIEWPORT, base_url=broker.http_url)
     context.set_default_timeout(TIMEOUT_MS)
     page = context.new_page()
     ui.start_watching(page)
-    yield page
-    ui.stop_watching(page)
-    context.close()
+    try:
+        yield page
+    finally:
+        ui.stop_watching(page)
+        context.close()
+
+
+@pytest.fixture
+def page(browser, broker):
+    """A page of the UI in a context of its own (no session, nothing stored)."""
+    with _watched_page(browser, broker) as page:
+        yield page
+
+
+@pytest.fixture
+def other_page(browser, broker):
+    """A second page in another context: another browser, with a session of its own
+    (another user's, or the same user's elsewhere). Watched as `page` is."""
+    with _watched_page(browser, broker) as page:
+        yield page
 
 
 def _settle(page):
@@ -85,12 +104,13 @@ def _settle(page):
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item):
     result = yield
-    page = item.funcargs.get("page")
-    if page is not None:
-        _settle(page)
-        unexpected = ui.watch(page).unexpected()
-        if unexpected:
-            pytest.fail("the page reported problems the test did not expect:\n" + ui.Watch.describe(unexpected))
+    for fixture in PAGES:
+        page = item.funcargs.get(fixture)
+        if page is not None:
+            _settle(page)
+            unexpected = ui.watch(page).unexpected()
+            if unexpected:
+                pytest.fail(f"the {fixture} reported problems the test did not expect:\n" + ui.Watch.describe(unexpected))
     return result
 
 
@@ -98,14 +118,17 @@ def pytest_runtest_call(item):
 def pytest_runtest_makereport(item, call):
     report = yield
     if report.when == "call" and report.failed:
-        page = item.funcargs.get("page")
-        if page is not None:
+        for fixture in PAGES:
+            page = item.funcargs.get(fixture)
+            if page is None:
+                continue
+            suffix = "" if fixture == "page" else f"-{fixture}"
             with contextlib.suppress(Exception):
                 reports = ui.watch(page).reports
                 if reports:
-                    report.sections.append(("what the page reported", ui.Watch.describe(reports)))
-                report.sections.append(("page address", page.url))
-                ui.screenshot(page, "failed-" + re.sub(r"[^\w.-]+", "_", item.name))
+                    report.sections.append((f"what the {fixture} reported", ui.Watch.describe(reports)))
+                report.sections.append((f"{fixture} address", page.url))
+                ui.screenshot(page, "failed-" + re.sub(r"[^\w.-]+", "_", item.name) + suffix)
         broker = item.funcargs.get("broker")
         if broker is not None:
             report.sections.append(("wharf log (last 40 lines)", broker.log_text(40)))

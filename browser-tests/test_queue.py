@@ -10,6 +10,7 @@ from playwright.sync_api import expect
 from ui import (
     cell,
     confirm,
+    expect_http_errors,
     fact,
     filter_list,
     login,
@@ -245,3 +246,51 @@ def test_a_vhost_with_a_slash_in_its_name(page, broker):
     publish_form.get_by_role("button", name="Publish").click()
     expect(publish_form.locator(".outcome")).to_have_text("Published: the message was routed.")
     wait_until(lambda: broker.queue(vhost, name)["messages"] == 1, "the message reached the queue")
+
+
+def test_move_messages_to_another_queue(page, broker):
+    tag = unique("moved")
+    source, destination = f"{tag}-from", f"{tag}-to"
+    broker.declare_queue("/", source)
+    broker.declare_queue("/", destination)
+    publish(broker, source, 30)
+    open_queue(page, "/", source)
+    expect(fact(page, "Ready")).to_have_text("30")
+
+    move = page.locator("form.move")
+    move.locator("input[name=destination]").fill(destination)
+    move.get_by_role("button", name="Move messages").click()
+    expect(toast(page)).to_contain_text(f"30 messages moved to {destination}.")
+    expect(move.locator("[role=alert]")).to_be_hidden()
+    wait_until(lambda: broker.queue("/", source)["messages"] == 0, "the source is empty")
+    wait_until(lambda: broker.queue("/", destination)["messages"] == 30, "the destination holds the 30 messages")
+    expect(fact(page, "Ready")).to_have_text("0")
+    screenshot(page, "queue-moved")
+
+    # In the order they were published.
+    with broker.connect() as connection:
+        channel = connection.channel()
+        first = channel.basic_get(destination, auto_ack=True)[2]
+    assert first == b"message 0"
+
+
+def test_moving_to_a_queue_that_does_not_exist_says_so(page, broker):
+    source, missing = unique("unmoved"), unique("missing")
+    broker.declare_queue("/", source)
+    publish(broker, source, 3)
+    open_queue(page, "/", source)
+    expect(fact(page, "Ready")).to_have_text("3")
+
+    expect_http_errors(page, 404)
+    move = page.locator("form.move")
+    move.locator("input[name=destination]").fill(missing)
+    move.get_by_role("button", name="Move messages").click()
+    problem = move.locator("[role=alert]")
+    expect(problem).to_be_visible()
+    expect(problem).not_to_have_text(re.compile(r"^\s*[{\[]|^HTTP \d+"))
+    # Which queue is missing: the one named in the form, not the one shown.
+    expect(problem).to_contain_text(missing)
+    expect(toast(page)).to_have_count(0)
+    screenshot(page, "queue-move-refused")
+    assert broker.queue("/", source)["messages"] == 3
+    assert broker.queue("/", missing) is None

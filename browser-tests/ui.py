@@ -6,6 +6,7 @@ them a test expects, screenshots, and the pieces of the list and queue pages.
 import json
 import os
 import re
+import time
 import uuid
 from urllib.parse import quote
 
@@ -18,6 +19,14 @@ NETWORK_FAILURE = re.compile(r"^Failed to load resource: net::")
 def unique(prefix):
     """A name no other test uses, so tests sharing a broker never see each other's."""
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def wait_until(condition, what, timeout_s=10):
+    """Waits for the broker (asked through its API or a client) to get there."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"not within {timeout_s} s: {what}"
+        time.sleep(0.1)
 
 
 class Watch:

@@ -138,9 +138,16 @@ class Broker:
     def http_url(self):
         return f"http://127.0.0.1:{self.http_port}"
 
-    def connect(self, vhost="/"):
-        """A pika connection as guest; use it in a `with` block."""
-        parameters = pika.URLParameters(f"amqp://guest:guest@127.0.0.1:{self.amqp_port}/{quote(vhost)}")
+    def connect(self, vhost="/", user="guest", password="guest", client_properties=None):
+        """A pika connection, as guest unless told; use it in a `with` block.
+        `client_properties` are added to pika's own (a "connection_name" names it)."""
+        parameters = pika.ConnectionParameters(
+            host="127.0.0.1",
+            port=self.amqp_port,
+            virtual_host=vhost,
+            credentials=pika.PlainCredentials(user, password),
+            client_properties=client_properties,
+        )
         return pika.BlockingConnection(parameters)
 
     # --- the management API, as guest unless told
@@ -185,6 +192,15 @@ class Broker:
         """The queue as the API shows it, or None when there is none."""
         try:
             return self.api("GET", f"/api/queues/{quote(vhost)}/{quote(name)}")
+        except ApiError as error:
+            if error.status == 404:
+                return None
+            raise
+
+    def exchange(self, vhost, name):
+        """The exchange as the API shows it, or None when there is none."""
+        try:
+            return self.api("GET", f"/api/exchanges/{quote(vhost)}/{quote(name)}")
         except ApiError as error:
             if error.status == 404:
                 return None
