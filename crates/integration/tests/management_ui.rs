@@ -354,11 +354,13 @@ async fn a_move_the_destination_cannot_take_whole_loses_nothing() {
     assert_eq!(depth(&small_now), 10);
 
     // Names that are not there, the queue itself, and a body without a destination.
+    let missing = api
+        .post(&path, json!({"destination": "no such queue"}))
+        .await;
+    assert_eq!(missing.status(), 404);
     assert_eq!(
-        api.post(&path, json!({"destination": "no such queue"}))
-            .await
-            .status(),
-        404
+        missing.body["reason"],
+        "no queue 'no such queue' in vhost '/'"
     );
     let nowhere = "/api/wharf/queues/%2F/no%20such%20queue/move";
     assert_eq!(

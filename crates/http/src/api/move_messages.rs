@@ -26,11 +26,16 @@ use crate::Api;
 /// How many messages are taken from the source before waiting for the destination.
 const BATCH: usize = 1000;
 
+/// The queue, or a 404 that names it (the source and the destination both may be missing).
 fn queue_named(vhost: &VHost, name: &str) -> ApiResult<Arc<Queue>> {
     vhost
         .queue_for(name, NO_CONNECTION)
         .map_err(|error| match error.kind {
-            ErrorKind::NotFound => ApiError::not_found(),
+            ErrorKind::NotFound => ApiError::new(
+                axum::http::StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no queue '{name}' in vhost '{}'", vhost.name),
+            ),
             _ => channel_refusal(error),
         })
 }

@@ -16,6 +16,8 @@ export function toast(message, kind = "ok") {
 export function describe(error) {
   if (error instanceof ApiError) {
     if (error.status === 0) return "The broker cannot be reached.";
+    // RabbitMQ's API (and so Wharf's) says only this when permissions refuse.
+    if (error.message === "Access refused.") return "Access refused: your permissions in this vhost do not allow it.";
     return error.message || `The broker answered ${error.status}.`;
   }
   return String(error && error.message ? error.message : error);

@@ -54,6 +54,17 @@ export function page({ name }) {
       if (!(await confirmAction(`Close the connection ${name}?`, "Close"))) return null;
       await api.request("DELETE", base, undefined, { headers: { "X-Reason": v.reason } });
       closed = true;
+      // The broker answers before the client has acknowledged the close: wait (a little)
+      // for it to leave the list, so the list shown next no longer has it.
+      for (let i = 0; i < 20; i++) {
+        try {
+          await api.get(`${base}?columns=name`);
+        } catch (error) {
+          if (error.status === 404) break;
+          throw error;
+        }
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
       location.hash = "#/connections";
       return "Connection closed.";
     },
@@ -117,7 +128,12 @@ export function page({ name }) {
       170,
       "Data rates",
     );
-    fill(channels, channelsTable(await api.get(`${base}/channels`)));
+    try {
+      fill(channels, channelsTable(await api.get(`${base}/channels`)));
+    } catch (error) {
+      // Closed between the two requests: the next refresh says so.
+      if (error.status !== 404) throw error;
+    }
   }
 
   return { title: `Connection ${name}`, element, refresh };

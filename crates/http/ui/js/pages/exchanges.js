@@ -49,13 +49,21 @@ function declareForm(vhosts, chosen, types, declared) {
     async (v) => {
       const name = v.name.trim();
       if (!name) throw new Error("An exchange needs a name.");
-      await api.put(api.apiPath("exchanges", v.vhost, name), {
-        type: v.type,
-        durable: v.durable === "true",
-        auto_delete: v.auto_delete === "true",
-        internal: v.internal === "true",
-        arguments: args.value(),
-      });
+      await api
+        .put(api.apiPath("exchanges", v.vhost, name), {
+          type: v.type,
+          durable: v.durable === "true",
+          auto_delete: v.auto_delete === "true",
+          internal: v.internal === "true",
+          arguments: args.value(),
+        })
+        .catch((error) => {
+          // The API says only "Access refused." for a new name in the broker's own space.
+          if (error.status === 401 && name.startsWith("amq.")) {
+            throw new Error("Access refused: names starting with amq. are reserved for the broker's own exchanges.");
+          }
+          throw error;
+        });
       declared();
       return `Exchange ${name} added.`;
     },

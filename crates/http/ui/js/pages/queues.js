@@ -58,11 +58,19 @@ function declareForm(vhosts, chosen, declared) {
       if (!v.name.trim()) throw new Error("A queue needs a name.");
       const argumentsTable = args.value();
       if (v.type !== "classic") argumentsTable["x-queue-type"] = v.type;
-      await api.put(api.apiPath("queues", v.vhost, v.name.trim()), {
-        durable: v.durable === "true",
-        auto_delete: v.auto_delete === "true",
-        arguments: argumentsTable,
-      });
+      await api
+        .put(api.apiPath("queues", v.vhost, v.name.trim()), {
+          durable: v.durable === "true",
+          auto_delete: v.auto_delete === "true",
+          arguments: argumentsTable,
+        })
+        .catch((error) => {
+          // The API says only "Access refused." for a name in the broker's own space.
+          if (error.status === 401 && v.name.trim().startsWith("amq.")) {
+            throw new Error("Access refused: queue names starting with amq. are reserved for the broker.");
+          }
+          throw error;
+        });
       declared();
       return `Queue ${v.name.trim()} added.`;
     },
