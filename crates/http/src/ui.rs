@@ -92,7 +92,10 @@ mod tests {
             .collect();
         assert!(named.len() >= 4, "{named:?}");
         for path in named {
-            assert!(asset(path).is_some(), "index.html names {path}, which is not embedded");
+            assert!(
+                asset(path).is_some(),
+                "index.html names {path}, which is not embedded"
+            );
         }
     }
 
