@@ -124,6 +124,8 @@ def screenshot(page, name):
     if not directory:
         return
     os.makedirs(directory, exist_ok=True)
+    # From the top, so the sticky header is at the top of the picture.
+    page.evaluate("() => window.scrollTo(0, 0)")
     page.screenshot(path=os.path.join(directory, f"{name}.png"), full_page=True)
 
 
