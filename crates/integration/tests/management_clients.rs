@@ -102,6 +102,15 @@ async fn connections_channels_and_consumers_are_listed_as_they_are() {
         })
         .await;
     assert_eq!(ch["consumer_count"], 1, "{ch}");
+    assert_eq!(
+        ch["consumer_details"][0]["consumer_tag"],
+        tag.as_str(),
+        "{ch}"
+    );
+    assert_eq!(ch["consumer_details"][0]["queue"]["name"], queue.as_str());
+    // A plain TCP connection has RabbitMQ's TLS fields, empty.
+    assert_eq!(found["ssl_protocol"], Value::Null, "{found}");
+    assert!(found.as_object().unwrap().contains_key("peer_cert_subject"));
 
     let consumers = api
         .until("/api/consumers/%2F", |list| {
