@@ -69,3 +69,25 @@ def test_the_ui_finds_the_broker_again_after_a_restart(page, broker):
     expect(page.locator("#logout")).to_be_visible()
     expect(page.locator("form#login")).to_have_count(0)
     expect(page.locator("main [role=alert]:not([hidden])")).to_have_count(0)
+
+
+def test_charts_draw_the_span_chosen_and_keep_it(page, broker):
+    with broker.connect() as connection:
+        channel = connection.channel()
+        channel.queue_declare("charted")
+        channel.basic_publish("", "charted", b"one")
+        login(page, "guest", "guest")
+        # Samples come every 5 s: once two are in, the chart draws lines.
+        expect(page.locator("figure.chart path.series").first).to_be_attached(timeout=15_000)
+        legend = page.locator("figure.chart").first.locator("li[data-series=Ready] b")
+        expect(legend).to_have_text("1")
+
+        span = page.locator("select.chart-range")
+        expect(span).to_have_value("60")
+        with page.expect_request(lambda r: "/api/overview?" in r.url and "lengths_age=600" in r.url):
+            span.select_option("600")
+        page.reload()
+        expect(page.locator("select.chart-range")).to_have_value("600")
+        with page.expect_request(lambda r: "/api/overview?" in r.url and "msg_rates_age=600" in r.url):
+            page.locator("select.chart-range").select_option("60")
+            page.locator("select.chart-range").select_option("600")

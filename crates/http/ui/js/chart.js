@@ -32,10 +32,13 @@ export function lineChart(series, format, { height = 170, title } = {}) {
 
 /** Draws (again) into a chart made by lineChart. */
 export function draw(element, series, format, height = 170, title) {
-  const width = Math.max(320, Math.min(900, element.clientWidth || 560));
+  // Drawn at the figure's inner width (the SVG scales to it, see app.css).
+  const style = element.isConnected ? getComputedStyle(element) : null;
+  const inner = style ? element.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight) : 0;
+  const width = Math.max(320, Math.min(1200, Math.round(inner) || 560));
   const pad = { left: 56, right: 10, top: 10, bottom: 22 };
   const all = series.flatMap((s) => s.points);
-  const svg = h("svg", { viewBox: `0 0 ${width} ${height}`, width, height, role: "img", "aria-label": title || "chart" });
+  const svg = h("svg", { viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": title || "chart" });
   const plotW = width - pad.left - pad.right;
   const plotH = height - pad.top - pad.bottom;
   if (all.length < 2) {
@@ -84,4 +87,38 @@ function niceTop(max) {
     if (step * power >= max) return step * power;
   }
   return 10 * power;
+}
+
+const RANGE_KEY = "wharf.chartRange";
+/** The spans charts may show, in seconds: the broker keeps 10 minutes of samples. */
+const RANGES = [
+  [60, "Last minute"],
+  [600, "Last 10 minutes"],
+];
+
+/** The chosen span in seconds (a minute unless chosen otherwise, as RabbitMQ's UI). */
+export function chartRange() {
+  const chosen = Number(localStorage.getItem(RANGE_KEY));
+  return RANGES.some(([seconds]) => seconds === chosen) ? chosen : 60;
+}
+
+/** The query asking for samples over the chosen span, one every 5 s, for `kinds`
+ *  ("lengths", "msg_rates", "data_rates"). */
+export function historyQuery(...kinds) {
+  const age = chartRange();
+  return kinds.map((kind) => `${kind}_age=${age}&${kind}_incr=5`).join("&");
+}
+
+/** A menu of the spans; `changed` runs when another is chosen. */
+export function rangeChoice(changed) {
+  const menu = h(
+    "select",
+    { class: "chart-range", "aria-label": "Charts show" },
+    RANGES.map(([seconds, label]) => h("option", { value: seconds, selected: seconds === chartRange() }, label)),
+  );
+  menu.addEventListener("change", () => {
+    localStorage.setItem(RANGE_KEY, menu.value);
+    changed();
+  });
+  return menu;
 }

@@ -3,12 +3,11 @@
 
 import { h, fill, count, rate, bytes, brief, facts, when, link } from "../dom.js";
 import * as api from "../api.js";
-import { lineChart, draw, ratePoints } from "../chart.js";
+import { lineChart, draw, ratePoints, historyQuery, rangeChoice } from "../chart.js";
 import { confirmAction, field, form, textInput } from "../forms.js";
 import { clientOf } from "./connections.js";
 import { mode } from "./channels.js";
 
-const HISTORY = "data_rates_age=600&data_rates_incr=5";
 
 function channelsTable(channels) {
   if (!channels.length) return h("p", { class: "empty" }, "No channels are open.");
@@ -73,7 +72,7 @@ export function page({ name }) {
     "div",
     { class: "connection" },
     h("p", { class: "crumbs" }, h("a", { href: "#/connections" }, "Connections")),
-    h("h1", {}, "Connection ", h("code", {}, name)),
+    h("div", { class: "title" }, h("h1", {}, "Connection ", h("code", {}, name)), rangeChoice(() => refresh().catch(() => {}))),
     summary,
     h("div", { class: "charts" }, traffic),
     h("h2", {}, "Channels"),
@@ -85,7 +84,7 @@ export function page({ name }) {
     if (closed) return;
     let c;
     try {
-      c = await api.get(`${base}?${HISTORY}`);
+      c = await api.get(`${base}?${historyQuery("data_rates")}`);
     } catch (error) {
       if (error.status === 404) {
         fill(summary, h("p", { class: "alarm" }, `The connection ${name} is closed.`));

@@ -2,13 +2,12 @@
 
 import { h, fill, rate, brief, facts } from "../dom.js";
 import * as api from "../api.js";
-import { lineChart, draw, ratePoints } from "../chart.js";
+import { lineChart, draw, ratePoints, historyQuery, rangeChoice } from "../chart.js";
 import { actionButton, confirmAction } from "../forms.js";
 import { bindingsTable, bindForm } from "../bindings.js";
 import { publishForm } from "../messages.js";
 import { DEFAULT_EXCHANGE, displayName, features } from "./exchanges.js";
 
-const HISTORY = "msg_rates_age=600&msg_rates_incr=5";
 
 export function page({ vhost, name }) {
   const apiName = name === "" ? DEFAULT_EXCHANGE : name;
@@ -55,7 +54,7 @@ export function page({ vhost, name }) {
     "div",
     { class: "exchange" },
     h("p", { class: "crumbs" }, h("a", { href: "#/exchanges" }, "Exchanges"), " / ", vhost),
-    h("h1", {}, "Exchange ", h("code", {}, displayName(isDefault ? "" : name))),
+    h("div", { class: "title" }, h("h1", {}, "Exchange ", h("code", {}, displayName(isDefault ? "" : name))), rangeChoice(() => refresh().catch(() => {}))),
     summary,
     h("div", { class: "charts" }, rates),
     h("h2", {}, "Bindings"),
@@ -70,7 +69,7 @@ export function page({ vhost, name }) {
     if (gone) return;
     let e;
     try {
-      e = await api.get(`${base}?${HISTORY}`);
+      e = await api.get(`${base}?${historyQuery("msg_rates")}`);
     } catch (error) {
       if (error.status === 404) {
         fill(summary, h("p", { class: "alarm" }, `The exchange ${name} in ${vhost} does not exist (any more).`));

@@ -3,10 +3,7 @@
 
 import { h, fill, count, rate, bytes, duration } from "../dom.js";
 import * as api from "../api.js";
-import { lineChart, draw, gaugePoints, ratePoints } from "../chart.js";
-
-/** Ten minutes of samples, one every 5 s: what the broker keeps for the overview. */
-const HISTORY = "lengths_age=600&lengths_incr=5&msg_rates_age=600&msg_rates_incr=5";
+import { lineChart, draw, gaugePoints, ratePoints, historyQuery, rangeChoice } from "../chart.js";
 
 /** The rates charted, as the API names them. */
 export const RATE_SERIES = [
@@ -68,7 +65,7 @@ export function page() {
   const element = h(
     "div",
     { class: "overview" },
-    h("h1", {}, "Overview"),
+    h("div", { class: "title" }, h("h1", {}, "Overview"), rangeChoice(() => refresh().catch(() => {}))),
     alarmArea,
     totals,
     h("div", { class: "charts" }, queued, rates),
@@ -76,7 +73,7 @@ export function page() {
   );
 
   async function refresh() {
-    const overview = await api.get(`/api/overview?${HISTORY}`);
+    const overview = await api.get(`/api/overview?${historyQuery("lengths", "msg_rates")}`);
     const queues = overview.queue_totals || {};
     const objects = overview.object_totals || {};
     fill(

@@ -3,13 +3,12 @@
 
 import { h, fill, count, rate, bytes, brief, facts, link } from "../dom.js";
 import * as api from "../api.js";
-import { lineChart, draw, gaugePoints, ratePoints } from "../chart.js";
+import { lineChart, draw, gaugePoints, ratePoints, historyQuery, rangeChoice } from "../chart.js";
 import { actionButton, confirmAction, field, form, textInput } from "../forms.js";
 import { bindingsTable, bindForm } from "../bindings.js";
 import { publishForm, getForm } from "../messages.js";
 import { features } from "./queues.js";
 
-const HISTORY = "lengths_age=600&lengths_incr=5&msg_rates_age=600&msg_rates_incr=5";
 
 function consumersTable(consumers) {
   if (!consumers.length) return h("p", { class: "empty" }, "No consumers.");
@@ -102,7 +101,7 @@ export function page({ vhost, name }) {
     "div",
     { class: "queue" },
     h("p", { class: "crumbs" }, h("a", { href: "#/queues" }, "Queues"), " / ", vhost),
-    h("h1", {}, "Queue ", h("code", {}, name)),
+    h("div", { class: "title" }, h("h1", {}, "Queue ", h("code", {}, name)), rangeChoice(() => refresh().catch(() => {}))),
     summary,
     h("div", { class: "charts" }, depth, rates),
     h("h2", {}, "Consumers"),
@@ -120,7 +119,7 @@ export function page({ vhost, name }) {
     if (gone) return;
     let queue;
     try {
-      queue = await api.get(`${base}?${HISTORY}`);
+      queue = await api.get(`${base}?${historyQuery("lengths", "msg_rates")}`);
     } catch (error) {
       if (error.status === 404) {
         fill(summary, h("p", { class: "alarm" }, `The queue ${name} in ${vhost} does not exist (any more).`));
