@@ -238,6 +238,15 @@ fn split_suite(suite: &str) -> (String, String, String) {
     }
 }
 
+/// The common name (CN) of a verified client certificate's subject: who SASL EXTERNAL
+/// logs in as.
+pub fn client_common_name(connection: &rustls::ServerConnection) -> Option<String> {
+    let leaf = connection.peer_certificates()?.first()?;
+    let (_, parsed) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
+    let cn = parsed.subject().iter_common_name().next()?;
+    cn.as_str().ok().map(str::to_string)
+}
+
 #[cfg(test)]
 mod suite_tests {
     use super::split_suite;
@@ -255,13 +264,4 @@ mod suite_tests {
         );
         assert_eq!(split("odd"), (String::new(), "odd".into(), String::new()));
     }
-}
-
-/// The common name (CN) of a verified client certificate's subject: who SASL EXTERNAL
-/// logs in as.
-pub fn client_common_name(connection: &rustls::ServerConnection) -> Option<String> {
-    let leaf = connection.peer_certificates()?.first()?;
-    let (_, parsed) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
-    let cn = parsed.subject().iter_common_name().next()?;
-    cn.as_str().ok().map(str::to_string)
 }
