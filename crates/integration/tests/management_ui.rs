@@ -324,7 +324,15 @@ async fn a_move_the_destination_cannot_take_whole_loses_nothing() {
     let api = Management::of(&broker);
     let (_connection, channel) = confirming_channel(&broker).await;
     let (from, small) = (unique("from"), unique("small"));
-    declare(&channel, &from, FieldTable::default()).await;
+    // A quorum source that drops a message at its first redelivery: a refused message
+    // must go back as it was, not as a delivery.
+    let mut quorum = FieldTable::default();
+    quorum.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
+    quorum.insert("x-delivery-limit".into(), AMQPValue::LongInt(0));
+    declare(&channel, &from, quorum).await;
     let mut limited = FieldTable::default();
     limited.insert("x-max-length".into(), AMQPValue::LongInt(10));
     limited.insert(
@@ -338,7 +346,7 @@ async fn a_move_the_destination_cannot_take_whole_loses_nothing() {
     assert_eq!(refused.status(), 400);
     let reason = refused.body["reason"].as_str().unwrap().to_string();
     assert!(
-        reason.contains("refused") && reason.contains("10 messages were moved"),
+        reason.contains("is full") && reason.contains("10 messages were moved"),
         "{reason}"
     );
     let from_now = api
@@ -346,6 +354,7 @@ async fn a_move_the_destination_cannot_take_whole_loses_nothing() {
             depth(q) == 15
         })
         .await;
+    // With a delivery limit of 0, a message put back as a redelivery would be dropped.
     assert_eq!(depth(&from_now), 15, "what the destination refused stays");
     let small_now = api
         .get(&format!("/api/queues/%2F/{}", segment(&small)))
@@ -407,4 +416,52 @@ async fn a_move_the_destination_cannot_take_whole_loses_nothing() {
         .expect(200);
     assert_eq!(depth(&from_now), 15);
     api.delete(&user_path).await.expect(204);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_moved_message_goes_to_the_destination_only() {
+    let broker = start_broker_with_management().await;
+    if broker.is_external() {
+        return;
+    }
+    let api = Management::of(&broker);
+    let (_connection, channel) = confirming_channel(&broker).await;
+    let (from, to, copied) = (unique("from"), unique("to"), unique("cc"));
+    for queue in [&from, &to, &copied] {
+        declare(&channel, queue, FieldTable::default()).await;
+    }
+    // Published with a CC header: routed to both `from` and `copied` once.
+    let mut headers = FieldTable::default();
+    headers.insert(
+        "CC".into(),
+        AMQPValue::FieldArray(vec![AMQPValue::LongString(copied.as_str().into())].into()),
+    );
+    channel
+        .basic_publish(
+            "",
+            &from,
+            BasicPublishOptions::default(),
+            b"once",
+            BasicProperties::default().with_headers(headers),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let moved = api
+        .post(
+            &format!("/api/wharf/queues/%2F/{}/move", segment(&from)),
+            json!({"destination": to}),
+        )
+        .await
+        .expect(200);
+    assert_eq!(moved, json!({"moved": 1}));
+    for (queue, expected) in [(&from, 0), (&to, 1), (&copied, 1)] {
+        let shown = api
+            .until(&format!("/api/queues/%2F/{}", segment(queue)), |q| {
+                depth(q) == expected
+            })
+            .await;
+        assert_eq!(depth(&shown), expected, "{queue}");
+    }
 }

@@ -231,6 +231,30 @@ impl Queue {
         self.deliver_and_unlock(state)
     }
 
+    /// Takes the head message to place it elsewhere (the management API's move): as
+    /// basic.get with manual ack, but the message as it was published, without the
+    /// delivery count a quorum queue's get adds. [`Queue::ack`] or [`Queue::put_back`]
+    /// settles it.
+    pub fn take(self: &Arc<Self>) -> Option<GetResult> {
+        let mut result = self.get(false)?;
+        if let Some(entry) = self.state.lock().unacked.get(&result.offset) {
+            result.message = entry.message.clone();
+        }
+        Some(result)
+    }
+
+    /// Puts messages taken with [`Queue::take`] back in their places as they were: not
+    /// redelivered, no delivery counted (they were never delivered to anyone).
+    pub fn put_back(self: &Arc<Self>, offsets: &[u64]) -> Woken {
+        let mut state = self.state.lock();
+        for offset in offsets {
+            if let Some(entry) = state.unacked.remove(offset) {
+                state.backlog.requeue(entry);
+            }
+        }
+        self.deliver_and_unlock(state)
+    }
+
     /// Removes every ready message; returns how many there were.
     pub fn purge(&self) -> u32 {
         let mut state = self.state.lock();

@@ -1,11 +1,14 @@
 //! POST /api/wharf/queues/{vhost}/{name}/move: moves a queue's messages to another queue
 //! of the same vhost, what RabbitMQ's UI does with a dynamic shovel ("Move messages":
 //! `src-delete-after: queue-length`, `ack-mode: on-confirm`). Wharf has no shovels, so the
-//! move is its own endpoint, with the shovel's guarantees: it moves the messages ready
-//! when it starts, in batches, and takes each batch off the source only once the
-//! destination holds it (on disk, for persistent messages in a durable queue), so a
-//! crash in between duplicates messages rather than losing them. The move runs in a
-//! task of its own: a client that goes away does not leave a batch half done.
+//! move is its own endpoint, with the shovel's guarantees: it moves as many messages as
+//! the source held when it started, in batches, and takes each batch off the source only
+//! once the destination holds it (on disk, for persistent messages in a durable queue),
+//! so a crash in between duplicates messages rather than losing them. Messages go into the
+//! destination itself, with their properties and headers (a `CC` header does not copy them
+//! to other queues again). A message the destination refuses goes back to the source as
+//! it was (not redelivered, no delivery counted), and the move stops there. The move runs
+//! in a task of its own: a client that goes away does not leave a batch half done.
 
 use std::sync::Arc;
 
@@ -13,7 +16,8 @@ use axum::extract::{Path, State};
 use axum::response::Response;
 use serde_json::json;
 use wharf_core::access::{Access, ResourceKind};
-use wharf_core::{ErrorKind, Message, Queue, RouteCache, VHost};
+use wharf_core::flusher::SyncTarget;
+use wharf_core::{Enqueued, ErrorKind, Message, Queue, VHost};
 
 use super::messages::channel_refusal;
 use super::queues::NO_CONNECTION;
@@ -59,20 +63,14 @@ pub async fn move_messages(
         .check(Access::Read, ResourceKind::Queue, &name)
         .map_err(ApiError::from)?;
     let source = queue_named(&vhost, &name)?;
-    queue_named(&vhost, &destination)?;
-    // Moved as a shovel with `dest-queue` publishes: to the default exchange, with the
-    // destination's name as routing key.
+    let target_queue = queue_named(&vhost, &destination)?;
+    // Permitted as a shovel with `dest-queue` would be: a publish to the default
+    // exchange with the destination's name as routing key.
     let target = grant.publish_target(&vhost, "").map_err(channel_refusal)?;
     grant
         .check_publish_key(&target, &destination)
         .map_err(channel_refusal)?;
-    let task = tokio::spawn(run(
-        api.clone(),
-        vhost,
-        source,
-        target.exchange,
-        destination,
-    ));
+    let task = tokio::spawn(run(api.clone(), source, target_queue));
     match task.await {
         Ok(Ok(moved)) => json(json!({ "moved": moved })),
         Ok(Err((moved, error))) => Err(ApiError::bad_request(format!(
@@ -82,44 +80,46 @@ pub async fn move_messages(
     }
 }
 
-/// Moves the messages ready at the start, batch by batch: the count moved, or the count
-/// moved before a batch the destination would not take (that batch stays at the source).
+/// Moves as many messages as the source held at the start (a shovel's `queue-length`),
+/// batch by batch: the count moved, or the count moved before a message the destination
+/// would not take (it, and the rest, stay at the source as they were).
 async fn run(
     api: Arc<Api>,
-    vhost: Arc<VHost>,
     source: Arc<Queue>,
-    exchange: Arc<wharf_core::Exchange>,
-    destination: String,
+    destination: Arc<Queue>,
 ) -> Result<u64, (u64, String)> {
     let mut left = source.stats().messages_ready;
     let mut moved = 0u64;
-    let mut routes = RouteCache::default();
     while left > 0 {
         let mut taken = Vec::new();
-        let mut appended = Vec::new();
+        let mut appended: Vec<Arc<dyn SyncTarget>> = Vec::new();
         let mut refusal = None;
         while taken.len() < BATCH && left > 0 {
-            let Some(got) = source.get(false) else {
+            let Some(got) = source.take() else {
                 left = 0;
                 break;
             };
             left -= 1;
+            // Enqueued on the destination itself rather than routed: a message's CC
+            // header would otherwise copy it to other queues again.
             let message = Arc::new(Message {
                 exchange: "".into(),
-                routing_key: destination.as_str().into(),
+                routing_key: destination.name.clone(),
                 properties: got.message.properties.clone(),
                 body: got.message.body.clone(),
             });
-            let published = vhost.publish(&exchange, message, &[], &mut routes);
-            appended.extend(published.appended_to);
-            if published.unroutable.is_some() {
-                refusal = Some(format!("The queue {destination} is gone"));
-            } else if published.refused {
-                refusal = Some(format!("The queue {destination} refused a message (full?)"));
+            match destination.publish(message).0 {
+                Enqueued::InMemory => {}
+                Enqueued::Appended => {
+                    if appended.is_empty() {
+                        appended.push(destination.clone());
+                    }
+                }
+                Enqueued::Failed => refusal = Some("is gone, or could not store a message"),
+                Enqueued::Rejected => refusal = Some("is full and refuses more"),
             }
             if refusal.is_some() {
-                // This one stays at the source; what went before is in the destination.
-                source.requeue(&[got.offset]);
+                source.put_back(&[got.offset]);
                 break;
             }
             taken.push(got.offset);
@@ -133,15 +133,18 @@ async fn run(
                 }),
             );
             if synced.await != Ok(true) {
-                source.requeue(&taken);
+                source.put_back(&taken);
                 return Err((moved, "The destination could not write to disk".into()));
             }
         }
         source.ack(&taken);
         moved += taken.len() as u64;
         if let Some(refusal) = refusal {
-            return Err((moved, refusal));
+            let name = &destination.name;
+            return Err((moved, format!("The queue {name} {refusal}")));
         }
+        // A batch that needed no disk did not wait: let the worker's other tasks run.
+        tokio::task::yield_now().await;
     }
     Ok(moved)
 }
