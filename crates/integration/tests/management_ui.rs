@@ -465,3 +465,57 @@ async fn a_moved_message_goes_to_the_destination_only() {
         assert_eq!(depth(&shown), expected, "{queue}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_of_another_site_cannot_change_the_broker() {
+    let broker = start_broker_with_management().await;
+    if broker.is_external() {
+        return; // RabbitMQ does not look at where a browser's request comes from
+    }
+    let api = Management::of(&broker);
+    let queue = unique("csrf");
+    let path = format!("/api/queues/%2F/{}", segment(&queue));
+    let host = broker.http_addr.unwrap().to_string();
+    // What a browser sends for a form or fetch on another site, with the basic
+    // credentials it was once given for the API.
+    for (name, value) in [
+        ("sec-fetch-site", "cross-site".to_string()),
+        ("sec-fetch-site", "same-site".to_string()),
+        ("origin", "http://evil.example".to_string()),
+        ("origin", "null".to_string()),
+    ] {
+        let refused = api
+            .send(
+                api.builder(Method::PUT, &path)
+                    .header(name, value.as_str())
+                    .header("content-type", "text/plain")
+                    .body(r#"{"durable":true}"#),
+            )
+            .await;
+        assert_eq!(refused.status(), 403, "{name}: {value}");
+        assert_eq!(
+            refused.body["reason"],
+            "A request from another site may not change the broker"
+        );
+    }
+    assert_eq!(api.get(&path).await.status(), 404, "nothing was declared");
+    // Reading is not refused, and the UI's own (same-origin) requests go through.
+    let read = api
+        .send(
+            api.builder(Method::GET, "/api/overview")
+                .header("sec-fetch-site", "cross-site"),
+        )
+        .await;
+    assert_eq!(read.status(), 200);
+    let own = api
+        .send(
+            api.builder(Method::PUT, &path)
+                .header("sec-fetch-site", "same-origin")
+                .header("origin", format!("http://{host}"))
+                .header("content-type", "application/json")
+                .body(r#"{"durable":true}"#),
+        )
+        .await;
+    assert_eq!(own.status(), 201);
+    api.delete(&path).await.expect(204);
+}

@@ -377,8 +377,14 @@ fn serve_http(
         // The web UI's sessions are signed with a key kept beside the data, so that a
         // restart does not log everyone out.
         let key = config.data_dir.join("http-session.key");
-        let sessions = wharf_http::session::Sessions::load_or_create(&key)
-            .with_context(|| format!("cannot read or make {}", key.display()))?;
+        let sessions = match wharf_http::session::Sessions::load_or_create(&key) {
+            Ok(sessions) => sessions,
+            Err(error) => {
+                // The UI still works; its logins just end with this run.
+                tracing::warn!(%error, path = %key.display(), "cannot keep the web UI's session key: sessions end at restart");
+                wharf_http::session::Sessions::ephemeral()
+            }
+        };
         tasks.push(tokio::spawn(wharf_http::serve(
             listeners,
             broker.clone(),

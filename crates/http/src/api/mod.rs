@@ -294,8 +294,55 @@ pub fn routes(api: Arc<Api>) -> Router {
         )
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
-        .layer(axum::middleware::from_fn(no_prompt_for_sessions));
+        .layer(axum::middleware::from_fn(no_prompt_for_sessions))
+        .layer(axum::middleware::from_fn(same_origin_changes));
     router.with_state(api)
+}
+
+/// Refuses a request that would change something when a browser says it comes from
+/// another site (`Sec-Fetch-Site`, or an `Origin` other than the host asked): a page
+/// elsewhere must not use credentials the browser keeps for this API (basic auth it was
+/// once given) to declare, delete or import. Clients that are not browsers send neither
+/// header and are not affected; the UI's own requests are same-origin.
+async fn same_origin_changes(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use axum::http::Method;
+    let changes = !matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS
+    );
+    if changes && from_another_site(request.headers()) {
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "A request from another site may not change the broker",
+        )
+        .into_response();
+    }
+    next.run(request).await
+}
+
+/// Whether a browser says the request comes from a page of another origin.
+fn from_another_site(headers: &axum::http::HeaderMap) -> bool {
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(site) = text("sec-fetch-site") {
+        return !matches!(site, "same-origin" | "none");
+    }
+    match (text("origin"), text("host")) {
+        // "null" is an opaque origin (a sandboxed frame, a file): another site.
+        (Some("null"), _) => true,
+        (Some(origin), Some(host)) => {
+            let authority = origin
+                .split_once("://")
+                .map_or(origin, |(_, rest)| rest)
+                .trim_end_matches('/');
+            !authority.eq_ignore_ascii_case(host)
+        }
+        (Some(_), None) => true,
+        (None, _) => false,
+    }
 }
 
 /// A refusal of the web UI's requests (a login, or a request with a session's token)
@@ -318,4 +365,51 @@ async fn no_prompt_for_sessions(
             .remove(axum::http::header::WWW_AUTHENTICATE);
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::{HeaderMap, HeaderValue};
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.insert(*name, HeaderValue::from_static(value));
+        }
+        map
+    }
+
+    #[test]
+    fn only_browsers_that_say_another_site_are_refused() {
+        assert!(!from_another_site(&headers(&[])), "curl, rabbitmqadmin");
+        assert!(!from_another_site(&headers(&[(
+            "sec-fetch-site",
+            "same-origin"
+        )])));
+        assert!(!from_another_site(&headers(&[("sec-fetch-site", "none")])));
+        assert!(from_another_site(&headers(&[(
+            "sec-fetch-site",
+            "cross-site"
+        )])));
+        // Another port of the same host is the same site, but another origin.
+        assert!(from_another_site(&headers(&[(
+            "sec-fetch-site",
+            "same-site"
+        )])));
+        let same = [
+            ("origin", "http://localhost:15672"),
+            ("host", "localhost:15672"),
+        ];
+        assert!(!from_another_site(&headers(&same)));
+        let other = [
+            ("origin", "http://evil.example"),
+            ("host", "localhost:15672"),
+        ];
+        assert!(from_another_site(&headers(&other)));
+        assert!(from_another_site(&headers(&[
+            ("origin", "null"),
+            ("host", "h")
+        ])));
+    }
 }
