@@ -98,12 +98,13 @@ pub async fn close(
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let row = connection_named(&api, &caller, &name)?;
+    // Header bytes beyond ASCII are read as UTF-8 (the UI sends a reason so encoded).
     let reason = headers
         .get("x-reason")
-        .and_then(|v| v.to_str().ok())
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
         .filter(|r| !r.is_empty())
-        .unwrap_or(DEFAULT_REASON);
-    match api.broker.connections.close(row.connection.id, reason) {
+        .unwrap_or_else(|| DEFAULT_REASON.to_string());
+    match api.broker.connections.close(row.connection.id, &reason) {
         true => Ok(done(StatusCode::NO_CONTENT)),
         false => Err(ApiError::not_found()),
     }

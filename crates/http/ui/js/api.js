@@ -32,8 +32,10 @@ export class ApiError extends Error {
  *  and reloads share it. It holds a signed token, never the password. */
 export function session() {
   try {
+    // Its expiry is the broker's to judge ("Session expired"): this browser's clock may
+    // not agree with the broker's.
     const saved = JSON.parse(localStorage.getItem(SESSION_KEY) || "null");
-    if (saved && saved.token && saved.expires * 1000 > Date.now()) return saved;
+    if (saved && saved.token) return saved;
   } catch {
     // A damaged entry is no session.
   }
@@ -62,6 +64,19 @@ export async function login(username, password) {
     JSON.stringify({ token: answer.token, name: answer.name, tags: answer.tags, expires: answer.expires }),
   );
   return answer;
+}
+
+/** Keeps the session's tags as the broker has them now (they may change after login). */
+export function updateTags(tags) {
+  const s = session();
+  if (!s || JSON.stringify(s.tags) === JSON.stringify(tags)) return false;
+  localStorage.setItem(SESSION_KEY, JSON.stringify({ ...s, tags }));
+  return true;
+}
+
+/** Whether a storage event (another tab) changed the session. */
+export function isSessionKey(key) {
+  return key === SESSION_KEY || key === null;
 }
 
 export async function logout() {

@@ -10,8 +10,9 @@ export function h(tag, attributes = {}, ...children) {
     : document.createElement(tag);
   for (const [name, value] of Object.entries(attributes || {})) {
     if (value === undefined || value === null || value === false) continue;
-    if (name.startsWith("on") && typeof value === "function") {
-      element.addEventListener(name.slice(2), value);
+    if (name.startsWith("on")) {
+      // Only as listeners: an inline handler (a string) is never set.
+      if (typeof value === "function") element.addEventListener(name.slice(2), value);
     } else if (name === "class") {
       const names = Array.isArray(value) ? value.filter(Boolean).join(" ") : value;
       element.setAttribute("class", names);

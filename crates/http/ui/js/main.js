@@ -46,7 +46,7 @@ function showLogin(notice) {
   fill(app, loginPage(notice, () => start()));
 }
 
-function header(session) {
+function headerFor(session) {
   const vhostChoice = h("select", { id: "vhost", "aria-label": "Virtual host" }, h("option", { value: "" }, "All vhosts"));
   vhostChoice.addEventListener("change", () => {
     localStorage.setItem(VHOST_KEY, vhostChoice.value);
@@ -90,7 +90,25 @@ function listVhosts() {
         fill(menu, h("option", { value: "" }, "All vhosts"), names.map((n) => h("option", { value: n }, n)));
       }
       menu.value = chosenVhost();
-      if (menu.value !== chosenVhost()) localStorage.removeItem(VHOST_KEY);
+      if (menu.value !== chosenVhost()) {
+        // The vhost chosen is gone: show every vhost's objects instead.
+        localStorage.removeItem(VHOST_KEY);
+        route();
+      }
+    })
+    .catch(() => {});
+}
+
+/** Reads the user's tags again: changed since login, the tabs are redrawn. */
+function checkTags() {
+  api
+    .get("/api/whoami")
+    .then((me) => {
+      if (api.updateTags(me.tags)) {
+        const header = document.querySelector("header.top");
+        if (header) header.replaceWith(headerFor(api.session()));
+        route();
+      }
     })
     .catch(() => {});
 }
@@ -98,14 +116,17 @@ function listVhosts() {
 function shell(session) {
   fill(
     app,
-    header(session),
+    headerFor(session),
     h("div", { id: "banner", role: "status", hidden: true }),
     h("main", { id: "page" }),
     h("footer", {}, h("span", { id: "refreshed" }), h("span", {}, "Wharf")),
   );
 }
 
+let bannerTimer = null;
+
 function showBanner(text, kind) {
+  clearTimeout(bannerTimer);
   const banner = document.getElementById("banner");
   if (!banner) return;
   if (!text) {
@@ -127,8 +148,11 @@ async function refresh(current) {
     if (stamp) stamp.textContent = `Updated ${new Date().toLocaleTimeString()}`;
   } catch (error) {
     if (current.stopped) return;
-    // A session that ended shows the login form instead.
-    if (!api.session()) return;
+    // A session that ended (in another tab too) shows the login form.
+    if (!api.session()) {
+      showLogin("Your session has ended: log in again.");
+      return;
+    }
     fill(current.problem, describe(error));
     current.problem.hidden = false;
   }
@@ -141,6 +165,7 @@ async function route() {
   if (!document.getElementById("page")) shell(session);
   stopShown();
   listVhosts();
+  checkTags();
   const { segments, search } = parseHash();
   const found = match(segments);
   const main = document.getElementById("page");
@@ -178,10 +203,16 @@ api.events.addEventListener("session", (event) => showLogin(event.detail));
 api.events.addEventListener("reachable", (event) => {
   if (event.detail) {
     showBanner("The broker answers again.", "ok");
-    setTimeout(() => showBanner(null), 4000);
+    bannerTimer = setTimeout(() => showBanner(null), 4000);
   } else {
     showBanner(`The broker cannot be reached: retrying every ${REFRESH_MS / 1000} s…`, "alarm");
   }
 });
 window.addEventListener("hashchange", route);
+// Logged out (or in) in another tab.
+window.addEventListener("storage", (event) => {
+  if (!api.isSessionKey(event.key)) return;
+  if (!api.session()) showLogin("You have logged out in another tab.");
+  else if (!document.getElementById("page")) start();
+});
 start();

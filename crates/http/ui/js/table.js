@@ -72,7 +72,7 @@ export function pagedTable({ columns, source, search, defaultSort = "name", colu
     changed();
   });
 
-  let loading = null;
+  let asked = 0;
   let lastAnswer = null;
 
   /** Keeps the list's settings in the address without a new history entry. */
@@ -147,13 +147,19 @@ export function pagedTable({ columns, source, search, defaultSort = "name", colu
       use_regex: state.use_regex,
       columns: columnsParam,
     };
-    const asked = source() + api.query(params);
-    loading = asked;
+    // Only the latest request's answer is shown: an older one arriving late is dropped.
+    const ticket = ++asked;
     let answer;
     try {
-      answer = await api.get(asked);
+      answer = await api.get(source() + api.query(params));
     } catch (error) {
-      if (loading !== asked) return;
+      if (ticket !== asked) return;
+      if (error.error === "page_out_of_range" && state.page > 1) {
+        // Fewer items than when this page was asked for (or a link to a page gone).
+        state.page = 1;
+        remember();
+        return load();
+      }
       if (error.status === 400) {
         const regex = state.use_regex && state.name;
         fill(problem, regex ? `The filter is not a regular expression the broker accepts (${error.message}).` : error.message);
@@ -162,7 +168,7 @@ export function pagedTable({ columns, source, search, defaultSort = "name", colu
       }
       throw error;
     }
-    if (loading !== asked) return;
+    if (ticket !== asked) return;
     problem.hidden = true;
     if (answer.page_count && state.page > answer.page_count) {
       state.page = answer.page_count;

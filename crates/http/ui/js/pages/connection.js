@@ -51,7 +51,9 @@ export function page({ name }) {
     ],
     async (v) => {
       if (!(await confirmAction(`Close the connection ${name}?`, "Close"))) return null;
-      await api.request("DELETE", base, undefined, { headers: { "X-Reason": v.reason } });
+      // A header carries bytes: the reason goes as UTF-8, which the broker reads back.
+      const utf8 = String.fromCharCode(...new TextEncoder().encode(v.reason));
+      await api.request("DELETE", base, undefined, { headers: { "X-Reason": utf8 } });
       closed = true;
       // The broker answers before the client has acknowledged the close: wait (a little)
       // for it to leave the list, so the list shown next no longer has it.

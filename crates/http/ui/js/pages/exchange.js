@@ -65,11 +65,15 @@ export function page({ vhost, name }) {
     remove,
   );
 
+  let asked = 0;
   async function refresh() {
     if (gone) return;
+    // Only the latest refresh draws.
+    const ticket = ++asked;
     let e;
     try {
       e = await api.get(`${base}?${historyQuery("msg_rates")}`);
+      if (ticket !== asked) return;
     } catch (error) {
       if (error.status === 404) {
         fill(summary, h("p", { class: "alarm" }, `The exchange ${name} in ${vhost} does not exist (any more).`));

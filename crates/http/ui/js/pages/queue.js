@@ -115,11 +115,15 @@ export function page({ vhost, name }) {
     h("section", { class: "danger-zone" }, h("h2", {}, "Purge or delete"), h("div", { class: "buttons" }, purge, remove)),
   );
 
+  let asked = 0;
   async function refresh() {
     if (gone) return;
+    // Only the latest refresh draws: one started before a purge may answer after it.
+    const ticket = ++asked;
     let queue;
     try {
       queue = await api.get(`${base}?${historyQuery("lengths", "msg_rates")}`);
+      if (ticket !== asked) return;
     } catch (error) {
       if (error.status === 404) {
         fill(summary, h("p", { class: "alarm" }, `The queue ${name} in ${vhost} does not exist (any more).`));

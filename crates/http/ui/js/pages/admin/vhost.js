@@ -55,13 +55,17 @@ export function page({ name }) {
         h("button", { type: "submit" }, "Save limits"),
       ],
       async (v) => {
-        for (const [key] of LIMITS) {
+        // Every value is checked before any is saved.
+        const wanted = LIMITS.map(([key]) => {
           const text = String(v[key] ?? "").trim();
-          if (text === "") {
+          const value = Number(text);
+          if (text !== "" && (!Number.isInteger(value) || value < 0)) throw new Error(`${key} must be a whole number of 0 or more.`);
+          return [key, text === "" ? null : value];
+        });
+        for (const [key, value] of wanted) {
+          if (value === null) {
             if (current[key] !== undefined) await api.del(api.apiPath("vhost-limits", name, key));
           } else {
-            const value = Number(text);
-            if (!Number.isInteger(value) || value < 0) throw new Error(`${key} must be a whole number of 0 or more.`);
             await api.put(api.apiPath("vhost-limits", name, key), { value });
           }
         }
