@@ -30,6 +30,13 @@ pub const INTERVAL: Duration = Duration::from_secs(5);
 /// channels' only while someone looks, so that 10,000 queues nobody charts keep none.
 pub const WATCH_FOR: Duration = Duration::from_secs(600);
 
+/// How many objects may keep a history at once besides the broker and its vhosts. A
+/// listing that asks for every queue's history watches at most this many; past it, the
+/// object asked about least recently stops being watched. A history of queue values is
+/// about 20 KB (122 samples of 14 values), so this bounds them to about 20 MB however
+/// many objects there are.
+pub const WATCHED_MAX: usize = 1000;
+
 /// Which object a sample is of.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Key {
@@ -72,6 +79,23 @@ struct Samples {
     objects: HashMap<Key, Sample>,
     /// Objects whose history a request asked for, and when it last did.
     watched: HashMap<Key, Instant>,
+}
+
+impl Samples {
+    /// Stops watching the object asked about least recently, and drops its history.
+    fn stop_watching_the_least_recent(&mut self) {
+        let oldest = self
+            .watched
+            .iter()
+            .min_by_key(|(_, asked)| **asked)
+            .map(|(key, _)| key.clone());
+        if let Some(key) = oldest {
+            self.watched.remove(&key);
+            if let Some(sample) = self.objects.get_mut(&key) {
+                sample.history = None;
+            }
+        }
+    }
 }
 
 /// The latest rates of every object sampled, and the histories kept.
@@ -206,6 +230,9 @@ impl Rates {
             match samples.watched.get_mut(key) {
                 Some(asked) => *asked = now,
                 None => {
+                    if samples.watched.len() >= WATCHED_MAX {
+                        samples.stop_watching_the_least_recent();
+                    }
                     samples.watched.insert(key.clone(), now);
                 }
             }
@@ -449,6 +476,38 @@ mod tests {
         round(&rates, start, much_later + 10, &[]);
         assert_eq!(kept(&rates, &watched), None);
         assert_eq!(rates.of(&watched, 2), [0.0, 0.0]);
+    }
+
+    #[test]
+    fn at_most_watched_max_objects_keep_a_history_and_the_least_recently_asked_goes_first() {
+        let rates = Rates::default();
+        let start = Instant::now();
+        let queues: Vec<Key> = (0..=WATCHED_MAX).map(|i| queue(&format!("q{i}"))).collect();
+        let all: Vec<(Key, f64)> = queues.iter().map(|q| (q.clone(), 1.0)).collect();
+        round(&rates, start, 0, &all);
+        let window = Range {
+            age_s: 10,
+            incr_s: 5,
+        }
+        .window_rounded_up(EPOCH_MS + 2_000);
+        // Every queue asked for, one millisecond apart: the first is the least recent.
+        for (i, key) in queues.iter().enumerate() {
+            let asked = start + Duration::from_millis(i as u64);
+            rates.series_at(key, 2, &window, asked);
+        }
+        round(&rates, start, 5, &all);
+        assert_eq!(rates.samples.lock().watched.len(), WATCHED_MAX);
+        assert_eq!(rates.histories(), WATCHED_MAX);
+        assert_eq!(kept(&rates, &queues[0]), None);
+        assert!(kept(&rates, &queues[1]).is_some());
+        assert!(kept(&rates, &queues[WATCHED_MAX]).is_some());
+        // Asked again, the first comes back and the next least recent goes.
+        let later = start + Duration::from_secs(1);
+        rates.series_at(&queues[0], 2, &window, later);
+        assert_eq!(kept(&rates, &queues[1]), None);
+        round(&rates, start, 10, &all);
+        assert!(kept(&rates, &queues[0]).is_some());
+        assert_eq!(rates.histories(), WATCHED_MAX);
     }
 
     #[test]
