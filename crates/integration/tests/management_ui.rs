@@ -39,6 +39,17 @@ async fn with_token(
     api.send(request).await
 }
 
+/// The status of a request made with a session token.
+async fn status_with_token(api: &Management, method: Method, path: &str, token: &str) -> u16 {
+    with_token(api, method, path, token).await.status()
+}
+
+/// A session token of the user, who must be let in.
+async fn token_for(api: &Management, user: &str, password: &str) -> String {
+    let session = login(api, user, password).await.expect(200);
+    session["token"].as_str().unwrap().to_string()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_ui_is_served_with_a_policy_and_revalidated_by_its_etag() {
     let broker = start_broker_with_management().await;
@@ -111,22 +122,16 @@ async fn a_login_yields_a_token_that_stands_for_the_password_until_logout() {
     assert_eq!(refused.status(), 401);
     assert!(!refused.headers.contains_key("www-authenticate"));
     assert_eq!(
-        with_token(&api, Method::GET, "/api/whoami", "not a token")
-            .await
-            .status(),
+        status_with_token(&api, Method::GET, "/api/whoami", "not a token").await,
         401
     );
 
     assert_eq!(
-        with_token(&api, Method::DELETE, "/api/wharf/session", &token)
-            .await
-            .status(),
+        status_with_token(&api, Method::DELETE, "/api/wharf/session", &token).await,
         204
     );
     assert_eq!(
-        with_token(&api, Method::GET, "/api/whoami", &token)
-            .await
-            .status(),
+        status_with_token(&api, Method::GET, "/api/whoami", &token).await,
         401,
         "a token logged out of is refused"
     );
@@ -174,50 +179,34 @@ async fn a_login_is_refused_as_the_api_refuses_the_password() {
     api.put(&path, json!({"password": "pw", "tags": "monitoring"}))
         .await
         .expect(204);
-    let token = login(&api, &user, "pw").await.expect(200)["token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let token = token_for(&api, &user, "pw").await;
     assert_eq!(
-        with_token(&api, Method::GET, "/api/overview", &token)
-            .await
-            .status(),
+        status_with_token(&api, Method::GET, "/api/overview", &token).await,
         200
     );
     api.put(&path, json!({"password": "new", "tags": "monitoring"}))
         .await
         .expect(204);
     assert_eq!(
-        with_token(&api, Method::GET, "/api/overview", &token)
-            .await
-            .status(),
+        status_with_token(&api, Method::GET, "/api/overview", &token).await,
         401
     );
-    let token = login(&api, &user, "new").await.expect(200)["token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let token = token_for(&api, &user, "new").await;
     // Tags are read at each request: a token does not keep the rights of its login.
     assert_eq!(
-        with_token(&api, Method::GET, "/api/nodes", &token)
-            .await
-            .status(),
+        status_with_token(&api, Method::GET, "/api/nodes", &token).await,
         200
     );
     api.put(&path, json!({"tags": "management"}))
         .await
         .expect(204);
     assert_eq!(
-        with_token(&api, Method::GET, "/api/nodes", &token)
-            .await
-            .status(),
+        status_with_token(&api, Method::GET, "/api/nodes", &token).await,
         401
     );
     api.delete(&path).await.expect(204);
     assert_eq!(
-        with_token(&api, Method::GET, "/api/whoami", &token)
-            .await
-            .status(),
+        status_with_token(&api, Method::GET, "/api/whoami", &token).await,
         401
     );
 }
