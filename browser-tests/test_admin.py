@@ -10,6 +10,7 @@ from playwright.sync_api import expect
 
 from ui import (
     confirm,
+    delete_from_its_page,
     expect_http_errors,
     fact,
     login,
@@ -167,10 +168,7 @@ def test_delete_a_user(page, broker):
     user, _ = add_user(broker)
     open_admin(page, "users", user)
     expect(fact(page, "Tags")).to_have_text("management")
-    page.locator("#delete").click()
-    confirm(page, "Delete")
-    expect(page).to_have_url(re.compile(r"#/admin/users$"))
-    expect(toast(page).last).to_contain_text(f"User {user} deleted.")
+    delete_from_its_page(page, "admin/users", f"User {user} deleted.")
     expect(table_row(page, "users", "guest")).to_be_visible()
     expect(table_row(page, "users", user)).to_have_count(0)
     assert api_or_none(broker, f"/api/users/{quote(user)}") is None
@@ -214,10 +212,7 @@ def test_a_vhost_with_a_queue_limit(page, broker):
         assert refused.value.reply_code == 406
     assert broker.queue(vhost, "third") is None
 
-    page.locator("#delete").click()
-    confirm(page, "Delete")
-    expect(page).to_have_url(re.compile(r"#/admin/vhosts$"))
-    expect(toast(page).last).to_contain_text(f"Virtual host {vhost} deleted.")
+    delete_from_its_page(page, "admin/vhosts", f"Virtual host {vhost} deleted.")
     expect(table_row(page, "vhosts", "/")).to_be_visible()
     expect(table_row(page, "vhosts", vhost)).to_have_count(0)
     assert api_or_none(broker, f"/api/vhosts/{quote(vhost)}") is None

@@ -10,6 +10,7 @@ from playwright.sync_api import expect
 from ui import (
     cell,
     confirm,
+    delete_from_its_page,
     expect_http_errors,
     fact,
     filter_list,
@@ -124,11 +125,8 @@ def test_delete_returns_to_the_list(page, broker):
     name = unique("deleted")
     broker.declare_queue("/", name)
     open_queue(page, "/", name)
-    page.locator("button#delete").click()
-    confirm(page, "Delete")
-    expect(page).to_have_url(re.compile(r"#/queues$"))
+    delete_from_its_page(page, "queues", f"Queue {name} deleted.")
     expect(page.locator("main h1")).to_have_text("Queues")
-    expect(toast(page)).to_contain_text(f"Queue {name} deleted.")
     assert broker.queue("/", name) is None
 
 

@@ -191,6 +191,16 @@ def confirm(page, action):
     expect(dialog).to_have_count(0)
 
 
+def delete_from_its_page(page, list_route, announced):
+    """Deletes the object whose page is open (its Delete button, then the confirmation)
+    and expects the list at `list_route` (e.g. "queues") back, with `announced` in a
+    toast."""
+    page.locator("button#delete").click()
+    confirm(page, "Delete")
+    expect(page).to_have_url(re.compile(r"#/" + re.escape(list_route) + "$"))
+    expect(toast(page).last).to_contain_text(announced)
+
+
 def fact(page, label):
     """The value shown for `label` in the page's facts (dl.facts)."""
     return page.locator(f"xpath=//dl[contains(@class,'facts')]/dt[normalize-space()='{label}']/following-sibling::dd[1]")
