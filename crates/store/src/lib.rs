@@ -13,7 +13,8 @@ pub mod write_meter;
 
 pub use data_dir::DataDir;
 pub use definitions::{
-    BindingDef, Change, DefinitionStore, Definitions, DestinationKind, ExchangeDef, PermissionDef,
-    PolicyDef, QueueDef, Recovery, TopicPermissionDef, UserDef, VhostDef,
+    BindingDef, Change, DefinitionState, DefinitionStore, Definitions, DestinationKind,
+    ExchangeDef, PermissionDef, PolicyDef, QueueDef, Recovery, TopicPermissionDef, UserDef,
+    VhostDef,
 };
 pub use error::{Result, StoreError};

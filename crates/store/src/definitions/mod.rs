@@ -27,6 +27,7 @@ use std::path::{Path, PathBuf};
 
 pub use model::*;
 use snapshot::Snapshot;
+pub use state::State as DefinitionState;
 use state::State;
 
 use crate::data_dir::{sync_dir, write_atomically, DataDir};

@@ -1,4 +1,5 @@
-//! The definitions being replayed, keyed so that each change is applied quickly.
+//! The definitions as a state that changes apply to, keyed so that each is applied
+//! quickly: what the log replays into, and what a cluster's state machine holds.
 
 use std::collections::BTreeMap;
 
@@ -6,7 +7,7 @@ use super::model::*;
 
 /// The definitions being replayed, keyed for fast changes.
 #[derive(Default)]
-pub(super) struct State {
+pub struct State {
     exchanges: BTreeMap<(String, String), ExchangeDef>,
     queues: BTreeMap<(String, String), QueueDef>,
     bindings: BTreeMap<BindingDef, ()>,
@@ -21,7 +22,7 @@ pub(super) struct State {
 }
 
 impl State {
-    pub(super) fn from_definitions(defs: Definitions) -> State {
+    pub fn from_definitions(defs: Definitions) -> State {
         let mut state = State::default();
         for e in defs.exchanges {
             state.apply(Change::PutExchange(e));
@@ -51,7 +52,7 @@ impl State {
         state
     }
 
-    pub(super) fn apply(&mut self, change: Change) {
+    pub fn apply(&mut self, change: Change) {
         match change {
             Change::PutExchange(e) => {
                 self.exchanges.insert((e.vhost.clone(), e.name.clone()), e);
@@ -132,7 +133,7 @@ impl State {
         }
     }
 
-    pub(super) fn to_definitions(&self) -> Definitions {
+    pub fn to_definitions(&self) -> Definitions {
         Definitions {
             exchanges: self.exchanges.values().cloned().collect(),
             queues: self.queues.values().cloned().collect(),

@@ -1,0 +1,69 @@
+//! What nodes ask each other once connected, and what they answer: Raft's own RPCs, a
+//! change forwarded to the leader, a request to join, and a probe of a node's state.
+
+use openraft::error::RaftError;
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::config::NodeId;
+use crate::raft::{Command, Member, Outcome, SnapshotMeta, TypeConfig, Vote};
+
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Request {
+    AppendEntries(AppendEntriesRequest<TypeConfig>),
+    Vote(VoteRequest<NodeId>),
+    /// A whole snapshot (the definitions as JSON text).
+    Snapshot {
+        vote: Vote,
+        meta: SnapshotMeta,
+        data: String,
+    },
+    /// A change proposed on another node, for the leader to commit.
+    Write(Command),
+    /// A node that is not a seed asks to become a member.
+    Join {
+        node_id: NodeId,
+        member: Member,
+    },
+    /// How is this node, and what does it know of the cluster?
+    Probe,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Response {
+    AppendEntries(Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>),
+    Vote(Result<VoteResponse<NodeId>, RaftError<NodeId>>),
+    Snapshot(Result<SnapshotResponse<NodeId>, String>),
+    Write(Result<Written, WriteRefusal>),
+    Join(Result<(), WriteRefusal>),
+    Probe(Probe),
+}
+
+/// A change committed and applied on the leader.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Written {
+    /// Its place in the log: the proposer waits until it applied that far itself.
+    pub index: u64,
+    pub outcome: Outcome,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum WriteRefusal {
+    #[error("this node is not the leader")]
+    NotLeader { leader: Option<NodeId> },
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// A node's answer to a probe.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Probe {
+    pub name: String,
+    /// Whether it belongs to a cluster already (it has a vote or a log).
+    pub initialized: bool,
+    pub leader: Option<NodeId>,
+    pub term: u64,
+    pub last_applied: Option<u64>,
+}

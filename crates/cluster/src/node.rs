@@ -1,0 +1,491 @@
+//! A cluster node: this process's Raft member, its listener for the other nodes, and the
+//! way a change proposed here reaches the leader and comes back applied. One
+//! `Arc<ClusterNode>` per process, owned by the binary; the broker reaches it through
+//! [`ClusterNode::write`] and [`ClusterNode::status`].
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::join_all;
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{Config, ServerState, SnapshotPolicy};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use wharf_store::raft_log::RaftLog;
+
+use crate::config::{node_id, ClusterConfig, NodeId};
+use crate::handshake::Introduction;
+use crate::messages::{Probe, Request, Response, WriteRefusal, Written};
+use crate::raft::log_store::LogStore;
+use crate::raft::network::Network;
+use crate::raft::state_machine::{Applier, StateMachine};
+use crate::raft::{Command, Member, Outcome, Raft};
+use crate::status::{ClusterStatus, MemberState, MemberStatus};
+use crate::transport::{Handler, Transport};
+
+/// How long a forwarded change may wait for the leader's answer.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a probe may wait.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(1500);
+/// A member this many entries behind the leader is catching up, not up.
+const CATCHING_UP_ENTRIES: u64 = 100;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("cannot listen for cluster peers on {address}: {source}")]
+    Listen {
+        address: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Storage(String),
+    #[error("the cluster's consensus stopped: {0}")]
+    Raft(String),
+}
+
+/// Why a change was not committed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WriteError {
+    /// No leader can be reached (this node is cut off from the majority, or an election
+    /// is under way): the change is not made.
+    #[error("the cluster has no reachable leader (this node may be cut off from the majority); the change was not made")]
+    NoLeader,
+    /// The leader was reached but the outcome is unknown (it may yet be committed).
+    #[error("the cluster did not confirm the change in time: {0}")]
+    Unconfirmed(String),
+}
+
+pub struct ClusterNode {
+    config: ClusterConfig,
+    me: NodeId,
+    raft: Raft,
+    transport: Arc<Transport>,
+    state_machine: StateMachine,
+}
+
+impl ClusterNode {
+    /// Opens this node's Raft state under `<data_dir>/raft`, listens for the other nodes,
+    /// and starts forming (or rejoining) the cluster in the background.
+    pub async fn start(
+        config: ClusterConfig,
+        data_dir: &Path,
+        applier: Arc<dyn Applier>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<Arc<ClusterNode>, ClusterError> {
+        let me = config.node_id();
+        let dir = data_dir.join("raft");
+        let log = RaftLog::open(&dir).map_err(|e| ClusterError::Storage(e.to_string()))?;
+        let log_store = LogStore::new(log);
+        let fresh = log_store.is_empty();
+        let state_machine = StateMachine::open(&dir, applier).map_err(ClusterError::Storage)?;
+        let introduction = Introduction {
+            node_id: me,
+            name: config.node_name.clone(),
+            address: config.listen.to_string(),
+        };
+        let transport = Transport::new(introduction, config.secret.clone());
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| ClusterError::Listen {
+                    address: config.listen,
+                    source,
+                })?;
+        let raft_config = Config {
+            cluster_name: "wharf".to_string(),
+            heartbeat_interval: 250,
+            election_timeout_min: 1000,
+            election_timeout_max: 2000,
+            install_snapshot_timeout: 60_000,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(5000),
+            max_in_snapshot_log_to_keep: 1000,
+            ..Config::default()
+        }
+        .validate()
+        .map_err(|e| ClusterError::Raft(e.to_string()))?;
+        let raft = Raft::new(
+            me,
+            Arc::new(raft_config),
+            Network {
+                transport: transport.clone(),
+            },
+            log_store,
+            state_machine.clone(),
+        )
+        .await
+        .map_err(|e| ClusterError::Raft(e.to_string()))?;
+        let node = Arc::new(ClusterNode {
+            config,
+            me,
+            raft,
+            transport: transport.clone(),
+            state_machine,
+        });
+        tokio::spawn(transport.serve(listener, node.clone(), shutdown.clone()));
+        tokio::spawn(node.clone().form(fresh, shutdown.clone()));
+        {
+            let node = node.clone();
+            let mut shutdown = shutdown;
+            tokio::spawn(async move {
+                let _ = shutdown.changed().await;
+                let _ = node.raft.shutdown().await;
+            });
+        }
+        tracing::info!(
+            node = %node.config.node_name,
+            id = me,
+            listen = %node.config.listen,
+            seeds = ?node.config.seeds,
+            "cluster node started"
+        );
+        Ok(node)
+    }
+
+    pub fn node_id(&self) -> NodeId {
+        self.me
+    }
+
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    /// The definitions as this node last applied them.
+    pub fn definitions(&self) -> wharf_store::Definitions {
+        self.state_machine.definitions()
+    }
+
+    /// Forms the cluster (a fresh seed, once a majority of the seeds answers), asks to join
+    /// it (a fresh node that is not a seed), or does nothing (a node with state: Raft
+    /// takes it from there).
+    async fn form(self: Arc<Self>, fresh: bool, mut shutdown: watch::Receiver<bool>) {
+        if !fresh {
+            tracing::info!("rejoining the cluster with this node's own Raft state");
+            return;
+        }
+        let mut attempt = 0u32;
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            match self.try_to_form().await {
+                Ok(true) => return,
+                Ok(false) => {}
+                Err(reason) => {
+                    if attempt.is_multiple_of(20) {
+                        tracing::info!(%reason, "waiting to form the cluster");
+                    }
+                }
+            }
+            attempt += 1;
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+
+    /// One formation attempt: true once this node is part of a cluster (or about to be).
+    async fn try_to_form(&self) -> Result<bool, String> {
+        if self
+            .raft
+            .is_initialized()
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            return Ok(true);
+        }
+        let others: Vec<SocketAddr> = self
+            .config
+            .seeds
+            .iter()
+            .copied()
+            .filter(|s| *s != self.config.listen)
+            .collect();
+        let probes = join_all(others.iter().map(|address| self.probe(*address))).await;
+        let answered: Vec<&Probe> = probes.iter().filter_map(|p| p.as_ref().ok()).collect();
+        if answered.iter().any(|p| p.initialized) {
+            if self.config.is_seed() {
+                // The cluster exists and lists this seed: its leader will replicate to it.
+                tracing::info!("the cluster exists already; waiting for its leader");
+                return Ok(true);
+            }
+            return self.ask_to_join(&others).await;
+        }
+        if !self.config.is_seed() {
+            return Err("no seed belongs to a cluster yet".to_string());
+        }
+        let up = 1 + answered.len();
+        let seeds = self.config.seeds.len();
+        if up * 2 <= seeds {
+            return Err(format!(
+                "{up} of the {seeds} seeds answer; a majority is needed to form the cluster"
+            ));
+        }
+        // Every seed initializes with the same members, so however they race there is one
+        // cluster: Raft's vote decides the leader among identical logs.
+        let members: BTreeMap<NodeId, Member> = self
+            .config
+            .seeds
+            .iter()
+            .map(|s| {
+                (
+                    node_id(s),
+                    Member {
+                        address: s.to_string(),
+                    },
+                )
+            })
+            .collect();
+        match self.raft.initialize(members).await {
+            Ok(()) => {
+                tracing::info!(seeds, "cluster formed from the seed list");
+                Ok(true)
+            }
+            // Another attempt (or a leader's entries) got there first.
+            Err(RaftError::APIError(_)) => Ok(true),
+            Err(error) => Err(error.to_string()),
+        }
+    }
+
+    async fn ask_to_join(&self, seeds: &[SocketAddr]) -> Result<bool, String> {
+        let request = Request::Join {
+            node_id: self.me,
+            member: Member {
+                address: self.config.listen.to_string(),
+            },
+        };
+        let mut last = String::from("no seed answered");
+        for seed in seeds {
+            match self.transport.request(*seed, &request, WRITE_TIMEOUT).await {
+                Ok((_, Response::Join(Ok(())))) => {
+                    tracing::info!(via = %seed, "joined the cluster");
+                    return Ok(true);
+                }
+                Ok((_, Response::Join(Err(refusal)))) => last = refusal.to_string(),
+                Ok((_, other)) => last = format!("an answer of the wrong kind: {other:?}"),
+                Err(error) => last = error.to_string(),
+            }
+        }
+        Err(last)
+    }
+
+    async fn probe(&self, address: SocketAddr) -> Result<Probe, String> {
+        match self
+            .transport
+            .request(address, &Request::Probe, PROBE_TIMEOUT)
+            .await
+        {
+            Ok((_, Response::Probe(probe))) => Ok(probe),
+            Ok((_, other)) => Err(format!("an answer of the wrong kind: {other:?}")),
+            Err(error) => Err(error.to_string()),
+        }
+    }
+
+    fn own_probe(&self) -> Probe {
+        let metrics = self.raft.metrics().borrow().clone();
+        Probe {
+            name: self.config.node_name.clone(),
+            initialized: metrics.last_log_index.is_some() || metrics.vote.leader_id().term > 0,
+            leader: metrics.current_leader,
+            term: metrics.current_term,
+            last_applied: metrics.last_applied.map(|l| l.index),
+        }
+    }
+
+    /// Commits a change through the leader and waits until this node applied it.
+    pub async fn write(&self, command: Command) -> Result<Outcome, WriteError> {
+        let mut leader = self.raft.current_leader().await;
+        for _ in 0..3 {
+            let written = match leader {
+                None => return Err(WriteError::NoLeader),
+                Some(id) if id == self.me => self.write_as_leader(command.clone()).await,
+                Some(id) => self.forward(id, command.clone()).await,
+            };
+            match written {
+                Ok(written) => {
+                    self.raft
+                        .wait(Some(WRITE_TIMEOUT))
+                        .applied_index_at_least(Some(written.index), "a change applied here")
+                        .await
+                        .map_err(|e| WriteError::Unconfirmed(e.to_string()))?;
+                    return Ok(written.outcome);
+                }
+                Err(WriteRefusal::NotLeader { leader: next }) => leader = next,
+                Err(WriteRefusal::Failed(reason)) => return Err(WriteError::Unconfirmed(reason)),
+            }
+        }
+        Err(WriteError::NoLeader)
+    }
+
+    async fn write_as_leader(&self, command: Command) -> Result<Written, WriteRefusal> {
+        match self.raft.client_write(command).await {
+            Ok(response) => Ok(Written {
+                index: response.log_id.index,
+                outcome: response.data,
+            }),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
+                Err(WriteRefusal::NotLeader {
+                    leader: forward.leader_id,
+                })
+            }
+            Err(error) => Err(WriteRefusal::Failed(error.to_string())),
+        }
+    }
+
+    async fn forward(&self, leader: NodeId, command: Command) -> Result<Written, WriteRefusal> {
+        let Some(address) = self.member_address(leader) else {
+            return Err(WriteRefusal::NotLeader { leader: None });
+        };
+        match self
+            .transport
+            .request(address, &Request::Write(command), WRITE_TIMEOUT)
+            .await
+        {
+            Ok((_, Response::Write(answer))) => answer,
+            Ok((_, other)) => Err(WriteRefusal::Failed(format!(
+                "an answer of the wrong kind: {other:?}"
+            ))),
+            // Unreachable before anything was sent: no leader for this node.
+            Err(crate::transport::TransportError::Unreachable { .. }) => {
+                Err(WriteRefusal::NotLeader { leader: None })
+            }
+            Err(error) => Err(WriteRefusal::Failed(error.to_string())),
+        }
+    }
+
+    fn member_address(&self, id: NodeId) -> Option<SocketAddr> {
+        let metrics = self.raft.metrics().borrow().clone();
+        let membership = metrics.membership_config.membership().clone();
+        membership
+            .get_node(&id)
+            .and_then(|member| member.address.parse().ok())
+    }
+
+    async fn join(&self, node_id: NodeId, member: Member) -> Result<(), WriteRefusal> {
+        let leader = self.raft.current_leader().await;
+        if leader != Some(self.me) {
+            let Some(address) = leader.and_then(|l| self.member_address(l)) else {
+                return Err(WriteRefusal::NotLeader { leader: None });
+            };
+            return match self
+                .transport
+                .request(address, &Request::Join { node_id, member }, WRITE_TIMEOUT)
+                .await
+            {
+                Ok((_, Response::Join(answer))) => answer,
+                Ok((_, other)) => Err(WriteRefusal::Failed(format!(
+                    "an answer of the wrong kind: {other:?}"
+                ))),
+                Err(error) => Err(WriteRefusal::Failed(error.to_string())),
+            };
+        }
+        let refusal = |e: RaftError<NodeId, ClientWriteError<NodeId, Member>>| {
+            WriteRefusal::Failed(e.to_string())
+        };
+        self.raft
+            .add_learner(node_id, member, true)
+            .await
+            .map_err(refusal)?;
+        let voters: BTreeSet<NodeId> = BTreeSet::from([node_id]);
+        self.raft
+            .change_membership(openraft::ChangeMembers::AddVoterIds(voters), false)
+            .await
+            .map_err(refusal)?;
+        tracing::info!(node = node_id, "a node joined the cluster");
+        Ok(())
+    }
+
+    /// The cluster as this node sees it now: each member probed (a member that does not
+    /// answer is down).
+    pub async fn status(&self) -> ClusterStatus {
+        let metrics = self.raft.metrics().borrow().clone();
+        let membership = metrics.membership_config.membership().clone();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let mut probes = Vec::new();
+        for (id, member) in membership.nodes() {
+            let id = *id;
+            let member = member.clone();
+            probes.push(async move {
+                let probe = if id == self.me {
+                    Ok(self.own_probe())
+                } else {
+                    match member.address.parse() {
+                        Ok(address) => self.probe(address).await,
+                        Err(_) => Err("not an address".to_string()),
+                    }
+                };
+                (id, member, probe)
+            });
+        }
+        let answers = join_all(probes).await;
+        let newest_applied = answers
+            .iter()
+            .filter_map(|(_, _, p)| p.as_ref().ok().and_then(|p| p.last_applied))
+            .max();
+        let members = answers
+            .into_iter()
+            .map(|(id, member, probe)| {
+                let (state, name, applied) = match probe {
+                    Ok(probe) => {
+                        let behind = newest_applied
+                            .unwrap_or(0)
+                            .saturating_sub(probe.last_applied.unwrap_or(0));
+                        let state = if behind > CATCHING_UP_ENTRIES {
+                            MemberState::CatchingUp
+                        } else {
+                            MemberState::Up
+                        };
+                        (state, Some(probe.name), probe.last_applied)
+                    }
+                    Err(_) => (MemberState::Down, None, None),
+                };
+                MemberStatus {
+                    id,
+                    name,
+                    address: member.address,
+                    voter: voters.contains(&id),
+                    state,
+                    last_applied: applied,
+                }
+            })
+            .collect();
+        ClusterStatus {
+            node_id: self.me,
+            node_name: self.config.node_name.clone(),
+            leader: metrics.current_leader,
+            term: metrics.current_term,
+            is_leader: metrics.state == ServerState::Leader,
+            last_applied: metrics.last_applied.map(|l| l.index),
+            members,
+        }
+    }
+}
+
+impl Handler for ClusterNode {
+    async fn handle(&self, _from: Introduction, request: Request) -> Response {
+        match request {
+            Request::AppendEntries(rpc) => {
+                Response::AppendEntries(self.raft.append_entries(rpc).await)
+            }
+            Request::Vote(rpc) => Response::Vote(self.raft.vote(rpc).await),
+            Request::Snapshot { vote, meta, data } => {
+                let snapshot = openraft::Snapshot {
+                    meta,
+                    snapshot: Box::new(std::io::Cursor::new(data.into_bytes())),
+                };
+                Response::Snapshot(
+                    self.raft
+                        .install_full_snapshot(vote, snapshot)
+                        .await
+                        .map_err(|e| e.to_string()),
+                )
+            }
+            Request::Write(command) => Response::Write(self.write_as_leader(command).await),
+            Request::Join { node_id, member } => Response::Join(self.join(node_id, member).await),
+            Request::Probe => Response::Probe(self.own_probe()),
+        }
+    }
+}

@@ -1,0 +1,157 @@
+//! openraft's log storage on this node's disk: a thin adapter over the store's
+//! [`RaftLog`], which does the files and the fsyncs. Entries, the vote and the marks are
+//! JSON there. Writes happen on the blocking pool: an fsync must not stall the runtime's
+//! workers.
+
+use std::fmt::Debug;
+use std::ops::{Bound, RangeBounds};
+use std::sync::Arc;
+
+use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
+use openraft::{OptionalSend, RaftLogId, StorageIOError};
+use parking_lot::Mutex;
+use wharf_store::raft_log::RaftLog;
+
+use super::{Entry, LogId, StorageError, TypeConfig, Vote};
+
+/// This node's Raft log. Clones share it.
+#[derive(Clone)]
+pub struct LogStore {
+    log: Arc<Mutex<RaftLog>>,
+}
+
+impl LogStore {
+    pub fn new(log: RaftLog) -> LogStore {
+        LogStore {
+            log: Arc::new(Mutex::new(log)),
+        }
+    }
+
+    /// Whether this node never took part in a cluster (no vote, no entry).
+    pub fn is_empty(&self) -> bool {
+        self.log.lock().is_empty()
+    }
+
+    /// Runs a write on the blocking pool.
+    async fn write<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut RaftLog) -> wharf_store::Result<T> + Send + 'static,
+    ) -> Result<T, wharf_store::StoreError> {
+        let log = self.log.clone();
+        tokio::task::spawn_blocking(move || work(&mut log.lock()))
+            .await
+            .unwrap_or_else(|e| {
+                Err(wharf_store::StoreError::Io {
+                    path: "raft".into(),
+                    source: std::io::Error::other(e.to_string()),
+                })
+            })
+    }
+}
+
+fn decode<T: for<'de> serde::Deserialize<'de>>(bytes: &[u8]) -> Result<T, StorageError> {
+    serde_json::from_slice(bytes).map_err(|e| StorageIOError::read_logs(&e).into())
+}
+
+fn encode(value: &impl serde::Serialize) -> Vec<u8> {
+    serde_json::to_vec(value).expect("Raft types serialize")
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, StorageError> {
+        let range: (Bound<u64>, Bound<u64>) =
+            (range.start_bound().cloned(), range.end_bound().cloned());
+        let stored = self.log.lock().entries(range);
+        stored.iter().map(|(_, bytes)| decode(bytes)).collect()
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
+        let log = self.log.lock();
+        let purged: Option<LogId> = log.purged().map(decode).transpose()?;
+        let last = match log.last() {
+            Some((_, bytes)) => Some(*decode::<Entry>(bytes)?.get_log_id()),
+            None => purged,
+        };
+        Ok(LogState {
+            last_purged_log_id: purged,
+            last_log_id: last,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
+        let bytes = encode(vote);
+        self.write(move |log| log.save_vote(bytes))
+            .await
+            .map_err(|e| StorageIOError::write_vote(&e).into())
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
+        self.log.lock().vote().map(decode).transpose()
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
+        let bytes = encode(&committed);
+        self.write(move |log| log.save_committed(bytes))
+            .await
+            .map_err(|e| StorageIOError::write_logs(&e).into())
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
+        // A mark that does not read is as if none was kept (it is only a hint).
+        let log = self.log.lock();
+        Ok(log
+            .committed()
+            .and_then(|bytes| serde_json::from_slice::<Option<LogId>>(bytes).ok())
+            .flatten())
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let records: Vec<(u64, Vec<u8>)> = entries
+            .into_iter()
+            .map(|entry| (entry.get_log_id().index, encode(&entry)))
+            .collect();
+        let appended = self.write(move |log| log.append(records)).await;
+        match appended {
+            Ok(()) => {
+                callback.log_io_completed(Ok(()));
+                Ok(())
+            }
+            Err(error) => {
+                callback.log_io_completed(Err(std::io::Error::other(error.to_string())));
+                Err(StorageIOError::write_logs(&error).into())
+            }
+        }
+    }
+
+    async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        self.write(move |log| log.truncate_from(log_id.index))
+            .await
+            .map_err(|e| StorageIOError::write_logs(&e).into())
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        let bytes = encode(&log_id);
+        self.write(move |log| log.purge_through(log_id.index, bytes))
+            .await
+            .map_err(|e| StorageIOError::write_logs(&e).into())
+    }
+}

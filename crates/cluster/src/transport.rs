@@ -1,0 +1,338 @@
+//! Connections between nodes: one authenticated TCP connection to each peer, opened on
+//! first use and again after it is lost, carrying many requests at once (each answer is
+//! matched to its request by id, so a slow snapshot does not hold up a heartbeat). The
+//! transport owns the connections; the node reaches peers through
+//! [`Transport::request`] and answers them through a [`Handler`].
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use parking_lot::Mutex;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::config::Secret;
+use crate::handshake::{self, HandshakeError, Introduction};
+use crate::messages::{Request, Response};
+use crate::wire::{self, FrameKind};
+
+/// How long a connection attempt may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// After a failed attempt, requests to that peer fail at once for this long rather than
+/// each trying again.
+const RECONNECT_PAUSE: Duration = Duration::from_millis(200);
+
+/// Answers the requests of other nodes.
+pub trait Handler: Send + Sync + 'static {
+    fn handle(&self, from: Introduction, request: Request)
+        -> impl Future<Output = Response> + Send;
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum TransportError {
+    #[error("cannot reach the node at {address}: {reason}")]
+    Unreachable { address: SocketAddr, reason: String },
+    #[error("the node at {address} did not answer within {timeout:?}")]
+    Timeout {
+        address: SocketAddr,
+        timeout: Duration,
+    },
+    #[error("the connection to the node at {address} was lost")]
+    Lost { address: SocketAddr },
+}
+
+/// One open connection to a peer.
+struct Connection {
+    peer: Introduction,
+    outbox: mpsc::UnboundedSender<BytesMut>,
+    pending: Arc<Mutex<HashMap<u64, oneshot::Sender<Response>>>>,
+    closed: Arc<AtomicBool>,
+}
+
+/// Everything about one peer address.
+#[derive(Default)]
+struct Link {
+    connection: tokio::sync::Mutex<Option<Arc<Connection>>>,
+    last_failure: Mutex<Option<(Instant, String)>>,
+    /// The last failure logged, so that a peer that stays away is logged once, not at
+    /// every retry.
+    logged: Mutex<Option<String>>,
+}
+
+pub struct Transport {
+    me: Introduction,
+    secret: Secret,
+    links: Mutex<HashMap<SocketAddr, Arc<Link>>>,
+    next_id: AtomicU64,
+}
+
+impl Transport {
+    pub fn new(me: Introduction, secret: Secret) -> Arc<Transport> {
+        Arc::new(Transport {
+            me,
+            secret,
+            links: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+        })
+    }
+
+    fn link(&self, address: SocketAddr) -> Arc<Link> {
+        self.links.lock().entry(address).or_default().clone()
+    }
+
+    /// Sends a request to the node at `address` and waits for its answer, connecting first
+    /// if needed. Returns who answered.
+    pub async fn request(
+        &self,
+        address: SocketAddr,
+        request: &Request,
+        timeout: Duration,
+    ) -> Result<(Introduction, Response), TransportError> {
+        let connection = self.connection(address).await?;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let payload = serde_json::to_vec(request).expect("requests serialize");
+        let mut frame = BytesMut::new();
+        wire::encode_frame(&mut frame, FrameKind::Request, id, &payload);
+        let (sender, receiver) = oneshot::channel();
+        connection.pending.lock().insert(id, sender);
+        if connection.closed.load(Ordering::Acquire) || connection.outbox.send(frame).is_err() {
+            connection.pending.lock().remove(&id);
+            return Err(TransportError::Lost { address });
+        }
+        match tokio::time::timeout(timeout, receiver).await {
+            Ok(Ok(response)) => Ok((connection.peer.clone(), response)),
+            Ok(Err(_)) => Err(TransportError::Lost { address }),
+            Err(_) => {
+                connection.pending.lock().remove(&id);
+                Err(TransportError::Timeout { address, timeout })
+            }
+        }
+    }
+
+    /// The open connection to `address`, or a new one.
+    async fn connection(&self, address: SocketAddr) -> Result<Arc<Connection>, TransportError> {
+        let link = self.link(address);
+        let mut slot = link.connection.lock().await;
+        if let Some(connection) = slot.as_ref() {
+            if !connection.closed.load(Ordering::Acquire) {
+                return Ok(connection.clone());
+            }
+        }
+        *slot = None;
+        if let Some((at, reason)) = link.last_failure.lock().clone() {
+            if at.elapsed() < RECONNECT_PAUSE {
+                return Err(TransportError::Unreachable { address, reason });
+            }
+        }
+        match self.connect(address).await {
+            Ok(connection) => {
+                *link.last_failure.lock() = None;
+                if link.logged.lock().take().is_some() {
+                    tracing::info!(peer = %address, node = %connection.peer.name, "cluster peer reachable again");
+                }
+                *slot = Some(connection.clone());
+                Ok(connection)
+            }
+            Err(reason) => {
+                *link.last_failure.lock() = Some((Instant::now(), reason.clone()));
+                let mut logged = link.logged.lock();
+                if logged.as_deref() != Some(reason.as_str()) {
+                    if reason.contains("secret") || reason.contains("refused this node") {
+                        tracing::error!(peer = %address, %reason, "cluster peer refused");
+                    } else {
+                        tracing::warn!(peer = %address, %reason, "cluster peer unreachable");
+                    }
+                    *logged = Some(reason.clone());
+                }
+                Err(TransportError::Unreachable { address, reason })
+            }
+        }
+    }
+
+    async fn connect(&self, address: SocketAddr) -> Result<Arc<Connection>, String> {
+        let mut stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address))
+            .await
+            .map_err(|_| format!("no connection within {CONNECT_TIMEOUT:?}"))?
+            .map_err(|e| e.to_string())?;
+        let _ = stream.set_nodelay(true);
+        let (peer, leftover) = handshake::dial(&mut stream, &self.me, &self.secret)
+            .await
+            .map_err(|e| e.to_string())?;
+        let (mut reader, writer) = stream.into_split();
+        let pending: Arc<Mutex<HashMap<u64, oneshot::Sender<Response>>>> = Arc::default();
+        let closed = Arc::new(AtomicBool::new(false));
+        let (outbox, inbox) = mpsc::unbounded_channel();
+        tokio::spawn(write_frames(writer, inbox, closed.clone()));
+        {
+            let pending = pending.clone();
+            let closed = closed.clone();
+            let peer = peer.clone();
+            tokio::spawn(async move {
+                let mut buffer = leftover;
+                let why = loop {
+                    match wire::decode_frame(&mut buffer) {
+                        Ok(Some(frame)) if frame.kind == FrameKind::Response => {
+                            match serde_json::from_slice::<Response>(&frame.payload) {
+                                Ok(response) => {
+                                    if let Some(sender) = pending.lock().remove(&frame.id) {
+                                        let _ = sender.send(response);
+                                    }
+                                }
+                                Err(error) => {
+                                    break format!("an answer that does not read: {error}")
+                                }
+                            }
+                            continue;
+                        }
+                        Ok(Some(frame)) => break format!("an unexpected {:?} frame", frame.kind),
+                        Ok(None) => {}
+                        Err(error) => break error.to_string(),
+                    }
+                    match reader.read_buf(&mut buffer).await {
+                        Ok(0) => break "closed by the peer".to_string(),
+                        Ok(_) => {}
+                        Err(error) => break error.to_string(),
+                    }
+                };
+                tracing::debug!(peer = %peer.address, reason = %why, "cluster connection ended");
+                closed.store(true, Ordering::Release);
+                // Dropping the senders tells every waiting request the connection is gone.
+                pending.lock().clear();
+            });
+        }
+        Ok(Arc::new(Connection {
+            peer,
+            outbox,
+            pending,
+            closed,
+        }))
+    }
+
+    /// Accepts the other nodes' connections until shutdown, and answers their requests.
+    pub async fn serve<H: Handler>(
+        self: Arc<Self>,
+        listener: TcpListener,
+        handler: Arc<H>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        loop {
+            let (stream, from) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        tracing::warn!(%error, "cluster listener accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                _ = shutdown.changed() => return,
+            };
+            let transport = self.clone();
+            let handler = handler.clone();
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                transport
+                    .serve_connection(stream, from, handler, shutdown)
+                    .await
+            });
+        }
+    }
+
+    async fn serve_connection<H: Handler>(
+        &self,
+        mut stream: TcpStream,
+        from: SocketAddr,
+        handler: Arc<H>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let _ = stream.set_nodelay(true);
+        let (peer, leftover) = match handshake::accept(&mut stream, &self.me, &self.secret).await {
+            Ok(accepted) => accepted,
+            Err(HandshakeError::WrongSecret) => {
+                tracing::error!(%from, "refused a node that does not know the cluster secret");
+                return;
+            }
+            Err(error) => {
+                tracing::warn!(%from, %error, "refused a connection to the cluster port");
+                return;
+            }
+        };
+        let (mut reader, writer) = stream.into_split();
+        let closed = Arc::new(AtomicBool::new(false));
+        let (outbox, inbox) = mpsc::unbounded_channel();
+        tokio::spawn(write_frames(writer, inbox, closed.clone()));
+        let mut buffer = leftover;
+        loop {
+            match wire::decode_frame(&mut buffer) {
+                Ok(Some(frame)) if frame.kind == FrameKind::Request => {
+                    let request: Request = match serde_json::from_slice(&frame.payload) {
+                        Ok(request) => request,
+                        Err(error) => {
+                            tracing::warn!(peer = %peer.name, %error, "a cluster request that does not read; closing the connection");
+                            break;
+                        }
+                    };
+                    let handler = handler.clone();
+                    let outbox = outbox.clone();
+                    let peer = peer.clone();
+                    tokio::spawn(async move {
+                        let response = handler.handle(peer, request).await;
+                        let payload = serde_json::to_vec(&response).expect("responses serialize");
+                        let mut out = BytesMut::new();
+                        wire::encode_frame(&mut out, FrameKind::Response, frame.id, &payload);
+                        let _ = outbox.send(out);
+                    });
+                    continue;
+                }
+                Ok(Some(frame)) => {
+                    tracing::warn!(peer = %peer.name, kind = ?frame.kind, "an unexpected cluster frame; closing the connection");
+                    break;
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::warn!(peer = %peer.name, %error, "a bad cluster frame; closing the connection");
+                    break;
+                }
+            }
+            tokio::select! {
+                read = reader.read_buf(&mut buffer) => match read {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                },
+                // A node that stops answers nothing more, as if it were gone.
+                _ = shutdown.changed() => break,
+            }
+        }
+        closed.store(true, Ordering::Release);
+    }
+}
+
+/// Writes queued frames, as many as are waiting in one write.
+async fn write_frames(
+    mut writer: tokio::net::tcp::OwnedWriteHalf,
+    mut inbox: mpsc::UnboundedReceiver<BytesMut>,
+    closed: Arc<AtomicBool>,
+) {
+    while let Some(mut batch) = inbox.recv().await {
+        while let Ok(more) = inbox.try_recv() {
+            batch.extend_from_slice(&more);
+            if batch.len() > 1024 * 1024 {
+                break;
+            }
+        }
+        if writer.write_all(&batch).await.is_err() {
+            break;
+        }
+        if closed.load(Ordering::Acquire) {
+            break;
+        }
+    }
+    closed.store(true, Ordering::Release);
+    let _ = writer.shutdown().await;
+}
