@@ -12,6 +12,7 @@
 // one for them do the same.
 #![allow(clippy::result_large_err)]
 
+pub mod broker_link;
 pub mod config;
 pub mod handshake;
 pub mod messages;
@@ -21,6 +22,7 @@ pub mod status;
 pub mod transport;
 pub mod wire;
 
+pub use broker_link::{BrokerApplier, ClusterHandle};
 pub use config::{ClusterConfig, NodeId, Secret};
 pub use node::{ClusterError, ClusterNode, WriteError};
 pub use raft::state_machine::{Applier, NoApplier};

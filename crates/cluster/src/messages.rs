@@ -29,6 +29,9 @@ pub enum Request {
     },
     /// How is this node, and what does it know of the cluster?
     Probe,
+    /// The leader's commit index, confirmed by a majority: a node that applied that far
+    /// has seen every change committed before it asked.
+    ReadIndex,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -39,6 +42,7 @@ pub enum Response {
     Write(Result<Written, WriteRefusal>),
     Join(Result<(), WriteRefusal>),
     Probe(Probe),
+    ReadIndex(Result<u64, WriteRefusal>),
 }
 
 /// A change committed and applied on the leader.

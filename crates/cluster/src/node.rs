@@ -28,6 +28,9 @@ use crate::transport::{Handler, Transport};
 
 /// How long a forwarded change may wait for the leader's answer.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a change waits for a leader (an election under way) before it is refused:
+/// a few election timeouts.
+const LEADER_WAIT: Duration = Duration::from_secs(5);
 /// How long a probe may wait.
 const PROBE_TIMEOUT: Duration = Duration::from_millis(1500);
 /// A member this many entries behind the leader is catching up, not up.
@@ -152,9 +155,45 @@ impl ClusterNode {
         &self.raft
     }
 
+    /// Whether this node has applied the cluster's default vhost and user (the first
+    /// entries of every cluster): before, it has none of the cluster's definitions.
+    pub fn is_seeded(&self) -> bool {
+        self.state_machine.is_seeded()
+    }
+
     /// The definitions as this node last applied them.
     pub fn definitions(&self) -> wharf_store::Definitions {
         self.state_machine.definitions()
+    }
+
+    /// Makes the default vhost and user once for the whole cluster: whenever this node
+    /// leads a cluster that has none, it commits them (applied only if no other leader's
+    /// seed came first).
+    pub async fn seed_when_leading(
+        self: Arc<Self>,
+        changes: Vec<wharf_store::Change>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let mut metrics = self.raft.metrics();
+        loop {
+            let leading = metrics.borrow().state == ServerState::Leader;
+            if leading && !self.state_machine.is_seeded() {
+                match self.write(Command::Seed(changes.clone())).await {
+                    Ok(_) => tracing::info!("the cluster's default vhost and user are made"),
+                    Err(error) => {
+                        tracing::warn!(%error, "the default vhost and user are not made yet")
+                    }
+                }
+            }
+            if self.state_machine.is_seeded() {
+                return;
+            }
+            tokio::select! {
+                changed = metrics.changed() => if changed.is_err() { return },
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
     }
 
     /// Forms the cluster (a fresh seed, once a majority of the seeds answers), asks to join
@@ -295,29 +334,104 @@ impl ClusterNode {
         }
     }
 
+    /// Waits until this node has applied every change the cluster committed before now
+    /// (the leader's read index, confirmed by a majority), so that what it checks next
+    /// is not stale.
+    pub async fn sync(&self) -> Result<(), WriteError> {
+        let index = self
+            .through_leader(|leader| async move {
+                if leader == self.me {
+                    return self.read_index_as_leader().await;
+                }
+                let address = self
+                    .member_address(leader)
+                    .ok_or(WriteRefusal::NotLeader { leader: None })?;
+                match self
+                    .transport
+                    .request(address, &Request::ReadIndex, WRITE_TIMEOUT)
+                    .await
+                {
+                    Ok((_, Response::ReadIndex(answer))) => answer,
+                    Ok((_, other)) => Err(WriteRefusal::Failed(format!(
+                        "an answer of the wrong kind: {other:?}"
+                    ))),
+                    // Nothing was asked of it: as if there were no leader.
+                    Err(crate::transport::TransportError::Unreachable { .. }) => {
+                        Err(WriteRefusal::NotLeader { leader: None })
+                    }
+                    Err(error) => Err(WriteRefusal::Failed(error.to_string())),
+                }
+            })
+            .await?;
+        self.raft
+            .wait(Some(WRITE_TIMEOUT))
+            .applied_index_at_least(Some(index), "caught up with the leader")
+            .await
+            .map_err(|e| WriteError::Unconfirmed(e.to_string()))?;
+        Ok(())
+    }
+
+    /// Runs `attempt` on the leader: follows a redirection to a new leader, and waits out
+    /// an election (up to [`LEADER_WAIT`]) when there is none, or none that answers.
+    async fn through_leader<T, F, Fut>(&self, mut attempt: F) -> Result<T, WriteError>
+    where
+        F: FnMut(NodeId) -> Fut,
+        Fut: std::future::Future<Output = Result<T, WriteRefusal>>,
+    {
+        let deadline = tokio::time::Instant::now() + LEADER_WAIT;
+        let mut leader = self.raft.current_leader().await;
+        loop {
+            if let Some(id) = leader {
+                match attempt(id).await {
+                    Ok(value) => return Ok(value),
+                    Err(WriteRefusal::NotLeader { leader: Some(next) }) if next != id => {
+                        leader = Some(next);
+                        continue;
+                    }
+                    Err(WriteRefusal::NotLeader { .. }) => {}
+                    Err(WriteRefusal::Failed(reason)) => {
+                        return Err(WriteError::Unconfirmed(reason))
+                    }
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(WriteError::NoLeader);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            leader = self.raft.current_leader().await;
+        }
+    }
+
+    async fn read_index_as_leader(&self) -> Result<u64, WriteRefusal> {
+        match self.raft.ensure_linearizable().await {
+            Ok(read) => Ok(read.map_or(0, |log_id| log_id.index)),
+            Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(
+                forward,
+            ))) => Err(WriteRefusal::NotLeader {
+                leader: forward.leader_id,
+            }),
+            Err(error) => Err(WriteRefusal::Failed(error.to_string())),
+        }
+    }
+
     /// Commits a change through the leader and waits until this node applied it.
     pub async fn write(&self, command: Command) -> Result<Outcome, WriteError> {
-        let mut leader = self.raft.current_leader().await;
-        for _ in 0..3 {
-            let written = match leader {
-                None => return Err(WriteError::NoLeader),
-                Some(id) if id == self.me => self.write_as_leader(command.clone()).await,
-                Some(id) => self.forward(id, command.clone()).await,
-            };
-            match written {
-                Ok(written) => {
-                    self.raft
-                        .wait(Some(WRITE_TIMEOUT))
-                        .applied_index_at_least(Some(written.index), "a change applied here")
-                        .await
-                        .map_err(|e| WriteError::Unconfirmed(e.to_string()))?;
-                    return Ok(written.outcome);
+        let command = &command;
+        let written = self
+            .through_leader(|leader| async move {
+                if leader == self.me {
+                    self.write_as_leader(command.clone()).await
+                } else {
+                    self.forward(leader, command.clone()).await
                 }
-                Err(WriteRefusal::NotLeader { leader: next }) => leader = next,
-                Err(WriteRefusal::Failed(reason)) => return Err(WriteError::Unconfirmed(reason)),
-            }
-        }
-        Err(WriteError::NoLeader)
+            })
+            .await?;
+        self.raft
+            .wait(Some(WRITE_TIMEOUT))
+            .applied_index_at_least(Some(written.index), "a change applied here")
+            .await
+            .map_err(|e| WriteError::Unconfirmed(e.to_string()))?;
+        Ok(written.outcome)
     }
 
     async fn write_as_leader(&self, command: Command) -> Result<Written, WriteRefusal> {
@@ -425,7 +539,7 @@ impl ClusterNode {
             .iter()
             .filter_map(|(_, _, p)| p.as_ref().ok().and_then(|p| p.last_applied))
             .max();
-        let members = answers
+        let members: Vec<MemberStatus> = answers
             .into_iter()
             .map(|(id, member, probe)| {
                 let (state, name, applied) = match probe {
@@ -452,10 +566,16 @@ impl ClusterNode {
                 }
             })
             .collect();
+        // A leader that does not answer leads nothing this node can use.
+        let leader = metrics.current_leader.filter(|leader| {
+            members
+                .iter()
+                .any(|m: &MemberStatus| m.id == *leader && m.state != MemberState::Down)
+        });
         ClusterStatus {
             node_id: self.me,
             node_name: self.config.node_name.clone(),
-            leader: metrics.current_leader,
+            leader,
             term: metrics.current_term,
             is_leader: metrics.state == ServerState::Leader,
             last_applied: metrics.last_applied.map(|l| l.index),
@@ -486,6 +606,7 @@ impl Handler for ClusterNode {
             Request::Write(command) => Response::Write(self.write_as_leader(command).await),
             Request::Join { node_id, member } => Response::Join(self.join(node_id, member).await),
             Request::Probe => Response::Probe(self.own_probe()),
+            Request::ReadIndex => Response::ReadIndex(self.read_index_as_leader().await),
         }
     }
 }

@@ -118,6 +118,8 @@ pub enum Request {
     },
     /// The broker as a whole: version, uptime, listeners, memory, disk, alarms, totals.
     Status,
+    /// The cluster's members, their state, and the metadata leader and term.
+    ClusterStatus,
     /// Closes a client connection (the id list_connections shows) with 320 and `reason`.
     CloseConnection {
         id: u64,
@@ -513,6 +515,13 @@ pub fn execute(broker: &Broker, request: Request) -> Response {
             }
         }
         Request::Status => crate::listing::status(broker),
+        // Answered by the control socket, which can wait for the members' answers.
+        Request::ClusterStatus => match broker.cluster() {
+            Some(_) => Response::error("cluster_status is answered by a running node only"),
+            None => Response::error(
+                "this node is not part of a cluster (started without --cluster-seeds)",
+            ),
+        },
         Request::ListChannels { columns } => crate::listing::channels(broker, &columns),
         Request::ListConsumers { vhost, columns } => match vhost_named(&vhost) {
             Ok(found) => crate::listing::consumers(broker, &found.name, &columns),

@@ -483,3 +483,64 @@ pub fn consumers(broker: &wharf_core::Broker, vhost: &str, asked: &[String]) -> 
         },
     )
 }
+
+/// `cluster_status`: a row per member (name, address, state, voter, leader), and the
+/// whole as a JSON object in `text` (for `--formatter json`).
+pub async fn cluster_status(broker: &wharf_core::Broker) -> Response {
+    let Some(cluster) = broker.cluster() else {
+        return Response::error(
+            "this node is not part of a cluster (started without --cluster-seeds)",
+        );
+    };
+    let view = cluster.status().await;
+    let rows = view
+        .members
+        .iter()
+        .map(|m| {
+            vec![
+                m.name.clone(),
+                m.address.clone(),
+                m.state.clone(),
+                if m.voter { "voter" } else { "learner" }.to_string(),
+                m.leader.to_string(),
+            ]
+        })
+        .collect();
+    let members: Vec<serde_json::Value> = view
+        .members
+        .iter()
+        .map(|m| {
+            serde_json::json!({
+                "name": m.name,
+                "address": m.address,
+                "state": m.state,
+                "voter": m.voter,
+                "leader": m.leader,
+            })
+        })
+        .collect();
+    let running: Vec<&str> = view
+        .members
+        .iter()
+        .filter(|m| m.state != "down")
+        .map(|m| m.name.as_str())
+        .collect();
+    let json = serde_json::json!({
+        "node": view.node_name,
+        "leader": view.leader,
+        "term": view.term,
+        "members": members,
+        "running_nodes": running,
+        "disk_nodes": view.members.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(),
+    });
+    Response {
+        ok: true,
+        columns: ["name", "address", "state", "role", "leader"]
+            .iter()
+            .map(|c| c.to_string())
+            .collect(),
+        rows,
+        text: Some(json.to_string()),
+        ..Response::default()
+    }
+}

@@ -73,6 +73,9 @@ async fn serve_one(stream: UnixStream, broker: &Broker) -> std::io::Result<()> {
             Response::error("request too long")
         } else {
             match serde_json::from_str::<Request>(line.trim_end()) {
+                Ok(Request::ClusterStatus) if broker.cluster().is_some() => {
+                    crate::listing::cluster_status(broker).await
+                }
                 Ok(request) => execute(broker, request),
                 Err(error) => Response::error(format!("bad request: {error}")),
             }

@@ -1,7 +1,8 @@
 //! Administration of the broker: users, vhosts and permissions, created, changed and
-//! deleted at run time. Each change is checked, written to the definitions store (when
-//! the broker has one) and only then applied, so a change the store refused is not half
-//! made. Refusals carry rabbitmqctl's wording.
+//! deleted at run time. Each change is checked, then committed (crate::replicated): written
+//! to the definitions store (when the broker has one) and only then made, so a change the
+//! store refused is not half made; or, on a cluster node, committed by the cluster and
+//! made on every node. Refusals carry rabbitmqctl's wording.
 
 use std::sync::Arc;
 
@@ -25,6 +26,8 @@ pub enum AdminErrorKind {
     Invalid,
     /// The change could not be made (the definitions store refused it).
     Failed,
+    /// The cluster has no majority this node reaches: the change was not made.
+    Unavailable,
 }
 
 /// A refused administrative change: its kind, and rabbitmqctl's wording.
@@ -61,6 +64,7 @@ impl From<crate::Error> for AdminError {
         let kind = match error.kind {
             ErrorKind::NotFound => AdminErrorKind::NotFound,
             ErrorKind::ResourceError | ErrorKind::InternalError => AdminErrorKind::Failed,
+            ErrorKind::Unavailable => AdminErrorKind::Unavailable,
             _ => AdminErrorKind::Invalid,
         };
         AdminError::new(kind, error.text())
@@ -124,22 +128,23 @@ fn check_name(what: &str, name: &str) -> AdminResult {
 }
 
 impl Broker {
-    fn record_change(&self, change: impl FnOnce() -> Change) -> AdminResult {
-        match self.durability() {
-            Some(durability) => Ok(durability.record(change())?),
-            None => Ok(()),
+    /// Takes the administration lock, so that two changes from here do not interleave;
+    /// on a cluster node, first catches up with every change committed anywhere, so that
+    /// the checks that follow see them.
+    fn administering(&self) -> AdminResult<parking_lot::MutexGuard<'_, ()>> {
+        if let Some(cluster) = self.cluster.get() {
+            cluster.sync()?;
         }
+        Ok(self.administration.lock())
     }
 
     fn put_user(&self, user: User) -> AdminResult {
-        self.record_change(|| Change::PutUser(user_def(&user)))?;
-        self.access.put_user(user);
-        Ok(())
+        self.commit(Change::PutUser(user_def(&user)))
     }
 
     /// Adds a user (without password: certificate login only).
     pub fn add_user(&self, name: &str, password: Option<&str>, tags: Vec<String>) -> AdminResult {
-        let _administering = self.administration.lock();
+        let _administering = self.administering()?;
         check_name("user", name)?;
         if self.access.user(name).is_some() {
             return Err(AdminError::new(
@@ -159,7 +164,7 @@ impl Broker {
         hashing_algorithm: &str,
         tags: Vec<String>,
     ) -> AdminResult {
-        let _administering = self.administration.lock();
+        let _administering = self.administering()?;
         check_name("user", name)?;
         let user = user_from_def(&UserDef {
             name: name.to_string(),
@@ -174,29 +179,25 @@ impl Broker {
 
     /// Deletes a user, their permissions, and closes their connections.
     pub fn delete_user(&self, name: &str) -> AdminResult {
-        let _administering = self.administration.lock();
+        let _administering = self.administering()?;
         if self.access.user(name).is_none() {
             return Err(no_user(name));
         }
-        self.record_change(|| Change::DeleteUser {
+        self.commit(Change::DeleteUser {
             name: name.to_string(),
-        })?;
-        self.access.remove_user(name);
-        self.connections
-            .close_user(name, &format!("user '{name}' is deleted"));
-        Ok(())
+        })
     }
 
     /// Sets a new password (None: no password, certificate login only).
     pub fn change_password(&self, name: &str, password: Option<&str>) -> AdminResult {
-        let _administering = self.administration.lock();
+        let _administering = self.administering()?;
         let mut user = self.access.user(name).ok_or_else(|| no_user(name))?;
         user.password = password.map(PasswordHash::new);
         self.put_user(user)
     }
 
     pub fn set_user_tags(&self, name: &str, tags: Vec<String>) -> AdminResult {
-        let _administering = self.administration.lock();
+        let _administering = self.administering()?;
         let mut user = self.access.user(name).ok_or_else(|| no_user(name))?;
         user.tags = tags;
         self.put_user(user)
@@ -206,22 +207,17 @@ impl Broker {
     /// permissions on it. Adding one that exists changes nothing and succeeds, as in
     /// RabbitMQ.
     pub fn add_vhost(&self, name: &str, description: &str, tags: Vec<String>) -> AdminResult {
-        let _administering = self.administration.lock();
+        let _administering = self.administering()?;
         check_name("vhost", name)?;
         if self.vhost(name).is_some() {
             return Ok(());
         }
-        self.record_change(|| {
-            Change::PutVhost(VhostDef {
-                name: name.to_string(),
-                description: description.to_string(),
-                tags: tags.clone(),
-                limits: Default::default(),
-            })
-        })?;
-        let vhost = self.create_vhost(name);
-        *vhost.metadata.write() = (description.to_string(), tags);
-        Ok(())
+        self.commit(Change::PutVhost(VhostDef {
+            name: name.to_string(),
+            description: description.to_string(),
+            tags,
+            limits: Default::default(),
+        }))
     }
 
     /// Changes a vhost's description and tags.
@@ -231,38 +227,27 @@ impl Broker {
         description: &str,
         tags: Vec<String>,
     ) -> AdminResult {
-        let _administering = self.administration.lock();
+        let _administering = self.administering()?;
         let vhost = self.vhost(name).ok_or_else(|| no_vhost(name))?;
-        self.record_change(|| {
-            Change::PutVhost(VhostDef {
-                name: name.to_string(),
-                description: description.to_string(),
-                tags: tags.clone(),
-                limits: vhost.limits.read().to_map(),
-            })
-        })?;
-        *vhost.metadata.write() = (description.to_string(), tags);
-        Ok(())
+        let limits = vhost.limits.read().to_map();
+        self.commit(Change::PutVhost(VhostDef {
+            name: name.to_string(),
+            description: description.to_string(),
+            tags,
+            limits,
+        }))
     }
 
     /// Deletes a vhost: closes its connections, deletes its queues (their messages go
     /// from disk) and exchanges, and every permission on it.
     pub fn delete_vhost(&self, name: &str) -> AdminResult {
-        let _administering = self.administration.lock();
-        let Some(vhost) = self.vhost(name) else {
+        let _administering = self.administering()?;
+        if self.vhost(name).is_none() {
             return Err(no_vhost(name));
-        };
-        self.record_change(|| Change::DeleteVhost {
+        }
+        self.commit(Change::DeleteVhost {
             name: name.to_string(),
-        })?;
-        self.vhosts.write().remove(name);
-        // Its queues' counts stay in the broker's totals.
-        self.deleted_vhosts.lock().add(&vhost.queue_totals());
-        self.access.remove_vhost(name);
-        self.connections
-            .close_vhost(name, &format!("vhost '{name}' is down"));
-        vhost.destroy();
-        Ok(())
+        })
     }
 
     pub fn vhost_infos(&self) -> Vec<VhostInfo> {
@@ -285,43 +270,39 @@ impl Broker {
     /// Sets a vhost's limits (replacing those set before): a JSON object of
     /// max-connections and max-queues; negative values mean no limit.
     pub fn set_vhost_limits(&self, name: &str, json: &str) -> AdminResult {
-        let _administering = self.administration.lock();
+        let _administering = self.administering()?;
         let vhost = self.vhost(name).ok_or_else(|| no_vhost(name))?;
         let limits = Limits::parse(json, limits::VHOST_LIMITS).map_err(invalid)?;
         self.put_vhost_limits(&vhost, limits)
     }
 
     pub fn clear_vhost_limits(&self, name: &str) -> AdminResult {
-        let _administering = self.administration.lock();
+        let _administering = self.administering()?;
         let vhost = self.vhost(name).ok_or_else(|| no_vhost(name))?;
         self.put_vhost_limits(&vhost, Limits::default())
     }
 
     fn put_vhost_limits(&self, vhost: &VHost, limits: Limits) -> AdminResult {
         let (description, tags) = vhost.metadata.read().clone();
-        self.record_change(|| {
-            Change::PutVhost(VhostDef {
-                name: vhost.name.to_string(),
-                description,
-                tags,
-                limits: limits.to_map(),
-            })
-        })?;
-        *vhost.limits.write() = limits;
-        Ok(())
+        self.commit(Change::PutVhost(VhostDef {
+            name: vhost.name.to_string(),
+            description,
+            tags,
+            limits: limits.to_map(),
+        }))
     }
 
     /// Sets a user's limits (replacing those set before): a JSON object of
     /// max-connections and max-channels; negative values mean no limit.
     pub fn set_user_limits(&self, name: &str, json: &str) -> AdminResult {
-        let _administering = self.administration.lock();
+        let _administering = self.administering()?;
         let mut user = self.access.user(name).ok_or_else(|| no_user(name))?;
         user.limits = Limits::parse(json, limits::USER_LIMITS).map_err(invalid)?;
         self.put_user(user)
     }
 
     pub fn clear_user_limits(&self, name: &str) -> AdminResult {
-        let _administering = self.administration.lock();
+        let _administering = self.administering()?;
         let mut user = self.access.user(name).ok_or_else(|| no_user(name))?;
         user.limits = Limits::default();
         self.put_user(user)
@@ -350,34 +331,28 @@ impl Broker {
         write: &str,
         read: &str,
     ) -> AdminResult {
-        let _administering = self.administration.lock();
+        let _administering = self.administering()?;
         self.existing(user, vhost)?;
-        let permission = Permission::new(configure, write, read).map_err(invalid)?;
-        self.record_change(|| {
-            Change::PutPermission(PermissionDef {
-                user: user.to_string(),
-                vhost: vhost.to_string(),
-                configure: configure.to_string(),
-                write: write.to_string(),
-                read: read.to_string(),
-            })
-        })?;
-        self.access.put_permission(vhost, user, permission);
-        Ok(())
+        Permission::new(configure, write, read).map_err(invalid)?;
+        self.commit(Change::PutPermission(PermissionDef {
+            user: user.to_string(),
+            vhost: vhost.to_string(),
+            configure: configure.to_string(),
+            write: write.to_string(),
+            read: read.to_string(),
+        }))
     }
 
     pub fn clear_permissions(&self, user: &str, vhost: &str) -> AdminResult {
-        let _administering = self.administration.lock();
+        let _administering = self.administering()?;
         self.existing(user, vhost)?;
         if self.access.permission(vhost, user).is_none() {
             return Ok(());
         }
-        self.record_change(|| Change::DeletePermission {
+        self.commit(Change::DeletePermission {
             user: user.to_string(),
             vhost: vhost.to_string(),
-        })?;
-        self.access.remove_permission(vhost, user);
-        Ok(())
+        })
     }
 
     pub fn set_topic_permissions(
@@ -388,20 +363,16 @@ impl Broker {
         write: &str,
         read: &str,
     ) -> AdminResult {
-        let _administering = self.administration.lock();
+        let _administering = self.administering()?;
         self.existing(user, vhost)?;
-        let permission = TopicPermission::new(exchange, write, read).map_err(invalid)?;
-        self.record_change(|| {
-            Change::PutTopicPermission(TopicPermissionDef {
-                user: user.to_string(),
-                vhost: vhost.to_string(),
-                exchange: exchange.to_string(),
-                write: write.to_string(),
-                read: read.to_string(),
-            })
-        })?;
-        self.access.put_topic_permission(vhost, user, permission);
-        Ok(())
+        TopicPermission::new(exchange, write, read).map_err(invalid)?;
+        self.commit(Change::PutTopicPermission(TopicPermissionDef {
+            user: user.to_string(),
+            vhost: vhost.to_string(),
+            exchange: exchange.to_string(),
+            write: write.to_string(),
+            read: read.to_string(),
+        }))
     }
 
     /// Clears the user's topic permissions on `exchange`, or on every exchange.
@@ -411,15 +382,13 @@ impl Broker {
         vhost: &str,
         exchange: Option<&str>,
     ) -> AdminResult {
-        let _administering = self.administration.lock();
+        let _administering = self.administering()?;
         self.existing(user, vhost)?;
-        self.record_change(|| Change::DeleteTopicPermission {
+        self.commit(Change::DeleteTopicPermission {
             user: user.to_string(),
             vhost: vhost.to_string(),
             exchange: exchange.map(str::to_string),
-        })?;
-        self.access.remove_topic_permissions(vhost, user, exchange);
-        Ok(())
+        })
     }
 }
 

@@ -49,6 +49,11 @@ pub struct BrokerConfig {
     /// Start on damaged definitions with what still reads, logging what is lost, rather
     /// than refuse (`--force-recovery`).
     pub force_recovery: bool,
+    /// The node's name (`--node-name`); None: `wharf@` and the host name.
+    pub node_name: Option<String>,
+    /// Create the default vhost and user on the first start. A cluster node does not: its
+    /// cluster does, once, for every node.
+    pub seed_defaults: bool,
 }
 
 impl Default for BrokerConfig {
@@ -61,6 +66,8 @@ impl Default for BrokerConfig {
             queue_window: crate::queue::Window::default(),
             segment_bytes_max: crate::queue::SEGMENT_BYTES_MAX,
             force_recovery: false,
+            seed_defaults: true,
+            node_name: None,
         }
     }
 }
@@ -85,6 +92,8 @@ pub struct Broker {
     /// Held by each administrative change across its check, record and apply, so that
     /// two at once (from two `wharf ctl` calls) cannot interleave.
     pub(crate) administration: parking_lot::Mutex<()>,
+    /// The cluster this node belongs to, once attached.
+    pub(crate) cluster: crate::cluster::ClusterSlot,
 }
 
 /// The vhost every broker starts with.
@@ -116,7 +125,7 @@ impl Broker {
         };
         let mut store = DefinitionStore::open_with(&data_dir, recovery)?;
         let mut definitions = store.definitions();
-        if !definitions.seeded {
+        if !definitions.seeded && config.seed_defaults {
             seed_into(&config, &mut definitions, |change| store.record(change))?;
         }
         let durability = Durability::new(store, &data_dir, config.segment_bytes_max);
@@ -181,6 +190,11 @@ impl Broker {
     fn with_durability(config: BrokerConfig, durability: Option<Arc<Durability>>) -> Self {
         let flusher =
             (durability.is_some() && config.fsync == FsyncPolicy::Batch).then(Flusher::start);
+        let node = config
+            .node_name
+            .clone()
+            .map(crate::node::Node::named)
+            .unwrap_or_default();
         Broker {
             config,
             durability,
@@ -189,12 +203,25 @@ impl Broker {
             access: Arc::default(),
             connections: Arc::default(),
             resources: Arc::default(),
-            node: Default::default(),
+            node,
             vhosts: RwLock::new(HashMap::new()),
             deleted_vhosts: Default::default(),
             next_connection_id: AtomicU64::new(1),
             administration: parking_lot::Mutex::new(()),
+            cluster: Default::default(),
         }
+    }
+
+    /// Makes this broker a cluster node's: from now on, replicated changes (users,
+    /// vhosts, permissions, limits, policies) are committed through `cluster` and applied
+    /// on every node. A second cluster is refused.
+    pub fn attach_cluster(&self, cluster: Arc<dyn crate::cluster::Cluster>) -> bool {
+        self.cluster.set(cluster)
+    }
+
+    /// The cluster this node belongs to, if any.
+    pub fn cluster(&self) -> Option<&Arc<dyn crate::cluster::Cluster>> {
+        self.cluster.get()
     }
 
     /// What every queue did since the broker started: the queues of every vhost (their
@@ -222,11 +249,12 @@ impl Broker {
             .write()
             .entry(name.to_string())
             .or_insert_with(|| {
-                VHost::new(
+                VHost::new_in(
                     name.to_string(),
                     self.durability.clone(),
                     self.config.queue_window,
                     self.timers.clone(),
+                    self.cluster.clone(),
                 )
             })
             .clone()
@@ -293,6 +321,18 @@ fn seed_into(
     definitions.permissions.push(permission);
     definitions.seeded = true;
     Ok(())
+}
+
+/// The changes that create the default vhost and user, as a cluster commits them once.
+pub fn seed_changes(config: &BrokerConfig) -> Vec<Change> {
+    let mut changes = Vec::new();
+    let mut definitions = Definitions::default();
+    seed_into(config, &mut definitions, |change| {
+        changes.push(change);
+        Ok(())
+    })
+    .expect("collecting changes cannot fail");
+    changes
 }
 
 /// A stored user as the access control keeps it.

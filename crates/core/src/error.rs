@@ -19,6 +19,10 @@ pub enum ErrorKind {
     NotImplemented,
     ResourceError,
     InternalError,
+    /// The cluster has no majority this node can reach: the change was not made. A
+    /// channel error for AMQP clients (PRECONDITION_FAILED, so that only the channel
+    /// closes), 503 for the HTTP API.
+    Unavailable,
 }
 
 impl ErrorKind {
@@ -34,7 +38,25 @@ impl ErrorKind {
             ErrorKind::NotImplemented => "NOT_IMPLEMENTED",
             ErrorKind::ResourceError => "RESOURCE_ERROR",
             ErrorKind::InternalError => "INTERNAL_ERROR",
+            ErrorKind::Unavailable => "PRECONDITION_FAILED",
         }
+    }
+
+    /// The kind a [`ErrorKind::name`] names.
+    pub fn from_name(name: &str) -> Option<ErrorKind> {
+        [
+            ErrorKind::AccessRefused,
+            ErrorKind::NotFound,
+            ErrorKind::ResourceLocked,
+            ErrorKind::PreconditionFailed,
+            ErrorKind::NotAllowed,
+            ErrorKind::CommandInvalid,
+            ErrorKind::NotImplemented,
+            ErrorKind::ResourceError,
+            ErrorKind::InternalError,
+        ]
+        .into_iter()
+        .find(|kind| kind.name() == name)
     }
 }
 

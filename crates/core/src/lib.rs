@@ -6,6 +6,7 @@
 pub mod access;
 pub mod administration;
 pub mod broker;
+pub mod cluster;
 pub mod connections;
 pub mod definitions_json;
 pub mod direct_reply;
@@ -19,6 +20,7 @@ pub mod node;
 pub mod policy;
 pub mod queue;
 pub mod queue_arguments;
+pub mod replicated;
 pub mod resources;
 pub mod timer;
 pub mod vhost;

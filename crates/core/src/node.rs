@@ -50,7 +50,16 @@ impl Default for Node {
 }
 
 impl Node {
-    /// The node's name, as RabbitMQ's `rabbit@host`: `wharf@` and the host name.
+    /// A node with the name its operator gave it (`--node-name`).
+    pub fn named(name: String) -> Node {
+        Node {
+            name,
+            ..Node::default()
+        }
+    }
+
+    /// The node's name, as RabbitMQ's `rabbit@host`: `wharf@` and the host name, unless
+    /// named otherwise.
     pub fn name(&self) -> &str {
         &self.name
     }

@@ -62,6 +62,15 @@ impl ApiError {
         )
     }
 
+    /// The cluster cannot take the change now (no majority reachable): try again later.
+    pub fn unavailable(reason: impl Into<String>) -> ApiError {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "service_unavailable",
+            reason.into(),
+        )
+    }
+
     pub fn internal(reason: impl Into<String>) -> ApiError {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -80,6 +89,7 @@ impl From<wharf_core::Error> for ApiError {
             ErrorKind::NotFound => ApiError::new(StatusCode::NOT_FOUND, "not_found", error.detail),
             ErrorKind::AccessRefused => ApiError::not_authorised("Access refused."),
             ErrorKind::InternalError => ApiError::internal(error.detail),
+            ErrorKind::Unavailable => ApiError::unavailable(error.detail),
             _ => ApiError::bad_request(error.detail),
         }
     }
@@ -93,6 +103,7 @@ impl From<AdminError> for ApiError {
                 ApiError::bad_request(error.message)
             }
             AdminErrorKind::Failed => ApiError::internal(error.message),
+            AdminErrorKind::Unavailable => ApiError::unavailable(error.message),
         }
     }
 }

@@ -53,6 +53,7 @@ impl From<wharf_core::Error> for AmqpError {
             ErrorKind::NotImplemented => ReplyCode::NotImplemented,
             ErrorKind::ResourceError => ReplyCode::ResourceError,
             ErrorKind::InternalError => ReplyCode::InternalError,
+            ErrorKind::Unavailable => ReplyCode::PreconditionFailed,
         };
         AmqpError {
             code,

@@ -119,6 +119,8 @@ pub struct ServeArgs {
     /// [default: 0.4, as RabbitMQ 3.10]
     #[arg(long, env = "WHARF_VM_MEMORY_HIGH_WATERMARK", value_name = "FRACTION|BYTES", value_parser = parse_watermark)]
     pub vm_memory_high_watermark: Option<Watermark>,
+    #[command(flatten)]
+    pub cluster: crate::cluster_config::ClusterArgs,
 }
 
 /// The memory high watermark, relative or absolute.
@@ -251,6 +253,11 @@ struct FileConfig {
     consumer_max_per_channel: Option<usize>,
     /// A number: at most 1 a fraction, more bytes.
     vm_memory_high_watermark: Option<toml::Value>,
+    node_name: Option<String>,
+    cluster_listen: Option<String>,
+    /// A string as on the command line, or an array of addresses.
+    cluster_seeds: Option<toml::Value>,
+    cluster_secret_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -286,6 +293,10 @@ pub struct Config {
     pub handshake_timeout: std::time::Duration,
     pub consumer_max_per_channel: Option<usize>,
     pub vm_memory_high_watermark: Watermark,
+    /// None: `wharf@` and the host name.
+    pub node_name: Option<String>,
+    /// None: a single node.
+    pub cluster: Option<crate::cluster_config::ClusterSettings>,
 }
 
 impl Config {
@@ -332,7 +343,21 @@ impl Config {
             );
         }
         let defaults = wharf_server::ServerConfig::default();
+        let node_name = args.cluster.node_name.clone().or(file.node_name.clone());
+        if node_name.as_deref() == Some("") {
+            anyhow::bail!("node_name must not be empty");
+        }
+        let cluster = crate::cluster_config::resolve(
+            &args.cluster,
+            crate::cluster_config::FileCluster {
+                cluster_listen: file.cluster_listen.clone(),
+                cluster_seeds: file.cluster_seeds.clone(),
+                cluster_secret_file: file.cluster_secret_file.clone(),
+            },
+        )?;
         Ok(Config {
+            node_name,
+            cluster,
             amqp_listen,
             data_dir: args
                 .data_dir

@@ -194,6 +194,10 @@ enum CtlCommand {
     /// limits, alarms, and totals (connections, channels, queues, consumers, messages).
     #[command(name = "status")]
     Status,
+    /// The cluster this node belongs to: each member's name, address, state (up, down,
+    /// catching up), role (voter, learner) and whether it leads the metadata group
+    #[command(name = "cluster_status")]
+    ClusterStatus,
     /// Lists a vhost's queues with the columns named (rabbitmqctl's info keys: name,
     /// durable, auto_delete, exclusive, arguments, policy, messages, messages_ready,
     /// messages_unacknowledged, messages_ready_ram, message_bytes, message_bytes_ready,
@@ -393,6 +397,7 @@ fn request_of(command: CtlCommand) -> anyhow::Result<Request> {
         CtlCommand::ListTopicPermissions { vhost } => Request::ListTopicPermissions { vhost },
         CtlCommand::ListConnections { columns } => Request::ListConnections { columns },
         CtlCommand::Status => Request::Status,
+        CtlCommand::ClusterStatus => Request::ClusterStatus,
         CtlCommand::ListChannels { columns } => Request::ListChannels { columns },
         CtlCommand::ListConsumers { vhost, columns } => Request::ListConsumers { vhost, columns },
         CtlCommand::CloseConnection { id, explanation } => Request::CloseConnection {
@@ -445,6 +450,7 @@ pub fn run(args: CtlArgs) -> anyhow::Result<()> {
     };
     // What a command that answers with a count says about it.
     let is_status = matches!(args.command, CtlCommand::Status);
+    let is_cluster_status = matches!(args.command, CtlCommand::ClusterStatus);
     let told = match &args.command {
         CtlCommand::PurgeQueue { name, .. } => Some(format!("Queue '{name}' purged of")),
         CtlCommand::DeleteQueue { .. } => Some("Queue was successfully deleted with".to_string()),
@@ -454,6 +460,27 @@ pub fn run(args: CtlArgs) -> anyhow::Result<()> {
     let response = send(&data_dir, &request)?;
     if !response.ok {
         anyhow::bail!("{}", response.error.unwrap_or_default());
+    }
+    if is_cluster_status {
+        match (args.formatter.as_str(), &response.text) {
+            ("json", Some(json)) => println!("{json}"),
+            _ => {
+                println!("{}", response.columns.join("\t"));
+                for row in &response.rows {
+                    println!("{}", row.join("\t"));
+                }
+                let whole: serde_json::Value = response
+                    .text
+                    .as_deref()
+                    .and_then(|text| serde_json::from_str(text).ok())
+                    .unwrap_or_default();
+                let leader = whole["leader"]
+                    .as_str()
+                    .unwrap_or("none (no majority reachable)");
+                println!("\nMetadata leader: {leader}, term {}", whole["term"]);
+            }
+        }
+        return Ok(());
     }
     if !response.columns.is_empty() {
         if args.formatter == "json" && is_status {

@@ -1,6 +1,7 @@
 //! The `wharf` command: runs the broker (the default), and its tools (`wharf perf`,
 //! `wharf ctl`).
 
+mod cluster_config;
 mod config;
 mod ctl;
 
@@ -150,6 +151,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         default_user: config.default_user.clone(),
         default_pass: config.default_pass.clone(),
         force_recovery: config.force_recovery,
+        // A cluster makes the default vhost and user once, for every node.
+        seed_defaults: config.cluster.is_none(),
+        node_name: config.node_name.clone(),
         ..BrokerConfig::default()
     };
     let broker = match Broker::open(broker_config, &config.data_dir) {
@@ -174,6 +178,13 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         }
     };
     warn_if_shared(&config.data_dir);
+    let broker = Arc::new(broker);
+    let (shutdown, shutdown_rx) = Shutdown::new();
+    if let Some(settings) = &config.cluster {
+        // Before any listener: a node serves clients only once it has the cluster's
+        // definitions (its users above all), never its own defaults.
+        join_cluster(settings, &config, &broker, shutdown_rx.clone()).await?;
+    }
     let mut listeners = Vec::new();
     for &address in &config.amqp_listen {
         let listener =
@@ -183,8 +194,6 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             tls: None,
         });
     }
-    let broker = Arc::new(broker);
-    let (shutdown, shutdown_rx) = Shutdown::new();
     let (max_connections, sockets) = connection_limits(config.max_connections);
     broker.node.set_connection_limit(max_connections as u64);
     let server_config = ServerConfig {
@@ -301,6 +310,75 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 
 /// Tells the node which certificates its listeners present (for the API's
 /// certificate-expiration check).
+/// How long a restarted cluster node waits to catch up with the others before it serves
+/// what it has.
+const CATCH_UP_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Starts this node's cluster membership: its Raft state, its listener for the other
+/// nodes, formation or rejoining; then waits until the cluster's definitions (its users
+/// above all) are here, so that no client is served with a node's own defaults.
+async fn join_cluster(
+    settings: &cluster_config::ClusterSettings,
+    config: &Config,
+    broker: &Arc<Broker>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    use wharf_cluster::{BrokerApplier, ClusterConfig, ClusterHandle, ClusterNode, Secret};
+    let secret = Secret::load(&settings.secret_file).map_err(anyhow::Error::msg)?;
+    let cluster_config = ClusterConfig {
+        node_name: broker.node.name().to_string(),
+        listen: settings.listen,
+        seeds: settings.seeds.clone(),
+        secret,
+    };
+    let applier = Arc::new(BrokerApplier {
+        broker: broker.clone(),
+    });
+    let node = ClusterNode::start(cluster_config, &config.data_dir, applier, shutdown.clone())
+        .await
+        .context("cannot start the cluster node")?;
+    broker.attach_cluster(Arc::new(ClusterHandle {
+        node: node.clone(),
+        runtime: tokio::runtime::Handle::current(),
+    }));
+    broker.node.add_listener("clustering", settings.listen);
+    tokio::spawn(node.clone().seed_when_leading(
+        wharf_core::broker::seed_changes(&broker.config),
+        shutdown.clone(),
+    ));
+    let mut waited = 0u64;
+    while !node.is_seeded() {
+        if *shutdown.borrow() {
+            return Ok(());
+        }
+        if waited.is_multiple_of(10) {
+            tracing::info!(
+                seeds = ?settings.seeds,
+                "waiting for the cluster: a majority of the seeds must be up"
+            );
+        }
+        waited += 1;
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    // A node that was down catches up before it serves: what changed meanwhile (a user
+    // deleted) must hold here too. Cut off from the majority, it serves what it has.
+    let caught_up = tokio::time::timeout(CATCH_UP_WAIT, async {
+        while node.sync().await.is_err() {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        }
+    })
+    .await;
+    match caught_up {
+        Ok(()) => tracing::info!(node = %broker.node.name(), "in step with the cluster"),
+        Err(_) => tracing::warn!(
+            node = %broker.node.name(),
+            "the cluster's majority is not reachable: serving the definitions this node has; \
+             changes are refused until it is"
+        ),
+    }
+    Ok(())
+}
+
 fn note_certificates(broker: &Broker, tls: &wharf_server::tls::Tls) {
     match tls.presented_certificates() {
         Ok(chain) => broker.node.set_certificates(

@@ -26,15 +26,21 @@ pub struct Member {
 pub enum Command {
     /// A change to the definitions (a declare, a delete, a user, a policy...).
     Change(Change),
+    /// The default vhost and user, made once for the whole cluster: applied only if no
+    /// seed was applied before, all its changes together.
+    Seed(Vec<Change>),
 }
 
 /// What applying an entry answered, returned to the node that proposed it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Outcome {
     Applied,
-    /// The change could not be made as the state stood when its turn came (the reason,
-    /// as a client would be told).
-    Refused(String),
+    /// The change could not be made as the state stood when its turn came: the kind of
+    /// refusal (as the broker names it, `NOT_FOUND`...) and the reason a client is told.
+    Refused {
+        kind: String,
+        detail: String,
+    },
 }
 
 openraft::declare_raft_types!(

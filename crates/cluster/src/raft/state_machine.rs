@@ -105,6 +105,11 @@ impl StateMachine {
         self.machine.lock().state.to_definitions()
     }
 
+    /// Whether the cluster's default vhost and user were made.
+    pub fn is_seeded(&self) -> bool {
+        self.machine.lock().state.is_seeded()
+    }
+
     fn keep(&self, json: &[u8]) -> Result<(), StorageError> {
         let mut bytes = format!("{:08x} ", crc32c(json)).into_bytes();
         bytes.extend_from_slice(json);
@@ -193,6 +198,18 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         self.machine.lock().state.apply(change);
                     }
                     outcome
+                }
+                EntryPayload::Normal(Command::Seed(changes)) => {
+                    if self.machine.lock().state.is_seeded() {
+                        Outcome::Applied
+                    } else {
+                        for change in changes {
+                            if self.applier.apply(&change) == Outcome::Applied {
+                                self.machine.lock().state.apply(change);
+                            }
+                        }
+                        Outcome::Applied
+                    }
                 }
                 EntryPayload::Membership(membership) => {
                     self.machine.lock().membership =

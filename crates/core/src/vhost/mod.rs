@@ -62,6 +62,8 @@ pub struct VHost {
     pub limits: RwLock<crate::limits::Limits>,
     /// Queues declared, created and deleted, and what deleted queues had counted.
     history: parking_lot::Mutex<QueueHistory>,
+    /// The node's cluster, if it belongs to one: replicated changes go through it.
+    pub(crate) cluster: crate::cluster::ClusterSlot,
 }
 
 /// What a vhost's queues did, including those deleted since (RabbitMQ's churn and global
@@ -157,6 +159,17 @@ impl VHost {
         queue_window: Window,
         timers: Arc<Timers>,
     ) -> Arc<Self> {
+        Self::new_in(name, durability, queue_window, timers, Default::default())
+    }
+
+    /// A vhost of a broker that may belong to a cluster.
+    pub(crate) fn new_in(
+        name: impl Into<ByteString>,
+        durability: Option<Arc<Durability>>,
+        queue_window: Window,
+        timers: Arc<Timers>,
+        cluster: crate::cluster::ClusterSlot,
+    ) -> Arc<Self> {
         let vhost = Arc::new_cyclic(|this| VHost {
             name: name.into(),
             exchanges: RwLock::new(HashMap::new()),
@@ -170,6 +183,7 @@ impl VHost {
             metadata: RwLock::default(),
             limits: RwLock::default(),
             history: Default::default(),
+            cluster,
         });
         {
             let mut exchanges = vhost.exchanges.write();

@@ -10,37 +10,58 @@ impl VHost {
     /// Adds a policy, or replaces the one of the same name, and applies the vhost's
     /// policies again to every queue and exchange.
     pub fn set_policy(&self, policy: Policy) -> Result<()> {
-        self.record(|| {
-            Change::PutPolicy(PolicyDef {
-                vhost: self.name.to_string(),
-                name: policy.name.to_string(),
-                pattern: policy.pattern.clone(),
-                apply_to: policy.apply_to.as_str().to_string(),
-                definition: policy.definition_json.clone(),
-                priority: policy.priority,
-            })
-        })?;
+        let change = Change::PutPolicy(PolicyDef {
+            vhost: self.name.to_string(),
+            name: policy.name.to_string(),
+            pattern: policy.pattern.clone(),
+            apply_to: policy.apply_to.as_str().to_string(),
+            definition: policy.definition_json.clone(),
+            priority: policy.priority,
+        });
+        // A cluster node's policies are the cluster's: every node puts it when committed.
+        if let Some(cluster) = self.cluster.get() {
+            return cluster.commit(change);
+        }
+        self.record(|| change)?;
+        self.put_policy(policy);
+        Ok(())
+    }
+
+    /// Removes a policy; Ok(false) if there was none of that name.
+    pub fn clear_policy(&self, name: &str) -> Result<bool> {
+        if let Some(cluster) = self.cluster.get() {
+            // A policy set on another node a moment ago is one to clear.
+            cluster.sync()?;
+        }
+        if !self.policies.read().iter().any(|p| p.name == name) {
+            return Ok(false);
+        }
+        let change = Change::DeletePolicy {
+            vhost: self.name.to_string(),
+            name: name.to_string(),
+        };
+        if let Some(cluster) = self.cluster.get() {
+            cluster.commit(change)?;
+            return Ok(true);
+        }
+        self.record(|| change)?;
+        self.remove_policy(name);
+        Ok(true)
+    }
+
+    /// Puts a policy in place (replacing one of its name) and applies the policies again.
+    pub(crate) fn put_policy(&self, policy: Policy) {
         {
             let mut policies = self.policies.write();
             policies.retain(|p| p.name != policy.name);
             policies.push(policy);
         }
         self.apply_policies();
-        Ok(())
     }
 
-    /// Removes a policy; Ok(false) if there was none of that name.
-    pub fn clear_policy(&self, name: &str) -> Result<bool> {
-        if !self.policies.read().iter().any(|p| p.name == name) {
-            return Ok(false);
-        }
-        self.record(|| Change::DeletePolicy {
-            vhost: self.name.to_string(),
-            name: name.to_string(),
-        })?;
+    pub(crate) fn remove_policy(&self, name: &str) {
         self.policies.write().retain(|p| p.name != name);
         self.apply_policies();
-        Ok(true)
     }
 
     /// The vhost's policies, by name.

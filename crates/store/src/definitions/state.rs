@@ -133,6 +133,11 @@ impl State {
         }
     }
 
+    /// Whether the default vhost and user were created once.
+    pub fn is_seeded(&self) -> bool {
+        self.seeded
+    }
+
     pub fn to_definitions(&self) -> Definitions {
         Definitions {
             exchanges: self.exchanges.values().cloned().collect(),

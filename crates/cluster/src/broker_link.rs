@@ -1,0 +1,103 @@
+//! How the broker and its cluster node reach each other: the state machine applies each
+//! committed change to the broker ([`BrokerApplier`]), and the broker commits changes and
+//! asks for the cluster's status through [`ClusterHandle`], the core's `Cluster`.
+
+use std::sync::Arc;
+
+use tokio::runtime::{Handle, RuntimeFlavor};
+use wharf_core::cluster::{Answer, Cluster, ClusterView, MemberView};
+use wharf_core::{Broker, Error, ErrorKind};
+use wharf_store::{Change, Definitions};
+
+use crate::node::ClusterNode;
+use crate::raft::state_machine::Applier;
+use crate::raft::{Command, Outcome};
+
+/// Applies what the cluster commits to this node's broker.
+pub struct BrokerApplier {
+    pub broker: Arc<Broker>,
+}
+
+impl Applier for BrokerApplier {
+    fn restore(&self, definitions: &Definitions) {
+        self.broker.restore_replicated(definitions);
+    }
+
+    fn apply(&self, change: &Change) -> Outcome {
+        match self.broker.apply_replicated(change) {
+            Ok(()) => Outcome::Applied,
+            Err(error) => Outcome::Refused {
+                kind: error.kind.name().to_string(),
+                detail: error.detail,
+            },
+        }
+    }
+}
+
+/// The broker's handle on its cluster node.
+pub struct ClusterHandle {
+    pub node: Arc<ClusterNode>,
+    /// Where to wait for the cluster from a thread outside the runtime.
+    pub runtime: Handle,
+}
+
+impl ClusterHandle {
+    /// Runs a cluster future to completion from synchronous code: on a worker thread of
+    /// the multi-threaded runtime, the thread is handed over to blocking meanwhile, so
+    /// the runtime's other tasks (the consensus among them) go on.
+    fn wait<T>(&self, future: impl std::future::Future<Output = T>) -> Result<T, Error> {
+        match Handle::try_current() {
+            Ok(current) if current.runtime_flavor() == RuntimeFlavor::MultiThread => {
+                Ok(tokio::task::block_in_place(|| current.block_on(future)))
+            }
+            Ok(_) => Err(Error::new(
+                ErrorKind::InternalError,
+                "a cluster change cannot be waited for on a single-threaded runtime",
+            )),
+            Err(_) => Ok(self.runtime.block_on(future)),
+        }
+    }
+}
+
+impl Cluster for ClusterHandle {
+    fn commit(&self, change: Change) -> Result<(), Error> {
+        match self.wait(self.node.write(Command::Change(change)))? {
+            Ok(Outcome::Applied) => Ok(()),
+            Ok(Outcome::Refused { kind, detail }) => Err(Error::new(
+                ErrorKind::from_name(&kind).unwrap_or(ErrorKind::InternalError),
+                detail,
+            )),
+            Err(error) => Err(Error::new(ErrorKind::Unavailable, error.to_string())),
+        }
+    }
+
+    fn sync(&self) -> Result<(), Error> {
+        self.wait(self.node.sync())?
+            .map_err(|error| Error::new(ErrorKind::Unavailable, error.to_string()))
+    }
+
+    fn status(&self) -> Answer<'_, ClusterView> {
+        Box::pin(async move {
+            let status = self.node.status().await;
+            let leader = status.leader_name();
+            let members = status
+                .members
+                .iter()
+                .map(|m| MemberView {
+                    name: m.name.clone().unwrap_or_else(|| m.address.clone()),
+                    address: m.address.clone(),
+                    state: m.state.as_str().to_string(),
+                    voter: m.voter,
+                    leader: status.leader == Some(m.id),
+                    this_node: m.id == status.node_id,
+                })
+                .collect();
+            ClusterView {
+                node_name: status.node_name.clone(),
+                leader,
+                term: status.term,
+                members,
+            }
+        })
+    }
+}

@@ -1,0 +1,83 @@
+//! The broker's side of a cluster: where a definitions change goes when the node belongs
+//! to one, and what the operator's tools show of it. The cluster itself (consensus,
+//! connections between nodes) is another crate's, which implements [`Cluster`]; the
+//! broker holds it once the node started, and applies the changes every node commits
+//! through [`crate::Broker::apply_replicated`].
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+
+use wharf_store::Change;
+
+use crate::error::Result;
+
+/// A future the cluster answers with.
+pub type Answer<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What the broker needs of its cluster.
+pub trait Cluster: Send + Sync + 'static {
+    /// Commits `change` through the cluster's majority, and returns once this node has
+    /// applied it (through [`crate::Broker::apply_replicated`]), with what applying it
+    /// answered. Blocks the calling thread: administration is not a hot path, and the
+    /// callers are synchronous.
+    fn commit(&self, change: Change) -> Result<()>;
+
+    /// Returns once this node applied every change committed before the call, so that a
+    /// check made next (does this user exist?) sees what any node saw. Blocks, as
+    /// [`Cluster::commit`].
+    fn sync(&self) -> Result<()>;
+
+    /// The members as they answer now.
+    fn status(&self) -> Answer<'_, ClusterView>;
+}
+
+/// The cluster as the operator's tools show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterView {
+    /// The node that answers.
+    pub node_name: String,
+    /// The metadata group's leader (its name, or its address when no name is known).
+    pub leader: Option<String>,
+    pub term: u64,
+    pub members: Vec<MemberView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberView {
+    /// Its node name, or its address while it has not answered.
+    pub name: String,
+    pub address: String,
+    /// "up", "down" or "catching up".
+    pub state: String,
+    pub voter: bool,
+    pub leader: bool,
+    /// The node that answers.
+    pub this_node: bool,
+}
+
+/// Where the broker and its vhosts find the cluster, once the node joined one. Shared by
+/// the broker and each vhost, filled once.
+#[derive(Clone, Default)]
+pub struct ClusterSlot(Arc<OnceLock<Arc<dyn Cluster>>>);
+
+impl ClusterSlot {
+    pub fn get(&self) -> Option<&Arc<dyn Cluster>> {
+        self.0.get()
+    }
+
+    /// Fills the slot; a second cluster is refused (a node belongs to one).
+    pub fn set(&self, cluster: Arc<dyn Cluster>) -> bool {
+        self.0.set(cluster).is_ok()
+    }
+}
+
+impl std::fmt::Debug for ClusterSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "ClusterSlot(attached)"
+        } else {
+            "ClusterSlot(none)"
+        })
+    }
+}
