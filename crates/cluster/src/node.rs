@@ -410,6 +410,10 @@ impl ClusterNode {
             ))) => Err(WriteRefusal::NotLeader {
                 leader: forward.leader_id,
             }),
+            // A leader cut off from the majority leads nothing: as if there were none.
+            Err(RaftError::APIError(openraft::error::CheckIsLeaderError::QuorumNotEnough(_))) => {
+                Err(WriteRefusal::NotLeader { leader: None })
+            }
             Err(error) => Err(WriteRefusal::Failed(error.to_string())),
         }
     }
@@ -435,7 +439,14 @@ impl ClusterNode {
     }
 
     async fn write_as_leader(&self, command: Command) -> Result<Written, WriteRefusal> {
-        match self.raft.client_write(command).await {
+        let written = tokio::time::timeout(WRITE_TIMEOUT, self.raft.client_write(command)).await;
+        let Ok(written) = written else {
+            return Err(WriteRefusal::Failed(format!(
+                "the change was not committed within {WRITE_TIMEOUT:?} (is a majority reachable?); \
+                 it may still be"
+            )));
+        };
+        match written {
             Ok(response) => Ok(Written {
                 index: response.log_id.index,
                 outcome: response.data,

@@ -3,6 +3,7 @@
 //! there (e.g. RabbitMQ, to check that a test expects what RabbitMQ does).
 
 pub mod management;
+pub mod netns;
 pub mod pki;
 pub mod raw;
 pub mod small_disk;

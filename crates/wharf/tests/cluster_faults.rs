@@ -1,0 +1,213 @@
+//! A cluster under faults: each `wharf` node a separate process in its own network
+//! namespace, on its own address, all on one bridge ([`Network`]); the test reaches them
+//! over a link of its own. Formation from every start order, a node partitioned from the
+//! two others, the metadata leader killed during a burst of changes. Needs root, as CI
+//! has: without namespaces these tests fail and say why.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use support::*;
+
+fn network(count: usize) -> Network {
+    Network::create(count).unwrap_or_else(|reason| panic!("{reason}"))
+}
+
+/// The vhosts a node lists.
+fn vhosts(node: &Node) -> BTreeSet<String> {
+    let output = node.ctl(&["list_vhosts"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    stdout(&output)
+        .lines()
+        .skip(1)
+        .map(|line| line.split('\t').next().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// Retries a `wharf ctl` change until it succeeds (an election may be under way).
+fn eventually_ctl(node: &Node, args: &[&str]) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let output = node.ctl(args);
+        if output.status.success() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{args:?}: {}", stderr(&output));
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+#[test]
+fn nodes_form_one_cluster_whatever_order_they_start_in() {
+    let orders = [
+        [0, 1, 2],
+        [0, 2, 1],
+        [1, 0, 2],
+        [1, 2, 0],
+        [2, 0, 1],
+        [2, 1, 0],
+    ];
+    for order in orders {
+        let place = Place::new("orders");
+        let net = network(3);
+        let specs = specs_in(&place, &net, 3);
+        let seeds = seeds(&specs);
+        let mut started = Vec::new();
+        for i in order {
+            started.push((i, Node::spawn(&specs[i], &seeds)));
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        started.sort_by_key(|(i, _)| *i);
+        let nodes: Vec<Node> = started.into_iter().map(|(_, node)| node.ready()).collect();
+        let leader = agreed(&nodes.iter().collect::<Vec<_>>());
+        // One cluster: a change on any node is seen on all, the same term everywhere.
+        eventually_ctl(&nodes[order[2]], &["add_vhost", "formed"]);
+        for node in &nodes {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !vhosts(node).contains("formed") {
+                assert!(
+                    Instant::now() < deadline,
+                    "order {order:?}: {} lacks the change",
+                    node.spec.name
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        let terms: BTreeSet<String> = nodes
+            .iter()
+            .map(|n| cluster_status(n)["term"].to_string())
+            .collect();
+        assert_eq!(terms.len(), 1, "order {order:?}: terms {terms:?}");
+        assert!(["n0", "n1", "n2"].contains(&leader.as_str()));
+        drop(nodes);
+    }
+}
+
+#[test]
+fn a_partitioned_node_refuses_changes_and_catches_up_when_healed() {
+    let place = Place::new("partition");
+    let net = network(3);
+    let specs = specs_in(&place, &net, 3);
+    let seeds = seeds(&specs);
+    let nodes: Vec<Node> = specs.iter().map(|s| Node::spawn(s, &seeds)).collect();
+    let nodes: Vec<Node> = nodes.into_iter().map(Node::ready).collect();
+    agreed(&nodes.iter().collect::<Vec<_>>());
+
+    net.cut(0);
+    // The two others are a majority: they elect a leader if they need one, and go on.
+    eventually_ctl(&nodes[1], &["add_vhost", "during-the-partition"]);
+    assert!(
+        vhosts(&nodes[2]).contains("during-the-partition") || {
+            std::thread::sleep(Duration::from_secs(1));
+            vhosts(&nodes[2]).contains("during-the-partition")
+        }
+    );
+    // The cut-off node refuses, and says why; it still has what it had.
+    let refused = nodes[0].ctl(&["add_vhost", "on-the-minority"]);
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("no reachable leader"),
+        "{}",
+        stderr(&refused)
+    );
+    assert!(!vhosts(&nodes[0]).contains("during-the-partition"));
+    assert!(vhosts(&nodes[0]).contains("/"));
+
+    net.heal(0);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !vhosts(&nodes[0]).contains("during-the-partition") {
+        assert!(
+            Instant::now() < deadline,
+            "the healed node did not catch up"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // And it takes changes again.
+    eventually_ctl(&nodes[0], &["add_vhost", "after-the-partition"]);
+    for node in &nodes {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !vhosts(node).contains("after-the-partition") {
+            assert!(Instant::now() < deadline);
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert!(!vhosts(node).contains("on-the-minority"));
+    }
+}
+
+#[test]
+fn every_acknowledged_change_survives_the_leader_killed_during_a_burst() {
+    let place = Place::new("burst");
+    let net = network(3);
+    let specs = specs_in(&place, &net, 3);
+    let seeds = seeds(&specs);
+    let nodes: Vec<Node> = specs.iter().map(|s| Node::spawn(s, &seeds)).collect();
+    let mut nodes: Vec<Option<Node>> = nodes.into_iter().map(|n| Some(n.ready())).collect();
+    let leader_name = agreed(&nodes.iter().flatten().collect::<Vec<_>>());
+    let leader = specs.iter().position(|s| s.name == leader_name).unwrap();
+
+    // A client per node declares vhosts over HTTP, as fast as answers come.
+    let acknowledged = Arc::new(Mutex::new(Vec::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = specs
+        .iter()
+        .cloned()
+        .map(|spec| {
+            let acknowledged = acknowledged.clone();
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut attempts = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let name = format!("{}-{attempts}", spec.name);
+                    attempts += 1;
+                    let (code, _) = http("PUT", &spec, &format!("/api/vhosts/{name}"), None);
+                    if code == 201 || code == 204 {
+                        acknowledged.lock().unwrap().push(name);
+                    }
+                }
+                attempts
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(2));
+    let killed = nodes[leader].take().unwrap().kill();
+    std::thread::sleep(Duration::from_secs(4));
+    stop.store(true, Ordering::Relaxed);
+    let attempts: usize = clients.into_iter().map(|c| c.join().unwrap()).sum();
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    assert!(
+        acknowledged.len() > 20,
+        "too few changes to tell: {acknowledged:?}"
+    );
+
+    // Every acknowledged change is on both survivors, and on the killed one once back.
+    let back = Node::spawn(&killed, &seeds).ready();
+    nodes[leader] = Some(back);
+    for node in nodes.iter().flatten() {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let listed = vhosts(node);
+            let missing: Vec<&String> = acknowledged
+                .iter()
+                .filter(|v| !listed.contains(*v))
+                .collect();
+            if missing.is_empty() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} lacks {} acknowledged changes (of {} made, {attempts} tried): {missing:?}",
+                node.spec.name,
+                missing.len(),
+                acknowledged.len()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    // And the survivors agree on everything, not only on what was acknowledged.
+    let lists: BTreeSet<BTreeSet<String>> = nodes.iter().flatten().map(vhosts).collect();
+    assert_eq!(lists.len(), 1, "the nodes disagree: {lists:?}");
+}

@@ -1,0 +1,313 @@
+//! Cluster nodes as separate `wharf` processes, for the cluster tests: their settings,
+//! starting and killing them, `wharf ctl` on them, what they log, and their clients. A
+//! node runs on loopback, or inside a network namespace of a [`Network`] for fault tests.
+
+#![allow(dead_code)] // each test file uses its own part
+
+use std::io::{BufRead, BufReader};
+use std::net::{IpAddr, Ipv4Addr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use lapin::{Connection, ConnectionProperties};
+pub use wharf_integration::netns::Network;
+
+/// The cluster's default user: an administrator that may log in from anywhere (guest may
+/// not leave loopback, and fault tests reach nodes over their own network).
+pub const ADMIN: &str = "admin";
+pub const ADMIN_PASSWORD: &str = "admin-password";
+
+pub const SECRET: &str = "the cluster secret, long enough\n";
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A temporary directory for one test's nodes, with the secret file in it.
+pub struct Place(pub PathBuf);
+
+impl Place {
+    pub fn new(name: &str) -> Place {
+        let dir = std::env::temp_dir().join(format!("wharf-cluster-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let place = Place(dir);
+        place.write_secret("secret", SECRET);
+        place
+    }
+
+    pub fn write_secret(&self, name: &str, text: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let path = self.0.join(name);
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        path
+    }
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// One node's settings: its address, ports and directory, and the namespace it runs in.
+#[derive(Clone)]
+pub struct NodeSpec {
+    pub name: String,
+    pub data: PathBuf,
+    pub host: IpAddr,
+    pub amqp: u16,
+    pub http: u16,
+    pub cluster: u16,
+    pub secret: PathBuf,
+    /// None: the test's own namespace.
+    pub namespace: Option<String>,
+}
+
+impl NodeSpec {
+    pub fn cluster_address(&self) -> String {
+        format!("{}:{}", self.host, self.cluster)
+    }
+}
+
+/// Nodes on loopback, on free ports.
+pub fn specs(place: &Place, count: usize) -> Vec<NodeSpec> {
+    (0..count)
+        .map(|i| NodeSpec {
+            name: format!("n{i}"),
+            data: place.0.join(format!("n{i}")),
+            host: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            amqp: free_port(),
+            http: free_port(),
+            cluster: free_port(),
+            secret: place.0.join("secret"),
+            namespace: None,
+        })
+        .collect()
+}
+
+/// Nodes each in its namespace of `network`, on the standard ports of their own address.
+pub fn specs_in(place: &Place, network: &Network, count: usize) -> Vec<NodeSpec> {
+    (0..count)
+        .map(|i| NodeSpec {
+            name: format!("n{i}"),
+            data: place.0.join(format!("n{i}")),
+            host: IpAddr::V4(network.address(i)),
+            amqp: 5672,
+            http: 15672,
+            cluster: 25672,
+            secret: place.0.join("secret"),
+            namespace: Some(network.namespace(i).to_string()),
+        })
+        .collect()
+}
+
+pub fn seeds(specs: &[NodeSpec]) -> String {
+    specs
+        .iter()
+        .map(NodeSpec::cluster_address)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// A running node, killed when dropped.
+pub struct Node {
+    child: Child,
+    pub spec: NodeSpec,
+    /// Every line it logged, as it logs them.
+    lines: mpsc::Receiver<String>,
+}
+
+impl Node {
+    /// Starts a node; does not wait for it to be ready (a lone seed never is).
+    pub fn spawn(spec: &NodeSpec, seeds: &str) -> Node {
+        let binary = env!("CARGO_BIN_EXE_wharf");
+        let mut command = match &spec.namespace {
+            None => Command::new(binary),
+            Some(namespace) => {
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", namespace, binary]);
+                command
+            }
+        };
+        let mut child = command
+            .args(["--node-name", &spec.name])
+            .arg("--data-dir")
+            .arg(&spec.data)
+            .args(["--amqp-listen", &format!("{}:{}", spec.host, spec.amqp)])
+            .args(["--http-listen", &format!("{}:{}", spec.host, spec.http)])
+            .args(["--prometheus-listen", "none", "--amqps-listen", "none"])
+            .args(["--cluster-listen", &spec.cluster_address()])
+            .args(["--cluster-seeds", seeds])
+            .arg("--cluster-secret-file")
+            .arg(&spec.secret)
+            .args(["--failed-login-delay", "0"])
+            .args(["--default-user", ADMIN, "--default-pass", ADMIN_PASSWORD])
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (sender, lines) = mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let out = sender.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = out.send(line);
+            }
+        });
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = sender.send(line);
+            }
+        });
+        Node {
+            child,
+            spec: spec.clone(),
+            lines,
+        }
+    }
+
+    /// Waits for a logged line containing `text`; returns it.
+    pub fn wait_for_line(&self, text: &str, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(text) => return line,
+                Ok(_) => {}
+                Err(_) => panic!(
+                    "{}: no line with '{text}' within {within:?}",
+                    self.spec.name
+                ),
+            }
+        }
+    }
+
+    pub fn ready(self) -> Node {
+        self.wait_for_line("wharf ready", Duration::from_secs(30));
+        self
+    }
+
+    pub fn ctl(&self, args: &[&str]) -> Output {
+        ctl(&self.spec.data, args, "")
+    }
+
+    pub fn kill(mut self) -> NodeSpec {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.spec.clone()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn ctl(data: &Path, args: &[&str], stdin: &str) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wharf"))
+        .arg("ctl")
+        .arg("--data-dir")
+        .arg(data)
+        .args(args)
+        .env("RUST_BACKTRACE", "0")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// `cluster_status --formatter json` of a node.
+pub fn cluster_status(node: &Node) -> serde_json::Value {
+    let output = node.ctl(&["cluster_status", "--formatter", "json"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    serde_json::from_str(&stdout(&output)).unwrap()
+}
+
+/// Waits until every node reports every member up and the same leader.
+pub fn agreed(nodes: &[&Node]) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let statuses: Vec<serde_json::Value> = nodes.iter().map(|n| cluster_status(n)).collect();
+        let leaders: Vec<&serde_json::Value> = statuses.iter().map(|s| &s["leader"]).collect();
+        let all_up = statuses.iter().all(|s| {
+            s["members"]
+                .as_array()
+                .is_some_and(|m| m.iter().all(|m| m["state"] == "up"))
+        });
+        if all_up && leaders[0].is_string() && leaders.iter().all(|l| *l == leaders[0]) {
+            return leaders[0].as_str().unwrap().to_string();
+        }
+        assert!(Instant::now() < deadline, "no agreement: {statuses:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+pub async fn can_log_in(node: &NodeSpec, user: &str, password: &str, vhost: &str) -> bool {
+    let (host, port) = (node.host, node.amqp);
+    let properties = ConnectionProperties::default()
+        .with_executor(tokio_executor_trait::Tokio::current())
+        .with_reactor(tokio_reactor_trait::Tokio);
+    let vhost = vhost.replace('/', "%2f");
+    let url = format!("amqp://{user}:{password}@{host}:{port}/{vhost}");
+    // A node that does not answer within the time does not let anyone in either.
+    let attempt = Connection::connect(&url, properties);
+    matches!(
+        tokio::time::timeout(Duration::from_secs(10), attempt).await,
+        Ok(Ok(_))
+    )
+}
+
+pub fn http(method: &str, node: &NodeSpec, path: &str, body: Option<&str>) -> (u16, String) {
+    let mut command = Command::new("curl");
+    command
+        .args([
+            "-s",
+            "--max-time",
+            "20",
+            "-o",
+            "-",
+            "-w",
+            "\n%{http_code}",
+            "-u",
+            &format!("{ADMIN}:{ADMIN_PASSWORD}"),
+            "-X",
+            method,
+        ])
+        .arg(format!("http://{}:{}{path}", node.host, node.http));
+    if let Some(body) = body {
+        command.args(["-H", "content-type: application/json", "-d", body]);
+    }
+    let output = command.output().expect("curl runs");
+    let text = stdout(&output);
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
