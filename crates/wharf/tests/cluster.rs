@@ -232,3 +232,53 @@ fn bad_cluster_settings_stop_the_start_with_a_reason() {
     ]);
     assert!(bad_seed.contains("'node2:25672'"), "{bad_seed}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_down_for_ten_thousand_changes_catches_up_by_snapshot() {
+    let place = Place::new("snapshot");
+    let specs = specs(&place, 3);
+    let seeds = seeds(&specs);
+    let nodes: Vec<Node> = specs.iter().map(|s| Node::spawn(s, &seeds)).collect();
+    let mut nodes: Vec<Node> = nodes.into_iter().map(Node::ready).collect();
+    agreed(&nodes.iter().collect::<Vec<_>>());
+    let away = nodes.remove(2).kill();
+
+    // 10,000 users in one definitions import: 10,000 changes in the log, which the
+    // others snapshot (every 5,000) and purge behind them.
+    let users: Vec<serde_json::Value> = (0..10_000)
+        .map(|i| {
+            serde_json::json!({
+                "name": format!("user-{i}"),
+                "password_hash": "",
+                "hashing_algorithm": "rabbit_password_hashing_sha256",
+                "tags": [],
+            })
+        })
+        .collect();
+    let definitions = serde_json::json!({ "users": users }).to_string();
+    let file = place.0.join("users.json");
+    std::fs::write(&file, definitions).unwrap();
+    let imported = ctl(
+        &specs[0].data,
+        &["import_definitions", file.to_str().unwrap()],
+        "",
+    );
+    assert!(imported.status.success(), "{}", stderr(&imported));
+
+    let back = Node::spawn(&away, &seeds);
+    back.wait_for_line("metadata snapshot installed", Duration::from_secs(60));
+    let back = back.ready();
+    let listed = stdout(&back.ctl(&["list_users"]));
+    let count = listed.lines().filter(|l| l.starts_with("user-")).count();
+    assert_eq!(count, 10_000);
+    // And it goes on from there with the others.
+    let made = back.ctl(&["add_vhost", "after-the-snapshot"]);
+    assert!(made.status.success(), "{}", stderr(&made));
+    for node in &nodes {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !stdout(&node.ctl(&["list_vhosts"])).contains("after-the-snapshot") {
+            assert!(Instant::now() < deadline);
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
