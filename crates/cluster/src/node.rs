@@ -31,6 +31,8 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a change waits for a leader (an election under way) before it is refused:
 /// a few election timeouts.
 const LEADER_WAIT: Duration = Duration::from_secs(5);
+/// How long a read index may take: one round of heartbeats on a healthy leader.
+const READ_INDEX_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a probe may wait.
 const PROBE_TIMEOUT: Duration = Duration::from_millis(1500);
 /// A member this many entries behind the leader is catching up, not up.
@@ -348,18 +350,16 @@ impl ClusterNode {
                     .ok_or(WriteRefusal::NotLeader { leader: None })?;
                 match self
                     .transport
-                    .request(address, &Request::ReadIndex, WRITE_TIMEOUT)
+                    .request(address, &Request::ReadIndex, READ_INDEX_TIMEOUT)
                     .await
                 {
                     Ok((_, Response::ReadIndex(answer))) => answer,
                     Ok((_, other)) => Err(WriteRefusal::Failed(format!(
                         "an answer of the wrong kind: {other:?}"
                     ))),
-                    // Nothing was asked of it: as if there were no leader.
-                    Err(crate::transport::TransportError::Unreachable { .. }) => {
-                        Err(WriteRefusal::NotLeader { leader: None })
-                    }
-                    Err(error) => Err(WriteRefusal::Failed(error.to_string())),
+                    // A read changes nothing: a leader that does not answer (gone, or
+                    // this node cut off) is as if there were none; ask again.
+                    Err(_) => Err(WriteRefusal::NotLeader { leader: None }),
                 }
             })
             .await?;

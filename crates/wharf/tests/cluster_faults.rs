@@ -138,55 +138,64 @@ fn a_partitioned_node_refuses_changes_and_catches_up_when_healed() {
     }
 }
 
-#[test]
-fn every_acknowledged_change_survives_the_leader_killed_during_a_burst() {
-    let place = Place::new("burst");
-    let net = network(3);
-    let specs = specs_in(&place, &net, 3);
-    let seeds = seeds(&specs);
-    let nodes: Vec<Node> = specs.iter().map(|s| Node::spawn(s, &seeds)).collect();
-    let mut nodes: Vec<Option<Node>> = nodes.into_iter().map(|n| Some(n.ready())).collect();
-    let leader_name = agreed(&nodes.iter().flatten().collect::<Vec<_>>());
-    let leader = specs.iter().position(|s| s.name == leader_name).unwrap();
+/// Clients that make changes (vhosts over HTTP) on every node until told to stop, each
+/// trying the next node when one does not answer; what was acknowledged is kept.
+struct Load {
+    stop: Arc<AtomicBool>,
+    acknowledged: Arc<Mutex<Vec<String>>>,
+    clients: Vec<std::thread::JoinHandle<usize>>,
+}
 
-    // A client per node declares vhosts over HTTP, as fast as answers come.
-    let acknowledged = Arc::new(Mutex::new(Vec::new()));
-    let stop = Arc::new(AtomicBool::new(false));
-    let clients: Vec<_> = specs
-        .iter()
-        .cloned()
-        .map(|spec| {
-            let acknowledged = acknowledged.clone();
-            let stop = stop.clone();
-            std::thread::spawn(move || {
-                let mut attempts = 0;
-                while !stop.load(Ordering::Relaxed) {
-                    let name = format!("{}-{attempts}", spec.name);
-                    attempts += 1;
-                    let (code, _) = http("PUT", &spec, &format!("/api/vhosts/{name}"), None);
-                    if code == 201 || code == 204 {
-                        acknowledged.lock().unwrap().push(name);
+impl Load {
+    fn start(specs: &[NodeSpec]) -> Load {
+        let acknowledged = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let clients = (0..specs.len())
+            .map(|first| {
+                let specs = specs.to_vec();
+                let acknowledged = acknowledged.clone();
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let mut attempts = 0;
+                    let mut target = first;
+                    while !stop.load(Ordering::Relaxed) {
+                        let spec = &specs[target];
+                        let name = format!("c{first}-{attempts}");
+                        attempts += 1;
+                        let (code, _) = http("PUT", spec, &format!("/api/vhosts/{name}"), None);
+                        if code == 201 || code == 204 {
+                            acknowledged.lock().unwrap().push(name);
+                        } else {
+                            target = (target + 1) % specs.len();
+                        }
                     }
-                }
-                attempts
+                    attempts
+                })
             })
-        })
-        .collect();
-    std::thread::sleep(Duration::from_secs(2));
-    let killed = nodes[leader].take().unwrap().kill();
-    std::thread::sleep(Duration::from_secs(4));
-    stop.store(true, Ordering::Relaxed);
-    let attempts: usize = clients.into_iter().map(|c| c.join().unwrap()).sum();
-    let acknowledged = acknowledged.lock().unwrap().clone();
+            .collect();
+        Load {
+            stop,
+            acknowledged,
+            clients,
+        }
+    }
+
+    /// Stops the clients; returns what was acknowledged and how many changes were tried.
+    fn stop(self) -> (Vec<String>, usize) {
+        self.stop.store(true, Ordering::Relaxed);
+        let attempts = self.clients.into_iter().map(|c| c.join().unwrap()).sum();
+        let acknowledged = self.acknowledged.lock().unwrap().clone();
+        (acknowledged, attempts)
+    }
+}
+
+/// Checks that every node has every acknowledged change, and that they all agree.
+fn everywhere(nodes: &[&Node], acknowledged: &[String], attempts: usize) {
     assert!(
         acknowledged.len() > 20,
         "too few changes to tell: {acknowledged:?}"
     );
-
-    // Every acknowledged change is on both survivors, and on the killed one once back.
-    let back = Node::spawn(&killed, &seeds).ready();
-    nodes[leader] = Some(back);
-    for node in nodes.iter().flatten() {
+    for node in nodes {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let listed = vhosts(node);
@@ -207,7 +216,82 @@ fn every_acknowledged_change_survives_the_leader_killed_during_a_burst() {
             std::thread::sleep(Duration::from_millis(200));
         }
     }
-    // And the survivors agree on everything, not only on what was acknowledged.
-    let lists: BTreeSet<BTreeSet<String>> = nodes.iter().flatten().map(vhosts).collect();
+    let lists: BTreeSet<BTreeSet<String>> = nodes.iter().map(|n| vhosts(n)).collect();
     assert_eq!(lists.len(), 1, "the nodes disagree: {lists:?}");
+}
+
+#[test]
+fn a_rolling_restart_under_load_loses_no_acknowledged_change() {
+    let place = Place::new("rolling");
+    let net = network(3);
+    let specs = specs_in(&place, &net, 3);
+    let seeds = seeds(&specs);
+    let nodes: Vec<Node> = specs.iter().map(|s| Node::spawn(s, &seeds)).collect();
+    let mut nodes: Vec<Node> = nodes.into_iter().map(Node::ready).collect();
+    agreed(&nodes.iter().collect::<Vec<_>>());
+    let load = Load::start(&specs);
+    for i in 0..nodes.len() {
+        std::thread::sleep(Duration::from_secs(1));
+        let node = nodes.remove(i);
+        let spec = node.stop();
+        nodes.insert(i, Node::spawn(&spec, &seeds).ready());
+        agreed(&nodes.iter().collect::<Vec<_>>());
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let (acknowledged, attempts) = load.stop();
+    everywhere(&nodes.iter().collect::<Vec<_>>(), &acknowledged, attempts);
+}
+
+#[test]
+fn a_paused_leader_is_replaced_and_rejoins_as_a_follower() {
+    let place = Place::new("pause");
+    let net = network(3);
+    let specs = specs_in(&place, &net, 3);
+    let seeds = seeds(&specs);
+    let nodes: Vec<Node> = specs.iter().map(|s| Node::spawn(s, &seeds)).collect();
+    let nodes: Vec<Node> = nodes.into_iter().map(Node::ready).collect();
+    let leader_name = agreed(&nodes.iter().collect::<Vec<_>>());
+    let leader = specs.iter().position(|s| s.name == leader_name).unwrap();
+    let load = Load::start(&specs);
+    std::thread::sleep(Duration::from_secs(1));
+    nodes[leader].pause();
+    std::thread::sleep(Duration::from_secs(6));
+    // Meanwhile the two others elected one of themselves.
+    let other = (leader + 1) % 3;
+    let status = cluster_status(&nodes[other]);
+    assert_ne!(status["leader"], leader_name.as_str(), "{status}");
+    assert!(status["leader"].is_string(), "{status}");
+    nodes[leader].resume();
+    std::thread::sleep(Duration::from_secs(2));
+    let (acknowledged, attempts) = load.stop();
+    let new_leader = agreed(&nodes.iter().collect::<Vec<_>>());
+    assert_ne!(new_leader, leader_name);
+    everywhere(&nodes.iter().collect::<Vec<_>>(), &acknowledged, attempts);
+}
+
+#[test]
+fn every_acknowledged_change_survives_the_leader_killed_during_a_burst() {
+    let place = Place::new("burst");
+    let net = network(3);
+    let specs = specs_in(&place, &net, 3);
+    let seeds = seeds(&specs);
+    let nodes: Vec<Node> = specs.iter().map(|s| Node::spawn(s, &seeds)).collect();
+    let mut nodes: Vec<Option<Node>> = nodes.into_iter().map(|n| Some(n.ready())).collect();
+    let leader_name = agreed(&nodes.iter().flatten().collect::<Vec<_>>());
+    let leader = specs.iter().position(|s| s.name == leader_name).unwrap();
+
+    let load = Load::start(&specs);
+    std::thread::sleep(Duration::from_secs(2));
+    let killed = nodes[leader].take().unwrap().kill();
+    std::thread::sleep(Duration::from_secs(4));
+    let (acknowledged, attempts) = load.stop();
+    // Every acknowledged change is on both survivors, and on the killed one once back;
+    // and they agree on everything, not only on what was acknowledged.
+    let back = Node::spawn(&killed, &seeds).ready();
+    nodes[leader] = Some(back);
+    everywhere(
+        &nodes.iter().flatten().collect::<Vec<_>>(),
+        &acknowledged,
+        attempts,
+    );
 }

@@ -201,6 +201,22 @@ impl Node {
         ctl(&self.spec.data, args, "")
     }
 
+    /// Freezes the process (SIGSTOP): it holds its connections but answers nothing.
+    pub fn pause(&self) {
+        signal(self.child.id(), "-STOP");
+    }
+
+    pub fn resume(&self) {
+        signal(self.child.id(), "-CONT");
+    }
+
+    /// Stops the node as an operator would (SIGTERM), and waits for it to exit.
+    pub fn stop(mut self) -> NodeSpec {
+        signal(self.child.id(), "-TERM");
+        let _ = self.child.wait();
+        self.spec.clone()
+    }
+
     pub fn kill(mut self) -> NodeSpec {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -310,4 +326,12 @@ pub fn http(method: &str, node: &NodeSpec, path: &str, body: Option<&str>) -> (u
     let text = stdout(&output);
     let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
     (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+fn signal(pid: u32, which: &str) {
+    let status = Command::new("kill")
+        .args([which, &pid.to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill {which} {pid}");
 }
