@@ -295,3 +295,81 @@ fn every_acknowledged_change_survives_the_leader_killed_during_a_burst() {
         attempts,
     );
 }
+
+/// The nemesis: for `WHARF_NEMESIS_SECONDS` (120 in CI, run by `.ci/run`; ignored by a
+/// plain `cargo test`), one fault at a time on a random node (killed and restarted,
+/// paused, or cut off, for 1 to 4 s) while clients on every node make changes. Then every
+/// fault is undone, and the checker proves that no acknowledged change was lost and that
+/// every node holds the same definitions. The seed is printed, and `WHARF_NEMESIS_SEED`
+/// runs the same faults again.
+#[test]
+#[ignore = "a long randomized run: .ci/run runs it with WHARF_NEMESIS_SECONDS=120"]
+fn nemesis_kill_pause_partition_loses_no_acknowledged_change() {
+    use rand::{Rng, SeedableRng};
+    let seconds: u64 = std::env::var("WHARF_NEMESIS_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(120);
+    let seed: u64 = std::env::var("WHARF_NEMESIS_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| rand::thread_rng().gen());
+    println!("nemesis: {seconds} s, seed {seed}");
+    let mut random = rand::rngs::StdRng::seed_from_u64(seed);
+
+    let place = Place::new("nemesis");
+    let net = network(3);
+    let specs = specs_in(&place, &net, 3);
+    let seeds = seeds(&specs);
+    let nodes: Vec<Node> = specs.iter().map(|s| Node::spawn(s, &seeds)).collect();
+    let mut nodes: Vec<Option<Node>> = nodes.into_iter().map(|n| Some(n.ready())).collect();
+    agreed(&nodes.iter().flatten().collect::<Vec<_>>());
+    let load = Load::start(&specs);
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let mut faults = Vec::new();
+    // Nodes restarted since they were last seen ready.
+    let mut restarted = vec![false; nodes.len()];
+    while Instant::now() < deadline {
+        let victim = random.gen_range(0..nodes.len());
+        let hold = Duration::from_millis(random.gen_range(1000..4000));
+        match random.gen_range(0..3) {
+            0 => {
+                faults.push(format!("kill n{victim} for {hold:?}"));
+                let spec = nodes[victim].take().unwrap().kill();
+                std::thread::sleep(hold);
+                // Restarted without waiting to be ready: it catches up while the next
+                // fault may already strike elsewhere.
+                nodes[victim] = Some(Node::spawn(&spec, &seeds));
+                restarted[victim] = true;
+            }
+            1 => {
+                faults.push(format!("pause n{victim} for {hold:?}"));
+                let node = nodes[victim].as_ref().unwrap();
+                node.pause();
+                std::thread::sleep(hold);
+                node.resume();
+            }
+            _ => {
+                faults.push(format!("cut n{victim} for {hold:?}"));
+                net.cut(victim);
+                std::thread::sleep(hold);
+                net.heal(victim);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(random.gen_range(200..1500)));
+    }
+    let (acknowledged, attempts) = load.stop();
+    println!(
+        "nemesis: {} faults, {} changes acknowledged of {attempts} tried",
+        faults.len(),
+        acknowledged.len()
+    );
+    let nodes: Vec<Node> = nodes.into_iter().flatten().collect();
+    for (node, restarted) in nodes.iter().zip(restarted) {
+        if restarted {
+            node.wait_for_line("wharf ready", Duration::from_secs(60));
+        }
+    }
+    agreed(&nodes.iter().collect::<Vec<_>>());
+    everywhere(&nodes.iter().collect::<Vec<_>>(), &acknowledged, attempts);
+}
