@@ -32,6 +32,12 @@ pub enum Request {
     /// The leader's commit index, confirmed by a majority: a node that applied that far
     /// has seen every change committed before it asked.
     ReadIndex,
+    /// Answer once this node applied the log up to `index` (or after a short while): the
+    /// proposer of a change waits for the members that answer, so that the change holds
+    /// on every node that is up by the time its client is answered.
+    AwaitApplied {
+        index: u64,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -43,6 +49,8 @@ pub enum Response {
     Join(Result<(), WriteRefusal>),
     Probe(Probe),
     ReadIndex(Result<u64, WriteRefusal>),
+    /// Whether it applied that far in time.
+    AwaitApplied(bool),
 }
 
 /// A change committed and applied on the leader.

@@ -31,6 +31,8 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a change waits for a leader (an election under way) before it is refused:
 /// a few election timeouts.
 const LEADER_WAIT: Duration = Duration::from_secs(5);
+/// How long the proposer of a change waits for the other members to apply it.
+const MEMBERS_APPLY_WAIT: Duration = Duration::from_millis(1000);
 /// How long a read index may take: one round of heartbeats on a healthy leader.
 const READ_INDEX_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a probe may wait.
@@ -69,6 +71,9 @@ pub struct ClusterNode {
     raft: Raft,
     transport: Arc<Transport>,
     state_machine: StateMachine,
+    /// The names the other members gave (in probes and handshakes), kept so that a member
+    /// that went down is still shown by its name.
+    names: parking_lot::Mutex<std::collections::HashMap<NodeId, String>>,
 }
 
 impl ClusterNode {
@@ -128,9 +133,11 @@ impl ClusterNode {
             raft,
             transport: transport.clone(),
             state_machine,
+            names: Default::default(),
         });
         tokio::spawn(transport.serve(listener, node.clone(), shutdown.clone()));
         tokio::spawn(node.clone().form(fresh, shutdown.clone()));
+        tokio::spawn(node.clone().learn_names(shutdown.clone()));
         {
             let node = node.clone();
             let mut shutdown = shutdown;
@@ -193,6 +200,41 @@ impl ClusterNode {
             tokio::select! {
                 changed = metrics.changed() => if changed.is_err() { return },
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+
+    /// Asks each member whose name this node does not know yet for it (every 200 ms while
+    /// some are unknown, then every 5 s for members that join), so that a member that
+    /// goes down is still shown by its name.
+    async fn learn_names(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            let metrics = self.raft.metrics().borrow().clone();
+            let unknown: Vec<(NodeId, SocketAddr)> = metrics
+                .membership_config
+                .membership()
+                .nodes()
+                .filter(|(id, _)| **id != self.me && !self.names.lock().contains_key(id))
+                .filter_map(|(id, member)| Some((*id, member.address.parse().ok()?)))
+                .collect();
+            let members = metrics.membership_config.membership().nodes().count();
+            let mut all_known = members > 0;
+            for (id, address) in unknown {
+                match self.probe(address).await {
+                    Ok(probe) => {
+                        self.names.lock().insert(id, probe.name);
+                    }
+                    Err(_) => all_known = false,
+                }
+            }
+            let pause = if all_known {
+                Duration::from_secs(5)
+            } else {
+                Duration::from_millis(200)
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
                 _ = shutdown.changed() => return,
             }
         }
@@ -435,7 +477,35 @@ impl ClusterNode {
             .applied_index_at_least(Some(written.index), "a change applied here")
             .await
             .map_err(|e| WriteError::Unconfirmed(e.to_string()))?;
+        self.await_members(written.index).await;
         Ok(written.outcome)
+    }
+
+    /// Waits (up to [`MEMBERS_APPLY_WAIT`]) until the other members that answer applied
+    /// the log up to `index`: a user added here can log in on any node that is up once
+    /// the change is answered, as on RabbitMQ, whose metadata every node applies before
+    /// the answer. A member that is down or slow is not waited for longer; the change is
+    /// committed whatever they say.
+    async fn await_members(&self, index: u64) {
+        let metrics = self.raft.metrics().borrow().clone();
+        let others: Vec<SocketAddr> = metrics
+            .membership_config
+            .membership()
+            .nodes()
+            .filter(|(id, _)| **id != self.me)
+            .filter_map(|(_, member)| member.address.parse().ok())
+            .collect();
+        let request = Request::AwaitApplied { index };
+        join_all(others.into_iter().map(|address| {
+            let request = &request;
+            async move {
+                let _ = self
+                    .transport
+                    .request(address, request, MEMBERS_APPLY_WAIT)
+                    .await;
+            }
+        }))
+        .await;
     }
 
     async fn write_as_leader(&self, command: Command) -> Result<Written, WriteRefusal> {
@@ -447,10 +517,15 @@ impl ClusterNode {
             )));
         };
         match written {
-            Ok(response) => Ok(Written {
-                index: response.log_id.index,
-                outcome: response.data,
-            }),
+            Ok(response) => {
+                // Followers learn the new commit index with the next heartbeat: send it
+                // now rather than in up to a heartbeat interval.
+                let _ = self.raft.trigger().heartbeat().await;
+                Ok(Written {
+                    index: response.log_id.index,
+                    outcome: response.data,
+                })
+            }
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
                 Err(WriteRefusal::NotLeader {
                     leader: forward.leader_id,
@@ -555,6 +630,7 @@ impl ClusterNode {
             .map(|(id, member, probe)| {
                 let (state, name, applied) = match probe {
                     Ok(probe) => {
+                        self.names.lock().insert(id, probe.name.clone());
                         let behind = newest_applied
                             .unwrap_or(0)
                             .saturating_sub(probe.last_applied.unwrap_or(0));
@@ -565,7 +641,7 @@ impl ClusterNode {
                         };
                         (state, Some(probe.name), probe.last_applied)
                     }
-                    Err(_) => (MemberState::Down, None, None),
+                    Err(_) => (MemberState::Down, self.names.lock().get(&id).cloned(), None),
                 };
                 MemberStatus {
                     id,
@@ -596,7 +672,8 @@ impl ClusterNode {
 }
 
 impl Handler for ClusterNode {
-    async fn handle(&self, _from: Introduction, request: Request) -> Response {
+    async fn handle(&self, from: Introduction, request: Request) -> Response {
+        self.names.lock().insert(from.node_id, from.name);
         match request {
             Request::AppendEntries(rpc) => {
                 Response::AppendEntries(self.raft.append_entries(rpc).await)
@@ -618,6 +695,13 @@ impl Handler for ClusterNode {
             Request::Join { node_id, member } => Response::Join(self.join(node_id, member).await),
             Request::Probe => Response::Probe(self.own_probe()),
             Request::ReadIndex => Response::ReadIndex(self.read_index_as_leader().await),
+            Request::AwaitApplied { index } => Response::AwaitApplied(
+                self.raft
+                    .wait(Some(MEMBERS_APPLY_WAIT))
+                    .applied_index_at_least(Some(index), "applied for a proposer")
+                    .await
+                    .is_ok(),
+            ),
         }
     }
 }

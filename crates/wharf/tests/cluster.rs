@@ -105,6 +105,37 @@ async fn a_node_cut_off_refuses_changes_and_a_restarted_one_catches_up() {
         .cloned()
         .unwrap();
     assert_eq!(row["state"], "down", "{status}");
+    // Still named (it was seen before it went), and listed by the API as not running.
+    assert_eq!(row["name"], down.name.as_str(), "{status}");
+    let (code, body) = http("GET", &specs[1], "/api/nodes", None);
+    assert_eq!(code, 200, "{body}");
+    let listed: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let mut running: Vec<(String, bool)> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            (
+                n["name"].as_str().unwrap().to_string(),
+                n["running"] == true,
+            )
+        })
+        .collect();
+    assert_eq!(
+        running[0],
+        ("n1".to_string(), true),
+        "this node first: {body}"
+    );
+    running.sort();
+    assert_eq!(
+        running,
+        [
+            ("n0".to_string(), false),
+            ("n1".to_string(), true),
+            ("n2".to_string(), true)
+        ],
+        "{body}"
+    );
 
     // Back, with its own data: it rejoins and has what it missed.
     let back = Node::spawn(&down, &seeds).ready();

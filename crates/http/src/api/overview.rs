@@ -217,9 +217,36 @@ fn node_json(api: &Api) -> Value {
     })
 }
 
+/// Another member of this node's cluster: what this node knows of it (whether it answers),
+/// without the figures only the member itself has.
+fn member_json(member: &wharf_core::cluster::MemberView) -> Value {
+    json!({
+        "name": member.name,
+        "type": "disc",
+        "running": member.state != "down",
+        "being_drained": false,
+        "partitions": [],
+    })
+}
+
+/// This node, then the other members of its cluster, if it has one.
+async fn all_nodes(api: &Api) -> Vec<Value> {
+    let mut nodes = vec![node_json(api)];
+    if let Some(cluster) = api.broker.cluster() {
+        let view = cluster.status().await;
+        nodes.extend(
+            view.members
+                .iter()
+                .filter(|m| !m.this_node)
+                .map(member_json),
+        );
+    }
+    nodes
+}
+
 pub async fn nodes(State(api): State<Arc<Api>>, caller: Caller) -> ApiResult<Response> {
     caller.require_monitor()?;
-    json(json!([node_json(&api)]))
+    json(Value::Array(all_nodes(&api).await))
 }
 
 pub async fn node(
@@ -228,10 +255,14 @@ pub async fn node(
     Path(name): Path<String>,
 ) -> ApiResult<Response> {
     caller.require_monitor()?;
-    if name != api.broker.node.name() {
-        return Err(ApiError::not_found());
+    let found = all_nodes(&api)
+        .await
+        .into_iter()
+        .find(|node| node["name"] == name.as_str());
+    match found {
+        Some(node) => json(node),
+        None => Err(ApiError::not_found()),
     }
-    json(node_json(&api))
 }
 
 /// The management UI's plugins: none.
