@@ -76,6 +76,10 @@ impl Cluster for ClusterHandle {
             .map_err(|error| Error::new(ErrorKind::Unavailable, error.to_string()))
     }
 
+    fn forget(&self, member: String) -> Answer<'_, Result<String, String>> {
+        Box::pin(async move { self.node.forget(&member).await })
+    }
+
     fn status(&self) -> Answer<'_, ClusterView> {
         Box::pin(async move {
             let status = self.node.status().await;

@@ -38,6 +38,10 @@ pub enum Request {
     AwaitApplied {
         index: u64,
     },
+    /// The leader removes this member from the cluster.
+    Forget {
+        node_id: NodeId,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -51,6 +55,7 @@ pub enum Response {
     ReadIndex(Result<u64, WriteRefusal>),
     /// Whether it applied that far in time.
     AwaitApplied(bool),
+    Forget(Result<(), WriteRefusal>),
 }
 
 /// A change committed and applied on the leader.

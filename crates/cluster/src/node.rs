@@ -598,6 +598,92 @@ impl ClusterNode {
         Ok(())
     }
 
+    /// Removes a member that is down from the cluster for good (RabbitMQ's
+    /// `forget_cluster_node`), named by its node name or its cluster address. A member
+    /// that answers is refused, as RabbitMQ refuses a running node: stop it first. The
+    /// forgotten node must not come back with its data (it would still think itself a
+    /// member): delete its data directory's `raft/` before starting it again.
+    pub async fn forget(&self, member: &str) -> Result<String, String> {
+        let metrics = self.raft.metrics().borrow().clone();
+        let membership = metrics.membership_config.membership().clone();
+        let found = membership
+            .nodes()
+            .find(|(id, node)| {
+                node.address == member || self.names.lock().get(*id).is_some_and(|n| n == member)
+            })
+            .map(|(id, node)| (*id, node.clone()));
+        let Some((id, node)) = found else {
+            return Err(format!("'{member}' is not a member of this cluster"));
+        };
+        let shown = self
+            .names
+            .lock()
+            .get(&id)
+            .cloned()
+            .unwrap_or_else(|| node.address.clone());
+        if id == self.me {
+            return Err(format!(
+                "{shown} is this node: run forget_cluster_node on another member"
+            ));
+        }
+        if let Ok(address) = node.address.parse() {
+            if self.probe(address).await.is_ok() {
+                return Err(format!("{shown} is running: stop it before forgetting it"));
+            }
+        }
+        self.through_leader(|leader| async move {
+            if leader == self.me {
+                return self.remove_member(id).await;
+            }
+            let address = self
+                .member_address(leader)
+                .ok_or(WriteRefusal::NotLeader { leader: None })?;
+            match self
+                .transport
+                .request(address, &Request::Forget { node_id: id }, WRITE_TIMEOUT)
+                .await
+            {
+                Ok((_, Response::Forget(answer))) => answer,
+                Ok((_, other)) => Err(WriteRefusal::Failed(format!(
+                    "an answer of the wrong kind: {other:?}"
+                ))),
+                Err(crate::transport::TransportError::Unreachable { .. }) => {
+                    Err(WriteRefusal::NotLeader { leader: None })
+                }
+                Err(error) => Err(WriteRefusal::Failed(error.to_string())),
+            }
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+        tracing::info!(node = %shown, "forgot a cluster member");
+        Ok(shown)
+    }
+
+    /// On the leader: takes a member out of the membership (a voter, or a learner).
+    async fn remove_member(&self, id: NodeId) -> Result<(), WriteRefusal> {
+        let metrics = self.raft.metrics().borrow().clone();
+        let voter = metrics
+            .membership_config
+            .membership()
+            .voter_ids()
+            .any(|v| v == id);
+        let ids = BTreeSet::from([id]);
+        let change = if voter {
+            openraft::ChangeMembers::RemoveVoters(ids)
+        } else {
+            openraft::ChangeMembers::RemoveNodes(ids)
+        };
+        match self.raft.change_membership(change, false).await {
+            Ok(_) => Ok(()),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
+                Err(WriteRefusal::NotLeader {
+                    leader: forward.leader_id,
+                })
+            }
+            Err(error) => Err(WriteRefusal::Failed(error.to_string())),
+        }
+    }
+
     /// The cluster as this node sees it now: each member probed (a member that does not
     /// answer is down).
     pub async fn status(&self) -> ClusterStatus {
@@ -695,6 +781,7 @@ impl Handler for ClusterNode {
             Request::Join { node_id, member } => Response::Join(self.join(node_id, member).await),
             Request::Probe => Response::Probe(self.own_probe()),
             Request::ReadIndex => Response::ReadIndex(self.read_index_as_leader().await),
+            Request::Forget { node_id } => Response::Forget(self.remove_member(node_id).await),
             Request::AwaitApplied { index } => Response::AwaitApplied(
                 self.raft
                     .wait(Some(MEMBERS_APPLY_WAIT))

@@ -120,6 +120,10 @@ pub enum Request {
     Status,
     /// The cluster's members, their state, and the metadata leader and term.
     ClusterStatus,
+    /// Removes a member that is down from the cluster (by node name or address).
+    ForgetClusterNode {
+        node: String,
+    },
     /// Closes a client connection (the id list_connections shows) with 320 and `reason`.
     CloseConnection {
         id: u64,
@@ -516,8 +520,8 @@ pub fn execute(broker: &Broker, request: Request) -> Response {
         }
         Request::Status => crate::listing::status(broker),
         // Answered by the control socket, which can wait for the members' answers.
-        Request::ClusterStatus => match broker.cluster() {
-            Some(_) => Response::error("cluster_status is answered by a running node only"),
+        Request::ClusterStatus | Request::ForgetClusterNode { .. } => match broker.cluster() {
+            Some(_) => Response::error("cluster commands are answered by a running node only"),
             None => Response::error(
                 "this node is not part of a cluster (started without --cluster-seeds)",
             ),

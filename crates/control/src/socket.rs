@@ -76,6 +76,17 @@ async fn serve_one(stream: UnixStream, broker: &Broker) -> std::io::Result<()> {
                 Ok(Request::ClusterStatus) if broker.cluster().is_some() => {
                     crate::listing::cluster_status(broker).await
                 }
+                Ok(Request::ForgetClusterNode { node }) => match broker.cluster() {
+                    Some(cluster) => match cluster.forget(node).await {
+                        Ok(name) => Response {
+                            ok: true,
+                            text: Some(format!("Removed {name} from the cluster\n")),
+                            ..Response::default()
+                        },
+                        Err(reason) => Response::error(reason),
+                    },
+                    None => execute(broker, Request::ForgetClusterNode { node }),
+                },
                 Ok(request) => execute(broker, request),
                 Err(error) => Response::error(format!("bad request: {error}")),
             }

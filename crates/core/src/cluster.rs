@@ -30,6 +30,10 @@ pub trait Cluster: Send + Sync + 'static {
 
     /// The members as they answer now.
     fn status(&self) -> Answer<'_, ClusterView>;
+
+    /// Removes a member that is down (by node name or cluster address) for good; answers
+    /// its name, or why not.
+    fn forget(&self, member: String) -> Answer<'_, std::result::Result<String, String>>;
 }
 
 /// The cluster as the operator's tools show it.

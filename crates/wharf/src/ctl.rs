@@ -198,6 +198,11 @@ enum CtlCommand {
     /// catching up), role (voter, learner) and whether it leads the metadata group
     #[command(name = "cluster_status")]
     ClusterStatus,
+    /// Removes a member that is down from the cluster for good, by node name or cluster
+    /// address (a running member is refused: stop it first). Before it may come back, its
+    /// data directory's raft/ must be removed.
+    #[command(name = "forget_cluster_node")]
+    ForgetClusterNode { node: String },
     /// Lists a vhost's queues with the columns named (rabbitmqctl's info keys: name,
     /// durable, auto_delete, exclusive, arguments, policy, messages, messages_ready,
     /// messages_unacknowledged, messages_ready_ram, message_bytes, message_bytes_ready,
@@ -398,6 +403,7 @@ fn request_of(command: CtlCommand) -> anyhow::Result<Request> {
         CtlCommand::ListConnections { columns } => Request::ListConnections { columns },
         CtlCommand::Status => Request::Status,
         CtlCommand::ClusterStatus => Request::ClusterStatus,
+        CtlCommand::ForgetClusterNode { node } => Request::ForgetClusterNode { node },
         CtlCommand::ListChannels { columns } => Request::ListChannels { columns },
         CtlCommand::ListConsumers { vhost, columns } => Request::ListConsumers { vhost, columns },
         CtlCommand::CloseConnection { id, explanation } => Request::CloseConnection {

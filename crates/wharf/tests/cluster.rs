@@ -313,3 +313,56 @@ async fn a_node_down_for_ten_thousand_changes_catches_up_by_snapshot() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_is_down_is_forgotten_and_the_others_go_on() {
+    let place = Place::new("forget");
+    let specs = specs(&place, 3);
+    let seeds = seeds(&specs);
+    let nodes: Vec<Node> = specs.iter().map(|s| Node::spawn(s, &seeds)).collect();
+    let mut nodes: Vec<Node> = nodes.into_iter().map(Node::ready).collect();
+    agreed(&nodes.iter().collect::<Vec<_>>());
+    let gone = nodes.remove(2).kill();
+
+    let running = nodes[0].ctl(&["forget_cluster_node", "n1"]);
+    assert!(!running.status.success());
+    assert!(
+        stderr(&running).contains("n1 is running: stop it"),
+        "{}",
+        stderr(&running)
+    );
+    let unknown = nodes[0].ctl(&["forget_cluster_node", "nobody"]);
+    assert!(
+        stderr(&unknown).contains("'nobody' is not a member"),
+        "{}",
+        stderr(&unknown)
+    );
+    let itself = nodes[0].ctl(&["forget_cluster_node", "n0"]);
+    assert!(
+        stderr(&itself).contains("is this node"),
+        "{}",
+        stderr(&itself)
+    );
+
+    let forgot = nodes[0].ctl(&["forget_cluster_node", &gone.name]);
+    assert!(forgot.status.success(), "{}", stderr(&forgot));
+    assert_eq!(stdout(&forgot), "Removed n2 from the cluster\n");
+    let status = cluster_status(&nodes[1]);
+    let members: Vec<&str> = status["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(members.len(), 2, "{status}");
+    assert!(!members.contains(&"n2"), "{status}");
+    // Two voters left: both up, so changes go on.
+    let made = ctl(&specs[1].data, &["add_user", "after-forgetting"], "pw\n");
+    assert!(made.status.success(), "{}", stderr(&made));
+    let again = nodes[1].ctl(&["forget_cluster_node", &gone.cluster_address()]);
+    assert!(
+        stderr(&again).contains("is not a member"),
+        "{}",
+        stderr(&again)
+    );
+}
