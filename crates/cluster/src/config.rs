@@ -24,6 +24,8 @@ pub struct ClusterConfig {
     /// The cluster's founding members. The same list on every node.
     pub seeds: Vec<SocketAddr>,
     pub secret: Secret,
+    /// TLS on the cluster port (the broker's certificate and key, and the CA).
+    pub tls: Option<crate::tls::ClusterTlsFiles>,
 }
 
 impl std::fmt::Debug for ClusterConfig {

@@ -19,6 +19,7 @@ pub mod messages;
 pub mod node;
 pub mod raft;
 pub mod status;
+pub mod tls;
 pub mod transport;
 pub mod wire;
 

@@ -49,6 +49,8 @@ pub enum ClusterError {
     },
     #[error("{0}")]
     Storage(String),
+    #[error("TLS on the cluster port: {0}")]
+    Tls(String),
     #[error("the cluster's consensus stopped: {0}")]
     Raft(String),
 }
@@ -96,7 +98,11 @@ impl ClusterNode {
             name: config.node_name.clone(),
             address: config.listen.to_string(),
         };
-        let transport = Transport::new(introduction, config.secret.clone());
+        let tls = match &config.tls {
+            Some(files) => Some(crate::tls::ClusterTls::load(files).map_err(ClusterError::Tls)?),
+            None => None,
+        };
+        let transport = Transport::new(introduction, config.secret.clone(), tls);
         let listener =
             TcpListener::bind(config.listen)
                 .await

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use parking_lot::Mutex;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -21,6 +21,11 @@ use crate::config::Secret;
 use crate::handshake::{self, HandshakeError, Introduction};
 use crate::messages::{Request, Response};
 use crate::wire::{self, FrameKind};
+
+/// A connection's byte stream: TCP, or TLS over it.
+pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+pub type Io = Box<dyn Stream>;
 
 /// How long a connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -68,15 +73,22 @@ struct Link {
 pub struct Transport {
     me: Introduction,
     secret: Secret,
+    /// TLS on the cluster port, when configured.
+    tls: Option<crate::tls::ClusterTls>,
     links: Mutex<HashMap<SocketAddr, Arc<Link>>>,
     next_id: AtomicU64,
 }
 
 impl Transport {
-    pub fn new(me: Introduction, secret: Secret) -> Arc<Transport> {
+    pub fn new(
+        me: Introduction,
+        secret: Secret,
+        tls: Option<crate::tls::ClusterTls>,
+    ) -> Arc<Transport> {
         Arc::new(Transport {
             me,
             secret,
+            tls,
             links: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
         })
@@ -156,15 +168,21 @@ impl Transport {
     }
 
     async fn connect(&self, address: SocketAddr) -> Result<Arc<Connection>, String> {
-        let mut stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address))
+        let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address))
             .await
             .map_err(|_| format!("no connection within {CONNECT_TIMEOUT:?}"))?
             .map_err(|e| e.to_string())?;
-        let _ = stream.set_nodelay(true);
+        let _ = tcp.set_nodelay(true);
+        let mut stream: Io = match &self.tls {
+            Some(tls) => tokio::time::timeout(CONNECT_TIMEOUT, tls.connect(address.ip(), tcp))
+                .await
+                .map_err(|_| format!("no TLS handshake within {CONNECT_TIMEOUT:?}"))??,
+            None => Box::new(tcp),
+        };
         let (peer, leftover) = handshake::dial(&mut stream, &self.me, &self.secret)
             .await
             .map_err(|e| e.to_string())?;
-        let (mut reader, writer) = stream.into_split();
+        let (mut reader, writer) = tokio::io::split(stream);
         let pending: Arc<Mutex<HashMap<u64, oneshot::Sender<Response>>>> = Arc::default();
         let closed = Arc::new(AtomicBool::new(false));
         let (outbox, inbox) = mpsc::unbounded_channel();
@@ -246,12 +264,28 @@ impl Transport {
 
     async fn serve_connection<H: Handler>(
         &self,
-        mut stream: TcpStream,
+        tcp: TcpStream,
         from: SocketAddr,
         handler: Arc<H>,
         mut shutdown: watch::Receiver<bool>,
     ) {
-        let _ = stream.set_nodelay(true);
+        let _ = tcp.set_nodelay(true);
+        let mut stream: Io = match &self.tls {
+            Some(tls) => {
+                match tokio::time::timeout(handshake::HANDSHAKE_TIMEOUT, tls.accept(tcp)).await {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(error)) => {
+                        tracing::error!(%from, %error, "refused a connection to the cluster port");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::warn!(%from, "no TLS handshake on the cluster port in time");
+                        return;
+                    }
+                }
+            }
+            None => Box::new(tcp),
+        };
         let (peer, leftover) = match handshake::accept(&mut stream, &self.me, &self.secret).await {
             Ok(accepted) => accepted,
             Err(HandshakeError::WrongSecret) => {
@@ -263,7 +297,7 @@ impl Transport {
                 return;
             }
         };
-        let (mut reader, writer) = stream.into_split();
+        let (mut reader, writer) = tokio::io::split(stream);
         let closed = Arc::new(AtomicBool::new(false));
         let (outbox, inbox) = mpsc::unbounded_channel();
         tokio::spawn(write_frames(writer, inbox, closed.clone()));
@@ -315,7 +349,7 @@ impl Transport {
 
 /// Writes queued frames, as many as are waiting in one write.
 async fn write_frames(
-    mut writer: tokio::net::tcp::OwnedWriteHalf,
+    mut writer: tokio::io::WriteHalf<Io>,
     mut inbox: mpsc::UnboundedReceiver<BytesMut>,
     closed: Arc<AtomicBool>,
 ) {

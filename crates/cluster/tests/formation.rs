@@ -62,6 +62,7 @@ fn config(name: &str, listen: SocketAddr, seeds: &[SocketAddr], secret: &str) ->
         listen,
         seeds: parse_seeds(&seeds_text.join(",")).unwrap(),
         secret: Secret::from_bytes(secret.as_bytes()).unwrap(),
+        tls: None,
     }
 }
 

@@ -77,6 +77,31 @@ impl Ca {
     }
 }
 
+impl Ca {
+    /// Signs a cluster node's certificate: it names the node's IP address, and serves both
+    /// as server and as client certificate (nodes dial each other).
+    pub fn issue_node(&self, file: &str, ip: std::net::IpAddr) -> (PathBuf, PathBuf) {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.subject_alt_names.push(rcgen::SanType::IpAddress(ip));
+        params
+            .distinguished_name
+            .push(DnType::CommonName, format!("node {ip}"));
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
+        let (cert_path, key_path) = (
+            self.dir.join(format!("{file}.pem")),
+            self.dir.join(format!("{file}.key")),
+        );
+        std::fs::write(&cert_path, cert.pem()).unwrap();
+        std::fs::write(&key_path, key.serialize_pem()).unwrap();
+        (cert_path, key_path)
+    }
+}
+
 /// A rustls client of exactly one TLS version: whether the handshake completes, and
 /// then whether the broker answers the protocol header with connection.start.
 pub async fn handshake_with(

@@ -26,6 +26,10 @@ pub struct ClusterArgs {
     /// readable by its owner only)
     #[arg(long, env = "WHARF_CLUSTER_SECRET_FILE", value_name = "FILE")]
     pub cluster_secret_file: Option<PathBuf>,
+    /// TLS between the nodes, with --tls-cert and --tls-key (naming this node's cluster IP,
+    /// for server and client authentication) and --tls-ca (which signed every node's)
+    #[arg(long, env = "WHARF_CLUSTER_TLS")]
+    pub cluster_tls: bool,
 }
 
 /// The settings file's cluster keys.
@@ -35,6 +39,9 @@ pub struct FileCluster {
     /// A string as on the command line, or an array of addresses.
     pub cluster_seeds: Option<toml::Value>,
     pub cluster_secret_file: Option<PathBuf>,
+    pub cluster_tls: Option<bool>,
+    /// The broker's TLS files (certificate, key, CA), if set.
+    pub tls: Option<(PathBuf, PathBuf, Option<PathBuf>)>,
 }
 
 /// A cluster node's settings, resolved.
@@ -43,6 +50,7 @@ pub struct ClusterSettings {
     pub listen: SocketAddr,
     pub seeds: Vec<SocketAddr>,
     pub secret_file: PathBuf,
+    pub tls: Option<wharf_cluster::tls::ClusterTlsFiles>,
 }
 
 /// Resolves the cluster settings: flags over the file; None without seeds.
@@ -75,6 +83,7 @@ pub fn resolve(args: &ClusterArgs, file: FileCluster) -> anyhow::Result<Option<C
         .cluster_secret_file
         .clone()
         .or(file.cluster_secret_file);
+    let cluster_tls = args.cluster_tls || file.cluster_tls.unwrap_or(false);
     let Some(seeds_text) = seeds_text else {
         if listen_text.is_some() || secret_file.is_some() {
             anyhow::bail!(
@@ -102,10 +111,22 @@ pub fn resolve(args: &ClusterArgs, file: FileCluster) -> anyhow::Result<Option<C
     let secret_file = secret_file.ok_or_else(|| {
         anyhow::anyhow!("a cluster node needs cluster_secret_file: the secret every node shares")
     })?;
+    let tls = match (cluster_tls, file.tls) {
+        (false, _) => None,
+        (true, Some((certificate, key, Some(ca)))) => Some(wharf_cluster::tls::ClusterTlsFiles {
+            certificate,
+            key,
+            ca,
+        }),
+        (true, _) => anyhow::bail!(
+            "cluster_tls needs tls_cert, tls_key and tls_ca: every node's certificate, its key, and the CA that signed them all"
+        ),
+    };
     Ok(Some(ClusterSettings {
         listen,
         seeds,
         secret_file,
+        tls,
     }))
 }
 
@@ -119,6 +140,7 @@ mod tests {
             cluster_listen: listen.map(str::to_string),
             cluster_seeds: seeds.map(str::to_string),
             cluster_secret_file: secret.map(PathBuf::from),
+            cluster_tls: false,
         }
     }
 
@@ -174,6 +196,29 @@ mod tests {
     }
 
     #[test]
+    fn tls_between_nodes_needs_a_certificate_a_key_and_a_ca() {
+        let mut with_tls = args(Some("10.0.0.1:25672"), Some("10.0.0.1:25672"), Some("s"));
+        with_tls.cluster_tls = true;
+        let refused = resolve(&with_tls, FileCluster::default()).unwrap_err();
+        assert!(refused.to_string().contains("tls_ca"), "{refused}");
+        let no_ca = FileCluster {
+            tls: Some((PathBuf::from("c.pem"), PathBuf::from("c.key"), None)),
+            ..Default::default()
+        };
+        assert!(resolve(&with_tls, no_ca).is_err());
+        let files = FileCluster {
+            tls: Some((
+                PathBuf::from("c.pem"),
+                PathBuf::from("c.key"),
+                Some(PathBuf::from("ca.pem")),
+            )),
+            ..Default::default()
+        };
+        let settings = resolve(&with_tls, files).unwrap().unwrap();
+        assert_eq!(settings.tls.unwrap().ca, PathBuf::from("ca.pem"));
+    }
+
+    #[test]
     fn seeds_from_the_file_as_a_list_and_flags_over_the_file() {
         let file = FileCluster {
             cluster_listen: Some("10.0.0.2:25672".into()),
@@ -182,6 +227,7 @@ mod tests {
                 toml::Value::String("10.0.0.2:25672".into()),
             ])),
             cluster_secret_file: Some(PathBuf::from("/secret")),
+            ..Default::default()
         };
         let settings = resolve(&args(Some("10.0.0.1:25672"), None, None), file)
             .unwrap()

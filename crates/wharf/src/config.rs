@@ -258,6 +258,7 @@ struct FileConfig {
     /// A string as on the command line, or an array of addresses.
     cluster_seeds: Option<toml::Value>,
     cluster_secret_file: Option<PathBuf>,
+    cluster_tls: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -353,6 +354,10 @@ impl Config {
                 cluster_listen: file.cluster_listen.clone(),
                 cluster_seeds: file.cluster_seeds.clone(),
                 cluster_secret_file: file.cluster_secret_file.clone(),
+                cluster_tls: file.cluster_tls,
+                tls: tls
+                    .as_ref()
+                    .map(|t| (t.certificate.clone(), t.key.clone(), t.ca.clone())),
             },
         )?;
         Ok(Config {

@@ -330,6 +330,7 @@ async fn join_cluster(
         listen: settings.listen,
         seeds: settings.seeds.clone(),
         secret,
+        tls: settings.tls.clone(),
     };
     let applier = Arc::new(BrokerApplier {
         broker: broker.clone(),

@@ -366,3 +366,41 @@ async fn a_node_that_is_down_is_forgotten_and_the_others_go_on() {
         stderr(&again)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_speak_tls_with_the_brokers_certificates_and_a_stranger_certificate_is_refused() {
+    use wharf_integration::pki::Ca;
+    let place = Place::new("tls");
+    let ca = Ca::new(&place.0.join("pki"), "cluster");
+    let mut specs = specs(&place, 3);
+    for (i, spec) in specs.iter_mut().enumerate() {
+        let (cert, key) = ca.issue_node(&format!("n{i}"), spec.host);
+        spec.tls = Some((cert, key, ca.ca_file(), free_port()));
+    }
+    // The third node's certificate is signed by another CA: the others refuse it.
+    let stranger = Ca::new(&place.0.join("other-pki"), "stranger");
+    let (cert, key) = stranger.issue_node("n2", specs[2].host);
+    specs[2].tls = Some((cert, key, ca.ca_file(), free_port()));
+    let seeds = seeds(&specs);
+    let nodes: Vec<Node> = specs[..2].iter().map(|s| Node::spawn(s, &seeds)).collect();
+    let outsider = Node::spawn(&specs[2], &seeds);
+    let nodes: Vec<Node> = nodes.into_iter().map(Node::ready).collect();
+    let added = ctl(&specs[0].data, &["add_user", "over-tls"], "pw\n");
+    assert!(added.status.success(), "{}", stderr(&added));
+    let users = stdout(&nodes[1].ctl(&["list_users"]));
+    assert!(users.contains("over-tls"), "{users}");
+    let refused = outsider.wait_for_line("TLS", Duration::from_secs(20));
+    assert!(
+        refused.contains("ERROR") || refused.contains("WARN"),
+        "{refused}"
+    );
+    let status = cluster_status(&nodes[0]);
+    let row = status["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["address"] == specs[2].cluster_address())
+        .cloned()
+        .unwrap();
+    assert_eq!(row["state"], "down", "{status}");
+}

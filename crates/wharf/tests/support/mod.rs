@@ -69,6 +69,9 @@ pub struct NodeSpec {
     pub secret: PathBuf,
     /// None: the test's own namespace.
     pub namespace: Option<String>,
+    /// TLS between the nodes: the node's certificate, key, the CA, and the amqps port
+    /// that the broker's TLS then opens too.
+    pub tls: Option<(PathBuf, PathBuf, PathBuf, u16)>,
 }
 
 impl NodeSpec {
@@ -89,6 +92,7 @@ pub fn specs(place: &Place, count: usize) -> Vec<NodeSpec> {
             cluster: free_port(),
             secret: place.0.join("secret"),
             namespace: None,
+            tls: None,
         })
         .collect()
 }
@@ -105,6 +109,7 @@ pub fn specs_in(place: &Place, network: &Network, count: usize) -> Vec<NodeSpec>
             cluster: 25672,
             secret: place.0.join("secret"),
             namespace: Some(network.namespace(i).to_string()),
+            tls: None,
         })
         .collect()
 }
@@ -137,13 +142,30 @@ impl Node {
                 command
             }
         };
-        let mut child = command
+        command
             .args(["--node-name", &spec.name])
             .arg("--data-dir")
             .arg(&spec.data)
             .args(["--amqp-listen", &format!("{}:{}", spec.host, spec.amqp)])
             .args(["--http-listen", &format!("{}:{}", spec.host, spec.http)])
-            .args(["--prometheus-listen", "none", "--amqps-listen", "none"])
+            .args(["--prometheus-listen", "none"]);
+        match &spec.tls {
+            None => {
+                command.args(["--amqps-listen", "none"]);
+            }
+            Some((cert, key, ca, amqps)) => {
+                command
+                    .arg("--tls-cert")
+                    .arg(cert)
+                    .arg("--tls-key")
+                    .arg(key)
+                    .arg("--tls-ca")
+                    .arg(ca)
+                    .args(["--amqps-listen", &format!("{}:{amqps}", spec.host)])
+                    .arg("--cluster-tls");
+            }
+        }
+        let mut child = command
             .args(["--cluster-listen", &spec.cluster_address()])
             .args(["--cluster-seeds", seeds])
             .arg("--cluster-secret-file")
