@@ -65,6 +65,13 @@ impl Ca {
         } else {
             ExtendedKeyUsagePurpose::ServerAuth
         }];
+        self.sign(params, file)
+    }
+}
+
+impl Ca {
+    /// Signs `params` with a new key; writes `<file>.pem` and `<file>.key`.
+    fn sign(&self, params: CertificateParams, file: &str) -> (PathBuf, PathBuf) {
         let key = KeyPair::generate().unwrap();
         let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
         let (cert_path, key_path) = (
@@ -75,9 +82,7 @@ impl Ca {
         std::fs::write(&key_path, key.serialize_pem()).unwrap();
         (cert_path, key_path)
     }
-}
 
-impl Ca {
     /// Signs a cluster node's certificate: it names the node's IP address, and serves both
     /// as server and as client certificate (nodes dial each other).
     pub fn issue_node(&self, file: &str, ip: std::net::IpAddr) -> (PathBuf, PathBuf) {
@@ -90,15 +95,7 @@ impl Ca {
             ExtendedKeyUsagePurpose::ServerAuth,
             ExtendedKeyUsagePurpose::ClientAuth,
         ];
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
-        let (cert_path, key_path) = (
-            self.dir.join(format!("{file}.pem")),
-            self.dir.join(format!("{file}.key")),
-        );
-        std::fs::write(&cert_path, cert.pem()).unwrap();
-        std::fs::write(&key_path, key.serialize_pem()).unwrap();
-        (cert_path, key_path)
+        self.sign(params, file)
     }
 }
 

@@ -88,9 +88,7 @@ async fn a_node_cut_off_refuses_changes_and_a_restarted_one_catches_up() {
     let place = Place::new("minority");
     let specs = specs(&place, 3);
     let seeds = seeds(&specs);
-    let nodes: Vec<Node> = specs.iter().map(|s| Node::spawn(s, &seeds)).collect();
-    let mut nodes: Vec<Node> = nodes.into_iter().map(Node::ready).collect();
-    agreed(&nodes.iter().collect::<Vec<_>>());
+    let mut nodes = start_all(&specs);
 
     // One node down: the two others are a majority, and go on.
     let down = nodes.remove(0).kill();
@@ -269,9 +267,7 @@ async fn a_node_down_for_ten_thousand_changes_catches_up_by_snapshot() {
     let place = Place::new("snapshot");
     let specs = specs(&place, 3);
     let seeds = seeds(&specs);
-    let nodes: Vec<Node> = specs.iter().map(|s| Node::spawn(s, &seeds)).collect();
-    let mut nodes: Vec<Node> = nodes.into_iter().map(Node::ready).collect();
-    agreed(&nodes.iter().collect::<Vec<_>>());
+    let mut nodes = start_all(&specs);
     let away = nodes.remove(2).kill();
 
     // 10,000 users in one definitions import: 10,000 changes in the log, which the
@@ -318,10 +314,7 @@ async fn a_node_down_for_ten_thousand_changes_catches_up_by_snapshot() {
 async fn a_node_that_is_down_is_forgotten_and_the_others_go_on() {
     let place = Place::new("forget");
     let specs = specs(&place, 3);
-    let seeds = seeds(&specs);
-    let nodes: Vec<Node> = specs.iter().map(|s| Node::spawn(s, &seeds)).collect();
-    let mut nodes: Vec<Node> = nodes.into_iter().map(Node::ready).collect();
-    agreed(&nodes.iter().collect::<Vec<_>>());
+    let mut nodes = start_all(&specs);
     let gone = nodes.remove(2).kill();
 
     let running = nodes[0].ctl(&["forget_cluster_node", "n1"]);

@@ -92,10 +92,7 @@ fn a_partitioned_node_refuses_changes_and_catches_up_when_healed() {
     let place = Place::new("partition");
     let net = network(3);
     let specs = specs_in(&place, &net, 3);
-    let seeds = seeds(&specs);
-    let nodes: Vec<Node> = specs.iter().map(|s| Node::spawn(s, &seeds)).collect();
-    let nodes: Vec<Node> = nodes.into_iter().map(Node::ready).collect();
-    agreed(&nodes.iter().collect::<Vec<_>>());
+    let nodes = start_all(&specs);
 
     net.cut(0);
     // The two others are a majority: they elect a leader if they need one, and go on.
@@ -226,9 +223,7 @@ fn a_rolling_restart_under_load_loses_no_acknowledged_change() {
     let net = network(3);
     let specs = specs_in(&place, &net, 3);
     let seeds = seeds(&specs);
-    let nodes: Vec<Node> = specs.iter().map(|s| Node::spawn(s, &seeds)).collect();
-    let mut nodes: Vec<Node> = nodes.into_iter().map(Node::ready).collect();
-    agreed(&nodes.iter().collect::<Vec<_>>());
+    let mut nodes = start_all(&specs);
     let load = Load::start(&specs);
     for i in 0..nodes.len() {
         std::thread::sleep(Duration::from_secs(1));

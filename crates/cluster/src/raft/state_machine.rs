@@ -110,6 +110,16 @@ impl StateMachine {
         self.machine.lock().state.is_seeded()
     }
 
+    /// Writes the snapshot file on the blocking pool (it fsyncs).
+    async fn keep_aside(&self, json: Vec<u8>) -> Result<(), StorageError> {
+        let keeper = self.clone();
+        tokio::task::spawn_blocking(move || keeper.keep(&json))
+            .await
+            .map_err(|e| {
+                StorageIOError::write_snapshot(None, &std::io::Error::other(e.to_string()))
+            })?
+    }
+
     fn keep(&self, json: &[u8]) -> Result<(), StorageError> {
         let mut bytes = format!("{:08x} ", crc32c(json)).into_bytes();
         bytes.extend_from_slice(json);
@@ -158,13 +168,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
                 serde_json::to_vec(&file).expect("definitions serialize"),
             )
         };
-        let keeper = self.clone();
-        let kept = json.clone();
-        tokio::task::spawn_blocking(move || keeper.keep(&kept))
-            .await
-            .map_err(|e| {
-                StorageIOError::write_snapshot(None, &std::io::Error::other(e.to_string()))
-            })??;
+        self.keep_aside(json.clone()).await?;
         self.machine.lock().current = Some((meta.clone(), json.clone()));
         tracing::info!(last_log = ?meta.last_log_id, bytes = json.len(), "metadata snapshot built");
         Ok(Snapshot {
@@ -239,13 +243,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let json = snapshot.into_inner();
         let file: SnapshotFile = serde_json::from_slice(&json)
             .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
-        let keeper = self.clone();
-        let kept = json.clone();
-        tokio::task::spawn_blocking(move || keeper.keep(&kept))
-            .await
-            .map_err(|e| {
-                StorageIOError::write_snapshot(None, &std::io::Error::other(e.to_string()))
-            })??;
+        self.keep_aside(json.clone()).await?;
         self.applier.restore(&file.definitions);
         let mut machine = self.machine.lock();
         machine.state = DefinitionState::from_definitions(file.definitions);

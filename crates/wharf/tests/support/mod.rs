@@ -122,6 +122,15 @@ pub fn seeds(specs: &[NodeSpec]) -> String {
         .join(",")
 }
 
+/// Starts a node for each spec, waits until each is ready and all agree on a leader.
+pub fn start_all(specs: &[NodeSpec]) -> Vec<Node> {
+    let seeds = seeds(specs);
+    let nodes: Vec<Node> = specs.iter().map(|s| Node::spawn(s, &seeds)).collect();
+    let nodes: Vec<Node> = nodes.into_iter().map(Node::ready).collect();
+    agreed(&nodes.iter().collect::<Vec<_>>());
+    nodes
+}
+
 /// A running node, killed when dropped.
 pub struct Node {
     child: Child,
