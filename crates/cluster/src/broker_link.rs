@@ -23,6 +23,14 @@ impl Applier for BrokerApplier {
         self.broker.restore_replicated(definitions);
     }
 
+    fn applied(&self) -> Option<(Definitions, String)> {
+        self.broker.replicated_definitions()
+    }
+
+    fn mark_applied(&self, marker: String) {
+        self.broker.mark_replicated(marker);
+    }
+
     fn apply(&self, change: &Change) -> Outcome {
         match self.broker.apply_replicated(change) {
             Ok(()) => Outcome::Applied,

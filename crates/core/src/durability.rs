@@ -208,6 +208,11 @@ impl Durability {
         Ok(())
     }
 
+    /// Every definition as stored now.
+    pub fn definitions(&self) -> wharf_store::Definitions {
+        self.store.lock().definitions()
+    }
+
     /// Writes and fsyncs one change.
     pub fn record(&self, change: Change) -> Result<()> {
         self.store.lock().record(change).map_err(|e| {

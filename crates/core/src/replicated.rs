@@ -133,6 +133,35 @@ impl Broker {
         }
     }
 
+    /// Notes in this node's definitions store how far into the cluster's log its
+    /// definitions are (`marker` is the cluster's own encoding), fsynced with them.
+    pub fn mark_replicated(&self, marker: String) {
+        if let Some(durability) = self.durability() {
+            if let Err(error) = durability.record(Change::RaftApplied { marker }) {
+                tracing::warn!(%error.detail, "how far the cluster's log is applied is not noted; a restart applies some of it again");
+            }
+        }
+    }
+
+    /// The replicated part of this node's definitions store (users, vhosts, permissions,
+    /// topic permissions, policies) and how far into the cluster's log it is, if this
+    /// node ever applied any of it.
+    pub fn replicated_definitions(&self) -> Option<(Definitions, String)> {
+        let all = self.durability()?.definitions();
+        let marker = all.raft_applied.clone()?;
+        let replicated = Definitions {
+            vhosts: all.vhosts,
+            users: all.users,
+            permissions: all.permissions,
+            topic_permissions: all.topic_permissions,
+            policies: all.policies,
+            seeded: all.seeded,
+            raft_applied: None,
+            ..Definitions::default()
+        };
+        Some((replicated, marker))
+    }
+
     /// Whether `change` can be made now. Deterministic: every node decides the same.
     fn check_change(&self, change: &Change) -> Result<()> {
         match change {
@@ -179,7 +208,8 @@ impl Broker {
             Change::DeletePermission { .. }
             | Change::DeleteTopicPermission { .. }
             | Change::DeletePolicy { .. }
-            | Change::Seeded => {}
+            | Change::Seeded
+            | Change::RaftApplied { .. } => {}
             Change::PutExchange(_)
             | Change::DeleteExchange { .. }
             | Change::PutQueue(_)
@@ -263,7 +293,7 @@ impl Broker {
                     vhost.remove_policy(name);
                 }
             }
-            Change::Seeded => {}
+            Change::Seeded | Change::RaftApplied { .. } => {}
             Change::PutExchange(_)
             | Change::DeleteExchange { .. }
             | Change::PutQueue(_)

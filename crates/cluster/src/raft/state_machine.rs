@@ -32,6 +32,12 @@ pub trait Applier: Send + Sync + 'static {
     fn restore(&self, definitions: &Definitions);
     /// Applies one committed change; what it answers goes back to the proposer.
     fn apply(&self, change: &Change) -> Outcome;
+    /// What the broker kept of the replicated definitions, and the marker it was given
+    /// with them last ([`Applier::mark_applied`]): the state machine starts from there,
+    /// so that nothing the broker already holds is applied again.
+    fn applied(&self) -> Option<(Definitions, String)>;
+    /// Notes, durably, that everything up to `marker` is applied.
+    fn mark_applied(&self, marker: String);
 }
 
 /// An applier that only keeps the state (a node whose broker is not attached yet).
@@ -42,6 +48,17 @@ impl Applier for NoApplier {
     fn apply(&self, _: &Change) -> Outcome {
         Outcome::Applied
     }
+    fn applied(&self) -> Option<(Definitions, String)> {
+        None
+    }
+    fn mark_applied(&self, _: String) {}
+}
+
+/// How far the broker's definitions are: the last entry applied and the membership then.
+#[derive(Serialize, Deserialize)]
+struct Marker {
+    last_applied: Option<LogId>,
+    membership: StoredMembership,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -77,7 +94,32 @@ impl StateMachine {
             current: None,
             snapshots_built: 0,
         };
+        let kept = applier.applied().and_then(|(definitions, marker)| {
+            match serde_json::from_str::<Marker>(&marker) {
+                Ok(marker) => Some((definitions, marker)),
+                Err(error) => {
+                    tracing::warn!(%error, "the broker's note of the cluster's log does not read; starting from the snapshot");
+                    None
+                }
+            }
+        });
+        let resumed = kept.is_some();
+        if let Some((definitions, marker)) = kept {
+            // The broker holds the cluster's changes up to the marker already (it read
+            // them from its definitions store): start there, and apply only what follows.
+            machine.state = DefinitionState::from_definitions(definitions);
+            machine.last_applied = marker.last_applied;
+            machine.membership = marker.membership;
+        }
         match std::fs::read(&path) {
+            Ok(bytes) if resumed => {
+                // Kept to be sent to others; the broker is past it.
+                if let Some(json) = checked_json(&bytes) {
+                    if let Ok(file) = serde_json::from_slice::<SnapshotFile>(json) {
+                        machine.current = Some((file.meta, json.to_vec()));
+                    }
+                }
+            }
             Ok(bytes) => {
                 let json = checked_json(&bytes).ok_or_else(|| {
                     format!("{}: damaged (its checksum does not match)", path.display())
@@ -103,6 +145,19 @@ impl StateMachine {
     /// The definitions as of the last applied entry.
     pub fn definitions(&self) -> Definitions {
         self.machine.lock().state.to_definitions()
+    }
+
+    /// Tells the broker how far it is into the log, with the membership then.
+    fn mark_applied(&self) {
+        let marker = {
+            let machine = self.machine.lock();
+            Marker {
+                last_applied: machine.last_applied,
+                membership: machine.membership.clone(),
+            }
+        };
+        let marker = serde_json::to_string(&marker).expect("markers serialize");
+        self.applier.mark_applied(marker);
     }
 
     /// Whether the cluster's default vhost and user were made.
@@ -224,6 +279,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             self.machine.lock().last_applied = Some(log_id);
             outcomes.push(outcome);
         }
+        self.mark_applied();
         Ok(outcomes)
     }
 
@@ -250,6 +306,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         machine.last_applied = meta.last_log_id;
         machine.membership = meta.last_membership.clone();
         machine.current = Some((meta.clone(), json));
+        drop(machine);
+        self.mark_applied();
         tracing::info!(last_log = ?meta.last_log_id, "metadata snapshot installed");
         Ok(())
     }

@@ -162,6 +162,13 @@ pub enum Change {
     },
     /// The default vhost and user were created (once, on the first start).
     Seeded,
+    /// A cluster node applied its replicated log up to this point (opaque to the store:
+    /// the cluster's own encoding of the entry's id and the membership): what these
+    /// definitions hold of the cluster's changes, so that a restart does not apply them
+    /// again.
+    RaftApplied {
+        marker: String,
+    },
 }
 
 /// Every durable definition, as of the last change.
@@ -186,4 +193,7 @@ pub struct Definitions {
     /// deleting them is not undone by a restart.
     #[serde(default)]
     pub seeded: bool,
+    /// On a cluster node: how far into the cluster's log these definitions are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raft_applied: Option<String>,
 }

@@ -19,6 +19,7 @@ pub struct State {
     /// By (vhost, user, exchange).
     topic_permissions: BTreeMap<(String, String, String), TopicPermissionDef>,
     seeded: bool,
+    raft_applied: Option<String>,
 }
 
 impl State {
@@ -49,6 +50,7 @@ impl State {
             state.apply(Change::PutTopicPermission(p));
         }
         state.seeded = defs.seeded;
+        state.raft_applied = defs.raft_applied;
         state
     }
 
@@ -130,6 +132,7 @@ impl State {
                 !(*v == vhost && *u == user && exchange.as_ref().is_none_or(|x| x == e))
             }),
             Change::Seeded => self.seeded = true,
+            Change::RaftApplied { marker } => self.raft_applied = Some(marker),
         }
     }
 
@@ -149,6 +152,7 @@ impl State {
             permissions: self.permissions.values().cloned().collect(),
             topic_permissions: self.topic_permissions.values().cloned().collect(),
             seeded: self.seeded,
+            raft_applied: self.raft_applied.clone(),
         }
     }
 }
