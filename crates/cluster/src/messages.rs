@@ -83,4 +83,7 @@ pub struct Probe {
     pub leader: Option<NodeId>,
     pub term: u64,
     pub last_applied: Option<u64>,
+    /// The members of the cluster as this node knows them.
+    #[serde(default)]
+    pub members: Vec<NodeId>,
 }

@@ -20,8 +20,8 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for OnD
     ) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError<NodeId>> {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let log = RaftLog::open(dir.path()).expect("a new Raft log opens");
-        let machine =
-            StateMachine::open(dir.path(), Arc::new(NoApplier)).expect("a new state machine opens");
+        let machine = StateMachine::open(dir.path(), Arc::new(NoApplier), false)
+            .expect("a new state machine opens");
         Ok((dir, LogStore::new(log), machine))
     }
 }

@@ -358,6 +358,21 @@ async fn a_node_that_is_down_is_forgotten_and_the_others_go_on() {
         "{}",
         stderr(&again)
     );
+
+    // Its raft/ removed, the forgotten node joins again, and gets what it missed.
+    std::fs::remove_dir_all(gone.data.join("raft")).unwrap();
+    let back = Node::spawn(&gone, &seeds(&specs)).ready();
+    let users = stdout(&back.ctl(&["list_users"]));
+    assert!(users.contains("after-forgetting"), "{users}");
+    nodes.push(back);
+    agreed(&nodes.iter().collect::<Vec<_>>());
+    assert_eq!(
+        cluster_status(&nodes[0])["members"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

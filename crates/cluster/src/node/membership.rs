@@ -120,11 +120,12 @@ impl ClusterNode {
         let probes = join_all(others.iter().map(|address| self.probe(*address))).await;
         let answered: Vec<&Probe> = probes.iter().filter_map(|p| p.as_ref().ok()).collect();
         if answered.iter().any(|p| p.initialized) {
-            if self.config.is_seed() {
-                // The cluster exists and lists this seed: its leader will replicate to it.
+            if answered.iter().any(|p| p.members.contains(&self.me)) {
+                // The cluster exists and lists this node: its leader will replicate to it.
                 tracing::info!("the cluster exists already; waiting for its leader");
                 return Ok(true);
             }
+            // Not (or no longer, once forgotten) a member: ask to become one.
             return self.ask_to_join(&others).await;
         }
         if !self.config.is_seed() {

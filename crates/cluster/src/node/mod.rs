@@ -96,7 +96,8 @@ impl ClusterNode {
         let log = RaftLog::open(&dir).map_err(|e| ClusterError::Storage(e.to_string()))?;
         let log_store = LogStore::new(log);
         let fresh = log_store.is_empty();
-        let state_machine = StateMachine::open(&dir, applier).map_err(ClusterError::Storage)?;
+        let state_machine =
+            StateMachine::open(&dir, applier, !fresh).map_err(ClusterError::Storage)?;
         let introduction = Introduction {
             node_id: me,
             name: config.node_name.clone(),
@@ -205,6 +206,12 @@ impl ClusterNode {
             leader: metrics.current_leader,
             term: metrics.current_term,
             last_applied: metrics.last_applied.map(|l| l.index),
+            members: metrics
+                .membership_config
+                .membership()
+                .nodes()
+                .map(|(id, _)| *id)
+                .collect(),
         }
     }
 }

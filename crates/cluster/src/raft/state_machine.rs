@@ -84,8 +84,15 @@ pub struct StateMachine {
 }
 
 impl StateMachine {
-    /// Loads the last snapshot kept in `dir`, if any.
-    pub fn open(dir: &Path, applier: Arc<dyn Applier>) -> Result<StateMachine, String> {
+    /// Starts where the broker's definitions are (its note of the log, when `resume` and
+    /// it has one), else from the last snapshot kept in `dir`, if any. A node whose Raft
+    /// log is new (its `raft/` removed, to join again) does not resume: its note speaks
+    /// of a log it no longer has.
+    pub fn open(
+        dir: &Path,
+        applier: Arc<dyn Applier>,
+        resume: bool,
+    ) -> Result<StateMachine, String> {
         let path = dir.join(SNAPSHOT_FILE);
         let mut machine = Machine {
             state: DefinitionState::default(),
@@ -94,7 +101,8 @@ impl StateMachine {
             current: None,
             snapshots_built: 0,
         };
-        let kept = applier.applied().and_then(|(definitions, marker)| {
+        let noted = if resume { applier.applied() } else { None };
+        let kept = noted.and_then(|(definitions, marker)| {
             match serde_json::from_str::<Marker>(&marker) {
                 Ok(marker) => Some((definitions, marker)),
                 Err(error) => {
