@@ -79,6 +79,22 @@ impl Cluster for ClusterHandle {
         }
     }
 
+    fn commit_later(&self, change: Change) {
+        let node = self.node.clone();
+        self.runtime.spawn(async move {
+            let what = format!("{change:?}");
+            match node.write(Command::Change(change)).await {
+                Ok(Outcome::Applied) => {}
+                Ok(Outcome::Refused { detail, .. }) => {
+                    tracing::debug!(change = what, detail, "a change of this node's own refused")
+                }
+                Err(error) => {
+                    tracing::warn!(change = what, %error, "a change of this node's own not committed")
+                }
+            }
+        });
+    }
+
     fn sync(&self) -> Result<(), Error> {
         self.wait(self.node.sync())?
             .map_err(|error| Error::new(ErrorKind::Unavailable, error.to_string()))

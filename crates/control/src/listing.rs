@@ -5,7 +5,6 @@
 use std::sync::Arc;
 
 use wharf_amqp::FieldTable;
-use wharf_core::exchange::Destination;
 use wharf_core::queue::QueueStats;
 use wharf_core::{Exchange, Queue, VHost};
 
@@ -216,8 +215,8 @@ pub fn bindings(vhost: &VHost, asked: &[String]) -> Response {
             .into_iter()
             .map(|b| {
                 let (destination, destination_kind) = match &b.destination {
-                    Destination::Queue(q) => (q.name.to_string(), "queue"),
-                    Destination::Exchange(e) => (e.name.to_string(), "exchange"),
+                    d if d.is_queue() => (d.name().to_string(), "queue"),
+                    d => (d.name().to_string(), "exchange"),
                 };
                 BindingRow {
                     source: exchange.name.to_string(),

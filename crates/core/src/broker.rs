@@ -54,6 +54,9 @@ pub struct BrokerConfig {
     /// Create the default vhost and user on the first start. A cluster node does not: its
     /// cluster does, once, for every node.
     pub seed_defaults: bool,
+    /// The broker is a cluster node's: its definitions store mirrors the cluster's, and
+    /// the queues it holds are homed on it by name.
+    pub clustered: bool,
 }
 
 impl Default for BrokerConfig {
@@ -68,6 +71,7 @@ impl Default for BrokerConfig {
             force_recovery: false,
             seed_defaults: true,
             node_name: None,
+            clustered: false,
         }
     }
 }
@@ -195,6 +199,10 @@ impl Broker {
             .clone()
             .map(crate::node::Node::named)
             .unwrap_or_default();
+        let cluster = crate::cluster::ClusterSlot::default();
+        if config.clustered {
+            cluster.set_member(node.name().to_string());
+        }
         Broker {
             config,
             durability,
@@ -208,7 +216,7 @@ impl Broker {
             deleted_vhosts: Default::default(),
             next_connection_id: AtomicU64::new(1),
             administration: parking_lot::Mutex::new(()),
-            cluster: Default::default(),
+            cluster,
         }
     }
 

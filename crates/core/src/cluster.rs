@@ -23,6 +23,11 @@ pub trait Cluster: Send + Sync + 'static {
     /// callers are synchronous.
     fn commit(&self, change: Change) -> Result<()>;
 
+    /// Commits `change` in the background, without waiting: what a node does on its own
+    /// (an auto-delete or exclusive queue going, an expired queue), from code that must not
+    /// block. A refusal is logged.
+    fn commit_later(&self, change: Change);
+
     /// Returns once this node applied every change committed before the call, so that a
     /// check made next (does this user exist?) sees what any node saw. Blocks, as
     /// [`Cluster::commit`].
@@ -60,28 +65,45 @@ pub struct MemberView {
     pub this_node: bool,
 }
 
-/// Where the broker and its vhosts find the cluster, once the node joined one. Shared by
-/// the broker and each vhost, filled once.
+/// Where the broker and its vhosts find the cluster. Shared by the broker and each vhost:
+/// the node's name is set when the broker starts as a cluster member (before the cluster
+/// is attached: what it restores from its store is already the cluster's), the cluster
+/// once attached.
 #[derive(Clone, Default)]
-pub struct ClusterSlot(Arc<OnceLock<Arc<dyn Cluster>>>);
+pub struct ClusterSlot(Arc<SlotInner>);
+
+#[derive(Default)]
+struct SlotInner {
+    member: OnceLock<String>,
+    cluster: OnceLock<Arc<dyn Cluster>>,
+}
 
 impl ClusterSlot {
     pub fn get(&self) -> Option<&Arc<dyn Cluster>> {
-        self.0.get()
+        self.0.cluster.get()
     }
 
     /// Fills the slot; a second cluster is refused (a node belongs to one).
     pub fn set(&self, cluster: Arc<dyn Cluster>) -> bool {
-        self.0.set(cluster).is_ok()
+        self.0.cluster.set(cluster).is_ok()
+    }
+
+    /// This node's name, when it is a cluster member: the home of the queues it holds.
+    pub fn member(&self) -> Option<&str> {
+        self.0.member.get().map(String::as_str)
+    }
+
+    pub(crate) fn set_member(&self, node_name: String) {
+        let _ = self.0.member.set(node_name);
     }
 }
 
 impl std::fmt::Debug for ClusterSlot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.get().is_some() {
-            "ClusterSlot(attached)"
-        } else {
-            "ClusterSlot(none)"
+        f.write_str(match (self.member(), self.get().is_some()) {
+            (_, true) => "ClusterSlot(attached)",
+            (Some(_), false) => "ClusterSlot(member, not attached yet)",
+            (None, false) => "ClusterSlot(none)",
         })
     }
 }

@@ -13,7 +13,6 @@ use wharf_amqp::{ByteString, FieldTable, FieldValue};
 
 use crate::administration::{AdminError, AdminResult};
 use crate::broker::Broker;
-use crate::exchange::Destination;
 use crate::policy::Policy;
 use crate::vhost::{ExchangeDeclare, QueueDeclare};
 
@@ -180,9 +179,9 @@ pub fn export(broker: &Broker) -> Value {
             }
             for b in x.bindings() {
                 let (destination, kind) = match &b.destination {
-                    Destination::Queue(q) if q.options.exclusive_owner.is_some() => continue,
-                    Destination::Queue(q) => (q.name.to_string(), "queue"),
-                    Destination::Exchange(e) => (e.name.to_string(), "exchange"),
+                    d if d.is_exclusive_queue() => continue,
+                    d if d.is_queue() => (d.name().to_string(), "queue"),
+                    d => (d.name().to_string(), "exchange"),
                 };
                 bindings.push(json!({
                     "arguments": table_to_json(&b.arguments),

@@ -27,6 +27,9 @@ pub struct Durability {
     spill_logs_opened: std::sync::atomic::AtomicU64,
     /// Where queue logs roll over to a new segment.
     segment_bytes_max: u64,
+    /// Changes are not written while a cluster node installs a snapshot: the store is
+    /// replaced with it as a whole afterwards.
+    replacing: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Durability {
@@ -49,6 +52,7 @@ impl Durability {
             transient_dir,
             spill_logs_opened: std::sync::atomic::AtomicU64::new(0),
             segment_bytes_max,
+            replacing: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -208,6 +212,28 @@ impl Durability {
         Ok(())
     }
 
+    /// Makes the changes `make` makes without writing each, then writes `definitions` as
+    /// the whole store (what those changes lead to). Only a cluster node's snapshot
+    /// install does this; nothing else records meanwhile (a cluster node's changes all
+    /// come through the one state machine that installs).
+    pub fn replace(
+        &self,
+        definitions: wharf_store::Definitions,
+        make: impl FnOnce(),
+    ) -> Result<()> {
+        use std::sync::atomic::Ordering;
+        self.replacing.store(true, Ordering::Release);
+        make();
+        self.replacing.store(false, Ordering::Release);
+        self.store.lock().replace(definitions).map_err(|e| {
+            tracing::error!(error = %e, "cannot write the cluster's definitions");
+            Error::new(
+                ErrorKind::InternalError,
+                format_args!("cannot store definitions: {e}"),
+            )
+        })
+    }
+
     /// Every definition as stored now.
     pub fn definitions(&self) -> wharf_store::Definitions {
         self.store.lock().definitions()
@@ -215,6 +241,9 @@ impl Durability {
 
     /// Writes and fsyncs one change.
     pub fn record(&self, change: Change) -> Result<()> {
+        if self.replacing.load(std::sync::atomic::Ordering::Acquire) {
+            return Ok(());
+        }
         self.store.lock().record(change).map_err(|e| {
             tracing::error!(error = %e, "cannot write a definition change");
             Error::new(
@@ -279,6 +308,7 @@ pub fn is_durable(source: &Exchange, destination: &Destination) -> bool {
     source.durable
         && match destination {
             Destination::Queue(q) => is_durable_queue(q),
+            Destination::Remote(q) => q.options.durable && q.options.exclusive_owner.is_none(),
             Destination::Exchange(e) => e.durable,
         }
 }
@@ -291,6 +321,7 @@ pub fn is_durable_queue(queue: &Queue) -> bool {
 pub fn binding_def(vhost: &ByteString, source: &Exchange, binding: &Binding) -> BindingDef {
     let (destination, destination_kind) = match &binding.destination {
         Destination::Queue(q) => (q.name.to_string(), DestinationKind::Queue),
+        Destination::Remote(q) => (q.name.to_string(), DestinationKind::Queue),
         Destination::Exchange(e) => (e.name.to_string(), DestinationKind::Exchange),
     };
     BindingDef {

@@ -8,10 +8,9 @@
 //! the vhost gone). So it is checked again here, against the state every node shares,
 //! and refused the same way on every node when it no longer holds.
 //!
-//! Replicated for now: users, vhosts (and their limits), permissions, topic permissions
-//! and policies. Exchanges, queues and bindings are each node's own until they are.
-
-use std::collections::HashSet;
+//! Everything is replicated: users, vhosts (and their limits), permissions, topic
+//! permissions, policies, and the vhosts' exchanges, queues and bindings (which their
+//! vhost makes: see `vhost::cluster`).
 
 use wharf_store::{Change, Definitions};
 
@@ -31,6 +30,17 @@ fn no_vhost(name: &str) -> Error {
 
 fn invalid(reason: impl std::fmt::Display) -> Error {
     Error::precondition(reason)
+}
+
+/// The vhost of a change to exchanges, queues or bindings.
+fn topology_vhost(change: &Change) -> Option<&str> {
+    match change {
+        Change::PutExchange(def) => Some(&def.vhost),
+        Change::PutQueue(def) => Some(&def.vhost),
+        Change::PutBinding(def) | Change::DeleteBinding(def) => Some(&def.vhost),
+        Change::DeleteExchange { vhost, .. } | Change::DeleteQueue { vhost, .. } => Some(vhost),
+        _ => None,
+    }
 }
 
 impl Broker {
@@ -53,6 +63,13 @@ impl Broker {
     /// the vhosts its own queues live in are there at its next start; the cluster's log
     /// stays the authority).
     pub fn apply_replicated(&self, change: &Change) -> Result<()> {
+        if let Some(vhost) = topology_vhost(change) {
+            // The vhost checks, makes and records it.
+            return self
+                .vhost(vhost)
+                .ok_or_else(|| no_vhost(vhost))?
+                .apply_topology(change);
+        }
         self.check_change(change)?;
         self.make_change(change);
         if let Some(durability) = self.durability() {
@@ -63,74 +80,51 @@ impl Broker {
         Ok(())
     }
 
-    /// Makes the replicated part of the broker what `definitions` say (a cluster snapshot
-    /// loaded at start, or installed because this node fell far behind): what is not in
-    /// them goes (a deleted user's connections are closed, a deleted vhost's queues go),
-    /// what is in them is put.
+    /// Makes the broker what `definitions` say (the cluster's snapshot, installed because
+    /// this node fell far behind or lost its log): the changes from what this node's
+    /// store holds to them are made (a deleted user's connections are closed, a deleted
+    /// vhost's queues go), and the store becomes a copy of them.
     pub fn restore_replicated(&self, definitions: &Definitions) {
-        let vhosts: HashSet<&str> = definitions.vhosts.iter().map(|v| v.name.as_str()).collect();
+        let Some(durability) = self.durability() else {
+            return;
+        };
+        let changes = durability.definitions().changes_to(definitions);
+        let replaced = durability.replace(definitions.clone(), || {
+            for change in &changes {
+                if let Err(error) = self.apply_replicated(change) {
+                    tracing::debug!(%error.detail, ?change, "a change towards the cluster's snapshot refused");
+                }
+            }
+        });
+        if let Err(error) = replaced {
+            tracing::error!(%error.detail, "this node's definitions store does not hold the cluster's snapshot; its next start catches up again");
+        }
+    }
+
+    /// Proposes the deletion of the queues the cluster says live on this node but that
+    /// died with its last run (transient and exclusive ones). Called once the node caught
+    /// up, before it serves clients; answers how many went.
+    pub fn forget_lost_queues(&self) -> usize {
+        let (Some(cluster), Some(durability)) = (self.cluster.get(), self.durability()) else {
+            return 0;
+        };
+        let definitions = durability.definitions();
+        let mut forgotten = 0;
         for vhost in self.vhosts() {
-            if !vhosts.contains(&*vhost.name) {
-                self.make_change(&Change::DeleteVhost {
-                    name: vhost.name.to_string(),
-                });
-            }
-        }
-        for def in &definitions.vhosts {
-            self.make_change(&Change::PutVhost(def.clone()));
-        }
-        let users: HashSet<&str> = definitions.users.iter().map(|u| u.name.as_str()).collect();
-        for user in self.access.users() {
-            if !users.contains(user.name.as_str()) {
-                self.make_change(&Change::DeleteUser { name: user.name });
-            }
-        }
-        for def in &definitions.users {
-            self.make_change(&Change::PutUser(def.clone()));
-        }
-        let permissions: HashSet<(&str, &str)> = definitions
-            .permissions
-            .iter()
-            .map(|p| (p.vhost.as_str(), p.user.as_str()))
-            .collect();
-        for (vhost, user, _) in self.access.permissions() {
-            if !permissions.contains(&(vhost.as_str(), user.as_str())) {
-                self.access.remove_permission(&vhost, &user);
-            }
-        }
-        for def in &definitions.permissions {
-            self.make_change(&Change::PutPermission(def.clone()));
-        }
-        let topic: HashSet<(&str, &str, &str)> = definitions
-            .topic_permissions
-            .iter()
-            .map(|p| (p.vhost.as_str(), p.user.as_str(), p.exchange.as_str()))
-            .collect();
-        for (vhost, user, permission) in self.access.topic_permissions() {
-            if !topic.contains(&(vhost.as_str(), user.as_str(), permission.exchange.as_str())) {
-                self.access
-                    .remove_topic_permissions(&vhost, &user, Some(&permission.exchange));
-            }
-        }
-        for def in &definitions.topic_permissions {
-            self.make_change(&Change::PutTopicPermission(def.clone()));
-        }
-        for vhost in self.vhosts() {
-            let kept: HashSet<&str> = definitions
-                .policies
-                .iter()
-                .filter(|p| p.vhost == *vhost.name)
-                .map(|p| p.name.as_str())
-                .collect();
-            for policy in vhost.policies() {
-                if !kept.contains(&*policy.name) {
-                    vhost.remove_policy(&policy.name);
+            for name in vhost.lost_queues(&definitions) {
+                let change = Change::DeleteQueue {
+                    vhost: vhost.name.to_string(),
+                    name,
+                };
+                match cluster.commit(change) {
+                    Ok(()) => forgotten += 1,
+                    Err(error) => {
+                        tracing::warn!(vhost = %vhost.name, %error.detail, "a queue lost at the last stop is still listed");
+                    }
                 }
             }
         }
-        for def in &definitions.policies {
-            self.make_change(&Change::PutPolicy(def.clone()));
-        }
+        forgotten
     }
 
     /// Notes in this node's definitions store how far into the cluster's log its
@@ -143,23 +137,13 @@ impl Broker {
         }
     }
 
-    /// The replicated part of this node's definitions store (users, vhosts, permissions,
-    /// topic permissions, policies) and how far into the cluster's log it is, if this
-    /// node ever applied any of it.
+    /// This node's definitions store (on a cluster node, a mirror of the cluster's
+    /// definitions) and how far into the cluster's log it is, if this node ever applied
+    /// any of it.
     pub fn replicated_definitions(&self) -> Option<(Definitions, String)> {
-        let all = self.durability()?.definitions();
-        let marker = all.raft_applied.clone()?;
-        let replicated = Definitions {
-            vhosts: all.vhosts,
-            users: all.users,
-            permissions: all.permissions,
-            topic_permissions: all.topic_permissions,
-            policies: all.policies,
-            seeded: all.seeded,
-            raft_applied: None,
-            ..Definitions::default()
-        };
-        Some((replicated, marker))
+        let mut all = self.durability()?.definitions();
+        let marker = all.raft_applied.take()?;
+        Some((all, marker))
     }
 
     /// Whether `change` can be made now. Deterministic: every node decides the same.
@@ -210,17 +194,13 @@ impl Broker {
             | Change::DeletePolicy { .. }
             | Change::Seeded
             | Change::RaftApplied { .. } => {}
+            // Their vhost's (see `apply_replicated`).
             Change::PutExchange(_)
             | Change::DeleteExchange { .. }
             | Change::PutQueue(_)
             | Change::DeleteQueue { .. }
             | Change::PutBinding(_)
-            | Change::DeleteBinding(_) => {
-                return Err(Error::new(
-                    crate::ErrorKind::NotImplemented,
-                    "exchanges, queues and bindings are not replicated yet",
-                ))
-            }
+            | Change::DeleteBinding(_) => {}
         }
         Ok(())
     }
@@ -294,6 +274,7 @@ impl Broker {
                 }
             }
             Change::Seeded | Change::RaftApplied { .. } => {}
+            // Their vhost's (see `apply_replicated`).
             Change::PutExchange(_)
             | Change::DeleteExchange { .. }
             | Change::PutQueue(_)

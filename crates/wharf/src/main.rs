@@ -153,6 +153,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         force_recovery: config.force_recovery,
         // A cluster makes the default vhost and user once, for every node.
         seed_defaults: config.cluster.is_none(),
+        clustered: config.cluster.is_some(),
         node_name: config.node_name.clone(),
         ..BrokerConfig::default()
     };
@@ -370,7 +371,16 @@ async fn join_cluster(
     })
     .await;
     match caught_up {
-        Ok(()) => tracing::info!(node = %broker.node.name(), "in step with the cluster"),
+        Ok(()) => {
+            tracing::info!(node = %broker.node.name(), "in step with the cluster");
+            let forgotten = broker.forget_lost_queues();
+            if forgotten > 0 {
+                tracing::info!(
+                    queues = forgotten,
+                    "transient and exclusive queues of this node's last run deleted"
+                );
+            }
+        }
         Err(_) => tracing::warn!(
             node = %broker.node.name(),
             "the cluster's majority is not reachable: serving the definitions this node has; \

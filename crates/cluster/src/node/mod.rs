@@ -83,6 +83,11 @@ pub struct ClusterNode {
 }
 
 impl ClusterNode {
+    /// This node's name.
+    pub fn name(&self) -> &str {
+        &self.config.node_name
+    }
+
     /// Opens this node's Raft state under `<data_dir>/raft`, listens for the other nodes,
     /// and starts forming (or rejoining) the cluster in the background.
     pub async fn start(

@@ -262,7 +262,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 EntryPayload::Normal(Command::Change(change)) => {
                     let outcome = self.applier.apply(&change);
                     if outcome == Outcome::Applied {
-                        self.machine.lock().state.apply(change);
+                        self.machine.lock().state.apply_replicated(change);
                     }
                     outcome
                 }
@@ -272,7 +272,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     } else {
                         for change in changes {
                             if self.applier.apply(&change) == Outcome::Applied {
-                                self.machine.lock().state.apply(change);
+                                self.machine.lock().state.apply_replicated(change);
                             }
                         }
                         Outcome::Applied

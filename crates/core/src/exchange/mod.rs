@@ -21,6 +21,7 @@ use parking_lot::RwLock;
 use wharf_amqp::{ByteString, FieldTable, FieldValue};
 
 use crate::message::Message;
+use crate::queue::remote::RemoteQueue;
 use crate::queue::Queue;
 
 /// The routing algorithm of an exchange.
@@ -68,11 +69,13 @@ impl fmt::Display for ExchangeKind {
     }
 }
 
-/// Where a binding leads: a queue, or another exchange (exchange-to-exchange binding).
-/// Two destinations are equal when they are the same object.
+/// Where a binding leads: a queue, another node's queue, or another exchange
+/// (exchange-to-exchange binding). Two destinations are equal when they are the same
+/// object.
 #[derive(Clone)]
 pub enum Destination {
     Queue(Arc<Queue>),
+    Remote(Arc<RemoteQueue>),
     Exchange(Arc<Exchange>),
 }
 
@@ -81,7 +84,22 @@ impl Destination {
     pub fn name(&self) -> &str {
         match self {
             Destination::Queue(q) => &q.name,
+            Destination::Remote(q) => &q.name,
             Destination::Exchange(e) => &e.name,
+        }
+    }
+
+    /// Whether it is a queue (of this node or another), not an exchange.
+    pub fn is_queue(&self) -> bool {
+        !matches!(self, Destination::Exchange(_))
+    }
+
+    /// Whether the queue it leads to is exclusive (exchanges are not).
+    pub fn is_exclusive_queue(&self) -> bool {
+        match self {
+            Destination::Queue(q) => q.options.exclusive_owner.is_some(),
+            Destination::Remote(q) => q.options.exclusive_owner.is_some(),
+            Destination::Exchange(_) => false,
         }
     }
 }
@@ -90,6 +108,7 @@ impl PartialEq for Destination {
     fn eq(&self, other: &Self) -> bool {
         match (self, other) {
             (Destination::Queue(a), Destination::Queue(b)) => Arc::ptr_eq(a, b),
+            (Destination::Remote(a), Destination::Remote(b)) => Arc::ptr_eq(a, b),
             (Destination::Exchange(a), Destination::Exchange(b)) => Arc::ptr_eq(a, b),
             _ => false,
         }
@@ -100,6 +119,7 @@ impl fmt::Debug for Destination {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Destination::Queue(q) => write!(f, "queue '{}'", q.name),
+            Destination::Remote(q) => write!(f, "queue '{}' on {}", q.name, q.home),
             Destination::Exchange(e) => write!(f, "exchange '{}'", e.name),
         }
     }
@@ -339,6 +359,10 @@ impl Exchange {
             bindings.rebuild_ring();
         }
         removed
+    }
+
+    pub fn has_binding(&self, binding: &Binding) -> bool {
+        self.bindings.read().list.contains(binding)
     }
 
     pub fn has_bindings(&self) -> bool {

@@ -12,6 +12,7 @@ mod delivery;
 mod expiry;
 mod host;
 mod publishing;
+pub mod remote;
 mod stats;
 
 use std::collections::HashMap;
@@ -55,6 +56,15 @@ impl Default for Window {
 /// A queue's log segments roll over at this size, unless the broker's configuration says
 /// otherwise.
 pub const SEGMENT_BYTES_MAX: u64 = 8 * 1024 * 1024;
+
+/// RabbitMQ's refusal of an exclusive queue to a connection that does not own it.
+pub fn locked_queue(name: &str, vhost: &str) -> Error {
+    Error::locked(format_args!(
+        "cannot obtain exclusive access to locked queue '{name}' in vhost '{vhost}'. It could \
+         be originally declared on another connection or the exclusive property value does not \
+         match that of the original declaration."
+    ))
+}
 
 /// Identifies the connection that owns an exclusive queue.
 pub type ConnectionId = u64;
@@ -229,12 +239,7 @@ impl Queue {
     /// Refuses access from a connection other than the owner of an exclusive queue.
     pub fn check_owner(&self, connection: ConnectionId) -> Result<()> {
         match self.options.exclusive_owner {
-            Some(owner) if owner != connection => Err(Error::locked(format_args!(
-                "cannot obtain exclusive access to locked queue '{}' in vhost '{}'. It could be \
-                 originally declared on another connection or the exclusive property value does \
-                 not match that of the original declaration.",
-                self.name, self.vhost
-            ))),
+            Some(owner) if owner != connection => Err(locked_queue(&self.name, &self.vhost)),
             _ => Ok(()),
         }
     }

@@ -31,9 +31,36 @@ impl VHost {
         arguments: FieldTable,
         connection: ConnectionId,
     ) -> Result<()> {
+        if let Some(cluster) = self.cluster.get() {
+            cluster.sync()?;
+            let destination = self.queue_destination(queue, connection)?;
+            let source = self.check_bindable_source(exchange)?;
+            let binding = self.checked_binding(&source, destination, routing_key, arguments)?;
+            return self.propose_binding(cluster.as_ref(), &source, &binding, true);
+        }
         let queue = self.queue_for(queue, connection)?;
         let source = self.check_bindable_source(exchange)?;
         self.bind(&source, Destination::Queue(queue), routing_key, arguments)
+    }
+
+    /// A queue of this node or, on a cluster, another's, checked to be usable by
+    /// `connection`.
+    pub(super) fn queue_destination(
+        &self,
+        name: &str,
+        connection: ConnectionId,
+    ) -> Result<Destination> {
+        if let Ok(queue) = self.queue(name) {
+            queue.check_owner(connection)?;
+            return Ok(Destination::Queue(queue));
+        }
+        match self.remote_queue(name) {
+            Some(queue) => {
+                queue.check_owner(connection)?;
+                Ok(Destination::Remote(queue))
+            }
+            None => Err(self.no_queue(name)),
+        }
     }
 
     pub fn unbind_queue(
@@ -49,6 +76,21 @@ impl VHost {
         // after an auto-delete queue went. The default exchange is refused first.
         if exchange.is_empty() {
             return Err(default_exchange_refused());
+        }
+        if let Some(cluster) = self.cluster.get() {
+            cluster.sync()?;
+            let Some(destination) = present(self.queue_destination(queue, connection))? else {
+                return Ok(());
+            };
+            let Some(source) = present(self.exchange(exchange))? else {
+                return Ok(());
+            };
+            let binding = Binding {
+                destination,
+                routing_key,
+                arguments,
+            };
+            return self.propose_binding(cluster.as_ref(), &source, &binding, false);
         }
         let Some(queue) = present(self.queue_for(queue, connection))? else {
             return Ok(());
@@ -67,8 +109,16 @@ impl VHost {
         routing_key: ByteString,
         arguments: FieldTable,
     ) -> Result<()> {
+        if let Some(cluster) = self.cluster.get() {
+            cluster.sync()?;
+        }
         let destination = self.check_bindable_source(destination)?;
         let source = self.check_bindable_source(source)?;
+        if let Some(cluster) = self.cluster.get() {
+            let destination = Destination::Exchange(destination);
+            let binding = self.checked_binding(&source, destination, routing_key, arguments)?;
+            return self.propose_binding(cluster.as_ref(), &source, &binding, true);
+        }
         self.bind(
             &source,
             Destination::Exchange(destination),
@@ -88,12 +138,23 @@ impl VHost {
         if destination.is_empty() || source.is_empty() {
             return Err(default_exchange_refused());
         }
+        if let Some(cluster) = self.cluster.get() {
+            cluster.sync()?;
+        }
         let Some(destination) = present(self.exchange(destination))? else {
             return Ok(());
         };
         let Some(source) = present(self.exchange(source))? else {
             return Ok(());
         };
+        if let Some(cluster) = self.cluster.get() {
+            let binding = Binding {
+                destination: Destination::Exchange(destination),
+                routing_key,
+                arguments,
+            };
+            return self.propose_binding(cluster.as_ref(), &source, &binding, false);
+        }
         self.unbind(
             &source,
             Destination::Exchange(destination),
@@ -103,13 +164,14 @@ impl VHost {
         Ok(())
     }
 
-    fn bind(
+    /// A binding from `source`, its key and arguments checked as its exchange type wants.
+    pub(super) fn checked_binding(
         &self,
-        source: &Arc<Exchange>,
+        source: &Exchange,
         destination: Destination,
         routing_key: ByteString,
         arguments: FieldTable,
-    ) -> Result<()> {
+    ) -> Result<Binding> {
         match source.routing_kind {
             ExchangeKind::Headers => {
                 validate_headers_binding(&arguments).map_err(Error::precondition)?;
@@ -119,13 +181,24 @@ impl VHost {
             }
             _ => {}
         }
-        let binding = Binding {
+        Ok(Binding {
             destination,
             routing_key,
             arguments,
-        };
-        let durable = durability::is_durable(source, &binding.destination);
-        if source.bind(binding.clone()) && durable {
+        })
+    }
+
+    /// Binds (a single node's bind, and every cluster node's once the bind is committed).
+    pub(super) fn bind(
+        &self,
+        source: &Arc<Exchange>,
+        destination: Destination,
+        routing_key: ByteString,
+        arguments: FieldTable,
+    ) -> Result<()> {
+        let binding = self.checked_binding(source, destination, routing_key, arguments)?;
+        let kept = self.keeps(durability::is_durable(source, &binding.destination));
+        if source.bind(binding.clone()) && kept {
             let recorded = self.record(|| {
                 Change::PutBinding(durability::binding_def(&self.name, source, &binding))
             });
@@ -137,7 +210,8 @@ impl VHost {
         Ok(())
     }
 
-    fn unbind(
+    /// Unbinds (a single node's unbind, and every cluster node's once it is committed).
+    pub(super) fn unbind(
         &self,
         source: &Arc<Exchange>,
         destination: Destination,
@@ -152,7 +226,7 @@ impl VHost {
         if !source.unbind(&binding) {
             return;
         }
-        if durability::is_durable(source, &binding.destination) {
+        if self.keeps(durability::is_durable(source, &binding.destination)) {
             let _ = self.record(|| {
                 Change::DeleteBinding(durability::binding_def(&self.name, source, &binding))
             });

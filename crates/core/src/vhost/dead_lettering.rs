@@ -20,6 +20,7 @@ use crate::exchange::Exchange;
 use crate::message::Message;
 use crate::queue::dead_letter::{DeadLetter, DeathReason};
 use crate::queue::Queue;
+use crate::vhost::routing::Routes;
 use crate::vhost::VHost;
 
 /// A dead-lettered message, ready to route.
@@ -69,10 +70,10 @@ pub(crate) fn publish(vhost: &Arc<VHost>, source: &Queue, letters: Vec<DeadLette
     if nested {
         return;
     }
-    let mut queues = Vec::new();
+    let mut routes = Routes::default();
     loop {
         for letter in outgoing.drain(..) {
-            route(&letter, &mut queues);
+            route(&letter, &mut routes);
         }
         let more = WAITING.with(|waiting| {
             let mut waiting = waiting.borrow_mut();
@@ -91,13 +92,13 @@ pub(crate) fn publish(vhost: &Arc<VHost>, source: &Queue, letters: Vec<DeadLette
     }
 }
 
-fn route(letter: &Outgoing, queues: &mut Vec<Arc<Queue>>) {
+fn route(letter: &Outgoing, routes: &mut Routes) {
     letter
         .vhost
-        .route(&letter.exchange, &letter.message, queues);
+        .route(&letter.exchange, &letter.message, routes);
     if letter.reason != DeathReason::Rejected {
         let deaths = deaths(&letter.message);
-        queues.retain(|queue| {
+        routes.queues.retain(|queue| {
             let cycle = is_cycle(&queue.name, &deaths);
             if cycle {
                 tracing::warn!(
@@ -110,7 +111,7 @@ fn route(letter: &Outgoing, queues: &mut Vec<Arc<Queue>>) {
     }
     // At most once: not synced, and refused by a full reject-publish queue or a queue
     // being deleted is gone, as in RabbitMQ.
-    let _ = super::publishing::enqueue(queues, letter.message.clone());
+    let _ = super::publishing::enqueue(routes, letter.message.clone());
 }
 
 /// The `x-death` entries of a message, most recent first.

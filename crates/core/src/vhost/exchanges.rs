@@ -57,10 +57,19 @@ impl VHost {
         declare: ExchangeDeclare,
         may_create: impl FnOnce() -> Result<()>,
     ) -> Result<Arc<Exchange>> {
-        let name = &declare.name;
         if declare.passive {
-            return self.exchange(name);
+            return self.exchange(&declare.name);
         }
+        let kind = self.exchange_kind(&declare)?;
+        if let Some(cluster) = self.cluster.get() {
+            return self.propose_exchange(cluster.as_ref(), declare, kind, may_create);
+        }
+        self.make_exchange(declare, kind, may_create)
+    }
+
+    /// The kind of exchange a declare asks for, once its name and arguments are checked.
+    pub(super) fn exchange_kind(&self, declare: &ExchangeDeclare) -> Result<ExchangeKind> {
+        let name = &declare.name;
         if name.is_empty() {
             return Err(default_exchange_refused());
         }
@@ -96,39 +105,78 @@ impl VHost {
         if routing_kind == ExchangeKind::ConsistentHash {
             HashOn::from_arguments(&declare.arguments).map_err(Error::precondition)?;
         }
+        Ok(kind)
+    }
+
+    /// Refuses a declare that does not match the existing exchange, as RabbitMQ does.
+    pub(super) fn check_exchange_equivalent(
+        &self,
+        existing: &Exchange,
+        declare: &ExchangeDeclare,
+        kind: ExchangeKind,
+    ) -> Result<()> {
+        let (name, vhost) = (&declare.name, &self.name);
+        let check = |arg: &str, got: String, current: String| {
+            if got == current {
+                Ok(())
+            } else {
+                Err(inequivalent("exchange", name, vhost, arg, &got, &current))
+            }
+        };
+        check("type", kind.to_string(), existing.kind.to_string())?;
+        check(
+            "durable",
+            declare.durable.to_string(),
+            existing.durable.to_string(),
+        )?;
+        check(
+            "auto_delete",
+            declare.auto_delete.to_string(),
+            existing.auto_delete.to_string(),
+        )?;
+        check(
+            "internal",
+            declare.internal.to_string(),
+            existing.internal.to_string(),
+        )?;
+        check_arguments(
+            "exchange",
+            name,
+            vhost,
+            &declare.arguments,
+            &existing.arguments,
+        )
+    }
+
+    /// The definition a declared exchange is stored and replicated as.
+    pub(super) fn exchange_def(
+        &self,
+        declare: &ExchangeDeclare,
+        kind: ExchangeKind,
+    ) -> ExchangeDef {
+        ExchangeDef {
+            vhost: self.name.to_string(),
+            name: declare.name.to_string(),
+            kind: kind.as_str().to_string(),
+            auto_delete: declare.auto_delete,
+            internal: declare.internal,
+            arguments: durability::encode_arguments(&declare.arguments),
+            durable: declare.durable,
+        }
+    }
+
+    /// Makes the exchange a checked declare asks for, or answers the existing one (a
+    /// single node's declare, and every cluster node's once the declare is committed).
+    pub(super) fn make_exchange(
+        &self,
+        declare: ExchangeDeclare,
+        kind: ExchangeKind,
+        may_create: impl FnOnce() -> Result<()>,
+    ) -> Result<Arc<Exchange>> {
+        let name = &declare.name;
         let mut exchanges = self.exchanges.write();
         if let Some(existing) = exchanges.get(name) {
-            let vhost = &self.name;
-            let check = |arg: &str, got: String, current: String| {
-                if got == current {
-                    Ok(())
-                } else {
-                    Err(inequivalent("exchange", name, vhost, arg, &got, &current))
-                }
-            };
-            check("type", kind.to_string(), existing.kind.to_string())?;
-            check(
-                "durable",
-                declare.durable.to_string(),
-                existing.durable.to_string(),
-            )?;
-            check(
-                "auto_delete",
-                declare.auto_delete.to_string(),
-                existing.auto_delete.to_string(),
-            )?;
-            check(
-                "internal",
-                declare.internal.to_string(),
-                existing.internal.to_string(),
-            )?;
-            check_arguments(
-                "exchange",
-                name,
-                vhost,
-                &declare.arguments,
-                &existing.arguments,
-            )?;
+            self.check_exchange_equivalent(existing, &declare, kind)?;
             return Ok(existing.clone());
         }
         if name.starts_with("amq.") {
@@ -137,17 +185,8 @@ impl VHost {
             )));
         }
         may_create()?;
-        if declare.durable {
-            self.record(|| {
-                Change::PutExchange(ExchangeDef {
-                    vhost: self.name.to_string(),
-                    name: name.to_string(),
-                    kind: kind.as_str().to_string(),
-                    auto_delete: declare.auto_delete,
-                    internal: declare.internal,
-                    arguments: durability::encode_arguments(&declare.arguments),
-                })
-            })?;
+        if self.keeps(declare.durable) {
+            self.record(|| Change::PutExchange(self.exchange_def(&declare, kind)))?;
         }
         let exchange = Arc::new(Exchange::new(
             name.clone(),
@@ -166,6 +205,15 @@ impl VHost {
     }
 
     pub fn delete_exchange(&self, name: &str, if_unused: bool) -> Result<()> {
+        self.check_deletable_exchange(name)?;
+        if let Some(cluster) = self.cluster.get() {
+            return self.propose_exchange_deletion(cluster.as_ref(), name, if_unused);
+        }
+        self.remove_exchange(name, if_unused)
+    }
+
+    /// The default exchange and the `amq.` ones are not a client's to delete.
+    pub(super) fn check_deletable_exchange(&self, name: &str) -> Result<()> {
         if name.is_empty() {
             return Err(default_exchange_refused());
         }
@@ -175,6 +223,19 @@ impl VHost {
                 self.name
             )));
         }
+        Ok(())
+    }
+
+    pub(super) fn exchange_in_use(&self, name: &str) -> Error {
+        Error::precondition(format_args!(
+            "exchange '{name}' in vhost '{}' in use",
+            self.name
+        ))
+    }
+
+    /// Deletes an exchange (a single node's delete, and every cluster node's once the
+    /// delete is committed), with the bindings to it.
+    pub(super) fn remove_exchange(&self, name: &str, if_unused: bool) -> Result<()> {
         let exchange = {
             let mut exchanges = self.exchanges.write();
             let Some(exchange) = exchanges.get(name).cloned() else {
@@ -182,12 +243,9 @@ impl VHost {
                 return Ok(());
             };
             if if_unused && exchange.has_bindings() {
-                return Err(Error::precondition(format_args!(
-                    "exchange '{name}' in vhost '{}' in use",
-                    self.name
-                )));
+                return Err(self.exchange_in_use(name));
             }
-            if exchange.durable {
+            if self.keeps(exchange.durable) {
                 self.record(|| Change::DeleteExchange {
                     vhost: self.name.to_string(),
                     name: name.to_string(),
@@ -223,7 +281,7 @@ impl VHost {
             let mut exchanges = self.exchanges.write();
             match exchanges.get(&exchange.name) {
                 Some(current) if Arc::ptr_eq(current, exchange) && !exchange.has_bindings() => {
-                    if exchange.durable {
+                    if self.keeps(exchange.durable) {
                         // The exchange goes from memory either way; a failed write means
                         // it comes back after a restart, bindings-less, as it was declared.
                         let _ = self.record(|| Change::DeleteExchange {

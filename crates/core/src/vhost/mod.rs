@@ -3,6 +3,7 @@
 //! whose own locks guard their contents. Routing takes only read locks.
 
 mod bindings;
+mod cluster;
 mod dead_lettering;
 mod exchanges;
 mod policies;
@@ -14,6 +15,7 @@ mod routing;
 pub use self::exchanges::ExchangeDeclare;
 pub use self::publishing::{same_name, Published, RouteCache};
 pub use self::queues::{QueueDeclare, QueueDeclared};
+pub use self::routing::Routes;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
@@ -27,6 +29,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::exchange::{Exchange, ExchangeKind, ALTERNATE_EXCHANGE};
 use crate::policy::Policy;
 use crate::queue::dead_letter::DeadLetter;
+use crate::queue::remote::RemoteQueue;
 use crate::queue::{ConnectionId, Queue, QueueHost, Window};
 use crate::timer::Timers;
 
@@ -45,6 +48,8 @@ pub struct VHost {
     pub name: ByteString,
     exchanges: RwLock<HashMap<ByteString, Arc<Exchange>>>,
     queues: RwLock<HashMap<ByteString, Arc<Queue>>>,
+    /// On a cluster, the queues other nodes hold. A name is in one map or the other.
+    remote_queues: RwLock<HashMap<ByteString, Arc<RemoteQueue>>>,
     /// Where durable definitions are written; None for a broker without a data directory.
     durability: Option<Arc<Durability>>,
     /// The in-memory window of every queue of this vhost.
@@ -174,6 +179,7 @@ impl VHost {
             name: name.into(),
             exchanges: RwLock::new(HashMap::new()),
             queues: RwLock::new(HashMap::new()),
+            remote_queues: RwLock::new(HashMap::new()),
             durability,
             queue_window,
             timers,
@@ -212,6 +218,13 @@ impl VHost {
         history
     }
 
+    /// Whether an object's definition is written to the definitions store: a durable one's;
+    /// on a cluster node every one's (the store mirrors the cluster's definitions, which
+    /// hold transient objects too).
+    fn keeps(&self, durable: bool) -> bool {
+        durable || self.cluster.member().is_some()
+    }
+
     /// Writes a change to the definitions store, if this broker has one.
     fn record(&self, change: impl FnOnce() -> Change) -> Result<()> {
         match &self.durability {
@@ -248,10 +261,37 @@ impl VHost {
     }
 
     /// A queue, checked to be usable by `connection` (exclusive queues are their owner's).
+    /// Another node's queue (on a cluster) is refused as out of reach, after the same
+    /// owner check.
     pub fn queue_for(&self, name: &str, connection: ConnectionId) -> Result<Arc<Queue>> {
-        let queue = self.queue(name)?;
-        queue.check_owner(connection)?;
-        Ok(queue)
+        match self.queue(name) {
+            Ok(queue) => {
+                queue.check_owner(connection)?;
+                Ok(queue)
+            }
+            Err(missing) => match self.remote_queue(name) {
+                Some(remote) => {
+                    remote.check_owner(connection)?;
+                    Err(remote.out_of_reach("using"))
+                }
+                None => Err(missing),
+            },
+        }
+    }
+
+    /// Another node's queue, on a cluster.
+    pub fn remote_queue(&self, name: &str) -> Option<Arc<RemoteQueue>> {
+        self.remote_queues.read().get(name).cloned()
+    }
+
+    /// The queues other nodes hold, on a cluster.
+    pub fn remote_queues(&self) -> Vec<Arc<RemoteQueue>> {
+        self.remote_queues.read().values().cloned().collect()
+    }
+
+    /// How many queues the vhost has, on every node.
+    fn queue_total(&self) -> usize {
+        self.queues.read().len() + self.remote_queues.read().len()
     }
 
     pub fn exchanges(&self) -> Vec<Arc<Exchange>> {
@@ -268,6 +308,9 @@ impl VHost {
     pub(crate) fn destroy(&self) {
         let queues: Vec<Arc<Queue>> = self.queues.write().drain().map(|(_, q)| q).collect();
         for queue in queues {
+            queue.mark_deleted();
+        }
+        for (_, queue) in self.remote_queues.write().drain() {
             queue.mark_deleted();
         }
         let exchanges: Vec<Arc<Exchange>> =

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use wharf_amqp::ByteString;
 
+use super::routing::Routes;
 use super::VHost;
 use crate::exchange::{Exchange, HoldOutcome};
 use crate::flusher::{same_target, SyncTarget};
@@ -55,7 +56,7 @@ pub struct RouteCache {
     /// The queue the default exchange last routed to.
     default_queue: Option<Arc<Queue>>,
     /// The queues of the message being routed; emptied after each.
-    queues: Vec<Arc<Queue>>,
+    routes: Routes,
 }
 
 /// Compares two names, short-circuiting the empty one (the default exchange, the
@@ -90,7 +91,7 @@ impl VHost {
             }
         }
         self.route_cached(exchange, &message, bcc, cache);
-        if cache.queues.is_empty() {
+        if cache.routes.is_empty() {
             // A reply to a direct reply-to name goes straight to its channel.
             let reply = exchange.name.is_empty()
                 && message
@@ -104,7 +105,7 @@ impl VHost {
                 ..Published::default()
             };
         }
-        enqueue(&mut cache.queues, message)
+        enqueue(&mut cache.routes, message)
     }
 
     fn route_cached(
@@ -115,28 +116,35 @@ impl VHost {
         cache: &mut RouteCache,
     ) {
         if message.properties.has_sender_routes() || !bcc.is_empty() {
-            self.route_with(exchange, message, bcc, &mut cache.queues);
+            self.route_with(exchange, message, bcc, &mut cache.routes);
             return;
         }
         if exchange.name.is_empty() {
             if let Some(queue) = &cache.default_queue {
                 if same_name(&queue.name, &message.routing_key) && !queue.is_deleted() {
-                    cache.queues.push(queue.clone());
+                    cache.routes.queues.push(queue.clone());
                     return;
                 }
             }
-            self.route(exchange, message, &mut cache.queues);
-            cache.default_queue = cache.queues.first().cloned();
+            self.route(exchange, message, &mut cache.routes);
+            cache.default_queue = cache.routes.queues.first().cloned();
             return;
         }
-        self.route(exchange, message, &mut cache.queues);
+        self.route(exchange, message, &mut cache.routes);
     }
 }
 
-/// Enqueues `message` on each of `queues` (drained), the last taking the caller's
-/// reference (no count up and down for it).
-pub(crate) fn enqueue(queues: &mut Vec<Arc<Queue>>, message: Arc<Message>) -> Published {
+/// Enqueues `message` on each of the queues `routes` reached (drained), the last taking
+/// the caller's reference (no count up and down for it).
+pub(crate) fn enqueue(routes: &mut Routes, message: Arc<Message>) -> Published {
     let mut published = Published::default();
+    if !routes.remote.is_empty() {
+        // Another node's queue cannot take messages from this one yet: the publisher hears
+        // it was not taken (a nack under confirms), rather than nothing.
+        routes.remote.clear();
+        published.refused = true;
+    }
+    let queues = &mut routes.queues;
     let Some(last) = queues.len().checked_sub(1) else {
         return published;
     };

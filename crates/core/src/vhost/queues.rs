@@ -2,6 +2,7 @@
 //! exclusive and auto-delete queues, the vhost's queue limit, and what a deleted queue
 //! takes with it.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use wharf_amqp::{ByteString, FieldTable};
@@ -52,20 +53,10 @@ impl VHost {
         connection: ConnectionId,
         may_create: impl FnOnce() -> Result<()>,
     ) -> Result<QueueDeclared> {
-        let declared = |queue: Arc<Queue>| QueueDeclared {
-            message_count: {
-                self.history.lock().declared += 1;
-                // A declare, passive or not, counts as a use for x-expires.
-                queue.touch();
-                queue.message_count()
-            },
-            consumer_count: queue.consumer_count(),
-            queue,
-        };
         if declare.passive {
             // A passive declare with an empty name refers to no queue at all.
             let queue = self.queue_for(&declare.name, connection)?;
-            return Ok(declared(queue));
+            return Ok(self.declared(queue));
         }
         // As RabbitMQ, before anything else and whether or not the queue exists: only the
         // broker makes `amq.` queues, and a client may not redeclare one (not even its own
@@ -81,36 +72,16 @@ impl VHost {
                 error.describe(&declare.name, &self.name),
             ));
         }
+        if let Some(cluster) = self.cluster.get() {
+            return self.propose_queue(cluster.as_ref(), declare, connection, may_create);
+        }
         let mut queues = self.queues.write();
         if let Some(existing) = queues.get(&declare.name) {
             existing.check_owner(connection)?;
-            let (name, vhost) = (&declare.name, &self.name);
-            let options = &existing.options;
-            let check = |arg: &str, got: bool, current: bool| {
-                if got == current {
-                    Ok(())
-                } else {
-                    Err(inequivalent(
-                        "queue",
-                        name,
-                        vhost,
-                        arg,
-                        &got.to_string(),
-                        &current.to_string(),
-                    ))
-                }
-            };
-            check("durable", declare.durable, options.durable)?;
-            check(
-                "exclusive",
-                declare.exclusive,
-                options.exclusive_owner.is_some(),
-            )?;
-            check("auto_delete", declare.auto_delete, options.auto_delete)?;
-            check_arguments("queue", name, vhost, &declare.arguments, &options.arguments)?;
+            self.check_queue_equivalent(&declare, &existing.options)?;
             let existing = existing.clone();
             drop(queues);
-            return Ok(declared(existing));
+            return Ok(self.declared(existing));
         }
         may_create()?;
         let name = if declare.name.is_empty() {
@@ -118,24 +89,106 @@ impl VHost {
         } else {
             declare.name
         };
-        // Only queues made now count against the vhost's limit.
+        self.check_queue_limit(&name, queues.len())?;
+        let options = QueueOptions {
+            durable: declare.durable,
+            exclusive_owner: declare.exclusive.then_some(connection),
+            auto_delete: declare.auto_delete,
+            arguments: declare.arguments,
+        };
+        let queue = self.create_queue(&mut queues, name, options)?;
+        drop(queues);
+        self.queue_created(&queue);
+        Ok(self.declared(queue))
+    }
+
+    /// What queue.declare-ok tells of a queue; a declare, passive or not, counts as a use
+    /// for x-expires.
+    pub(super) fn declared(&self, queue: Arc<Queue>) -> QueueDeclared {
+        self.history.lock().declared += 1;
+        queue.touch();
+        QueueDeclared {
+            message_count: queue.message_count(),
+            consumer_count: queue.consumer_count(),
+            queue,
+        }
+    }
+
+    /// Refuses a declare that does not match the existing queue, as RabbitMQ does.
+    pub(super) fn check_queue_equivalent(
+        &self,
+        declare: &QueueDeclare,
+        options: &QueueOptions,
+    ) -> Result<()> {
+        let (name, vhost) = (&declare.name, &self.name);
+        let check = |arg: &str, got: bool, current: bool| {
+            if got == current {
+                Ok(())
+            } else {
+                Err(inequivalent(
+                    "queue",
+                    name,
+                    vhost,
+                    arg,
+                    &got.to_string(),
+                    &current.to_string(),
+                ))
+            }
+        };
+        check("durable", declare.durable, options.durable)?;
+        check(
+            "exclusive",
+            declare.exclusive,
+            options.exclusive_owner.is_some(),
+        )?;
+        check("auto_delete", declare.auto_delete, options.auto_delete)?;
+        check_arguments("queue", name, vhost, &declare.arguments, &options.arguments)
+    }
+
+    /// Only queues made now count against the vhost's limit.
+    pub(super) fn check_queue_limit(&self, name: &str, queues: usize) -> Result<()> {
         if let Some(max) = self.limits.read().get(crate::limits::MAX_QUEUES) {
-            if queues.len() as u64 >= max {
+            if queues as u64 >= max {
                 return Err(Error::precondition(format_args!(
                     "cannot declare queue '{name}': queue limit in vhost '{}' ({max}) is reached",
                     self.name
                 )));
             }
         }
+        Ok(())
+    }
+
+    /// The definition a queue is stored and replicated as.
+    pub(super) fn queue_def(
+        &self,
+        name: &str,
+        options: &QueueOptions,
+        home: Option<&str>,
+    ) -> QueueDef {
+        QueueDef {
+            vhost: self.name.to_string(),
+            name: name.to_string(),
+            auto_delete: options.auto_delete,
+            arguments: durability::encode_arguments(&options.arguments),
+            durable: options.durable,
+            exclusive_owner: options.exclusive_owner,
+            home: home.map(str::to_string),
+        }
+    }
+
+    /// Makes a queue of this node, its log opened and its definition stored (a single
+    /// node's declare, and its home node's once a cluster committed the declare). The
+    /// caller holds the map and checked the name is free.
+    pub(super) fn create_queue(
+        &self,
+        queues: &mut HashMap<ByteString, Arc<Queue>>,
+        name: ByteString,
+        options: QueueOptions,
+    ) -> Result<Arc<Queue>> {
         let queue = Arc::new(Queue::new(
             name.clone(),
             self.name.clone(),
-            QueueOptions {
-                durable: declare.durable,
-                exclusive_owner: declare.exclusive.then_some(connection),
-                auto_delete: declare.auto_delete,
-                arguments: declare.arguments,
-            },
+            options,
             self.queue_window,
             self.this.clone(),
         ));
@@ -146,21 +199,18 @@ impl VHost {
                 queue.set_spill_dir(durability.spill_dir());
             }
         }
-        if declare.durable && !declare.exclusive {
-            self.record(|| {
-                Change::PutQueue(QueueDef {
-                    vhost: self.name.to_string(),
-                    name: name.to_string(),
-                    auto_delete: queue.options.auto_delete,
-                    arguments: durability::encode_arguments(&queue.options.arguments),
-                })
-            })?;
+        if self.keeps(durability::is_durable_queue(&queue)) {
+            let home = self.cluster.member();
+            self.record(|| Change::PutQueue(self.queue_def(&name, &queue.options, home)))?;
         }
         queues.insert(name, queue.clone());
-        drop(queues);
+        Ok(queue)
+    }
+
+    /// What follows a queue's creation, outside the map's lock.
+    pub(super) fn queue_created(&self, queue: &Arc<Queue>) {
         self.history.lock().created += 1;
         queue.apply_policy(self.policy_for_queue(&queue.name).as_ref());
-        Ok(declared(queue))
     }
 
     /// Deletes a queue; returns how many ready messages it held. A missing queue is not an
@@ -172,6 +222,16 @@ impl VHost {
         if_unused: bool,
         if_empty: bool,
     ) -> Result<u32> {
+        if let Some(cluster) = self.cluster.get() {
+            let deleted = self.propose_queue_deletion(
+                cluster.as_ref(),
+                name,
+                Some(connection),
+                if_unused,
+                if_empty,
+            )?;
+            return Ok(deleted.unwrap_or(0));
+        }
         match self.remove_queue(name, Some(connection), if_unused, if_empty)? {
             Some(queue) => Ok(self.finish_queue_deletion(queue)),
             None => Ok(0),
@@ -186,6 +246,11 @@ impl VHost {
         if_unused: bool,
         if_empty: bool,
     ) -> Result<u32> {
+        if let Some(cluster) = self.cluster.get() {
+            return self
+                .propose_queue_deletion(cluster.as_ref(), name, None, if_unused, if_empty)?
+                .ok_or_else(|| self.no_queue(name));
+        }
         match self.remove_queue(name, None, if_unused, if_empty)? {
             Some(queue) => Ok(self.finish_queue_deletion(queue)),
             None => Err(self.no_queue(name)),
@@ -194,7 +259,7 @@ impl VHost {
 
     /// Takes a queue out of the vhost (its removal recorded first, if durable), after the
     /// owner check (when a connection asks) and the if-unused and if-empty checks.
-    fn remove_queue(
+    pub(super) fn remove_queue(
         &self,
         name: &str,
         connection: Option<ConnectionId>,
@@ -210,7 +275,7 @@ impl VHost {
                 queue.check_owner(connection)?;
             }
             queue.check_deletable(if_unused, if_empty)?;
-            if durability::is_durable_queue(&queue) {
+            if self.keeps(durability::is_durable_queue(&queue)) {
                 self.record(|| Change::DeleteQueue {
                     vhost: self.name.to_string(),
                     name: name.to_string(),
@@ -243,7 +308,24 @@ impl VHost {
 
     /// Deletes `queue` if it is still the one registered under its name (auto-delete and
     /// exclusive queues go this way, without owner checks).
+    /// On a cluster the deletion is committed in the background (every node removes the
+    /// queue once it is), as this is called where nothing may wait: a connection closing,
+    /// a consumer cancelled, a timer.
     pub fn delete_queue_instance(&self, queue: &Arc<Queue>) {
+        if let Some(cluster) = self.cluster.get() {
+            if self
+                .queues
+                .read()
+                .get(&queue.name)
+                .is_some_and(|current| Arc::ptr_eq(current, queue))
+            {
+                cluster.commit_later(Change::DeleteQueue {
+                    vhost: self.name.to_string(),
+                    name: queue.name.to_string(),
+                });
+            }
+            return;
+        }
         let removed = {
             let mut queues = self.queues.write();
             match queues.get(&queue.name) {
@@ -266,7 +348,7 @@ impl VHost {
         }
     }
 
-    fn finish_queue_deletion(&self, queue: Arc<Queue>) -> u32 {
+    pub(super) fn finish_queue_deletion(&self, queue: Arc<Queue>) -> u32 {
         let count = queue.mark_deleted();
         self.remove_bindings_to(&Destination::Queue(queue));
         count

@@ -3,12 +3,13 @@
 use std::sync::Arc;
 
 use wharf_amqp::ByteString;
-use wharf_store::{Definitions, DestinationKind};
+use wharf_store::Definitions;
 
 use super::VHost;
 use crate::durability;
-use crate::exchange::{Binding, Destination, Exchange, ExchangeKind};
+use crate::exchange::{Binding, Exchange, ExchangeKind};
 use crate::policy::Policy;
+use crate::queue::remote::RemoteQueue;
 use crate::queue::{Queue, QueueOptions};
 
 impl VHost {
@@ -44,13 +45,13 @@ impl VHost {
             let exchange = Exchange::new(
                 name.clone(),
                 kind,
-                true,
+                def.durable,
                 def.auto_delete,
                 def.internal,
                 durability::decode_arguments(&def.arguments),
             );
             let exchange = Arc::new(exchange);
-            if let Some(durability) = &self.durability {
+            if let (Some(durability), true) = (&self.durability, def.durable) {
                 // An exchange whose log cannot be opened stays, holding nothing; the error
                 // is logged.
                 let _ = durability.attach_delayed_log(&self.name, &exchange, false);
@@ -60,15 +61,29 @@ impl VHost {
         let mut restored = Vec::new();
         for def in definitions.queues.iter().filter(|d| mine(&d.vhost)) {
             let name = ByteString::from(def.name.as_str());
+            let options = QueueOptions {
+                durable: def.durable,
+                exclusive_owner: def.exclusive_owner,
+                auto_delete: def.auto_delete,
+                arguments: durability::decode_arguments(&def.arguments),
+            };
+            match def.home.as_deref() {
+                // A cluster node's record of another node's queue.
+                Some(home) if Some(home) != self.cluster.member() => {
+                    let remote =
+                        RemoteQueue::new(name.clone(), self.name.clone(), home.into(), options);
+                    self.remote_queues.write().insert(name, Arc::new(remote));
+                    continue;
+                }
+                // A transient or exclusive queue of this cluster node's: it died with the
+                // node's last run (the node proposes its deletion once it caught up).
+                _ if !def.durable || def.exclusive_owner.is_some() => continue,
+                _ => {}
+            }
             let queue = Queue::new(
                 name.clone(),
                 self.name.clone(),
-                QueueOptions {
-                    durable: true,
-                    exclusive_owner: None,
-                    auto_delete: def.auto_delete,
-                    arguments: durability::decode_arguments(&def.arguments),
-                },
+                options,
                 self.queue_window,
                 self.this.clone(),
             );
@@ -82,22 +97,17 @@ impl VHost {
             restored.push(queue);
         }
         for def in definitions.bindings.iter().filter(|d| mine(&d.vhost)) {
-            let source = self.exchange(&def.source);
-            let destination = match def.destination_kind {
-                DestinationKind::Queue => self.queue(&def.destination).map(Destination::Queue),
-                DestinationKind::Exchange => {
-                    self.exchange(&def.destination).map(Destination::Exchange)
-                }
-            };
-            match (source, destination) {
-                (Ok(source), Ok(destination)) => {
+            match self.binding_ends(def) {
+                Ok((source, destination)) => {
                     source.bind(Binding {
                         destination,
                         routing_key: ByteString::from(def.routing_key.as_str()),
                         arguments: durability::decode_arguments(&def.arguments),
                     });
                 }
-                _ => tracing::warn!(
+                // A cluster node's bindings to its queues that died are gone with them.
+                Err(_) if self.cluster.member().is_some() => {}
+                Err(_) => tracing::warn!(
                     source = def.source,
                     destination = def.destination,
                     "stored binding with a missing end skipped"

@@ -10,7 +10,33 @@ use super::VHost;
 use crate::error::{Error, ErrorKind, Result};
 use crate::exchange::{Destination, Exchange, HoldOutcome};
 use crate::message::Message;
+use crate::queue::remote::RemoteQueue;
 use crate::queue::Queue;
+
+/// The queues a message reaches: this node's, and, on a cluster, other nodes'. Each once.
+#[derive(Debug, Default)]
+pub struct Routes {
+    pub queues: Vec<Arc<Queue>>,
+    pub remote: Vec<Arc<RemoteQueue>>,
+}
+
+impl Routes {
+    pub fn is_empty(&self) -> bool {
+        self.queues.is_empty() && self.remote.is_empty()
+    }
+
+    fn add_queue(&mut self, queue: &Arc<Queue>) {
+        if !self.queues.iter().any(|known| Arc::ptr_eq(known, queue)) {
+            self.queues.push(queue.clone());
+        }
+    }
+
+    fn add_remote(&mut self, queue: &Arc<RemoteQueue>) {
+        if !self.remote.iter().any(|known| Arc::ptr_eq(known, queue)) {
+            self.remote.push(queue.clone());
+        }
+    }
+}
 
 impl VHost {
     /// Holds a message published to a delayed exchange for `delay` ms.
@@ -63,22 +89,22 @@ impl VHost {
         let Some(delayed) = &exchange.delayed else {
             return;
         };
-        let mut queues = Vec::new();
+        let mut routes = Routes::default();
         for message in delayed.take_due(crate::timer::now_ms()) {
             let message = Arc::new(message);
-            self.route(exchange, &message, &mut queues);
+            self.route(exchange, &message, &mut routes);
             // Confirmed when it was held: a queue that refuses it now drops it.
-            let _ = super::publishing::enqueue(&mut queues, message);
+            let _ = super::publishing::enqueue(&mut routes, message);
         }
         self.arm_delayed(exchange);
     }
 
     /// The queues a message published to `exchange` reaches, each once, following
     /// exchange-to-exchange bindings (cycles included: each exchange is visited once).
-    /// They are added to `queues`, which the caller empties and reuses (a publish then
+    /// They are added to `routes`, which the caller empties and reuses (a publish then
     /// allocates no list).
-    pub fn route(&self, exchange: &Arc<Exchange>, message: &Message, queues: &mut Vec<Arc<Queue>>) {
-        self.route_with(exchange, message, &[], queues);
+    pub fn route(&self, exchange: &Arc<Exchange>, message: &Message, routes: &mut Routes) {
+        self.route_with(exchange, message, &[], routes);
     }
 
     /// Routes as [`VHost::route`], by the message's routing key, its `CC` keys, and the
@@ -88,7 +114,7 @@ impl VHost {
         exchange: &Arc<Exchange>,
         message: &Message,
         bcc: &[ByteString],
-        queues: &mut Vec<Arc<Queue>>,
+        routes: &mut Routes,
     ) {
         let mut keys: Vec<&str> = Vec::new();
         let cc = if message.properties.has_sender_routes() {
@@ -102,9 +128,9 @@ impl VHost {
         if exchange.name.is_empty() {
             for key in std::iter::once(&*message.routing_key).chain(keys) {
                 if let Ok(queue) = self.queue(key) {
-                    if !queues.iter().any(|known| Arc::ptr_eq(known, &queue)) {
-                        queues.push(queue);
-                    }
+                    routes.add_queue(&queue);
+                } else if let Some(queue) = self.remote_queue(key) {
+                    routes.add_remote(&queue);
                 }
             }
             return;
@@ -124,11 +150,8 @@ impl VHost {
             let mut found = |destination: &Destination| {
                 routed = true;
                 match destination {
-                    Destination::Queue(q) => {
-                        if !queues.iter().any(|known| Arc::ptr_eq(known, q)) {
-                            queues.push(q.clone());
-                        }
-                    }
+                    Destination::Queue(q) => routes.add_queue(q),
+                    Destination::Remote(q) => routes.add_remote(q),
                     Destination::Exchange(e) => {
                         if !visited.contains(&Arc::as_ptr(e)) {
                             visited.push(Arc::as_ptr(e));

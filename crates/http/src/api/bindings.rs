@@ -12,7 +12,6 @@ use base64::Engine;
 use serde_json::{json, Value};
 use wharf_amqp::FieldTable;
 use wharf_core::definitions_json::table_to_json;
-use wharf_core::exchange::Destination;
 use wharf_core::VHost;
 
 use super::exchanges::exchange_name;
@@ -116,8 +115,8 @@ fn all_bindings(vhost: &VHost) -> Vec<Bound> {
             .into_iter()
             .map(|b| {
                 let (destination, destination_type) = match &b.destination {
-                    Destination::Queue(q) => (q.name.to_string(), "queue"),
-                    Destination::Exchange(e) => (e.name.to_string(), "exchange"),
+                    d if d.is_queue() => (d.name().to_string(), "queue"),
+                    d => (d.name().to_string(), "exchange"),
                 };
                 Bound {
                     source: exchange.name.to_string(),

@@ -14,6 +14,7 @@
 //! Arguments are opaque bytes here (the core stores AMQP-encoded field tables): the store
 //! knows nothing of AMQP.
 
+mod diff;
 mod log;
 mod model;
 mod snapshot;
@@ -199,6 +200,13 @@ impl DefinitionStore {
             }
         }
         Ok(())
+    }
+
+    /// Replaces every definition with `definitions`, written as the new snapshot (a
+    /// cluster node that installed the cluster's snapshot mirrors it so).
+    pub fn replace(&mut self, definitions: Definitions) -> Result<()> {
+        self.state = State::from_definitions(definitions);
+        self.compact()
     }
 
     /// Writes the whole state as the new snapshot, then empties the log.

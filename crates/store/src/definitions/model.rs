@@ -29,6 +29,14 @@ pub struct ExchangeDef {
     pub internal: bool,
     #[serde(with = "opaque")]
     pub arguments: Vec<u8>,
+    /// A single node stores durable exchanges only; a cluster replicates transient ones
+    /// too (they live as long as the cluster does). Absent from older records: durable.
+    #[serde(default = "durable")]
+    pub durable: bool,
+}
+
+fn durable() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,6 +46,17 @@ pub struct QueueDef {
     pub auto_delete: bool,
     #[serde(with = "opaque")]
     pub arguments: Vec<u8>,
+    /// As for exchanges: transient queues are replicated on a cluster only. Absent from
+    /// older records: durable.
+    #[serde(default = "durable")]
+    pub durable: bool,
+    /// An exclusive queue's owner: a connection of the queue's home node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exclusive_owner: Option<u64>,
+    /// The cluster node (by name) that holds the queue's messages; None on a single node
+    /// (the node itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub home: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]

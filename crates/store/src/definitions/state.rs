@@ -136,6 +136,51 @@ impl State {
         }
     }
 
+    /// Applies a change as every node of a cluster makes it: as [`State::apply`], and an
+    /// auto-delete exchange that loses its last binding goes with it, as the broker's
+    /// exchange does (a cluster replicates every binding, so the state knows them all; a
+    /// single node's store, which holds durable bindings only, is told of such a removal
+    /// by the broker instead).
+    pub fn apply_replicated(&mut self, change: Change) {
+        let losing: Vec<(String, String)> = match &change {
+            Change::DeleteBinding(b) if self.bindings.contains_key(b) => {
+                vec![(b.vhost.clone(), b.source.clone())]
+            }
+            Change::DeleteQueue { vhost, name } => {
+                self.sources_of(vhost, DestinationKind::Queue, name)
+            }
+            Change::DeleteExchange { vhost, name } => {
+                self.sources_of(vhost, DestinationKind::Exchange, name)
+            }
+            _ => Vec::new(),
+        };
+        self.apply(change);
+        for (vhost, source) in losing {
+            let emptied = self
+                .exchanges
+                .get(&(vhost.clone(), source.clone()))
+                .is_some_and(|e| e.auto_delete)
+                && !self
+                    .bindings
+                    .keys()
+                    .any(|b| b.vhost == vhost && b.source == source);
+            if emptied {
+                self.apply_replicated(Change::DeleteExchange {
+                    vhost,
+                    name: source,
+                });
+            }
+        }
+    }
+
+    fn sources_of(&self, vhost: &str, kind: DestinationKind, name: &str) -> Vec<(String, String)> {
+        self.bindings
+            .keys()
+            .filter(|b| b.vhost == vhost && b.destination_kind == kind && b.destination == name)
+            .map(|b| (b.vhost.clone(), b.source.clone()))
+            .collect()
+    }
+
     /// Whether the default vhost and user were created once.
     pub fn is_seeded(&self) -> bool {
         self.seeded

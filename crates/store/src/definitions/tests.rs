@@ -13,6 +13,7 @@ fn exchange(name: &str) -> ExchangeDef {
         auto_delete: false,
         internal: false,
         arguments: vec![0, 0, 0, 0],
+        durable: true,
     }
 }
 
@@ -22,6 +23,9 @@ fn queue(name: &str) -> QueueDef {
         name: name.into(),
         auto_delete: false,
         arguments: vec![1, 2, 3, 0xff],
+        durable: true,
+        exclusive_owner: None,
+        home: None,
     }
 }
 
@@ -99,6 +103,26 @@ fn policies_survive_reopen_and_snapshots_without_them_still_load() {
     let old: Definitions =
         serde_json::from_str(r#"{"exchanges":[],"queues":[],"bindings":[]}"#).unwrap();
     assert!(old.policies.is_empty());
+}
+
+#[test]
+fn exchanges_and_queues_stored_before_clusters_read_as_durable_and_homeless() {
+    let old: Definitions = serde_json::from_str(
+        r#"{"exchanges":[{"vhost":"/","name":"x","kind":"topic","auto_delete":false,
+            "internal":false,"arguments":"AAAAAA=="}],
+            "queues":[{"vhost":"/","name":"q","auto_delete":false,"arguments":"AAAAAA=="}],
+            "bindings":[]}"#,
+    )
+    .unwrap();
+    assert!(old.exchanges[0].durable);
+    let queue = &old.queues[0];
+    assert!(queue.durable);
+    assert_eq!((queue.exclusive_owner, queue.home.as_deref()), (None, None));
+    let written = serde_json::to_string(queue).unwrap();
+    assert!(
+        !written.contains("home") && !written.contains("exclusive_owner"),
+        "a single node's records stay as they were: {written}"
+    );
 }
 
 fn permission(user: &str, vhost: &str) -> PermissionDef {

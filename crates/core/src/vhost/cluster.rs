@@ -1,0 +1,312 @@
+//! A vhost's exchanges, queues and bindings on a cluster node. A client's declare, delete,
+//! bind or unbind is checked here against what this node knows once it caught up with the
+//! cluster (the same checks and texts as on a single node), then proposed; the cluster
+//! commits it and every node makes it, in log order, through [`VHost::apply_topology`],
+//! which checks it again against the state every node shares, so that a change that lost
+//! a race (the queue declared meanwhile on another node, differently) is refused the same
+//! way everywhere.
+//!
+//! A queue lives on the node that declared it (RabbitMQ's `client-local` locator); the
+//! other nodes keep a [`RemoteQueue`] record of it, so that bindings and declares see it.
+
+use std::sync::Arc;
+
+use wharf_amqp::ByteString;
+use wharf_store::{BindingDef, Change, DestinationKind, ExchangeDef, QueueDef};
+
+use super::exchanges::ExchangeDeclare;
+use super::queues::{QueueDeclare, QueueDeclared};
+use super::{generated_queue_name, VHost};
+use crate::cluster::Cluster;
+use crate::durability;
+use crate::error::{Error, Result};
+use crate::exchange::{Binding, Destination, Exchange, ExchangeKind};
+use crate::queue::remote::RemoteQueue;
+use crate::queue::{locked_queue, ConnectionId, QueueOptions};
+
+impl VHost {
+    /// A client's exchange.declare on a cluster node.
+    pub(super) fn propose_exchange(
+        &self,
+        cluster: &dyn Cluster,
+        declare: ExchangeDeclare,
+        kind: ExchangeKind,
+        may_create: impl FnOnce() -> Result<()>,
+    ) -> Result<Arc<Exchange>> {
+        cluster.sync()?;
+        if let Ok(existing) = self.exchange(&declare.name) {
+            self.check_exchange_equivalent(&existing, &declare, kind)?;
+            return Ok(existing);
+        }
+        if declare.name.starts_with("amq.") {
+            return Err(Error::access_refused(format_args!(
+                "exchange name '{}' contains reserved prefix 'amq.*'",
+                declare.name
+            )));
+        }
+        may_create()?;
+        cluster.commit(Change::PutExchange(self.exchange_def(&declare, kind)))?;
+        self.exchange(&declare.name)
+    }
+
+    /// A client's exchange.delete on a cluster node.
+    pub(super) fn propose_exchange_deletion(
+        &self,
+        cluster: &dyn Cluster,
+        name: &str,
+        if_unused: bool,
+    ) -> Result<()> {
+        cluster.sync()?;
+        match self.exchange(name) {
+            Err(_) => Ok(()),
+            Ok(exchange) if if_unused && exchange.has_bindings() => Err(self.exchange_in_use(name)),
+            Ok(_) => cluster.commit(Change::DeleteExchange {
+                vhost: self.name.to_string(),
+                name: name.to_string(),
+            }),
+        }
+    }
+
+    /// A client's queue.declare on a cluster node (not passive: the caller answered those).
+    pub(super) fn propose_queue(
+        &self,
+        cluster: &dyn Cluster,
+        declare: QueueDeclare,
+        connection: ConnectionId,
+        may_create: impl FnOnce() -> Result<()>,
+    ) -> Result<QueueDeclared> {
+        cluster.sync()?;
+        if let Ok(existing) = self.queue(&declare.name) {
+            existing.check_owner(connection)?;
+            self.check_queue_equivalent(&declare, &existing.options)?;
+            return Ok(self.declared(existing));
+        }
+        if let Some(remote) = self.remote_queue(&declare.name) {
+            remote.check_owner(connection)?;
+            self.check_queue_equivalent(&declare, &remote.options)?;
+            return Err(remote.out_of_reach("declaring"));
+        }
+        may_create()?;
+        let name = if declare.name.is_empty() {
+            generated_queue_name()
+        } else {
+            declare.name
+        };
+        self.check_queue_limit(&name, self.queue_total())?;
+        let options = QueueOptions {
+            durable: declare.durable,
+            exclusive_owner: declare.exclusive.then_some(connection),
+            auto_delete: declare.auto_delete,
+            arguments: declare.arguments,
+        };
+        let def = self.queue_def(&name, &options, self.cluster.member());
+        cluster.commit(Change::PutQueue(def))?;
+        Ok(self.declared(self.queue(&name)?))
+    }
+
+    /// A client's or an administrator's queue.delete on a cluster node: the number of
+    /// ready messages the queue held, or None when there was no queue.
+    pub(super) fn propose_queue_deletion(
+        &self,
+        cluster: &dyn Cluster,
+        name: &str,
+        connection: Option<ConnectionId>,
+        if_unused: bool,
+        if_empty: bool,
+    ) -> Result<Option<u32>> {
+        cluster.sync()?;
+        let count = if let Ok(queue) = self.queue(name) {
+            if let Some(connection) = connection {
+                queue.check_owner(connection)?;
+            }
+            queue.check_deletable(if_unused, if_empty)?;
+            queue.message_count()
+        } else if let Some(remote) = self.remote_queue(name) {
+            if let Some(connection) = connection {
+                remote.check_owner(connection)?;
+            }
+            if if_unused || if_empty {
+                return Err(remote.out_of_reach("deleting with if-unused or if-empty"));
+            }
+            0
+        } else {
+            return Ok(None);
+        };
+        cluster.commit(Change::DeleteQueue {
+            vhost: self.name.to_string(),
+            name: name.to_string(),
+        })?;
+        Ok(Some(count))
+    }
+
+    /// A client's bind (`bind` true) or unbind on a cluster node; binding what is bound,
+    /// and unbinding what is not, change nothing.
+    pub(super) fn propose_binding(
+        &self,
+        cluster: &dyn Cluster,
+        source: &Exchange,
+        binding: &Binding,
+        bind: bool,
+    ) -> Result<()> {
+        if source.has_binding(binding) == bind {
+            return Ok(());
+        }
+        let def = durability::binding_def(&self.name, source, binding);
+        cluster.commit(if bind {
+            Change::PutBinding(def)
+        } else {
+            Change::DeleteBinding(def)
+        })
+    }
+
+    /// Makes a committed change to this vhost's exchanges, queues or bindings, checked
+    /// against the state every node shares (deterministic: every node decides the same).
+    /// Other changes are not this function's and are refused.
+    pub(crate) fn apply_topology(&self, change: &Change) -> Result<()> {
+        match change {
+            Change::PutExchange(def) => {
+                let declare = exchange_declare(def);
+                let kind = self.exchange_kind(&declare)?;
+                self.make_exchange(declare, kind, || Ok(())).map(drop)
+            }
+            Change::DeleteExchange { name, .. } => {
+                self.check_deletable_exchange(name)?;
+                self.remove_exchange(name, false)
+            }
+            Change::PutQueue(def) => self.apply_queue(def),
+            Change::DeleteQueue { name, .. } => {
+                if let Some(queue) = self.remove_queue(name, None, false, false)? {
+                    self.finish_queue_deletion(queue);
+                } else if let Some(remote) = self.remote_queues.write().remove(name.as_str()) {
+                    if self.keeps(false) {
+                        self.record(|| change.clone())?;
+                    }
+                    remote.mark_deleted();
+                    self.remove_bindings_to(&Destination::Remote(remote));
+                }
+                Ok(())
+            }
+            Change::PutBinding(def) => {
+                let (source, destination) = self.binding_ends(def)?;
+                let arguments = durability::decode_arguments(&def.arguments);
+                self.bind(
+                    &source,
+                    destination,
+                    def.routing_key.as_str().into(),
+                    arguments,
+                )
+            }
+            Change::DeleteBinding(def) => {
+                if let Ok((source, destination)) = self.binding_ends(def) {
+                    let arguments = durability::decode_arguments(&def.arguments);
+                    self.unbind(
+                        &source,
+                        destination,
+                        def.routing_key.as_str().into(),
+                        arguments,
+                    );
+                }
+                Ok(())
+            }
+            other => Err(Error::precondition(format_args!(
+                "not a change to a vhost's exchanges, queues or bindings: {other:?}"
+            ))),
+        }
+    }
+
+    fn apply_queue(&self, def: &QueueDef) -> Result<()> {
+        let options = QueueOptions {
+            durable: def.durable,
+            exclusive_owner: def.exclusive_owner,
+            auto_delete: def.auto_delete,
+            arguments: durability::decode_arguments(&def.arguments),
+        };
+        let name = ByteString::from(def.name.as_str());
+        let declare = QueueDeclare {
+            name: name.clone(),
+            durable: def.durable,
+            exclusive: def.exclusive_owner.is_some(),
+            auto_delete: def.auto_delete,
+            arguments: options.arguments.clone(),
+            ..QueueDeclare::default()
+        };
+        // Declared on two nodes at once: the first committed stays, the second is refused
+        // unless it asked for the same queue (its home does not matter).
+        let existing = self
+            .queue(&name)
+            .map(|q| q.options.clone())
+            .ok()
+            .or_else(|| self.remote_queue(&name).map(|q| q.options.clone()));
+        if let Some(existing) = existing {
+            if existing.exclusive_owner.is_some() && existing.exclusive_owner != def.exclusive_owner
+            {
+                return Err(locked_queue(&name, &self.name));
+            }
+            return self.check_queue_equivalent(&declare, &existing);
+        }
+        self.check_queue_limit(&name, self.queue_total())?;
+        match &def.home {
+            Some(home) if Some(home.as_str()) != self.cluster.member() => {
+                if self.keeps(false) {
+                    self.record(|| Change::PutQueue(def.clone()))?;
+                }
+                let remote =
+                    RemoteQueue::new(name.clone(), self.name.clone(), home.clone(), options);
+                self.remote_queues.write().insert(name, Arc::new(remote));
+            }
+            _ => {
+                let queue = {
+                    let mut queues = self.queues.write();
+                    self.create_queue(&mut queues, name, options)?
+                };
+                self.queue_created(&queue);
+            }
+        }
+        Ok(())
+    }
+
+    /// The two ends of a stored binding, or why not.
+    pub(super) fn binding_ends(&self, def: &BindingDef) -> Result<(Arc<Exchange>, Destination)> {
+        let source = self.exchange(&def.source)?;
+        let destination = match def.destination_kind {
+            DestinationKind::Exchange => Destination::Exchange(self.exchange(&def.destination)?),
+            DestinationKind::Queue => match self.queue(&def.destination) {
+                Ok(queue) => Destination::Queue(queue),
+                Err(missing) => match self.remote_queue(&def.destination) {
+                    Some(remote) => Destination::Remote(remote),
+                    None => return Err(missing),
+                },
+            },
+        };
+        Ok((source, destination))
+    }
+
+    /// The queues the cluster says live here but that do not: transient and exclusive
+    /// ones, which died with this node's last run. Their deletion is the node's to
+    /// propose once it caught up.
+    pub fn lost_queues(&self, definitions: &wharf_store::Definitions) -> Vec<String> {
+        let Some(here) = self.cluster.member() else {
+            return Vec::new();
+        };
+        definitions
+            .queues
+            .iter()
+            .filter(|q| q.vhost == *self.name && q.home.as_deref() == Some(here))
+            .filter(|q| self.queue(&q.name).is_err())
+            .map(|q| q.name.clone())
+            .collect()
+    }
+}
+
+/// The declare a stored exchange definition stands for.
+pub(super) fn exchange_declare(def: &ExchangeDef) -> ExchangeDeclare {
+    ExchangeDeclare {
+        name: def.name.as_str().into(),
+        kind: def.kind.as_str().into(),
+        passive: false,
+        durable: def.durable,
+        auto_delete: def.auto_delete,
+        internal: def.internal,
+        arguments: durability::decode_arguments(&def.arguments),
+    }
+}

@@ -1,0 +1,422 @@
+//! Exchanges, queues and bindings on a cluster: declared through any node, they exist on
+//! every node (a queue lives on the node that declared it; the others know it), with
+//! RabbitMQ's checks and texts whichever node is asked; deleted through any node, they go
+//! everywhere, with what they take along (bindings, auto-delete exchanges); exclusive
+//! queues go with their connection, and transient queues with their node's run.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use lapin::options::{
+    BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions,
+    ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Channel, Connection, ExchangeKind};
+use support::*;
+
+async fn connect(spec: &NodeSpec) -> Connection {
+    let properties = lapin::ConnectionProperties::default()
+        .with_executor(tokio_executor_trait::Tokio::current())
+        .with_reactor(tokio_reactor_trait::Tokio);
+    let url = format!(
+        "amqp://{ADMIN}:{ADMIN_PASSWORD}@{}:{}/%2f",
+        spec.host, spec.amqp
+    );
+    Connection::connect(&url, properties).await.unwrap()
+}
+
+/// A channel on a connection of its own (a refused operation closes the channel, and
+/// some close the connection).
+async fn channel(spec: &NodeSpec) -> Channel {
+    connect(spec).await.create_channel().await.unwrap()
+}
+
+fn durable() -> QueueDeclareOptions {
+    QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    }
+}
+
+fn durable_exchange() -> ExchangeDeclareOptions {
+    ExchangeDeclareOptions {
+        durable: true,
+        ..Default::default()
+    }
+}
+
+/// The text a refused operation closed its channel (or connection) with.
+fn refusal(error: lapin::Error) -> String {
+    match error {
+        lapin::Error::ProtocolError(e) => format!("{} - {}", e.get_id(), e.get_message()),
+        other => other.to_string(),
+    }
+}
+
+/// The bindings of vhost `/` a node's HTTP API lists, as "source>destination:key".
+fn bindings_on(spec: &NodeSpec) -> Vec<String> {
+    let (code, body) = http("GET", spec, "/api/bindings/%2F", None);
+    assert_eq!(code, 200, "{body}");
+    let listed: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let mut found: Vec<String> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| b["source"] != "")
+        .map(|b| {
+            format!(
+                "{}>{}:{}",
+                b["source"].as_str().unwrap(),
+                b["destination"].as_str().unwrap(),
+                b["routing_key"].as_str().unwrap()
+            )
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+fn exchange_names_on(spec: &NodeSpec) -> Vec<String> {
+    let (code, body) = http("GET", spec, "/api/exchanges/%2F", None);
+    assert_eq!(code, 200, "{body}");
+    let listed: serde_json::Value = serde_json::from_str(&body).unwrap();
+    listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+async fn publish_confirmed(channel: &Channel, exchange: &str, key: &str, body: &[u8]) -> bool {
+    let confirm = channel
+        .basic_publish(
+            exchange,
+            key,
+            BasicPublishOptions::default(),
+            body,
+            BasicProperties::default().with_delivery_mode(2),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    confirm.is_ack()
+}
+
+/// Waits until `check` holds (a background change is applied on every node shortly).
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !check().await {
+        assert!(Instant::now() < deadline, "not within 15 s: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exchanges_queues_and_bindings_made_through_any_node_hold_on_every_node() {
+    let place = Place::new("topology");
+    let specs = specs(&place, 3);
+    let _nodes = start_all(&specs);
+
+    let on0 = channel(&specs[0]).await;
+    on0.exchange_declare(
+        "orders",
+        ExchangeKind::Topic,
+        durable_exchange(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    on0.exchange_declare(
+        "scratch",
+        ExchangeKind::Fanout,
+        ExchangeDeclareOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    on0.queue_declare("q0", durable(), FieldTable::default())
+        .await
+        .unwrap();
+
+    // Another node binds its own queue and the first node's to the first node's exchange.
+    let on1 = channel(&specs[1]).await;
+    on1.queue_declare("q1", durable(), FieldTable::default())
+        .await
+        .unwrap();
+    on1.queue_bind(
+        "q1",
+        "orders",
+        "a.#",
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    on1.queue_bind(
+        "q0",
+        "orders",
+        "b.#",
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+
+    // Every node knows all of it: listed, and checked as RabbitMQ checks a redeclare.
+    for spec in &specs {
+        let exchanges = exchange_names_on(spec);
+        for name in ["orders", "scratch", "amq.topic"] {
+            assert!(
+                exchanges.iter().any(|e| e == name),
+                "{}: {exchanges:?}",
+                spec.name
+            );
+        }
+        assert_eq!(
+            bindings_on(spec),
+            vec!["orders>q0:b.#", "orders>q1:a.#"],
+            "{}",
+            spec.name
+        );
+    }
+    let on2 = channel(&specs[2]).await;
+    let refused = on2
+        .exchange_declare(
+            "orders",
+            ExchangeKind::Direct,
+            durable_exchange(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refusal(refused),
+        "406 - PRECONDITION_FAILED - inequivalent arg 'type' for exchange 'orders' in vhost '/': \
+         received 'direct' but current is 'topic'"
+    );
+    let on2 = channel(&specs[2]).await;
+    let refused = on2
+        .queue_declare("q0", QueueDeclareOptions::default(), FieldTable::default())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refusal(refused),
+        "406 - PRECONDITION_FAILED - inequivalent arg 'durable' for queue 'q0' in vhost '/': \
+         received 'false' but current is 'true'"
+    );
+    let on2 = channel(&specs[2]).await;
+    let refused = on2
+        .queue_declare("amq.q", durable(), FieldTable::default())
+        .await
+        .unwrap_err();
+    assert!(
+        refusal(refused).starts_with("403 - ACCESS_REFUSED"),
+        "reserved names are refused as on one node"
+    );
+
+    // A binding made through another node routes on the queue's node.
+    let on0 = channel(&specs[0]).await;
+    on0.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    assert!(publish_confirmed(&on0, "orders", "b.x", b"to q0").await);
+    let got = on0
+        .basic_get("q0", BasicGetOptions { no_ack: true })
+        .await
+        .unwrap()
+        .expect("routed to q0");
+    assert_eq!(got.delivery.data, b"to q0");
+    let on1 = channel(&specs[1]).await;
+    on1.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    assert!(publish_confirmed(&on1, "orders", "a.x", b"to q1").await);
+    // Another node's queue cannot take a message from this one yet: the publisher hears
+    // it was not taken.
+    assert!(!publish_confirmed(&on1, "orders", "b.x", b"to q0 from n1").await);
+    let refused = on1
+        .basic_get("q0", BasicGetOptions { no_ack: true })
+        .await
+        .unwrap_err();
+    assert!(
+        refusal(refused).contains("queue 'q0' in vhost '/' is on node n0"),
+        "another node's queue is named as such"
+    );
+
+    // Deleted through any node, gone on all, with its bindings.
+    let on2 = channel(&specs[2]).await;
+    on2.exchange_delete("orders", ExchangeDeleteOptions::default())
+        .await
+        .unwrap();
+    on2.queue_delete("q0", QueueDeleteOptions::default())
+        .await
+        .unwrap();
+    for spec in &specs {
+        assert!(
+            !exchange_names_on(spec).iter().any(|e| e == "orders"),
+            "{}",
+            spec.name
+        );
+        assert_eq!(bindings_on(spec), Vec::<String>::new(), "{}", spec.name);
+    }
+    let on0 = channel(&specs[0]).await;
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    let gone = on0
+        .queue_declare("q0", passive, FieldTable::default())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refusal(gone),
+        "404 - NOT_FOUND - no queue 'q0' in vhost '/'"
+    );
+    // Deleting again is not an error, as in RabbitMQ.
+    let on1 = channel(&specs[1]).await;
+    on1.queue_delete("q0", QueueDeleteOptions::default())
+        .await
+        .unwrap();
+    on1.exchange_delete("orders", ExchangeDeleteOptions::default())
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exclusive_queues_go_with_their_connection_and_transient_ones_with_their_node() {
+    let place = Place::new("exclusive");
+    let specs = specs(&place, 3);
+    let mut nodes = start_all(&specs);
+
+    let owner = connect(&specs[0]).await;
+    let owned = owner.create_channel().await.unwrap();
+    let exclusive = QueueDeclareOptions {
+        exclusive: true,
+        ..Default::default()
+    };
+    owned
+        .queue_declare("mine", exclusive, FieldTable::default())
+        .await
+        .unwrap();
+    let refused = channel(&specs[1])
+        .await
+        .queue_declare("mine", exclusive, FieldTable::default())
+        .await
+        .unwrap_err();
+    assert!(
+        refusal(refused).starts_with(
+            "405 - RESOURCE_LOCKED - cannot obtain exclusive access to locked queue 'mine' in \
+             vhost '/'"
+        ),
+        "another node's connection does not own it"
+    );
+    owner.close(200, "done").await.unwrap();
+    // Gone with its connection, on every node: another node's client may take the name.
+    eventually("the exclusive queue is gone everywhere", || async {
+        channel(&specs[1])
+            .await
+            .queue_declare("mine", exclusive, FieldTable::default())
+            .await
+            .is_ok()
+    })
+    .await;
+
+    // A transient queue lives as long as its node's run; a durable one stays.
+    let on2 = channel(&specs[2]).await;
+    on2.queue_declare(
+        "temp",
+        QueueDeclareOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    on2.queue_declare("stays", durable(), FieldTable::default())
+        .await
+        .unwrap();
+    let refused = channel(&specs[0])
+        .await
+        .queue_declare("temp", durable(), FieldTable::default())
+        .await
+        .unwrap_err();
+    assert!(refusal(refused).contains("inequivalent arg 'durable'"));
+    let spec = nodes.remove(2).kill();
+    let back = Node::spawn(&spec, &seeds(&specs)).ready();
+    channel(&specs[0])
+        .await
+        .queue_declare("temp", durable(), FieldTable::default())
+        .await
+        .expect("the transient queue went with its node's run");
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    channel(&back.spec)
+        .await
+        .queue_declare("stays", passive, FieldTable::default())
+        .await
+        .expect("the durable queue is back on its node");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_auto_delete_exchange_goes_everywhere_with_its_last_binding() {
+    let place = Place::new("autodelete");
+    let specs = specs(&place, 3);
+    let _nodes = start_all(&specs);
+    let on0 = channel(&specs[0]).await;
+    let auto_delete = ExchangeDeclareOptions {
+        auto_delete: true,
+        ..Default::default()
+    };
+    on0.exchange_declare(
+        "fleeting",
+        ExchangeKind::Direct,
+        auto_delete,
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    on0.queue_declare("q", durable(), FieldTable::default())
+        .await
+        .unwrap();
+    let on1 = channel(&specs[1]).await;
+    for key in ["k1", "k2"] {
+        on1.queue_bind(
+            "q",
+            "fleeting",
+            key,
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    }
+    let on2 = channel(&specs[2]).await;
+    on2.queue_unbind("q", "fleeting", "k1", FieldTable::default())
+        .await
+        .unwrap();
+    for spec in &specs {
+        assert!(exchange_names_on(spec).iter().any(|e| e == "fleeting"));
+    }
+    // Unbinding what is not bound changes nothing.
+    on2.queue_unbind("q", "fleeting", "k9", FieldTable::default())
+        .await
+        .unwrap();
+    on2.queue_unbind("q", "fleeting", "k2", FieldTable::default())
+        .await
+        .unwrap();
+    for spec in &specs {
+        assert!(
+            !exchange_names_on(spec).iter().any(|e| e == "fleeting"),
+            "{}",
+            spec.name
+        );
+    }
+}
