@@ -5,7 +5,9 @@
 use std::sync::Arc;
 
 use tokio::runtime::{Handle, RuntimeFlavor};
-use wharf_core::cluster::{Answer, Cluster, ClusterView, MemberView};
+use wharf_amqp::ByteString;
+use wharf_core::cluster::{Answer, Cluster, ClusterView, Forwarded, MemberView};
+use wharf_core::message::Message;
 use wharf_core::{Broker, Error, ErrorKind};
 use wharf_store::{Change, Definitions};
 
@@ -29,6 +31,16 @@ impl Applier for BrokerApplier {
 
     fn mark_applied(&self, marker: String) {
         self.broker.mark_replicated(marker);
+    }
+
+    fn take_forwarded(
+        &self,
+        vhost: &str,
+        queues: &[&str],
+        record: Vec<u8>,
+        done: Box<dyn FnOnce(bool) + Send>,
+    ) {
+        self.broker.take_forwarded(vhost, queues, record, done);
     }
 
     fn apply(&self, change: &Change) -> Outcome {
@@ -77,6 +89,20 @@ impl Cluster for ClusterHandle {
             )),
             Err(error) => Err(Error::new(ErrorKind::Unavailable, error.to_string())),
         }
+    }
+
+    fn forward(
+        &self,
+        home: &str,
+        vhost: &str,
+        queues: Vec<ByteString>,
+        message: &Message,
+    ) -> Arc<Forwarded> {
+        let names: Vec<&str> = queues.iter().map(|q| &**q).collect();
+        // Called from publishing, on a runtime thread or not: the forwarder is spawned
+        // on the cluster's runtime.
+        let _entered = self.runtime.enter();
+        self.node.forward_message(home, vhost, &names, message)
     }
 
     fn commit_later(&self, change: Change) {

@@ -56,6 +56,8 @@ pub enum Response {
     /// Whether it applied that far in time.
     AwaitApplied(bool),
     Forget(Result<(), WriteRefusal>),
+    /// Whether a delivery's queues took its message.
+    Delivered(bool),
 }
 
 /// A change committed and applied on the leader.

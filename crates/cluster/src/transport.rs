@@ -37,6 +37,10 @@ const RECONNECT_PAUSE: Duration = Duration::from_millis(200);
 pub trait Handler: Send + Sync + 'static {
     fn handle(&self, from: Introduction, request: Request)
         -> impl Future<Output = Response> + Send;
+
+    /// Takes a delivery (a `forward` payload) at once, in the order the connection
+    /// brought them, and answers when it is held.
+    fn deliver(&self, payload: Vec<u8>) -> impl Future<Output = Response> + Send + 'static;
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -125,6 +129,27 @@ impl Transport {
                 Err(TransportError::Timeout { address, timeout })
             }
         }
+    }
+
+    /// Sends a delivery to the node at `address`, connecting first if needed, and returns
+    /// where its answer will come. Deliveries sent one after another, by one task, arrive
+    /// in that order.
+    pub async fn deliver(
+        &self,
+        address: SocketAddr,
+        payload: &[u8],
+    ) -> Result<oneshot::Receiver<Response>, TransportError> {
+        let connection = self.connection(address).await?;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut frame = BytesMut::new();
+        wire::encode_frame(&mut frame, FrameKind::Deliver, id, payload);
+        let (sender, receiver) = oneshot::channel();
+        connection.pending.lock().insert(id, sender);
+        if connection.closed.load(Ordering::Acquire) || connection.outbox.send(frame).is_err() {
+            connection.pending.lock().remove(&id);
+            return Err(TransportError::Lost { address });
+        }
+        Ok(receiver)
     }
 
     /// The open connection to `address`, or a new one.
@@ -318,6 +343,19 @@ impl Transport {
                     tokio::spawn(async move {
                         let response = handler.handle(peer, request).await;
                         let payload = serde_json::to_vec(&response).expect("responses serialize");
+                        let mut out = BytesMut::new();
+                        wire::encode_frame(&mut out, FrameKind::Response, frame.id, &payload);
+                        let _ = outbox.send(out);
+                    });
+                    continue;
+                }
+                Ok(Some(frame)) if frame.kind == FrameKind::Deliver => {
+                    // Taken now, in the connection's order; answered when held.
+                    let answer = handler.deliver(frame.payload);
+                    let outbox = outbox.clone();
+                    tokio::spawn(async move {
+                        let payload =
+                            serde_json::to_vec(&answer.await).expect("responses serialize");
                         let mut out = BytesMut::new();
                         wire::encode_frame(&mut out, FrameKind::Response, frame.id, &payload);
                         let _ = outbox.send(out);

@@ -4,8 +4,10 @@
 //! so that a node meets a stranger (a browser, an AMQP client, another version) with a
 //! clear refusal instead of misreading it. Then frames: `[length u32][kind u8][id u64]
 //! [payload]`, big-endian, `length` counting kind, id and payload. Payloads are JSON of the
-//! message types of `messages`; the refusal frame's payload is plain UTF-8 text, a format
-//! that never changes, so that any version can tell any other why it was refused.
+//! message types of `messages`, but for a delivery's (a message for another node's queues,
+//! in a binary layout of its own: see `forward`); the refusal frame's payload is plain
+//! UTF-8 text, a format that never changes, so that any version can tell any other why
+//! it was refused.
 
 use bytes::{Buf, BufMut, BytesMut};
 
@@ -28,6 +30,8 @@ pub enum FrameKind {
     Welcome = 4,
     Request = 5,
     Response = 6,
+    /// A message for the receiver's queues; answered with a response frame.
+    Deliver = 7,
     /// The peer closes the connection; the payload says why, as text.
     Refused = 255,
 }
@@ -41,6 +45,7 @@ impl FrameKind {
             4 => FrameKind::Welcome,
             5 => FrameKind::Request,
             6 => FrameKind::Response,
+            7 => FrameKind::Deliver,
             255 => FrameKind::Refused,
             _ => return None,
         })

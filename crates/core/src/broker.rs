@@ -192,8 +192,11 @@ impl Broker {
     }
 
     fn with_durability(config: BrokerConfig, durability: Option<Arc<Durability>>) -> Self {
-        let flusher =
-            (durability.is_some() && config.fsync == FsyncPolicy::Batch).then(Flusher::start);
+        // A cluster node's publishers wait for other nodes' queues as for its own logs, so
+        // it has a flusher whatever its fsync policy (its own logs are then synced too).
+        let flusher = (durability.is_some()
+            && (config.fsync == FsyncPolicy::Batch || config.clustered))
+            .then(Flusher::start);
         let node = config
             .node_name
             .clone()

@@ -6,11 +6,15 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::time::Duration;
 
+use wharf_amqp::ByteString;
 use wharf_store::Change;
 
 use crate::error::Result;
+use crate::flusher::SyncTarget;
+use crate::message::Message;
 
 /// A future the cluster answers with.
 pub type Answer<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -33,12 +37,58 @@ pub trait Cluster: Send + Sync + 'static {
     /// [`Cluster::commit`].
     fn sync(&self) -> Result<()>;
 
+    /// Hands `message` to `queues` of `vhost` on the node named `home`, after whatever
+    /// this node handed that node before (messages arrive in the order they were
+    /// forwarded). Returns at once; the answer settles later (see [`Forwarded`]).
+    fn forward(
+        &self,
+        home: &str,
+        vhost: &str,
+        queues: Vec<ByteString>,
+        message: &Message,
+    ) -> Arc<Forwarded>;
+
     /// The members as they answer now.
     fn status(&self) -> Answer<'_, ClusterView>;
 
     /// Removes a member that is down (by node name or cluster address) for good; answers
     /// its name, or why not.
     fn forget(&self, member: String) -> Answer<'_, std::result::Result<String, String>>;
+}
+
+/// How long a publisher's confirm waits for another node to take a message before it
+/// counts as not taken.
+const FORWARD_WAIT: Duration = Duration::from_secs(30);
+
+/// A message handed to another node's queues: settled once that node answered, true when
+/// its queues took it (and, for a persistent message on a durable queue, fsynced it),
+/// false when they could not (the node unreachable or gone, a queue full with
+/// reject-publish). A publisher's confirm waits on it as on a local queue's log.
+#[derive(Default)]
+pub struct Forwarded {
+    outcome: Mutex<Option<bool>>,
+    settled: Condvar,
+}
+
+impl Forwarded {
+    pub fn settle(&self, taken: bool) {
+        let mut outcome = self.outcome.lock().unwrap_or_else(|e| e.into_inner());
+        if outcome.is_none() {
+            *outcome = Some(taken);
+            self.settled.notify_all();
+        }
+    }
+}
+
+impl SyncTarget for Forwarded {
+    fn sync_appends(&self) -> bool {
+        let outcome = self.outcome.lock().unwrap_or_else(|e| e.into_inner());
+        let (outcome, _) = self
+            .settled
+            .wait_timeout_while(outcome, FORWARD_WAIT, |o| o.is_none())
+            .unwrap_or_else(|e| e.into_inner());
+        outcome.unwrap_or(false)
+    }
 }
 
 /// The cluster as the operator's tools show it.

@@ -14,6 +14,7 @@ pub mod durability;
 pub mod error;
 pub mod exchange;
 pub mod flusher;
+pub mod forwarding;
 pub mod limits;
 pub mod message;
 pub mod node;

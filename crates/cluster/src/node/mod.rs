@@ -75,11 +75,14 @@ pub struct ClusterNode {
     config: ClusterConfig,
     me: NodeId,
     raft: Raft,
-    transport: Arc<Transport>,
+    pub(crate) transport: Arc<Transport>,
     state_machine: StateMachine,
     /// The names the other members gave (in probes and handshakes), kept so that a member
     /// that went down is still shown by its name.
-    names: parking_lot::Mutex<std::collections::HashMap<NodeId, String>>,
+    pub(crate) names: parking_lot::Mutex<std::collections::HashMap<NodeId, String>>,
+    /// The broker: what takes the messages other nodes forward.
+    pub(crate) applier: Arc<dyn Applier>,
+    pub(crate) forwarders: crate::forward::Forwarders,
 }
 
 impl ClusterNode {
@@ -102,7 +105,7 @@ impl ClusterNode {
         let log_store = LogStore::new(log);
         let fresh = log_store.is_empty();
         let state_machine =
-            StateMachine::open(&dir, applier, !fresh).map_err(ClusterError::Storage)?;
+            StateMachine::open(&dir, applier.clone(), !fresh).map_err(ClusterError::Storage)?;
         let introduction = Introduction {
             node_id: me,
             name: config.node_name.clone(),
@@ -150,6 +153,8 @@ impl ClusterNode {
             transport: transport.clone(),
             state_machine,
             names: Default::default(),
+            applier,
+            forwarders: Default::default(),
         });
         tokio::spawn(transport.serve(listener, node.clone(), shutdown.clone()));
         tokio::spawn(node.clone().form(fresh, shutdown.clone()));
@@ -222,6 +227,13 @@ impl ClusterNode {
 }
 
 impl Handler for ClusterNode {
+    fn deliver(
+        &self,
+        payload: Vec<u8>,
+    ) -> impl std::future::Future<Output = Response> + Send + 'static {
+        self.take_delivery(payload)
+    }
+
     async fn handle(&self, from: Introduction, request: Request) -> Response {
         self.names.lock().insert(from.node_id, from.name);
         match request {

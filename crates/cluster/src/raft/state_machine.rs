@@ -25,8 +25,9 @@ use super::{
 
 const SNAPSHOT_FILE: &str = "snapshot";
 
-/// What the broker does with the replicated definitions. Called in log order, on every
-/// node, from the state machine's task.
+/// What the broker does with the replicated definitions (called in log order, on every
+/// node, from the state machine's task), and with the messages other nodes forward to
+/// its queues.
 pub trait Applier: Send + Sync + 'static {
     /// Replaces everything with `definitions` (a snapshot installed or loaded).
     fn restore(&self, definitions: &Definitions);
@@ -38,6 +39,18 @@ pub trait Applier: Send + Sync + 'static {
     fn applied(&self) -> Option<(Definitions, String)>;
     /// Notes, durably, that everything up to `marker` is applied.
     fn mark_applied(&self, marker: String);
+    /// Enqueues a forwarded message (`record`, as a queue's log stores one) on `queues`
+    /// of `vhost`, and calls `done` with whether they took it. A node without a broker
+    /// takes nothing.
+    fn take_forwarded(
+        &self,
+        _vhost: &str,
+        _queues: &[&str],
+        _record: Vec<u8>,
+        done: Box<dyn FnOnce(bool) + Send>,
+    ) {
+        done(false)
+    }
 }
 
 /// An applier that only keeps the state (a node whose broker is not attached yet).

@@ -98,20 +98,22 @@ fn route(letter: &Outgoing, routes: &mut Routes) {
         .route(&letter.exchange, &letter.message, routes);
     if letter.reason != DeathReason::Rejected {
         let deaths = deaths(&letter.message);
-        routes.queues.retain(|queue| {
-            let cycle = is_cycle(&queue.name, &deaths);
+        let kept = |name: &str| {
+            let cycle = is_cycle(name, &deaths);
             if cycle {
                 tracing::warn!(
-                    queue = %queue.name,
+                    queue = %name,
                     "dead-letter cycle without a rejection: message dropped"
                 );
             }
             !cycle
-        });
+        };
+        routes.queues.retain(|queue| kept(&queue.name));
+        routes.remote.retain(|queue| kept(&queue.name));
     }
     // At most once: not synced, and refused by a full reject-publish queue or a queue
     // being deleted is gone, as in RabbitMQ.
-    let _ = super::publishing::enqueue(routes, letter.message.clone());
+    let _ = letter.vhost.enqueue(routes, letter.message.clone());
 }
 
 /// The `x-death` entries of a message, most recent first.

@@ -14,6 +14,7 @@ use super::VHost;
 use crate::exchange::{Exchange, HoldOutcome};
 use crate::flusher::{same_target, SyncTarget};
 use crate::message::Message;
+use crate::queue::remote::RemoteQueue;
 use crate::queue::{Enqueued, Queue, Woken};
 
 /// What publishing did with a message.
@@ -105,7 +106,7 @@ impl VHost {
                 ..Published::default()
             };
         }
-        enqueue(&mut cache.routes, message)
+        self.enqueue(&mut cache.routes, message)
     }
 
     fn route_cached(
@@ -134,35 +135,60 @@ impl VHost {
     }
 }
 
-/// Enqueues `message` on each of the queues `routes` reached (drained), the last taking
-/// the caller's reference (no count up and down for it).
-pub(crate) fn enqueue(routes: &mut Routes, message: Arc<Message>) -> Published {
-    let mut published = Published::default();
-    if !routes.remote.is_empty() {
-        // Another node's queue cannot take messages from this one yet: the publisher hears
-        // it was not taken (a nack under confirms), rather than nothing.
-        routes.remote.clear();
-        published.refused = true;
-    }
-    let queues = &mut routes.queues;
-    let Some(last) = queues.len().checked_sub(1) else {
-        return published;
-    };
-    let mut message = Some(message);
-    for (i, queue) in queues.drain(..).enumerate() {
-        let message = if i == last {
-            message.take().expect("taken by the last queue only")
-        } else {
-            message.clone().expect("kept until the last queue")
-        };
-        let (enqueued, woken) = queue.publish(message);
-        published.woken.merge(woken);
-        match enqueued {
-            Enqueued::InMemory => {}
-            Enqueued::Appended => published.appended_to.push(queue),
-            // Either way the publisher must hear it was not taken.
-            Enqueued::Failed | Enqueued::Rejected => published.refused = true,
+impl VHost {
+    /// Enqueues `message` on each of the queues `routes` reached (drained), the last
+    /// taking the caller's reference (no count up and down for it); on a cluster, hands it
+    /// to the other nodes' queues it reached, one forward per node.
+    pub(crate) fn enqueue(&self, routes: &mut Routes, message: Arc<Message>) -> Published {
+        let mut published = Published::default();
+        if !routes.remote.is_empty() {
+            self.forward(&mut routes.remote, &message, &mut published);
         }
+        let queues = &mut routes.queues;
+        let Some(last) = queues.len().checked_sub(1) else {
+            return published;
+        };
+        let mut message = Some(message);
+        for (i, queue) in queues.drain(..).enumerate() {
+            let message = if i == last {
+                message.take().expect("taken by the last queue only")
+            } else {
+                message.clone().expect("kept until the last queue")
+            };
+            let (enqueued, woken) = queue.publish(message);
+            published.woken.merge(woken);
+            match enqueued {
+                Enqueued::InMemory => {}
+                Enqueued::Appended => published.appended_to.push(queue),
+                // Either way the publisher must hear it was not taken.
+                Enqueued::Failed | Enqueued::Rejected => published.refused = true,
+            }
+        }
+        published
     }
-    published
+
+    fn forward(
+        &self,
+        remote: &mut Vec<Arc<RemoteQueue>>,
+        message: &Message,
+        published: &mut Published,
+    ) {
+        let Some(cluster) = self.cluster.get() else {
+            // Only a cluster node knows other nodes' queues.
+            remote.clear();
+            published.refused = true;
+            return;
+        };
+        // Sorted by home, so that each node gets one forward with all its queues.
+        remote.sort_unstable_by(|a, b| a.home.cmp(&b.home));
+        let mut rest = &remote[..];
+        while let Some(first) = rest.first() {
+            let count = rest.iter().take_while(|q| q.home == first.home).count();
+            let names = rest[..count].iter().map(|q| q.name.clone()).collect();
+            let forwarded = cluster.forward(&first.home, &self.name, names, message);
+            published.appended_to.push(forwarded);
+            rest = &rest[count..];
+        }
+        remote.clear();
+    }
 }

@@ -94,7 +94,7 @@ impl VHost {
             let message = Arc::new(message);
             self.route(exchange, &message, &mut routes);
             // Confirmed when it was held: a queue that refuses it now drops it.
-            let _ = super::publishing::enqueue(&mut routes, message);
+            let _ = self.enqueue(&mut routes, message);
         }
         self.arm_delayed(exchange);
     }
