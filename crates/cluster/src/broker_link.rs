@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use tokio::runtime::{Handle, RuntimeFlavor};
 use wharf_amqp::ByteString;
-use wharf_core::cluster::{Answer, Cluster, ClusterView, Forwarded, MemberView};
+use wharf_core::cluster::{
+    Answer, Cluster, ClusterView, Forwarded, MemberView, QueueAnswer, QueueRequest,
+};
 use wharf_core::message::Message;
 use wharf_core::{Broker, Error, ErrorKind};
 use wharf_store::{Change, Definitions};
@@ -41,6 +43,10 @@ impl Applier for BrokerApplier {
         done: Box<dyn FnOnce(bool) + Send>,
     ) {
         self.broker.take_forwarded(vhost, queues, record, done);
+    }
+
+    fn answer_queue_request(&self, vhost: &str, queue: &str, request: QueueRequest) -> QueueAnswer {
+        self.broker.answer_queue_request(vhost, queue, request)
     }
 
     fn apply(&self, change: &Change) -> Outcome {
@@ -103,6 +109,17 @@ impl Cluster for ClusterHandle {
         // on the cluster's runtime.
         let _entered = self.runtime.enter();
         self.node.forward_message(home, vhost, &names, message)
+    }
+
+    fn ask(
+        &self,
+        home: &str,
+        vhost: &str,
+        queue: &str,
+        request: QueueRequest,
+    ) -> Result<QueueAnswer, Error> {
+        self.wait(self.node.ask_queue(home, vhost, queue, request))?
+            .ok_or_else(|| wharf_core::cluster::home_down(queue, vhost, home))
     }
 
     fn commit_later(&self, change: Change) {

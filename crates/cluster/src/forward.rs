@@ -14,10 +14,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
-use wharf_core::cluster::Forwarded;
+use wharf_core::cluster::{Forwarded, QueueAnswer, QueueRequest};
 use wharf_core::message::Message;
 
-use crate::messages::Response;
+use crate::messages::{Request, Response};
 use crate::node::ClusterNode;
 
 /// How long a delivery waits for its answer.
@@ -87,6 +87,53 @@ impl ClusterNode {
                 }
             }
         }
+    }
+
+    /// Asks the node named `home` about one of its queues; None when it cannot be
+    /// reached (or answers nothing that reads).
+    pub async fn ask_queue(
+        &self,
+        home: &str,
+        vhost: &str,
+        queue: &str,
+        request: QueueRequest,
+    ) -> Option<QueueAnswer> {
+        let address = self.address_of(home)?;
+        let request = Request::Queue {
+            vhost: vhost.to_string(),
+            queue: queue.to_string(),
+            request,
+        };
+        match self.transport.request(address, &request, ANSWER_WAIT).await {
+            Ok((_, Response::Queue(answer))) => Some(answer),
+            Ok((_, other)) => {
+                tracing::warn!(node = home, answer = ?other, "an answer of the wrong kind");
+                None
+            }
+            Err(error) => {
+                tracing::debug!(node = home, %error, "a queue's node not reached");
+                None
+            }
+        }
+    }
+
+    /// Answers a request about one of this node's queues, off the runtime's threads (a
+    /// delete commits through the cluster, and waits).
+    pub(crate) async fn answer_queue(
+        &self,
+        vhost: String,
+        queue: String,
+        request: QueueRequest,
+    ) -> Response {
+        let applier = self.applier.clone();
+        let answered = tokio::task::spawn_blocking(move || {
+            applier.answer_queue_request(&vhost, &queue, request)
+        })
+        .await;
+        Response::Queue(answered.unwrap_or_else(|error| QueueAnswer::Refused {
+            kind: "INTERNAL_ERROR".to_string(),
+            detail: format!("the request failed on its node: {error}"),
+        }))
     }
 
     /// The cluster address of the member named `name`.

@@ -7,6 +7,8 @@ use openraft::raft::{
 };
 use serde::{Deserialize, Serialize};
 
+use wharf_core::cluster::{QueueAnswer, QueueRequest};
+
 use crate::config::NodeId;
 use crate::raft::{Command, Member, Outcome, SnapshotMeta, TypeConfig, Vote};
 
@@ -42,6 +44,12 @@ pub enum Request {
     Forget {
         node_id: NodeId,
     },
+    /// A client of the asking node operates on a queue of this node's.
+    Queue {
+        vhost: String,
+        queue: String,
+        request: QueueRequest,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -58,6 +66,7 @@ pub enum Response {
     Forget(Result<(), WriteRefusal>),
     /// Whether a delivery's queues took its message.
     Delivered(bool),
+    Queue(QueueAnswer),
 }
 
 /// A change committed and applied on the leader.

@@ -12,6 +12,8 @@ use std::time::Duration;
 use wharf_amqp::ByteString;
 use wharf_store::Change;
 
+use serde::{Deserialize, Serialize};
+
 use crate::error::Result;
 use crate::flusher::SyncTarget;
 use crate::message::Message;
@@ -48,12 +50,71 @@ pub trait Cluster: Send + Sync + 'static {
         message: &Message,
     ) -> Arc<Forwarded>;
 
+    /// Asks the node named `home` about one of its queues, and waits for the answer.
+    /// Blocks, as [`Cluster::commit`]. The node unreachable: [`ErrorKind::NotFound`] with
+    /// RabbitMQ's text for a queue whose node is down.
+    fn ask(
+        &self,
+        home: &str,
+        vhost: &str,
+        queue: &str,
+        request: QueueRequest,
+    ) -> Result<QueueAnswer>;
+
     /// The members as they answer now.
     fn status(&self) -> Answer<'_, ClusterView>;
 
     /// Removes a member that is down (by node name or cluster address) for good; answers
     /// its name, or why not.
     fn forget(&self, member: String) -> Answer<'_, std::result::Result<String, String>>;
+}
+
+/// What a node asks of another node's queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum QueueRequest {
+    /// Its ready messages and consumers (a passive declare, a redeclare).
+    Counts,
+    Purge,
+    /// A queue.delete, checked there: answers the ready messages it held.
+    Delete {
+        if_unused: bool,
+        if_empty: bool,
+    },
+    /// A basic.get that acknowledges at once (no-ack).
+    GetNoAck,
+}
+
+/// A queue's node's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum QueueAnswer {
+    Counts {
+        messages: u32,
+        consumers: u32,
+    },
+    Count(u32),
+    /// The message taken (as a queue's log stores it, base64), whether it was delivered
+    /// before, and the ready messages left; None when the queue was empty.
+    Got(Option<GotMessage>),
+    /// Refused there: the error's kind (by its AMQP name) and text.
+    Refused {
+        kind: String,
+        detail: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GotMessage {
+    pub record: String,
+    pub redelivered: bool,
+    pub message_count: u32,
+}
+
+/// RabbitMQ's refusal of an operation on a queue whose node is down.
+pub fn home_down(queue: &str, vhost: &str, home: &str) -> crate::Error {
+    crate::Error::not_found(format_args!(
+        "home node '{home}' of durable queue '{queue}' in vhost '{vhost}' is down or \
+         inaccessible"
+    ))
 }
 
 /// How long a publisher's confirm waits for another node to take a message before it

@@ -1,10 +1,15 @@
-//! Messages another cluster node routed to this node's queues: enqueued here as a publish
-//! here would enqueue them, and answered once they are held as a publish's confirm
-//! would be (a persistent message on a durable queue: once fsynced).
+//! What other cluster nodes ask of this node's queues: messages they routed to them
+//! (enqueued here as a publish here would enqueue them, and answered once they are held
+//! as a publish's confirm would be: a persistent message on a durable queue, once
+//! fsynced), and their clients' operations on them (counts, purge, delete, get).
 
 use std::sync::Arc;
 
+use base64::Engine;
+
 use crate::broker::Broker;
+use crate::cluster::{GotMessage, QueueAnswer, QueueRequest};
+use crate::error::{Error, ErrorKind, Result};
 use crate::flusher::SyncDone;
 use crate::message::Message;
 use crate::vhost::Routes;
@@ -34,5 +39,59 @@ impl Broker {
             (Some(flusher), false) => flusher.after_sync(published.appended_to, done),
             _ => done(true),
         }
+    }
+}
+
+impl Broker {
+    /// Answers another node's request about a queue of this node's.
+    pub fn answer_queue_request(
+        &self,
+        vhost: &str,
+        name: &str,
+        request: QueueRequest,
+    ) -> QueueAnswer {
+        match self.queue_request(vhost, name, request) {
+            Ok(answer) => answer,
+            Err(error) => QueueAnswer::Refused {
+                kind: error.kind.name().to_string(),
+                detail: error.detail,
+            },
+        }
+    }
+
+    fn queue_request(&self, vhost: &str, name: &str, request: QueueRequest) -> Result<QueueAnswer> {
+        let vhost = self.vhost(vhost).ok_or_else(|| {
+            Error::not_found(format_args!("Virtual host '{vhost}' does not exist"))
+        })?;
+        Ok(match request {
+            QueueRequest::Delete {
+                if_unused,
+                if_empty,
+            } => {
+                // Gone meanwhile: deleted, as far as the asker is concerned.
+                match vhost.delete_queue_as_administrator(name, if_unused, if_empty) {
+                    Err(error) if error.kind == ErrorKind::NotFound => QueueAnswer::Count(0),
+                    other => QueueAnswer::Count(other?),
+                }
+            }
+            QueueRequest::Counts => {
+                let queue = vhost.queue(name)?;
+                // A declare, passive or not, counts as a use for x-expires.
+                queue.touch();
+                QueueAnswer::Counts {
+                    messages: queue.message_count(),
+                    consumers: queue.consumer_count(),
+                }
+            }
+            QueueRequest::Purge => QueueAnswer::Count(vhost.queue(name)?.purge()),
+            QueueRequest::GetNoAck => QueueAnswer::Got(vhost.queue(name)?.get(true).map(|got| {
+                GotMessage {
+                    record: base64::engine::general_purpose::STANDARD
+                        .encode(got.message.encode_record(None)),
+                    redelivered: got.redelivered,
+                    message_count: got.message_count,
+                }
+            })),
+        })
     }
 }

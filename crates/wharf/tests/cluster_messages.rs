@@ -176,3 +176,97 @@ async fn a_confirm_through_another_node_means_the_queues_node_has_it_on_disk() {
     assert_eq!(publish_all(&publisher, "", "kept", 5).await, 5);
     assert_eq!(drain(&channel(&back.spec).await, "kept").await, numbered(5));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_nodes_queue_is_counted_purged_read_and_deleted_through_any_node() {
+    let place = Place::new("remoteops");
+    let specs = specs(&place, 3);
+    let mut nodes = start_all(&specs);
+    let on0 = channel(&specs[0]).await;
+    on0.queue_declare("far", durable(), FieldTable::default())
+        .await
+        .unwrap();
+    let publisher = confirming(&specs[0]).await;
+    assert_eq!(publish_all(&publisher, "", "far", 10).await, 10);
+
+    // Counted there, by a passive declare and a redeclare through another node.
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    let on1 = channel(&specs[1]).await;
+    let counted = on1
+        .queue_declare("far", passive, FieldTable::default())
+        .await
+        .unwrap();
+    assert_eq!((counted.message_count(), counted.consumer_count()), (10, 0));
+    let counted = on1
+        .queue_declare("far", durable(), FieldTable::default())
+        .await
+        .unwrap();
+    assert_eq!(counted.message_count(), 10);
+
+    // Read without acknowledgements, in order, through another node.
+    let got = on1
+        .basic_get("far", BasicGetOptions { no_ack: true })
+        .await
+        .unwrap()
+        .expect("a message");
+    assert_eq!(got.delivery.data, b"m0");
+    assert_eq!(got.message_count, 9);
+
+    // Its node checks a conditional delete: not empty.
+    let on2 = channel(&specs[2]).await;
+    let refused = on2
+        .queue_delete(
+            "far",
+            lapin::options::QueueDeleteOptions {
+                if_empty: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    match refused {
+        lapin::Error::ProtocolError(error) => assert_eq!(
+            error.get_message().as_str(),
+            "PRECONDITION_FAILED - queue 'far' in vhost '/' not empty"
+        ),
+        other => panic!("{other}"),
+    }
+    let on2 = channel(&specs[2]).await;
+    assert_eq!(on2.queue_purge("far", Default::default()).await.unwrap(), 9);
+    assert_eq!(
+        on2.queue_delete("far", Default::default()).await.unwrap(),
+        0
+    );
+    let gone = channel(&specs[0])
+        .await
+        .queue_declare("far", passive, FieldTable::default())
+        .await
+        .unwrap_err();
+    assert!(gone.to_string().contains("NOT_FOUND"), "{gone}");
+
+    // A queue whose node is down: RabbitMQ's 404, at once.
+    channel(&specs[0])
+        .await
+        .queue_declare("orphan", durable(), FieldTable::default())
+        .await
+        .unwrap();
+    let _down = nodes.remove(0).kill();
+    let started = Instant::now();
+    let refused = channel(&specs[1])
+        .await
+        .queue_declare("orphan", passive, FieldTable::default())
+        .await
+        .unwrap_err();
+    match refused {
+        lapin::Error::ProtocolError(error) => assert_eq!(
+            error.get_message().as_str(),
+            "NOT_FOUND - home node 'n0' of durable queue 'orphan' in vhost '/' is down or \
+             inaccessible"
+        ),
+        other => panic!("{other}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(10));
+}

@@ -248,7 +248,7 @@ async fn exchanges_queues_and_bindings_made_through_any_node_hold_on_every_node(
         .expect("forwarded to q0");
     assert_eq!(got.delivery.data, b"to q0 from n1");
     let refused = on1
-        .basic_get("q0", BasicGetOptions { no_ack: true })
+        .basic_get("q0", BasicGetOptions { no_ack: false })
         .await
         .unwrap_err();
     assert!(

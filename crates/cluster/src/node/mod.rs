@@ -258,6 +258,11 @@ impl Handler for ClusterNode {
             Request::Probe => Response::Probe(self.own_probe()),
             Request::ReadIndex => Response::ReadIndex(self.read_index_as_leader().await),
             Request::Forget { node_id } => Response::Forget(self.remove_member(node_id).await),
+            Request::Queue {
+                vhost,
+                queue,
+                request,
+            } => self.answer_queue(vhost, queue, request).await,
             Request::AwaitApplied { index } => Response::AwaitApplied(
                 self.raft
                     .wait(Some(MEMBERS_APPLY_WAIT))

@@ -51,6 +51,18 @@ pub trait Applier: Send + Sync + 'static {
     ) {
         done(false)
     }
+    /// Answers another node's request about one of this node's queues.
+    fn answer_queue_request(
+        &self,
+        _vhost: &str,
+        queue: &str,
+        _request: wharf_core::cluster::QueueRequest,
+    ) -> wharf_core::cluster::QueueAnswer {
+        wharf_core::cluster::QueueAnswer::Refused {
+            kind: "NOT_FOUND".to_string(),
+            detail: format!("no queue '{queue}' on this node"),
+        }
+    }
 }
 
 /// An applier that only keeps the state (a node whose broker is not attached yet).

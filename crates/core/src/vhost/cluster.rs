@@ -17,10 +17,13 @@ use wharf_store::{BindingDef, Change, DestinationKind, ExchangeDef, QueueDef};
 use super::exchanges::ExchangeDeclare;
 use super::queues::{QueueDeclare, QueueDeclared};
 use super::{generated_queue_name, VHost};
-use crate::cluster::Cluster;
+use base64::Engine;
+
+use crate::cluster::{Cluster, QueueAnswer, QueueRequest};
 use crate::durability;
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::exchange::{Binding, Destination, Exchange, ExchangeKind};
+use crate::message::Message;
 use crate::queue::remote::RemoteQueue;
 use crate::queue::{locked_queue, ConnectionId, QueueOptions};
 
@@ -84,7 +87,7 @@ impl VHost {
         if let Some(remote) = self.remote_queue(&declare.name) {
             remote.check_owner(connection)?;
             self.check_queue_equivalent(&declare, &remote.options)?;
-            return Err(remote.out_of_reach("declaring"));
+            return self.declared_remote(&remote);
         }
         may_create()?;
         let name = if declare.name.is_empty() {
@@ -125,10 +128,18 @@ impl VHost {
             if let Some(connection) = connection {
                 remote.check_owner(connection)?;
             }
-            if if_unused || if_empty {
-                return Err(remote.out_of_reach("deleting with if-unused or if-empty"));
+            // Its node checks and deletes it; a node that is down cannot check, but a
+            // delete without conditions goes through without it.
+            let request = QueueRequest::Delete {
+                if_unused,
+                if_empty,
+            };
+            match self.ask_home(cluster, &remote, request) {
+                Ok(QueueAnswer::Count(count)) => return Ok(Some(count)),
+                Ok(other) => return Err(unexpected(&remote, other)),
+                Err(error) if error.kind == ErrorKind::NotFound && !if_unused && !if_empty => 0,
+                Err(error) => return Err(error),
             }
-            0
         } else {
             return Ok(None);
         };
@@ -137,6 +148,90 @@ impl VHost {
             name: name.to_string(),
         })?;
         Ok(Some(count))
+    }
+
+    /// Asks a queue's node about it; its refusal comes back as this node's, and a node
+    /// that cannot be reached is RabbitMQ's 404 for a queue whose node is down.
+    fn ask_home(
+        &self,
+        cluster: &dyn Cluster,
+        remote: &RemoteQueue,
+        request: QueueRequest,
+    ) -> Result<QueueAnswer> {
+        match cluster.ask(&remote.home, &self.name, &remote.name, request)? {
+            QueueAnswer::Refused { kind, detail } => Err(Error::new(
+                ErrorKind::from_name(&kind).unwrap_or(ErrorKind::InternalError),
+                detail,
+            )),
+            answer => Ok(answer),
+        }
+    }
+
+    /// A declare-ok for another node's queue, with its counts from there.
+    pub(super) fn declared_remote(&self, remote: &RemoteQueue) -> Result<QueueDeclared> {
+        let cluster = self
+            .cluster
+            .get()
+            .ok_or_else(|| remote.out_of_reach("declaring"))?;
+        match self.ask_home(cluster.as_ref(), remote, QueueRequest::Counts)? {
+            QueueAnswer::Counts {
+                messages,
+                consumers,
+            } => {
+                self.history.lock().declared += 1;
+                Ok(QueueDeclared {
+                    name: remote.name.clone(),
+                    queue: None,
+                    message_count: messages,
+                    consumer_count: consumers,
+                })
+            }
+            other => Err(unexpected(remote, other)),
+        }
+    }
+
+    pub(super) fn purge_remote(&self, remote: &RemoteQueue) -> Result<u32> {
+        let cluster = self
+            .cluster
+            .get()
+            .ok_or_else(|| remote.out_of_reach("purging"))?;
+        match self.ask_home(cluster.as_ref(), remote, QueueRequest::Purge)? {
+            QueueAnswer::Count(count) => Ok(count),
+            other => Err(unexpected(remote, other)),
+        }
+    }
+
+    /// basic.get with no-ack from another node's queue: the message, whether it was
+    /// delivered before, and the ready messages left.
+    pub fn get_remote_no_ack(
+        &self,
+        name: &str,
+        connection: ConnectionId,
+    ) -> Result<Option<(Message, bool, u32)>> {
+        let remote = self.remote_queue(name).ok_or_else(|| self.no_queue(name))?;
+        remote.check_owner(connection)?;
+        let cluster = self
+            .cluster
+            .get()
+            .ok_or_else(|| remote.out_of_reach("getting from"))?;
+        let got = match self.ask_home(cluster.as_ref(), &remote, QueueRequest::GetNoAck)? {
+            QueueAnswer::Got(got) => got,
+            other => return Err(unexpected(&remote, other)),
+        };
+        let Some(got) = got else {
+            return Ok(None);
+        };
+        let record = base64::engine::general_purpose::STANDARD
+            .decode(&got.record)
+            .ok()
+            .and_then(|bytes| Message::decode_record(bytes).map(|(message, _)| message))
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::InternalError,
+                    format_args!("a message from node {} does not read", remote.home),
+                )
+            })?;
+        Ok(Some((record, got.redelivered, got.message_count)))
     }
 
     /// A client's bind (`bind` true) or unbind on a cluster node; binding what is bound,
@@ -296,6 +391,14 @@ impl VHost {
             .map(|q| q.name.clone())
             .collect()
     }
+}
+
+/// An answer of the wrong kind (a node of another build).
+fn unexpected(remote: &RemoteQueue, answer: QueueAnswer) -> Error {
+    Error::new(
+        ErrorKind::InternalError,
+        format_args!("node {} answered {answer:?}", remote.home),
+    )
 }
 
 /// The declare a stored exchange definition stands for.

@@ -31,7 +31,9 @@ pub struct QueueDeclare {
 }
 
 pub struct QueueDeclared {
-    pub queue: Arc<Queue>,
+    pub name: ByteString,
+    /// The queue, when it lives on this node (on a cluster, it may live on another).
+    pub queue: Option<Arc<Queue>>,
     pub message_count: u32,
     pub consumer_count: u32,
 }
@@ -55,6 +57,10 @@ impl VHost {
     ) -> Result<QueueDeclared> {
         if declare.passive {
             // A passive declare with an empty name refers to no queue at all.
+            if let Some(remote) = self.remote_queue(&declare.name) {
+                remote.check_owner(connection)?;
+                return self.declared_remote(&remote);
+            }
             let queue = self.queue_for(&declare.name, connection)?;
             return Ok(self.declared(queue));
         }
@@ -108,9 +114,10 @@ impl VHost {
         self.history.lock().declared += 1;
         queue.touch();
         QueueDeclared {
+            name: queue.name.clone(),
             message_count: queue.message_count(),
             consumer_count: queue.consumer_count(),
-            queue,
+            queue: Some(queue),
         }
     }
 
@@ -355,6 +362,10 @@ impl VHost {
     }
 
     pub fn purge_queue(&self, name: &str, connection: ConnectionId) -> Result<u32> {
+        if let Some(remote) = self.remote_queue(name) {
+            remote.check_owner(connection)?;
+            return self.purge_remote(&remote);
+        }
         Ok(self.queue_for(name, connection)?.purge())
     }
 }

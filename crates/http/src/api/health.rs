@@ -183,6 +183,10 @@ pub async fn aliveness(
         ..QueueDeclare::default()
     };
     let declared = grant.declare_queue(&vhost, declare, NO_CONNECTION)?;
+    let Some(queue) = declared.queue else {
+        let reason = format!("queue '{name}' lives on another cluster node");
+        return failed(json!({"status": "failed", "reason": reason}));
+    };
     let target = grant.publish_target(&vhost, "")?;
     grant.check(Access::Read, ResourceKind::Queue, name)?;
     let message = Arc::new(Message {
@@ -199,16 +203,16 @@ pub async fn aliveness(
     // Taken back from the queue; anything else found on the way is put back.
     let mut others = Vec::new();
     let mut found = false;
-    while let Some(got) = declared.queue.get(false) {
+    while let Some(got) = queue.get(false) {
         if &got.message.body[..] == b"test_message" {
-            declared.queue.ack(&[got.offset]);
+            queue.ack(&[got.offset]);
             found = true;
             break;
         }
         others.push(got.offset);
     }
     if !others.is_empty() {
-        declared.queue.requeue(&others);
+        queue.requeue(&others);
     }
     match found {
         true => ok(),

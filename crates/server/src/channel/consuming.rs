@@ -203,6 +203,16 @@ impl Channel {
         let queue_name = self.queue_name(&m.queue)?;
         ctx.grant
             .check(Access::Read, ResourceKind::Queue, &queue_name)?;
+        if let Some(remote) = ctx.vhost.remote_queue(&queue_name) {
+            // Another node's queue: without acknowledgements, taken there.
+            if !m.no_ack {
+                remote.check_owner(ctx.connection_id)?;
+                return Err(remote
+                    .out_of_reach("basic.get with acknowledgements from")
+                    .into());
+            }
+            return self.get_remote(ctx, &queue_name);
+        }
         let queue = ctx.vhost.queue_for(&queue_name, ctx.connection_id)?;
         let Some(got) = queue.get(m.no_ack) else {
             self.reply(ctx.outbound, BasicGetEmpty {});
@@ -230,6 +240,28 @@ impl Channel {
         let frame_max = self.delivery.frame_max;
         ctx.outbound
             .write(|out| encode_with_content(self.id, &method, &got.message, frame_max, out));
+        Ok(())
+    }
+
+    fn get_remote(&mut self, ctx: &ChannelContext<'_>, queue_name: &str) -> AmqpResult<()> {
+        let Some((message, redelivered, message_count)) =
+            ctx.vhost.get_remote_no_ack(queue_name, ctx.connection_id)?
+        else {
+            self.reply(ctx.outbound, BasicGetEmpty {});
+            return Ok(());
+        };
+        let mut state = self.delivery.state.lock();
+        state.next_delivery_tag += 1;
+        let method = Method::BasicGetOk(Box::new(BasicGetOk {
+            delivery_tag: state.next_delivery_tag,
+            redelivered,
+            exchange: message.exchange.clone(),
+            routing_key: message.routing_key.clone(),
+            message_count,
+        }));
+        let frame_max = self.delivery.frame_max;
+        ctx.outbound
+            .write(|out| encode_with_content(self.id, &method, &message, frame_max, out));
         Ok(())
     }
 

@@ -272,12 +272,12 @@ impl Channel {
                     arguments: m.arguments.clone(),
                 };
                 let declared = ctx.grant.declare_queue(vhost, declare, ctx.connection_id)?;
-                self.last_declared_queue = Some(declared.queue.name.clone());
+                self.last_declared_queue = Some(declared.name.clone());
                 if !m.no_wait {
                     self.reply(
                         out,
                         QueueDeclareOk {
-                            queue: declared.queue.name.clone(),
+                            queue: declared.name.clone(),
                             message_count: declared.message_count,
                             consumer_count: declared.consumer_count,
                         },
