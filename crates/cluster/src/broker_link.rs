@@ -100,15 +100,16 @@ impl Cluster for ClusterHandle {
     fn forward(
         &self,
         home: &str,
-        vhost: &str,
+        vhost: &ByteString,
         queues: Vec<ByteString>,
         message: &Message,
-    ) -> Arc<Forwarded> {
-        let names: Vec<&str> = queues.iter().map(|q| &**q).collect();
+        forwarded: Arc<Forwarded>,
+    ) {
         // Called from publishing, on a runtime thread or not: the forwarder is spawned
         // on the cluster's runtime.
         let _entered = self.runtime.enter();
-        self.node.forward_message(home, vhost, &names, message)
+        self.node
+            .forward_message(home, vhost, queues, message, forwarded)
     }
 
     fn ask(

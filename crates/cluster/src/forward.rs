@@ -1,19 +1,23 @@
 //! Messages for other nodes' queues. A node that routes a message to queues of another
-//! node hands it to that node's forwarder: one task per destination node sends its
-//! deliveries over the node's connection in the order they were handed over (the
-//! transport writes whatever is queued in one go, so a burst goes out in few writes, and
-//! many deliveries are in flight at once); each answer settles its [`Forwarded`], on which
-//! the publisher's confirm waits.
+//! node hands it to that node's forwarder: one task per destination node, which sends
+//! what was handed to it, in that order, a batch at a time (everything waiting, up to
+//! [`BATCH_MAX`] deliveries or [`BATCH_BYTES`]) in one frame over the node's connection,
+//! with many batches in flight at once. The receiver takes a batch's deliveries in order
+//! and answers the batch once each is held (see `Broker::take_forwarded`); the answer
+//! settles each delivery's [`Forwarded`], on which its publisher's confirm waits.
 //!
-//! A delivery's payload: `[vhost: u8 length, bytes][queue count: u16]([name: u8 length,
-//! bytes])*[the message, as a queue's log stores it]`. Names are AMQP short strings.
+//! A batch's payload: `[count: u32]` and, for each delivery, `[vhost: u8 length, bytes]
+//! [queue count: u16]([name: u8 length, bytes])*[record length: u32][the message, as a
+//! queue's log stores it]`. Names are AMQP short strings.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
+use wharf_amqp::ByteString;
 use wharf_core::cluster::{Forwarded, QueueAnswer, QueueRequest};
 use wharf_core::message::Message;
 
@@ -22,9 +26,15 @@ use crate::node::ClusterNode;
 
 /// How long a delivery waits for its answer.
 const ANSWER_WAIT: Duration = Duration::from_secs(30);
+/// The most deliveries one batch carries.
+pub const BATCH_MAX: usize = 1024;
+/// A batch stops growing past this many bytes.
+pub const BATCH_BYTES: usize = 1024 * 1024;
 
 struct Delivery {
-    payload: Vec<u8>,
+    vhost: ByteString,
+    queues: Vec<ByteString>,
+    message: Message,
     forwarded: Arc<Forwarded>,
 }
 
@@ -35,18 +45,22 @@ pub struct Forwarders {
 }
 
 impl ClusterNode {
-    /// Hands `message` to `queues` of `vhost` on the node named `home`; see [`Forwarded`].
+    /// Hands `message` to `queues` of `vhost` on the node named `home`; its answer settles
+    /// `forwarded`.
+    /// Must be called within the cluster's runtime (it may start the forwarder).
     pub fn forward_message(
         self: &Arc<Self>,
         home: &str,
-        vhost: &str,
-        queues: &[&str],
+        vhost: &ByteString,
+        queues: Vec<ByteString>,
         message: &Message,
-    ) -> Arc<Forwarded> {
-        let forwarded = Arc::new(Forwarded::default());
+        forwarded: Arc<Forwarded>,
+    ) {
         let delivery = Delivery {
-            payload: encode(vhost, queues, &message.encode_record(None)),
-            forwarded: forwarded.clone(),
+            vhost: vhost.clone(),
+            queues,
+            message: message.clone(),
+            forwarded,
         };
         let mut by_home = self.forwarders.by_home.lock();
         let sender = by_home.entry(home.to_string()).or_insert_with(|| {
@@ -57,7 +71,6 @@ impl ClusterNode {
         if let Err(refused) = sender.send(delivery) {
             refused.0.forwarded.settle(false);
         }
-        forwarded
     }
 
     async fn run_forwarder(
@@ -65,25 +78,36 @@ impl ClusterNode {
         home: String,
         mut deliveries: mpsc::UnboundedReceiver<Delivery>,
     ) {
-        while let Some(delivery) = deliveries.recv().await {
+        while let Some(first) = deliveries.recv().await {
+            let mut bytes = first.message.body.len();
+            let mut batch = vec![first];
+            while batch.len() < BATCH_MAX && bytes < BATCH_BYTES {
+                match deliveries.try_recv() {
+                    Ok(next) => {
+                        bytes += next.message.body.len();
+                        batch.push(next);
+                    }
+                    Err(_) => break,
+                }
+            }
             let Some(address) = self.address_of(&home) else {
-                tracing::debug!(node = home, "a message for a node this one does not know");
-                delivery.forwarded.settle(false);
+                tracing::debug!(node = home, "messages for a node this one does not know");
+                settle_all(&batch, &[]);
                 continue;
             };
-            match self.transport.deliver(address, &delivery.payload).await {
+            match self.transport.deliver(address, &encode_batch(&batch)).await {
                 Ok(answer) => {
                     tokio::spawn(async move {
-                        let taken = matches!(
-                            tokio::time::timeout(ANSWER_WAIT, answer).await,
-                            Ok(Ok(Response::Delivered(true)))
-                        );
-                        delivery.forwarded.settle(taken);
+                        let taken = match tokio::time::timeout(ANSWER_WAIT, answer).await {
+                            Ok(Ok(Response::Delivered(taken))) => taken,
+                            _ => Vec::new(),
+                        };
+                        settle_all(&batch, &taken);
                     });
                 }
                 Err(error) => {
-                    tracing::debug!(node = home, %error, "a message not forwarded");
-                    delivery.forwarded.settle(false);
+                    tracing::debug!(node = home, %error, "messages not forwarded");
+                    settle_all(&batch, &[]);
                 }
             }
         }
@@ -153,39 +177,89 @@ impl ClusterNode {
         address.parse().ok()
     }
 
-    /// Takes a delivery another node sent: enqueued now, answered once held.
+    /// Takes a batch of deliveries another node sent: each enqueued now, in order; the
+    /// batch answered once each is held. A batch that does not read is refused whole.
     pub(crate) fn take_delivery(
         &self,
         payload: Vec<u8>,
     ) -> impl std::future::Future<Output = Response> + Send + 'static {
-        let (sender, receiver) = tokio::sync::oneshot::channel();
-        match decode(&payload) {
-            Some((vhost, queues, record)) => self.applier.take_forwarded(
-                vhost,
-                &queues,
-                record.to_vec(),
-                Box::new(move |taken| {
-                    let _ = sender.send(taken);
-                }),
-            ),
+        let (sender, receiver) = oneshot::channel();
+        match decode_batch(&payload) {
+            Some(deliveries) if !deliveries.is_empty() => {
+                let answers = Arc::new(BatchAnswers {
+                    left: AtomicUsize::new(deliveries.len()),
+                    taken: parking_lot::Mutex::new(vec![false; deliveries.len()]),
+                    sender: parking_lot::Mutex::new(Some(sender)),
+                });
+                for (i, (vhost, queues, record)) in deliveries.into_iter().enumerate() {
+                    let answers = answers.clone();
+                    self.applier.take_forwarded(
+                        vhost,
+                        &queues,
+                        record.to_vec(),
+                        Box::new(move |taken| answers.answer(i, taken)),
+                    );
+                }
+            }
+            Some(_) => {
+                let _ = sender.send(Vec::new());
+            }
             None => {
-                tracing::warn!("a delivery that does not read; refused");
-                let _ = sender.send(false);
+                tracing::warn!("a batch of deliveries that does not read; refused");
+                let _ = sender.send(Vec::new());
             }
         }
-        async move { Response::Delivered(receiver.await.unwrap_or(false)) }
+        async move { Response::Delivered(receiver.await.unwrap_or_default()) }
     }
 }
 
-fn encode(vhost: &str, queues: &[&str], record: &[u8]) -> Vec<u8> {
-    let names: usize = queues.iter().map(|q| 1 + q.len()).sum();
-    let mut out = Vec::with_capacity(1 + vhost.len() + 2 + names + record.len());
-    put_short(&mut out, vhost);
-    out.extend_from_slice(&(queues.len() as u16).to_be_bytes());
-    for queue in queues {
-        put_short(&mut out, queue);
+/// What a batch's deliveries answered, sent once the last answers.
+struct BatchAnswers {
+    left: AtomicUsize,
+    taken: parking_lot::Mutex<Vec<bool>>,
+    sender: parking_lot::Mutex<Option<oneshot::Sender<Vec<bool>>>>,
+}
+
+impl BatchAnswers {
+    fn answer(&self, i: usize, taken: bool) {
+        self.taken.lock()[i] = taken;
+        if self.left.fetch_sub(1, Ordering::AcqRel) == 1 {
+            if let Some(sender) = self.sender.lock().take() {
+                let _ = sender.send(std::mem::take(&mut *self.taken.lock()));
+            }
+        }
     }
-    out.extend_from_slice(record);
+}
+
+/// Settles each delivery of a batch as `taken` says (a delivery it does not cover was
+/// not taken).
+fn settle_all(batch: &[Delivery], taken: &[bool]) {
+    for (i, delivery) in batch.iter().enumerate() {
+        delivery
+            .forwarded
+            .settle(taken.get(i).copied().unwrap_or(false));
+    }
+}
+
+fn encode_batch(batch: &[Delivery]) -> Vec<u8> {
+    let size: usize = batch
+        .iter()
+        .map(|d| 64 + d.message.body.len() + d.message.properties.as_bytes().len())
+        .sum();
+    let mut out = Vec::with_capacity(4 + size);
+    out.extend_from_slice(&(batch.len() as u32).to_be_bytes());
+    for delivery in batch {
+        put_short(&mut out, &delivery.vhost);
+        out.extend_from_slice(&(delivery.queues.len() as u16).to_be_bytes());
+        for queue in &delivery.queues {
+            put_short(&mut out, queue);
+        }
+        let head = delivery.message.encode_record_head(None);
+        let length = head.len() + delivery.message.body.len();
+        out.extend_from_slice(&(length as u32).to_be_bytes());
+        out.extend_from_slice(&head);
+        out.extend_from_slice(&delivery.message.body);
+    }
     out
 }
 
@@ -196,17 +270,33 @@ fn put_short(out: &mut Vec<u8>, text: &str) {
     out.extend_from_slice(bytes);
 }
 
-fn decode(payload: &[u8]) -> Option<(&str, Vec<&str>, &[u8])> {
-    let (vhost, mut rest) = take_short(payload)?;
-    let count = u16::from_be_bytes(rest.get(..2)?.try_into().ok()?);
-    rest = &rest[2..];
-    let mut queues = Vec::with_capacity(count as usize);
-    for _ in 0..count {
-        let (queue, after) = take_short(rest)?;
-        queues.push(queue);
-        rest = after;
+type Decoded<'a> = (&'a str, Vec<&'a str>, &'a [u8]);
+
+fn decode_batch(payload: &[u8]) -> Option<Vec<Decoded<'_>>> {
+    let count = u32::from_be_bytes(payload.get(..4)?.try_into().ok()?) as usize;
+    let mut rest = &payload[4..];
+    // Each delivery takes at least 7 bytes: a count that cannot fit is refused before
+    // anything is allocated for it.
+    if count > rest.len() / 7 {
+        return None;
     }
-    Some((vhost, queues, rest))
+    let mut deliveries = Vec::with_capacity(count);
+    for _ in 0..count {
+        let (vhost, after) = take_short(rest)?;
+        let queue_count = u16::from_be_bytes(after.get(..2)?.try_into().ok()?);
+        rest = &after[2..];
+        let mut queues = Vec::with_capacity(queue_count as usize);
+        for _ in 0..queue_count {
+            let (queue, after) = take_short(rest)?;
+            queues.push(queue);
+            rest = after;
+        }
+        let length = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+        let record = rest.get(4..4 + length)?;
+        rest = &rest[4 + length..];
+        deliveries.push((vhost, queues, record));
+    }
+    rest.is_empty().then_some(deliveries)
 }
 
 fn take_short(bytes: &[u8]) -> Option<(&str, &[u8])> {
@@ -218,24 +308,64 @@ fn take_short(bytes: &[u8]) -> Option<(&str, &[u8])> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
+    use wharf_amqp::EncodedProperties;
+
+    fn delivery(vhost: &str, queues: &[&str], body: &'static [u8]) -> Delivery {
+        Delivery {
+            vhost: vhost.into(),
+            queues: queues.iter().map(|q| ByteString::from(*q)).collect(),
+            message: Message {
+                exchange: "x".into(),
+                routing_key: "k".into(),
+                properties: EncodedProperties::parse(Bytes::from_static(&[0, 0])).unwrap(),
+                body: Bytes::from_static(body),
+            },
+            forwarded: Arc::default(),
+        }
+    }
 
     #[test]
-    fn a_delivery_reads_back_and_a_cut_or_bad_one_is_refused() {
-        let payload = encode("/", &["a", "queue b"], b"\x01record");
+    fn a_batch_reads_back_and_a_cut_or_bad_one_is_refused() {
+        let batch = [
+            delivery("/", &["a", "queue b"], b"first"),
+            delivery("v", &[], b""),
+        ];
+        let payload = encode_batch(&batch);
+        let decoded = decode_batch(&payload).expect("reads back");
+        assert_eq!(decoded.len(), 2);
         assert_eq!(
-            decode(&payload),
-            Some(("/", vec!["a", "queue b"], &b"\x01record"[..]))
+            (decoded[0].0, decoded[0].1.clone()),
+            ("/", vec!["a", "queue b"])
         );
-        // Every cut before the record is refused, never misread; none panics.
-        let head = payload.len() - b"\x01record".len();
-        for cut in 0..head {
-            assert_eq!(decode(&payload[..cut]), None, "cut at {cut}");
+        let (message, _) = Message::decode_record(decoded[0].2.to_vec()).unwrap();
+        assert_eq!(message.body, Bytes::from_static(b"first"));
+        assert_eq!((decoded[1].0, decoded[1].1.len()), ("v", 0));
+        // Every cut is refused, never misread; none panics.
+        for cut in 0..payload.len() {
+            assert!(decode_batch(&payload[..cut]).is_none(), "cut at {cut}");
         }
+        let mut longer = payload.clone();
+        longer.push(0);
+        assert!(decode_batch(&longer).is_none(), "trailing bytes");
         let mut bad = payload.clone();
-        bad[1] = 0xff; // not UTF-8
-        assert_eq!(decode(&bad), None);
+        bad[5] = 0xff; // the vhost's name, not UTF-8
+        assert!(decode_batch(&bad).is_none());
         let mut many = payload;
-        many[2..4].copy_from_slice(&u16::MAX.to_be_bytes());
-        assert_eq!(decode(&many), None);
+        many[..4].copy_from_slice(&u32::MAX.to_be_bytes());
+        assert!(decode_batch(&many).is_none());
+    }
+
+    #[test]
+    fn a_batch_settles_each_delivery_and_what_it_does_not_cover_as_not_taken() {
+        use wharf_core::flusher::SyncTarget;
+        let batch = [
+            delivery("/", &["a"], b"1"),
+            delivery("/", &["a"], b"2"),
+            delivery("/", &["a"], b"3"),
+        ];
+        settle_all(&batch, &[true, false]);
+        let settled: Vec<bool> = batch.iter().map(|d| d.forwarded.sync_appends()).collect();
+        assert_eq!(settled, vec![true, false, false]);
     }
 }

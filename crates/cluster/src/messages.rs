@@ -64,8 +64,8 @@ pub enum Response {
     /// Whether it applied that far in time.
     AwaitApplied(bool),
     Forget(Result<(), WriteRefusal>),
-    /// Whether a delivery's queues took its message.
-    Delivered(bool),
+    /// For each delivery of a batch, in order, whether its queues took its message.
+    Delivered(Vec<bool>),
     Queue(QueueAnswer),
 }
 

@@ -230,6 +230,12 @@ impl Broker {
         self.cluster.set(cluster)
     }
 
+    /// What this node's messages forwarded to other nodes hold, on a cluster node: its
+    /// publishers wait while it is full.
+    pub fn forward_window(&self) -> Option<&Arc<crate::cluster::ForwardWindow>> {
+        self.cluster.member().map(|_| self.cluster.forward_window())
+    }
+
     /// The cluster this node belongs to, if any.
     pub fn cluster(&self) -> Option<&Arc<dyn crate::cluster::Cluster>> {
         self.cluster.get()

@@ -6,6 +6,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -41,14 +42,15 @@ pub trait Cluster: Send + Sync + 'static {
 
     /// Hands `message` to `queues` of `vhost` on the node named `home`, after whatever
     /// this node handed that node before (messages arrive in the order they were
-    /// forwarded). Returns at once; the answer settles later (see [`Forwarded`]).
+    /// forwarded). Returns at once; the answer settles `forwarded` later.
     fn forward(
         &self,
         home: &str,
-        vhost: &str,
+        vhost: &ByteString,
         queues: Vec<ByteString>,
         message: &Message,
-    ) -> Arc<Forwarded>;
+        forwarded: Arc<Forwarded>,
+    );
 
     /// Asks the node named `home` about one of its queues, and waits for the answer.
     /// Blocks, as [`Cluster::commit`]. The node unreachable: [`ErrorKind::NotFound`] with
@@ -121,21 +123,62 @@ pub fn home_down(queue: &str, vhost: &str, home: &str) -> crate::Error {
 /// counts as not taken.
 const FORWARD_WAIT: Duration = Duration::from_secs(30);
 
+/// How many bytes of messages a node has handed to other nodes and not yet had answered,
+/// beyond which its publishing connections stop reading until answers come (as a
+/// resource alarm stops them, but silently: RabbitMQ's credit flow between its
+/// processes). Forwarding is then as fast as the other nodes take messages, and what
+/// waits, waits in the publishers' sockets, not in this node's memory.
+pub const FORWARD_WINDOW_BYTES: u64 = 32 * 1024 * 1024;
+
+/// The bytes a node's forwarded messages hold until answered (see
+/// [`FORWARD_WINDOW_BYTES`]).
+#[derive(Debug, Default)]
+pub struct ForwardWindow {
+    bytes: AtomicU64,
+}
+
+impl ForwardWindow {
+    /// Whether publishers should wait for answers before sending more.
+    pub fn is_full(&self) -> bool {
+        self.bytes.load(Ordering::Relaxed) >= FORWARD_WINDOW_BYTES
+    }
+
+    /// Bytes forwarded and not yet answered.
+    pub fn in_flight(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+}
+
 /// A message handed to another node's queues: settled once that node answered, true when
 /// its queues took it (and, for a persistent message on a durable queue, fsynced it),
 /// false when they could not (the node unreachable or gone, a queue full with
-/// reject-publish). A publisher's confirm waits on it as on a local queue's log.
+/// reject-publish). A publisher's confirm waits on it as on a local queue's log. Until
+/// settled it holds its bytes of the node's [`ForwardWindow`].
 #[derive(Default)]
 pub struct Forwarded {
     outcome: Mutex<Option<bool>>,
     settled: Condvar,
+    held: Option<(Arc<ForwardWindow>, u64)>,
 }
 
 impl Forwarded {
+    /// A forward that holds `bytes` of `window` until settled.
+    pub fn holding(window: &Arc<ForwardWindow>, bytes: u64) -> Forwarded {
+        window.bytes.fetch_add(bytes, Ordering::Relaxed);
+        Forwarded {
+            outcome: Mutex::new(None),
+            settled: Condvar::new(),
+            held: Some((window.clone(), bytes)),
+        }
+    }
+
     pub fn settle(&self, taken: bool) {
         let mut outcome = self.outcome.lock().unwrap_or_else(|e| e.into_inner());
         if outcome.is_none() {
             *outcome = Some(taken);
+            if let Some((window, bytes)) = &self.held {
+                window.bytes.fetch_sub(*bytes, Ordering::Relaxed);
+            }
             self.settled.notify_all();
         }
     }
@@ -149,6 +192,13 @@ impl SyncTarget for Forwarded {
             .wait_timeout_while(outcome, FORWARD_WAIT, |o| o.is_none())
             .unwrap_or_else(|e| e.into_inner());
         outcome.unwrap_or(false)
+    }
+}
+
+impl Drop for Forwarded {
+    fn drop(&mut self) {
+        // Never settled (its forwarder gone): its bytes go back all the same.
+        self.settle(false);
     }
 }
 
@@ -187,6 +237,7 @@ pub struct ClusterSlot(Arc<SlotInner>);
 struct SlotInner {
     member: OnceLock<String>,
     cluster: OnceLock<Arc<dyn Cluster>>,
+    window: Arc<ForwardWindow>,
 }
 
 impl ClusterSlot {
@@ -204,6 +255,11 @@ impl ClusterSlot {
         self.0.member.get().map(String::as_str)
     }
 
+    /// What this node's forwarded messages hold (see [`FORWARD_WINDOW_BYTES`]).
+    pub fn forward_window(&self) -> &Arc<ForwardWindow> {
+        &self.0.window
+    }
+
     pub(crate) fn set_member(&self, node_name: String) {
         let _ = self.0.member.set(node_name);
     }
@@ -216,5 +272,34 @@ impl std::fmt::Debug for ClusterSlot {
             (Some(_), false) => "ClusterSlot(member, not attached yet)",
             (None, false) => "ClusterSlot(none)",
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_forward_holds_its_bytes_of_the_window_until_settled_once() {
+        let window = Arc::new(ForwardWindow::default());
+        let first = Forwarded::holding(&window, FORWARD_WINDOW_BYTES - 10);
+        assert!(!window.is_full());
+        let second = Forwarded::holding(&window, 10);
+        assert!(window.is_full());
+        second.settle(true);
+        second.settle(false); // a second answer changes nothing
+        assert!(second.sync_appends(), "the first answer stands");
+        assert_eq!(window.in_flight(), FORWARD_WINDOW_BYTES - 10);
+        drop(first); // never answered: its bytes go back all the same
+        assert_eq!(window.in_flight(), 0);
+        drop(second);
+        assert_eq!(window.in_flight(), 0, "given back once");
+    }
+
+    #[test]
+    fn a_forward_that_is_not_taken_is_not_synced() {
+        let forwarded = Forwarded::default();
+        forwarded.settle(false);
+        assert!(!forwarded.sync_appends());
     }
 }

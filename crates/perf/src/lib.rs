@@ -70,6 +70,10 @@ impl Signal {
 pub fn run(args: &PerfArgs) -> anyhow::Result<Summary> {
     args.validate()?;
     let uri = AmqpUri::parse(&args.uri)?;
+    let producer_uri = match &args.producer_uri {
+        Some(other) => AmqpUri::parse(other)?,
+        None => uri.clone(),
+    };
     let runtime = if args.threads == 1 {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -80,7 +84,7 @@ pub fn run(args: &PerfArgs) -> anyhow::Result<Summary> {
             .enable_all()
             .build()?
     };
-    runtime.block_on(measure(args, &uri))
+    runtime.block_on(measure(args, &uri, &producer_uri))
 }
 
 /// Declares the exchange and queues the run needs.
@@ -149,10 +153,16 @@ async fn clean_up(setup: &mut Client, args: &PerfArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn measure(args: &PerfArgs, uri: &AmqpUri) -> anyhow::Result<Summary> {
-    let connect = |name: String| async move {
-        let limit = Duration::from_secs_f64(args.connect_timeout);
-        match tokio::time::timeout(limit, Client::connect(uri, &name)).await {
+async fn measure(
+    args: &PerfArgs,
+    uri: &AmqpUri,
+    producer_uri: &AmqpUri,
+) -> anyhow::Result<Summary> {
+    let connect_to = |uri: &AmqpUri, name: String| {
+        let uri = uri.clone();
+        async move {
+            let limit = Duration::from_secs_f64(args.connect_timeout);
+            match tokio::time::timeout(limit, Client::connect(&uri, &name)).await {
             Ok(connected) => connected,
             Err(_) => anyhow::bail!(
                 "{}:{} did not complete the AMQP handshake within {} s (is it an AMQP 0-9-1 broker?)",
@@ -161,7 +171,9 @@ async fn measure(args: &PerfArgs, uri: &AmqpUri) -> anyhow::Result<Summary> {
                 args.connect_timeout
             ),
         }
+        }
     };
+    let connect = |name: String| connect_to(uri, name);
     let mut setup = connect("perf setup".to_string()).await?;
     declare(&mut setup, args).await?;
     let stats = Arc::new(Stats::new());
@@ -206,7 +218,7 @@ async fn measure(args: &PerfArgs, uri: &AmqpUri) -> anyhow::Result<Summary> {
 
     let mut producers = Vec::new();
     for i in 0..args.producers {
-        let mut client = connect(format!("perf producer {}", i + 1)).await?;
+        let mut client = connect_to(producer_uri, format!("perf producer {}", i + 1)).await?;
         if args.confirm > 0 {
             client
                 .rpc(Method::ConfirmSelect(Default::default()))

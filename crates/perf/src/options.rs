@@ -27,6 +27,11 @@ pub struct PerfArgs {
     /// The broker to measure.
     #[arg(long, default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
     pub uri: String,
+    /// Where the producers connect, when not to --uri (on a cluster: publishing through
+    /// a node that does not hold the queues, which setup declares and consumers read
+    /// through --uri).
+    #[arg(long)]
+    pub producer_uri: Option<String>,
     /// Publishing connections.
     #[arg(short = 'x', long, default_value_t = 1)]
     pub producers: u32,

@@ -11,6 +11,7 @@ use wharf_amqp::ByteString;
 
 use super::routing::Routes;
 use super::VHost;
+use crate::cluster::Forwarded;
 use crate::exchange::{Exchange, HoldOutcome};
 use crate::flusher::{same_target, SyncTarget};
 use crate::message::Message;
@@ -185,7 +186,9 @@ impl VHost {
         while let Some(first) = rest.first() {
             let count = rest.iter().take_while(|q| q.home == first.home).count();
             let names = rest[..count].iter().map(|q| q.name.clone()).collect();
-            let forwarded = cluster.forward(&first.home, &self.name, names, message);
+            let bytes = (message.body.len() + message.properties.as_bytes().len() + 64) as u64;
+            let forwarded = Arc::new(Forwarded::holding(self.cluster.forward_window(), bytes));
+            cluster.forward(&first.home, &self.name, names, message, forwarded.clone());
             published.appended_to.push(forwarded);
             rest = &rest[count..];
         }

@@ -326,6 +326,11 @@ impl Connection {
                 }
                 continue;
             }
+            if self.published {
+                if let Some(ending) = self.wait_for_forward_room(stops).await {
+                    return ending;
+                }
+            }
             // A large body is read only once there is room for it.
             if let Some(ending) = self.wait_for_body_room(stops).await {
                 return ending;

@@ -1,6 +1,7 @@
 //! When a connection stops reading: its writer is too far behind (a client that does not
 //! read), a large body waits for room under the memory bound, or an alarm blocks
-//! publishers. Each wait also ends on shutdown, a heartbeat timeout or a dead peer.
+//! publishers, or (on a cluster) the messages forwarded to other nodes fill the window.
+//! Each wait also ends on shutdown, a heartbeat timeout or a dead peer.
 
 use std::time::Duration;
 
@@ -12,6 +13,9 @@ use crate::alarm::Alarms;
 use crate::outbound::INPUT_PAUSE_BYTES;
 
 use super::{Connection, Ending, Slot, Stops};
+
+/// How often a publisher stopped by a full forwarding window looks again.
+const FORWARD_ROOM_POLL: Duration = Duration::from_millis(1);
 
 impl Connection {
     /// basic.get answers a request of a few bytes with a whole message, so a client that
@@ -101,6 +105,27 @@ impl Connection {
                 channel.give_body_room(room);
             }
         }
+    }
+
+    /// Stops reading from a publishing connection while the messages this node forwarded
+    /// to other cluster nodes wait for answers beyond the window (see
+    /// [`wharf_core::cluster::FORWARD_WINDOW_BYTES`]); silently, as RabbitMQ's credit flow
+    /// does. Deliveries to its consumers go on.
+    pub(super) async fn wait_for_forward_room(&mut self, stops: &mut Stops<'_>) -> Option<Ending> {
+        let window = self.broker.forward_window()?.clone();
+        if !window.is_full() {
+            return None;
+        }
+        // Acks already read count before the connection stops reading.
+        self.flush_acks();
+        while window.is_full() {
+            tokio::select! {
+                _ = tokio::time::sleep(FORWARD_ROOM_POLL) => {}
+                _ = self.outbound.drained.notified() => self.resume_consumers(),
+                error = stops.closing() => return Some(Ending::Close(error)),
+            }
+        }
+        None
     }
 
     /// Stops reading from a publishing connection while a resource alarm is on, telling a
