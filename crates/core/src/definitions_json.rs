@@ -193,17 +193,28 @@ pub fn export(broker: &Broker) -> Value {
                 }));
             }
         }
-        let mut vhost_queues = vhost.queues();
-        vhost_queues.sort_by(|a, b| a.name.cmp(&b.name));
-        for q in vhost_queues
+        // On a cluster, the other nodes' queues too: the export is the cluster's.
+        let mut vhost_queues: Vec<(ByteString, crate::queue::QueueOptions)> = vhost
+            .queues()
             .iter()
-            .filter(|q| q.options.exclusive_owner.is_none())
+            .map(|q| (q.name.clone(), q.options.clone()))
+            .chain(
+                vhost
+                    .remote_queues()
+                    .iter()
+                    .map(|q| (q.name.clone(), q.options.clone())),
+            )
+            .collect();
+        vhost_queues.sort_by(|a, b| a.0.cmp(&b.0));
+        for (name, options) in vhost_queues
+            .iter()
+            .filter(|(_, options)| options.exclusive_owner.is_none())
         {
             queues.push(json!({
-                "arguments": table_to_json(&q.options.arguments),
-                "auto_delete": q.options.auto_delete,
-                "durable": q.options.durable,
-                "name": q.name.to_string(),
+                "arguments": table_to_json(&options.arguments),
+                "auto_delete": options.auto_delete,
+                "durable": options.durable,
+                "name": name.to_string(),
                 "type": "classic",
                 "vhost": vhost_name,
             }));

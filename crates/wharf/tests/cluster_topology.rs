@@ -187,6 +187,18 @@ async fn exchanges_queues_and_bindings_made_through_any_node_hold_on_every_node(
             spec.name
         );
     }
+    // The definitions export of any node is the cluster's: every node's queues.
+    let (code, body) = http("GET", &specs[2], "/api/definitions", None);
+    assert_eq!(code, 200, "{body}");
+    let exported: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let mut queues: Vec<&str> = exported["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| q["name"].as_str().unwrap())
+        .collect();
+    queues.sort();
+    assert_eq!(queues, vec!["q0", "q1"]);
     let on2 = channel(&specs[2]).await;
     let refused = on2
         .exchange_declare(
