@@ -28,6 +28,30 @@ fn vhosts(node: &Node) -> BTreeSet<String> {
         .collect()
 }
 
+/// What a node's definitions export holds, by name: vhosts as they are, and the
+/// exchanges and queues of vhost `/` as `exchange:NAME` and `queue:NAME` (the export is
+/// the cluster's: every node's queues).
+fn definitions(node: &Node) -> BTreeSet<String> {
+    let (code, body) = http("GET", &node.spec, "/api/definitions", None);
+    assert_eq!(code, 200, "{}: {body}", node.spec.name);
+    let exported: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let names = |key: &str| -> Vec<serde_json::Value> {
+        exported[key].as_array().cloned().unwrap_or_default()
+    };
+    let mut all = BTreeSet::new();
+    for vhost in names("vhosts") {
+        all.insert(vhost["name"].as_str().unwrap().to_string());
+    }
+    for kind in ["exchange", "queue"] {
+        for object in names(&format!("{kind}s")) {
+            if object["vhost"] == "/" {
+                all.insert(format!("{kind}:{}", object["name"].as_str().unwrap()));
+            }
+        }
+    }
+    all
+}
+
 /// Retries a `wharf ctl` change until it succeeds (an election may be under way).
 fn eventually_ctl(node: &Node, args: &[&str]) {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -158,10 +182,25 @@ impl Load {
                     while !stop.load(Ordering::Relaxed) {
                         let spec = &specs[target];
                         let name = format!("c{first}-{attempts}");
+                        // In turn: a vhost, an exchange and a queue (of vhost `/`, the
+                        // queue homed on the node asked).
+                        let (path, body, made) = match attempts % 3 {
+                            0 => (format!("/api/vhosts/{name}"), None, name.clone()),
+                            1 => (
+                                format!("/api/exchanges/%2F/{name}"),
+                                Some(r#"{"type":"fanout","durable":true}"#),
+                                format!("exchange:{name}"),
+                            ),
+                            _ => (
+                                format!("/api/queues/%2F/{name}"),
+                                Some(r#"{"durable":true}"#),
+                                format!("queue:{name}"),
+                            ),
+                        };
                         attempts += 1;
-                        let (code, _) = http("PUT", spec, &format!("/api/vhosts/{name}"), None);
+                        let (code, _) = http("PUT", spec, &path, body);
                         if code == 201 || code == 204 {
-                            acknowledged.lock().unwrap().push(name);
+                            acknowledged.lock().unwrap().push(made);
                         } else {
                             target = (target + 1) % specs.len();
                         }
@@ -186,7 +225,8 @@ impl Load {
     }
 }
 
-/// Checks that every node has every acknowledged change, and that they all agree.
+/// Checks that every node has every acknowledged change (vhosts, exchanges, queues), and
+/// that they all agree on the definitions.
 fn everywhere(nodes: &[&Node], acknowledged: &[String], attempts: usize) {
     assert!(
         acknowledged.len() > 20,
@@ -195,7 +235,7 @@ fn everywhere(nodes: &[&Node], acknowledged: &[String], attempts: usize) {
     for node in nodes {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let listed = vhosts(node);
+            let listed = definitions(node);
             let missing: Vec<&String> = acknowledged
                 .iter()
                 .filter(|v| !listed.contains(*v))
@@ -213,7 +253,7 @@ fn everywhere(nodes: &[&Node], acknowledged: &[String], attempts: usize) {
             std::thread::sleep(Duration::from_millis(200));
         }
     }
-    let lists: BTreeSet<BTreeSet<String>> = nodes.iter().map(|n| vhosts(n)).collect();
+    let lists: BTreeSet<BTreeSet<String>> = nodes.iter().map(|n| definitions(n)).collect();
     assert_eq!(lists.len(), 1, "the nodes disagree: {lists:?}");
 }
 
