@@ -7,7 +7,8 @@ use std::sync::Arc;
 use tokio::runtime::{Handle, RuntimeFlavor};
 use wharf_amqp::ByteString;
 use wharf_core::cluster::{
-    Answer, Cluster, ClusterView, Forwarded, MemberView, QueueAnswer, QueueRequest,
+    Answer, Cluster, ClusterView, ConsumeRequest, ConsumerControl, Forwarded, MemberView, Pushed,
+    QueueAnswer, QueueRequest,
 };
 use wharf_core::message::Message;
 use wharf_core::{Broker, Error, ErrorKind};
@@ -43,6 +44,28 @@ impl Applier for BrokerApplier {
         done: Box<dyn FnOnce(bool) + Send>,
     ) {
         self.broker.take_forwarded(vhost, queues, record, done);
+    }
+
+    fn serve_consume(&self, peer: &str, request: ConsumeRequest) -> Result<(), (String, String)> {
+        self.broker
+            .serve_consume(peer, request)
+            .map_err(|error| (error.kind.name().to_string(), error.detail))
+    }
+
+    fn serve_control(&self, peer: &str, control: ConsumerControl) -> bool {
+        self.broker.serve_control(peer, control)
+    }
+
+    fn take_pushed(&self, home: &str, pushed: Vec<Pushed>) -> Vec<u64> {
+        self.broker.take_pushed(home, pushed)
+    }
+
+    fn release_peer(&self, peer: &str, keys: Option<&[u64]>) {
+        self.broker.release_peer(peer, keys);
+    }
+
+    fn cancel_subscriptions(&self, home: &str, keys: Option<&[u64]>) {
+        self.broker.cancel_subscriptions(home, keys);
     }
 
     fn answer_queue_request(&self, vhost: &str, queue: &str, request: QueueRequest) -> QueueAnswer {
@@ -121,6 +144,26 @@ impl Cluster for ClusterHandle {
     ) -> Result<QueueAnswer, Error> {
         self.wait(self.node.ask_queue(home, vhost, queue, request))?
             .ok_or_else(|| wharf_core::cluster::home_down(queue, vhost, home))
+    }
+
+    fn consume(&self, home: &str, request: ConsumeRequest) -> Result<(), Error> {
+        self.wait(self.node.consume_on(home, request))?
+            .map_err(|(kind, detail)| {
+                Error::new(
+                    ErrorKind::from_name(&kind).unwrap_or(ErrorKind::InternalError),
+                    detail,
+                )
+            })
+    }
+
+    fn control(&self, home: &str, control: ConsumerControl) {
+        let _entered = self.runtime.enter();
+        self.node.send_control(home, control);
+    }
+
+    fn push(&self, peer: &str, pushed: Pushed) {
+        let _entered = self.runtime.enter();
+        self.node.send_push(peer, pushed);
     }
 
     fn commit_later(&self, change: Change) {

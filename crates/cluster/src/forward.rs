@@ -161,7 +161,7 @@ impl ClusterNode {
     }
 
     /// The cluster address of the member named `name`.
-    fn address_of(&self, name: &str) -> Option<SocketAddr> {
+    pub(crate) fn address_of(&self, name: &str) -> Option<SocketAddr> {
         let id = self
             .names
             .lock()

@@ -14,6 +14,7 @@
 
 pub mod broker_link;
 pub mod config;
+pub mod consumers;
 pub mod forward;
 pub mod handshake;
 pub mod messages;

@@ -7,7 +7,7 @@ use openraft::raft::{
 };
 use serde::{Deserialize, Serialize};
 
-use wharf_core::cluster::{QueueAnswer, QueueRequest};
+use wharf_core::cluster::{ConsumeRequest, ConsumerControl, QueueAnswer, QueueRequest};
 
 use crate::config::NodeId;
 use crate::raft::{Command, Member, Outcome, SnapshotMeta, TypeConfig, Vote};
@@ -44,6 +44,10 @@ pub enum Request {
     Forget {
         node_id: NodeId,
     },
+    /// A channel of the asking node consumes from a queue of this node's.
+    Consume(ConsumeRequest),
+    /// A settlement, credit or cancel of such a consumer.
+    Control(ConsumerControl),
     /// A client of the asking node operates on a queue of this node's.
     Queue {
         vhost: String,
@@ -67,6 +71,12 @@ pub enum Response {
     /// For each delivery of a batch, in order, whether its queues took its message.
     Delivered(Vec<bool>),
     Queue(QueueAnswer),
+    /// A consumer registered, or why not: the error's kind (its AMQP name) and text.
+    Consumed(Result<(), (String, String)>),
+    /// Whether the consumer a control named is still held.
+    Controlled(bool),
+    /// The keys of pushed deliveries' consumers the receiver no longer has.
+    Pushed(Vec<u64>),
 }
 
 /// A change committed and applied on the leader.

@@ -41,6 +41,20 @@ pub trait Handler: Send + Sync + 'static {
     /// Takes a delivery (a `forward` payload) at once, in the order the connection
     /// brought them, and answers when it is held.
     fn deliver(&self, payload: Vec<u8>) -> impl Future<Output = Response> + Send + 'static;
+
+    /// Takes pushed deliveries (a `consumers` payload) at once, in the order the
+    /// connection brought them.
+    fn push(&self, from: &Introduction, payload: Vec<u8>) -> Response;
+
+    /// Takes a consumer control at once, in the order the connection brought them.
+    fn control(
+        &self,
+        from: &Introduction,
+        control: wharf_core::cluster::ConsumerControl,
+    ) -> Response;
+
+    /// A peer's connection to this node ended.
+    fn peer_gone(&self, peer: &Introduction);
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -81,6 +95,8 @@ pub struct Transport {
     tls: Option<crate::tls::ClusterTls>,
     links: Mutex<HashMap<SocketAddr, Arc<Link>>>,
     next_id: AtomicU64,
+    /// Told when a connection this node opened to a peer ends.
+    on_lost: std::sync::OnceLock<Arc<dyn Fn(&Introduction) + Send + Sync>>,
 }
 
 impl Transport {
@@ -95,7 +111,14 @@ impl Transport {
             tls,
             links: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
+            on_lost: std::sync::OnceLock::new(),
         })
+    }
+
+    /// What to do when a connection this node opened to a peer ends (the peer gone, or
+    /// the network between them).
+    pub fn on_lost(&self, lost: Arc<dyn Fn(&Introduction) + Send + Sync>) {
+        let _ = self.on_lost.set(lost);
     }
 
     fn link(&self, address: SocketAddr) -> Arc<Link> {
@@ -139,10 +162,31 @@ impl Transport {
         address: SocketAddr,
         payload: &[u8],
     ) -> Result<oneshot::Receiver<Response>, TransportError> {
+        self.send(address, FrameKind::Deliver, payload).await
+    }
+
+    /// Sends a request without waiting for its answer, after what this task sent before
+    /// (see [`Transport::deliver`]); returns where the answer will come.
+    pub async fn send_request(
+        &self,
+        address: SocketAddr,
+        request: &Request,
+    ) -> Result<oneshot::Receiver<Response>, TransportError> {
+        let payload = serde_json::to_vec(request).expect("requests serialize");
+        self.send(address, FrameKind::Request, &payload).await
+    }
+
+    /// Sends a frame of `kind`; returns where its answer will come.
+    pub async fn send(
+        &self,
+        address: SocketAddr,
+        kind: FrameKind,
+        payload: &[u8],
+    ) -> Result<oneshot::Receiver<Response>, TransportError> {
         let connection = self.connection(address).await?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut frame = BytesMut::new();
-        wire::encode_frame(&mut frame, FrameKind::Deliver, id, payload);
+        wire::encode_frame(&mut frame, kind, id, payload);
         let (sender, receiver) = oneshot::channel();
         connection.pending.lock().insert(id, sender);
         if connection.closed.load(Ordering::Acquire) || connection.outbox.send(frame).is_err() {
@@ -216,6 +260,7 @@ impl Transport {
             let pending = pending.clone();
             let closed = closed.clone();
             let peer = peer.clone();
+            let on_lost = self.on_lost.get().cloned();
             tokio::spawn(async move {
                 let mut buffer = leftover;
                 let why = loop {
@@ -247,6 +292,9 @@ impl Transport {
                 closed.store(true, Ordering::Release);
                 // Dropping the senders tells every waiting request the connection is gone.
                 pending.lock().clear();
+                if let Some(on_lost) = on_lost {
+                    on_lost(&peer);
+                }
             });
         }
         Ok(Arc::new(Connection {
@@ -329,6 +377,11 @@ impl Transport {
         let mut buffer = leftover;
         loop {
             match wire::decode_frame(&mut buffer) {
+                Ok(Some(frame)) if frame.kind == FrameKind::Push => {
+                    let response = handler.push(&peer, frame.payload);
+                    respond(&outbox, frame.id, &response);
+                    continue;
+                }
                 Ok(Some(frame)) if frame.kind == FrameKind::Request => {
                     let request: Request = match serde_json::from_slice(&frame.payload) {
                         Ok(request) => request,
@@ -336,6 +389,15 @@ impl Transport {
                             tracing::warn!(peer = %peer.name, %error, "a cluster request that does not read; closing the connection");
                             break;
                         }
+                    };
+                    // A consumer's controls are taken in the connection's order.
+                    let request = match request {
+                        Request::Control(control) => {
+                            let response = handler.control(&peer, control);
+                            respond(&outbox, frame.id, &response);
+                            continue;
+                        }
+                        other => other,
                     };
                     let handler = handler.clone();
                     let outbox = outbox.clone();
@@ -382,7 +444,15 @@ impl Transport {
             }
         }
         closed.store(true, Ordering::Release);
+        handler.peer_gone(&peer);
     }
+}
+
+fn respond(outbox: &mpsc::UnboundedSender<BytesMut>, id: u64, response: &Response) {
+    let payload = serde_json::to_vec(response).expect("responses serialize");
+    let mut out = BytesMut::new();
+    wire::encode_frame(&mut out, FrameKind::Response, id, &payload);
+    let _ = outbox.send(out);
 }
 
 /// Writes queued frames, as many as are waiting in one write.

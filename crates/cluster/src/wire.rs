@@ -32,6 +32,9 @@ pub enum FrameKind {
     Response = 6,
     /// A message for the receiver's queues; answered with a response frame.
     Deliver = 7,
+    /// Deliveries for the receiver's consumers on the sender's queues; answered with a
+    /// response frame.
+    Push = 8,
     /// The peer closes the connection; the payload says why, as text.
     Refused = 255,
 }
@@ -46,6 +49,7 @@ impl FrameKind {
             5 => FrameKind::Request,
             6 => FrameKind::Response,
             7 => FrameKind::Deliver,
+            8 => FrameKind::Push,
             255 => FrameKind::Refused,
             _ => return None,
         })

@@ -63,6 +63,18 @@ pub trait Cluster: Send + Sync + 'static {
         request: QueueRequest,
     ) -> Result<QueueAnswer>;
 
+    /// Registers, on the node named `home`, a consumer of one of its queues for a channel
+    /// of this node (see `queue::remote::Subscription`); blocks until it answers.
+    fn consume(&self, home: &str, request: ConsumeRequest) -> Result<()>;
+
+    /// Sends a remote consumer's settlement, credit or cancellation to the node named
+    /// `home`, after the ones sent to it before; returns at once.
+    fn control(&self, home: &str, control: ConsumerControl);
+
+    /// Hands a delivery (or a cancellation) for a consumer of node `peer` on one of this
+    /// node's queues to that node, after the ones handed to it before; returns at once.
+    fn push(&self, peer: &str, pushed: Pushed);
+
     /// The members as they answer now.
     fn status(&self) -> Answer<'_, ClusterView>;
 
@@ -109,6 +121,62 @@ pub struct GotMessage {
     pub record: String,
     pub redelivered: bool,
     pub message_count: u32,
+}
+
+/// A consumer of another node's queue, as this node asks that node for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsumeRequest {
+    pub vhost: String,
+    pub queue: String,
+    /// This node's key for the consumer: what the queue's node names it by.
+    pub key: u64,
+    pub consumer_tag: String,
+    pub no_ack: bool,
+    pub exclusive: bool,
+    /// basic.consume's arguments, in their AMQP encoding, base64.
+    pub arguments: String,
+    /// How many deliveries may be on their way or unacknowledged at once.
+    pub credit: u32,
+}
+
+/// What a remote consumer's node tells the queue's node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ConsumerControl {
+    Ack {
+        key: u64,
+        offsets: Vec<u64>,
+    },
+    Requeue {
+        key: u64,
+        offsets: Vec<u64>,
+    },
+    /// Rejected without requeue: dead-lettered or dropped there.
+    Reject {
+        key: u64,
+        offsets: Vec<u64>,
+    },
+    /// Deliveries without acknowledgement that reached the client: their credit back.
+    Credit {
+        key: u64,
+        count: u32,
+    },
+    /// basic.cancel: no more deliveries; those outstanding are still settled one by one.
+    Cancel {
+        key: u64,
+    },
+}
+
+/// What the queue's node hands a remote consumer's node.
+#[derive(Debug, Clone)]
+pub enum Pushed {
+    Delivery {
+        key: u64,
+        offset: u64,
+        redelivered: bool,
+        message: Message,
+    },
+    /// The queue went (deleted): the consumer is cancelled.
+    Cancelled { key: u64 },
 }
 
 /// RabbitMQ's refusal of an operation on a queue whose node is down.
@@ -238,6 +306,7 @@ struct SlotInner {
     member: OnceLock<String>,
     cluster: OnceLock<Arc<dyn Cluster>>,
     window: Arc<ForwardWindow>,
+    consuming: crate::remote_consumers::RemoteConsuming,
 }
 
 impl ClusterSlot {
@@ -253,6 +322,11 @@ impl ClusterSlot {
     /// This node's name, when it is a cluster member: the home of the queues it holds.
     pub fn member(&self) -> Option<&str> {
         self.0.member.get().map(String::as_str)
+    }
+
+    /// This node's consumers on other nodes' queues, and theirs on its queues.
+    pub(crate) fn remote_consuming(&self) -> &crate::remote_consumers::RemoteConsuming {
+        &self.0.consuming
     }
 
     /// What this node's forwarded messages hold (see [`FORWARD_WINDOW_BYTES`]).

@@ -21,6 +21,7 @@ pub mod node;
 pub mod policy;
 pub mod queue;
 pub mod queue_arguments;
+pub mod remote_consumers;
 pub mod replicated;
 pub mod resources;
 pub mod timer;

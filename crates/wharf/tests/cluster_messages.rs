@@ -270,3 +270,241 @@ async fn another_nodes_queue_is_counted_purged_read_and_deleted_through_any_node
     }
     assert!(started.elapsed() < Duration::from_secs(10));
 }
+
+/// A consumer through `spec`: its channel (prefetch `prefetch`) and its deliveries.
+async fn consumer(spec: &NodeSpec, queue: &str, prefetch: u16) -> (Channel, lapin::Consumer) {
+    let channel = channel(spec).await;
+    channel
+        .basic_qos(prefetch, Default::default())
+        .await
+        .unwrap();
+    let consumer = channel
+        .basic_consume(queue, "", Default::default(), FieldTable::default())
+        .await
+        .unwrap();
+    (channel, consumer)
+}
+
+/// The next delivery, within 10 s.
+async fn next(consumer: &mut lapin::Consumer) -> Option<lapin::message::Delivery> {
+    use futures_lite::StreamExt;
+    match tokio::time::timeout(Duration::from_secs(10), consumer.next()).await {
+        Ok(Some(Ok(delivery))) => Some(delivery),
+        Ok(_) => None,
+        Err(_) => panic!("no delivery within 10 s"),
+    }
+}
+
+async fn ready_count(spec: &NodeSpec, queue: &str) -> u32 {
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    channel(spec)
+        .await
+        .queue_declare(queue, passive, FieldTable::default())
+        .await
+        .unwrap()
+        .message_count()
+}
+
+async fn eventually_ready(spec: &NodeSpec, queue: &str, count: u32) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let now = ready_count(spec, queue).await;
+        if now == count {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{queue}: {now} ready, not {count}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_on_another_node_gets_every_message_in_order_and_its_acks_count_there() {
+    use lapin::options::{BasicAckOptions, BasicRejectOptions};
+    let place = Place::new("consume");
+    let specs = specs(&place, 3);
+    let mut nodes = start_all(&specs);
+    channel(&specs[0])
+        .await
+        .queue_declare("work", durable(), FieldTable::default())
+        .await
+        .unwrap();
+    let publisher = confirming(&specs[0]).await;
+    assert_eq!(publish_all(&publisher, "", "work", 200).await, 200);
+
+    // A consumer through node 1, prefetch 10: all 200, in order, acked one by one.
+    let (first, mut deliveries) = consumer(&specs[1], "work", 10).await;
+    for i in 0..200 {
+        let delivery = next(&mut deliveries).await.expect("a delivery");
+        assert_eq!(delivery.data, format!("m{i}").as_bytes());
+        assert!(!delivery.redelivered);
+        delivery.ack(BasicAckOptions::default()).await.unwrap();
+    }
+    eventually_ready(&specs[0], "work", 0).await;
+    // More, published through the third node, reach it too.
+    let publisher = confirming(&specs[2]).await;
+    assert_eq!(publish_all(&publisher, "", "work", 5).await, 5);
+    for i in 0..5 {
+        let delivery = next(&mut deliveries).await.expect("a delivery");
+        assert_eq!(delivery.data, format!("m{i}").as_bytes());
+        if i == 4 {
+            // Rejected with requeue: back on its node, delivered again, marked so.
+            delivery
+                .reject(BasicRejectOptions { requeue: true })
+                .await
+                .unwrap();
+            let again = next(&mut deliveries).await.expect("redelivered");
+            assert_eq!(again.data, b"m4");
+            assert!(again.redelivered);
+            again.ack(BasicAckOptions::default()).await.unwrap();
+        } else {
+            delivery.ack(BasicAckOptions::default()).await.unwrap();
+        }
+    }
+    eventually_ready(&specs[0], "work", 0).await;
+    first.close(200, "done").await.unwrap();
+
+    // Unacknowledged deliveries go back when the consumer's channel closes...
+    assert_eq!(publish_all(&publisher, "", "work", 20).await, 20);
+    let (holder, mut held) = consumer(&specs[1], "work", 5).await;
+    for _ in 0..5 {
+        next(&mut held).await.expect("a delivery");
+    }
+    drop(held);
+    eventually_ready(&specs[0], "work", 15).await;
+    holder.close(200, "done").await.unwrap();
+    eventually_ready(&specs[0], "work", 20).await;
+
+    // ... and when the consumer's node dies.
+    let (_holder, mut held) = consumer(&specs[2], "work", 7).await;
+    for _ in 0..7 {
+        next(&mut held).await.expect("a delivery");
+    }
+    eventually_ready(&specs[0], "work", 13).await;
+    let _dead = nodes.remove(2).kill();
+    eventually_ready(&specs[0], "work", 20).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_on_another_node_is_cancelled_when_its_queue_or_the_queues_node_goes() {
+    let place = Place::new("cancel");
+    let specs = specs(&place, 3);
+    let mut nodes = start_all(&specs);
+    for queue in ["doomed", "stranded"] {
+        channel(&specs[0])
+            .await
+            .queue_declare(queue, durable(), FieldTable::default())
+            .await
+            .unwrap();
+    }
+    // The queue deleted (through the third node): the consumer is cancelled.
+    let (_channel, mut doomed) = consumer(&specs[1], "doomed", 10).await;
+    channel(&specs[2])
+        .await
+        .queue_delete("doomed", Default::default())
+        .await
+        .unwrap();
+    assert!(next(&mut doomed).await.is_none(), "cancelled");
+    // The queue's node killed: the consumer is cancelled too, not left waiting.
+    let (_channel, mut stranded) = consumer(&specs[1], "stranded", 10).await;
+    let _dead = nodes.remove(0).kill();
+    assert!(next(&mut stranded).await.is_none(), "cancelled");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_consumer_keeps_its_prefetch_its_exclusivity_and_without_acks_gets_everything() {
+    use lapin::options::BasicConsumeOptions;
+    let place = Place::new("credit");
+    let specs = specs(&place, 3);
+    let mut nodes = start_all(&specs);
+    for queue in ["limited", "free", "solo"] {
+        channel(&specs[0])
+            .await
+            .queue_declare(queue, durable(), FieldTable::default())
+            .await
+            .unwrap();
+    }
+    let publisher = confirming(&specs[0]).await;
+
+    // Prefetch 3 and no acks: exactly 3 delivered, the rest wait on the queue's node.
+    assert_eq!(publish_all(&publisher, "", "limited", 10).await, 10);
+    let (_limited, mut limited) = consumer(&specs[1], "limited", 3).await;
+    for _ in 0..3 {
+        next(&mut limited).await.expect("a delivery");
+    }
+    {
+        use futures_lite::StreamExt;
+        let more = tokio::time::timeout(Duration::from_millis(500), limited.next()).await;
+        assert!(more.is_err(), "nothing beyond the prefetch");
+    }
+    eventually_ready(&specs[0], "limited", 7).await;
+
+    // Without acknowledgements: more than a consumer's credit of deliveries, all of them.
+    assert_eq!(publish_all(&publisher, "", "free", 2500).await, 2500);
+    let channel_1 = channel(&specs[1]).await;
+    let mut free = channel_1
+        .basic_consume(
+            "free",
+            "",
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    for i in 0..2500 {
+        let delivery = next(&mut free).await.expect("a delivery");
+        assert_eq!(delivery.data, format!("m{i}").as_bytes());
+    }
+    eventually_ready(&specs[0], "free", 0).await;
+
+    // An exclusive consumer on one node keeps another node's consumer out.
+    let owner = channel(&specs[0]).await;
+    let _exclusive = owner
+        .basic_consume(
+            "solo",
+            "",
+            BasicConsumeOptions {
+                exclusive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let refused = channel(&specs[2])
+        .await
+        .basic_consume("solo", "", Default::default(), FieldTable::default())
+        .await
+        .unwrap_err();
+    match refused {
+        lapin::Error::ProtocolError(error) => assert_eq!(
+            error.get_message().as_str(),
+            "ACCESS_REFUSED - queue 'solo' in vhost '/' in exclusive use"
+        ),
+        other => panic!("{other}"),
+    }
+
+    // A queue whose node is down: RabbitMQ's 404.
+    let _dead = nodes.remove(0).kill();
+    let refused = channel(&specs[1])
+        .await
+        .basic_consume("solo", "", Default::default(), FieldTable::default())
+        .await
+        .unwrap_err();
+    match refused {
+        lapin::Error::ProtocolError(error) => assert_eq!(
+            error.get_message().as_str(),
+            "NOT_FOUND - home node 'n0' of durable queue 'solo' in vhost '/' is down or \
+             inaccessible"
+        ),
+        other => panic!("{other}"),
+    }
+}

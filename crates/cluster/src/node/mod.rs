@@ -83,6 +83,7 @@ pub struct ClusterNode {
     /// The broker: what takes the messages other nodes forward.
     pub(crate) applier: Arc<dyn Applier>,
     pub(crate) forwarders: crate::forward::Forwarders,
+    pub(crate) consumer_links: crate::consumers::ConsumerLinks,
 }
 
 impl ClusterNode {
@@ -155,7 +156,17 @@ impl ClusterNode {
             names: Default::default(),
             applier,
             forwarders: Default::default(),
+            consumer_links: Default::default(),
         });
+        {
+            // A peer this node reached is gone: as when its connection to this node ends.
+            let node = Arc::downgrade(&node);
+            transport.on_lost(Arc::new(move |peer: &Introduction| {
+                if let Some(node) = node.upgrade() {
+                    node.peer_gone(peer);
+                }
+            }));
+        }
         tokio::spawn(transport.serve(listener, node.clone(), shutdown.clone()));
         tokio::spawn(node.clone().form(fresh, shutdown.clone()));
         tokio::spawn(node.clone().learn_names(shutdown.clone()));
@@ -227,6 +238,23 @@ impl ClusterNode {
 }
 
 impl Handler for ClusterNode {
+    fn push(&self, from: &Introduction, payload: Vec<u8>) -> Response {
+        self.take_pushes(from, &payload)
+    }
+
+    fn control(
+        &self,
+        from: &Introduction,
+        control: wharf_core::cluster::ConsumerControl,
+    ) -> Response {
+        Response::Controlled(self.applier.serve_control(&from.name, control))
+    }
+
+    fn peer_gone(&self, peer: &Introduction) {
+        self.applier.release_peer(&peer.name, None);
+        self.applier.cancel_subscriptions(&peer.name, None);
+    }
+
     fn deliver(
         &self,
         payload: Vec<u8>,
@@ -235,6 +263,7 @@ impl Handler for ClusterNode {
     }
 
     async fn handle(&self, from: Introduction, request: Request) -> Response {
+        let from_name = from.name.clone();
         self.names.lock().insert(from.node_id, from.name);
         match request {
             Request::AppendEntries(rpc) => {
@@ -263,6 +292,22 @@ impl Handler for ClusterNode {
                 queue,
                 request,
             } => self.answer_queue(vhost, queue, request).await,
+            Request::Consume(request) => {
+                let applier = self.applier.clone();
+                let peer = from_name.clone();
+                let answered =
+                    tokio::task::spawn_blocking(move || applier.serve_consume(&peer, request))
+                        .await;
+                Response::Consumed(
+                    answered.unwrap_or_else(|error| {
+                        Err(("INTERNAL_ERROR".to_string(), error.to_string()))
+                    }),
+                )
+            }
+            // Taken in the connection's order, before it gets here.
+            Request::Control(control) => {
+                Response::Controlled(self.applier.serve_control(&from_name, control))
+            }
             Request::AwaitApplied { index } => Response::AwaitApplied(
                 self.raft
                     .wait(Some(MEMBERS_APPLY_WAIT))

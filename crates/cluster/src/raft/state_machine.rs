@@ -51,6 +51,35 @@ pub trait Applier: Send + Sync + 'static {
     ) {
         done(false)
     }
+    /// A channel of node `peer` consumes from a queue of this node's.
+    fn serve_consume(
+        &self,
+        _peer: &str,
+        request: wharf_core::cluster::ConsumeRequest,
+    ) -> Result<(), (String, String)> {
+        Err((
+            "NOT_FOUND".to_string(),
+            format!("no queue '{}' on this node", request.queue),
+        ))
+    }
+    /// A control of such a consumer; whether the consumer is still held.
+    fn serve_control(&self, _peer: &str, _control: wharf_core::cluster::ConsumerControl) -> bool {
+        false
+    }
+    /// Deliveries node `home` pushed to this node's consumers; the keys of those gone.
+    fn take_pushed(&self, _home: &str, pushed: Vec<wharf_core::cluster::Pushed>) -> Vec<u64> {
+        pushed
+            .iter()
+            .map(|p| match p {
+                wharf_core::cluster::Pushed::Delivery { key, .. }
+                | wharf_core::cluster::Pushed::Cancelled { key } => *key,
+            })
+            .collect()
+    }
+    /// Node `peer`'s consumers here go (all, or those of `keys`), what they held requeued.
+    fn release_peer(&self, _peer: &str, _keys: Option<&[u64]>) {}
+    /// This node's consumers on node `home`'s queues are cancelled (all, or `keys`).
+    fn cancel_subscriptions(&self, _home: &str, _keys: Option<&[u64]>) {}
     /// Answers another node's request about one of this node's queues.
     fn answer_queue_request(
         &self,

@@ -76,6 +76,19 @@ pub trait DeliveryTarget: Send + Sync {
     /// without an ack and without regard to prefetch, as RabbitMQ does. False if the
     /// target can no longer take it (closed).
     fn deliver_reply(&self, consumer_tag: &ByteString, message: &Arc<Message>) -> bool;
+
+    /// Offers a delivery from another node's queue, through `subscription` (its consumer
+    /// tag names the consumer): as [`DeliveryTarget::try_deliver`]. A target that cannot
+    /// consume across nodes refuses.
+    fn try_deliver_remote(
+        &self,
+        _subscription: &Arc<super::remote::Subscription>,
+        _offset: u64,
+        _message: &Arc<Message>,
+        _redelivered: bool,
+    ) -> Offered {
+        Offered::Refused
+    }
 }
 
 /// Whether a consumer gets deliveries, in RabbitMQ's words (`activity_status`).

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use wharf_amqp::*;
 use wharf_core::access::{Access, ResourceKind};
 use wharf_core::direct_reply::REPLY_QUEUE;
+use wharf_core::queue::remote::{QueueRef, Settle};
 use wharf_core::queue::{ConsumerRemoved, Woken};
 use wharf_core::{Consumer, DeliveryTarget, Queue, VHost};
 
@@ -88,6 +89,9 @@ impl Channel {
         let queue_name = self.queue_name(&m.queue)?;
         ctx.grant
             .check(Access::Read, ResourceKind::Queue, &queue_name)?;
+        if ctx.vhost.remote_queue(&queue_name).is_some() {
+            return self.consume_remote(ctx, m, &queue_name);
+        }
         let queue = ctx.vhost.queue_for(&queue_name, ctx.connection_id)?;
         let tag = self.new_consumer_tag(&m.consumer_tag)?;
         let woken = queue.add_consumer(Consumer::new(
@@ -111,7 +115,7 @@ impl Channel {
         self.delivery.state.lock().consumers.insert(
             tag.clone(),
             ConsumerEntry {
-                queue: queue.clone(),
+                queue: QueueRef::Local(queue.clone()),
                 no_ack: m.no_ack,
                 prefetch_count: self.consumer_prefetch,
                 unacked: 0,
@@ -124,6 +128,50 @@ impl Channel {
             self.delivery.consumer_cancelled(&tag);
         }
         self.note_woken(queue.deliver_ready());
+        Ok(())
+    }
+
+    /// basic.consume on another node's queue: the consumer is registered there, and its
+    /// deliveries come through a subscription.
+    fn consume_remote(
+        &mut self,
+        ctx: &ChannelContext<'_>,
+        m: &BasicConsume,
+        queue_name: &str,
+    ) -> AmqpResult<()> {
+        let tag = self.new_consumer_tag(&m.consumer_tag)?;
+        let channel: Arc<dyn DeliveryTarget> = self.target.clone();
+        let subscription = ctx.vhost.consume_remote(
+            queue_name,
+            ctx.connection_id,
+            tag.clone(),
+            m.no_ack,
+            m.exclusive,
+            &m.arguments,
+            self.consumer_prefetch,
+            Arc::downgrade(&channel),
+        )?;
+        if !m.no_wait {
+            self.reply(
+                ctx.outbound,
+                BasicConsumeOk {
+                    consumer_tag: tag.clone(),
+                },
+            );
+        }
+        self.delivery.state.lock().consumers.insert(
+            tag,
+            ConsumerEntry {
+                queue: QueueRef::Remote(subscription.clone()),
+                no_ack: m.no_ack,
+                prefetch_count: self.consumer_prefetch,
+                unacked: 0,
+                exclusive: m.exclusive,
+                arguments: m.arguments.clone(),
+            },
+        );
+        // What came before the consumer's entry existed waited: offered now.
+        subscription.offer();
         Ok(())
     }
 
@@ -193,9 +241,16 @@ impl Channel {
         }
     }
 
-    pub(super) fn detach_consumer(&self, vhost: &VHost, queue: &Arc<Queue>, tag: &str) {
-        if queue.remove_consumer(&self.target, tag) == ConsumerRemoved::RemovedLastOfAutoDelete {
-            vhost.delete_queue_instance(queue);
+    pub(super) fn detach_consumer(&self, vhost: &VHost, queue: &QueueRef, tag: &str) {
+        match queue {
+            QueueRef::Local(queue) => {
+                if queue.remove_consumer(&self.target, tag)
+                    == ConsumerRemoved::RemovedLastOfAutoDelete
+                {
+                    vhost.delete_queue_instance(queue);
+                }
+            }
+            QueueRef::Remote(subscription) => subscription.cancel(),
         }
     }
 
@@ -225,7 +280,7 @@ impl Channel {
         if !m.no_ack {
             state.record(Unacked {
                 delivery_tag,
-                queue: queue.clone(),
+                queue: QueueRef::Local(queue.clone()),
                 offset: got.offset,
                 consumer_tag: None,
             });
@@ -295,52 +350,67 @@ impl Channel {
     /// Like [`Channel::resume_consumers`], skipping queues that already delivered again
     /// when they were settled with.
     pub(super) fn resume_consumers_except(&self, done: &[Arc<Queue>]) {
-        let queues: Vec<Arc<Queue>> = {
+        let queues: Vec<QueueRef> = {
             let state = self.delivery.state.lock();
-            let mut queues: Vec<Arc<Queue>> = Vec::new();
+            let mut queues: Vec<QueueRef> = Vec::new();
             for entry in state.consumers.values() {
-                let seen = |q: &Arc<Queue>| Arc::ptr_eq(q, &entry.queue);
-                if !done.iter().any(seen) && !queues.iter().any(seen) {
+                let settled = match &entry.queue {
+                    QueueRef::Local(queue) => done.iter().any(|q| Arc::ptr_eq(q, queue)),
+                    QueueRef::Remote(_) => false,
+                };
+                if !settled && !queues.iter().any(|q| q.same(&entry.queue)) {
                     queues.push(entry.queue.clone());
                 }
             }
             queues
         };
         for queue in queues {
-            self.note_woken(queue.deliver_ready());
+            match queue {
+                QueueRef::Local(queue) => self.note_woken(queue.deliver_ready()),
+                QueueRef::Remote(subscription) => subscription.offer(),
+            }
         }
     }
 }
 
 /// Applies acks (requeue None), or nacks/rejects with or without requeue, per queue.
-/// Each queue delivers again in the same step; returns the queues settled with.
+/// Each queue of this node delivers again in the same step; returns those queues.
+/// Another node's deliveries are settled there, in order.
 pub(super) fn settle(
     deliveries: Vec<Unacked>,
     requeue: Option<bool>,
     woken: &Cell<Woken>,
 ) -> Vec<Arc<Queue>> {
-    let mut by_queue: Vec<(Arc<Queue>, Vec<u64>)> = Vec::new();
+    let mut by_queue: Vec<(QueueRef, Vec<u64>)> = Vec::new();
     for unacked in deliveries {
-        match by_queue
-            .iter_mut()
-            .find(|(q, _)| Arc::ptr_eq(q, &unacked.queue))
-        {
+        match by_queue.iter_mut().find(|(q, _)| q.same(&unacked.queue)) {
             Some((_, offsets)) => offsets.push(unacked.offset),
             None => by_queue.push((unacked.queue, vec![unacked.offset])),
         }
     }
-    by_queue
-        .into_iter()
-        .map(|(queue, offsets)| {
-            let delivered = match requeue {
-                None => queue.ack(&offsets),
-                Some(true) => queue.requeue(&offsets),
-                Some(false) => queue.reject(&offsets),
-            };
-            super::add_woken(woken, delivered);
-            queue
-        })
-        .collect()
+    let mut settled = Vec::new();
+    for (queue, offsets) in by_queue {
+        match queue {
+            QueueRef::Local(queue) => {
+                let delivered = match requeue {
+                    None => queue.ack(&offsets),
+                    Some(true) => queue.requeue(&offsets),
+                    Some(false) => queue.reject(&offsets),
+                };
+                super::add_woken(woken, delivered);
+                settled.push(queue);
+            }
+            QueueRef::Remote(subscription) => {
+                let how = match requeue {
+                    None => Settle::Ack,
+                    Some(true) => Settle::Requeue,
+                    Some(false) => Settle::Reject,
+                };
+                subscription.settle(offsets, how);
+            }
+        }
+    }
+    settled
 }
 
 pub(super) fn generated_tag(prefix: &str, n: u64) -> ByteString {

@@ -14,8 +14,9 @@ use wharf_amqp::frame::{
 };
 use wharf_amqp::{BasicCancel, ByteString, Method};
 use wharf_core::connections::{ChannelStats, ChannelView, ConsumerStats, ExchangeCounts};
+use wharf_core::queue::remote::{QueueRef, Subscription};
 use wharf_core::queue::Offered;
-use wharf_core::{Delivery, DeliveryTarget, Message, Queue};
+use wharf_core::{Delivery, DeliveryTarget, Message};
 
 use crate::outbound::Outbound;
 
@@ -23,7 +24,9 @@ use crate::outbound::Outbound;
 #[derive(Debug, Clone)]
 pub struct Unacked {
     pub delivery_tag: u64,
-    pub queue: Arc<Queue>,
+    /// Where it is settled: a queue of this node, or another node's through a
+    /// subscription.
+    pub queue: QueueRef,
     pub offset: u64,
     /// None for basic.get deliveries, which no consumer's prefetch counts.
     pub consumer_tag: Option<ByteString>,
@@ -31,7 +34,7 @@ pub struct Unacked {
 
 #[derive(Debug)]
 pub struct ConsumerEntry {
-    pub queue: Arc<Queue>,
+    pub queue: QueueRef,
     pub no_ack: bool,
     /// 0 = unlimited.
     pub prefetch_count: u16,
@@ -234,14 +237,14 @@ impl ChannelView for ChannelDelivery {
     }
 
     fn consumers(&self) -> Vec<ConsumerStats> {
-        let read: Vec<(ConsumerStats, Arc<Queue>)> = {
+        let read: Vec<(ConsumerStats, QueueRef)> = {
             let state = self.state.lock();
             state
                 .consumers
                 .iter()
                 .map(|(tag, entry)| {
                     let stats = ConsumerStats {
-                        queue: entry.queue.name.to_string(),
+                        queue: entry.queue.name().to_string(),
                         tag: tag.to_string(),
                         ack_required: !entry.no_ack,
                         prefetch_count: entry.prefetch_count,
@@ -259,7 +262,9 @@ impl ChannelView for ChannelDelivery {
         let this = self as *const Self as *const ();
         read.into_iter()
             .map(|(mut stats, queue)| {
-                stats.activity = queue.consumer_activity(this, &stats.tag);
+                if let QueueRef::Local(queue) = queue {
+                    stats.activity = queue.consumer_activity(this, &stats.tag);
+                }
                 stats
             })
             .collect()
@@ -326,40 +331,80 @@ impl ChannelDelivery {
     }
 }
 
-impl DeliveryTarget for ChannelDelivery {
-    fn try_deliver(&self, delivery: Delivery<'_>) -> Offered {
+impl ChannelDelivery {
+    /// Writes a delivery to a consumer of this channel if it has credit and the socket
+    /// room; records it as unacknowledged (settled through `queue`) unless `no_ack`.
+    fn offer(
+        &self,
+        consumer_tag: &ByteString,
+        queue: impl FnOnce() -> QueueRef,
+        offset: u64,
+        message: &Message,
+        redelivered: bool,
+        no_ack: bool,
+    ) -> Offered {
         let mut state = self.state.lock();
-        if state.closed || !state.has_credit(delivery.consumer_tag) {
+        if state.closed || !state.has_credit(consumer_tag) {
             return Offered::Refused;
         }
         let delivery_tag = state.next_delivery_tag + 1;
         let deliver = DeliverRef {
-            consumer_tag: delivery.consumer_tag,
+            consumer_tag,
             delivery_tag,
-            redelivered: delivery.redelivered,
-            exchange: &delivery.message.exchange,
-            routing_key: &delivery.message.routing_key,
+            redelivered,
+            exchange: &message.exchange,
+            routing_key: &message.routing_key,
         };
         let written = self.outbound.try_write_delivery(|out| {
             encode_deliver(self.channel_id, deliver, out);
-            encode_content(self.channel_id, delivery.message, self.frame_max, out);
+            encode_content(self.channel_id, message, self.frame_max, out);
         });
         if !written {
             return Offered::Refused;
         }
         state.assign_tag();
-        if !delivery.no_ack {
+        if !no_ack {
             state.record(Unacked {
                 delivery_tag,
-                queue: delivery.queue.clone(),
-                offset: delivery.offset,
-                consumer_tag: Some(delivery.consumer_tag.clone()),
+                queue: queue(),
+                offset,
+                consumer_tag: Some(consumer_tag.clone()),
             });
-            if !state.has_credit(delivery.consumer_tag) {
+            if !state.has_credit(consumer_tag) {
                 return Offered::TookLastCredit;
             }
         }
         Offered::Taken
+    }
+}
+
+impl DeliveryTarget for ChannelDelivery {
+    fn try_deliver(&self, delivery: Delivery<'_>) -> Offered {
+        self.offer(
+            delivery.consumer_tag,
+            || QueueRef::Local(delivery.queue.clone()),
+            delivery.offset,
+            delivery.message,
+            delivery.redelivered,
+            delivery.no_ack,
+        )
+    }
+
+    fn try_deliver_remote(
+        &self,
+        subscription: &Arc<Subscription>,
+        offset: u64,
+        message: &Arc<Message>,
+        redelivered: bool,
+    ) -> Offered {
+        self.offer(
+            &subscription.consumer_tag,
+            || QueueRef::Remote(subscription.clone()),
+            offset,
+            message,
+            redelivered,
+            subscription.no_ack,
+        )
     }
 
     fn deliver_reply(&self, consumer_tag: &ByteString, message: &Arc<Message>) -> bool {

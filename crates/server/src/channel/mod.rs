@@ -14,6 +14,7 @@ use std::sync::Arc;
 use wharf_amqp::frame::encode_method;
 use wharf_amqp::*;
 use wharf_core::direct_reply::REPLY_QUEUE;
+use wharf_core::queue::remote::QueueRef;
 use wharf_core::queue::Woken;
 use wharf_core::{
     DeliveryTarget, ExchangeDeclare, Grant, QueueDeclare as CoreQueueDeclare, RouteCache, VHost,
@@ -501,9 +502,12 @@ impl Channel {
         for (tag, entry) in consumers {
             match vhost {
                 Some(vhost) => self.detach_consumer(vhost, &entry.queue, &tag),
-                None => {
-                    entry.queue.remove_consumer(&self.target, &tag);
-                }
+                None => match &entry.queue {
+                    QueueRef::Local(queue) => {
+                        queue.remove_consumer(&self.target, &tag);
+                    }
+                    QueueRef::Remote(subscription) => subscription.cancel(),
+                },
             }
         }
         settle(unacked, Some(true), &self.woken);

@@ -1,0 +1,425 @@
+//! Consuming across a cluster's nodes. A channel of node B consuming from a queue of node
+//! A: B registers a consumer on A's queue (a [`RemoteConsumer`], which the queue treats
+//! as any consumer); A hands it deliveries up to its credit, pushing each to B, where the
+//! channel's [`Subscription`] offers it to the channel; B's acks, nacks, rejects and
+//! cancel come back to A, which settles the queue's deliveries as a local channel would
+//! and gives the credit back. Only what a consumer holds can be settled through it.
+//!
+//! If B goes away (its connection to A ends), A requeues every delivery B's consumers
+//! held, as it does for a local channel that closes. If A goes away, or the queue is
+//! deleted, B's consumers are cancelled (basic.cancel to clients that asked for it).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+
+use base64::Engine;
+use parking_lot::Mutex;
+use wharf_amqp::{ByteString, FieldTable};
+
+use crate::broker::Broker;
+use crate::cluster::{Cluster, ConsumeRequest, ConsumerControl, Pushed};
+use crate::error::{Error, Result};
+use crate::message::Message;
+use crate::queue::consumer::{Consumer, Delivery, DeliveryTarget, Offered};
+use crate::queue::remote::Subscription;
+use crate::queue::ConsumerRemoved;
+use crate::queue::{ConnectionId, Queue};
+use crate::vhost::VHost;
+
+/// The credit of a remote consumer without a prefetch limit (or without acks): how many
+/// deliveries may be on their way to its node, or unacknowledged there, at once.
+pub const REMOTE_CREDIT_DEFAULT: u32 = 1000;
+
+/// A node's remote consuming: the subscriptions of its channels to other nodes' queues
+/// (by key), and the consumers other nodes' channels hold on its queues.
+#[derive(Default)]
+pub struct RemoteConsuming {
+    next_key: AtomicU64,
+    subscriptions: Mutex<HashMap<u64, Weak<Subscription>>>,
+    consumers: Mutex<HashMap<(String, u64), Held>>,
+}
+
+/// A consumer of another node's channel on a queue of this node.
+struct Held {
+    vhost: Arc<VHost>,
+    queue: Arc<Queue>,
+    tag: ByteString,
+    consumer: Arc<RemoteConsumer>,
+    cancelled: bool,
+}
+
+/// What the queue sees of another node's consumer.
+pub struct RemoteConsumer {
+    peer: String,
+    key: u64,
+    no_ack: bool,
+    credit: u32,
+    cluster: Arc<dyn Cluster>,
+    state: Mutex<InFlight>,
+}
+
+#[derive(Default)]
+struct InFlight {
+    count: u32,
+    /// The queue's offsets of the deliveries that wait for their settlement.
+    offsets: HashSet<u64>,
+}
+
+impl DeliveryTarget for RemoteConsumer {
+    fn try_deliver(&self, delivery: Delivery<'_>) -> Offered {
+        let mut state = self.state.lock();
+        if state.count >= self.credit {
+            return Offered::Refused;
+        }
+        state.count += 1;
+        if !delivery.no_ack {
+            state.offsets.insert(delivery.offset);
+        }
+        self.cluster.push(
+            &self.peer,
+            Pushed::Delivery {
+                key: self.key,
+                offset: delivery.offset,
+                redelivered: delivery.redelivered,
+                message: (**delivery.message).clone(),
+            },
+        );
+        if state.count >= self.credit {
+            Offered::TookLastCredit
+        } else {
+            Offered::Taken
+        }
+    }
+
+    fn consumer_cancelled(&self, _consumer_tag: &ByteString) {
+        self.cluster
+            .push(&self.peer, Pushed::Cancelled { key: self.key });
+    }
+
+    fn deliver_reply(&self, _consumer_tag: &ByteString, _message: &Arc<Message>) -> bool {
+        false
+    }
+}
+
+impl RemoteConsumer {
+    /// Takes back the credit of settled deliveries: of `offsets`, those it held (the
+    /// others are not its to settle).
+    fn settled(&self, offsets: &[u64]) -> Vec<u64> {
+        let mut state = self.state.lock();
+        let held: Vec<u64> = offsets
+            .iter()
+            .copied()
+            .filter(|offset| state.offsets.remove(offset))
+            .collect();
+        state.count = state.count.saturating_sub(held.len() as u32);
+        held
+    }
+
+    fn all_held(&self) -> Vec<u64> {
+        let mut state = self.state.lock();
+        state.count = 0;
+        state.offsets.drain().collect()
+    }
+
+    fn holds_nothing(&self) -> bool {
+        self.state.lock().offsets.is_empty()
+    }
+}
+
+impl VHost {
+    /// basic.consume on another node's queue: registers the consumer there for `channel`
+    /// (whose consumer `tag` it is), and answers the subscription its deliveries come
+    /// through.
+    #[allow(clippy::too_many_arguments)]
+    pub fn consume_remote(
+        &self,
+        name: &str,
+        connection: ConnectionId,
+        tag: ByteString,
+        no_ack: bool,
+        exclusive: bool,
+        arguments: &FieldTable,
+        prefetch: u16,
+        channel: Weak<dyn DeliveryTarget>,
+    ) -> Result<Arc<Subscription>> {
+        let remote = self.remote_queue(name).ok_or_else(|| {
+            Error::not_found(format_args!("no queue '{name}' in vhost '{}'", self.name))
+        })?;
+        remote.check_owner(connection)?;
+        let cluster = self
+            .cluster
+            .get()
+            .ok_or_else(|| remote.out_of_reach("consuming from"))?
+            .clone();
+        let consuming = self.cluster.remote_consuming();
+        let key = consuming.next_key.fetch_add(1, Ordering::Relaxed) + 1;
+        let subscription = Arc::new(Subscription::new(
+            key,
+            &remote,
+            tag.clone(),
+            no_ack,
+            channel,
+            cluster.clone(),
+        ));
+        // Before asking: the first deliveries may come before the answer.
+        consuming
+            .subscriptions
+            .lock()
+            .insert(key, Arc::downgrade(&subscription));
+        let credit = match (no_ack, prefetch) {
+            (false, prefetch) if prefetch > 0 => u32::from(prefetch),
+            _ => REMOTE_CREDIT_DEFAULT,
+        };
+        let request = ConsumeRequest {
+            vhost: self.name.to_string(),
+            queue: name.to_string(),
+            key,
+            consumer_tag: tag.to_string(),
+            no_ack,
+            exclusive,
+            arguments: base64::engine::general_purpose::STANDARD
+                .encode(crate::durability::encode_arguments(arguments)),
+            credit,
+        };
+        if let Err(error) = cluster.consume(&remote.home, request) {
+            consuming.subscriptions.lock().remove(&key);
+            return Err(error);
+        }
+        Ok(subscription)
+    }
+}
+
+impl Broker {
+    /// Another node's channel consumes from a queue of this node.
+    pub fn serve_consume(&self, peer: &str, request: ConsumeRequest) -> Result<()> {
+        let cluster = self
+            .cluster
+            .get()
+            .ok_or_else(|| Error::not_found("this node is not a cluster member"))?
+            .clone();
+        let vhost = self.vhost(&request.vhost).ok_or_else(|| {
+            Error::not_found(format_args!(
+                "Virtual host '{}' does not exist",
+                request.vhost
+            ))
+        })?;
+        let queue = vhost.queue(&request.queue)?;
+        let arguments = base64::engine::general_purpose::STANDARD
+            .decode(&request.arguments)
+            .map(|bytes| crate::durability::decode_arguments(&bytes))
+            .unwrap_or_default();
+        let consumer = Arc::new(RemoteConsumer {
+            peer: peer.to_string(),
+            key: request.key,
+            no_ack: request.no_ack,
+            credit: request.credit.max(1),
+            cluster,
+            state: Mutex::default(),
+        });
+        let tag = ByteString::from(request.consumer_tag.as_str());
+        let held = Held {
+            vhost: vhost.clone(),
+            queue: queue.clone(),
+            tag: tag.clone(),
+            consumer: consumer.clone(),
+            cancelled: false,
+        };
+        // Registered first: the queue may deliver (and the peer settle) at once.
+        let slot = (peer.to_string(), request.key);
+        let consuming = self.cluster.remote_consuming();
+        consuming.consumers.lock().insert(slot.clone(), held);
+        let target: Arc<dyn DeliveryTarget> = consumer;
+        let added = queue.add_consumer(Consumer::new(
+            tag,
+            request.no_ack,
+            request.exclusive,
+            arguments,
+            target,
+        ));
+        if let Err(error) = added {
+            consuming.consumers.lock().remove(&slot);
+            return Err(error);
+        }
+        Ok(())
+    }
+
+    /// A remote consumer's settlement, credit or cancel, from its node; answers whether
+    /// this node still holds the consumer (one released meanwhile changes nothing).
+    pub fn serve_control(&self, peer: &str, control: ConsumerControl) -> bool {
+        let consuming = self.cluster.remote_consuming();
+        let key = match &control {
+            ConsumerControl::Ack { key, .. }
+            | ConsumerControl::Requeue { key, .. }
+            | ConsumerControl::Reject { key, .. }
+            | ConsumerControl::Credit { key, .. }
+            | ConsumerControl::Cancel { key } => *key,
+        };
+        let slot = (peer.to_string(), key);
+        let Some((queue, consumer, tag, vhost)) = consuming.consumers.lock().get(&slot).map(|h| {
+            (
+                h.queue.clone(),
+                h.consumer.clone(),
+                h.tag.clone(),
+                h.vhost.clone(),
+            )
+        }) else {
+            return false;
+        };
+        // The queue's lock is taken with no consumer lock held (the queue takes the
+        // consumer's when it delivers).
+        match control {
+            ConsumerControl::Ack { offsets, .. } => {
+                queue.ack(&consumer.settled(&offsets));
+            }
+            ConsumerControl::Requeue { offsets, .. } => {
+                queue.requeue(&consumer.settled(&offsets));
+            }
+            ConsumerControl::Reject { offsets, .. } => {
+                queue.reject(&consumer.settled(&offsets));
+            }
+            ConsumerControl::Credit { count, .. } => {
+                let mut state = consumer.state.lock();
+                state.count = state.count.saturating_sub(count);
+            }
+            ConsumerControl::Cancel { .. } => {
+                let target: Arc<dyn DeliveryTarget> = consumer.clone();
+                if queue.remove_consumer(&target, &tag) == ConsumerRemoved::RemovedLastOfAutoDelete
+                {
+                    vhost.delete_queue_instance(&queue);
+                }
+                if let Some(held) = consuming.consumers.lock().get_mut(&slot) {
+                    held.cancelled = true;
+                }
+            }
+        }
+        let mut consumers = consuming.consumers.lock();
+        if consumers
+            .get(&slot)
+            .is_some_and(|h| h.cancelled && (h.consumer.no_ack || h.consumer.holds_nothing()))
+        {
+            consumers.remove(&slot);
+        }
+        drop(consumers);
+        queue.deliver_ready();
+        true
+    }
+
+    /// The node `peer` went away (its connection to this node ended), or no longer has
+    /// the consumers `keys` (all of them when None): they go, and every delivery they
+    /// held is requeued, as for a local channel that closes.
+    pub fn release_peer(&self, peer: &str, keys: Option<&[u64]>) {
+        let consuming = self.cluster.remote_consuming();
+        let released: Vec<Held> = {
+            let mut consumers = consuming.consumers.lock();
+            let slots: Vec<(String, u64)> = consumers
+                .keys()
+                .filter(|(from, key)| from == peer && keys.is_none_or(|k| k.contains(key)))
+                .cloned()
+                .collect();
+            slots
+                .into_iter()
+                .filter_map(|slot| consumers.remove(&slot))
+                .collect()
+        };
+        if !released.is_empty() {
+            tracing::info!(
+                node = peer,
+                consumers = released.len(),
+                "a node's consumers released; what they held is requeued"
+            );
+        }
+        for held in released {
+            if !held.cancelled {
+                let target: Arc<dyn DeliveryTarget> = held.consumer.clone();
+                if held.queue.remove_consumer(&target, &held.tag)
+                    == ConsumerRemoved::RemovedLastOfAutoDelete
+                {
+                    held.vhost.delete_queue_instance(&held.queue);
+                }
+            }
+            held.queue.requeue(&held.consumer.all_held());
+        }
+    }
+
+    /// What the node `home` pushed to this node's subscriptions; answers the keys of
+    /// those this node no longer has (the queue's node then lets them go).
+    pub fn take_pushed(&self, home: &str, pushed: Vec<Pushed>) -> Vec<u64> {
+        let consuming = self.cluster.remote_consuming();
+        let mut unknown = Vec::new();
+        for item in pushed {
+            let key = match &item {
+                Pushed::Delivery { key, .. } | Pushed::Cancelled { key } => *key,
+            };
+            let subscription = consuming
+                .subscriptions
+                .lock()
+                .get(&key)
+                .and_then(Weak::upgrade)
+                .filter(|s| s.home == home);
+            let Some(subscription) = subscription else {
+                if !unknown.contains(&key) {
+                    unknown.push(key);
+                }
+                continue;
+            };
+            match item {
+                Pushed::Delivery {
+                    offset,
+                    redelivered,
+                    message,
+                    ..
+                } => {
+                    if subscription.is_cancelled() {
+                        // Cancelled while it was on its way: back to the queue.
+                        if !subscription.no_ack {
+                            subscription
+                                .settle(vec![offset], crate::queue::remote::Settle::Requeue);
+                        }
+                        continue;
+                    }
+                    subscription.take(offset, redelivered, message);
+                }
+                Pushed::Cancelled { .. } => {
+                    consuming.subscriptions.lock().remove(&key);
+                    subscription.cancelled_there();
+                }
+            }
+        }
+        unknown
+    }
+
+    /// The node `home` went away, or answered that it no longer has these consumers:
+    /// this node's subscriptions to its queues are cancelled (all of them when `keys` is
+    /// None).
+    pub fn cancel_subscriptions(&self, home: &str, keys: Option<&[u64]>) {
+        let consuming = self.cluster.remote_consuming();
+        let gone: Vec<Arc<Subscription>> = {
+            let mut subscriptions = consuming.subscriptions.lock();
+            let mut gone = Vec::new();
+            subscriptions.retain(|key, weak| match weak.upgrade() {
+                None => false,
+                Some(s) if s.home == home && keys.is_none_or(|k| k.contains(key)) => {
+                    gone.push(s);
+                    false
+                }
+                Some(_) => true,
+            });
+            gone
+        };
+        for subscription in gone {
+            subscription.cancelled_there();
+        }
+    }
+
+    /// Whether `home` holds queues some subscription of this node consumes from.
+    pub fn subscribes_to(&self, home: &str) -> bool {
+        self.cluster
+            .remote_consuming()
+            .subscriptions
+            .lock()
+            .values()
+            .filter_map(Weak::upgrade)
+            .any(|s| s.home == home && !s.is_cancelled())
+    }
+}
