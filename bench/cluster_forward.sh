@@ -1,9 +1,10 @@
 #!/bin/bash
-# Publishing through a cluster node that does not hold the queue, against publishing
-# through the node that does, side by side in one run: a 3-node cluster on loopback
-# (release build), then rounds of `wharf perf` alternating LOCAL (producer, queue and
-# consumer on node 1) and FORWARDED (producer on node 2; the queue and its consumer on
-# node 1). Prints each run's summary as JSON, one line per run.
+# Publishing and consuming through a cluster node that does not hold the queue, against
+# doing both through the node that does, side by side in one run: a 3-node cluster on
+# loopback (release build), then rounds of `wharf perf` in turn: LOCAL (producer, queue
+# and consumer on node 1), FORWARDED (producer on node 2; the queue and its consumer on
+# node 1) and PUSHED (the consumer on node 2; the queue and its producer on node 1).
+# Prints each run's summary as JSON, one line per run.
 #
 #   bench/cluster_forward.sh WHARF_BINARY ROUNDS SECONDS PERF_FLAGS...
 #   e.g. bench/cluster_forward.sh target/release/wharf 3 10 -x 1 -y 1 -s 1024
@@ -44,10 +45,12 @@ for i in 0 1 2; do
 done
 uri() { echo "amqp://guest:guest@127.0.0.1:$((base + $1))/%2f"; }
 for round in $(seq 1 "$rounds"); do
-    for path in local forwarded; do
-        producer=$(uri 0)
+    for path in local forwarded pushed; do
+        producer=$(uri 0) consumer=$(uri 0)
         if [ "$path" = forwarded ]; then producer=$(uri 1); fi
+        if [ "$path" = pushed ]; then consumer=$(uri 1); fi
         summary=$("$binary" perf --uri "$(uri 0)" --producer-uri "$producer" \
+            --consumer-uri "$consumer" \
             --queue-prefix "bench-$path" -z "$seconds" --json "$@" 2>/dev/null)
         echo "{\"round\": $round, \"path\": \"$path\", \"summary\": $summary}"
     done

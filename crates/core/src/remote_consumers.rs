@@ -163,10 +163,14 @@ impl VHost {
             cluster.clone(),
         ));
         // Before asking: the first deliveries may come before the answer.
-        consuming
-            .subscriptions
-            .lock()
-            .insert(key, Arc::downgrade(&subscription));
+        {
+            let mut subscriptions = consuming.subscriptions.lock();
+            if key.is_multiple_of(64) {
+                // Those whose channels let them go.
+                subscriptions.retain(|_, weak| weak.strong_count() > 0);
+            }
+            subscriptions.insert(key, Arc::downgrade(&subscription));
+        }
         let credit = match (no_ack, prefetch) {
             (false, prefetch) if prefetch > 0 => u32::from(prefetch),
             _ => REMOTE_CREDIT_DEFAULT,

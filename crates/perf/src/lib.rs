@@ -74,6 +74,10 @@ pub fn run(args: &PerfArgs) -> anyhow::Result<Summary> {
         Some(other) => AmqpUri::parse(other)?,
         None => uri.clone(),
     };
+    let consumer_uri = match &args.consumer_uri {
+        Some(other) => AmqpUri::parse(other)?,
+        None => uri.clone(),
+    };
     let runtime = if args.threads == 1 {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -84,7 +88,7 @@ pub fn run(args: &PerfArgs) -> anyhow::Result<Summary> {
             .enable_all()
             .build()?
     };
-    runtime.block_on(measure(args, &uri, &producer_uri))
+    runtime.block_on(measure(args, &uri, &producer_uri, &consumer_uri))
 }
 
 /// Declares the exchange and queues the run needs.
@@ -157,6 +161,7 @@ async fn measure(
     args: &PerfArgs,
     uri: &AmqpUri,
     producer_uri: &AmqpUri,
+    consumer_uri: &AmqpUri,
 ) -> anyhow::Result<Summary> {
     let connect_to = |uri: &AmqpUri, name: String| {
         let uri = uri.clone();
@@ -184,7 +189,7 @@ async fn measure(
 
     let mut consumers = Vec::new();
     for i in 0..args.consumers {
-        let mut client = connect(format!("perf consumer {}", i + 1)).await?;
+        let mut client = connect_to(consumer_uri, format!("perf consumer {}", i + 1)).await?;
         let plan = ConsumerPlan {
             queue: args.queue_name(i),
             autoack: args.autoack,

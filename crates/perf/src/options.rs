@@ -32,6 +32,10 @@ pub struct PerfArgs {
     /// through --uri).
     #[arg(long)]
     pub producer_uri: Option<String>,
+    /// Where the consumers connect, when not to --uri (on a cluster: consuming through a
+    /// node that does not hold the queues).
+    #[arg(long)]
+    pub consumer_uri: Option<String>,
     /// Publishing connections.
     #[arg(short = 'x', long, default_value_t = 1)]
     pub producers: u32,
