@@ -33,6 +33,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// each trying again.
 const RECONNECT_PAUSE: Duration = Duration::from_millis(200);
 
+/// What a node does when a connection it opened to a peer ends.
+pub type OnLost = Arc<dyn Fn(&Introduction) + Send + Sync>;
+
 /// Answers the requests of other nodes.
 pub trait Handler: Send + Sync + 'static {
     fn handle(&self, from: Introduction, request: Request)
@@ -96,7 +99,7 @@ pub struct Transport {
     links: Mutex<HashMap<SocketAddr, Arc<Link>>>,
     next_id: AtomicU64,
     /// Told when a connection this node opened to a peer ends.
-    on_lost: std::sync::OnceLock<Arc<dyn Fn(&Introduction) + Send + Sync>>,
+    on_lost: std::sync::OnceLock<OnLost>,
 }
 
 impl Transport {
@@ -117,7 +120,7 @@ impl Transport {
 
     /// What to do when a connection this node opened to a peer ends (the peer gone, or
     /// the network between them).
-    pub fn on_lost(&self, lost: Arc<dyn Fn(&Introduction) + Send + Sync>) {
+    pub fn on_lost(&self, lost: OnLost) {
         let _ = self.on_lost.set(lost);
     }
 
