@@ -98,6 +98,9 @@ pub struct Broker {
     pub(crate) administration: parking_lot::Mutex<()>,
     /// The cluster this node belongs to, once attached.
     pub(crate) cluster: crate::cluster::ClusterSlot,
+    /// Consuming across the cluster's nodes: this node's subscriptions to other nodes'
+    /// queues, and their consumers on its queues. Shared with the vhosts.
+    pub(crate) consuming: Arc<crate::consuming::RemoteConsuming>,
 }
 
 /// The vhost every broker starts with.
@@ -220,6 +223,7 @@ impl Broker {
             next_connection_id: AtomicU64::new(1),
             administration: parking_lot::Mutex::new(()),
             cluster,
+            consuming: Arc::default(),
         }
     }
 
@@ -272,6 +276,7 @@ impl Broker {
                     self.config.queue_window,
                     self.timers.clone(),
                     self.cluster.clone(),
+                    self.consuming.clone(),
                 )
             })
             .clone()

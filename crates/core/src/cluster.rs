@@ -306,7 +306,6 @@ struct SlotInner {
     member: OnceLock<String>,
     cluster: OnceLock<Arc<dyn Cluster>>,
     window: Arc<ForwardWindow>,
-    consuming: crate::remote_consumers::RemoteConsuming,
 }
 
 impl ClusterSlot {
@@ -322,11 +321,6 @@ impl ClusterSlot {
     /// This node's name, when it is a cluster member: the home of the queues it holds.
     pub fn member(&self) -> Option<&str> {
         self.0.member.get().map(String::as_str)
-    }
-
-    /// This node's consumers on other nodes' queues, and theirs on its queues.
-    pub(crate) fn remote_consuming(&self) -> &crate::remote_consumers::RemoteConsuming {
-        &self.0.consuming
     }
 
     /// What this node's forwarded messages hold (see [`FORWARD_WINDOW_BYTES`]).

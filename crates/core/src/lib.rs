@@ -8,6 +8,7 @@ pub mod administration;
 pub mod broker;
 pub mod cluster;
 pub mod connections;
+pub mod consuming;
 pub mod definitions_json;
 pub mod direct_reply;
 pub mod durability;

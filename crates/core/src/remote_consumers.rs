@@ -1,5 +1,5 @@
 //! Consuming across a cluster's nodes. A channel of node B consuming from a queue of node
-//! A: B registers a consumer on A's queue (a [`RemoteConsumer`], which the queue treats
+//! A: B registers a consumer on A's queue (a `RemoteConsumer`, which the queue treats
 //! as any consumer); A hands it deliveries up to its credit, pushing each to B, where the
 //! channel's [`Subscription`] offers it to the channel; B's acks, nacks, rejects and
 //! cancel come back to A, which settles the queue's deliveries as a local channel would
@@ -9,123 +9,20 @@
 //! held, as it does for a local channel that closes. If A goes away, or the queue is
 //! deleted, B's consumers are cancelled (basic.cancel to clients that asked for it).
 
-use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 
 use base64::Engine;
-use parking_lot::Mutex;
 use wharf_amqp::{ByteString, FieldTable};
 
 use crate::broker::Broker;
-use crate::cluster::{Cluster, ConsumeRequest, ConsumerControl, Pushed};
+use crate::cluster::{ConsumeRequest, ConsumerControl, Pushed};
+use crate::consuming::{Held, RemoteConsumer, REMOTE_CREDIT_DEFAULT};
 use crate::error::{Error, Result};
-use crate::message::Message;
-use crate::queue::consumer::{Consumer, Delivery, DeliveryTarget, Offered};
+use crate::queue::consumer::{Consumer, DeliveryTarget};
 use crate::queue::remote::Subscription;
-use crate::queue::ConsumerRemoved;
-use crate::queue::{ConnectionId, Queue};
+use crate::queue::{ConnectionId, ConsumerRemoved};
 use crate::vhost::VHost;
-
-/// The credit of a remote consumer without a prefetch limit (or without acks): how many
-/// deliveries may be on their way to its node, or unacknowledged there, at once.
-pub const REMOTE_CREDIT_DEFAULT: u32 = 1000;
-
-/// A node's remote consuming: the subscriptions of its channels to other nodes' queues
-/// (by key), and the consumers other nodes' channels hold on its queues.
-#[derive(Default)]
-pub struct RemoteConsuming {
-    next_key: AtomicU64,
-    subscriptions: Mutex<HashMap<u64, Weak<Subscription>>>,
-    consumers: Mutex<HashMap<(String, u64), Held>>,
-}
-
-/// A consumer of another node's channel on a queue of this node.
-struct Held {
-    vhost: Arc<VHost>,
-    queue: Arc<Queue>,
-    tag: ByteString,
-    consumer: Arc<RemoteConsumer>,
-    cancelled: bool,
-}
-
-/// What the queue sees of another node's consumer.
-pub struct RemoteConsumer {
-    peer: String,
-    key: u64,
-    no_ack: bool,
-    credit: u32,
-    cluster: Arc<dyn Cluster>,
-    state: Mutex<InFlight>,
-}
-
-#[derive(Default)]
-struct InFlight {
-    count: u32,
-    /// The queue's offsets of the deliveries that wait for their settlement.
-    offsets: HashSet<u64>,
-}
-
-impl DeliveryTarget for RemoteConsumer {
-    fn try_deliver(&self, delivery: Delivery<'_>) -> Offered {
-        let mut state = self.state.lock();
-        if state.count >= self.credit {
-            return Offered::Refused;
-        }
-        state.count += 1;
-        if !delivery.no_ack {
-            state.offsets.insert(delivery.offset);
-        }
-        self.cluster.push(
-            &self.peer,
-            Pushed::Delivery {
-                key: self.key,
-                offset: delivery.offset,
-                redelivered: delivery.redelivered,
-                message: (**delivery.message).clone(),
-            },
-        );
-        if state.count >= self.credit {
-            Offered::TookLastCredit
-        } else {
-            Offered::Taken
-        }
-    }
-
-    fn consumer_cancelled(&self, _consumer_tag: &ByteString) {
-        self.cluster
-            .push(&self.peer, Pushed::Cancelled { key: self.key });
-    }
-
-    fn deliver_reply(&self, _consumer_tag: &ByteString, _message: &Arc<Message>) -> bool {
-        false
-    }
-}
-
-impl RemoteConsumer {
-    /// Takes back the credit of settled deliveries: of `offsets`, those it held (the
-    /// others are not its to settle).
-    fn settled(&self, offsets: &[u64]) -> Vec<u64> {
-        let mut state = self.state.lock();
-        let held: Vec<u64> = offsets
-            .iter()
-            .copied()
-            .filter(|offset| state.offsets.remove(offset))
-            .collect();
-        state.count = state.count.saturating_sub(held.len() as u32);
-        held
-    }
-
-    fn all_held(&self) -> Vec<u64> {
-        let mut state = self.state.lock();
-        state.count = 0;
-        state.offsets.drain().collect()
-    }
-
-    fn holds_nothing(&self) -> bool {
-        self.state.lock().offsets.is_empty()
-    }
-}
 
 impl VHost {
     /// basic.consume on another node's queue: registers the consumer there for `channel`
@@ -152,7 +49,7 @@ impl VHost {
             .get()
             .ok_or_else(|| remote.out_of_reach("consuming from"))?
             .clone();
-        let consuming = self.cluster.remote_consuming();
+        let consuming = &self.consuming;
         let key = consuming.next_key.fetch_add(1, Ordering::Relaxed) + 1;
         let subscription = Arc::new(Subscription::new(
             key,
@@ -219,11 +116,10 @@ impl Broker {
             no_ack: request.no_ack,
             credit: request.credit.max(1),
             cluster,
-            state: Mutex::default(),
+            state: Default::default(),
         });
         let tag = ByteString::from(request.consumer_tag.as_str());
         let held = Held {
-            vhost: vhost.clone(),
             queue: queue.clone(),
             tag: tag.clone(),
             consumer: consumer.clone(),
@@ -231,7 +127,7 @@ impl Broker {
         };
         // Registered first: the queue may deliver (and the peer settle) at once.
         let slot = (peer.to_string(), request.key);
-        let consuming = self.cluster.remote_consuming();
+        let consuming = &self.consuming;
         consuming.consumers.lock().insert(slot.clone(), held);
         let target: Arc<dyn DeliveryTarget> = consumer;
         let added = queue.add_consumer(Consumer::new(
@@ -251,7 +147,7 @@ impl Broker {
     /// A remote consumer's settlement, credit or cancel, from its node; answers whether
     /// this node still holds the consumer (one released meanwhile changes nothing).
     pub fn serve_control(&self, peer: &str, control: ConsumerControl) -> bool {
-        let consuming = self.cluster.remote_consuming();
+        let consuming = &self.consuming;
         let key = match &control {
             ConsumerControl::Ack { key, .. }
             | ConsumerControl::Requeue { key, .. }
@@ -260,14 +156,12 @@ impl Broker {
             | ConsumerControl::Cancel { key } => *key,
         };
         let slot = (peer.to_string(), key);
-        let Some((queue, consumer, tag, vhost)) = consuming.consumers.lock().get(&slot).map(|h| {
-            (
-                h.queue.clone(),
-                h.consumer.clone(),
-                h.tag.clone(),
-                h.vhost.clone(),
-            )
-        }) else {
+        let Some((queue, consumer, tag)) = consuming
+            .consumers
+            .lock()
+            .get(&slot)
+            .map(|h| (h.queue.clone(), h.consumer.clone(), h.tag.clone()))
+        else {
             return false;
         };
         // The queue's lock is taken with no consumer lock held (the queue takes the
@@ -290,7 +184,7 @@ impl Broker {
                 let target: Arc<dyn DeliveryTarget> = consumer.clone();
                 if queue.remove_consumer(&target, &tag) == ConsumerRemoved::RemovedLastOfAutoDelete
                 {
-                    vhost.delete_queue_instance(&queue);
+                    self.delete_auto_queue(&queue);
                 }
                 if let Some(held) = consuming.consumers.lock().get_mut(&slot) {
                     held.cancelled = true;
@@ -313,7 +207,7 @@ impl Broker {
     /// the consumers `keys` (all of them when None): they go, and every delivery they
     /// held is requeued, as for a local channel that closes.
     pub fn release_peer(&self, peer: &str, keys: Option<&[u64]>) {
-        let consuming = self.cluster.remote_consuming();
+        let consuming = &self.consuming;
         let released: Vec<Held> = {
             let mut consumers = consuming.consumers.lock();
             let slots: Vec<(String, u64)> = consumers
@@ -339,17 +233,24 @@ impl Broker {
                 if held.queue.remove_consumer(&target, &held.tag)
                     == ConsumerRemoved::RemovedLastOfAutoDelete
                 {
-                    held.vhost.delete_queue_instance(&held.queue);
+                    self.delete_auto_queue(&held.queue);
                 }
             }
             held.queue.requeue(&held.consumer.all_held());
         }
     }
 
+    /// An auto-delete queue whose last consumer (another node's) left.
+    fn delete_auto_queue(&self, queue: &Arc<crate::queue::Queue>) {
+        if let Some(vhost) = self.vhost(&queue.vhost) {
+            vhost.delete_queue_instance(queue);
+        }
+    }
+
     /// What the node `home` pushed to this node's subscriptions; answers the keys of
     /// those this node no longer has (the queue's node then lets them go).
     pub fn take_pushed(&self, home: &str, pushed: Vec<Pushed>) -> Vec<u64> {
-        let consuming = self.cluster.remote_consuming();
+        let consuming = &self.consuming;
         let mut unknown = Vec::new();
         for item in pushed {
             let key = match &item {
@@ -397,7 +298,7 @@ impl Broker {
     /// this node's subscriptions to its queues are cancelled (all of them when `keys` is
     /// None).
     pub fn cancel_subscriptions(&self, home: &str, keys: Option<&[u64]>) {
-        let consuming = self.cluster.remote_consuming();
+        let consuming = &self.consuming;
         let gone: Vec<Arc<Subscription>> = {
             let mut subscriptions = consuming.subscriptions.lock();
             let mut gone = Vec::new();
@@ -414,16 +315,5 @@ impl Broker {
         for subscription in gone {
             subscription.cancelled_there();
         }
-    }
-
-    /// Whether `home` holds queues some subscription of this node consumes from.
-    pub fn subscribes_to(&self, home: &str) -> bool {
-        self.cluster
-            .remote_consuming()
-            .subscriptions
-            .lock()
-            .values()
-            .filter_map(Weak::upgrade)
-            .any(|s| s.home == home && !s.is_cancelled())
     }
 }

@@ -13,45 +13,13 @@ use lapin::options::{
     ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::FieldTable;
-use lapin::{BasicProperties, Channel, Connection, ExchangeKind};
+use lapin::{BasicProperties, Channel, ExchangeKind};
 use support::*;
-
-async fn connect(spec: &NodeSpec) -> Connection {
-    let properties = lapin::ConnectionProperties::default()
-        .with_executor(tokio_executor_trait::Tokio::current())
-        .with_reactor(tokio_reactor_trait::Tokio);
-    let url = format!(
-        "amqp://{ADMIN}:{ADMIN_PASSWORD}@{}:{}/%2f",
-        spec.host, spec.amqp
-    );
-    Connection::connect(&url, properties).await.unwrap()
-}
-
-/// A channel on a connection of its own (a refused operation closes the channel, and
-/// some close the connection).
-async fn channel(spec: &NodeSpec) -> Channel {
-    connect(spec).await.create_channel().await.unwrap()
-}
-
-fn durable() -> QueueDeclareOptions {
-    QueueDeclareOptions {
-        durable: true,
-        ..Default::default()
-    }
-}
 
 fn durable_exchange() -> ExchangeDeclareOptions {
     ExchangeDeclareOptions {
         durable: true,
         ..Default::default()
-    }
-}
-
-/// The text a refused operation closed its channel (or connection) with.
-fn refusal(error: lapin::Error) -> String {
-    match error {
-        lapin::Error::ProtocolError(e) => format!("{} - {}", e.get_id(), e.get_message()),
-        other => other.to_string(),
     }
 }
 

@@ -69,6 +69,8 @@ pub struct VHost {
     history: parking_lot::Mutex<QueueHistory>,
     /// The node's cluster, if it belongs to one: replicated changes go through it.
     pub(crate) cluster: crate::cluster::ClusterSlot,
+    /// The node's consuming across the cluster (its registry of subscriptions).
+    pub(crate) consuming: Arc<crate::consuming::RemoteConsuming>,
 }
 
 /// What a vhost's queues did, including those deleted since (RabbitMQ's churn and global
@@ -164,7 +166,14 @@ impl VHost {
         queue_window: Window,
         timers: Arc<Timers>,
     ) -> Arc<Self> {
-        Self::new_in(name, durability, queue_window, timers, Default::default())
+        Self::new_in(
+            name,
+            durability,
+            queue_window,
+            timers,
+            Default::default(),
+            Default::default(),
+        )
     }
 
     /// A vhost of a broker that may belong to a cluster.
@@ -174,6 +183,7 @@ impl VHost {
         queue_window: Window,
         timers: Arc<Timers>,
         cluster: crate::cluster::ClusterSlot,
+        consuming: Arc<crate::consuming::RemoteConsuming>,
     ) -> Arc<Self> {
         let vhost = Arc::new_cyclic(|this| VHost {
             name: name.into(),
@@ -190,6 +200,7 @@ impl VHost {
             limits: RwLock::default(),
             history: Default::default(),
             cluster,
+            consuming,
         });
         {
             let mut exchanges = vhost.exchanges.write();

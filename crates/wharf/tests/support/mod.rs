@@ -366,3 +366,36 @@ fn signal(pid: u32, which: &str) {
         .expect("kill runs");
     assert!(status.success(), "kill {which} {pid}");
 }
+
+/// An AMQP connection to a node, as the cluster's administrator, on vhost `/`.
+pub async fn connect(spec: &NodeSpec) -> lapin::Connection {
+    let properties = ConnectionProperties::default()
+        .with_executor(tokio_executor_trait::Tokio::current())
+        .with_reactor(tokio_reactor_trait::Tokio);
+    let url = format!(
+        "amqp://{ADMIN}:{ADMIN_PASSWORD}@{}:{}/%2f",
+        spec.host, spec.amqp
+    );
+    Connection::connect(&url, properties).await.unwrap()
+}
+
+/// A channel on a connection of its own (a refused operation closes the channel, and
+/// some close the connection).
+pub async fn channel(spec: &NodeSpec) -> lapin::Channel {
+    connect(spec).await.create_channel().await.unwrap()
+}
+
+pub fn durable() -> lapin::options::QueueDeclareOptions {
+    lapin::options::QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    }
+}
+
+/// The text a refused operation closed its channel (or connection) with: "code - text".
+pub fn refusal(error: lapin::Error) -> String {
+    match error {
+        lapin::Error::ProtocolError(e) => format!("{} - {}", e.get_id(), e.get_message()),
+        other => other.to_string(),
+    }
+}
