@@ -21,12 +21,23 @@ pub const ADMIN_PASSWORD: &str = "admin-password";
 
 pub const SECRET: &str = "the cluster secret, long enough\n";
 
+/// A port for a node to listen on: free now, below the kernel's ephemeral range (so
+/// that no outgoing connection of the many the nodes open takes it before the node
+/// binds it, as happens to a port the kernel picked from that range), and never handed
+/// out twice by this test process.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use rand::Rng;
+    use std::sync::Mutex;
+    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    let mut random = rand::thread_rng();
+    loop {
+        let port = random.gen_range(10_000..32_000);
+        if !given.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// A temporary directory for one test's nodes, with the secret file in it.
@@ -208,16 +219,28 @@ impl Node {
     }
 
     /// Waits for a logged line containing `text`; returns it.
+    /// On a timeout, the panic shows the last lines the node logged meanwhile.
     pub fn wait_for_line(&self, text: &str, within: Duration) -> String {
         let deadline = Instant::now() + within;
+        let mut seen: std::collections::VecDeque<String> = Default::default();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
                 Ok(line) if line.contains(text) => return line,
-                Ok(_) => {}
+                Ok(line) => {
+                    if seen.len() == 60 {
+                        seen.pop_front();
+                    }
+                    // A panic's message is kept whatever follows it.
+                    if line.contains("panicked") {
+                        seen.clear();
+                    }
+                    seen.push_back(line);
+                }
                 Err(_) => panic!(
-                    "{}: no line with '{text}' within {within:?}",
-                    self.spec.name
+                    "{}: no line with '{text}' within {within:?}; it logged meanwhile:\n{}",
+                    self.spec.name,
+                    Vec::from(seen).join("\n")
                 ),
             }
         }
