@@ -102,27 +102,7 @@ impl Channel {
             self.target.clone(),
         ))?;
         self.note_woken(woken);
-        // consume-ok goes out before the first delivery: until the consumer's entry exists
-        // below, this channel refuses deliveries for it and the queue keeps the messages.
-        if !m.no_wait {
-            self.reply(
-                ctx.outbound,
-                BasicConsumeOk {
-                    consumer_tag: tag.clone(),
-                },
-            );
-        }
-        self.delivery.state.lock().consumers.insert(
-            tag.clone(),
-            ConsumerEntry {
-                queue: QueueRef::Local(queue.clone()),
-                no_ack: m.no_ack,
-                prefetch_count: self.consumer_prefetch,
-                unacked: 0,
-                exclusive: m.exclusive,
-                arguments: m.arguments.clone(),
-            },
-        );
+        self.consumer_added(ctx, m, tag.clone(), QueueRef::Local(queue.clone()));
         if queue.is_deleted() {
             // Deleted between add_consumer and now: its cancellation found no entry yet.
             self.delivery.consumer_cancelled(&tag);
@@ -151,6 +131,22 @@ impl Channel {
             self.consumer_prefetch,
             Arc::downgrade(&channel),
         )?;
+        self.consumer_added(ctx, m, tag, QueueRef::Remote(subscription.clone()));
+        // What came before the consumer's entry existed waited: offered now.
+        subscription.offer();
+        Ok(())
+    }
+
+    /// Answers consume-ok, then makes the consumer's entry. consume-ok goes out before the
+    /// first delivery: until the entry exists, this channel refuses deliveries for the
+    /// consumer, and its queue (or subscription) keeps them.
+    fn consumer_added(
+        &mut self,
+        ctx: &ChannelContext<'_>,
+        m: &BasicConsume,
+        tag: ByteString,
+        queue: QueueRef,
+    ) {
         if !m.no_wait {
             self.reply(
                 ctx.outbound,
@@ -162,7 +158,7 @@ impl Channel {
         self.delivery.state.lock().consumers.insert(
             tag,
             ConsumerEntry {
-                queue: QueueRef::Remote(subscription.clone()),
+                queue,
                 no_ack: m.no_ack,
                 prefetch_count: self.consumer_prefetch,
                 unacked: 0,
@@ -170,9 +166,6 @@ impl Channel {
                 arguments: m.arguments.clone(),
             },
         );
-        // What came before the consumer's entry existed waited: offered now.
-        subscription.offer();
-        Ok(())
     }
 
     /// The tag a new consumer gets: the one asked for (refused if this channel already has
