@@ -68,8 +68,15 @@ impl Applier for BrokerApplier {
         self.broker.cancel_subscriptions(home, keys);
     }
 
-    fn answer_queue_request(&self, vhost: &str, queue: &str, request: QueueRequest) -> QueueAnswer {
-        self.broker.answer_queue_request(vhost, queue, request)
+    fn answer_queue_request(
+        &self,
+        peer: &str,
+        vhost: &str,
+        queue: &str,
+        request: QueueRequest,
+    ) -> QueueAnswer {
+        self.broker
+            .answer_queue_request(peer, vhost, queue, request)
     }
 
     fn apply(&self, change: &Change) -> Outcome {

@@ -141,17 +141,18 @@ impl ClusterNode {
         }
     }
 
-    /// Answers a request about one of this node's queues, off the runtime's threads (a
-    /// delete commits through the cluster, and waits).
+    /// Answers node `peer`'s request about one of this node's queues, off the runtime's
+    /// threads (a delete commits through the cluster, and waits).
     pub(crate) async fn answer_queue(
         &self,
+        peer: String,
         vhost: String,
         queue: String,
         request: QueueRequest,
     ) -> Response {
         let applier = self.applier.clone();
         let answered = tokio::task::spawn_blocking(move || {
-            applier.answer_queue_request(&vhost, &queue, request)
+            applier.answer_queue_request(&peer, &vhost, &queue, request)
         })
         .await;
         Response::Queue(answered.unwrap_or_else(|error| QueueAnswer::Refused {

@@ -94,8 +94,12 @@ pub enum QueueRequest {
         if_unused: bool,
         if_empty: bool,
     },
-    /// A basic.get that acknowledges at once (no-ack).
-    GetNoAck,
+    /// A basic.get: without acknowledgement (`ack_key` None), or held until the asking
+    /// node settles it through the getter `ack_key` of its channel (as a consumer's
+    /// delivery is settled, see `ConsumerControl`).
+    Get {
+        ack_key: Option<u64>,
+    },
 }
 
 /// A queue's node's answer.
@@ -119,6 +123,9 @@ pub enum QueueAnswer {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GotMessage {
     pub record: String,
+    /// Where it is in its queue: what its settlement names.
+    #[serde(default)]
+    pub offset: u64,
     pub redelivered: bool,
     pub message_count: u32,
 }

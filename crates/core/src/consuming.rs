@@ -38,11 +38,14 @@ impl std::fmt::Debug for RemoteConsuming {
     }
 }
 
-/// A consumer of another node's channel on a queue of this node.
+/// A consumer of another node's channel on a queue of this node, or the getter of such a
+/// channel (what it took with basic.get, waiting for its settlement).
 pub(crate) struct Held {
     pub(crate) queue: Arc<Queue>,
     pub(crate) tag: ByteString,
     pub(crate) consumer: Arc<RemoteConsumer>,
+    /// Not (or no longer) among the queue's consumers: cancelled, or a getter, which
+    /// never is. It goes once what it holds is settled.
     pub(crate) cancelled: bool,
 }
 
@@ -61,6 +64,8 @@ pub(crate) struct InFlight {
     pub(crate) count: u32,
     /// The queue's offsets of the deliveries that wait for their settlement.
     offsets: HashSet<u64>,
+    /// Its node went away and what it held was requeued: it takes nothing more.
+    released: bool,
 }
 
 impl DeliveryTarget for RemoteConsumer {
@@ -113,10 +118,26 @@ impl RemoteConsumer {
         held
     }
 
+    /// Everything it holds, for requeueing: it is released, and takes nothing more.
     pub(crate) fn all_held(&self) -> Vec<u64> {
         let mut state = self.state.lock();
         state.count = 0;
+        state.released = true;
         state.offsets.drain().collect()
+    }
+
+    /// basic.get for its node's channel: the queue's next message, held until settled.
+    /// Taken under its own lock, so that a release of its node (which requeues what it
+    /// holds) comes wholly before the get (which then takes nothing) or after it.
+    pub(crate) fn get(&self, queue: &Arc<Queue>) -> Option<crate::queue::GetResult> {
+        let mut state = self.state.lock();
+        if state.released {
+            return None;
+        }
+        let got = queue.get(false)?;
+        state.count += 1;
+        state.offsets.insert(got.offset);
+        Some(got)
     }
 
     pub(crate) fn holds_nothing(&self) -> bool {

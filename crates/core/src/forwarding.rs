@@ -43,14 +43,15 @@ impl Broker {
 }
 
 impl Broker {
-    /// Answers another node's request about a queue of this node's.
+    /// Answers node `peer`'s request about a queue of this node's.
     pub fn answer_queue_request(
         &self,
+        peer: &str,
         vhost: &str,
         name: &str,
         request: QueueRequest,
     ) -> QueueAnswer {
-        match self.queue_request(vhost, name, request) {
+        match self.queue_request(peer, vhost, name, request) {
             Ok(answer) => answer,
             Err(error) => QueueAnswer::Refused {
                 kind: error.kind.name().to_string(),
@@ -59,7 +60,13 @@ impl Broker {
         }
     }
 
-    fn queue_request(&self, vhost: &str, name: &str, request: QueueRequest) -> Result<QueueAnswer> {
+    fn queue_request(
+        &self,
+        peer: &str,
+        vhost: &str,
+        name: &str,
+        request: QueueRequest,
+    ) -> Result<QueueAnswer> {
         let vhost = self.vhost(vhost).ok_or_else(|| {
             Error::not_found(format_args!("Virtual host '{vhost}' does not exist"))
         })?;
@@ -84,14 +91,22 @@ impl Broker {
                 }
             }
             QueueRequest::Purge => QueueAnswer::Count(vhost.queue(name)?.purge()),
-            QueueRequest::GetNoAck => QueueAnswer::Got(vhost.queue(name)?.get(true).map(|got| {
-                GotMessage {
-                    record: base64::engine::general_purpose::STANDARD
-                        .encode(got.message.encode_record(None)),
-                    redelivered: got.redelivered,
-                    message_count: got.message_count,
-                }
-            })),
+            QueueRequest::Get { ack_key } => {
+                let queue = vhost.queue(name)?;
+                let got = match ack_key {
+                    None => queue.get(true),
+                    Some(key) => self.get_for_peer(peer, key, &queue)?,
+                };
+                QueueAnswer::Got(got.map(|got| {
+                    GotMessage {
+                        record: base64::engine::general_purpose::STANDARD
+                            .encode(got.message.encode_record(None)),
+                        offset: got.offset,
+                        redelivered: got.redelivered,
+                        message_count: got.message_count,
+                    }
+                }))
+            }
         })
     }
 }

@@ -144,6 +144,43 @@ impl Broker {
         Ok(())
     }
 
+    /// basic.get with acknowledgements by another node's channel, whose getter is `key`:
+    /// the message is held here, as a consumer's delivery is, until that node settles it
+    /// (or goes away, and it is requeued).
+    pub(crate) fn get_for_peer(
+        &self,
+        peer: &str,
+        key: u64,
+        queue: &Arc<crate::queue::Queue>,
+    ) -> Result<Option<crate::queue::GetResult>> {
+        let cluster = self
+            .cluster
+            .get()
+            .ok_or_else(|| Error::not_found("this node is not a cluster member"))?
+            .clone();
+        let getter = self
+            .consuming
+            .consumers
+            .lock()
+            .entry((peer.to_string(), key))
+            .or_insert_with(|| Held {
+                queue: queue.clone(),
+                tag: ByteString::default(),
+                consumer: Arc::new(RemoteConsumer {
+                    peer: peer.to_string(),
+                    key,
+                    no_ack: false,
+                    credit: u32::MAX,
+                    cluster,
+                    state: Default::default(),
+                }),
+                cancelled: true,
+            })
+            .consumer
+            .clone();
+        Ok(getter.get(queue))
+    }
+
     /// A remote consumer's settlement, credit or cancel, from its node; answers whether
     /// this node still holds the consumer (one released meanwhile changes nothing).
     pub fn serve_control(&self, peer: &str, control: ConsumerControl) -> bool {
@@ -181,13 +218,17 @@ impl Broker {
                 state.count = state.count.saturating_sub(count);
             }
             ConsumerControl::Cancel { .. } => {
+                let was_consumer = consuming
+                    .consumers
+                    .lock()
+                    .get_mut(&slot)
+                    .is_some_and(|held| !std::mem::replace(&mut held.cancelled, true));
                 let target: Arc<dyn DeliveryTarget> = consumer.clone();
-                if queue.remove_consumer(&target, &tag) == ConsumerRemoved::RemovedLastOfAutoDelete
+                if was_consumer
+                    && queue.remove_consumer(&target, &tag)
+                        == ConsumerRemoved::RemovedLastOfAutoDelete
                 {
                     self.delete_auto_queue(&queue);
-                }
-                if let Some(held) = consuming.consumers.lock().get_mut(&slot) {
-                    held.cancelled = true;
                 }
             }
         }

@@ -465,3 +465,94 @@ async fn a_remote_consumer_keeps_its_prefetch_its_exclusivity_and_without_acks_g
              inaccessible"
     );
 }
+
+/// basic.get with acknowledgements through `channel`: the body, whether redelivered,
+/// and the delivery.
+async fn get_acked(channel: &Channel, queue: &str) -> Option<(String, bool, u64)> {
+    let got = channel
+        .basic_get(queue, BasicGetOptions { no_ack: false })
+        .await
+        .unwrap()?;
+    Some((
+        String::from_utf8(got.delivery.data.clone()).unwrap(),
+        got.delivery.redelivered,
+        got.delivery.delivery_tag,
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_get_with_acknowledgements_from_another_nodes_queue_is_held_there_until_settled() {
+    use lapin::options::{BasicAckOptions, BasicNackOptions, BasicRejectOptions};
+    let place = Place::new("getack");
+    let specs = specs(&place, 3);
+    let mut nodes = start_all(&specs);
+    declare_durable(&specs[0], "jobs").await;
+    let publisher = confirming(&specs[0]).await;
+    assert_eq!(publish_all(&publisher, "", "jobs", 5).await, 5);
+
+    // Three taken through node 1: out of the ready count there, not yet gone.
+    let getter = channel(&specs[1]).await;
+    let (m0, redelivered, t0) = get_acked(&getter, "jobs").await.unwrap();
+    assert_eq!((m0.as_str(), redelivered), ("m0", false));
+    let (m1, _, t1) = get_acked(&getter, "jobs").await.unwrap();
+    let (m2, _, t2) = get_acked(&getter, "jobs").await.unwrap();
+    assert_eq!((m1.as_str(), m2.as_str()), ("m1", "m2"));
+    assert_eq!(ready_count(&specs[0], "jobs").await, 2);
+
+    // Acked, rejected (dropped) and nacked with requeue: settled on the queue's node.
+    getter
+        .basic_ack(t0, BasicAckOptions::default())
+        .await
+        .unwrap();
+    getter
+        .basic_reject(t1, BasicRejectOptions { requeue: false })
+        .await
+        .unwrap();
+    getter
+        .basic_nack(
+            t2,
+            BasicNackOptions {
+                multiple: false,
+                requeue: true,
+            },
+        )
+        .await
+        .unwrap();
+    eventually_ready(&specs[0], "jobs", 3).await;
+    let (again, redelivered, _) = get_acked(&getter, "jobs").await.unwrap();
+    assert_eq!((again.as_str(), redelivered), ("m2", true));
+
+    // Held, unacknowledged, when the channel closes: back to the queue.
+    getter.close(200, "done").await.unwrap();
+    eventually_ready(&specs[0], "jobs", 3).await;
+
+    // A multiple ack covers gets from two queues of two nodes and one of this node.
+    declare_durable(&specs[2], "other").await;
+    declare_durable(&specs[1], "mine").await;
+    assert_eq!(publish_all(&publisher, "", "other", 2).await, 2);
+    assert_eq!(publish_all(&publisher, "", "mine", 1).await, 1);
+    let getter = channel(&specs[1]).await;
+    get_acked(&getter, "jobs").await.unwrap();
+    get_acked(&getter, "other").await.unwrap();
+    get_acked(&getter, "mine").await.unwrap();
+    let (_, _, last) = get_acked(&getter, "other").await.unwrap();
+    assert_eq!(get_acked(&getter, "other").await, None);
+    getter
+        .basic_ack(last, BasicAckOptions { multiple: true })
+        .await
+        .unwrap();
+    eventually_ready(&specs[0], "jobs", 2).await;
+    eventually_ready(&specs[2], "other", 0).await;
+    eventually_ready(&specs[1], "mine", 0).await;
+    // Held by a node that dies: requeued on the queue's node.
+    let doomed = channel(&specs[2]).await;
+    get_acked(&doomed, "jobs").await.unwrap();
+    get_acked(&doomed, "jobs").await.unwrap();
+    eventually_ready(&specs[0], "jobs", 0).await;
+    let _dead = nodes.remove(2).kill();
+    eventually_ready(&specs[0], "jobs", 2).await;
+    let survivor = channel(&specs[1]).await;
+    // m2 went with the multiple ack: m3 and m4 were the dead node's.
+    let (first, redelivered, _) = get_acked(&survivor, "jobs").await.unwrap();
+    assert_eq!((first.as_str(), redelivered), ("m3", true));
+}

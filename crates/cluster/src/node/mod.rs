@@ -291,7 +291,10 @@ impl Handler for ClusterNode {
                 vhost,
                 queue,
                 request,
-            } => self.answer_queue(vhost, queue, request).await,
+            } => {
+                self.answer_queue(from_name.clone(), vhost, queue, request)
+                    .await
+            }
             Request::Consume(request) => {
                 let applier = self.applier.clone();
                 let peer = from_name.clone();

@@ -80,9 +80,10 @@ pub trait Applier: Send + Sync + 'static {
     fn release_peer(&self, _peer: &str, _keys: Option<&[u64]>) {}
     /// This node's consumers on node `home`'s queues are cancelled (all, or `keys`).
     fn cancel_subscriptions(&self, _home: &str, _keys: Option<&[u64]>) {}
-    /// Answers another node's request about one of this node's queues.
+    /// Answers node `peer`'s request about one of this node's queues.
     fn answer_queue_request(
         &self,
+        _peer: &str,
         _vhost: &str,
         queue: &str,
         _request: wharf_core::cluster::QueueRequest,

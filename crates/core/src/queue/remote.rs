@@ -62,6 +62,16 @@ impl RemoteQueue {
     }
 }
 
+/// A message basic.get took from another node's queue.
+pub struct RemoteGot {
+    pub message: crate::message::Message,
+    /// Where it is in its queue (what an acknowledgement names there).
+    pub offset: u64,
+    pub redelivered: bool,
+    /// Ready messages left after it.
+    pub message_count: u32,
+}
+
 /// What a channel's delivery is settled with: the queue of this node it came from, or
 /// the subscription to another node's queue it came through.
 #[derive(Clone)]

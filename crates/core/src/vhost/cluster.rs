@@ -9,7 +9,8 @@
 //! A queue lives on the node that declared it (RabbitMQ's `client-local` locator); the
 //! other nodes keep a [`RemoteQueue`] record of it, so that bindings and declares see it.
 
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
 
 use wharf_amqp::ByteString;
 use wharf_store::{BindingDef, Change, DestinationKind, ExchangeDef, QueueDef};
@@ -24,7 +25,8 @@ use crate::durability;
 use crate::error::{Error, ErrorKind, Result};
 use crate::exchange::{Binding, Destination, Exchange, ExchangeKind};
 use crate::message::Message;
-use crate::queue::remote::RemoteQueue;
+use crate::queue::consumer::DeliveryTarget;
+use crate::queue::remote::{RemoteGot, RemoteQueue, Subscription};
 use crate::queue::{locked_queue, ConnectionId, QueueOptions};
 
 impl VHost {
@@ -201,27 +203,32 @@ impl VHost {
         }
     }
 
-    /// basic.get with no-ack from another node's queue: the message, whether it was
-    /// delivered before, and the ready messages left.
-    pub fn get_remote_no_ack(
+    /// basic.get from another node's queue. Without a `getter`, acknowledged at once;
+    /// with the channel's getter for that queue (see [`VHost::remote_getter`]), the
+    /// message is held there until the channel settles it through the getter.
+    pub fn get_remote(
         &self,
         name: &str,
         connection: ConnectionId,
-    ) -> Result<Option<(Message, bool, u32)>> {
+        getter: Option<&Subscription>,
+    ) -> Result<Option<RemoteGot>> {
         let remote = self.remote_queue(name).ok_or_else(|| self.no_queue(name))?;
         remote.check_owner(connection)?;
         let cluster = self
             .cluster
             .get()
             .ok_or_else(|| remote.out_of_reach("getting from"))?;
-        let got = match self.ask_home(cluster.as_ref(), &remote, QueueRequest::GetNoAck)? {
+        let request = QueueRequest::Get {
+            ack_key: getter.map(|getter| getter.key),
+        };
+        let got = match self.ask_home(cluster.as_ref(), &remote, request)? {
             QueueAnswer::Got(got) => got,
             other => return Err(unexpected(&remote, other)),
         };
         let Some(got) = got else {
             return Ok(None);
         };
-        let record = base64::engine::general_purpose::STANDARD
+        let message = base64::engine::general_purpose::STANDARD
             .decode(&got.record)
             .ok()
             .and_then(|bytes| Message::decode_record(bytes).map(|(message, _)| message))
@@ -231,7 +238,36 @@ impl VHost {
                     format_args!("a message from node {} does not read", remote.home),
                 )
             })?;
-        Ok(Some((record, got.redelivered, got.message_count)))
+        Ok(Some(RemoteGot {
+            message,
+            offset: got.offset,
+            redelivered: got.redelivered,
+            message_count: got.message_count,
+        }))
+    }
+
+    /// What a channel's gets with acknowledgements from another node's queue are
+    /// settled through (one per channel and queue; it delivers nothing).
+    pub fn remote_getter(
+        &self,
+        name: &str,
+        channel: Weak<dyn DeliveryTarget>,
+    ) -> Result<Arc<Subscription>> {
+        let remote = self.remote_queue(name).ok_or_else(|| self.no_queue(name))?;
+        let cluster = self
+            .cluster
+            .get()
+            .ok_or_else(|| remote.out_of_reach("getting from"))?
+            .clone();
+        let key = self.consuming.next_key.fetch_add(1, Ordering::Relaxed) + 1;
+        Ok(Arc::new(Subscription::new(
+            key,
+            &remote,
+            ByteString::default(),
+            false,
+            channel,
+            cluster,
+        )))
     }
 
     /// A client's bind (`bind` true) or unbind on a cluster node; binding what is bound,

@@ -251,15 +251,8 @@ impl Channel {
         let queue_name = self.queue_name(&m.queue)?;
         ctx.grant
             .check(Access::Read, ResourceKind::Queue, &queue_name)?;
-        if let Some(remote) = ctx.vhost.remote_queue(&queue_name) {
-            // Another node's queue: without acknowledgements, taken there.
-            if !m.no_ack {
-                remote.check_owner(ctx.connection_id)?;
-                return Err(remote
-                    .out_of_reach("basic.get with acknowledgements from")
-                    .into());
-            }
-            return self.get_remote(ctx, &queue_name);
+        if ctx.vhost.remote_queue(&queue_name).is_some() {
+            return self.get_remote(ctx, &queue_name, m.no_ack);
         }
         let queue = ctx.vhost.queue_for(&queue_name, ctx.connection_id)?;
         let Some(got) = queue.get(m.no_ack) else {
@@ -291,25 +284,55 @@ impl Channel {
         Ok(())
     }
 
-    fn get_remote(&mut self, ctx: &ChannelContext<'_>, queue_name: &str) -> AmqpResult<()> {
-        let Some((message, redelivered, message_count)) =
-            ctx.vhost.get_remote_no_ack(queue_name, ctx.connection_id)?
+    /// basic.get from another node's queue: taken there; with acknowledgements, held
+    /// there until settled through this channel's getter for the queue.
+    fn get_remote(
+        &mut self,
+        ctx: &ChannelContext<'_>,
+        queue_name: &ByteString,
+        no_ack: bool,
+    ) -> AmqpResult<()> {
+        let getter = match no_ack {
+            true => None,
+            false => Some(match self.remote_getters.get(queue_name) {
+                Some(getter) => getter.clone(),
+                None => {
+                    let target = Arc::downgrade(&self.target);
+                    let getter = ctx.vhost.remote_getter(queue_name, target)?;
+                    self.remote_getters
+                        .insert(queue_name.clone(), getter.clone());
+                    getter
+                }
+            }),
+        };
+        let Some(got) = ctx
+            .vhost
+            .get_remote(queue_name, ctx.connection_id, getter.as_deref())?
         else {
             self.reply(ctx.outbound, BasicGetEmpty {});
             return Ok(());
         };
         let mut state = self.delivery.state.lock();
         state.next_delivery_tag += 1;
+        let delivery_tag = state.next_delivery_tag;
+        if let Some(getter) = getter {
+            state.record(Unacked {
+                delivery_tag,
+                queue: QueueRef::Remote(getter),
+                offset: got.offset,
+                consumer_tag: None,
+            });
+        }
         let method = Method::BasicGetOk(Box::new(BasicGetOk {
-            delivery_tag: state.next_delivery_tag,
-            redelivered,
-            exchange: message.exchange.clone(),
-            routing_key: message.routing_key.clone(),
-            message_count,
+            delivery_tag,
+            redelivered: got.redelivered,
+            exchange: got.message.exchange.clone(),
+            routing_key: got.message.routing_key.clone(),
+            message_count: got.message_count,
         }));
         let frame_max = self.delivery.frame_max;
         ctx.outbound
-            .write(|out| encode_with_content(self.id, &method, &message, frame_max, out));
+            .write(|out| encode_with_content(self.id, &method, &got.message, frame_max, out));
         Ok(())
     }
 

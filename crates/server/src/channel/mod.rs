@@ -14,7 +14,7 @@ use std::sync::Arc;
 use wharf_amqp::frame::encode_method;
 use wharf_amqp::*;
 use wharf_core::direct_reply::REPLY_QUEUE;
-use wharf_core::queue::remote::QueueRef;
+use wharf_core::queue::remote::{QueueRef, Subscription};
 use wharf_core::queue::Woken;
 use wharf_core::{
     DeliveryTarget, ExchangeDeclare, Grant, QueueDeclare as CoreQueueDeclare, RouteCache, VHost,
@@ -73,6 +73,9 @@ pub struct Channel {
     delivery_history: std::collections::VecDeque<(std::time::Instant, u64)>,
     /// The direct reply-to consumer, if this channel has one.
     reply_consumer: Option<ReplyConsumer>,
+    /// What gets with acknowledgements from other nodes' queues are settled through, by
+    /// queue name.
+    remote_getters: std::collections::HashMap<ByteString, Arc<Subscription>>,
     /// What the queues delivered to consumers because of what this channel did, since the
     /// connection last took it ([`Channel::take_woken`]).
     woken: Cell<Woken>,
@@ -114,6 +117,7 @@ impl Channel {
             route_cache: RouteCache::default(),
             delivery_history: std::collections::VecDeque::new(),
             reply_consumer: None,
+            remote_getters: Default::default(),
             woken: Cell::default(),
             tally: Default::default(),
         }
