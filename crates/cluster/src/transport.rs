@@ -32,6 +32,14 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// After a failed attempt, requests to that peer fail at once for this long rather than
 /// each trying again.
 const RECONNECT_PAUSE: Duration = Duration::from_millis(200);
+/// How often the node that opened a connection sends a heartbeat on it.
+const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+/// A connection on which nothing arrived for this long is lost: its peer is paused, or
+/// the network between them cut, and what depends on it (the peer's consumers on this
+/// node's queues, this node's on the peer's) is let go rather than waiting on a peer
+/// that may never answer. RabbitMQ waits a `net_ticktime` (60 s); a node here that is
+/// only slow costs redeliveries, never messages.
+pub const PEER_TIMEOUT: Duration = Duration::from_secs(6);
 
 /// What a node does when a connection it opened to a peer ends.
 pub type OnLost = Arc<dyn Fn(&Introduction) + Send + Sync>;
@@ -259,6 +267,7 @@ impl Transport {
         let closed = Arc::new(AtomicBool::new(false));
         let (outbox, inbox) = mpsc::unbounded_channel();
         tokio::spawn(write_frames(writer, inbox, closed.clone()));
+        tokio::spawn(send_heartbeats(outbox.clone(), closed.clone()));
         {
             let pending = pending.clone();
             let closed = closed.clone();
@@ -281,17 +290,23 @@ impl Transport {
                             }
                             continue;
                         }
+                        Ok(Some(frame)) if frame.kind == FrameKind::Heartbeat => continue,
                         Ok(Some(frame)) => break format!("an unexpected {:?} frame", frame.kind),
                         Ok(None) => {}
                         Err(error) => break error.to_string(),
                     }
-                    match reader.read_buf(&mut buffer).await {
-                        Ok(0) => break "closed by the peer".to_string(),
-                        Ok(_) => {}
-                        Err(error) => break error.to_string(),
+                    match tokio::time::timeout(PEER_TIMEOUT, reader.read_buf(&mut buffer)).await {
+                        Ok(Ok(0)) => break "closed by the peer".to_string(),
+                        Ok(Ok(_)) => {}
+                        Ok(Err(error)) => break error.to_string(),
+                        Err(_) => break format!("nothing from the peer for {PEER_TIMEOUT:?}"),
                     }
                 };
-                tracing::debug!(peer = %peer.address, reason = %why, "cluster connection ended");
+                if why.starts_with("nothing from") {
+                    tracing::warn!(peer = %peer.address, node = %peer.name, reason = %why, "cluster connection lost");
+                } else {
+                    tracing::debug!(peer = %peer.address, reason = %why, "cluster connection ended");
+                }
                 closed.store(true, Ordering::Release);
                 // Dropping the senders tells every waiting request the connection is gone.
                 pending.lock().clear();
@@ -380,6 +395,12 @@ impl Transport {
         let mut buffer = leftover;
         loop {
             match wire::decode_frame(&mut buffer) {
+                Ok(Some(frame)) if frame.kind == FrameKind::Heartbeat => {
+                    let mut echo = BytesMut::new();
+                    wire::encode_frame(&mut echo, FrameKind::Heartbeat, frame.id, &[]);
+                    let _ = outbox.send(echo);
+                    continue;
+                }
                 Ok(Some(frame)) if frame.kind == FrameKind::Push => {
                     let response = handler.push(&peer, frame.payload);
                     respond(&outbox, frame.id, &response);
@@ -438,9 +459,13 @@ impl Transport {
                 }
             }
             tokio::select! {
-                read = reader.read_buf(&mut buffer) => match read {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => {}
+                read = tokio::time::timeout(PEER_TIMEOUT, reader.read_buf(&mut buffer)) => match read {
+                    Ok(Ok(0)) | Ok(Err(_)) => break,
+                    Ok(Ok(_)) => {}
+                    Err(_) => {
+                        tracing::warn!(peer = %peer.name, "nothing from a cluster peer for {PEER_TIMEOUT:?}; its connection is taken for lost");
+                        break;
+                    }
                 },
                 // A node that stops answers nothing more, as if it were gone.
                 _ = shutdown.changed() => break,
@@ -456,6 +481,23 @@ fn respond(outbox: &mpsc::UnboundedSender<BytesMut>, id: u64, response: &Respons
     let mut out = BytesMut::new();
     wire::encode_frame(&mut out, FrameKind::Response, id, &payload);
     let _ = outbox.send(out);
+}
+
+/// Sends a heartbeat every [`HEARTBEAT_INTERVAL`] until the connection closes.
+async fn send_heartbeats(outbox: mpsc::UnboundedSender<BytesMut>, closed: Arc<AtomicBool>) {
+    let mut ticks = tokio::time::interval(HEARTBEAT_INTERVAL);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        if closed.load(Ordering::Acquire) {
+            return;
+        }
+        let mut frame = BytesMut::new();
+        wire::encode_frame(&mut frame, FrameKind::Heartbeat, 0, &[]);
+        if outbox.send(frame).is_err() {
+            return;
+        }
+    }
 }
 
 /// Writes queued frames, as many as are waiting in one write.

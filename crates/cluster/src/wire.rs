@@ -35,6 +35,10 @@ pub enum FrameKind {
     /// Deliveries for the receiver's consumers on the sender's queues; answered with a
     /// response frame.
     Push = 8,
+    /// The dialing node's heartbeat, sent every second, echoed by the other: a
+    /// connection that brings nothing for [`crate::transport::PEER_TIMEOUT`] is taken
+    /// for lost (the peer paused, or the network between them cut).
+    Heartbeat = 9,
     /// The peer closes the connection; the payload says why, as text.
     Refused = 255,
 }
@@ -50,6 +54,7 @@ impl FrameKind {
             6 => FrameKind::Response,
             7 => FrameKind::Deliver,
             8 => FrameKind::Push,
+            9 => FrameKind::Heartbeat,
             255 => FrameKind::Refused,
             _ => return None,
         })

@@ -100,6 +100,12 @@ pub enum QueueRequest {
     Get {
         ack_key: Option<u64>,
     },
+    /// The management API's get: up to `count` messages (all with None), taken and then
+    /// settled together as `then` says.
+    Inspect {
+        count: Option<u32>,
+        then: crate::queue::remote::Settle,
+    },
 }
 
 /// A queue's node's answer.
@@ -113,6 +119,8 @@ pub enum QueueAnswer {
     /// The message taken (as a queue's log stores it, base64), whether it was delivered
     /// before, and the ready messages left; None when the queue was empty.
     Got(Option<GotMessage>),
+    /// What an inspect took, in order.
+    Inspected(Vec<GotMessage>),
     /// Refused there: the error's kind (by its AMQP name) and text.
     Refused {
         kind: String,

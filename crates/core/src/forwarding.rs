@@ -12,6 +12,7 @@ use crate::cluster::{GotMessage, QueueAnswer, QueueRequest};
 use crate::error::{Error, ErrorKind, Result};
 use crate::flusher::SyncDone;
 use crate::message::Message;
+use crate::queue::GetResult;
 use crate::vhost::Routes;
 
 impl Broker {
@@ -97,16 +98,29 @@ impl Broker {
                     None => queue.get(true),
                     Some(key) => self.get_for_peer(peer, key, &queue)?,
                 };
-                QueueAnswer::Got(got.map(|got| {
-                    GotMessage {
-                        record: base64::engine::general_purpose::STANDARD
-                            .encode(got.message.encode_record(None)),
-                        offset: got.offset,
-                        redelivered: got.redelivered,
-                        message_count: got.message_count,
-                    }
-                }))
+                QueueAnswer::Got(got.map(got_message))
+            }
+            QueueRequest::Inspect { count, then } => {
+                let queue = vhost.queue(name)?;
+                let count = count.map(|count| count as usize);
+                QueueAnswer::Inspected(
+                    queue
+                        .take_and_settle(count, then)
+                        .into_iter()
+                        .map(got_message)
+                        .collect(),
+                )
             }
         })
+    }
+}
+
+/// A message taken from a queue of this node, as the asking node gets it.
+fn got_message(got: GetResult) -> GotMessage {
+    GotMessage {
+        record: base64::engine::general_purpose::STANDARD.encode(got.message.encode_record(None)),
+        offset: got.offset,
+        redelivered: got.redelivered,
+        message_count: got.message_count,
     }
 }

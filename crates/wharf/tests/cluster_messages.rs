@@ -555,4 +555,78 @@ async fn a_get_with_acknowledgements_from_another_nodes_queue_is_held_there_unti
     // m2 went with the multiple ack: m3 and m4 were the dead node's.
     let (first, redelivered, _) = get_acked(&survivor, "jobs").await.unwrap();
     assert_eq!((first.as_str(), redelivered), ("m3", true));
+
+    // The management API's get through another node: taken and settled on the queue's.
+    declare_durable(&specs[0], "viewed").await;
+    assert_eq!(publish_all(&publisher, "", "viewed", 3).await, 3);
+    let get = |count: i64, ackmode: &str| {
+        let body = format!(r#"{{"count":{count},"ackmode":"{ackmode}","encoding":"auto"}}"#);
+        let (status, answer) = http("POST", &specs[1], "/api/queues/%2F/viewed/get", Some(&body));
+        assert_eq!(status, 200, "{answer}");
+        let answer: serde_json::Value = serde_json::from_str(&answer).unwrap();
+        answer
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                (
+                    m["payload"].as_str().unwrap().to_string(),
+                    m["redelivered"] == true,
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let peeked = get(2, "ack_requeue_true");
+    assert_eq!(peeked, [("m0".into(), false), ("m1".into(), false)]);
+    assert_eq!(ready_count(&specs[0], "viewed").await, 3);
+    let taken = get(-1, "ack_requeue_false");
+    assert_eq!(
+        taken,
+        [
+            ("m0".into(), true),
+            ("m1".into(), true),
+            ("m2".into(), false)
+        ]
+    );
+    assert_eq!(ready_count(&specs[0], "viewed").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_node_is_let_go_within_seconds_by_the_nodes_it_consumed_from_and_served() {
+    use futures_lite::StreamExt;
+    let place = Place::new("paused");
+    let specs = specs(&place, 3);
+    let nodes = start_all(&specs);
+    for queue in ["served", "stranded"] {
+        declare_durable(&specs[0], queue).await;
+    }
+    let publisher = confirming(&specs[0]).await;
+    assert_eq!(publish_all(&publisher, "", "served", 20).await, 20);
+
+    // The consumer's node paused: what it held goes back to the queue's node's queue,
+    // without waiting for the node to come back.
+    let (_held_channel, mut held) = consumer(&specs[2], "served", 7).await;
+    for _ in 0..7 {
+        next(&mut held).await.expect("a delivery");
+    }
+    eventually_ready(&specs[0], "served", 13).await;
+    nodes[2].pause();
+    let paused = Instant::now();
+    eventually_ready(&specs[0], "served", 20).await;
+    let released_after = paused.elapsed();
+    nodes[2].resume();
+    assert!(
+        released_after >= Duration::from_secs(3),
+        "released after {released_after:?}: too soon for a heartbeat timeout"
+    );
+
+    // The queue's node paused: its consumers on other nodes are cancelled.
+    let (_channel, mut stranded) = consumer(&specs[1], "stranded", 10).await;
+    nodes[0].pause();
+    let ended = tokio::time::timeout(Duration::from_secs(20), stranded.next()).await;
+    nodes[0].resume();
+    assert!(
+        matches!(ended, Ok(None)),
+        "cancelled, not left waiting: {ended:?}"
+    );
 }

@@ -149,6 +149,32 @@ impl Queue {
         result
     }
 
+    /// What the management API's "get messages" does: takes up to `count` messages (all
+    /// with None), then settles them together as `then` says (requeued, they are back
+    /// at the head, in order, marked redelivered).
+    pub fn take_and_settle(
+        self: &Arc<Self>,
+        count: Option<usize>,
+        then: super::remote::Settle,
+    ) -> Vec<GetResult> {
+        let mut taken = Vec::new();
+        while count.is_none_or(|count| taken.len() < count) {
+            let Some(got) = self.get(false) else {
+                break;
+            };
+            taken.push(got);
+        }
+        if !taken.is_empty() {
+            let offsets: Vec<u64> = taken.iter().map(|got| got.offset).collect();
+            match then {
+                super::remote::Settle::Requeue => self.requeue(&offsets),
+                super::remote::Settle::Ack => self.ack(&offsets),
+                super::remote::Settle::Reject => self.reject(&offsets),
+            };
+        }
+        taken
+    }
+
     pub(super) fn get_locked(&self, state: &mut State, no_ack: bool) -> Option<GetResult> {
         let entry = state.backlog.pop_head()?;
         // As quorum queues: basic.get shows the count from the first delivery on (consumers

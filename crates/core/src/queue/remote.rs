@@ -107,8 +107,9 @@ impl std::fmt::Debug for QueueRef {
     }
 }
 
-/// How a remote consumer's deliveries are settled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How deliveries are settled: a remote consumer's, or those the management API's get
+/// took.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Settle {
     Ack,
     Requeue,

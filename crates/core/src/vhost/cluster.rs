@@ -20,13 +20,13 @@ use super::queues::{QueueDeclare, QueueDeclared};
 use super::{generated_queue_name, VHost};
 use base64::Engine;
 
-use crate::cluster::{Cluster, QueueAnswer, QueueRequest};
+use crate::cluster::{Cluster, GotMessage, QueueAnswer, QueueRequest};
 use crate::durability;
 use crate::error::{Error, ErrorKind, Result};
 use crate::exchange::{Binding, Destination, Exchange, ExchangeKind};
 use crate::message::Message;
 use crate::queue::consumer::DeliveryTarget;
-use crate::queue::remote::{RemoteGot, RemoteQueue, Subscription};
+use crate::queue::remote::{RemoteGot, RemoteQueue, Settle, Subscription};
 use crate::queue::{locked_queue, ConnectionId, QueueOptions};
 
 impl VHost {
@@ -225,25 +225,35 @@ impl VHost {
             QueueAnswer::Got(got) => got,
             other => return Err(unexpected(&remote, other)),
         };
-        let Some(got) = got else {
-            return Ok(None);
-        };
-        let message = base64::engine::general_purpose::STANDARD
-            .decode(&got.record)
-            .ok()
-            .and_then(|bytes| Message::decode_record(bytes).map(|(message, _)| message))
-            .ok_or_else(|| {
-                Error::new(
-                    ErrorKind::InternalError,
-                    format_args!("a message from node {} does not read", remote.home),
-                )
-            })?;
-        Ok(Some(RemoteGot {
-            message,
-            offset: got.offset,
-            redelivered: got.redelivered,
-            message_count: got.message_count,
-        }))
+        got.map(|got| remote_got(&remote, got)).transpose()
+    }
+
+    /// The management API's get on another node's queue: up to `count` messages (all
+    /// with None), taken there and settled together as `then` says.
+    pub fn inspect_remote(
+        &self,
+        name: &str,
+        connection: ConnectionId,
+        count: Option<u32>,
+        then: Settle,
+    ) -> Result<Vec<RemoteGot>> {
+        let remote = self.remote_queue(name).ok_or_else(|| self.no_queue(name))?;
+        remote.check_owner(connection)?;
+        let cluster = self
+            .cluster
+            .get()
+            .ok_or_else(|| remote.out_of_reach("getting from"))?;
+        match self.ask_home(
+            cluster.as_ref(),
+            &remote,
+            QueueRequest::Inspect { count, then },
+        )? {
+            QueueAnswer::Inspected(messages) => messages
+                .into_iter()
+                .map(|got| remote_got(&remote, got))
+                .collect(),
+            other => Err(unexpected(&remote, other)),
+        }
     }
 
     /// What a channel's gets with acknowledgements from another node's queue are
@@ -448,4 +458,24 @@ pub(super) fn exchange_declare(def: &ExchangeDef) -> ExchangeDeclare {
         internal: def.internal,
         arguments: durability::decode_arguments(&def.arguments),
     }
+}
+
+/// A message another node's queue handed over, read.
+fn remote_got(remote: &RemoteQueue, got: GotMessage) -> Result<RemoteGot> {
+    let message = base64::engine::general_purpose::STANDARD
+        .decode(&got.record)
+        .ok()
+        .and_then(|bytes| Message::decode_record(bytes).map(|(message, _)| message))
+        .ok_or_else(|| {
+            Error::new(
+                ErrorKind::InternalError,
+                format_args!("a message from node {} does not read", remote.home),
+            )
+        })?;
+    Ok(RemoteGot {
+        message,
+        offset: got.offset,
+        redelivered: got.redelivered,
+        message_count: got.message_count,
+    })
 }

@@ -13,6 +13,7 @@ use serde_json::{json, Map, Value};
 use wharf_amqp::{BasicProperties, ByteString, EncodedProperties};
 use wharf_core::access::{Access, ResourceKind};
 use wharf_core::definitions_json::{json_to_table, table_to_json};
+use wharf_core::queue::remote::Settle;
 use wharf_core::{ErrorKind, Message, RouteCache};
 
 use super::exchanges::exchange_name;
@@ -307,39 +308,51 @@ pub async fn get(
     grant
         .check(Access::Read, ResourceKind::Queue, &name)
         .map_err(ApiError::from)?;
+    let then = match mode {
+        AckMode::AckRequeueTrue | AckMode::RejectRequeueTrue => Settle::Requeue,
+        AckMode::AckRequeueFalse => Settle::Ack,
+        AckMode::RejectRequeueFalse => Settle::Reject,
+    };
+    let count = (count >= 0).then(|| u32::try_from(count).unwrap_or(u32::MAX));
+    let refused = |error: wharf_core::Error| match error.kind {
+        ErrorKind::NotFound => ApiError::new(StatusCode::NOT_FOUND, "not_found", error.text()),
+        _ => channel_refusal(error),
+    };
     // As basic.get: another connection's exclusive queue is refused (405 in AMQP).
-    let queue = vhost
-        .queue_for(&name, NO_CONNECTION)
-        .map_err(|error| match error.kind {
-            ErrorKind::NotFound => ApiError::new(StatusCode::NOT_FOUND, "not_found", error.text()),
-            _ => channel_refusal(error),
-        })?;
-    let mut taken = Vec::new();
-    let mut answers = Vec::new();
-    while count < 0 || (answers.len() as i64) < count {
-        let Some(got) = queue.get(false) else {
-            break;
-        };
-        let (payload, encoding) = payload_json(&got.message.body, base64_only, truncate);
-        answers.push(json!({
-            "payload_bytes": got.message.body.len(),
-            "redelivered": got.redelivered,
-            "exchange": got.message.exchange.as_ref() as &str,
-            "routing_key": got.message.routing_key.as_ref() as &str,
-            "message_count": got.message_count,
-            "properties": properties_json(&got.message.properties),
-            "payload": payload,
-            "payload_encoding": encoding,
-        }));
-        taken.push(got.offset);
-    }
-    if !taken.is_empty() {
-        match mode {
-            AckMode::AckRequeueTrue | AckMode::RejectRequeueTrue => queue.requeue(&taken),
-            AckMode::AckRequeueFalse => queue.ack(&taken),
-            AckMode::RejectRequeueFalse => queue.reject(&taken),
-        };
-    }
+    let taken: Vec<(Arc<Message>, bool, u32)> = if vhost.remote_queue(&name).is_some() {
+        // Another node's queue: taken and settled there, off the runtime's threads.
+        let vhost = vhost.clone();
+        tokio::task::spawn_blocking(move || vhost.inspect_remote(&name, NO_CONNECTION, count, then))
+            .await
+            .map_err(|_| ApiError::internal("the get stopped unexpectedly"))?
+            .map_err(refused)?
+            .into_iter()
+            .map(|got| (Arc::new(got.message), got.redelivered, got.message_count))
+            .collect()
+    } else {
+        let queue = vhost.queue_for(&name, NO_CONNECTION).map_err(refused)?;
+        queue
+            .take_and_settle(count.map(|count| count as usize), then)
+            .into_iter()
+            .map(|got| (got.message, got.redelivered, got.message_count))
+            .collect()
+    };
+    let answers: Vec<Value> = taken
+        .iter()
+        .map(|(message, redelivered, message_count)| {
+            let (payload, encoding) = payload_json(&message.body, base64_only, truncate);
+            json!({
+                "payload_bytes": message.body.len(),
+                "redelivered": redelivered,
+                "exchange": message.exchange.as_ref() as &str,
+                "routing_key": message.routing_key.as_ref() as &str,
+                "message_count": message_count,
+                "properties": properties_json(&message.properties),
+                "payload": payload,
+                "payload_encoding": encoding,
+            })
+        })
+        .collect();
     json(Value::Array(answers))
 }
 
