@@ -7,8 +7,8 @@ use std::sync::Arc;
 use tokio::runtime::{Handle, RuntimeFlavor};
 use wharf_amqp::ByteString;
 use wharf_core::cluster::{
-    Answer, Cluster, ClusterView, ConsumeRequest, ConsumerControl, Forwarded, MemberView, Pushed,
-    QueueAnswer, QueueRequest,
+    Answer, Cluster, ClusterView, ConsumeRequest, ConsumerControl, Forwarded, Gathered,
+    ListRequest, MemberView, Pushed, QueueAnswer, QueueRequest,
 };
 use wharf_core::message::Message;
 use wharf_core::{Broker, Error, ErrorKind};
@@ -77,6 +77,10 @@ impl Applier for BrokerApplier {
     ) -> QueueAnswer {
         self.broker
             .answer_queue_request(peer, vhost, queue, request)
+    }
+
+    fn local_list(&self, list: &ListRequest) -> Vec<serde_json::Value> {
+        self.broker.cluster_slot().local_list(list)
     }
 
     fn apply(&self, change: &Change) -> Outcome {
@@ -196,6 +200,10 @@ impl Cluster for ClusterHandle {
 
     fn forget(&self, member: String) -> Answer<'_, Result<String, String>> {
         Box::pin(async move { self.node.forget(&member).await })
+    }
+
+    fn gather(&self, list: ListRequest) -> Answer<'_, Vec<Gathered>> {
+        Box::pin(async move { self.node.gather(list).await })
     }
 
     fn status(&self) -> Answer<'_, ClusterView> {

@@ -7,7 +7,9 @@ use openraft::raft::{
 };
 use serde::{Deserialize, Serialize};
 
-use wharf_core::cluster::{ConsumeRequest, ConsumerControl, QueueAnswer, QueueRequest};
+use wharf_core::cluster::{
+    ConsumeRequest, ConsumerControl, ListRequest, QueueAnswer, QueueRequest,
+};
 
 use crate::config::NodeId;
 use crate::raft::{Command, Member, Outcome, SnapshotMeta, TypeConfig, Vote};
@@ -48,6 +50,8 @@ pub enum Request {
     Consume(ConsumeRequest),
     /// A settlement, credit or cancel of such a consumer.
     Control(ConsumerControl),
+    /// This node's part of a cluster-wide list.
+    List(ListRequest),
     /// A client of the asking node operates on a queue of this node's.
     Queue {
         vhost: String,
@@ -77,6 +81,7 @@ pub enum Response {
     Controlled(bool),
     /// The keys of pushed deliveries' consumers the receiver no longer has.
     Pushed(Vec<u64>),
+    List(Vec<serde_json::Value>),
 }
 
 /// A change committed and applied on the leader.

@@ -245,6 +245,11 @@ impl Broker {
         self.cluster.get()
     }
 
+    /// Where the node finds its cluster, and its views for cluster-wide lists.
+    pub fn cluster_slot(&self) -> &crate::cluster::ClusterSlot {
+        &self.cluster
+    }
+
     /// What every queue did since the broker started: the queues of every vhost (their
     /// live counters and those of queues deleted), and the vhosts deleted.
     pub fn queue_history(&self) -> crate::vhost::QueueHistory {

@@ -81,6 +81,37 @@ pub trait Cluster: Send + Sync + 'static {
     /// Removes a member that is down (by node name or cluster address) for good; answers
     /// its name, or why not.
     fn forget(&self, member: String) -> Answer<'_, std::result::Result<String, String>>;
+
+    /// Every other member's part of a cluster-wide list (see [`LocalViews`]), asked of
+    /// all at once; a member that does not answer in time is listed without items.
+    fn gather(&self, list: ListRequest) -> Answer<'_, Vec<Gathered>>;
+}
+
+/// A cluster-wide list: what each node answers for its own part (its queues, its
+/// connections, itself), so that the operator's tools on any node show every node's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListRequest {
+    /// Which list ("queues", "connections", ...: the [`LocalViews`]' to name).
+    pub kind: String,
+    /// How to render it (a management list's query string, a `ctl` command's columns).
+    #[serde(default)]
+    pub argument: String,
+}
+
+/// One member's part of a cluster-wide list.
+#[derive(Debug, Clone)]
+pub struct Gathered {
+    pub node: String,
+    /// None: it did not answer.
+    pub items: Option<Vec<serde_json::Value>>,
+}
+
+/// What a node shows of its own part of a cluster-wide list; the operator's tools (the
+/// management API, `wharf ctl`) render it, and register it once they started.
+pub trait LocalViews: Send + Sync + 'static {
+    /// This node's items of list `kind`, rendered as `argument` asks; an unknown kind
+    /// has none.
+    fn local_list(&self, kind: &str, argument: &str) -> Vec<serde_json::Value>;
 }
 
 /// What a node asks of another node's queue.
@@ -321,6 +352,7 @@ struct SlotInner {
     member: OnceLock<String>,
     cluster: OnceLock<Arc<dyn Cluster>>,
     window: Arc<ForwardWindow>,
+    views: std::sync::RwLock<Vec<(String, Arc<dyn LocalViews>)>>,
 }
 
 impl ClusterSlot {
@@ -341,6 +373,26 @@ impl ClusterSlot {
     /// What this node's forwarded messages hold (see [`FORWARD_WINDOW_BYTES`]).
     pub fn forward_window(&self) -> &Arc<ForwardWindow> {
         &self.0.window
+    }
+
+    /// Registers what answers the lists whose kind starts with `prefix` (the management
+    /// API's, `ctl`'s).
+    pub fn add_views(&self, prefix: &str, views: Arc<dyn LocalViews>) {
+        if let Ok(mut all) = self.0.views.write() {
+            all.push((prefix.to_string(), views));
+        }
+    }
+
+    /// This node's part of a cluster-wide list.
+    pub fn local_list(&self, list: &ListRequest) -> Vec<serde_json::Value> {
+        let views = self.0.views.read().ok().and_then(|all| {
+            all.iter()
+                .find(|(prefix, _)| list.kind.starts_with(prefix.as_str()))
+                .map(|(_, views)| views.clone())
+        });
+        views.map_or_else(Vec::new, |views| {
+            views.local_list(&list.kind, &list.argument)
+        })
     }
 
     pub(crate) fn set_member(&self, node_name: String) {

@@ -52,6 +52,11 @@ pub async fn serve(
         rates: rates::Rates::default(),
         sessions,
     });
+    // Other cluster members ask this node for its part of the API's lists.
+    let views = api::cluster_lists::ApiViews(Arc::downgrade(&api));
+    api.broker
+        .cluster_slot()
+        .add_views("http:", Arc::new(views));
     let sampler = tokio::spawn(rates::sample(api.clone(), shutdown.clone()));
     serve_on_each(listeners, api::routes(api), shutdown).await;
     let _ = sampler.await;

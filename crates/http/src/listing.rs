@@ -35,6 +35,9 @@ pub struct ListQuery {
     ranges: Ranges,
     /// Why the range parameters are refused (checked only where RabbitMQ reads them).
     range_refusal: Option<String>,
+    /// The query string as given: what other cluster nodes render their part of a list
+    /// for.
+    pub raw: Option<String>,
 }
 
 /// RabbitMQ's prefixes of range parameters, in the order it checks them. `node_stats`
@@ -82,6 +85,7 @@ impl ListQuery {
     pub fn parse(query: Option<&str>) -> Result<ListQuery, ApiError> {
         let mut list = ListQuery {
             page_size: DEFAULT_PAGE_SIZE,
+            raw: query.map(str::to_string),
             ..ListQuery::default()
         };
         let pairs = query.map(|q| form_pairs(q.as_bytes())).unwrap_or_default();

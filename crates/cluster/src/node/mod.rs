@@ -295,6 +295,11 @@ impl Handler for ClusterNode {
                 self.answer_queue(from_name.clone(), vhost, queue, request)
                     .await
             }
+            Request::List(list) => {
+                let applier = self.applier.clone();
+                let listed = tokio::task::spawn_blocking(move || applier.local_list(&list)).await;
+                Response::List(listed.unwrap_or_default())
+            }
             Request::Consume(request) => {
                 let applier = self.applier.clone();
                 let peer = from_name.clone();

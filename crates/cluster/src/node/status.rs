@@ -2,6 +2,7 @@
 //! member probed.
 
 use super::*;
+use wharf_core::cluster::{Gathered, ListRequest};
 
 impl ClusterNode {
     /// The cluster as this node sees it now: each member probed (a member that does not
@@ -74,5 +75,46 @@ impl ClusterNode {
             last_applied: metrics.last_applied.map(|l| l.index),
             members,
         }
+    }
+}
+
+/// How long a cluster-wide list waits for a member's part.
+const GATHER_WAIT: Duration = Duration::from_secs(5);
+
+impl ClusterNode {
+    /// Every other member's part of a cluster-wide list, asked of all at once.
+    pub async fn gather(&self, list: ListRequest) -> Vec<Gathered> {
+        let metrics = self.raft.metrics().borrow().clone();
+        let membership = metrics.membership_config.membership().clone();
+        let mut asks = Vec::new();
+        for (id, member) in membership.nodes() {
+            if *id == self.me {
+                continue;
+            }
+            let known = self.names.lock().get(id).cloned();
+            let address = member.address.clone();
+            let request = Request::List(list.clone());
+            asks.push(async move {
+                let answer = match address.parse() {
+                    Ok(address) => self
+                        .transport
+                        .request(address, &request, GATHER_WAIT)
+                        .await
+                        .ok(),
+                    Err(_) => None,
+                };
+                match answer {
+                    Some((peer, Response::List(items))) => Gathered {
+                        node: peer.name,
+                        items: Some(items),
+                    },
+                    _ => Gathered {
+                        node: known.unwrap_or(address),
+                        items: None,
+                    },
+                }
+            });
+        }
+        join_all(asks).await
     }
 }

@@ -9,6 +9,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde_json::Value;
 
+use super::cluster_lists::{other_consumers, other_rows, Kind, Row};
 use super::render::{connection_json, consumers_json, ChannelRow, ConnectionRow};
 use super::{done, json};
 use crate::auth::Caller;
@@ -20,21 +21,45 @@ use crate::Api;
 /// The reason a client hears when its connection is closed without an X-Reason header.
 const DEFAULT_REASON: &str = "Closed via management plugin";
 
-fn connection_rows(api: &Arc<Api>, caller: &Caller) -> Vec<ConnectionRow> {
-    api.broker
+/// The connections the caller may see: this node's, then the other members'.
+async fn connection_rows(
+    api: &Arc<Api>,
+    caller: &Caller,
+    query: &ListQuery,
+) -> Vec<Row<ConnectionRow>> {
+    let mut rows: Vec<Row<ConnectionRow>> = api
+        .broker
         .connections
         .list()
         .into_iter()
         .filter(|c| caller.sees_connection_of(&c.details.user))
-        .map(|c| ConnectionRow::new(api, c))
-        .collect()
+        .map(|c| Row::Here(ConnectionRow::new(api, c)))
+        .collect();
+    rows.extend(
+        other_rows(api, Kind::Connections, query)
+            .await
+            .into_iter()
+            .filter(|row| caller.sees_connection_of(row.user()))
+            .map(Row::There),
+    );
+    rows
 }
 
-fn channel_rows(api: &Arc<Api>, caller: &Caller) -> Vec<ChannelRow> {
-    ChannelRow::all(api)
+/// The channels the caller may see: this node's, then the other members'.
+async fn channel_rows(api: &Arc<Api>, caller: &Caller, query: &ListQuery) -> Vec<Row<ChannelRow>> {
+    let mut rows: Vec<Row<ChannelRow>> = ChannelRow::all(api)
         .into_iter()
         .filter(|c| caller.sees_connection_of(&c.channel.user))
-        .collect()
+        .map(Row::Here)
+        .collect();
+    rows.extend(
+        other_rows(api, Kind::Channels, query)
+            .await
+            .into_iter()
+            .filter(|row| caller.sees_connection_of(row.user()))
+            .map(Row::There),
+    );
+    rows
 }
 
 pub async fn list(
@@ -43,7 +68,8 @@ pub async fn list(
     query: ListQuery,
 ) -> ApiResult<Response> {
     query.ranges()?;
-    json(listing::respond(connection_rows(&api, &caller), &query)?)
+    let rows = connection_rows(&api, &caller, &query).await;
+    json(listing::respond(rows, &query)?)
 }
 
 pub async fn list_in_vhost(
@@ -54,7 +80,7 @@ pub async fn list_in_vhost(
 ) -> ApiResult<Response> {
     let vhost = caller.vhost_to_read(&api, &vhost)?;
     query.ranges()?;
-    let mut rows = connection_rows(&api, &caller);
+    let mut rows = connection_rows(&api, &caller, &query).await;
     rows.retain(|r| r.vhost() == &*vhost.name);
     json(listing::respond(rows, &query)?)
 }
@@ -85,8 +111,23 @@ pub async fn show(
 ) -> ApiResult<Response> {
     // As RabbitMQ's: bad ranges are refused before the connection is looked up.
     let windows = query.ranges()?.windows(rates::now_ms());
-    let row = connection_named(&api, &caller, &name)?;
-    let object = connection_json(&api, &row.connection, &windows);
+    let object = match connection_named(&api, &caller, &name) {
+        Ok(row) => connection_json(&api, &row.connection, &windows),
+        Err(missing) => {
+            // Another node's, maybe.
+            let row = other_rows(&api, Kind::Connections, &query)
+                .await
+                .into_iter()
+                .find(|row| row.name() == name)
+                .ok_or(missing)?;
+            if !caller.sees_connection_of(row.user()) {
+                return Err(ApiError::not_authorised(
+                    "User not authorised to access object",
+                ));
+            }
+            row.value
+        }
+    };
     json(listing::one(object, &query))
 }
 
@@ -118,7 +159,10 @@ pub async fn channels_of(
 ) -> ApiResult<Response> {
     query.ranges()?;
     let row = connection_named(&api, &caller, &name)?;
-    let mut channels = channel_rows(&api, &caller);
+    let mut channels: Vec<ChannelRow> = ChannelRow::all(&api)
+        .into_iter()
+        .filter(|c| caller.sees_connection_of(&c.channel.user))
+        .collect();
     channels.retain(|c| c.channel.connection == row.connection.id);
     json(listing::respond(channels, &query)?)
 }
@@ -129,7 +173,8 @@ pub async fn channels(
     query: ListQuery,
 ) -> ApiResult<Response> {
     query.ranges()?;
-    json(listing::respond(channel_rows(&api, &caller), &query)?)
+    let rows = channel_rows(&api, &caller, &query).await;
+    json(listing::respond(rows, &query)?)
 }
 
 pub async fn channels_in_vhost(
@@ -140,7 +185,7 @@ pub async fn channels_in_vhost(
 ) -> ApiResult<Response> {
     let vhost = caller.vhost_to_read(&api, &vhost)?;
     query.ranges()?;
-    let mut rows = channel_rows(&api, &caller);
+    let mut rows = channel_rows(&api, &caller, &query).await;
     rows.retain(|r| r.vhost() == &*vhost.name);
     json(listing::respond(rows, &query)?)
 }
@@ -152,21 +197,53 @@ pub async fn channel(
     query: ListQuery,
 ) -> ApiResult<Response> {
     let windows = query.ranges()?.windows(rates::now_ms());
-    let row = channel_rows(&api, &caller)
-        .into_iter()
-        .find(|c| c.name == name)
-        .ok_or_else(ApiError::not_found)?;
-    let mut object = row.json(&query, &windows);
-    let (connection, number) = (row.channel.connection, row.channel.stats.number);
-    object["consumer_details"] = Value::Array(consumers_json(&api, |c| {
-        c.connection == connection && c.channel == number
-    }));
+    let here = ChannelRow::all(&api).into_iter().find(|c| c.name == name);
+    let object = match here {
+        Some(row) if caller.sees_connection_of(&row.channel.user) => {
+            let mut object = row.json(&query, &windows);
+            let (connection, number) = (row.channel.connection, row.channel.stats.number);
+            object["consumer_details"] = Value::Array(consumers_json(&api, |c| {
+                c.connection == connection && c.channel == number
+            }));
+            object
+        }
+        Some(_) => return Err(ApiError::not_found()),
+        None => {
+            // Another node's, maybe: its consumers are those that name it.
+            let row = other_rows(&api, Kind::Channels, &query)
+                .await
+                .into_iter()
+                .find(|row| row.name() == name && caller.sees_connection_of(row.user()))
+                .ok_or_else(ApiError::not_found)?;
+            let mut object = row.value;
+            object["consumer_details"] = Value::Array(
+                other_consumers(&api)
+                    .await
+                    .into_iter()
+                    .filter(|c| c["channel_details"]["name"] == *name)
+                    .collect(),
+            );
+            object
+        }
+    };
     json(listing::one(object, &query))
+}
+
+/// The consumers of the other members' channels in the vhosts `keep` keeps.
+async fn with_others(api: &Api, mut here: Vec<Value>, keep: impl Fn(&str) -> bool) -> Vec<Value> {
+    here.extend(
+        other_consumers(api)
+            .await
+            .into_iter()
+            .filter(|c| keep(c["queue"]["vhost"].as_str().unwrap_or_default())),
+    );
+    here
 }
 
 pub async fn consumers(State(api): State<Arc<Api>>, caller: Caller) -> ApiResult<Response> {
     let visible = |vhost: &str| caller.sees_vhost(&api, vhost);
-    json(Value::Array(consumers_json(&api, |c| visible(&c.vhost))))
+    let here = consumers_json(&api, |c| visible(&c.vhost));
+    json(Value::Array(with_others(&api, here, visible).await))
 }
 
 pub async fn consumers_in_vhost(
@@ -175,7 +252,7 @@ pub async fn consumers_in_vhost(
     Path(vhost): Path<String>,
 ) -> ApiResult<Response> {
     let vhost = caller.vhost_to_read(&api, &vhost)?;
-    json(Value::Array(consumers_json(&api, |c| {
-        c.vhost == vhost.name.as_ref() as &str
-    })))
+    let here = consumers_json(&api, |c| c.vhost == vhost.name.as_ref() as &str);
+    let all = with_others(&api, here, |v| v == vhost.name.as_ref() as &str).await;
+    json(Value::Array(all))
 }

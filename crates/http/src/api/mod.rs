@@ -3,6 +3,7 @@
 //! serve (a feature it lacks), the answer is what RabbitMQ gives for a missing object.
 
 mod bindings;
+pub(crate) mod cluster_lists;
 mod connections;
 mod definitions;
 mod exchanges;

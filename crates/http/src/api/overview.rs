@@ -7,6 +7,7 @@ use axum::extract::{Path, State};
 use axum::response::Response;
 use serde_json::{json, Map, Value};
 
+use super::cluster_lists::{self, Kind};
 use super::json;
 use super::render::{self, insert_depths, queue_message_stats, Details, OVERVIEW_SAMPLED};
 use crate::auth::Caller;
@@ -188,7 +189,7 @@ pub async fn whoami(caller: Caller) -> ApiResult<Response> {
     json(json!({ "name": caller.user.name, "tags": caller.user.tags }))
 }
 
-fn node_json(api: &Api) -> Value {
+pub(super) fn node_json(api: &Api) -> Value {
     let reading = api.broker.resources.read();
     json!({
         "name": api.broker.node.name(),
@@ -217,29 +218,26 @@ fn node_json(api: &Api) -> Value {
     })
 }
 
-/// Another member of this node's cluster: what this node knows of it (whether it answers),
-/// without the figures only the member itself has.
-fn member_json(member: &wharf_core::cluster::MemberView) -> Value {
+/// A member of this node's cluster that does not answer: what this node knows of it.
+fn silent_member(name: &str) -> Value {
     json!({
-        "name": member.name,
+        "name": name,
         "type": "disc",
-        "running": member.state != "down",
+        "running": false,
         "being_drained": false,
         "partitions": [],
     })
 }
 
-/// This node, then the other members of its cluster, if it has one.
+/// This node, then the other members of its cluster, if it has one, with the figures
+/// each gives of itself.
 async fn all_nodes(api: &Api) -> Vec<Value> {
     let mut nodes = vec![node_json(api)];
-    if let Some(cluster) = api.broker.cluster() {
-        let view = cluster.status().await;
-        nodes.extend(
-            view.members
-                .iter()
-                .filter(|m| !m.this_node)
-                .map(member_json),
-        );
+    for (name, items) in cluster_lists::others(api, Kind::Node, String::new()).await {
+        match items.and_then(|items| items.into_iter().next()) {
+            Some(figures) => nodes.push(figures),
+            None => nodes.push(silent_member(&name)),
+        }
     }
     nodes
 }

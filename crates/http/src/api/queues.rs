@@ -9,12 +9,13 @@ use serde_json::{json, Value};
 use wharf_core::vhost::QueueDeclare;
 use wharf_core::VHost;
 
+use super::cluster_lists::{self, down_queue, others, queue_argument, Kind, RemoteRow, Row};
 use super::render::{consumer_details, queue_json, QueueRow};
 use super::{done, json, put_status, query_flag, require_keys};
 use crate::auth::Caller;
 use crate::body::JsonBody;
 use crate::error::{ApiError, ApiResult};
-use crate::listing::{self, ListQuery};
+use crate::listing::{self, ListQuery, Listed};
 use crate::rates;
 use crate::Api;
 
@@ -22,12 +23,45 @@ use crate::Api;
 /// exclusive, and they may reach any queue the user's permissions allow.
 pub const NO_CONNECTION: u64 = 0;
 
-fn rows(api: &Arc<Api>, vhost: &VHost) -> Vec<QueueRow> {
+fn rows(api: &Arc<Api>, vhost: &VHost) -> Vec<Row<QueueRow>> {
     vhost
         .queues()
         .into_iter()
-        .map(|queue| QueueRow::read(api, queue))
+        .map(|queue| Row::Here(QueueRow::read(api, queue)))
         .collect()
+}
+
+/// The queues of `vhosts`: this node's, then (on a cluster) the other members', and
+/// those of members that did not answer, as every node knows them.
+async fn all_rows(api: &Arc<Api>, vhosts: &[Arc<VHost>], query: &ListQuery) -> Vec<Row<QueueRow>> {
+    let mut rows: Vec<Row<QueueRow>> = vhosts.iter().flat_map(|v| rows(api, v)).collect();
+    if api.broker.cluster().is_none() {
+        return rows;
+    }
+    let listed = |vhost: &str| vhosts.iter().any(|v| &*v.name == vhost);
+    let mut silent = Vec::new();
+    for (node, items) in others(api, Kind::Queues, query.raw.clone().unwrap_or_default()).await {
+        match items {
+            Some(items) => rows.extend(
+                items
+                    .into_iter()
+                    .map(RemoteRow::new)
+                    .filter(|row| listed(row.vhost()))
+                    .map(Row::There),
+            ),
+            None => silent.push(node),
+        }
+    }
+    for vhost in vhosts {
+        rows.extend(
+            vhost
+                .remote_queues()
+                .iter()
+                .filter(|remote| silent.contains(&remote.home))
+                .map(|remote| Row::There(RemoteRow::new(down_queue(remote)))),
+        );
+    }
+    rows
 }
 
 pub async fn list(
@@ -36,13 +70,13 @@ pub async fn list(
     query: ListQuery,
 ) -> ApiResult<Response> {
     query.check_list_ranges()?;
-    let rows: Vec<QueueRow> = api
+    let visible: Vec<Arc<VHost>> = api
         .broker
         .vhosts()
-        .iter()
+        .into_iter()
         .filter(|v| caller.sees_vhost(&api, &v.name))
-        .flat_map(|v| rows(&api, v))
         .collect();
+    let rows = all_rows(&api, &visible, &query).await;
     json(listing::respond(rows, &query)?)
 }
 
@@ -54,7 +88,8 @@ pub async fn list_in_vhost(
 ) -> ApiResult<Response> {
     let vhost = caller.vhost_to_read(&api, &vhost)?;
     query.check_list_ranges()?;
-    json(listing::respond(rows(&api, &vhost), &query)?)
+    let rows = all_rows(&api, &[vhost], &query).await;
+    json(listing::respond(rows, &query)?)
 }
 
 pub async fn show(
@@ -64,11 +99,34 @@ pub async fn show(
     query: ListQuery,
 ) -> ApiResult<Response> {
     let vhost = caller.vhost_to_read(&api, &vhost)?;
-    let queue = vhost.queue(&name).map_err(|_| ApiError::not_found())?;
-    // As RabbitMQ's: the lengths end at the next whole increment, with the newest sample.
+    // As RabbitMQ's: a missing queue is missing before bad ranges are refused.
+    let here = match vhost.queue(&name) {
+        Ok(queue) => Ok(queue),
+        Err(_) => Err(vhost.remote_queue(&name).ok_or_else(ApiError::not_found)?),
+    };
+    // The lengths end at the next whole increment, with the newest sample.
     let windows = query.ranges()?.windows_lengths_rounded_up(rates::now_ms());
-    let mut object = queue_json(&api, &queue, &queue.stats(), &query, &windows);
-    object["consumer_details"] = Value::Array(consumer_details(&api, &vhost.name, &name));
+    let mut object = match here {
+        Ok(queue) => queue_json(&api, &queue, &queue.stats(), &query, &windows),
+        Err(remote) => {
+            // Another node's queue: shown as its node renders it, or down.
+            let argument = queue_argument(&vhost.name, &name, &query);
+            others(&api, Kind::Queue, argument)
+                .await
+                .into_iter()
+                .find(|(node, _)| *node == remote.home)
+                .and_then(|(_, items)| items?.into_iter().next())
+                .unwrap_or_else(|| down_queue(&remote))
+        }
+    };
+    let mut consumers = consumer_details(&api, &vhost.name, &name);
+    consumers.extend(
+        cluster_lists::other_consumers(&api)
+            .await
+            .into_iter()
+            .filter(|c| c["queue"]["vhost"] == *vhost.name && c["queue"]["name"] == *name),
+    );
+    object["consumer_details"] = Value::Array(consumers);
     object["deliveries"] = json!([]);
     object["incoming"] = json!([]);
     json(listing::one(object, &query))
