@@ -170,6 +170,15 @@ async fn every_nodes_queues_connections_channels_and_consumers_are_listed_on_any
     assert_eq!(consumers.as_array().unwrap().len(), 1, "{consumers}");
     assert_eq!(consumers[0]["queue"]["name"], "qb");
 
+    // The overview sums every node's.
+    let overview = get_json(&specs[2], "/api/overview");
+    let totals = &overview["object_totals"];
+    assert_eq!(totals["queues"], 2, "{overview}");
+    assert_eq!(totals["consumers"], 1, "{overview}");
+    assert_eq!(totals["connections"], connections.as_array().unwrap().len(), "{overview}");
+    assert_eq!(overview["queue_totals"]["messages"], 3, "{overview}");
+    assert_eq!(overview["queue_totals"]["messages_ready"], 3, "{overview}");
+
     // Every node's own figures.
     let listed = get_json(&specs[0], "/api/nodes");
     let members = listed.as_array().unwrap();

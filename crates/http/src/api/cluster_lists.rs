@@ -10,7 +10,7 @@ use std::sync::{Arc, Weak};
 use serde_json::{json, Value};
 use wharf_core::cluster::{ListRequest, LocalViews};
 
-use super::render::{consumers_json, ChannelRow, ConnectionRow, QueueRow};
+use super::render::{consumers_json, vhost_values, ChannelRow, ConnectionRow, QueueRow};
 use crate::listing::{ListQuery, Listed};
 use crate::Api;
 
@@ -91,6 +91,9 @@ pub enum Kind {
     Consumers,
     /// The node itself, with its figures.
     Node,
+    /// What the overview sums: its queues' counters by vhost, its connections and
+    /// channels by user (see [`local_totals`]).
+    Totals,
 }
 
 impl Kind {
@@ -102,6 +105,7 @@ impl Kind {
             Kind::Channels => "http:channels",
             Kind::Consumers => "http:consumers",
             Kind::Node => "http:node",
+            Kind::Totals => "http:totals",
         }
     }
 
@@ -113,6 +117,7 @@ impl Kind {
             Kind::Channels,
             Kind::Consumers,
             Kind::Node,
+            Kind::Totals,
         ]
         .into_iter()
         .find(|k| k.as_str() == kind)
@@ -228,6 +233,7 @@ fn local(api: &Arc<Api>, kind: Kind, query: &ListQuery) -> Vec<Value> {
         Kind::Consumers => consumers_json(api, |_| true),
         Kind::Node => vec![super::overview::node_json(api)],
         Kind::Queue => Vec::new(),
+        Kind::Totals => vec![local_totals(api)],
     }
 }
 
@@ -245,5 +251,36 @@ pub fn down_queue(remote: &wharf_core::queue::remote::RemoteQueue) -> Value {
         "arguments": wharf_core::definitions_json::table_to_json(&options.arguments),
         "type": wharf_core::queue_arguments::queue_type(&options.arguments),
         "state": "down",
+    })
+}
+
+/// This node's part of the overview's totals: its queues' counters summed by vhost (as
+/// `render::vhost_values` sums them) with their consumers, and its connections and
+/// channels counted by user (the asking node counts those its caller may see).
+fn local_totals(api: &Api) -> Value {
+    let mut vhosts = serde_json::Map::new();
+    let mut consumers = serde_json::Map::new();
+    for vhost in api.broker.vhosts() {
+        vhosts.insert(vhost.name.to_string(), json!(vhost_values(&vhost)));
+        let count: u64 = vhost
+            .queues()
+            .iter()
+            .map(|q| u64::from(q.stats().consumers))
+            .sum();
+        consumers.insert(vhost.name.to_string(), json!(count));
+    }
+    let mut connections = std::collections::BTreeMap::<String, u64>::new();
+    for connection in api.broker.connections.list() {
+        *connections.entry(connection.details.user.clone()).or_default() += 1;
+    }
+    let mut channels = std::collections::BTreeMap::<String, u64>::new();
+    for channel in api.broker.connections.channels() {
+        *channels.entry(channel.user.clone()).or_default() += 1;
+    }
+    json!({
+        "vhosts": vhosts,
+        "consumers": consumers,
+        "connections": connections,
+        "channels": channels,
     })
 }

@@ -82,7 +82,8 @@ pub async fn overview(
     for vhost in &visible {
         exchanges += vhost.exchanges().len();
         let queue_list = vhost.queues();
-        queues += queue_list.len();
+        // Every node's queues: the others' are known here too.
+        queues += queue_list.len() + vhost.remote_queues().len();
         for (sum, v) in values.iter_mut().zip(render::vhost_values(vhost)) {
             *sum += v;
         }
@@ -93,6 +94,36 @@ pub async fn overview(
             .iter()
             .map(|q| u64::from(q.stats().consumers))
             .sum::<u64>();
+    }
+    // The other members' queues, consumers, connections and channels (their rates are
+    // their own: sampled on each node).
+    let (mut other_connections, mut other_channels) = (0usize, 0usize);
+    for (_, items) in cluster_lists::others(&api, Kind::Totals, String::new()).await {
+        let Some(totals) = items.and_then(|items| items.into_iter().next()) else {
+            continue;
+        };
+        for vhost in &visible {
+            let theirs = &totals["vhosts"][vhost.name.as_ref() as &str];
+            if let Some(theirs) = theirs.as_array() {
+                for (sum, v) in values.iter_mut().zip(theirs) {
+                    *sum += v.as_f64().unwrap_or(0.0);
+                }
+            }
+            consumers += totals["consumers"][vhost.name.as_ref() as &str]
+                .as_u64()
+                .unwrap_or(0);
+        }
+        let seen = |by_user: &Value| -> usize {
+            by_user.as_object().map_or(0, |users| {
+                users
+                    .iter()
+                    .filter(|(user, _)| caller.sees_connection_of(user))
+                    .map(|(_, count)| count.as_u64().unwrap_or(0) as usize)
+                    .sum()
+            })
+        };
+        other_connections += seen(&totals["connections"]);
+        other_channels += seen(&totals["channels"]);
     }
     let lengths = Details::sum(lengths, width, windows.lengths);
     let message_rates = Details::sum(message_rates, width, windows.msg_rates);
@@ -130,8 +161,8 @@ pub async fn overview(
         "enable_queue_totals": query.enable_queue_totals,
         "queue_totals": queue_totals,
         "object_totals": {
-            "channels": channels,
-            "connections": connections.len(),
+            "channels": channels + other_channels,
+            "connections": connections.len() + other_connections,
             "exchanges": exchanges,
             "queues": queues,
         },
