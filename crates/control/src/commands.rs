@@ -482,7 +482,7 @@ pub fn execute(broker: &Broker, request: Request) -> Response {
             }
         }
         Request::ListQueues { vhost, columns } => match vhost_named(&vhost) {
-            Ok(vhost) => crate::listing::queues(&vhost, &columns),
+            Ok(vhost) => crate::listing::queues(broker.node.name(), &vhost, &columns),
             Err(response) => response,
         },
         Request::ListExchanges { vhost, columns } => match vhost_named(&vhost) {

@@ -2,6 +2,7 @@
 //! response) and the Unix socket a running broker serves them on. Like the AMQP server,
 //! it only calls the core's operations; the HTTP API will call the same ones.
 
+pub mod cluster_lists;
 pub mod commands;
 pub mod listing;
 pub mod socket;

@@ -30,6 +30,7 @@ pub const QUEUE_KEYS: &[&str] = &[
     "memory",
     "state",
     "type",
+    "leader",
 ];
 const QUEUE_DEFAULT: &[&str] = &["name", "messages"];
 
@@ -109,8 +110,9 @@ pub fn arguments_json(table: &FieldTable) -> String {
     wharf_core::definitions_json::table_to_json(table).to_string()
 }
 
-fn queue_cell(queue: &Queue, stats: &QueueStats, key: &str) -> String {
+fn queue_cell(node: &str, queue: &Queue, stats: &QueueStats, key: &str) -> String {
     match key {
+        "leader" => node.to_string(),
         "name" => queue.name.to_string(),
         "durable" => queue.options.durable.to_string(),
         "auto_delete" => queue.options.auto_delete.to_string(),
@@ -138,7 +140,8 @@ fn queue_cell(queue: &Queue, stats: &QueueStats, key: &str) -> String {
     }
 }
 
-pub fn queues(vhost: &VHost, asked: &[String]) -> Response {
+/// `list_queues`: the vhost's queues of this node (`node`).
+pub fn queues(node: &str, vhost: &VHost, asked: &[String]) -> Response {
     let mut queues = vhost.queues();
     queues.sort_by(|a, b| a.name.cmp(&b.name));
     let read: Vec<(Arc<Queue>, QueueStats)> = queues
@@ -153,7 +156,7 @@ pub fn queues(vhost: &VHost, asked: &[String]) -> Response {
         asked,
         QUEUE_KEYS,
         QUEUE_DEFAULT,
-        |(q, stats), key| queue_cell(q, stats, key),
+        |(q, stats), key| queue_cell(node, q, stats, key),
     )
 }
 
@@ -195,15 +198,14 @@ struct BindingRow {
 /// Every binding of the vhost, the default exchange's implicit ones (one per queue, by
 /// its name) first, as rabbitmqctl lists them.
 pub fn bindings(vhost: &VHost, asked: &[String]) -> Response {
-    let mut queues: Vec<Arc<Queue>> = vhost.queues();
-    queues.sort_by(|a, b| a.name.cmp(&b.name));
-    let mut rows: Vec<BindingRow> = queues
+    let mut rows: Vec<BindingRow> = vhost
+        .queue_names()
         .iter()
-        .map(|q| BindingRow {
+        .map(|name| BindingRow {
             source: String::new(),
-            destination: q.name.to_string(),
+            destination: name.to_string(),
             destination_kind: "queue",
-            routing_key: q.name.to_string(),
+            routing_key: name.to_string(),
             arguments: "[]".to_string(),
         })
         .collect();
@@ -328,6 +330,7 @@ pub const CONNECTION_KEYS: &[&str] = &[
     "client_platform",
     "protocol",
     "state",
+    "node",
 ];
 const CONNECTION_DEFAULT: &[&str] = &["id", "user", "vhost", "peer"];
 
@@ -370,6 +373,7 @@ pub fn connections(broker: &wharf_core::Broker, asked: &[String]) -> Response {
                 "client_version" => d.client_version.clone(),
                 "client_platform" => d.client_platform.clone(),
                 "protocol" => "AMQP 0-9-1".to_string(),
+                "node" => broker.node.name().to_string(),
                 "state" => match c.blocked {
                     true => "blocked".to_string(),
                     false => "running".to_string(),
@@ -396,6 +400,7 @@ pub const CHANNEL_KEYS: &[&str] = &[
     "published",
     "delivered",
     "acked",
+    "node",
 ];
 const CHANNEL_DEFAULT: &[&str] = &[
     "connection",
@@ -427,6 +432,7 @@ pub fn channels(broker: &wharf_core::Broker, asked: &[String]) -> Response {
             "published" => s.published.to_string(),
             "delivered" => s.delivered.to_string(),
             "acked" => s.acked.to_string(),
+            "node" => broker.node.name().to_string(),
             // Keys were checked against CHANNEL_KEYS.
             _ => String::new(),
         }
@@ -445,6 +451,7 @@ pub const CONSUMER_KEYS: &[&str] = &[
     "activity_status",
     "exclusive",
     "arguments",
+    "node",
 ];
 const CONSUMER_DEFAULT: &[&str] = &[
     "queue_name",
@@ -477,6 +484,7 @@ pub fn consumers(broker: &wharf_core::Broker, vhost: &str, asked: &[String]) -> 
             "activity_status" => c.consumer.activity.as_str().to_string(),
             "exclusive" => c.consumer.exclusive.to_string(),
             "arguments" => arguments_json(&c.consumer.arguments),
+            "node" => broker.node.name().to_string(),
             // Keys were checked against CONSUMER_KEYS.
             _ => String::new(),
         },

@@ -26,6 +26,9 @@ pub async fn serve(
     broker: Arc<Broker>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    // Other cluster members ask this node for its rows of their list commands.
+    let views = crate::cluster_lists::CtlViews(Arc::downgrade(&broker));
+    broker.cluster_slot().add_views("ctl:", Arc::new(views));
     loop {
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -87,6 +90,9 @@ async fn serve_one(stream: UnixStream, broker: &Broker) -> std::io::Result<()> {
                     },
                     None => execute(broker, Request::ForgetClusterNode { node }),
                 },
+                Ok(request) if crate::cluster_lists::lists_each_nodes(&request) => {
+                    crate::cluster_lists::cluster_wide(broker, request).await
+                }
                 Ok(request) => execute(broker, request),
                 Err(error) => Response::error(format!("bad request: {error}")),
             }

@@ -175,7 +175,11 @@ async fn every_nodes_queues_connections_channels_and_consumers_are_listed_on_any
     let totals = &overview["object_totals"];
     assert_eq!(totals["queues"], 2, "{overview}");
     assert_eq!(totals["consumers"], 1, "{overview}");
-    assert_eq!(totals["connections"], connections.as_array().unwrap().len(), "{overview}");
+    assert_eq!(
+        totals["connections"],
+        connections.as_array().unwrap().len(),
+        "{overview}"
+    );
     assert_eq!(overview["queue_totals"]["messages"], 3, "{overview}");
     assert_eq!(overview["queue_totals"]["messages_ready"], 3, "{overview}");
 
@@ -189,6 +193,27 @@ async fn every_nodes_queues_connections_channels_and_consumers_are_listed_on_any
         assert!(member["uptime"].as_u64().is_some(), "{listed}");
     }
 
+    // wharf ctl on any node lists every node's too.
+    let queues = lines(&nodes[2].ctl(&["list_queues", "name", "messages", "leader"]));
+    assert_eq!(queues, ["name\tmessages\tleader", "qa\t3\tn0", "qb\t0\tn1"]);
+    let connections = lines(&nodes[0].ctl(&["list_connections", "user", "node"]));
+    for node in ["n0", "n1", "n2"] {
+        assert!(
+            connections.contains(&format!("{ADMIN}\t{node}")),
+            "{connections:?}"
+        );
+    }
+    let consumers = lines(&nodes[1].ctl(&["list_consumers", "queue_name", "consumer_tag", "node"]));
+    assert_eq!(
+        consumers,
+        ["queue_name\tconsumer_tag\tnode", "qb\twatcher\tn2"]
+    );
+    let channels = lines(&nodes[0].ctl(&["list_channels", "consumer_count", "node"]));
+    assert!(channels.contains(&"1\tn2".to_string()), "{channels:?}");
+    // The default exchange's bindings name every node's queues.
+    let bindings = lines(&nodes[2].ctl(&["list_bindings", "destination_name"]));
+    assert_eq!(bindings, ["destination_name", "qa", "qb"]);
+
     // A node down: its queue listed as down, by what every node knows of it.
     drop(on1);
     let _down = nodes.remove(1).kill();
@@ -201,4 +226,18 @@ async fn every_nodes_queues_connections_channels_and_consumers_are_listed_on_any
     assert_eq!(queue_in(&queues, "qa")["messages"], 3);
     let shown = get_json(&specs[2], "/api/queues/%2F/qb");
     assert_eq!(shown["state"], "down", "{shown}");
+    let queues = lines(&nodes[0].ctl(&["list_queues", "name", "state", "leader"]));
+    assert_eq!(
+        queues,
+        ["name\tstate\tleader", "qa\trunning\tn0", "qb\tdown\tn1"]
+    );
+}
+
+/// The lines a successful ctl command printed, the header first, the rest sorted.
+fn lines(output: &std::process::Output) -> Vec<String> {
+    assert!(output.status.success(), "{}", stderr(output));
+    let text = stdout(output);
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    lines[1..].sort();
+    lines
 }

@@ -296,6 +296,15 @@ impl VHost {
     }
 
     /// The queues other nodes hold, on a cluster.
+    /// The names of every queue of the vhost, this node's and (on a cluster) the
+    /// others', sorted.
+    pub fn queue_names(&self) -> Vec<ByteString> {
+        let mut names: Vec<ByteString> = self.queues.read().keys().cloned().collect();
+        names.extend(self.remote_queues.read().keys().cloned());
+        names.sort();
+        names
+    }
+
     pub fn remote_queues(&self) -> Vec<Arc<RemoteQueue>> {
         self.remote_queues.read().values().cloned().collect()
     }

@@ -95,15 +95,14 @@ pub fn properties_key(routing_key: &str, arguments: &FieldTable) -> String {
 /// Every binding of the vhost, the default exchange's implicit ones (one per queue)
 /// first, as RabbitMQ lists them.
 fn all_bindings(vhost: &VHost) -> Vec<Bound> {
-    let mut queues = vhost.queues();
-    queues.sort_by(|a, b| a.name.cmp(&b.name));
-    let mut all: Vec<Bound> = queues
+    let mut all: Vec<Bound> = vhost
+        .queue_names()
         .iter()
-        .map(|q| Bound {
+        .map(|name| Bound {
             source: String::new(),
-            destination: q.name.to_string(),
+            destination: name.to_string(),
             destination_type: "queue",
-            routing_key: q.name.to_string(),
+            routing_key: name.to_string(),
             arguments: FieldTable::new(),
         })
         .collect();

@@ -271,7 +271,9 @@ fn local_totals(api: &Api) -> Value {
     }
     let mut connections = std::collections::BTreeMap::<String, u64>::new();
     for connection in api.broker.connections.list() {
-        *connections.entry(connection.details.user.clone()).or_default() += 1;
+        *connections
+            .entry(connection.details.user.clone())
+            .or_default() += 1;
     }
     let mut channels = std::collections::BTreeMap::<String, u64>::new();
     for channel in api.broker.connections.channels() {
