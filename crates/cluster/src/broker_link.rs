@@ -7,8 +7,8 @@ use std::sync::Arc;
 use tokio::runtime::{Handle, RuntimeFlavor};
 use wharf_amqp::ByteString;
 use wharf_core::cluster::{
-    Answer, Cluster, ClusterView, ConsumeRequest, ConsumerControl, Forwarded, Gathered,
-    ListRequest, MemberView, Pushed, QueueAnswer, QueueRequest,
+    Answer, Cluster, ClusterView, ConsumeRequest, ConsumerControl, Forwarded, Gathered, MemberView,
+    OperatorRequest, Pushed, QueueAnswer, QueueRequest,
 };
 use wharf_core::message::Message;
 use wharf_core::{Broker, Error, ErrorKind};
@@ -79,8 +79,8 @@ impl Applier for BrokerApplier {
             .answer_queue_request(peer, vhost, queue, request)
     }
 
-    fn local_list(&self, list: &ListRequest) -> Vec<serde_json::Value> {
-        self.broker.cluster_slot().local_list(list)
+    fn answer_operator(&self, request: &OperatorRequest) -> Vec<serde_json::Value> {
+        self.broker.cluster_slot().answer_operator(request)
     }
 
     fn apply(&self, change: &Change) -> Outcome {
@@ -202,8 +202,8 @@ impl Cluster for ClusterHandle {
         Box::pin(async move { self.node.forget(&member).await })
     }
 
-    fn gather(&self, list: ListRequest) -> Answer<'_, Vec<Gathered>> {
-        Box::pin(async move { self.node.gather(list).await })
+    fn gather(&self, request: OperatorRequest) -> Answer<'_, Vec<Gathered>> {
+        Box::pin(async move { self.node.gather(request).await })
     }
 
     fn status(&self) -> Answer<'_, ClusterView> {

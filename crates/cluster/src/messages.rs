@@ -8,7 +8,7 @@ use openraft::raft::{
 use serde::{Deserialize, Serialize};
 
 use wharf_core::cluster::{
-    ConsumeRequest, ConsumerControl, ListRequest, QueueAnswer, QueueRequest,
+    ConsumeRequest, ConsumerControl, OperatorRequest, QueueAnswer, QueueRequest,
 };
 
 use crate::config::NodeId;
@@ -50,8 +50,9 @@ pub enum Request {
     Consume(ConsumeRequest),
     /// A settlement, credit or cancel of such a consumer.
     Control(ConsumerControl),
-    /// This node's part of a cluster-wide list.
-    List(ListRequest),
+    /// What an operator's tool asks of every member: its part of a cluster-wide list,
+    /// or an action on what it holds.
+    Operator(OperatorRequest),
     /// A client of the asking node operates on a queue of this node's.
     Queue {
         vhost: String,
@@ -81,7 +82,7 @@ pub enum Response {
     Controlled(bool),
     /// The keys of pushed deliveries' consumers the receiver no longer has.
     Pushed(Vec<u64>),
-    List(Vec<serde_json::Value>),
+    Operator(Vec<serde_json::Value>),
 }
 
 /// A change committed and applied on the leader.

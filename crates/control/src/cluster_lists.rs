@@ -8,7 +8,7 @@
 use std::sync::{Arc, Weak};
 
 use serde_json::Value;
-use wharf_core::cluster::{ListRequest, LocalViews};
+use wharf_core::cluster::{OperatorAnswers, OperatorRequest};
 use wharf_core::queue::remote::RemoteQueue;
 use wharf_core::Broker;
 
@@ -39,7 +39,7 @@ pub async fn cluster_wide(broker: &Broker, request: Request) -> Response {
     }
     let argument = serde_json::to_string(&request).expect("requests serialize");
     let gathered = cluster
-        .gather(ListRequest {
+        .gather(OperatorRequest {
             kind: KIND.to_string(),
             argument,
         })
@@ -98,10 +98,10 @@ fn down_queue_cell(remote: &RemoteQueue, key: &str) -> String {
 }
 
 /// This node's rows of a list command another member runs cluster-wide.
-pub struct CtlViews(pub Weak<Broker>);
+pub struct CtlAnswers(pub Weak<Broker>);
 
-impl LocalViews for CtlViews {
-    fn local_list(&self, kind: &str, argument: &str) -> Vec<Value> {
+impl OperatorAnswers for CtlAnswers {
+    fn answer_operator(&self, kind: &str, argument: &str) -> Vec<Value> {
         let Some(broker) = self.0.upgrade() else {
             return Vec::new();
         };

@@ -27,8 +27,10 @@ pub async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) {
     // Other cluster members ask this node for its rows of their list commands.
-    let views = crate::cluster_lists::CtlViews(Arc::downgrade(&broker));
-    broker.cluster_slot().add_views("ctl:", Arc::new(views));
+    let answers = crate::cluster_lists::CtlAnswers(Arc::downgrade(&broker));
+    broker
+        .cluster_slot()
+        .add_operator_answers("ctl:", Arc::new(answers));
     loop {
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {

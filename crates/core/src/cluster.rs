@@ -82,23 +82,25 @@ pub trait Cluster: Send + Sync + 'static {
     /// its name, or why not.
     fn forget(&self, member: String) -> Answer<'_, std::result::Result<String, String>>;
 
-    /// Every other member's part of a cluster-wide list (see [`LocalViews`]), asked of
-    /// all at once; a member that does not answer in time is listed without items.
-    fn gather(&self, list: ListRequest) -> Answer<'_, Vec<Gathered>>;
+    /// Asks every other member at once what an operator's tool asks of each (see
+    /// [`OperatorAnswers`]); a member that does not answer in time is listed without
+    /// items.
+    fn gather(&self, request: OperatorRequest) -> Answer<'_, Vec<Gathered>>;
 }
 
-/// A cluster-wide list: what each node answers for its own part (its queues, its
-/// connections, itself), so that the operator's tools on any node show every node's.
+/// What an operator's tool on one node asks of every member: its part of a cluster-wide
+/// list (its queues, its connections, itself), so that the tools on any node show every
+/// node's, or an action on what only it holds (closing one of its connections).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ListRequest {
-    /// Which list ("queues", "connections", ...: the [`LocalViews`]' to name).
+pub struct OperatorRequest {
+    /// What is asked ("http:queues", "ctl:list", ...: the [`OperatorAnswers`]' to name).
     pub kind: String,
     /// How to render it (a management list's query string, a `ctl` command's columns).
     #[serde(default)]
     pub argument: String,
 }
 
-/// One member's part of a cluster-wide list.
+/// One member's answer to an [`OperatorRequest`].
 #[derive(Debug, Clone)]
 pub struct Gathered {
     pub node: String,
@@ -106,12 +108,12 @@ pub struct Gathered {
     pub items: Option<Vec<serde_json::Value>>,
 }
 
-/// What a node shows of its own part of a cluster-wide list; the operator's tools (the
-/// management API, `wharf ctl`) render it, and register it once they started.
-pub trait LocalViews: Send + Sync + 'static {
-    /// This node's items of list `kind`, rendered as `argument` asks; an unknown kind
-    /// has none.
-    fn local_list(&self, kind: &str, argument: &str) -> Vec<serde_json::Value>;
+/// How a node answers other members' [`OperatorRequest`]s; the operator's tools (the
+/// management API, `wharf ctl`) answer them, and register once they started.
+pub trait OperatorAnswers: Send + Sync + 'static {
+    /// This node's items of list `kind` (or what the action `kind` did), as `argument`
+    /// asks; an unknown kind has none.
+    fn answer_operator(&self, kind: &str, argument: &str) -> Vec<serde_json::Value>;
 }
 
 /// What a node asks of another node's queue.
@@ -352,7 +354,7 @@ struct SlotInner {
     member: OnceLock<String>,
     cluster: OnceLock<Arc<dyn Cluster>>,
     window: Arc<ForwardWindow>,
-    views: std::sync::RwLock<Vec<(String, Arc<dyn LocalViews>)>>,
+    operator_answers: std::sync::RwLock<Vec<(String, Arc<dyn OperatorAnswers>)>>,
 }
 
 impl ClusterSlot {
@@ -375,23 +377,23 @@ impl ClusterSlot {
         &self.0.window
     }
 
-    /// Registers what answers the lists whose kind starts with `prefix` (the management
-    /// API's, `ctl`'s).
-    pub fn add_views(&self, prefix: &str, views: Arc<dyn LocalViews>) {
-        if let Ok(mut all) = self.0.views.write() {
-            all.push((prefix.to_string(), views));
+    /// Registers what answers the operator requests whose kind starts with `prefix`
+    /// (the management API's, `ctl`'s).
+    pub fn add_operator_answers(&self, prefix: &str, answers: Arc<dyn OperatorAnswers>) {
+        if let Ok(mut all) = self.0.operator_answers.write() {
+            all.push((prefix.to_string(), answers));
         }
     }
 
-    /// This node's part of a cluster-wide list.
-    pub fn local_list(&self, list: &ListRequest) -> Vec<serde_json::Value> {
-        let views = self.0.views.read().ok().and_then(|all| {
+    /// This node's answer to another member's operator request.
+    pub fn answer_operator(&self, request: &OperatorRequest) -> Vec<serde_json::Value> {
+        let answers = self.0.operator_answers.read().ok().and_then(|all| {
             all.iter()
-                .find(|(prefix, _)| list.kind.starts_with(prefix.as_str()))
-                .map(|(_, views)| views.clone())
+                .find(|(prefix, _)| request.kind.starts_with(prefix.as_str()))
+                .map(|(_, answers)| answers.clone())
         });
-        views.map_or_else(Vec::new, |views| {
-            views.local_list(&list.kind, &list.argument)
+        answers.map_or_else(Vec::new, |answers| {
+            answers.answer_operator(&request.kind, &request.argument)
         })
     }
 

@@ -53,10 +53,10 @@ pub async fn serve(
         sessions,
     });
     // Other cluster members ask this node for its part of the API's lists.
-    let views = api::cluster_lists::ApiViews(Arc::downgrade(&api));
+    let answers = api::cluster_lists::ApiAnswers(Arc::downgrade(&api));
     api.broker
         .cluster_slot()
-        .add_views("http:", Arc::new(views));
+        .add_operator_answers("http:", Arc::new(answers));
     let sampler = tokio::spawn(rates::sample(api.clone(), shutdown.clone()));
     serve_on_each(listeners, api::routes(api), shutdown).await;
     let _ = sampler.await;

@@ -214,6 +214,22 @@ async fn every_nodes_queues_connections_channels_and_consumers_are_listed_on_any
     let bindings = lines(&nodes[2].ctl(&["list_bindings", "destination_name"]));
     assert_eq!(bindings, ["destination_name", "qa", "qb"]);
 
+    // Another node's connection closed through the API: its node closes it.
+    let (code, body) = http("DELETE", &specs[1], &path, None);
+    assert_eq!(code, 204, "{body}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while on2.status().connected() {
+        assert!(std::time::Instant::now() < deadline, "still connected");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let (code, _) = http("DELETE", &specs[1], &path, None);
+    assert_eq!(code, 404, "closed once");
+    // Its consumer went with it, on the queue's node.
+    while get_json(&specs[0], "/api/queues/%2F/qb")["consumers"] != 0 {
+        assert!(std::time::Instant::now() < deadline, "the consumer stayed");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
     // A node down: its queue listed as down, by what every node knows of it.
     drop(on1);
     let _down = nodes.remove(1).kill();

@@ -295,10 +295,11 @@ impl Handler for ClusterNode {
                 self.answer_queue(from_name.clone(), vhost, queue, request)
                     .await
             }
-            Request::List(list) => {
+            Request::Operator(asked) => {
                 let applier = self.applier.clone();
-                let listed = tokio::task::spawn_blocking(move || applier.local_list(&list)).await;
-                Response::List(listed.unwrap_or_default())
+                let answered =
+                    tokio::task::spawn_blocking(move || applier.answer_operator(&asked)).await;
+                Response::Operator(answered.unwrap_or_default())
             }
             Request::Consume(request) => {
                 let applier = self.applier.clone();

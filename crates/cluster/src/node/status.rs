@@ -2,7 +2,7 @@
 //! member probed.
 
 use super::*;
-use wharf_core::cluster::{Gathered, ListRequest};
+use wharf_core::cluster::{Gathered, OperatorRequest};
 
 impl ClusterNode {
     /// The cluster as this node sees it now: each member probed (a member that does not
@@ -78,12 +78,12 @@ impl ClusterNode {
     }
 }
 
-/// How long a cluster-wide list waits for a member's part.
+/// How long an operator request waits for a member's answer.
 const GATHER_WAIT: Duration = Duration::from_secs(5);
 
 impl ClusterNode {
-    /// Every other member's part of a cluster-wide list, asked of all at once.
-    pub async fn gather(&self, list: ListRequest) -> Vec<Gathered> {
+    /// Every other member's answer to an operator request, asked of all at once.
+    pub async fn gather(&self, asked: OperatorRequest) -> Vec<Gathered> {
         let metrics = self.raft.metrics().borrow().clone();
         let membership = metrics.membership_config.membership().clone();
         let mut asks = Vec::new();
@@ -93,7 +93,7 @@ impl ClusterNode {
             }
             let known = self.names.lock().get(id).cloned();
             let address = member.address.clone();
-            let request = Request::List(list.clone());
+            let request = Request::Operator(asked.clone());
             asks.push(async move {
                 let answer = match address.parse() {
                     Ok(address) => self
@@ -104,7 +104,7 @@ impl ClusterNode {
                     Err(_) => None,
                 };
                 match answer {
-                    Some((peer, Response::List(items))) => Gathered {
+                    Some((peer, Response::Operator(items))) => Gathered {
                         node: peer.name,
                         items: Some(items),
                     },

@@ -80,8 +80,11 @@ pub trait Applier: Send + Sync + 'static {
     fn release_peer(&self, _peer: &str, _keys: Option<&[u64]>) {}
     /// This node's consumers on node `home`'s queues are cancelled (all, or `keys`).
     fn cancel_subscriptions(&self, _home: &str, _keys: Option<&[u64]>) {}
-    /// This node's part of a cluster-wide list.
-    fn local_list(&self, _list: &wharf_core::cluster::ListRequest) -> Vec<serde_json::Value> {
+    /// This node's answer to another member's operator request.
+    fn answer_operator(
+        &self,
+        _request: &wharf_core::cluster::OperatorRequest,
+    ) -> Vec<serde_json::Value> {
         Vec::new()
     }
     /// Answers node `peer`'s request about one of this node's queues.

@@ -8,7 +8,7 @@
 use std::sync::{Arc, Weak};
 
 use serde_json::{json, Value};
-use wharf_core::cluster::{ListRequest, LocalViews};
+use wharf_core::cluster::{OperatorAnswers, OperatorRequest};
 
 use super::render::{consumers_json, vhost_values, ChannelRow, ConnectionRow, QueueRow};
 use crate::listing::{ListQuery, Listed};
@@ -94,6 +94,9 @@ pub enum Kind {
     /// What the overview sums: its queues' counters by vhost, its connections and
     /// channels by user (see [`local_totals`]).
     Totals,
+    /// Not a list: closes the connection the argument names, if it is this node's
+    /// (see [`close_argument`]); answers `[true]` then.
+    CloseConnection,
 }
 
 impl Kind {
@@ -106,6 +109,7 @@ impl Kind {
             Kind::Consumers => "http:consumers",
             Kind::Node => "http:node",
             Kind::Totals => "http:totals",
+            Kind::CloseConnection => "http:close-connection",
         }
     }
 
@@ -118,6 +122,7 @@ impl Kind {
             Kind::Consumers,
             Kind::Node,
             Kind::Totals,
+            Kind::CloseConnection,
         ]
         .into_iter()
         .find(|k| k.as_str() == kind)
@@ -131,7 +136,7 @@ pub async fn others(api: &Api, kind: Kind, argument: String) -> Vec<(String, Opt
     let Some(cluster) = api.broker.cluster() else {
         return Vec::new();
     };
-    let list = ListRequest {
+    let list = OperatorRequest {
         kind: kind.as_str().to_string(),
         argument,
     };
@@ -168,13 +173,21 @@ pub fn queue_argument(vhost: &str, name: &str, query: &ListQuery) -> String {
 }
 
 /// This node's part of the API's lists, for the other members to ask.
-pub struct ApiViews(pub Weak<Api>);
+pub struct ApiAnswers(pub Weak<Api>);
 
-impl LocalViews for ApiViews {
-    fn local_list(&self, kind: &str, argument: &str) -> Vec<Value> {
+impl OperatorAnswers for ApiAnswers {
+    fn answer_operator(&self, kind: &str, argument: &str) -> Vec<Value> {
         let (Some(api), Some(kind)) = (self.0.upgrade(), Kind::named(kind)) else {
             return Vec::new();
         };
+        if kind == Kind::CloseConnection {
+            let Ok(asked) = serde_json::from_str::<Value>(argument) else {
+                return Vec::new();
+            };
+            let text = |key: &str| asked[key].as_str().unwrap_or_default().to_string();
+            let closed = close_local(&api, &text("name"), &text("reason"));
+            return closed.then_some(json!(true)).into_iter().collect();
+        }
         if kind == Kind::Queue {
             let Ok(asked) = serde_json::from_str::<Value>(argument) else {
                 return Vec::new();
@@ -234,6 +247,7 @@ fn local(api: &Arc<Api>, kind: Kind, query: &ListQuery) -> Vec<Value> {
         Kind::Node => vec![super::overview::node_json(api)],
         Kind::Queue => Vec::new(),
         Kind::Totals => vec![local_totals(api)],
+        Kind::CloseConnection => Vec::new(),
     }
 }
 
@@ -285,4 +299,20 @@ fn local_totals(api: &Api) -> Value {
         "connections": connections,
         "channels": channels,
     })
+}
+
+/// What a [`Kind::CloseConnection`] asks for.
+pub fn close_argument(name: &str, reason: &str) -> String {
+    json!({"name": name, "reason": reason}).to_string()
+}
+
+/// Closes this node's connection named `name` (320, with `reason`); whether it had it.
+fn close_local(api: &Api, name: &str, reason: &str) -> bool {
+    let found = api
+        .broker
+        .connections
+        .list()
+        .into_iter()
+        .find(|c| super::render::connection_name(c) == name);
+    found.is_some_and(|c| api.broker.connections.close(c.id, reason))
 }

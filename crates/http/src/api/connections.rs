@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde_json::Value;
 
-use super::cluster_lists::{other_consumers, other_rows, Kind, Row};
+use super::cluster_lists::{close_argument, other_consumers, other_rows, others, Kind, Row};
 use super::render::{connection_json, consumers_json, ChannelRow, ConnectionRow};
 use super::{done, json};
 use crate::auth::Caller;
@@ -131,20 +131,44 @@ pub async fn show(
     json(listing::one(object, &query))
 }
 
-/// Closes the connection with 320 CONNECTION_FORCED and the X-Reason header's text.
+/// Closes the connection with 320 CONNECTION_FORCED and the X-Reason header's text;
+/// another node's connection is closed by its node.
 pub async fn close(
     State(api): State<Arc<Api>>,
     caller: Caller,
     Path(name): Path<String>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let row = connection_named(&api, &caller, &name)?;
     // Header bytes beyond ASCII are read as UTF-8 (the UI sends a reason so encoded).
     let reason = headers
         .get("x-reason")
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
         .filter(|r| !r.is_empty())
         .unwrap_or_else(|| DEFAULT_REASON.to_string());
+    let row = match connection_named(&api, &caller, &name) {
+        Ok(row) => row,
+        Err(missing) => {
+            let there = other_rows(&api, Kind::Connections, &ListQuery::default())
+                .await
+                .into_iter()
+                .find(|row| row.name() == name)
+                .ok_or(missing)?;
+            if !caller.sees_connection_of(there.user()) {
+                return Err(ApiError::not_authorised(
+                    "User not authorised to access object",
+                ));
+            }
+            let argument = close_argument(&name, &reason);
+            let closed = others(&api, Kind::CloseConnection, argument)
+                .await
+                .into_iter()
+                .any(|(_, answer)| answer.is_some_and(|a| !a.is_empty()));
+            return match closed {
+                true => Ok(done(StatusCode::NO_CONTENT)),
+                false => Err(ApiError::not_found()),
+            };
+        }
+    };
     match api.broker.connections.close(row.connection.id, &reason) {
         true => Ok(done(StatusCode::NO_CONTENT)),
         false => Err(ApiError::not_found()),
