@@ -4,7 +4,9 @@
 //! (`amq.rabbitmq.reply-to.<a>.<b>`) in place of the pseudo-queue's, and a reply
 //! published to the default exchange with that name as routing key goes straight to the
 //! channel's reply consumer, with no queue in between. A name whose channel is gone routes
-//! nowhere.
+//! nowhere. On a cluster the name also says which node the channel is on: a reply
+//! published through another node is forwarded there, as a message to that node's queue
+//! would be.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
@@ -32,6 +34,16 @@ pub struct ReplyConsumers {
     by_name: RwLock<HashMap<ByteString, ReplyConsumer>>,
 }
 
+/// The node a reply name's channel is on, when the name says (a cluster node's).
+pub fn home_of(name: &str) -> Option<String> {
+    let origin = name.strip_prefix(REPLY_PREFIX)?.split('.').next()?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(origin)
+        .ok()?;
+    let node = bytes.get(10..).filter(|node| !node.is_empty())?;
+    String::from_utf8(node.to_vec()).ok()
+}
+
 impl std::fmt::Debug for ReplyConsumers {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ReplyConsumers")
@@ -42,17 +54,22 @@ impl std::fmt::Debug for ReplyConsumers {
 
 impl ReplyConsumers {
     /// Registers a channel's reply consumer; returns the reply name its requests carry.
-    /// The name is unguessable: its second part is 16 random bytes.
+    /// The name is unguessable: its second part is 16 random bytes. Its first names the
+    /// channel, and on a cluster the node (`node`) it is on.
     pub fn register(
         &self,
         target: &Arc<dyn DeliveryTarget>,
         consumer_tag: ByteString,
         connection: u64,
         channel: u16,
+        node: Option<&str>,
     ) -> ByteString {
         let engine = base64::engine::general_purpose::STANDARD;
         let mut origin = connection.to_be_bytes().to_vec();
         origin.extend_from_slice(&channel.to_be_bytes());
+        if let Some(node) = node {
+            origin.extend_from_slice(node.as_bytes());
+        }
         let secret: [u8; 16] = rand::random();
         let name = ByteString::from(format!(
             "{REPLY_PREFIX}{}.{}",
@@ -92,6 +109,46 @@ impl ReplyConsumers {
         match found {
             Some((target, tag)) => target.deliver_reply(&tag, message),
             None => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::consumer::{Delivery, Offered};
+
+    struct Replies;
+
+    impl DeliveryTarget for Replies {
+        fn try_deliver(&self, _: Delivery<'_>) -> Offered {
+            Offered::Refused
+        }
+        fn consumer_cancelled(&self, _: &ByteString) {}
+        fn deliver_reply(&self, _: &ByteString, _: &Arc<Message>) -> bool {
+            true
+        }
+    }
+
+    #[test]
+    fn a_cluster_nodes_reply_names_say_which_node_and_others_do_not() {
+        let consumers = ReplyConsumers::default();
+        let target: Arc<dyn DeliveryTarget> = Arc::new(Replies);
+        let there = consumers.register(&target, "t".into(), 7, 3, Some("n2"));
+        assert_eq!(home_of(&there).as_deref(), Some("n2"));
+        let here = consumers.register(&target, "u".into(), 7, 4, None);
+        assert_eq!(home_of(&here), None);
+        assert!(consumers.exists(&there) && consumers.exists(&here));
+        assert_ne!(there, here);
+        // Names no broker gave: no node, and no panic.
+        for name in [
+            "amq.rabbitmq.reply-to.",
+            "amq.rabbitmq.reply-to.!!!.x",
+            "amq.rabbitmq.reply-to.AAAA.x",
+            "amq.rabbitmq.reply-to.AAAAAAAAAAAAAP8=.x",
+            "elsewhere",
+        ] {
+            assert_eq!(home_of(name), None, "{name}");
         }
     }
 }

@@ -28,11 +28,17 @@ impl Broker {
         let Some(vhost) = self.vhost(vhost) else {
             return done(true);
         };
+        let message = Arc::new(message);
         let mut routes = Routes::default();
-        routes
-            .queues
-            .extend(queues.iter().filter_map(|name| vhost.queue(name).ok()));
-        let published = vhost.enqueue(&mut routes, Arc::new(message));
+        for name in queues {
+            if name.starts_with(crate::direct_reply::REPLY_PREFIX) {
+                // A reply for a channel of this node (dropped if it is gone, as here).
+                vhost.replies.deliver(name, &message);
+            } else if let Ok(queue) = vhost.queue(name) {
+                routes.queues.push(queue);
+            }
+        }
+        let published = vhost.enqueue(&mut routes, message);
         if published.refused {
             return done(false);
         }
@@ -80,6 +86,21 @@ impl Broker {
                 match vhost.delete_queue_as_administrator(name, if_unused, if_empty) {
                     Err(error) if error.kind == ErrorKind::NotFound => QueueAnswer::Count(0),
                     other => QueueAnswer::Count(other?),
+                }
+            }
+            QueueRequest::Counts if name.starts_with(crate::direct_reply::REPLY_PREFIX) => {
+                // A reply name: one consumer while its channel has it.
+                match vhost.replies.exists(name) {
+                    true => QueueAnswer::Counts {
+                        messages: 0,
+                        consumers: 1,
+                    },
+                    false => {
+                        return Err(Error::not_found(format_args!(
+                            "no queue '{name}' in vhost '{}'",
+                            vhost.name
+                        )))
+                    }
                 }
             }
             QueueRequest::Counts => {

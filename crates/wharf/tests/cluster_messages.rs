@@ -630,3 +630,97 @@ async fn a_paused_node_is_let_go_within_seconds_by_the_nodes_it_consumed_from_an
         "cancelled, not left waiting: {ended:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_direct_reply_reaches_its_client_on_another_node() {
+    use lapin::options::BasicConsumeOptions;
+    let place = Place::new("reply");
+    let specs = specs(&place, 3);
+    let _nodes = start_all(&specs);
+    declare_durable(&specs[0], "rpc").await;
+
+    // The client on node 1, the server consuming through node 2, the queue on node 0.
+    let client = channel(&specs[1]).await;
+    let mut replies = client
+        .basic_consume(
+            "amq.rabbitmq.reply-to",
+            "",
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let (server, mut requests) = consumer(&specs[2], "rpc", 10).await;
+    server
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    for i in 0..20 {
+        client
+            .basic_publish(
+                "",
+                "rpc",
+                BasicPublishOptions::default(),
+                format!("q{i}").as_bytes(),
+                BasicProperties::default().with_reply_to("amq.rabbitmq.reply-to".into()),
+            )
+            .await
+            .unwrap();
+    }
+    let mut reply_to = String::new();
+    for i in 0..20 {
+        let request = next(&mut requests).await.expect("a request");
+        assert_eq!(request.data, format!("q{i}").as_bytes());
+        reply_to = request
+            .properties
+            .reply_to()
+            .as_ref()
+            .expect("a reply name")
+            .to_string();
+        assert!(reply_to.starts_with("amq.rabbitmq.reply-to."), "{reply_to}");
+        let confirm = server
+            .basic_publish(
+                "",
+                &reply_to,
+                BasicPublishOptions::default(),
+                format!("a{i}").as_bytes(),
+                BasicProperties::default(),
+            )
+            .await
+            .unwrap();
+        assert!(confirm.await.unwrap().is_ack(), "the reply is confirmed");
+        request
+            .ack(lapin::options::BasicAckOptions::default())
+            .await
+            .unwrap();
+    }
+    for i in 0..20 {
+        let reply = next(&mut replies).await.expect("a reply");
+        assert_eq!(reply.data, format!("a{i}").as_bytes(), "in order");
+    }
+
+    // A passive declare of the name, on the server's node, asks the client's node.
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    let alive = channel(&specs[2])
+        .await
+        .queue_declare(&reply_to, passive, FieldTable::default())
+        .await
+        .unwrap();
+    assert_eq!(alive.consumer_count(), 1);
+    client.close(200, "done").await.unwrap();
+    let gone = channel(&specs[2])
+        .await
+        .queue_declare(&reply_to, passive, FieldTable::default())
+        .await
+        .unwrap_err();
+    assert!(
+        refusal(gone).starts_with("404 - NOT_FOUND"),
+        "the client is gone"
+    );
+}

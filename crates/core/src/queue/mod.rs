@@ -69,7 +69,7 @@ pub fn locked_queue(name: &str, vhost: &str) -> Error {
 /// Identifies the connection that owns an exclusive queue.
 pub type ConnectionId = u64;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct QueueOptions {
     pub durable: bool,
     pub exclusive_owner: Option<ConnectionId>,

@@ -296,6 +296,11 @@ impl VHost {
     }
 
     /// The queues other nodes hold, on a cluster.
+    /// This node's name, when it is a cluster member.
+    pub fn member(&self) -> Option<&str> {
+        self.cluster.member()
+    }
+
     /// The names of every queue of the vhost, this node's and (on a cluster) the
     /// others', sorted.
     pub fn queue_names(&self) -> Vec<ByteString> {

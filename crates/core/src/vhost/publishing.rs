@@ -16,6 +16,7 @@ use crate::exchange::{Exchange, HoldOutcome};
 use crate::flusher::{same_target, SyncTarget};
 use crate::message::Message;
 use crate::queue::remote::RemoteQueue;
+use crate::queue::QueueOptions;
 use crate::queue::{Enqueued, Queue, Woken};
 
 /// What publishing did with a message.
@@ -102,12 +103,52 @@ impl VHost {
             if reply && self.replies.deliver(&message.routing_key, &message) {
                 return Published::default();
             }
+            if let Some(home) = reply
+                .then(|| self.reply_home(&message.routing_key))
+                .flatten()
+            {
+                // Another node's channel: forwarded, and given to it there.
+                cache.routes.remote.push(Arc::new(RemoteQueue::new(
+                    message.routing_key.clone(),
+                    self.name.clone(),
+                    home,
+                    QueueOptions::default(),
+                )));
+                return self.enqueue(&mut cache.routes, message);
+            }
             return Published {
                 unroutable: Some(message),
                 ..Published::default()
             };
         }
         self.enqueue(&mut cache.routes, message)
+    }
+
+    /// The node a reply name's channel is on, when it is another cluster node.
+    fn reply_home(&self, name: &str) -> Option<String> {
+        let home = crate::direct_reply::home_of(name)?;
+        (self.cluster.get().is_some() && Some(home.as_str()) != self.cluster.member())
+            .then_some(home)
+    }
+
+    /// Whether a reply name means a live reply consumer, on this node or, on a cluster,
+    /// on the node the name says (asked: a passive declare of the name checks it).
+    pub fn reply_exists(&self, name: &str) -> bool {
+        if self.replies.exists(name) {
+            return true;
+        }
+        let (Some(home), Some(cluster)) = (self.reply_home(name), self.cluster.get()) else {
+            return false;
+        };
+        matches!(
+            cluster.ask(
+                &home,
+                &self.name,
+                name,
+                crate::cluster::QueueRequest::Counts
+            ),
+            Ok(crate::cluster::QueueAnswer::Counts { .. })
+        )
     }
 
     fn route_cached(

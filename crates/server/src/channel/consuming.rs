@@ -202,10 +202,13 @@ impl Channel {
             return refused("reply consumer already set");
         }
         let tag = self.new_consumer_tag(&m.consumer_tag)?;
-        let name =
-            ctx.vhost
-                .replies
-                .register(&self.target, tag.clone(), ctx.connection_id, self.id);
+        let name = ctx.vhost.replies.register(
+            &self.target,
+            tag.clone(),
+            ctx.connection_id,
+            self.id,
+            ctx.vhost.member(),
+        );
         self.reply_consumer = Some(ReplyConsumer {
             tag: tag.clone(),
             name,

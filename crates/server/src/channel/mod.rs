@@ -242,7 +242,7 @@ impl Channel {
             Method::QueueDeclare(m) if m.queue.starts_with(REPLY_QUEUE) => {
                 // The direct reply-to pseudo-queue, or a channel's reply name: no queue,
                 // but declare-ok (one consumer, no messages) while it means something.
-                if *m.queue != *REPLY_QUEUE && !vhost.replies.exists(&m.queue) {
+                if *m.queue != *REPLY_QUEUE && !vhost.reply_exists(&m.queue) {
                     return Err(AmqpError::new(
                         ReplyCode::NotFound,
                         format_args!("no queue '{}' in vhost '{}'", m.queue, vhost.name),
