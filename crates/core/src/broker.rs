@@ -206,8 +206,10 @@ impl Broker {
             .map(crate::node::Node::named)
             .unwrap_or_default();
         let cluster = crate::cluster::ClusterSlot::default();
+        let connections: Arc<Connections> = Arc::default();
         if config.clustered {
             cluster.set_member(node.name().to_string());
+            Broker::answer_census(&cluster, &connections);
         }
         Broker {
             config,
@@ -215,7 +217,7 @@ impl Broker {
             flusher,
             timers: Timers::start(),
             access: Arc::default(),
-            connections: Arc::default(),
+            connections,
             resources: Arc::default(),
             node,
             vhosts: RwLock::new(HashMap::new()),

@@ -137,8 +137,17 @@ pub enum QueueRequest {
     /// settled together as `then` says.
     Inspect {
         count: Option<u32>,
-        then: crate::queue::remote::Settle,
+        then: Settle,
     },
+}
+
+/// How deliveries are settled: a remote consumer's, or those the management API's get
+/// took.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Settle {
+    Ack,
+    Requeue,
+    Reject,
 }
 
 /// A queue's node's answer.

@@ -6,6 +6,7 @@
 pub mod access;
 pub mod administration;
 pub mod broker;
+pub mod census;
 pub mod cluster;
 pub mod connections;
 pub mod consuming;

@@ -294,6 +294,11 @@ pub async fn run<R: AsyncRead + Unpin>(
     };
     let vhost_max = vhost.limits.read().get(limits::MAX_CONNECTIONS);
     let user_max = user.limits.get(limits::MAX_CONNECTIONS);
+    // On a cluster, these limits count every node's connections.
+    let elsewhere = match vhost_max.is_some() || user_max.is_some() {
+        true => broker.connections_elsewhere(&vhost.name, &user.name).await,
+        false => Default::default(),
+    };
     let admit = |census: Census<'_>| {
         if let Some(max) = config.max_connections {
             if census.total() >= max {
@@ -303,7 +308,7 @@ pub async fn run<R: AsyncRead + Unpin>(
             }
         }
         if let Some(max) = vhost_max {
-            if census.in_vhost() as u64 >= max {
+            if (census.in_vhost() + elsewhere.in_vhost) as u64 >= max {
                 return Err(refused(format!(
                     "access to vhost '{}' refused for user '{}': connection limit ({max}) is reached",
                     vhost.name, user.name
@@ -311,7 +316,7 @@ pub async fn run<R: AsyncRead + Unpin>(
             }
         }
         if let Some(max) = user_max {
-            if census.of_user() as u64 >= max {
+            if (census.of_user() + elsewhere.of_user) as u64 >= max {
                 return Err(refused(format!(
                     "connection refused for user '{}': user connection limit ({max}) is reached",
                     user.name

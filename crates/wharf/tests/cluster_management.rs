@@ -257,3 +257,56 @@ fn lines(output: &std::process::Output) -> Vec<String> {
     lines[1..].sort();
     lines
 }
+
+/// An AMQP connection to a node as `user`, or the refusal's text.
+async fn try_connect(
+    spec: &NodeSpec,
+    user: &str,
+    password: &str,
+) -> Result<lapin::Connection, String> {
+    let properties = lapin::ConnectionProperties::default()
+        .with_executor(tokio_executor_trait::Tokio::current())
+        .with_reactor(tokio_reactor_trait::Tokio);
+    let url = format!("amqp://{user}:{password}@{}:{}/%2f", spec.host, spec.amqp);
+    lapin::Connection::connect(&url, properties)
+        .await
+        .map_err(refusal)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_limits_count_every_nodes_connections() {
+    let place = Place::new("limits");
+    let specs = specs(&place, 3);
+    let nodes = start_all(&specs);
+    let done =
+        |output: std::process::Output| assert!(output.status.success(), "{}", stderr(&output));
+    done(nodes[0].ctl(&["set_vhost_limits", "-p", "/", r#"{"max-connections": 3}"#]));
+    done(ctl(&specs[1].data, &["add_user", "carol"], "carol-pw\n"));
+    done(nodes[1].ctl(&["set_permissions", "carol", ".*", ".*", ".*"]));
+    done(nodes[2].ctl(&["set_user_limits", "carol", r#"{"max-connections": 1}"#]));
+
+    // The user's one connection, on the first node: no second one on another node.
+    let _carol = try_connect(&specs[0], "carol", "carol-pw").await.unwrap();
+    let refused = try_connect(&specs[2], "carol", "carol-pw")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused,
+        "530 - NOT_ALLOWED - connection refused for user 'carol': user connection limit (1) is reached"
+    );
+    // The vhost's three, one per node: a fourth is refused on whichever node.
+    let _second = try_connect(&specs[1], ADMIN, ADMIN_PASSWORD).await.unwrap();
+    let _third = try_connect(&specs[2], ADMIN, ADMIN_PASSWORD).await.unwrap();
+    for spec in &specs {
+        let refused = try_connect(spec, ADMIN, ADMIN_PASSWORD).await.unwrap_err();
+        assert_eq!(
+            refused,
+            format!(
+                "530 - NOT_ALLOWED - access to vhost '/' refused for user '{ADMIN}': connection limit (3) is reached"
+            )
+        );
+    }
+    // One closed, anywhere: room again.
+    _third.close(200, "done").await.unwrap();
+    let _again = try_connect(&specs[0], ADMIN, ADMIN_PASSWORD).await.unwrap();
+}

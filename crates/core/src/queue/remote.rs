@@ -107,14 +107,7 @@ impl std::fmt::Debug for QueueRef {
     }
 }
 
-/// How deliveries are settled: a remote consumer's, or those the management API's get
-/// took.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum Settle {
-    Ack,
-    Requeue,
-    Reject,
-}
+pub use crate::cluster::Settle;
 
 /// A consumer of a channel of this node on another node's queue, this node's side: the
 /// queue's node hands it deliveries (up to the consumer's credit), which it offers the
