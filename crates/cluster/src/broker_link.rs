@@ -206,6 +206,18 @@ impl Cluster for ClusterHandle {
         Box::pin(async move { self.node.gather(request).await })
     }
 
+    fn members_up(&self) -> Vec<String> {
+        let Ok(status) = self.wait(self.node.status()) else {
+            return Vec::new();
+        };
+        status
+            .members
+            .iter()
+            .filter(|m| m.state == crate::status::MemberState::Up)
+            .filter_map(|m| m.name.clone())
+            .collect()
+    }
+
     fn status(&self) -> Answer<'_, ClusterView> {
         Box::pin(async move {
             let status = self.node.status().await;

@@ -78,6 +78,10 @@ pub trait Cluster: Send + Sync + 'static {
     /// The members as they answer now.
     fn status(&self) -> Answer<'_, ClusterView>;
 
+    /// The names of the members that answer now (this node among them). Blocks, as
+    /// [`Cluster::commit`].
+    fn members_up(&self) -> Vec<String>;
+
     /// Removes a member that is down (by node name or cluster address) for good; answers
     /// its name, or why not.
     fn forget(&self, member: String) -> Answer<'_, std::result::Result<String, String>>;

@@ -51,6 +51,8 @@ const KEYS: &[(&str, Kind)] = &[
     ("alternate-exchange", Kind::Text),
     // Accepted for compatibility with RabbitMQ definitions; Wharf's queues behave as lazy.
     ("queue-mode", Kind::Text),
+    // Where a new queue is placed on a cluster (see queue_arguments::Locator).
+    ("queue-leader-locator", Kind::Locator),
 ];
 
 #[derive(Debug, Clone, Copy)]
@@ -59,6 +61,7 @@ enum Kind {
     Positive,
     Overflow,
     Text,
+    Locator,
 }
 
 #[derive(Debug, Clone)]
@@ -152,6 +155,11 @@ fn parse_definition(json: &str) -> Result<FieldTable, String> {
             {
                 FieldValue::LongStr(s.clone().into_bytes().into())
             }
+            (Kind::Locator, serde_json::Value::String(s))
+                if crate::queue_arguments::Locator::named(s).is_some() =>
+            {
+                FieldValue::LongStr(s.clone().into_bytes().into())
+            }
             (Kind::Text, serde_json::Value::String(s)) => {
                 FieldValue::LongStr(s.clone().into_bytes().into())
             }
@@ -161,6 +169,7 @@ fn parse_definition(json: &str) -> Result<FieldTable, String> {
                     Kind::Positive => "a positive integer",
                     Kind::Overflow => "drop-head, reject-publish or reject-publish-dlx",
                     Kind::Text => "a string",
+                    Kind::Locator => "client-local or balanced",
                 };
                 return Err(format!("'{key}' must be {wanted}, not {value}"));
             }

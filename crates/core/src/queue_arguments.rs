@@ -15,8 +15,59 @@ pub const DEAD_LETTER_ROUTING_KEY: &str = "x-dead-letter-routing-key";
 pub const DELIVERY_LIMIT: &str = "x-delivery-limit";
 pub const QUEUE_TYPE: &str = "x-queue-type";
 pub const MAX_PRIORITY: &str = "x-max-priority";
+/// Where a new queue is placed on a cluster: `client-local` or `balanced`.
+pub const LEADER_LOCATOR: &str = "x-queue-leader-locator";
 /// A consumer argument (basic.consume): consumers of higher priority get messages first.
 pub const CONSUMER_PRIORITY: &str = "x-priority";
+
+/// Where a cluster places a new queue (RabbitMQ's queue leader locator): on the node its
+/// client is connected to, or on the member that holds the fewest queues. RabbitMQ's
+/// older names (`random`, `least-leaders`) are read as `balanced`, as RabbitMQ 3.12+
+/// reads them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Locator {
+    #[default]
+    ClientLocal,
+    Balanced,
+}
+
+impl Locator {
+    pub fn named(name: &str) -> Option<Locator> {
+        match name {
+            "client-local" => Some(Locator::ClientLocal),
+            "balanced" | "random" | "least-leaders" => Some(Locator::Balanced),
+            _ => None,
+        }
+    }
+
+    /// The locator a queue's arguments and its policy ask for: the policy's wins, as in
+    /// RabbitMQ; a bad argument is refused with RabbitMQ's reason.
+    pub fn of(
+        arguments: &FieldTable,
+        policy: Option<&FieldTable>,
+    ) -> Result<Locator, ArgumentError> {
+        let from_policy = policy
+            .and_then(|p| p.get("queue-leader-locator"))
+            .and_then(FieldValue::as_str)
+            .and_then(Locator::named);
+        let from_argument = match arguments.get(LEADER_LOCATOR) {
+            None => None,
+            Some(FieldValue::LongStr(text)) => Some(
+                std::str::from_utf8(text)
+                    .ok()
+                    .and_then(Locator::named)
+                    .ok_or_else(|| {
+                        ArgumentError::value(LEADER_LOCATOR)("invalid_queue_locator_arg".into())
+                    })?,
+            ),
+            Some(other) => {
+                let reason = format!("{{unacceptable_type,{}}}", type_name(other));
+                return Err(ArgumentError::value(LEADER_LOCATOR)(reason));
+            }
+        };
+        Ok(from_policy.or(from_argument).unwrap_or_default())
+    }
+}
 
 /// The queue's type as RabbitMQ reports it: "quorum" for one declared so (Wharf keeps it
 /// on one node, with quorum queues' delivery counting), "classic" otherwise.
@@ -205,6 +256,8 @@ impl QueueSettings {
             settings.deduplication = Some((window, capacity));
         }
         settings.quorum = arguments.get(QUEUE_TYPE).and_then(FieldValue::as_str) == Some("quorum");
+        // Checked here, read where a cluster places the queue.
+        Locator::of(arguments, None)?;
         Ok(settings)
     }
 

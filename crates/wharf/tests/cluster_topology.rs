@@ -405,3 +405,127 @@ async fn an_auto_delete_exchange_goes_everywhere_with_its_last_binding() {
         );
     }
 }
+
+/// The node each queue of vhost `/` lives on, by name, as the API lists them.
+fn homes(spec: &NodeSpec) -> std::collections::BTreeMap<String, String> {
+    let (code, body) = http("GET", spec, "/api/queues/%2F?columns=name,node", None);
+    assert_eq!(code, 200, "{body}");
+    let listed: serde_json::Value = serde_json::from_str(&body).unwrap();
+    listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| {
+            (
+                q["name"].as_str().unwrap().to_string(),
+                q["node"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn balanced_queues_spread_over_the_members_by_argument_or_policy() {
+    use lapin::types::AMQPValue;
+    let place = Place::new("balanced");
+    let specs = specs(&place, 3);
+    let nodes = start_all(&specs);
+    let locator = |value: &str| {
+        let mut arguments = FieldTable::default();
+        arguments.insert(
+            "x-queue-leader-locator".into(),
+            AMQPValue::LongString(value.into()),
+        );
+        arguments
+    };
+
+    // Six declared through one node: two on each.
+    let on0 = channel(&specs[0]).await;
+    for i in 0..6 {
+        let declared = on0
+            .queue_declare(&format!("b{i}"), durable(), locator("balanced"))
+            .await
+            .unwrap();
+        assert_eq!(declared.message_count(), 0);
+    }
+    let placed = homes(&specs[1]);
+    let mut per_node = std::collections::BTreeMap::<&str, usize>::new();
+    for home in placed.values() {
+        *per_node.entry(home.as_str()).or_default() += 1;
+    }
+    assert_eq!(
+        per_node,
+        [("n0", 2), ("n1", 2), ("n2", 2)].into_iter().collect(),
+        "{placed:?}"
+    );
+    // Redeclared through any node: the same queue, wherever it is.
+    for spec in &specs {
+        channel(spec)
+            .await
+            .queue_declare("b5", durable(), locator("balanced"))
+            .await
+            .unwrap();
+    }
+
+    // client-local (the default) and exclusive queues stay with their client.
+    let on2 = channel(&specs[2]).await;
+    on2.queue_declare("mine", durable(), locator("client-local"))
+        .await
+        .unwrap();
+    let exclusive = QueueDeclareOptions {
+        exclusive: true,
+        ..Default::default()
+    };
+    on2.queue_declare("private", exclusive, locator("balanced"))
+        .await
+        .unwrap();
+    let placed = homes(&specs[0]);
+    assert_eq!(placed["mine"], "n2");
+    assert_eq!(placed["private"], "n2");
+
+    // A bad locator: RabbitMQ's 406 (RabbitMQ 3.12+ reads the argument for classic
+    // queues; 3.10 refuses it whatever its value).
+    let refused = channel(&specs[1])
+        .await
+        .queue_declare("bad", durable(), locator("nearest"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refusal(refused),
+        "406 - PRECONDITION_FAILED - invalid arg 'x-queue-leader-locator' for queue 'bad' in \
+         vhost '/': invalid_queue_locator_arg"
+    );
+    let mut numeric = FieldTable::default();
+    numeric.insert("x-queue-leader-locator".into(), AMQPValue::LongInt(5));
+    let refused = channel(&specs[1])
+        .await
+        .queue_declare("bad", durable(), numeric)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refusal(refused),
+        "406 - PRECONDITION_FAILED - invalid arg 'x-queue-leader-locator' for queue 'bad' in \
+         vhost '/': {unacceptable_type,signedint}"
+    );
+
+    // By policy: queues declared through one node go to the others too.
+    let set = nodes[1].ctl(&[
+        "set_policy",
+        "spread",
+        r"^p\.",
+        r#"{"queue-leader-locator": "balanced"}"#,
+        "--apply-to",
+        "queues",
+    ]);
+    assert!(set.status.success(), "{}", stderr(&set));
+    let on1 = channel(&specs[1]).await;
+    for i in 0..3 {
+        on1.queue_declare(&format!("p.{i}"), durable(), FieldTable::default())
+            .await
+            .unwrap();
+    }
+    let placed = homes(&specs[2]);
+    let used: std::collections::BTreeSet<&String> =
+        (0..3).map(|i| &placed[&format!("p.{i}")]).collect();
+    assert!(used.len() >= 2, "spread: {placed:?}");
+}

@@ -28,6 +28,7 @@ use crate::message::Message;
 use crate::queue::consumer::DeliveryTarget;
 use crate::queue::remote::{RemoteGot, RemoteQueue, Settle, Subscription};
 use crate::queue::{locked_queue, ConnectionId, QueueOptions};
+use crate::queue_arguments::Locator;
 
 impl VHost {
     /// A client's exchange.declare on a cluster node.
@@ -104,9 +105,63 @@ impl VHost {
             auto_delete: declare.auto_delete,
             arguments: declare.arguments,
         };
-        let def = self.queue_def(&name, &options, self.cluster.member());
+        let home = self.place_queue(cluster, &name, &options)?;
+        let def = self.queue_def(&name, &options, Some(home.as_str()));
         cluster.commit(Change::PutQueue(def))?;
-        Ok(self.declared(self.queue(&name)?))
+        match self.queue(&name) {
+            Ok(queue) => Ok(self.declared(queue)),
+            // Placed on another node: new there, empty.
+            Err(_) => Ok(QueueDeclared {
+                name,
+                queue: None,
+                message_count: 0,
+                consumer_count: 0,
+            }),
+        }
+    }
+
+    /// The node a new queue goes to, as its locator says (see [`Locator`]): this node,
+    /// or, balanced, the member that is up and holds the fewest of the vhost's queues
+    /// (this node on a tie). An exclusive queue stays with its connection.
+    fn place_queue(
+        &self,
+        cluster: &dyn Cluster,
+        name: &str,
+        options: &QueueOptions,
+    ) -> Result<String> {
+        let here = self
+            .cluster
+            .member()
+            .ok_or_else(|| Error::new(ErrorKind::InternalError, "a cluster node without a name"))?
+            .to_string();
+        let policy = self.policy_for_queue(name);
+        let locator = Locator::of(&options.arguments, policy.as_ref().map(|p| &p.definition))
+            .map_err(|error| Error::precondition(error.describe(name, &self.name)))?;
+        if locator == Locator::ClientLocal || options.exclusive_owner.is_some() {
+            return Ok(here);
+        }
+        let mut held: std::collections::HashMap<String, usize> = cluster
+            .members_up()
+            .into_iter()
+            .map(|member| (member, 0))
+            .collect();
+        held.entry(here.clone()).or_default();
+        *held.get_mut(&here).expect("entered") += self.queues.read().len();
+        for remote in self.remote_queues() {
+            if let Some(count) = held.get_mut(&remote.home) {
+                *count += 1;
+            }
+        }
+        let fewest = held
+            .into_iter()
+            .min_by(|(a, count_a), (b, count_b)| {
+                count_a
+                    .cmp(count_b)
+                    .then((*a != here).cmp(&(*b != here)))
+                    .then(a.cmp(b))
+            })
+            .map(|(member, _)| member);
+        Ok(fewest.unwrap_or(here))
     }
 
     /// A client's or an administrator's queue.delete on a cluster node: the number of
