@@ -202,6 +202,10 @@ impl Cluster for ClusterHandle {
         Box::pin(async move { self.node.forget(&member).await })
     }
 
+    fn join(&self, address: String) -> Answer<'_, Result<String, String>> {
+        Box::pin(async move { self.node.join_through(&address).await })
+    }
+
     fn gather(&self, request: OperatorRequest) -> Answer<'_, Vec<Gathered>> {
         Box::pin(async move { self.node.gather(request).await })
     }

@@ -124,6 +124,10 @@ pub enum Request {
     ForgetClusterNode {
         node: String,
     },
+    /// Joins this (fresh) node to the cluster of the member at a cluster address.
+    JoinCluster {
+        address: String,
+    },
     /// Closes a client connection (the id list_connections shows) with 320 and `reason`.
     CloseConnection {
         id: u64,
@@ -520,10 +524,14 @@ pub fn execute(broker: &Broker, request: Request) -> Response {
         }
         Request::Status => crate::listing::status(broker),
         // Answered by the control socket, which can wait for the members' answers.
-        Request::ClusterStatus | Request::ForgetClusterNode { .. } => match broker.cluster() {
+        Request::ClusterStatus
+        | Request::ForgetClusterNode { .. }
+        | Request::JoinCluster { .. } => match broker.cluster() {
             Some(_) => Response::error("cluster commands are answered by a running node only"),
             None => Response::error(
-                "this node is not part of a cluster (started without --cluster-seeds)",
+                "this node is not part of a cluster (started without --cluster-seeds or \
+                 --cluster-listen); a node that is to join one is started with \
+                 --cluster-listen and --cluster-secret-file",
             ),
         },
         Request::ListChannels { columns } => crate::listing::channels(broker, &columns),

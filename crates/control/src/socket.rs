@@ -92,6 +92,17 @@ async fn serve_one(stream: UnixStream, broker: &Broker) -> std::io::Result<()> {
                     },
                     None => execute(broker, Request::ForgetClusterNode { node }),
                 },
+                Ok(Request::JoinCluster { address }) => match broker.cluster() {
+                    Some(cluster) => match cluster.join(address).await {
+                        Ok(name) => Response {
+                            ok: true,
+                            text: Some(format!("Joined the cluster of {name}\n")),
+                            ..Response::default()
+                        },
+                        Err(reason) => Response::error(reason),
+                    },
+                    None => execute(broker, Request::JoinCluster { address }),
+                },
                 Ok(request) if crate::cluster_lists::lists_each_nodes(&request) => {
                     crate::cluster_lists::cluster_wide(broker, request).await
                 }

@@ -86,6 +86,10 @@ pub trait Cluster: Send + Sync + 'static {
     /// its name, or why not.
     fn forget(&self, member: String) -> Answer<'_, std::result::Result<String, String>>;
 
+    /// Joins this node (fresh, not yet a member) to the cluster of the member at cluster
+    /// address `address`; answers that member's name, or why not.
+    fn join(&self, address: String) -> Answer<'_, std::result::Result<String, String>>;
+
     /// Asks every other member at once what an operator's tool asks of each (see
     /// [`OperatorAnswers`]); a member that does not answer in time is listed without
     /// items.

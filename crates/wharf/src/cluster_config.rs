@@ -84,15 +84,13 @@ pub fn resolve(args: &ClusterArgs, file: FileCluster) -> anyhow::Result<Option<C
         .clone()
         .or(file.cluster_secret_file);
     let cluster_tls = args.cluster_tls || file.cluster_tls.unwrap_or(false);
-    let Some(seeds_text) = seeds_text else {
-        if listen_text.is_some() || secret_file.is_some() {
-            anyhow::bail!(
-                "cluster_listen and cluster_secret_file need cluster_seeds: without seeds, Wharf is a single node"
-            );
-        }
-        return Ok(None);
+    let seeds = match seeds_text {
+        Some(text) => wharf_cluster::config::parse_seeds(&text).map_err(|e| anyhow::anyhow!(e))?,
+        // Without seeds nor a cluster address, a single node; with an address, a node
+        // that waits for `wharf ctl join_cluster`.
+        None if listen_text.is_none() && secret_file.is_none() => return Ok(None),
+        None => Vec::new(),
     };
-    let seeds = wharf_cluster::config::parse_seeds(&seeds_text).map_err(|e| anyhow::anyhow!(e))?;
     let listen_text = listen_text.ok_or_else(|| {
         anyhow::anyhow!(
             "a cluster node needs cluster_listen: the address the other nodes reach it at"
@@ -150,13 +148,26 @@ mod tests {
             resolve(&ClusterArgs::default(), FileCluster::default()).unwrap(),
             None
         );
+    }
+
+    #[test]
+    fn a_cluster_address_without_seeds_makes_a_node_that_waits_to_be_joined() {
+        let settings = resolve(
+            &args(Some("10.0.0.4:25672"), None, Some("/etc/wharf/secret")),
+            FileCluster::default(),
+        )
+        .unwrap()
+        .unwrap();
+        assert!(settings.seeds.is_empty());
+        assert_eq!(settings.listen, "10.0.0.4:25672".parse().unwrap());
+        // It still needs its secret.
         let error = resolve(
             &args(Some("127.0.0.1:25672"), None, None),
             FileCluster::default(),
         )
         .unwrap_err()
         .to_string();
-        assert!(error.contains("need cluster_seeds"), "{error}");
+        assert!(error.contains("cluster_secret_file"), "{error}");
     }
 
     #[test]

@@ -203,10 +203,16 @@ enum CtlCommand {
     /// data directory's raft/ must be removed.
     #[command(name = "forget_cluster_node")]
     ForgetClusterNode { node: String },
+    /// Joins this node to the cluster of the member at a cluster address (IP:PORT): for a
+    /// node started with --cluster-listen and --cluster-secret-file but no seeds. A node
+    /// that belongs to a cluster already is refused.
+    #[command(name = "join_cluster")]
+    JoinCluster { address: String },
     /// Lists a vhost's queues with the columns named (rabbitmqctl's info keys: name,
     /// durable, auto_delete, exclusive, arguments, policy, messages, messages_ready,
     /// messages_unacknowledged, messages_ready_ram, message_bytes, message_bytes_ready,
-    /// message_bytes_unacknowledged, consumers, state, type) [default: name messages]
+    /// message_bytes_unacknowledged, consumers, state, type, leader) [default: name
+    /// messages]
     #[command(name = "list_queues")]
     ListQueues {
         #[arg(short = 'p', long, default_value = "/")]
@@ -404,6 +410,7 @@ fn request_of(command: CtlCommand) -> anyhow::Result<Request> {
         CtlCommand::Status => Request::Status,
         CtlCommand::ClusterStatus => Request::ClusterStatus,
         CtlCommand::ForgetClusterNode { node } => Request::ForgetClusterNode { node },
+        CtlCommand::JoinCluster { address } => Request::JoinCluster { address },
         CtlCommand::ListChannels { columns } => Request::ListChannels { columns },
         CtlCommand::ListConsumers { vhost, columns } => Request::ListConsumers { vhost, columns },
         CtlCommand::CloseConnection { id, explanation } => Request::CloseConnection {

@@ -181,6 +181,24 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     warn_if_shared(&config.data_dir);
     let broker = Arc::new(broker);
     let (shutdown, shutdown_rx) = Shutdown::new();
+    // First: a cluster node waiting to join is told where through `wharf ctl join_cluster`.
+    let control_socket = config.data_dir.join(wharf_control::SOCKET_FILE);
+    let control = match wharf_control::bind(&control_socket) {
+        Ok(listener) => Some(tokio::spawn(wharf_control::serve(
+            listener,
+            control_socket.clone(),
+            broker.clone(),
+            shutdown_rx.clone(),
+        ))),
+        Err(error) => {
+            tracing::warn!(
+                %error,
+                socket = %control_socket.display(),
+                "cannot serve the control socket: wharf ctl cannot reach this broker"
+            );
+            None
+        }
+    };
     if let Some(settings) = &config.cluster {
         // Before any listener: a node serves clients only once it has the cluster's
         // definitions (its users above all), never its own defaults.
@@ -262,23 +280,6 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     for line in &http.listening {
         listening.push(line.clone());
     }
-    let control_socket = config.data_dir.join(wharf_control::SOCKET_FILE);
-    let control = match wharf_control::bind(&control_socket) {
-        Ok(listener) => Some(tokio::spawn(wharf_control::serve(
-            listener,
-            control_socket.clone(),
-            broker.clone(),
-            shutdown_rx.clone(),
-        ))),
-        Err(error) => {
-            tracing::warn!(
-                %error,
-                socket = %control_socket.display(),
-                "cannot serve the control socket: wharf ctl cannot reach this broker"
-            );
-            None
-        }
-    };
     let mut signals = Signals::install()?;
     let listening = listening.join(", ");
     tracing::info!(data_dir = %config.data_dir.display(), "wharf ready, {listening}");
@@ -353,7 +354,7 @@ async fn join_cluster(
         if *shutdown.borrow() {
             return Ok(());
         }
-        if waited.is_multiple_of(10) {
+        if waited.is_multiple_of(10) && !settings.seeds.is_empty() {
             tracing::info!(
                 seeds = ?settings.seeds,
                 "waiting for the cluster: a majority of the seeds must be up"

@@ -491,3 +491,61 @@ async fn a_restart_keeps_the_queues_of_a_vhost_deleted_and_made_again() {
         .expect("the queue is still there");
     assert_eq!(queue.message_count(), 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_started_without_seeds_joins_through_ctl_join_cluster() {
+    let place = Place::new("join");
+    let specs = specs(&place, 4);
+    let mut nodes = start_all(&specs[..3]);
+    let made = ctl(&specs[0].data, &["add_user", "before-joining"], "pw\n");
+    assert!(made.status.success(), "{}", stderr(&made));
+
+    // No seeds: it waits, serving no client, until told where to join.
+    let fourth = Node::spawn(&specs[3], "");
+    fourth.wait_for_line(
+        "waiting for `wharf ctl join_cluster",
+        Duration::from_secs(20),
+    );
+    assert!(!can_log_in(&specs[3], ADMIN, ADMIN_PASSWORD, "/").await);
+    for (address, refusal) in [
+        ("nowhere".to_string(), "'nowhere' is not a cluster address"),
+        (specs[3].cluster_address(), "this node's own address"),
+        (
+            format!("127.0.0.1:{}", free_port()),
+            "cannot reach the node at",
+        ),
+    ] {
+        let refused = fourth.ctl(&["join_cluster", &address]);
+        assert!(!refused.status.success());
+        assert!(stderr(&refused).contains(refusal), "{}", stderr(&refused));
+    }
+    let joined = fourth.ctl(&["join_cluster", &specs[1].cluster_address()]);
+    assert!(joined.status.success(), "{}", stderr(&joined));
+    assert_eq!(stdout(&joined), "Joined the cluster of n1\n");
+    let fourth = fourth.ready();
+    let users = stdout(&fourth.ctl(&["list_users"]));
+    assert!(users.contains("before-joining"), "{users}");
+    nodes.push(fourth);
+    agreed(&nodes.iter().collect::<Vec<_>>());
+    assert_eq!(
+        cluster_status(&nodes[0])["members"]
+            .as_array()
+            .unwrap()
+            .len(),
+        4
+    );
+
+    // A member already: refused, as RabbitMQ refuses a node that is not reset.
+    let again = nodes[3].ctl(&["join_cluster", &specs[0].cluster_address()]);
+    assert!(!again.status.success());
+    assert!(
+        stderr(&again).contains("a cluster member already"),
+        "{}",
+        stderr(&again)
+    );
+    // Restarted, it rejoins by itself, seeds or not.
+    let spec = nodes.remove(3).stop();
+    let back = Node::spawn(&spec, "").ready();
+    nodes.push(back);
+    agreed(&nodes.iter().collect::<Vec<_>>());
+}

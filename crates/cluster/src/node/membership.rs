@@ -78,6 +78,12 @@ impl ClusterNode {
             tracing::info!("rejoining the cluster with this node's own Raft state");
             return;
         }
+        if self.config.seeds.is_empty() {
+            tracing::info!(
+                "no seeds: waiting for `wharf ctl join_cluster <cluster address of a member>`"
+            );
+            return;
+        }
         let mut attempt = 0u32;
         loop {
             if *shutdown.borrow() {
@@ -184,6 +190,43 @@ impl ClusterNode {
             }
         }
         Err(last)
+    }
+
+    /// `wharf ctl join_cluster`: a fresh node (started without seeds, or not yet joined
+    /// through them) joins the cluster of the member at `address`. A node that belongs
+    /// to a cluster already is refused: RabbitMQ resets a node before it joins another
+    /// cluster, and Wharf does not throw a node's data away.
+    pub async fn join_through(&self, address: &str) -> Result<String, String> {
+        let address: SocketAddr = address.parse().map_err(|_| {
+            format!("'{address}' is not a cluster address (IP:PORT, such as 10.0.0.1:25672)")
+        })?;
+        if address == self.config.listen {
+            return Err(format!("{address} is this node's own address"));
+        }
+        if self
+            .raft
+            .is_initialized()
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            return Err(
+                "this node is a cluster member already; to move it to another cluster, \
+                 forget it there (forget_cluster_node) and start it with an empty data directory"
+                    .to_string(),
+            );
+        }
+        let probe = self
+            .probe(address)
+            .await
+            .map_err(|reason| format!("cannot reach the node at {address}: {reason}"))?;
+        if !probe.initialized {
+            return Err(format!(
+                "the node at {address} ({}) is not a cluster member",
+                probe.name
+            ));
+        }
+        self.ask_to_join(&[address]).await?;
+        Ok(probe.name)
     }
 
     pub(super) async fn join(&self, node_id: NodeId, member: Member) -> Result<(), WriteRefusal> {

@@ -151,7 +151,8 @@ pub struct Node {
 }
 
 impl Node {
-    /// Starts a node; does not wait for it to be ready (a lone seed never is).
+    /// Starts a node (with no seeds: one that waits to be joined); does not wait for it
+    /// to be ready (a lone seed never is).
     pub fn spawn(spec: &NodeSpec, seeds: &str) -> Node {
         let binary = env!("CARGO_BIN_EXE_wharf");
         let mut command = match &spec.namespace {
@@ -185,9 +186,12 @@ impl Node {
                     .arg("--cluster-tls");
             }
         }
+        if !seeds.is_empty() {
+            // Without: a node that waits for `wharf ctl join_cluster`.
+            command.args(["--cluster-seeds", seeds]);
+        }
         let mut child = command
             .args(["--cluster-listen", &spec.cluster_address()])
-            .args(["--cluster-seeds", seeds])
             .arg("--cluster-secret-file")
             .arg(&spec.secret)
             .args(["--failed-login-delay", "0"])
