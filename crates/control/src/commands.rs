@@ -175,6 +175,10 @@ pub enum Request {
         vhost: String,
     },
     ListVhostLimits,
+    /// The name clients, the management API and Prometheus show for the cluster.
+    SetClusterName {
+        name: String,
+    },
     /// `limits`: a JSON object of max-connections and max-channels.
     SetUserLimits {
         user: String,
@@ -447,6 +451,7 @@ pub fn execute(broker: &Broker, request: Request) -> Response {
                 .map(|v| vec![v.name, v.limits.to_json_text()])
                 .collect(),
         ),
+        Request::SetClusterName { name } => broker.set_cluster_name(&name).into(),
         Request::SetUserLimits { user, limits } => broker.set_user_limits(&user, &limits).into(),
         Request::ClearUserLimits { user } => broker.clear_user_limits(&user).into(),
         Request::ListUserLimits => Response::table(

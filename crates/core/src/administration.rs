@@ -269,6 +269,18 @@ impl Broker {
     /// rabbitmqctl's texts, which quote neither name here).
     /// Sets a vhost's limits (replacing those set before): a JSON object of
     /// max-connections and max-queues; negative values mean no limit.
+    /// RabbitMQ's `set_cluster_name`: the name clients (the `cluster_name` server
+    /// property), the management API and Prometheus show; on a cluster, every node's.
+    pub fn set_cluster_name(&self, name: &str) -> AdminResult {
+        let _administering = self.administering()?;
+        if name.is_empty() {
+            return Err(invalid("the cluster name must not be empty"));
+        }
+        self.commit(Change::SetClusterName {
+            name: name.to_string(),
+        })
+    }
+
     pub fn set_vhost_limits(&self, name: &str, json: &str) -> AdminResult {
         let _administering = self.administering()?;
         let vhost = self.vhost(name).ok_or_else(|| no_vhost(name))?;

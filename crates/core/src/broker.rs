@@ -138,6 +138,9 @@ impl Broker {
         let durability = Durability::new(store, &data_dir, config.segment_bytes_max);
         let broker = Self::with_durability(config, Some(durability));
         broker.restore_access(&definitions);
+        if let Some(name) = &definitions.cluster_name {
+            broker.node.set_cluster_name(name.clone());
+        }
         for def in &definitions.vhosts {
             let vhost = broker.create_vhost(&def.name);
             *vhost.metadata.write() = (def.description.clone(), def.tags.clone());
@@ -361,6 +364,11 @@ pub fn seed_changes(config: &BrokerConfig) -> Vec<Change> {
         Ok(())
     })
     .expect("collecting changes cannot fail");
+    // The cluster is named after the node that seeds it (RabbitMQ names a cluster after
+    // its first node), so that every node shows one name.
+    if let Some(name) = &config.node_name {
+        changes.push(Change::SetClusterName { name: name.clone() });
+    }
     changes
 }
 

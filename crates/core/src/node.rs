@@ -25,6 +25,8 @@ pub struct NodeCertificate {
 #[derive(Debug)]
 pub struct Node {
     name: String,
+    /// The cluster name, once set (RabbitMQ's `set_cluster_name`).
+    cluster_name: RwLock<Option<String>>,
     certificates: RwLock<Vec<NodeCertificate>>,
     /// How many client connections the listeners take at once, when bounded.
     connection_limit: RwLock<Option<u64>>,
@@ -41,6 +43,7 @@ impl Default for Node {
             .unwrap_or_else(|| "localhost".to_string());
         Node {
             name: format!("wharf@{host}"),
+            cluster_name: RwLock::default(),
             certificates: RwLock::default(),
             connection_limit: RwLock::default(),
             started: Instant::now(),
@@ -62,6 +65,19 @@ impl Node {
     /// named otherwise.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The name clients and operators are shown for the node's cluster: the one set, or
+    /// (as RabbitMQ's default) the node's own.
+    pub fn cluster_name(&self) -> String {
+        self.cluster_name
+            .read()
+            .clone()
+            .unwrap_or_else(|| self.name.clone())
+    }
+
+    pub(crate) fn set_cluster_name(&self, name: String) {
+        *self.cluster_name.write() = Some(name);
     }
 
     pub fn uptime(&self) -> Duration {

@@ -189,6 +189,11 @@ impl Broker {
                 )
                 .map_err(invalid)?;
             }
+            Change::SetClusterName { name } => {
+                if name.is_empty() {
+                    return Err(invalid("the cluster name must not be empty"));
+                }
+            }
             Change::DeletePermission { .. }
             | Change::DeleteTopicPermission { .. }
             | Change::DeletePolicy { .. }
@@ -273,6 +278,7 @@ impl Broker {
                     vhost.remove_policy(name);
                 }
             }
+            Change::SetClusterName { name } => self.node.set_cluster_name(name.clone()),
             Change::Seeded | Change::RaftApplied { .. } => {}
             // Their vhost's (see `apply_replicated`).
             Change::PutExchange(_)

@@ -110,13 +110,14 @@ fn file_descriptors() -> (Option<i64>, Option<i64>) {
 /// The node's families: identity, resources, alarms, totals and churn.
 fn node(out: &mut Exposition, broker: &Broker, queues: &[(String, String, QueueStats)]) {
     let node = broker.node.name();
+    let cluster = broker.node.cluster_name();
     out.registry.register(
         "rabbitmq_identity",
         "RabbitMQ node & cluster identity info",
         Info::new(labels(&[
             ("rabbitmq_node", node),
-            ("rabbitmq_cluster", node),
-            ("rabbitmq_cluster_permanent_id", node),
+            ("rabbitmq_cluster", &cluster),
+            ("rabbitmq_cluster_permanent_id", &cluster),
         ])),
     );
     out.registry.register(

@@ -335,3 +335,27 @@ async fn rates_follow_what_happens_between_two_samples() {
         .await;
     assert!(rate(&shown["messages_details"]["rate"]) > 0.0, "{shown}");
 }
+
+/// PUT /api/cluster-name names the cluster (administrators only); the overview shows it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cluster_name_is_set_by_an_administrator() {
+    let broker = start_broker_with_management().await;
+    let api = Management::of(&broker);
+    let before = api.get("/api/cluster-name").await.expect(200)["name"].clone();
+    let name = unique("named");
+    api.put("/api/cluster-name", serde_json::json!({ "name": name }))
+        .await
+        .expect(204);
+    assert_eq!(api.get("/api/cluster-name").await.expect(200)["name"], name);
+    assert_eq!(
+        api.get("/api/overview").await.expect(200)["cluster_name"],
+        name
+    );
+    // Without a name: refused, the name kept.
+    let missing = api.put("/api/cluster-name", serde_json::json!({})).await;
+    assert_eq!(missing.status(), 400);
+    assert_eq!(api.get("/api/cluster-name").await.expect(200)["name"], name);
+    api.put("/api/cluster-name", serde_json::json!({ "name": before }))
+        .await
+        .expect(204);
+}

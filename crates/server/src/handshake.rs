@@ -84,7 +84,8 @@ impl From<ReadError> for HandshakeError {
     }
 }
 
-fn server_properties() -> FieldTable {
+/// What the broker tells a client about itself; `cluster_name` as RabbitMQ's.
+fn server_properties(cluster_name: &str) -> FieldTable {
     let mut capabilities = FieldTable::new();
     for name in CAPABILITIES {
         capabilities.insert(*name, FieldValue::Bool(true));
@@ -92,7 +93,7 @@ fn server_properties() -> FieldTable {
     let text = |s: &str| FieldValue::LongStr(bytes::Bytes::copy_from_slice(s.as_bytes()));
     let mut props = FieldTable::new();
     props.insert("capabilities", FieldValue::Table(capabilities));
-    props.insert("cluster_name", text("wharf"));
+    props.insert("cluster_name", text(cluster_name));
     props.insert("copyright", text("Copyright (c) the Wharf authors"));
     props.insert("information", text("Licensed under the Apache License 2.0"));
     props.insert("platform", text("Rust"));
@@ -191,7 +192,7 @@ pub async fn run<R: AsyncRead + Unpin>(
     let start = Method::ConnectionStart(Box::new(ConnectionStart {
         version_major: 0,
         version_minor: 9,
-        server_properties: server_properties(),
+        server_properties: server_properties(&broker.node.cluster_name()),
         mechanisms: bytes::Bytes::from_static(mechanisms.as_bytes()),
         locales: bytes::Bytes::from_static(b"en_US"),
     }));

@@ -273,6 +273,12 @@ enum CtlCommand {
     /// Lists the vhosts that have limits, with them.
     #[command(name = "list_vhost_limits")]
     ListVhostLimits,
+    /// Names the cluster (RabbitMQ's set_cluster_name): the name clients see in the
+    /// cluster_name server property, the management API and Prometheus show; on a
+    /// cluster, every node's. Unset, it is the node's name (on a cluster, the first
+    /// leader's).
+    #[command(name = "set_cluster_name")]
+    SetClusterName { name: String },
     /// Sets a user's limits, replacing those set before: JSON with max-connections
     /// and/or max-channels (over all the user's connections).
     #[command(name = "set_user_limits")]
@@ -435,6 +441,7 @@ fn request_of(command: CtlCommand) -> anyhow::Result<Request> {
         CtlCommand::SetVhostLimits { vhost, limits } => Request::SetVhostLimits { vhost, limits },
         CtlCommand::ClearVhostLimits { vhost } => Request::ClearVhostLimits { vhost },
         CtlCommand::ListVhostLimits => Request::ListVhostLimits,
+        CtlCommand::SetClusterName { name } => Request::SetClusterName { name },
         CtlCommand::SetUserLimits { user, limits } => Request::SetUserLimits { user, limits },
         CtlCommand::ClearUserLimits { user } => Request::ClearUserLimits { user },
         CtlCommand::ListUserLimits => Request::ListUserLimits,

@@ -183,6 +183,23 @@ async fn every_nodes_queues_connections_channels_and_consumers_are_listed_on_any
     assert_eq!(overview["queue_totals"]["messages"], 3, "{overview}");
     assert_eq!(overview["queue_totals"]["messages_ready"], 3, "{overview}");
 
+    // One cluster name on every node: its first leader's, until one is set.
+    let names: Vec<Value> = specs
+        .iter()
+        .map(|spec| get_json(spec, "/api/cluster-name")["name"].clone())
+        .collect();
+    assert!(
+        ["n0", "n1", "n2"].contains(&names[0].as_str().unwrap()),
+        "{names:?}"
+    );
+    assert!(names.iter().all(|n| *n == names[0]), "{names:?}");
+    let named = nodes[1].ctl(&["set_cluster_name", "harbour"]);
+    assert!(named.status.success(), "{}", stderr(&named));
+    for spec in &specs {
+        assert_eq!(get_json(spec, "/api/cluster-name")["name"], "harbour");
+        assert_eq!(get_json(spec, "/api/overview")["cluster_name"], "harbour");
+    }
+
     // Every node's own figures.
     let listed = get_json(&specs[0], "/api/nodes");
     let members = listed.as_array().unwrap();

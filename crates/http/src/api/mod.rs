@@ -108,7 +108,10 @@ pub fn routes(api: Arc<Api>) -> Router {
             post(session::login).delete(session::logout),
         )
         .route("/api/overview", get(overview::overview))
-        .route("/api/cluster-name", get(overview::cluster_name))
+        .route(
+            "/api/cluster-name",
+            get(overview::cluster_name).put(overview::set_cluster_name),
+        )
         .route("/api/whoami", get(overview::whoami))
         .route("/api/nodes", get(overview::nodes))
         .route("/api/nodes/{node}", get(overview::node))

@@ -154,7 +154,7 @@ pub async fn overview(
         "product_version": env!("CARGO_PKG_VERSION"),
         "product_name": "Wharf",
         "rabbitmq_version": RABBITMQ_VERSION,
-        "cluster_name": broker.node.name(),
+        "cluster_name": broker.node.cluster_name(),
         "erlang_version": "none",
         "erlang_full_version": "none (Wharf is written in Rust)",
         "disable_stats": query.disable_stats,
@@ -213,7 +213,22 @@ pub async fn overview(
 }
 
 pub async fn cluster_name(State(api): State<Arc<Api>>, _caller: Caller) -> ApiResult<Response> {
-    json(json!({ "name": api.broker.node.name() }))
+    json(json!({ "name": api.broker.node.cluster_name() }))
+}
+
+/// PUT /api/cluster-name: `{"name": "..."}`, administrators only.
+pub async fn set_cluster_name(
+    State(api): State<Arc<Api>>,
+    caller: Caller,
+    body: crate::body::JsonBody,
+) -> ApiResult<Response> {
+    caller.require_administrator()?;
+    super::require_keys(&body, &["name"])?;
+    let name = body.required_text("name")?.to_string();
+    api.broker.set_cluster_name(&name)?;
+    Ok(axum::response::IntoResponse::into_response(
+        axum::http::StatusCode::NO_CONTENT,
+    ))
 }
 
 pub async fn whoami(caller: Caller) -> ApiResult<Response> {

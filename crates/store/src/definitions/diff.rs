@@ -11,8 +11,8 @@ impl Definitions {
     /// first (bindings, queues, exchanges, policies, permissions, users, vhosts), then
     /// additions (vhosts, users, permissions, policies, exchanges, queues, bindings). An
     /// exchange or queue whose definition differs is removed and added again, and so are
-    /// the bindings its removal takes with it. (`seeded` only goes one way: once seeded,
-    /// always.)
+    /// the bindings its removal takes with it. (`seeded` and the cluster name only go one
+    /// way: once seeded, always; a cluster name is replaced, never cleared.)
     pub fn changes_to(&self, target: &Definitions) -> Vec<Change> {
         let mut changes = Vec::new();
         let vhosts_gone: BTreeSet<&str> = names(&self.vhosts, |v| &v.name)
@@ -215,6 +215,13 @@ impl Definitions {
         if target.seeded && !self.seeded {
             changes.push(Change::Seeded);
         }
+        if let Some(name) = target
+            .cluster_name
+            .as_ref()
+            .filter(|n| self.cluster_name.as_ref() != Some(*n))
+        {
+            changes.push(Change::SetClusterName { name: name.clone() });
+        }
         changes
     }
 }
@@ -366,6 +373,10 @@ mod tests {
         if dice.roll(2) == 0 {
             state.apply(Change::Seeded);
         }
+        if dice.roll(3) > 0 {
+            let name = format!("cluster-{}", dice.roll(2));
+            state.apply(Change::SetClusterName { name });
+        }
         state.to_definitions()
     }
 
@@ -376,6 +387,10 @@ mod tests {
             let (from, mut to) = (draw(&mut dice), draw(&mut dice));
             // Seeding happens once and is never taken back.
             to.seeded |= from.seeded;
+            // So is a cluster name: replaced, never cleared.
+            if to.cluster_name.is_none() {
+                to.cluster_name = from.cluster_name.clone();
+            }
             let changes = from.changes_to(&to);
             let mut state = DefinitionState::from_definitions(from.clone());
             for change in changes.clone() {

@@ -181,6 +181,11 @@ pub enum Change {
     },
     /// The default vhost and user were created (once, on the first start).
     Seeded,
+    /// The name the node (or the cluster) shows its clients and operators (RabbitMQ's
+    /// cluster name); once set, it is replaced, never cleared.
+    SetClusterName {
+        name: String,
+    },
     /// A cluster node applied its replicated log up to this point (opaque to the store:
     /// the cluster's own encoding of the entry's id and the membership): what these
     /// definitions hold of the cluster's changes, so that a restart does not apply them
@@ -212,6 +217,9 @@ pub struct Definitions {
     /// deleting them is not undone by a restart.
     #[serde(default)]
     pub seeded: bool,
+    /// The cluster name, once set (a node without one shows its own name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_name: Option<String>,
     /// On a cluster node: how far into the cluster's log these definitions are.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub raft_applied: Option<String>,

@@ -19,6 +19,7 @@ pub struct State {
     /// By (vhost, user, exchange).
     topic_permissions: BTreeMap<(String, String, String), TopicPermissionDef>,
     seeded: bool,
+    cluster_name: Option<String>,
     raft_applied: Option<String>,
 }
 
@@ -50,6 +51,7 @@ impl State {
             state.apply(Change::PutTopicPermission(p));
         }
         state.seeded = defs.seeded;
+        state.cluster_name = defs.cluster_name;
         state.raft_applied = defs.raft_applied;
         state
     }
@@ -132,6 +134,7 @@ impl State {
                 !(*v == vhost && *u == user && exchange.as_ref().is_none_or(|x| x == e))
             }),
             Change::Seeded => self.seeded = true,
+            Change::SetClusterName { name } => self.cluster_name = Some(name),
             Change::RaftApplied { marker } => self.raft_applied = Some(marker),
         }
     }
@@ -197,6 +200,7 @@ impl State {
             permissions: self.permissions.values().cloned().collect(),
             topic_permissions: self.topic_permissions.values().cloned().collect(),
             seeded: self.seeded,
+            cluster_name: self.cluster_name.clone(),
             raft_applied: self.raft_applied.clone(),
         }
     }
