@@ -37,9 +37,11 @@ const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 /// A connection on which nothing arrived for this long is lost: its peer is paused, or
 /// the network between them cut, and what depends on it (the peer's consumers on this
 /// node's queues, this node's on the peer's) is let go rather than waiting on a peer
-/// that may never answer. RabbitMQ waits a `net_ticktime` (60 s); a node here that is
-/// only slow costs redeliveries, never messages.
-pub const PEER_TIMEOUT: Duration = Duration::from_secs(6);
+/// that may never answer. RabbitMQ waits a `net_ticktime` (60 s). Not much shorter: a
+/// link down for a few seconds leaves TCP retransmitting with growing pauses (several
+/// seconds after the link is back), and a connection dropped then fails every request
+/// on it. A node that is only slow costs redeliveries, never messages.
+pub const PEER_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// What a node does when a connection it opened to a peer ends.
 pub type OnLost = Arc<dyn Fn(&Introduction) + Send + Sync>;

@@ -82,25 +82,15 @@ async fn serve_one(stream: UnixStream, broker: &Broker) -> std::io::Result<()> {
                     crate::listing::cluster_status(broker).await
                 }
                 Ok(Request::ForgetClusterNode { node }) => match broker.cluster() {
-                    Some(cluster) => match cluster.forget(node).await {
-                        Ok(name) => Response {
-                            ok: true,
-                            text: Some(format!("Removed {name} from the cluster\n")),
-                            ..Response::default()
-                        },
-                        Err(reason) => Response::error(reason),
-                    },
+                    Some(cluster) => said(cluster.forget(node).await, |name| {
+                        format!("Removed {name} from the cluster\n")
+                    }),
                     None => execute(broker, Request::ForgetClusterNode { node }),
                 },
                 Ok(Request::JoinCluster { address }) => match broker.cluster() {
-                    Some(cluster) => match cluster.join(address).await {
-                        Ok(name) => Response {
-                            ok: true,
-                            text: Some(format!("Joined the cluster of {name}\n")),
-                            ..Response::default()
-                        },
-                        Err(reason) => Response::error(reason),
-                    },
+                    Some(cluster) => said(cluster.join(address).await, |name| {
+                        format!("Joined the cluster of {name}\n")
+                    }),
                     None => execute(broker, Request::JoinCluster { address }),
                 },
                 Ok(request) if crate::cluster_lists::lists_each_nodes(&request) => {
@@ -116,6 +106,18 @@ async fn serve_one(stream: UnixStream, broker: &Broker) -> std::io::Result<()> {
         if line.len() > REQUEST_BYTES_MAX {
             return Ok(());
         }
+    }
+}
+
+/// A membership change's answer: the text `done` makes of the member's name, or why not.
+fn said(answer: Result<String, String>, done: impl FnOnce(&str) -> String) -> Response {
+    match answer {
+        Ok(name) => Response {
+            ok: true,
+            text: Some(done(&name)),
+            ..Response::default()
+        },
+        Err(reason) => Response::error(reason),
     }
 }
 

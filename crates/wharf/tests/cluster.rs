@@ -68,9 +68,26 @@ async fn three_nodes_form_one_cluster_and_share_users_and_vhosts() {
     assert_eq!(code, 200, "{body}");
     assert!(body.contains("\"monitoring\""), "{body}");
 
-    // Deleted on one node, gone on all: its logins fail everywhere.
+    // Deleted on one node, gone on all: its connections on every node are closed, and
+    // its logins fail everywhere.
+    let mut open = Vec::new();
+    for node in &nodes {
+        open.push(
+            log_in(&node.spec, "alice", "s3cret", "orders")
+                .await
+                .unwrap(),
+        );
+    }
     let deleted = nodes[0].ctl(&["delete_user", "alice"]);
     assert!(deleted.status.success(), "{}", stderr(&deleted));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while open.iter().any(|c| c.status().connected()) {
+        assert!(
+            Instant::now() < deadline,
+            "a deleted user's connection stayed open"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     for node in &nodes {
         assert!(!can_log_in(&node.spec, "alice", "s3cret", "orders").await);
     }
@@ -81,6 +98,28 @@ async fn three_nodes_form_one_cluster_and_share_users_and_vhosts() {
         "{}",
         stderr(&again)
     );
+
+    // A vhost deleted on one node: its connections on every node are closed.
+    let permitted = nodes[1].ctl(&["set_permissions", "-p", "orders", ADMIN, ".*", ".*", ".*"]);
+    assert!(permitted.status.success(), "{}", stderr(&permitted));
+    let mut open = Vec::new();
+    for node in &nodes {
+        open.push(
+            log_in(&node.spec, ADMIN, ADMIN_PASSWORD, "orders")
+                .await
+                .unwrap(),
+        );
+    }
+    let deleted = nodes[2].ctl(&["delete_vhost", "orders"]);
+    assert!(deleted.status.success(), "{}", stderr(&deleted));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while open.iter().any(|c| c.status().connected()) {
+        assert!(
+            Instant::now() < deadline,
+            "a deleted vhost's connection stayed open"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -267,12 +267,7 @@ impl VHost {
         connection: ConnectionId,
         getter: Option<&Subscription>,
     ) -> Result<Option<RemoteGot>> {
-        let remote = self.remote_queue(name).ok_or_else(|| self.no_queue(name))?;
-        remote.check_owner(connection)?;
-        let cluster = self
-            .cluster
-            .get()
-            .ok_or_else(|| remote.out_of_reach("getting from"))?;
+        let (remote, cluster) = self.reachable(name, connection)?;
         let request = QueueRequest::Get {
             ack_key: getter.map(|getter| getter.key),
         };
@@ -292,12 +287,7 @@ impl VHost {
         count: Option<u32>,
         then: Settle,
     ) -> Result<Vec<RemoteGot>> {
-        let remote = self.remote_queue(name).ok_or_else(|| self.no_queue(name))?;
-        remote.check_owner(connection)?;
-        let cluster = self
-            .cluster
-            .get()
-            .ok_or_else(|| remote.out_of_reach("getting from"))?;
+        let (remote, cluster) = self.reachable(name, connection)?;
         match self.ask_home(
             cluster.as_ref(),
             &remote,
@@ -309,6 +299,22 @@ impl VHost {
                 .collect(),
             other => Err(unexpected(&remote, other)),
         }
+    }
+
+    /// Another node's queue that `connection` may take messages from, and the cluster
+    /// to ask its node through.
+    fn reachable(
+        &self,
+        name: &str,
+        connection: ConnectionId,
+    ) -> Result<(Arc<RemoteQueue>, &Arc<dyn Cluster>)> {
+        let remote = self.remote_queue(name).ok_or_else(|| self.no_queue(name))?;
+        remote.check_owner(connection)?;
+        let cluster = self
+            .cluster
+            .get()
+            .ok_or_else(|| remote.out_of_reach("getting from"))?;
+        Ok((remote, cluster))
     }
 
     /// What a channel's gets with acknowledgements from another node's queue are

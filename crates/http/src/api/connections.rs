@@ -27,33 +27,38 @@ async fn connection_rows(
     caller: &Caller,
     query: &ListQuery,
 ) -> Vec<Row<ConnectionRow>> {
-    let mut rows: Vec<Row<ConnectionRow>> = api
+    let here: Vec<ConnectionRow> = api
         .broker
         .connections
         .list()
         .into_iter()
         .filter(|c| caller.sees_connection_of(&c.details.user))
-        .map(|c| Row::Here(ConnectionRow::new(api, c)))
+        .map(|c| ConnectionRow::new(api, c))
         .collect();
-    rows.extend(
-        other_rows(api, Kind::Connections, query)
-            .await
-            .into_iter()
-            .filter(|row| caller.sees_connection_of(row.user()))
-            .map(Row::There),
-    );
-    rows
+    with_others(api, caller, here, Kind::Connections, query).await
 }
 
 /// The channels the caller may see: this node's, then the other members'.
 async fn channel_rows(api: &Arc<Api>, caller: &Caller, query: &ListQuery) -> Vec<Row<ChannelRow>> {
-    let mut rows: Vec<Row<ChannelRow>> = ChannelRow::all(api)
+    let here: Vec<ChannelRow> = ChannelRow::all(api)
         .into_iter()
         .filter(|c| caller.sees_connection_of(&c.channel.user))
-        .map(Row::Here)
         .collect();
+    with_others(api, caller, here, Kind::Channels, query).await
+}
+
+/// `here`, then the other members' items of list `kind` (connections or channels) that
+/// the caller may see.
+async fn with_others<T>(
+    api: &Api,
+    caller: &Caller,
+    here: Vec<T>,
+    kind: Kind,
+    query: &ListQuery,
+) -> Vec<Row<T>> {
+    let mut rows: Vec<Row<T>> = here.into_iter().map(Row::Here).collect();
     rows.extend(
-        other_rows(api, Kind::Channels, query)
+        other_rows(api, kind, query)
             .await
             .into_iter()
             .filter(|row| caller.sees_connection_of(row.user()))
@@ -253,8 +258,12 @@ pub async fn channel(
     json(listing::one(object, &query))
 }
 
-/// The consumers of the other members' channels in the vhosts `keep` keeps.
-async fn with_others(api: &Api, mut here: Vec<Value>, keep: impl Fn(&str) -> bool) -> Vec<Value> {
+/// `here`, then the consumers of the other members' channels in the vhosts `keep` keeps.
+async fn with_others_consumers(
+    api: &Api,
+    mut here: Vec<Value>,
+    keep: impl Fn(&str) -> bool,
+) -> Vec<Value> {
     here.extend(
         other_consumers(api)
             .await
@@ -267,7 +276,9 @@ async fn with_others(api: &Api, mut here: Vec<Value>, keep: impl Fn(&str) -> boo
 pub async fn consumers(State(api): State<Arc<Api>>, caller: Caller) -> ApiResult<Response> {
     let visible = |vhost: &str| caller.sees_vhost(&api, vhost);
     let here = consumers_json(&api, |c| visible(&c.vhost));
-    json(Value::Array(with_others(&api, here, visible).await))
+    json(Value::Array(
+        with_others_consumers(&api, here, visible).await,
+    ))
 }
 
 pub async fn consumers_in_vhost(
@@ -277,6 +288,6 @@ pub async fn consumers_in_vhost(
 ) -> ApiResult<Response> {
     let vhost = caller.vhost_to_read(&api, &vhost)?;
     let here = consumers_json(&api, |c| c.vhost == vhost.name.as_ref() as &str);
-    let all = with_others(&api, here, |v| v == vhost.name.as_ref() as &str).await;
+    let all = with_others_consumers(&api, here, |v| v == vhost.name.as_ref() as &str).await;
     json(Value::Array(all))
 }

@@ -254,8 +254,8 @@ impl Channel {
         let queue_name = self.queue_name(&m.queue)?;
         ctx.grant
             .check(Access::Read, ResourceKind::Queue, &queue_name)?;
-        if ctx.vhost.remote_queue(&queue_name).is_some() {
-            return self.get_remote(ctx, &queue_name, m.no_ack);
+        if let Some(remote) = ctx.vhost.remote_queue(&queue_name) {
+            return self.get_remote(ctx, &queue_name, &remote.home, m.no_ack);
         }
         let queue = ctx.vhost.queue_for(&queue_name, ctx.connection_id)?;
         let Some(got) = queue.get(m.no_ack) else {
@@ -293,13 +293,16 @@ impl Channel {
         &mut self,
         ctx: &ChannelContext<'_>,
         queue_name: &ByteString,
+        home: &str,
         no_ack: bool,
     ) -> AmqpResult<()> {
         let getter = match no_ack {
             true => None,
+            // One per queue, while the queue is on the node it was made for (a queue
+            // deleted and declared again elsewhere gets a new one).
             false => Some(match self.remote_getters.get(queue_name) {
-                Some(getter) => getter.clone(),
-                None => {
+                Some(getter) if getter.home == home => getter.clone(),
+                _ => {
                     let target = Arc::downgrade(&self.target);
                     let getter = ctx.vhost.remote_getter(queue_name, target)?;
                     self.remote_getters

@@ -346,6 +346,16 @@ pub fn agreed(nodes: &[&Node]) -> String {
 }
 
 pub async fn can_log_in(node: &NodeSpec, user: &str, password: &str, vhost: &str) -> bool {
+    log_in(node, user, password, vhost).await.is_some()
+}
+
+/// A connection as `user` to `vhost` of a node, if it lets the user in within 10 s.
+pub async fn log_in(
+    node: &NodeSpec,
+    user: &str,
+    password: &str,
+    vhost: &str,
+) -> Option<Connection> {
     let (host, port) = (node.host, node.amqp);
     let properties = ConnectionProperties::default()
         .with_executor(tokio_executor_trait::Tokio::current())
@@ -354,10 +364,10 @@ pub async fn can_log_in(node: &NodeSpec, user: &str, password: &str, vhost: &str
     let url = format!("amqp://{user}:{password}@{host}:{port}/{vhost}");
     // A node that does not answer within the time does not let anyone in either.
     let attempt = Connection::connect(&url, properties);
-    matches!(
-        tokio::time::timeout(Duration::from_secs(10), attempt).await,
-        Ok(Ok(_))
-    )
+    match tokio::time::timeout(Duration::from_secs(10), attempt).await {
+        Ok(Ok(connection)) => Some(connection),
+        _ => None,
+    }
 }
 
 pub fn http(method: &str, node: &NodeSpec, path: &str, body: Option<&str>) -> (u16, String) {
