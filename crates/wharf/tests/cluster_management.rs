@@ -200,6 +200,30 @@ async fn every_nodes_queues_connections_channels_and_consumers_are_listed_on_any
         assert_eq!(get_json(spec, "/api/overview")["cluster_name"], "harbour");
     }
 
+    // Prometheus: each node's own objects, its node named, the cluster's name shared.
+    for (spec, queues) in specs.iter().zip([1, 1, 0]) {
+        let scraped = metrics(spec);
+        let identity = scraped
+            .lines()
+            .find(|l| l.starts_with("rabbitmq_identity_info{"))
+            .unwrap_or_else(|| panic!("no identity: {scraped}"));
+        assert!(
+            identity.contains(&format!("rabbitmq_node=\"{}\"", spec.name)),
+            "{identity}"
+        );
+        assert!(
+            identity.contains("rabbitmq_cluster=\"harbour\""),
+            "{identity}"
+        );
+        assert!(
+            scraped
+                .lines()
+                .any(|l| l == format!("rabbitmq_queues {queues}")),
+            "{}: {queues} queue(s) of its own",
+            spec.name
+        );
+    }
+
     // Every node's own figures.
     let listed = get_json(&specs[0], "/api/nodes");
     let members = listed.as_array().unwrap();
@@ -264,6 +288,16 @@ async fn every_nodes_queues_connections_channels_and_consumers_are_listed_on_any
         queues,
         ["name\tstate\tleader", "qa\trunning\tn0", "qb\tdown\tn1"]
     );
+}
+
+/// What a node's Prometheus endpoint serves.
+fn metrics(spec: &NodeSpec) -> String {
+    let output = std::process::Command::new("curl")
+        .args(["-s", "--max-time", "20"])
+        .arg(format!("http://{}:{}/metrics", spec.host, spec.metrics))
+        .output()
+        .expect("curl runs");
+    stdout(&output)
 }
 
 /// The lines a successful ctl command printed, the header first, the rest sorted.

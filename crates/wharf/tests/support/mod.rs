@@ -76,6 +76,8 @@ pub struct NodeSpec {
     pub host: IpAddr,
     pub amqp: u16,
     pub http: u16,
+    /// Prometheus' port.
+    pub metrics: u16,
     pub cluster: u16,
     pub secret: PathBuf,
     /// None: the test's own namespace.
@@ -100,6 +102,7 @@ pub fn specs(place: &Place, count: usize) -> Vec<NodeSpec> {
             host: IpAddr::V4(Ipv4Addr::LOCALHOST),
             amqp: free_port(),
             http: free_port(),
+            metrics: free_port(),
             cluster: free_port(),
             secret: place.0.join("secret"),
             namespace: None,
@@ -117,6 +120,7 @@ pub fn specs_in(place: &Place, network: &Network, count: usize) -> Vec<NodeSpec>
             host: IpAddr::V4(network.address(i)),
             amqp: 5672,
             http: 15672,
+            metrics: 15692,
             cluster: 25672,
             secret: place.0.join("secret"),
             namespace: Some(network.namespace(i).to_string()),
@@ -169,7 +173,10 @@ impl Node {
             .arg(&spec.data)
             .args(["--amqp-listen", &format!("{}:{}", spec.host, spec.amqp)])
             .args(["--http-listen", &format!("{}:{}", spec.host, spec.http)])
-            .args(["--prometheus-listen", "none"]);
+            .args([
+                "--prometheus-listen",
+                &format!("{}:{}", spec.host, spec.metrics),
+            ]);
         match &spec.tls {
             None => {
                 command.args(["--amqps-listen", "none"]);
