@@ -12,7 +12,9 @@
 use bytes::{Buf, BufMut, BytesMut};
 
 /// The protocol this build speaks. A peer that speaks another is refused, not misread.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// 2: heartbeat frames, operator requests, gets with acknowledgements and the API's get
+/// on another node's queue.
+pub const PROTOCOL_VERSION: u16 = 2;
 pub const MAGIC: [u8; 4] = *b"WHRF";
 pub const PREAMBLE_BYTES: usize = 6;
 /// Kind, id.
