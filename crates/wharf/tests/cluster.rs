@@ -12,6 +12,29 @@ use std::time::{Duration, Instant};
 
 use support::*;
 
+/// A connection as `user` to `vhost` on each node.
+async fn logged_in_everywhere(
+    nodes: &[Node],
+    user: &str,
+    password: &str,
+    vhost: &str,
+) -> Vec<lapin::Connection> {
+    let mut open = Vec::new();
+    for node in nodes {
+        open.push(log_in(&node.spec, user, password, vhost).await.unwrap());
+    }
+    open
+}
+
+/// Waits up to 10 s for every connection of `open` to be closed by its node.
+async fn all_closed(open: &[lapin::Connection], otherwise: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while open.iter().any(|c| c.status().connected()) {
+        assert!(Instant::now() < deadline, "{otherwise}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_form_one_cluster_and_share_users_and_vhosts() {
     let place = Place::new("share");
@@ -70,24 +93,10 @@ async fn three_nodes_form_one_cluster_and_share_users_and_vhosts() {
 
     // Deleted on one node, gone on all: its connections on every node are closed, and
     // its logins fail everywhere.
-    let mut open = Vec::new();
-    for node in &nodes {
-        open.push(
-            log_in(&node.spec, "alice", "s3cret", "orders")
-                .await
-                .unwrap(),
-        );
-    }
+    let open = logged_in_everywhere(&nodes, "alice", "s3cret", "orders").await;
     let deleted = nodes[0].ctl(&["delete_user", "alice"]);
     assert!(deleted.status.success(), "{}", stderr(&deleted));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while open.iter().any(|c| c.status().connected()) {
-        assert!(
-            Instant::now() < deadline,
-            "a deleted user's connection stayed open"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    all_closed(&open, "a deleted user's connection stayed open").await;
     for node in &nodes {
         assert!(!can_log_in(&node.spec, "alice", "s3cret", "orders").await);
     }
@@ -102,24 +111,10 @@ async fn three_nodes_form_one_cluster_and_share_users_and_vhosts() {
     // A vhost deleted on one node: its connections on every node are closed.
     let permitted = nodes[1].ctl(&["set_permissions", "-p", "orders", ADMIN, ".*", ".*", ".*"]);
     assert!(permitted.status.success(), "{}", stderr(&permitted));
-    let mut open = Vec::new();
-    for node in &nodes {
-        open.push(
-            log_in(&node.spec, ADMIN, ADMIN_PASSWORD, "orders")
-                .await
-                .unwrap(),
-        );
-    }
+    let open = logged_in_everywhere(&nodes, ADMIN, ADMIN_PASSWORD, "orders").await;
     let deleted = nodes[2].ctl(&["delete_vhost", "orders"]);
     assert!(deleted.status.success(), "{}", stderr(&deleted));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while open.iter().any(|c| c.status().connected()) {
-        assert!(
-            Instant::now() < deadline,
-            "a deleted vhost's connection stayed open"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    all_closed(&open, "a deleted vhost's connection stayed open").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

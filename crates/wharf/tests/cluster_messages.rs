@@ -246,6 +246,18 @@ async fn another_nodes_queue_is_counted_purged_read_and_deleted_through_any_node
     assert!(started.elapsed() < Duration::from_secs(10));
 }
 
+/// A consumer without acknowledgements on `channel`: its deliveries.
+async fn consume_no_ack(channel: &Channel, queue: &str) -> lapin::Consumer {
+    let options = lapin::options::BasicConsumeOptions {
+        no_ack: true,
+        ..Default::default()
+    };
+    channel
+        .basic_consume(queue, "", options, FieldTable::default())
+        .await
+        .unwrap()
+}
+
 /// A consumer through `spec`: its channel (prefetch `prefetch`) and its deliveries.
 async fn consumer(spec: &NodeSpec, queue: &str, prefetch: u16) -> (Channel, lapin::Consumer) {
     let channel = channel(spec).await;
@@ -410,18 +422,7 @@ async fn a_remote_consumer_keeps_its_prefetch_its_exclusivity_and_without_acks_g
     // Without acknowledgements: more than a consumer's credit of deliveries, all of them.
     assert_eq!(publish_all(&publisher, "", "free", 2500).await, 2500);
     let channel_1 = channel(&specs[1]).await;
-    let mut free = channel_1
-        .basic_consume(
-            "free",
-            "",
-            BasicConsumeOptions {
-                no_ack: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let mut free = consume_no_ack(&channel_1, "free").await;
     for i in 0..2500 {
         let delivery = next(&mut free).await.expect("a delivery");
         assert_eq!(delivery.data, format!("m{i}").as_bytes());
@@ -637,7 +638,6 @@ async fn a_paused_node_is_let_go_within_seconds_by_the_nodes_it_consumed_from_an
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_direct_reply_reaches_its_client_on_another_node() {
-    use lapin::options::BasicConsumeOptions;
     let place = Place::new("reply");
     let specs = specs(&place, 3);
     let _nodes = start_all(&specs);
@@ -645,18 +645,7 @@ async fn a_direct_reply_reaches_its_client_on_another_node() {
 
     // The client on node 1, the server consuming through node 2, the queue on node 0.
     let client = channel(&specs[1]).await;
-    let mut replies = client
-        .basic_consume(
-            "amq.rabbitmq.reply-to",
-            "",
-            BasicConsumeOptions {
-                no_ack: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let mut replies = consume_no_ack(&client, "amq.rabbitmq.reply-to").await;
     let (server, mut requests) = consumer(&specs[2], "rpc", 10).await;
     server
         .confirm_select(ConfirmSelectOptions::default())
