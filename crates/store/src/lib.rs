@@ -6,6 +6,7 @@ pub mod data_dir;
 pub mod definitions;
 pub mod error;
 pub mod queue_log;
+pub mod quorum_log;
 pub mod raft_log;
 pub mod segment;
 pub mod segment_index;

@@ -29,7 +29,7 @@ const VOTE_FILE: &str = "vote";
 const COMMITTED_FILE: &str = "committed";
 const PURGED_FILE: &str = "purged";
 /// length, crc, index.
-const HEADER_BYTES: usize = 16;
+pub(crate) const HEADER_BYTES: usize = 16;
 /// No entry is this large: a length beyond it is damage, not a record.
 pub const ENTRY_BYTES_MAX: usize = 256 * 1024 * 1024;
 /// The file is rewritten without its purged head once that head is this large and more
@@ -271,7 +271,7 @@ impl RaftLog {
     }
 }
 
-fn encode_record(buffer: &mut Vec<u8>, index: u64, payload: &[u8]) {
+pub(crate) fn encode_record(buffer: &mut Vec<u8>, index: u64, payload: &[u8]) {
     let mut checked = Vec::with_capacity(8 + payload.len());
     checked.extend_from_slice(&index.to_le_bytes());
     checked.extend_from_slice(payload);
@@ -282,7 +282,7 @@ fn encode_record(buffer: &mut Vec<u8>, index: u64, payload: &[u8]) {
 
 /// The record at the start of `bytes`, if one is whole and checks: its index, and where
 /// its payload ends.
-fn record_at(bytes: &[u8]) -> Option<(u64, usize)> {
+pub(crate) fn record_at(bytes: &[u8]) -> Option<(u64, usize)> {
     if bytes.len() < HEADER_BYTES {
         return None;
     }
@@ -340,7 +340,7 @@ fn scan(path: &Path, bytes: &[u8]) -> Result<(BTreeMap<u64, Stored>, u64)> {
 
 /// A small file's bytes, or None when it does not exist (or, for the commit mark, does
 /// not read).
-fn read_small(path: &Path) -> Result<Option<Vec<u8>>> {
+pub(crate) fn read_small(path: &Path) -> Result<Option<Vec<u8>>> {
     match std::fs::read(path) {
         Ok(bytes) => Ok(Some(bytes)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
