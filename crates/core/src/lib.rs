@@ -23,6 +23,7 @@ pub mod node;
 pub mod policy;
 pub mod queue;
 pub mod queue_arguments;
+pub mod quorum;
 pub mod remote_consumers;
 pub mod replicated;
 pub mod resources;
