@@ -19,6 +19,7 @@ pub mod forward;
 pub mod handshake;
 pub mod messages;
 pub mod node;
+pub mod quorum;
 pub mod raft;
 pub mod status;
 pub mod tls;

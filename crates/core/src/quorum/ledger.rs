@@ -20,7 +20,7 @@ pub struct Held {
 }
 
 /// What applying a command did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Applied {
     /// `count` messages taken, the first at `first_offset`, the others after it.
     Enqueued {
