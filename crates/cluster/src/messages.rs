@@ -83,6 +83,9 @@ pub enum Response {
     /// The keys of pushed deliveries' consumers the receiver no longer has.
     Pushed(Vec<u64>),
     Operator(Vec<serde_json::Value>),
+    /// A quorum queue group's answer, as its group answer frame carried it (never sent
+    /// as JSON).
+    Group(Vec<u8>),
 }
 
 /// A change committed and applied on the leader.

@@ -66,9 +66,18 @@ pub trait Handler: Send + Sync + 'static {
         control: wharf_core::cluster::ConsumerControl,
     ) -> Response;
 
+    /// Answers a quorum queue group's RPC (a `quorum::codec` payload) with the encoded
+    /// answer.
+    fn group(&self, payload: Vec<u8>) -> impl Future<Output = Vec<u8>> + Send + 'static;
+
     /// A peer's connection to this node ended.
     fn peer_gone(&self, peer: &Introduction);
 }
+
+/// A peer that sent nothing for this long, heartbeats included, is suspected: the quorum
+/// queues it leads elect another leader (the connection itself is kept until
+/// [`PEER_TIMEOUT`]).
+pub const PEER_SUSPECT_AFTER: Duration = Duration::from_secs(3);
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum TransportError {
@@ -89,6 +98,9 @@ struct Connection {
     outbox: mpsc::UnboundedSender<BytesMut>,
     pending: Arc<Mutex<HashMap<u64, oneshot::Sender<Response>>>>,
     closed: Arc<AtomicBool>,
+    /// When the peer last sent anything, in milliseconds since `opened`.
+    heard: Arc<AtomicU64>,
+    opened: Instant,
 }
 
 /// Everything about one peer address.
@@ -189,6 +201,36 @@ impl Transport {
         self.send(address, FrameKind::Request, &payload).await
     }
 
+    /// Sends a quorum queue group's RPC to the node at `address` and waits for its
+    /// answer (the encoded group answer).
+    pub async fn call_group(
+        &self,
+        address: SocketAddr,
+        payload: &[u8],
+        timeout: Duration,
+    ) -> Result<Vec<u8>, TransportError> {
+        let receiver = self.send(address, FrameKind::Group, payload).await?;
+        match tokio::time::timeout(timeout, receiver).await {
+            Ok(Ok(Response::Group(answer))) => Ok(answer),
+            Ok(Ok(_)) => Err(TransportError::Lost { address }),
+            Ok(Err(_)) => Err(TransportError::Lost { address }),
+            Err(_) => Err(TransportError::Timeout { address, timeout }),
+        }
+    }
+
+    /// Whether the node at `address` answers now: connected (a connection is tried if
+    /// there is none) and heard from within [`PEER_SUSPECT_AFTER`].
+    pub async fn peer_alive(&self, address: SocketAddr) -> bool {
+        match self.connection(address).await {
+            Ok(connection) => {
+                let heard = Duration::from_millis(connection.heard.load(Ordering::Acquire));
+                !connection.closed.load(Ordering::Acquire)
+                    && connection.opened.elapsed().saturating_sub(heard) < PEER_SUSPECT_AFTER
+            }
+            Err(_) => false,
+        }
+    }
+
     /// Sends a frame of `kind`; returns where its answer will come.
     pub async fn send(
         &self,
@@ -267,18 +309,27 @@ impl Transport {
         let (mut reader, writer) = tokio::io::split(stream);
         let pending: Arc<Mutex<HashMap<u64, oneshot::Sender<Response>>>> = Arc::default();
         let closed = Arc::new(AtomicBool::new(false));
+        let opened = Instant::now();
+        let heard = Arc::new(AtomicU64::new(0));
         let (outbox, inbox) = mpsc::unbounded_channel();
         tokio::spawn(write_frames(writer, inbox, closed.clone()));
         tokio::spawn(send_heartbeats(outbox.clone(), closed.clone()));
         {
             let pending = pending.clone();
             let closed = closed.clone();
+            let heard = heard.clone();
             let peer = peer.clone();
             let on_lost = self.on_lost.get().cloned();
             tokio::spawn(async move {
                 let mut buffer = leftover;
                 let why = loop {
                     match wire::decode_frame(&mut buffer) {
+                        Ok(Some(frame)) if frame.kind == FrameKind::GroupAnswer => {
+                            if let Some(sender) = pending.lock().remove(&frame.id) {
+                                let _ = sender.send(Response::Group(frame.payload));
+                            }
+                            continue;
+                        }
                         Ok(Some(frame)) if frame.kind == FrameKind::Response => {
                             match serde_json::from_slice::<Response>(&frame.payload) {
                                 Ok(response) => {
@@ -299,7 +350,10 @@ impl Transport {
                     }
                     match tokio::time::timeout(PEER_TIMEOUT, reader.read_buf(&mut buffer)).await {
                         Ok(Ok(0)) => break "closed by the peer".to_string(),
-                        Ok(Ok(_)) => {}
+                        Ok(Ok(_)) => {
+                            let now = opened.elapsed().as_millis() as u64;
+                            heard.store(now, Ordering::Release);
+                        }
                         Ok(Err(error)) => break error.to_string(),
                         Err(_) => break format!("nothing from the peer for {PEER_TIMEOUT:?}"),
                     }
@@ -322,6 +376,8 @@ impl Transport {
             outbox,
             pending,
             closed,
+            heard,
+            opened,
         }))
     }
 
@@ -433,6 +489,17 @@ impl Transport {
                         let payload = serde_json::to_vec(&response).expect("responses serialize");
                         let mut out = BytesMut::new();
                         wire::encode_frame(&mut out, FrameKind::Response, frame.id, &payload);
+                        let _ = outbox.send(out);
+                    });
+                    continue;
+                }
+                Ok(Some(frame)) if frame.kind == FrameKind::Group => {
+                    let answer = handler.group(frame.payload);
+                    let outbox = outbox.clone();
+                    tokio::spawn(async move {
+                        let payload = answer.await;
+                        let mut out = BytesMut::new();
+                        wire::encode_frame(&mut out, FrameKind::GroupAnswer, frame.id, &payload);
                         let _ = outbox.send(out);
                     });
                     continue;

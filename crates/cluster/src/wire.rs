@@ -5,7 +5,8 @@
 //! clear refusal instead of misreading it. Then frames: `[length u32][kind u8][id u64]
 //! [payload]`, big-endian, `length` counting kind, id and payload. Payloads are JSON of the
 //! message types of `messages`, but for a delivery's (a message for another node's queues,
-//! in a binary layout of its own: see `forward`); the refusal frame's payload is plain
+//! in a binary layout of its own: see `forward`) and a quorum queue group's RPCs (see
+//! `quorum::codec`); the refusal frame's payload is plain
 //! UTF-8 text, a format that never changes, so that any version can tell any other why
 //! it was refused.
 
@@ -13,8 +14,8 @@ use bytes::{Buf, BufMut, BytesMut};
 
 /// The protocol this build speaks. A peer that speaks another is refused, not misread.
 /// 2: heartbeat frames, operator requests, gets with acknowledgements and the API's get
-/// on another node's queue.
-pub const PROTOCOL_VERSION: u16 = 2;
+/// on another node's queue. 3: quorum queues' group frames.
+pub const PROTOCOL_VERSION: u16 = 3;
 pub const MAGIC: [u8; 4] = *b"WHRF";
 pub const PREAMBLE_BYTES: usize = 6;
 /// Kind, id.
@@ -41,6 +42,10 @@ pub enum FrameKind {
     /// connection that brings nothing for [`crate::transport::PEER_TIMEOUT`] is taken
     /// for lost (the peer paused, or the network between them cut).
     Heartbeat = 9,
+    /// A quorum queue group's Raft RPC (binary: see `quorum::codec`); answered with a
+    /// group answer frame.
+    Group = 10,
+    GroupAnswer = 11,
     /// The peer closes the connection; the payload says why, as text.
     Refused = 255,
 }
@@ -57,6 +62,8 @@ impl FrameKind {
             7 => FrameKind::Deliver,
             8 => FrameKind::Push,
             9 => FrameKind::Heartbeat,
+            10 => FrameKind::Group,
+            11 => FrameKind::GroupAnswer,
             255 => FrameKind::Refused,
             _ => return None,
         })

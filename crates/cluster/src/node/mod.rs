@@ -84,6 +84,8 @@ pub struct ClusterNode {
     pub(crate) applier: Arc<dyn Applier>,
     pub(crate) forwarders: crate::forward::Forwarders,
     pub(crate) consumer_links: crate::consumers::ConsumerLinks,
+    /// The quorum queue replicas this node holds.
+    pub quorum: Arc<crate::quorum::groups::QuorumGroups>,
 }
 
 impl ClusterNode {
@@ -157,6 +159,11 @@ impl ClusterNode {
             applier,
             forwarders: Default::default(),
             consumer_links: Default::default(),
+            quorum: Arc::new(crate::quorum::groups::QuorumGroups::new(
+                me,
+                data_dir,
+                transport.clone(),
+            )),
         });
         {
             // A peer this node reached is gone: as when its connection to this node ends.
@@ -170,11 +177,13 @@ impl ClusterNode {
         tokio::spawn(transport.serve(listener, node.clone(), shutdown.clone()));
         tokio::spawn(node.clone().form(fresh, shutdown.clone()));
         tokio::spawn(node.clone().learn_names(shutdown.clone()));
+        tokio::spawn(node.quorum.clone().supervise(shutdown.clone()));
         {
             let node = node.clone();
             let mut shutdown = shutdown;
             tokio::spawn(async move {
                 let _ = shutdown.changed().await;
+                node.quorum.shutdown().await;
                 let _ = node.raft.shutdown().await;
             });
         }
@@ -260,6 +269,14 @@ impl Handler for ClusterNode {
         payload: Vec<u8>,
     ) -> impl std::future::Future<Output = Response> + Send + 'static {
         self.take_delivery(payload)
+    }
+
+    fn group(
+        &self,
+        payload: Vec<u8>,
+    ) -> impl std::future::Future<Output = Vec<u8>> + Send + 'static {
+        let groups = self.quorum.clone();
+        async move { groups.answer(payload).await }
     }
 
     async fn handle(&self, from: Introduction, request: Request) -> Response {

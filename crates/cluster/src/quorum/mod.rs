@@ -12,6 +12,7 @@
 
 pub mod codec;
 pub mod group;
+pub mod groups;
 pub mod log_store;
 pub mod network;
 pub mod state_machine;
