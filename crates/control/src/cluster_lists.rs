@@ -56,7 +56,7 @@ pub async fn cluster_wide(broker: &Broker, request: Request) -> Response {
             let mut down: Vec<Arc<RemoteQueue>> = vhost
                 .remote_queues()
                 .into_iter()
-                .filter(|remote| silent.contains(&remote.home))
+                .filter(|remote| silent.contains(&remote.home()))
                 .collect();
             down.sort_by(|a, b| a.name.cmp(&b.name));
             for remote in down {
@@ -91,7 +91,7 @@ fn down_queue_cell(remote: &RemoteQueue, key: &str) -> String {
         "exclusive" => options.exclusive_owner.is_some().to_string(),
         "arguments" => crate::listing::arguments_json(&options.arguments),
         "type" => wharf_core::queue_arguments::queue_type(&options.arguments).to_string(),
-        "leader" => remote.home.clone(),
+        "leader" => remote.home(),
         "state" => "down".to_string(),
         _ => String::new(),
     }

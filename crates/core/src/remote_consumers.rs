@@ -83,7 +83,7 @@ impl VHost {
                 .encode(crate::durability::encode_arguments(arguments)),
             credit,
         };
-        if let Err(error) = cluster.consume(&remote.home, request) {
+        if let Err(error) = cluster.consume(&remote.home(), request) {
             consuming.subscriptions.lock().remove(&key);
             return Err(error);
         }
@@ -302,7 +302,7 @@ impl Broker {
                 .lock()
                 .get(&key)
                 .and_then(Weak::upgrade)
-                .filter(|s| s.home == home);
+                .filter(|s| s.home() == home);
             let Some(subscription) = subscription else {
                 if !unknown.contains(&key) {
                     unknown.push(key);
@@ -345,7 +345,7 @@ impl Broker {
             let mut gone = Vec::new();
             subscriptions.retain(|key, weak| match weak.upgrade() {
                 None => false,
-                Some(s) if s.home == home && keys.is_none_or(|k| k.contains(key)) => {
+                Some(s) if s.home() == home && keys.is_none_or(|k| k.contains(key)) => {
                     gone.push(s);
                     false
                 }

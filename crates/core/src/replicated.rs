@@ -38,7 +38,10 @@ fn topology_vhost(change: &Change) -> Option<&str> {
         Change::PutExchange(def) => Some(&def.vhost),
         Change::PutQueue(def) => Some(&def.vhost),
         Change::PutBinding(def) | Change::DeleteBinding(def) => Some(&def.vhost),
-        Change::DeleteExchange { vhost, .. } | Change::DeleteQueue { vhost, .. } => Some(vhost),
+        Change::DeleteExchange { vhost, .. }
+        | Change::DeleteQueue { vhost, .. }
+        | Change::MoveQueue { vhost, .. }
+        | Change::SetQueueMembers { vhost, .. } => Some(vhost),
         _ => None,
     }
 }
@@ -205,7 +208,9 @@ impl Broker {
             | Change::PutQueue(_)
             | Change::DeleteQueue { .. }
             | Change::PutBinding(_)
-            | Change::DeleteBinding(_) => {}
+            | Change::DeleteBinding(_)
+            | Change::MoveQueue { .. }
+            | Change::SetQueueMembers { .. } => {}
         }
         Ok(())
     }
@@ -286,7 +291,9 @@ impl Broker {
             | Change::PutQueue(_)
             | Change::DeleteQueue { .. }
             | Change::PutBinding(_)
-            | Change::DeleteBinding(_) => {}
+            | Change::DeleteBinding(_)
+            | Change::MoveQueue { .. }
+            | Change::SetQueueMembers { .. } => {}
         }
     }
 }

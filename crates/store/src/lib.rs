@@ -15,7 +15,7 @@ pub mod write_meter;
 pub use data_dir::DataDir;
 pub use definitions::{
     BindingDef, Change, DefinitionState, DefinitionStore, Definitions, DestinationKind,
-    ExchangeDef, PermissionDef, PolicyDef, QueueDef, Recovery, TopicPermissionDef, UserDef,
-    VhostDef,
+    ExchangeDef, PermissionDef, PolicyDef, QueueDef, QuorumDef, Recovery, TopicPermissionDef,
+    UserDef, VhostDef,
 };
 pub use error::{Result, StoreError};

@@ -119,7 +119,7 @@ impl fmt::Debug for Destination {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Destination::Queue(q) => write!(f, "queue '{}'", q.name),
-            Destination::Remote(q) => write!(f, "queue '{}' on {}", q.name, q.home),
+            Destination::Remote(q) => write!(f, "queue '{}' on {}", q.name, q.home()),
             Destination::Exchange(e) => write!(f, "exchange '{}'", e.name),
         }
     }

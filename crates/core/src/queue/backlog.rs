@@ -12,6 +12,8 @@ use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::quorum::{Decisions, Records};
+
 use wharf_amqp::ByteString;
 use wharf_store::queue_log::{Cursor, Position, QueueLog};
 use wharf_store::segment::Lifetime;
@@ -58,6 +60,9 @@ struct Level {
     cursor: Option<Cursor>,
     /// Records before this were in the log at start: they come back redelivered.
     recovered_until: Option<Cursor>,
+    /// A quorum queue leader's messages that are not in memory, by offset, oldest first
+    /// (their records are in the group's log; see [`QuorumBacking`]).
+    held: VecDeque<u64>,
     /// In memory, sorted by offset.
     ready: VecDeque<Entry>,
     /// Body bytes of the messages in `ready`.
@@ -78,9 +83,18 @@ impl Level {
     }
 }
 
+/// Where a quorum queue's leader keeps what it decides and reads what it does not hold
+/// in memory: the queue's group (see `crate::quorum`).
+pub(crate) struct QuorumBacking {
+    pub decisions: Arc<dyn Decisions>,
+    pub records: Arc<dyn Records>,
+}
+
 pub(super) struct Backlog {
     /// Indexed by priority.
     levels: Vec<Level>,
+    /// A quorum queue leader's backing; None for any other queue.
+    quorum: Option<QuorumBacking>,
     /// What each level may keep in memory.
     window: Window,
     next_offset: u64,
@@ -102,6 +116,7 @@ impl Backlog {
         };
         Backlog {
             levels: (0..levels).map(|_| Level::default()).collect(),
+            quorum: None,
             window: share,
             next_offset: 0,
             may_expire: false,
@@ -114,6 +129,17 @@ impl Backlog {
     }
 
     /// The level a message goes to: its priority, capped at the queue's highest.
+    pub fn level_of_message(&self, message: &Message) -> u8 {
+        self.level_of(message)
+    }
+
+    /// Tells a quorum queue's group that the message at `offset`, not in memory, is gone.
+    pub fn forget_offset(&self, offset: u64) {
+        if let Some(quorum) = &self.quorum {
+            quorum.decisions.settled(offset);
+        }
+    }
+
     fn level_of(&self, message: &Message) -> u8 {
         let top = self.levels.len() - 1;
         usize::from(message.properties.priority().unwrap_or(0)).min(top) as u8
@@ -218,6 +244,80 @@ impl Backlog {
         outcome
     }
 
+    /// Makes this the backlog of a quorum queue's leader: decisions go to `backing`, and
+    /// messages beyond the window are read back from it.
+    pub fn set_quorum(&mut self, backing: QuorumBacking) {
+        self.quorum = Some(backing);
+    }
+
+    /// Adds a message a quorum queue's group committed, at the offset the group gave it:
+    /// to memory while the window has room and nothing waits outside it, else only
+    /// counted (it is read back from the group's log as the queue drains).
+    pub fn push_committed(&mut self, entry: Entry) {
+        self.may_expire |= entry.expires_at.is_some();
+        self.next_offset = self.next_offset.max(entry.offset + 1);
+        let window = self.window;
+        let level = &mut self.levels[usize::from(entry.level)];
+        let window_full = !level.held.is_empty()
+            || level.ready.len() >= window.messages_max
+            || level.ready_bytes >= window.bytes_max;
+        let body_bytes = entry.message.body.len();
+        if window_full {
+            level.held.push_back(entry.offset);
+            level.spilled += 1;
+            level.spilled_bytes += body_bytes as u64;
+        } else {
+            level.ready_bytes += body_bytes;
+            level.ready.push_back(entry);
+        }
+    }
+
+    /// Counts messages a quorum queue's group holds (`offsets`, oldest first, with their
+    /// sizes) as waiting outside memory: a new leader's queue, read as it drains.
+    pub fn hold(&mut self, offsets: impl IntoIterator<Item = (u64, u64)>) {
+        let level = &mut self.levels[0];
+        for (offset, bytes) in offsets {
+            self.next_offset = self.next_offset.max(offset + 1);
+            level.held.push_back(offset);
+            level.spilled += 1;
+            level.spilled_bytes += bytes;
+        }
+        self.may_expire = true;
+    }
+
+    /// Removes ready messages by offset (in memory or held outside it), wherever they
+    /// are; returns those found in memory, for their settling. Offsets not ready are
+    /// passed over.
+    pub fn remove_ready(&mut self, offsets: &[u64]) -> (Vec<Entry>, Vec<u64>) {
+        let mut in_memory = Vec::new();
+        let mut held = Vec::new();
+        for &offset in offsets {
+            for level in &mut self.levels {
+                if let Ok(at) = level.ready.binary_search_by_key(&offset, |e| e.offset) {
+                    let entry = level.ready.remove(at).expect("found above");
+                    level.ready_bytes -= entry.message.body.len();
+                    in_memory.push(entry);
+                    break;
+                }
+                if let Ok(at) = level.held.binary_search(&offset) {
+                    level.held.remove(at);
+                    level.spilled = level.spilled.saturating_sub(1);
+                    held.push(offset);
+                    break;
+                }
+            }
+        }
+        (in_memory, held)
+    }
+
+    /// A quorum queue's message went back to its consumers (a requeue): the group counts
+    /// one more delivery of it.
+    pub fn returned(&self, offset: u64) {
+        if let Some(quorum) = &self.quorum {
+            quorum.decisions.returned(offset);
+        }
+    }
+
     /// The level the head is in, with its messages loaded; None when nothing is ready.
     #[inline]
     pub fn head_level(&mut self) -> Option<usize> {
@@ -275,6 +375,10 @@ impl Backlog {
     /// persistent message in a durable log needs its ack written: the others do not
     /// outlive a restart.
     pub fn forget(&mut self, entry: &Entry) {
+        if let Some(quorum) = &self.quorum {
+            quorum.decisions.settled(entry.offset);
+            return;
+        }
         let Some(position) = entry.position else {
             return;
         };
@@ -309,6 +413,11 @@ impl Backlog {
             let level = &mut self.levels[index];
             level.ready_bytes = 0;
             level.spilled_bytes = 0;
+            if let Some(quorum) = &self.quorum {
+                for offset in level.held.drain(..) {
+                    quorum.decisions.settled(offset);
+                }
+            }
             if let (Some(log), Some(cursor)) = (level.log.as_mut(), level.cursor.as_mut()) {
                 if level.spilled > 0 {
                     if let Err(error) = log.ack_from(cursor, level.spilled) {
@@ -393,7 +502,58 @@ impl Backlog {
     #[inline]
     fn refill(&mut self, index: usize) {
         if self.levels[index].spilled > 0 {
-            self.refill_from_log(index);
+            if self.quorum.is_some() {
+                self.refill_from_group(index);
+            } else {
+                self.refill_from_log(index);
+            }
+        }
+    }
+
+    /// Reads a quorum queue leader's held messages back from its group, oldest first.
+    fn refill_from_group(&mut self, index: usize) {
+        let window = self.window;
+        let Some(quorum) = &self.quorum else {
+            return;
+        };
+        let level = &mut self.levels[index];
+        if level.ready.len() >= window.messages_max / 2 || level.ready_bytes >= window.bytes_max / 2
+        {
+            return;
+        }
+        while level.ready.len() < window.messages_max && level.ready_bytes < window.bytes_max {
+            let Some(offset) = level.held.pop_front() else {
+                level.spilled = 0;
+                level.spilled_bytes = 0;
+                return;
+            };
+            level.spilled = level.spilled.saturating_sub(1);
+            // Settled meanwhile (an ack after a failover, a purge): nothing to read.
+            let Some(stored) = quorum.records.read(offset) else {
+                continue;
+            };
+            let Some((message, expires_at)) = Message::decode_record(stored.record) else {
+                tracing::warn!(queue = %self.queue, offset, "a quorum queue message that does not read; dropped");
+                quorum.decisions.settled(offset);
+                continue;
+            };
+            self.may_expire |= expires_at.is_some();
+            let body_bytes = message.body.len();
+            level.ready_bytes += body_bytes;
+            level.spilled_bytes = level.spilled_bytes.saturating_sub(body_bytes as u64);
+            let message = match stored.returns {
+                0 => message,
+                n => message.with_delivery_count(n),
+            };
+            level.ready.push_back(Entry {
+                offset,
+                message: Arc::new(message),
+                redelivered: stored.redelivered,
+                position: None,
+                expires_at,
+                delivery_count: stored.returns,
+                level: index as u8,
+            });
         }
     }
 

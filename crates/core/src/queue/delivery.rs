@@ -251,6 +251,7 @@ impl Queue {
             if state.settings.counts_deliveries() {
                 entry.message = Arc::new(entry.message.with_delivery_count(entry.delivery_count));
             }
+            state.backlog.returned(entry.offset);
             state.backlog.requeue(entry);
         }
         state.backlog.write_acks();

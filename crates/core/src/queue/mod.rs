@@ -12,6 +12,7 @@ mod delivery;
 mod expiry;
 mod host;
 mod publishing;
+pub(crate) mod quorum;
 pub mod remote;
 mod stats;
 
@@ -24,6 +25,7 @@ use wharf_amqp::{ByteString, FieldTable};
 use wharf_store::queue_log::QueueLog;
 
 pub use self::backlog::level_dir;
+pub(crate) use self::backlog::QuorumBacking;
 use self::backlog::{Backlog, Entry};
 
 use self::consumer::Consumer;

@@ -14,8 +14,10 @@ use crate::error::{Error, ErrorKind, Result};
 pub struct RemoteQueue {
     pub name: ByteString,
     pub vhost: ByteString,
-    /// The node that holds it.
-    pub home: String,
+    /// The node that holds it (a quorum queue's: its leader's, as last known).
+    home: parking_lot::RwLock<String>,
+    /// A quorum queue's record: its home moves with its leader, and its consumers follow.
+    pub quorum: bool,
     /// As declared; an exclusive queue's owner is a connection of the home node.
     pub options: QueueOptions,
     deleted: AtomicBool,
@@ -26,10 +28,34 @@ impl RemoteQueue {
         RemoteQueue {
             name,
             vhost,
-            home,
+            home: parking_lot::RwLock::new(home),
+            quorum: false,
             options,
             deleted: AtomicBool::new(false),
         }
+    }
+
+    /// A quorum queue's record, its leader on `home` as last known.
+    pub fn quorum(
+        name: ByteString,
+        vhost: ByteString,
+        home: String,
+        options: QueueOptions,
+    ) -> Self {
+        RemoteQueue {
+            quorum: true,
+            ..RemoteQueue::new(name, vhost, home, options)
+        }
+    }
+
+    /// The node that holds it now.
+    pub fn home(&self) -> String {
+        self.home.read().clone()
+    }
+
+    /// A quorum queue's leader moved to `home`.
+    pub fn set_home(&self, home: &str) {
+        *self.home.write() = home.to_string();
     }
 
     pub fn is_deleted(&self) -> bool {
@@ -56,7 +82,9 @@ impl RemoteQueue {
             format_args!(
                 "queue '{}' in vhost '{}' is on node {}; {operation} a queue of another node is \
                  not supported by this version",
-                self.name, self.vhost, self.home
+                self.name,
+                self.vhost,
+                self.home()
             ),
         )
     }
@@ -102,7 +130,7 @@ impl std::fmt::Debug for QueueRef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             QueueRef::Local(queue) => write!(f, "queue '{}'", queue.name),
-            QueueRef::Remote(s) => write!(f, "queue '{}' on {}", s.queue, s.home),
+            QueueRef::Remote(s) => write!(f, "queue '{}' on {}", s.queue, s.home()),
         }
     }
 }
@@ -116,7 +144,8 @@ pub use crate::cluster::Settle;
 /// its cancel, go back to the queue's node in order.
 pub struct Subscription {
     pub key: u64,
-    pub home: String,
+    /// The node of the queue (a quorum queue's leader's, which may move).
+    home: parking_lot::RwLock<String>,
     pub vhost: ByteString,
     pub queue: ByteString,
     pub consumer_tag: ByteString,
@@ -139,7 +168,9 @@ impl std::fmt::Debug for Subscription {
         write!(
             f,
             "Subscription({} to '{}' on {})",
-            self.key, self.queue, self.home
+            self.key,
+            self.queue,
+            self.home.read()
         )
     }
 }
@@ -156,7 +187,7 @@ impl Subscription {
     ) -> Subscription {
         Subscription {
             key,
-            home: remote.home.clone(),
+            home: parking_lot::RwLock::new(remote.home()),
             vhost: remote.vhost.clone(),
             queue: remote.name.clone(),
             consumer_tag,
@@ -166,6 +197,16 @@ impl Subscription {
             waiting: Default::default(),
             cancelled: AtomicBool::new(false),
         }
+    }
+
+    /// The node of the queue it consumes from.
+    pub fn home(&self) -> String {
+        self.home.read().clone()
+    }
+
+    /// Now consumes from the queue on `home` (a quorum queue's new leader).
+    pub fn set_home(&self, home: &str) {
+        *self.home.write() = home.to_string();
     }
 
     /// A delivery the queue's node handed over: offered to the channel now, or kept.
@@ -208,7 +249,7 @@ impl Subscription {
         }
         if taken_without_ack > 0 {
             self.cluster.control(
-                &self.home,
+                &self.home(),
                 crate::cluster::ConsumerControl::Credit {
                     key: self.key,
                     count: taken_without_ack,
@@ -226,7 +267,7 @@ impl Subscription {
             Settle::Requeue => ConsumerControl::Requeue { key, offsets },
             Settle::Reject => ConsumerControl::Reject { key, offsets },
         };
-        self.cluster.control(&self.home, control);
+        self.cluster.control(&self.home(), control);
     }
 
     /// basic.cancel (or the channel closing): no more deliveries; what waits untaken goes
@@ -240,7 +281,7 @@ impl Subscription {
             self.settle(untaken, Settle::Requeue);
         }
         self.cluster.control(
-            &self.home,
+            &self.home(),
             crate::cluster::ConsumerControl::Cancel { key: self.key },
         );
     }

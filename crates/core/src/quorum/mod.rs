@@ -13,6 +13,35 @@
 
 pub mod command;
 pub mod ledger;
+pub mod queue;
 
 pub use command::{offset_of, position_of, Command, MESSAGES_PER_ENTRY_MAX};
-pub use ledger::{Applied, Ledger};
+pub use ledger::{Applied, Held, Ledger};
+pub use queue::{QuorumQueue, Replica};
+
+/// Where a quorum queue's leader sends what it decides about its messages: to the
+/// group's log, batched (see `queue`). Called with the queue's lock held: never blocks.
+pub trait Decisions: Send + Sync {
+    /// The message at `offset` is gone (acknowledged, rejected, expired, dropped,
+    /// dead-lettered, purged).
+    fn settled(&self, offset: u64);
+    /// The message at `offset` came back from a consumer: one more delivery counted.
+    fn returned(&self, offset: u64);
+}
+
+/// A message of a quorum queue as its group holds it.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    /// As `Message::encode_record` wrote it.
+    pub record: Vec<u8>,
+    /// How many times a consumer gave it back.
+    pub returns: u32,
+    /// It may have been delivered before (an earlier leader's, or returned).
+    pub redelivered: bool,
+}
+
+/// Where a quorum queue's leader reads the messages it does not keep in memory.
+pub trait Records: Send + Sync {
+    /// The message at `offset`, or None when the group no longer holds it.
+    fn read(&self, offset: u64) -> Option<Stored>;
+}

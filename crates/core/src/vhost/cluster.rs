@@ -148,7 +148,7 @@ impl VHost {
         held.entry(here.clone()).or_default();
         *held.get_mut(&here).expect("entered") += self.queues.read().len();
         for remote in self.remote_queues() {
-            if let Some(count) = held.get_mut(&remote.home) {
+            if let Some(count) = held.get_mut(&remote.home()) {
                 *count += 1;
             }
         }
@@ -215,7 +215,7 @@ impl VHost {
         remote: &RemoteQueue,
         request: QueueRequest,
     ) -> Result<QueueAnswer> {
-        match cluster.ask(&remote.home, &self.name, &remote.name, request)? {
+        match cluster.ask(&remote.home(), &self.name, &remote.name, request)? {
             QueueAnswer::Refused { kind, detail } => Err(Error::new(
                 ErrorKind::from_name(&kind).unwrap_or(ErrorKind::InternalError),
                 detail,
@@ -504,7 +504,7 @@ impl VHost {
 fn unexpected(remote: &RemoteQueue, answer: QueueAnswer) -> Error {
     Error::new(
         ErrorKind::InternalError,
-        format_args!("node {} answered {answer:?}", remote.home),
+        format_args!("node {} answered {answer:?}", remote.home()),
     )
 }
 
@@ -530,7 +530,7 @@ fn remote_got(remote: &RemoteQueue, got: GotMessage) -> Result<RemoteGot> {
         .ok_or_else(|| {
             Error::new(
                 ErrorKind::InternalError,
-                format_args!("a message from node {} does not read", remote.home),
+                format_args!("a message from node {} does not read", remote.home()),
             )
         })?;
     Ok(RemoteGot {

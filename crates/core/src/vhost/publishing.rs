@@ -221,15 +221,18 @@ impl VHost {
             published.refused = true;
             return;
         };
-        // Sorted by home, so that each node gets one forward with all its queues.
-        remote.sort_unstable_by(|a, b| a.home.cmp(&b.home));
-        let mut rest = &remote[..];
-        while let Some(first) = rest.first() {
-            let count = rest.iter().take_while(|q| q.home == first.home).count();
-            let names = rest[..count].iter().map(|q| q.name.clone()).collect();
+        // Sorted by home, so that each node gets one forward with all its queues (a home
+        // is read once: a quorum queue's moves with its leader).
+        let mut homes: Vec<(String, &Arc<RemoteQueue>)> =
+            remote.iter().map(|q| (q.home(), q)).collect();
+        homes.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let mut rest = &homes[..];
+        while let Some((home, _)) = rest.first() {
+            let count = rest.iter().take_while(|(h, _)| h == home).count();
+            let names = rest[..count].iter().map(|(_, q)| q.name.clone()).collect();
             let bytes = (message.body.len() + message.properties.as_bytes().len() + 64) as u64;
             let forwarded = Arc::new(Forwarded::holding(self.cluster.forward_window(), bytes));
-            cluster.forward(&first.home, &self.name, names, message, forwarded.clone());
+            cluster.forward(home, &self.name, names, message, forwarded.clone());
             published.appended_to.push(forwarded);
             rest = &rest[count..];
         }

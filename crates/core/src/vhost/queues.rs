@@ -180,6 +180,7 @@ impl VHost {
             durable: options.durable,
             exclusive_owner: options.exclusive_owner,
             home: home.map(str::to_string),
+            quorum: None,
         }
     }
 

@@ -258,7 +258,7 @@ pub fn down_queue(remote: &wharf_core::queue::remote::RemoteQueue) -> Value {
     json!({
         "name": remote.name.as_ref() as &str,
         "vhost": remote.vhost.as_ref() as &str,
-        "node": remote.home,
+        "node": remote.home(),
         "durable": options.durable,
         "auto_delete": options.auto_delete,
         "exclusive": options.exclusive_owner.is_some(),

@@ -57,7 +57,7 @@ async fn all_rows(api: &Arc<Api>, vhosts: &[Arc<VHost>], query: &ListQuery) -> V
             vhost
                 .remote_queues()
                 .iter()
-                .filter(|remote| silent.contains(&remote.home))
+                .filter(|remote| silent.contains(&remote.home()))
                 .map(|remote| Row::There(RemoteRow::new(down_queue(remote)))),
         );
     }
@@ -114,7 +114,7 @@ pub async fn show(
             others(&api, Kind::Queue, argument)
                 .await
                 .into_iter()
-                .find(|(node, _)| *node == remote.home)
+                .find(|(node, _)| *node == remote.home())
                 .and_then(|(_, items)| items?.into_iter().next())
                 .unwrap_or_else(|| down_queue(&remote))
         }

@@ -255,7 +255,7 @@ impl Channel {
         ctx.grant
             .check(Access::Read, ResourceKind::Queue, &queue_name)?;
         if let Some(remote) = ctx.vhost.remote_queue(&queue_name) {
-            return self.get_remote(ctx, &queue_name, &remote.home, m.no_ack);
+            return self.get_remote(ctx, &queue_name, &remote.home(), m.no_ack);
         }
         let queue = ctx.vhost.queue_for(&queue_name, ctx.connection_id)?;
         let Some(got) = queue.get(m.no_ack) else {
@@ -301,7 +301,7 @@ impl Channel {
             // One per queue, while the queue is on the node it was made for (a queue
             // deleted and declared again elsewhere gets a new one).
             false => Some(match self.remote_getters.get(queue_name) {
-                Some(getter) if getter.home == home => getter.clone(),
+                Some(getter) if getter.home() == home => getter.clone(),
                 _ => {
                     let target = Arc::downgrade(&self.target);
                     let getter = ctx.vhost.remote_getter(queue_name, target)?;

@@ -287,6 +287,10 @@ mod tests {
                         durable: dice.roll(3) > 0,
                         exclusive_owner: None,
                         home: Some(format!("n{}", dice.roll(2))),
+                        quorum: (dice.roll(3) == 0).then(|| crate::QuorumDef {
+                            group: dice.roll(2),
+                            members: vec!["n0".into(), "n1".into()],
+                        }),
                     }));
                 }
             }

@@ -57,6 +57,19 @@ pub struct QueueDef {
     /// (the node itself).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub home: Option<String>,
+    /// A quorum queue's group and the nodes that hold its replicas (`home` is then where
+    /// its leader was last seen).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quorum: Option<QuorumDef>,
+}
+
+/// A quorum queue's replication: its Raft group's id (chosen when the queue was declared,
+/// so that a queue declared again under the same name is a new group) and its members.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct QuorumDef {
+    pub group: u64,
+    /// Node names, the first the one that started the group.
+    pub members: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -192,6 +205,21 @@ pub enum Change {
     /// again.
     RaftApplied {
         marker: String,
+    },
+    /// A quorum queue's leader is now on the node `home` (for group `group`: a stale move
+    /// of a queue declared again since changes nothing).
+    MoveQueue {
+        vhost: String,
+        name: String,
+        group: u64,
+        home: String,
+    },
+    /// A quorum queue's replicas are now on `members`.
+    SetQueueMembers {
+        vhost: String,
+        name: String,
+        group: u64,
+        members: Vec<String>,
     },
 }
 

@@ -136,6 +136,33 @@ impl State {
             Change::Seeded => self.seeded = true,
             Change::SetClusterName { name } => self.cluster_name = Some(name),
             Change::RaftApplied { marker } => self.raft_applied = Some(marker),
+            Change::MoveQueue {
+                vhost,
+                name,
+                group,
+                home,
+            } => {
+                if let Some(q) = self.queues.get_mut(&(vhost, name)) {
+                    if q.quorum
+                        .as_ref()
+                        .is_some_and(|quorum| quorum.group == group)
+                    {
+                        q.home = Some(home);
+                    }
+                }
+            }
+            Change::SetQueueMembers {
+                vhost,
+                name,
+                group,
+                members,
+            } => {
+                if let Some(q) = self.queues.get_mut(&(vhost, name)) {
+                    if let Some(quorum) = q.quorum.as_mut().filter(|quorum| quorum.group == group) {
+                        quorum.members = members;
+                    }
+                }
+            }
         }
     }
 

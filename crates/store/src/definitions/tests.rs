@@ -26,6 +26,7 @@ fn queue(name: &str) -> QueueDef {
         durable: true,
         exclusive_owner: None,
         home: None,
+        quorum: None,
     }
 }
 
@@ -592,4 +593,58 @@ fn definitions_from_before_checksums_are_read_and_rewritten_with_them() {
     drop(store);
     let text = fs::read_to_string(dir.0.join(SNAPSHOT_FILE)).unwrap();
     assert!(text.starts_with("{\"format\":2,\"crc32c\":\""), "{text}");
+}
+
+#[test]
+fn a_quorum_queue_moves_and_changes_members_only_for_its_own_group() {
+    let mut state = crate::DefinitionState::default();
+    let mut def = queue("qq");
+    def.quorum = Some(crate::QuorumDef {
+        group: 7,
+        members: vec!["a".into(), "b".into(), "c".into()],
+    });
+    def.home = Some("a".into());
+    state.apply(Change::PutQueue(def));
+    let move_to = |group, home: &str| Change::MoveQueue {
+        vhost: "/".into(),
+        name: "qq".into(),
+        group,
+        home: home.into(),
+    };
+    state.apply(move_to(7, "b"));
+    // A move of the group of an earlier queue of that name changes nothing.
+    state.apply(move_to(6, "c"));
+    state.apply(Change::SetQueueMembers {
+        vhost: "/".into(),
+        name: "qq".into(),
+        group: 6,
+        members: vec!["x".into()],
+    });
+    let defs = state.to_definitions();
+    assert_eq!(defs.queues[0].home.as_deref(), Some("b"));
+    assert_eq!(
+        defs.queues[0].quorum.as_ref().unwrap().members,
+        ["a", "b", "c"]
+    );
+    state.apply(Change::SetQueueMembers {
+        vhost: "/".into(),
+        name: "qq".into(),
+        group: 7,
+        members: vec!["a".into(), "b".into()],
+    });
+    assert_eq!(
+        state.to_definitions().queues[0]
+            .quorum
+            .as_ref()
+            .unwrap()
+            .members,
+        ["a", "b"]
+    );
+    // Moves of a queue that is not there change nothing either.
+    state.apply(Change::DeleteQueue {
+        vhost: "/".into(),
+        name: "qq".into(),
+    });
+    state.apply(move_to(7, "a"));
+    assert!(state.to_definitions().queues.is_empty());
 }
