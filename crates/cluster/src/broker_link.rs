@@ -210,6 +210,16 @@ impl Cluster for ClusterHandle {
         Box::pin(async move { self.node.gather(request).await })
     }
 
+    fn host_replica(&self, queue: Arc<dyn wharf_core::quorum::ReplicatedQueue>) {
+        self.runtime.spawn(self.node.clone().host_replica(queue));
+    }
+
+    fn drop_replica(&self, group: u64) {
+        let node = self.node.clone();
+        self.runtime
+            .spawn(async move { node.quorum.remove(group).await });
+    }
+
     fn members_up(&self) -> Vec<String> {
         let Ok(status) = self.wait(self.node.status()) else {
             return Vec::new();

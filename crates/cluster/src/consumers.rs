@@ -49,6 +49,14 @@ impl ClusterNode {
             let error = wharf_core::cluster::home_down(&queue, &vhost, home);
             (error.kind.name().to_string(), error.detail)
         };
+        if home == self.name() {
+            // A quorum queue this node leads: its consumer registered here.
+            let applier = self.applier.clone();
+            let peer = home.to_string();
+            return tokio::task::spawn_blocking(move || applier.serve_consume(&peer, request))
+                .await
+                .unwrap_or_else(|error| Err(("INTERNAL_ERROR".to_string(), error.to_string())));
+        }
         let Some(address) = self.address_of(home) else {
             return Err(unreachable());
         };
@@ -84,6 +92,13 @@ impl ClusterNode {
     ) {
         while let Some(control) = controls.recv().await {
             let key = control_key(&control);
+            if home == self.name() {
+                // This node's own consumer of a quorum queue it leads.
+                if !self.applier.serve_control(&home, control) {
+                    self.applier.cancel_subscriptions(&home, Some(&[key]));
+                }
+                continue;
+            }
             let sent = match self.address_of(&home) {
                 Some(address) => self
                     .transport
@@ -137,6 +152,14 @@ impl ClusterNode {
                     }
                     Err(_) => break,
                 }
+            }
+            if peer == self.name() {
+                // Deliveries of a quorum queue this node leads to this node's consumers.
+                let unknown = self.applier.take_pushed(&peer, batch);
+                if !unknown.is_empty() {
+                    self.applier.release_peer(&peer, Some(&unknown));
+                }
+                continue;
             }
             let sent = match self.address_of(&peer) {
                 Some(address) => self

@@ -90,6 +90,21 @@ impl ClusterNode {
                     Err(_) => break,
                 }
             }
+            if home == self.name() {
+                // This node's own (a quorum queue it leads): taken here, in order, as the
+                // other node would.
+                for delivery in batch {
+                    let queues: Vec<&str> = delivery.queues.iter().map(|q| &**q).collect();
+                    let forwarded = delivery.forwarded.clone();
+                    self.applier.take_forwarded(
+                        &delivery.vhost,
+                        &queues,
+                        delivery.message.encode_record(None),
+                        Box::new(move |taken| forwarded.settle(taken)),
+                    );
+                }
+                continue;
+            }
             let Some(address) = self.address_of(&home) else {
                 tracing::debug!(node = home, "messages for a node this one does not know");
                 settle_all(&batch, &[]);
@@ -122,6 +137,21 @@ impl ClusterNode {
         queue: &str,
         request: QueueRequest,
     ) -> Option<QueueAnswer> {
+        if home == self.name() {
+            // A quorum queue this node leads (or led): answered here.
+            let answered = self
+                .answer_queue(
+                    home.to_string(),
+                    vhost.to_string(),
+                    queue.to_string(),
+                    request,
+                )
+                .await;
+            return match answered {
+                Response::Queue(answer) => Some(answer),
+                _ => None,
+            };
+        }
         let address = self.address_of(home)?;
         let request = Request::Queue {
             vhost: vhost.to_string(),

@@ -64,7 +64,7 @@ impl From<crate::Error> for AdminError {
         let kind = match error.kind {
             ErrorKind::NotFound => AdminErrorKind::NotFound,
             ErrorKind::ResourceError | ErrorKind::InternalError => AdminErrorKind::Failed,
-            ErrorKind::Unavailable => AdminErrorKind::Unavailable,
+            ErrorKind::Unavailable | ErrorKind::NotLeader => AdminErrorKind::Unavailable,
             _ => AdminErrorKind::Invalid,
         };
         AdminError::new(kind, error.text())

@@ -236,7 +236,15 @@ impl Broker {
     /// vhosts, permissions, limits, policies) are committed through `cluster` and applied
     /// on every node. A second cluster is refused.
     pub fn attach_cluster(&self, cluster: Arc<dyn crate::cluster::Cluster>) -> bool {
-        self.cluster.set(cluster)
+        let attached = self.cluster.set(cluster);
+        if attached {
+            // The quorum queues known before (restored, or applied while the cluster
+            // started) open their replicas here now.
+            for vhost in self.vhosts() {
+                vhost.host_quorum_replicas();
+            }
+        }
+        attached
     }
 
     /// What this node's messages forwarded to other nodes hold, on a cluster node: its

@@ -94,7 +94,22 @@ pub trait Cluster: Send + Sync + 'static {
     /// [`OperatorAnswers`]); a member that does not answer in time is listed without
     /// items.
     fn gather(&self, request: OperatorRequest) -> Answer<'_, Vec<Gathered>>;
+
+    /// Opens this node's replica of a quorum queue's group (from its disk, or new: the
+    /// queue's first member starts the group), which then drives `queue`: it attaches
+    /// itself, applies the group's entries to it and tells it when this node leads.
+    /// Returns at once; opening twice opens once.
+    fn host_replica(&self, queue: Arc<dyn crate::quorum::ReplicatedQueue>);
+
+    /// Stops this node's replica of quorum queue group `group` and deletes what it kept.
+    fn drop_replica(&self, group: u64);
 }
+
+pub use crate::error::NOT_LEADER;
+
+/// How long a node looks for a quorum queue's leader (an election, a move) before it
+/// gives up on an operation.
+pub const LEADER_WAIT: Duration = Duration::from_secs(10);
 
 /// What an operator's tool on one node asks of every member: its part of a cluster-wide
 /// list (its queues, its connections, itself), so that the tools on any node show every

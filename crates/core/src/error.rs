@@ -6,6 +6,11 @@
 
 use std::fmt;
 
+/// The name of [`ErrorKind::NotLeader`]: what a quorum queue's former leader answers
+/// another node's request or consume with; the asking node finds the new leader and asks
+/// again.
+pub const NOT_LEADER: &str = "QUORUM_QUEUE_NOT_LEADER";
+
 /// What went wrong, in the protocol-neutral terms of the core. The server maps each kind
 /// to its AMQP reply code (and whether it closes the channel or the connection).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,6 +28,10 @@ pub enum ErrorKind {
     /// channel error for AMQP clients (PRECONDITION_FAILED, so that only the channel
     /// closes), 503 for the HTTP API.
     Unavailable,
+    /// Between cluster nodes: the node asked does not lead the quorum queue (any more);
+    /// the asking node finds the leader and asks again. Shown to a client only when no
+    /// leader was found in time, as [`ErrorKind::Unavailable`] is.
+    NotLeader,
 }
 
 impl ErrorKind {
@@ -39,6 +48,7 @@ impl ErrorKind {
             ErrorKind::ResourceError => "RESOURCE_ERROR",
             ErrorKind::InternalError => "INTERNAL_ERROR",
             ErrorKind::Unavailable => "PRECONDITION_FAILED",
+            ErrorKind::NotLeader => NOT_LEADER,
         }
     }
 
@@ -54,6 +64,7 @@ impl ErrorKind {
             ErrorKind::NotImplemented,
             ErrorKind::ResourceError,
             ErrorKind::InternalError,
+            ErrorKind::NotLeader,
         ]
         .into_iter()
         .find(|kind| kind.name() == name)

@@ -30,21 +30,66 @@ impl Broker {
         };
         let message = Arc::new(message);
         let mut routes = Routes::default();
+        let mut quorum = Vec::new();
         for name in queues {
             if name.starts_with(crate::direct_reply::REPLY_PREFIX) {
                 // A reply for a channel of this node (dropped if it is gone, as here).
                 vhost.replies.deliver(name, &message);
             } else if let Ok(queue) = vhost.queue(name) {
                 routes.queues.push(queue);
+            } else if let Some(queue) = vhost.quorum_queue(name) {
+                quorum.push(queue);
             }
+        }
+        // Taken once every queue took it: the quorum queues' groups committed it, and
+        // this node's queues hold it (synced, for a persistent message).
+        let all = AllOf::new(quorum.len() + 1, done);
+        for queue in quorum {
+            let all = all.clone();
+            queue.publish(message.clone(), Box::new(move |taken| all.answer(taken)));
+        }
+        if routes.queues.is_empty() {
+            return all.answer(true);
         }
         let published = vhost.enqueue(&mut routes, message);
         if published.refused {
-            return done(false);
+            return all.answer(false);
         }
         match (self.flusher(), published.appended_to.is_empty()) {
-            (Some(flusher), false) => flusher.after_sync(published.appended_to, done),
-            _ => done(true),
+            (Some(flusher), false) => flusher.after_sync(
+                published.appended_to,
+                Box::new(move |taken| all.answer(taken)),
+            ),
+            _ => all.answer(true),
+        }
+    }
+}
+
+/// Answers `done` once `count` answers came: true if each was.
+struct AllOf {
+    left: std::sync::atomic::AtomicUsize,
+    taken: std::sync::atomic::AtomicBool,
+    done: parking_lot::Mutex<Option<SyncDone>>,
+}
+
+impl AllOf {
+    fn new(count: usize, done: SyncDone) -> Arc<AllOf> {
+        Arc::new(AllOf {
+            left: std::sync::atomic::AtomicUsize::new(count),
+            taken: std::sync::atomic::AtomicBool::new(true),
+            done: parking_lot::Mutex::new(Some(done)),
+        })
+    }
+
+    fn answer(&self, taken: bool) {
+        use std::sync::atomic::Ordering;
+        if !taken {
+            self.taken.store(false, Ordering::Release);
+        }
+        if self.left.fetch_sub(1, Ordering::AcqRel) == 1 {
+            if let Some(done) = self.done.lock().take() {
+                done(self.taken.load(Ordering::Acquire));
+            }
         }
     }
 }
@@ -81,6 +126,15 @@ impl Broker {
             QueueRequest::Delete {
                 if_unused,
                 if_empty,
+            } if vhost.quorum_queue(name).is_some() => {
+                // Checked by the leader; the asking node commits the deletion.
+                let queue = vhost.served_queue(name)?;
+                queue.check_deletable(if_unused, if_empty)?;
+                QueueAnswer::Count(queue.message_count())
+            }
+            QueueRequest::Delete {
+                if_unused,
+                if_empty,
             } => {
                 // Gone meanwhile: deleted, as far as the asker is concerned.
                 match vhost.delete_queue_as_administrator(name, if_unused, if_empty) {
@@ -104,7 +158,7 @@ impl Broker {
                 }
             }
             QueueRequest::Counts => {
-                let queue = vhost.queue(name)?;
+                let queue = vhost.served_queue(name)?;
                 // A declare, passive or not, counts as a use for x-expires.
                 queue.touch();
                 QueueAnswer::Counts {
@@ -112,9 +166,9 @@ impl Broker {
                     consumers: queue.consumer_count(),
                 }
             }
-            QueueRequest::Purge => QueueAnswer::Count(vhost.queue(name)?.purge()),
+            QueueRequest::Purge => QueueAnswer::Count(vhost.served_queue(name)?.purge()),
             QueueRequest::Get { ack_key } => {
-                let queue = vhost.queue(name)?;
+                let queue = vhost.served_queue(name)?;
                 let got = match ack_key {
                     None => queue.get(true),
                     Some(key) => self.get_for_peer(peer, key, &queue)?,
@@ -122,7 +176,7 @@ impl Broker {
                 QueueAnswer::Got(got.map(got_message))
             }
             QueueRequest::Inspect { count, then } => {
-                let queue = vhost.queue(name)?;
+                let queue = vhost.served_queue(name)?;
                 let count = count.map(|count| count as usize);
                 QueueAnswer::Inspected(
                     queue

@@ -24,6 +24,8 @@ pub mod policy;
 pub mod queue;
 pub mod queue_arguments;
 pub mod quorum;
+pub mod quorum_consumers;
+pub mod quorum_queue;
 pub mod remote_consumers;
 pub mod replicated;
 pub mod resources;

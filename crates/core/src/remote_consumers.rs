@@ -83,7 +83,13 @@ impl VHost {
                 .encode(crate::durability::encode_arguments(arguments)),
             credit,
         };
-        if let Err(error) = cluster.consume(&remote.home(), request) {
+        subscription.set_request(request.clone());
+        let registered = if remote.quorum {
+            self.consume_at_leader(cluster.as_ref(), &remote, &subscription, request)
+        } else {
+            cluster.consume(&remote.home(), request)
+        };
+        if let Err(error) = registered {
             consuming.subscriptions.lock().remove(&key);
             return Err(error);
         }
@@ -105,7 +111,7 @@ impl Broker {
                 request.vhost
             ))
         })?;
-        let queue = vhost.queue(&request.queue)?;
+        let queue = vhost.served_queue(&request.queue)?;
         let arguments = base64::engine::general_purpose::STANDARD
             .decode(&request.arguments)
             .map(|bytes| crate::durability::decode_arguments(&bytes))
@@ -205,7 +211,17 @@ impl Broker {
         // consumer's when it delivers).
         match control {
             ConsumerControl::Ack { offsets, .. } => {
-                queue.ack(&consumer.settled(&offsets));
+                let held = consumer.settled(&offsets);
+                if held.len() < offsets.len() && queue.leads_quorum() {
+                    // Deliveries of an earlier leader's: settled where they wait here.
+                    let elsewhere: Vec<u64> = offsets
+                        .iter()
+                        .copied()
+                        .filter(|offset| !held.contains(offset))
+                        .collect();
+                    queue.settle_elsewhere(&elsewhere);
+                }
+                queue.ack(&held);
             }
             ConsumerControl::Requeue { offsets, .. } => {
                 queue.requeue(&consumer.settled(&offsets));
@@ -288,6 +304,15 @@ impl Broker {
         }
     }
 
+    /// A quorum queue's consumer whose node let it go follows the queue's leader instead
+    /// of being cancelled (see `quorum_consumers`).
+    fn follows_leader(&self, subscription: &Arc<Subscription>) -> bool {
+        subscription.quorum
+            && self
+                .vhost(&subscription.vhost)
+                .is_some_and(|vhost| vhost.keep_following(subscription))
+    }
+
     /// What the node `home` pushed to this node's subscriptions; answers the keys of
     /// those this node no longer has (the queue's node then lets them go).
     pub fn take_pushed(&self, home: &str, pushed: Vec<Pushed>) -> Vec<u64> {
@@ -327,6 +352,9 @@ impl Broker {
                     subscription.take(offset, redelivered, message);
                 }
                 Pushed::Cancelled { .. } => {
+                    if self.follows_leader(&subscription) {
+                        continue;
+                    }
                     consuming.subscriptions.lock().remove(&key);
                     subscription.cancelled_there();
                 }
@@ -346,14 +374,20 @@ impl Broker {
             subscriptions.retain(|key, weak| match weak.upgrade() {
                 None => false,
                 Some(s) if s.home() == home && keys.is_none_or(|k| k.contains(key)) => {
+                    // A quorum queue's consumer stays registered: it follows the leader.
+                    let keep = s.quorum;
                     gone.push(s);
-                    false
+                    keep
                 }
                 Some(_) => true,
             });
             gone
         };
         for subscription in gone {
+            if self.follows_leader(&subscription) {
+                continue;
+            }
+            consuming.subscriptions.lock().remove(&subscription.key);
             subscription.cancelled_there();
         }
     }

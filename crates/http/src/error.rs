@@ -89,7 +89,7 @@ impl From<wharf_core::Error> for ApiError {
             ErrorKind::NotFound => ApiError::new(StatusCode::NOT_FOUND, "not_found", error.detail),
             ErrorKind::AccessRefused => ApiError::not_authorised("Access refused."),
             ErrorKind::InternalError => ApiError::internal(error.detail),
-            ErrorKind::Unavailable => ApiError::unavailable(error.detail),
+            ErrorKind::Unavailable | ErrorKind::NotLeader => ApiError::unavailable(error.detail),
             _ => ApiError::bad_request(error.detail),
         }
     }

@@ -53,7 +53,7 @@ impl From<wharf_core::Error> for AmqpError {
             ErrorKind::NotImplemented => ReplyCode::NotImplemented,
             ErrorKind::ResourceError => ReplyCode::ResourceError,
             ErrorKind::InternalError => ReplyCode::InternalError,
-            ErrorKind::Unavailable => ReplyCode::PreconditionFailed,
+            ErrorKind::Unavailable | ErrorKind::NotLeader => ReplyCode::PreconditionFailed,
         };
         AmqpError {
             code,

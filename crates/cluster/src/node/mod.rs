@@ -201,6 +201,11 @@ impl ClusterNode {
         self.me
     }
 
+    /// The cluster address the other nodes reach this one at.
+    pub fn listen_address(&self) -> String {
+        self.config.listen.to_string()
+    }
+
     pub fn raft(&self) -> &Raft {
         &self.raft
     }

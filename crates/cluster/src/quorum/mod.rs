@@ -13,6 +13,7 @@
 pub mod codec;
 pub mod group;
 pub mod groups;
+pub mod hosting;
 pub mod log_store;
 pub mod network;
 pub mod state_machine;

@@ -138,6 +138,15 @@ impl StateMachine {
         f(&self.machine.lock().ledger)
     }
 
+    /// Runs `f` on the ledger as it stands and the index of the last entry applied to it.
+    pub fn with_ledger_applied<T>(&self, f: impl FnOnce(&Ledger, u64) -> T) -> T {
+        let machine = self.machine.lock();
+        f(
+            &machine.ledger,
+            machine.last_applied.map_or(0, |id| id.index),
+        )
+    }
+
     /// The last entry applied.
     pub fn last_applied(&self) -> Option<LogId> {
         self.machine.lock().last_applied

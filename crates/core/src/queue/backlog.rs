@@ -244,6 +244,11 @@ impl Backlog {
         outcome
     }
 
+    /// Whether this is a quorum queue leader's backlog.
+    pub fn is_quorum(&self) -> bool {
+        self.quorum.is_some()
+    }
+
     /// Makes this the backlog of a quorum queue's leader: decisions go to `backing`, and
     /// messages beyond the window are read back from it.
     pub fn set_quorum(&mut self, backing: QuorumBacking) {

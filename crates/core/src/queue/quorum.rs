@@ -34,6 +34,11 @@ impl Queue {
         state.backlog.hold(held);
     }
 
+    /// Whether this queue is a quorum queue's leader's.
+    pub fn leads_quorum(&self) -> bool {
+        self.state.lock().backlog.is_quorum()
+    }
+
     /// Whether a quorum queue with `pending` messages (`pending_bytes` of bodies) on their
     /// way to its group takes one more of `bytes` under overflow reject-publish; a refused
     /// one is dead-lettered first under reject-publish-dlx, as RabbitMQ does.
@@ -113,7 +118,7 @@ impl Queue {
 
     /// Settles messages a consumer acknowledged that this leader did not deliver (an
     /// earlier leader did): wherever they wait, they go, and the group is told.
-    pub(crate) fn settle_elsewhere(self: &Arc<Self>, offsets: &[u64]) -> Woken {
+    pub fn settle_elsewhere(self: &Arc<Self>, offsets: &[u64]) -> Woken {
         let mut state = self.state.lock();
         let (in_memory, held) = state.backlog.remove_ready(offsets);
         for entry in &in_memory {

@@ -155,6 +155,12 @@ pub struct Subscription {
     /// Delivered by the queue's node, not yet taken by the channel.
     waiting: parking_lot::Mutex<std::collections::VecDeque<Waiting>>,
     cancelled: AtomicBool,
+    /// Of a quorum queue: it follows the queue's leader when it moves.
+    pub quorum: bool,
+    /// What registered it (kept to register it again with a quorum queue's new leader).
+    request: parking_lot::Mutex<Option<crate::cluster::ConsumeRequest>>,
+    /// A quorum queue's subscription on its way to a new leader.
+    pub(crate) following: AtomicBool,
 }
 
 struct Waiting {
@@ -196,7 +202,23 @@ impl Subscription {
             cluster,
             waiting: Default::default(),
             cancelled: AtomicBool::new(false),
+            quorum: remote.quorum,
+            request: Default::default(),
+            following: AtomicBool::new(false),
         }
+    }
+
+    /// Keeps what registered it.
+    pub(crate) fn set_request(&self, request: crate::cluster::ConsumeRequest) {
+        *self.request.lock() = Some(request);
+    }
+
+    pub(crate) fn request(&self) -> Option<crate::cluster::ConsumeRequest> {
+        self.request.lock().clone()
+    }
+
+    pub(crate) fn cluster(&self) -> &std::sync::Arc<dyn crate::cluster::Cluster> {
+        &self.cluster
     }
 
     /// The node of the queue it consumes from.

@@ -105,6 +105,27 @@ impl VHost {
             auto_delete: declare.auto_delete,
             arguments: declare.arguments,
         };
+        if crate::queue_arguments::queue_type(&options.arguments) == "quorum" {
+            let quorum = self.place_replicas(cluster, &name, &options)?;
+            let mut def =
+                self.queue_def(&name, &options, quorum.members.first().map(String::as_str));
+            def.quorum = Some(quorum);
+            cluster.commit(Change::PutQueue(def))?;
+            // Answered once its group has a leader, so that the client's next publish
+            // or consume finds one.
+            let remote = self
+                .remote_queue(&name)
+                .ok_or_else(|| self.no_queue(&name))?;
+            if let Err(error) = self.ask_home(cluster, &remote, QueueRequest::Counts) {
+                tracing::warn!(queue = %name, %error, "a new quorum queue has no leader yet");
+            }
+            return Ok(QueueDeclared {
+                name,
+                queue: None,
+                message_count: 0,
+                consumer_count: 0,
+            });
+        }
         let home = self.place_queue(cluster, &name, &options)?;
         let def = self.queue_def(&name, &options, Some(home.as_str()));
         cluster.commit(Change::PutQueue(def))?;
@@ -215,12 +236,29 @@ impl VHost {
         remote: &RemoteQueue,
         request: QueueRequest,
     ) -> Result<QueueAnswer> {
-        match cluster.ask(&remote.home(), &self.name, &remote.name, request)? {
-            QueueAnswer::Refused { kind, detail } => Err(Error::new(
-                ErrorKind::from_name(&kind).unwrap_or(ErrorKind::InternalError),
-                detail,
-            )),
-            answer => Ok(answer),
+        // A quorum queue's leader may be moving: asked again until one answers.
+        let deadline = std::time::Instant::now() + crate::cluster::LEADER_WAIT;
+        loop {
+            let answer = cluster
+                .ask(&remote.home(), &self.name, &remote.name, request)
+                .and_then(|answer| match answer {
+                    QueueAnswer::Refused { kind, detail } => Err(Error::new(
+                        ErrorKind::from_name(&kind).unwrap_or(ErrorKind::InternalError),
+                        detail,
+                    )),
+                    answer => Ok(answer),
+                });
+            match answer {
+                Err(error)
+                    if remote.quorum
+                        && matches!(error.kind, ErrorKind::NotLeader | ErrorKind::NotFound)
+                        && !remote.is_deleted()
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                other => return other,
+            }
         }
     }
 
@@ -376,6 +414,37 @@ impl VHost {
                 self.remove_exchange(name, false)
             }
             Change::PutQueue(def) => self.apply_queue(def),
+            Change::DeleteQueue { name, .. } if self.remove_quorum_queue(name) => {
+                if let Some(remote) = self.remote_queues.write().remove(name.as_str()) {
+                    if self.keeps(false) {
+                        self.record(|| change.clone())?;
+                    }
+                    remote.mark_deleted();
+                    self.remove_bindings_to(&Destination::Remote(remote));
+                }
+                Ok(())
+            }
+            Change::MoveQueue {
+                name, group, home, ..
+            } => {
+                if self.keeps(false) {
+                    self.record(|| change.clone())?;
+                }
+                self.move_quorum_queue(name, *group, home);
+                Ok(())
+            }
+            Change::SetQueueMembers {
+                name,
+                group,
+                members,
+                ..
+            } => {
+                if self.keeps(false) {
+                    self.record(|| change.clone())?;
+                }
+                self.set_quorum_members(name, *group, members);
+                Ok(())
+            }
             Change::DeleteQueue { name, .. } => {
                 if let Some(queue) = self.remove_queue(name, None, false, false)? {
                     self.finish_queue_deletion(queue);
@@ -447,6 +516,9 @@ impl VHost {
             return self.check_queue_equivalent(&declare, &existing);
         }
         self.check_queue_limit(&name, self.queue_total())?;
+        if let Some(quorum) = &def.quorum {
+            return self.apply_quorum_queue(def, quorum, options);
+        }
         match &def.home {
             Some(home) if Some(home.as_str()) != self.cluster.member() => {
                 if self.keeps(false) {
@@ -494,6 +566,7 @@ impl VHost {
             .queues
             .iter()
             .filter(|q| q.vhost == *self.name && q.home.as_deref() == Some(here))
+            .filter(|q| q.quorum.is_none())
             .filter(|q| self.queue(&q.name).is_err())
             .map(|q| q.name.clone())
             .collect()

@@ -9,6 +9,7 @@ mod exchanges;
 mod policies;
 mod publishing;
 mod queues;
+pub mod quorum;
 mod restore;
 mod routing;
 
@@ -50,6 +51,9 @@ pub struct VHost {
     queues: RwLock<HashMap<ByteString, Arc<Queue>>>,
     /// On a cluster, the queues other nodes hold. A name is in one map or the other.
     remote_queues: RwLock<HashMap<ByteString, Arc<RemoteQueue>>>,
+    /// On a cluster, the quorum queues (each also in `remote_queues`, whose record
+    /// routing and consumers use).
+    quorum_queues: RwLock<HashMap<ByteString, Arc<crate::quorum_queue::QuorumQueue>>>,
     /// Where durable definitions are written; None for a broker without a data directory.
     durability: Option<Arc<Durability>>,
     /// The in-memory window of every queue of this vhost.
@@ -190,6 +194,7 @@ impl VHost {
             exchanges: RwLock::new(HashMap::new()),
             queues: RwLock::new(HashMap::new()),
             remote_queues: RwLock::new(HashMap::new()),
+            quorum_queues: RwLock::new(HashMap::new()),
             durability,
             queue_window,
             timers,
@@ -337,6 +342,10 @@ impl VHost {
         }
         for (_, queue) in self.remote_queues.write().drain() {
             queue.mark_deleted();
+        }
+        let quorum: Vec<ByteString> = self.quorum_queues.read().keys().cloned().collect();
+        for name in quorum {
+            self.remove_quorum_queue(&name);
         }
         let exchanges: Vec<Arc<Exchange>> =
             self.exchanges.write().drain().map(|(_, e)| e).collect();

@@ -78,6 +78,10 @@ impl VHost {
                 error.describe(&declare.name, &self.name),
             ));
         }
+        let quorum = crate::queue_arguments::queue_type(&declare.arguments) == "quorum";
+        if quorum {
+            self.check_quorum_declare(&declare)?;
+        }
         if let Some(cluster) = self.cluster.get() {
             return self.propose_queue(cluster.as_ref(), declare, connection, may_create);
         }
@@ -321,11 +325,17 @@ impl VHost {
     /// a consumer cancelled, a timer.
     pub fn delete_queue_instance(&self, queue: &Arc<Queue>) {
         if let Some(cluster) = self.cluster.get() {
+            let leads = |name: &str| {
+                self.quorum_queue(name)
+                    .and_then(|q| q.engine())
+                    .is_some_and(|engine| Arc::ptr_eq(&engine, queue))
+            };
             if self
                 .queues
                 .read()
                 .get(&queue.name)
                 .is_some_and(|current| Arc::ptr_eq(current, queue))
+                || leads(&queue.name)
             {
                 cluster.commit_later(Change::DeleteQueue {
                     vhost: self.name.to_string(),

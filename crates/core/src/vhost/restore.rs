@@ -67,6 +67,11 @@ impl VHost {
                 auto_delete: def.auto_delete,
                 arguments: durability::decode_arguments(&def.arguments),
             };
+            if let Some(quorum) = &def.quorum {
+                // A quorum queue's record; its replica here opens once the cluster is.
+                self.add_quorum_queue(def, quorum, options);
+                continue;
+            }
             match def.home.as_deref() {
                 // A cluster node's record of another node's queue.
                 Some(home) if Some(home) != self.cluster.member() => {

@@ -37,7 +37,7 @@ pub(super) fn channel_refusal(error: wharf_core::Error) -> ApiError {
         ErrorKind::CommandInvalid => 503,
         ErrorKind::NotImplemented => 540,
         ErrorKind::InternalError => 541,
-        ErrorKind::Unavailable => 406,
+        ErrorKind::Unavailable | ErrorKind::NotLeader => 406,
     };
     ApiError::bad_request(format!("{code} {}", error.text()))
 }

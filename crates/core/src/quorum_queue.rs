@@ -14,28 +14,18 @@ use std::sync::{Arc, OnceLock, Weak};
 use parking_lot::{Mutex, RwLock};
 use wharf_amqp::ByteString;
 
-use super::command::{offset_of, position_of, Command, MESSAGES_PER_ENTRY_MAX};
-use super::ledger::{Applied, Held, Ledger};
-use super::{Decisions, Records, Stored};
 use crate::flusher::SyncDone;
 use crate::message::Message;
 use crate::queue::quorum::Committed;
 use crate::queue::remote::RemoteQueue;
 use crate::queue::{Queue, QueueHost, QueueOptions, QuorumBacking, Window};
+use crate::quorum::{
+    offset_of, position_of, Applied, Command, Decisions, Records, Replica, ReplicatedQueue, Stored,
+    MESSAGES_PER_ENTRY_MAX,
+};
 
 /// The most record bytes one enqueue entry carries.
 const ENTRY_BYTES_MAX: usize = 4 * 1024 * 1024;
-
-/// What a quorum queue needs of this node's replica of its group (the cluster crate's).
-pub trait Replica: Send + Sync + 'static {
-    /// Commits `command` through the group; `done` is called once this replica applied
-    /// it, or with why it was not (this replica does not lead, no majority in time).
-    fn propose(&self, command: Command, done: Box<dyn FnOnce(Result<Applied, String>) + Send>);
-    /// The record of a message the group holds, with its bookkeeping.
-    fn read(&self, offset: u64) -> Option<(Vec<u8>, Held)>;
-    /// Runs `f` on the ledger as it stands, with the index of the last entry applied.
-    fn with_ledger(&self, f: &mut dyn FnMut(&Ledger, u64));
-}
 
 pub struct QuorumQueue {
     pub name: ByteString,
@@ -103,11 +93,6 @@ impl QuorumQueue {
         *self.members.write() = members;
     }
 
-    /// This node's replica is open: the group is reached through it.
-    pub fn attach_replica(&self, replica: Arc<dyn Replica>) {
-        let _ = self.replica.set(replica);
-    }
-
     pub fn replica(&self) -> Option<&Arc<dyn Replica>> {
         self.replica.get()
     }
@@ -134,7 +119,7 @@ impl QuorumQueue {
     /// entry of its log as leadership changed. A new leader builds its queue from the
     /// ledger; a former one drops its own (its consumers are told, and subscribe again
     /// to the new leader).
-    pub fn leadership(&self, here: bool, last_log_index: u64) {
+    fn lead_or_follow(&self, here: bool, last_log_index: u64) {
         let mut leading = self.leading.lock();
         match (here, leading.is_some()) {
             (true, false) => {
@@ -200,7 +185,7 @@ impl QuorumQueue {
     }
 
     /// An entry of the group was applied on this node's replica.
-    pub fn applied(&self, index: u64, command: &Command) {
+    fn take_applied(&self, index: u64, command: &Command) {
         let Some(leading) = self.leading.lock().clone() else {
             return;
         };
@@ -459,5 +444,43 @@ impl Decisions for Decider {
 
     fn returned(&self, offset: u64) {
         self.0.decided(offset, true);
+    }
+}
+
+impl ReplicatedQueue for QuorumQueue {
+    fn group(&self) -> u64 {
+        self.group
+    }
+
+    fn members(&self) -> Vec<String> {
+        QuorumQueue::members(self)
+    }
+
+    fn attach_replica(&self, replica: Arc<dyn Replica>) {
+        let _ = self.replica.set(replica);
+    }
+
+    fn applied(&self, index: u64, command: &Command) {
+        self.take_applied(index, command);
+    }
+
+    fn leadership(&self, leader: Option<String>, here: bool, last_log_index: u64) -> bool {
+        self.lead_or_follow(here, last_log_index);
+        let Some(leader) = leader else {
+            return false;
+        };
+        if self.remote.home() == leader {
+            return false;
+        }
+        if !here {
+            // Known here before the cluster's record says so: this node's consumers go
+            // there now.
+            self.remote.set_home(&leader);
+        }
+        here
+    }
+
+    fn names(&self) -> (String, String) {
+        (self.vhost.to_string(), self.name.to_string())
     }
 }

@@ -1,0 +1,203 @@
+//! Quorum queues on a cluster: a queue replicated on three nodes, published to and
+//! consumed from through any node; a confirm means a majority holds the message; when
+//! the leader's node dies, another replica leads within seconds and no confirmed message
+//! is lost.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use futures_lite::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicPublishOptions,
+    ConfirmSelectOptions, QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Channel};
+use support::*;
+
+fn quorum() -> FieldTable {
+    let mut arguments = FieldTable::default();
+    arguments.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
+    arguments
+}
+
+async fn declare_quorum(spec: &NodeSpec, queue: &str) {
+    channel(spec)
+        .await
+        .queue_declare(queue, durable(), quorum())
+        .await
+        .unwrap();
+}
+
+async fn confirming(spec: &NodeSpec) -> Channel {
+    let channel = channel(spec).await;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    channel
+}
+
+/// Publishes `bodies` persistent, then waits for every confirm; answers those acked.
+async fn publish_all(channel: &Channel, queue: &str, bodies: &[String]) -> Vec<String> {
+    let mut confirms = Vec::with_capacity(bodies.len());
+    for body in bodies {
+        let confirm = channel
+            .basic_publish(
+                "",
+                queue,
+                BasicPublishOptions::default(),
+                body.as_bytes(),
+                BasicProperties::default().with_delivery_mode(2),
+            )
+            .await
+            .unwrap();
+        confirms.push(confirm);
+    }
+    let mut acked = Vec::new();
+    for (body, confirm) in bodies.iter().zip(confirms) {
+        if confirm.await.unwrap().is_ack() {
+            acked.push(body.clone());
+        }
+    }
+    acked
+}
+
+fn numbered(from: usize, count: usize) -> Vec<String> {
+    (from..from + count).map(|i| format!("m{i}")).collect()
+}
+
+/// Takes messages with basic.get (acknowledged) until `count` came or `within` passed
+/// (a get during an election waits for the new leader, or fails: tried again).
+async fn get_until(spec: &NodeSpec, queue: &str, count: usize, within: Duration) -> Vec<String> {
+    let deadline = Instant::now() + within;
+    let mut bodies = Vec::new();
+    let mut channel = channel(spec).await;
+    while bodies.len() < count && Instant::now() < deadline {
+        match channel
+            .basic_get(queue, BasicGetOptions { no_ack: false })
+            .await
+        {
+            Ok(Some(message)) => {
+                bodies.push(String::from_utf8(message.delivery.data.clone()).unwrap());
+                message.ack(BasicAckOptions::default()).await.unwrap();
+            }
+            Ok(None) => tokio::time::sleep(Duration::from_millis(50)).await,
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                channel = self::channel(spec).await;
+            }
+        }
+    }
+    bodies
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quorum_queue_takes_messages_through_any_node_and_gives_them_through_any_other() {
+    let place = Place::new("quorum-basics");
+    let specs = specs(&place, 3);
+    let _nodes = start_all(&specs);
+    declare_quorum(&specs[0], "qq").await;
+    // Declared again on another node, as declared: the same queue.
+    let declared = channel(&specs[1])
+        .await
+        .queue_declare("qq", durable(), quorum())
+        .await
+        .unwrap();
+    assert_eq!(declared.message_count(), 0);
+    // Each node holds a replica: its own log of the queue's group.
+    for spec in &specs {
+        let groups: Vec<_> = std::fs::read_dir(spec.data.join("quorum"))
+            .unwrap_or_else(|e| panic!("{}: no quorum/ directory: {e}", spec.name))
+            .collect();
+        assert_eq!(groups.len(), 1, "{}", spec.name);
+    }
+    let publisher = confirming(&specs[1]).await;
+    let sent = numbered(0, 300);
+    assert_eq!(publish_all(&publisher, "qq", &sent).await, sent);
+    let passive = channel(&specs[2])
+        .await
+        .queue_declare(
+            "qq",
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(passive.message_count(), 300);
+    // A consumer on the third node gets them all, in order.
+    let consumer_channel = channel(&specs[2]).await;
+    let mut consumer = consumer_channel
+        .basic_consume(
+            "qq",
+            "c",
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    while got.len() < 300 {
+        let delivery = tokio::time::timeout(Duration::from_secs(10), consumer.next())
+            .await
+            .expect("a delivery within 10 s")
+            .unwrap()
+            .unwrap();
+        assert!(!delivery.redelivered);
+        got.push(String::from_utf8(delivery.data.clone()).unwrap());
+        delivery.ack(BasicAckOptions::default()).await.unwrap();
+    }
+    assert_eq!(got, sent);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_leaders_node_is_killed_another_leads_and_no_confirmed_message_is_lost() {
+    let place = Place::new("quorum-failover");
+    let specs = specs(&place, 3);
+    let mut nodes = start_all(&specs);
+    // Declared on the first node: it leads (the client-local locator).
+    declare_quorum(&specs[0], "qq").await;
+    let publisher = confirming(&specs[1]).await;
+    let first = numbered(0, 200);
+    assert_eq!(publish_all(&publisher, "qq", &first).await, first);
+    let killed = Instant::now();
+    nodes.remove(0).kill();
+    // Published through a node that survives: nacked while no node leads, republished
+    // until confirmed.
+    let second = numbered(200, 100);
+    let mut waiting = second.clone();
+    let mut first_confirm = None;
+    while !waiting.is_empty() && killed.elapsed() < Duration::from_secs(30) {
+        let acked = publish_all(&publisher, "qq", &waiting).await;
+        if !acked.is_empty() && first_confirm.is_none() {
+            first_confirm = Some(killed.elapsed());
+        }
+        waiting.retain(|body| !acked.contains(body));
+        if !waiting.is_empty() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    assert!(waiting.is_empty(), "never confirmed: {waiting:?}");
+    let failover = first_confirm.unwrap();
+    println!("first confirm {failover:?} after the leader's node was killed");
+    assert!(
+        failover < Duration::from_secs(15),
+        "first confirm after {failover:?}"
+    );
+    let got = get_until(&specs[2], "qq", 300, Duration::from_secs(20)).await;
+    let mut expected = first.clone();
+    expected.extend(second);
+    let mut sorted = got.clone();
+    sorted.sort_by_key(|b| b[1..].parse::<u32>().unwrap());
+    sorted.dedup();
+    assert_eq!(sorted, expected, "got {} messages", got.len());
+    // What was confirmed before the kill comes first, in order.
+    assert_eq!(&got[..200], &first[..]);
+}
