@@ -201,3 +201,67 @@ async fn when_the_leaders_node_is_killed_another_leads_and_no_confirmed_message_
     // What was confirmed before the kill comes first, in order.
     assert_eq!(&got[..200], &first[..]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_keeps_consuming_across_a_leader_change_and_gets_what_it_had_not_acked_again() {
+    let place = Place::new("quorum-consumer-follows");
+    let specs = specs(&place, 3);
+    let mut nodes = start_all(&specs);
+    declare_quorum(&specs[0], "qq").await;
+    let publisher = confirming(&specs[1]).await;
+    let sent = numbered(0, 100);
+    assert_eq!(publish_all(&publisher, "qq", &sent).await, sent);
+    // A consumer on the third node takes ten and acknowledges five.
+    let consumer_channel = channel(&specs[2]).await;
+    consumer_channel
+        .basic_qos(10, lapin::options::BasicQosOptions::default())
+        .await
+        .unwrap();
+    let mut consumer = consumer_channel
+        .basic_consume(
+            "qq",
+            "follower",
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let mut unacked = Vec::new();
+    for i in 0..10 {
+        let delivery = tokio::time::timeout(Duration::from_secs(10), consumer.next())
+            .await
+            .expect("a delivery within 10 s")
+            .unwrap()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&delivery.data), format!("m{i}"));
+        if i < 5 {
+            delivery.ack(BasicAckOptions::default()).await.unwrap();
+        } else {
+            unacked.push(delivery);
+        }
+    }
+    // Acknowledgements travel asynchronously: let the first five settle.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    nodes.remove(0).kill();
+    // The same consumer goes on (no cancel): the new leader delivers what was not
+    // acknowledged again (redelivered), then the rest.
+    let mut seen = std::collections::BTreeSet::new();
+    let mut redelivered = 0;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while seen.len() < 95 && Instant::now() < deadline {
+        let delivery = match tokio::time::timeout(Duration::from_secs(20), consumer.next()).await
+        {
+            Ok(Some(Ok(delivery))) => delivery,
+            other => panic!("the consumer stopped: {other:?}"),
+        };
+        let body = String::from_utf8(delivery.data.clone()).unwrap();
+        let number: usize = body[1..].parse().unwrap();
+        assert!(number >= 5, "m{number} was acknowledged before the failover");
+        redelivered += usize::from(delivery.redelivered);
+        seen.insert(number);
+        delivery.ack(BasicAckOptions::default()).await.unwrap();
+    }
+    assert_eq!(seen, (5..100).collect(), "every message not acknowledged, once at least");
+    assert!(redelivered >= 5, "{redelivered} redelivered");
+    drop(unacked);
+}
