@@ -255,7 +255,29 @@ impl QueueSettings {
             };
             settings.deduplication = Some((window, capacity));
         }
-        settings.quorum = arguments.get(QUEUE_TYPE).and_then(FieldValue::as_str) == Some("quorum");
+        match arguments.get(QUEUE_TYPE) {
+            None => {}
+            Some(FieldValue::LongStr(text)) => match std::str::from_utf8(text) {
+                Ok("classic" | "stream") => {}
+                Ok("quorum") => settings.quorum = true,
+                Ok(other) => {
+                    return Err(ArgumentError::value(QUEUE_TYPE)(format!(
+                        "\"unsupported queue type '{other}'\""
+                    )))
+                }
+                Err(_) => {
+                    return Err(ArgumentError::value(QUEUE_TYPE)(
+                        "\"unsupported queue type\"".to_string(),
+                    ))
+                }
+            },
+            Some(other) => {
+                return Err(ArgumentError::value(QUEUE_TYPE)(format!(
+                    "{{unacceptable_type,{}}}",
+                    type_name(other)
+                )))
+            }
+        }
         // Checked here, read where a cluster places the queue.
         Locator::of(arguments, None)?;
         Ok(settings)

@@ -151,16 +151,52 @@ async fn redeclare_with_other_arguments_is_406() {
         .queue_declare(&name, Default::default(), other)
         .await
         .unwrap_err();
-    let (code, text) = protocol_error(&err);
-    assert_eq!(code, 406);
-    assert!(
-        text.starts_with(&format!(
-            "PRECONDITION_FAILED - inequivalent arg 'x-max-length' for queue '{name}' in vhost '/'"
-        )),
-        "{text}"
+    let inequivalent = |tail: &str| {
+        (
+            406,
+            format!(
+                "PRECONDITION_FAILED - inequivalent arg 'x-max-length' for queue '{name}' in \
+                 vhost '/': {tail}"
+            ),
+        )
+    };
+    assert_eq!(
+        protocol_error(&err),
+        inequivalent("received '20' but current is '10'")
+    );
+    // Left out: shown with its type.
+    let ch = conn.create_channel().await.unwrap();
+    let err = ch
+        .queue_declare(&name, Default::default(), FieldTable::default())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        protocol_error(&err),
+        inequivalent("received none but current is the value '10' of type 'signedint'")
     );
     let ch = conn.create_channel().await.unwrap();
     ch.queue_delete(&name, Default::default()).await.unwrap();
+    // A queue declared as classic is the one declared without a type, and the reverse.
+    let classic = unique("q");
+    let mut typed = FieldTable::default();
+    typed.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("classic".into()),
+    );
+    ch.queue_declare(&classic, Default::default(), typed.clone())
+        .await
+        .unwrap();
+    ch.queue_declare(&classic, Default::default(), FieldTable::default())
+        .await
+        .unwrap();
+    ch.queue_delete(&classic, Default::default()).await.unwrap();
+    ch.queue_declare(&classic, Default::default(), FieldTable::default())
+        .await
+        .unwrap();
+    ch.queue_declare(&classic, Default::default(), typed)
+        .await
+        .unwrap();
+    ch.queue_delete(&classic, Default::default()).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -249,19 +249,25 @@ async fn a_consumer_keeps_consuming_across_a_leader_change_and_gets_what_it_had_
     let mut redelivered = 0;
     let deadline = Instant::now() + Duration::from_secs(30);
     while seen.len() < 95 && Instant::now() < deadline {
-        let delivery = match tokio::time::timeout(Duration::from_secs(20), consumer.next()).await
-        {
+        let delivery = match tokio::time::timeout(Duration::from_secs(20), consumer.next()).await {
             Ok(Some(Ok(delivery))) => delivery,
             other => panic!("the consumer stopped: {other:?}"),
         };
         let body = String::from_utf8(delivery.data.clone()).unwrap();
         let number: usize = body[1..].parse().unwrap();
-        assert!(number >= 5, "m{number} was acknowledged before the failover");
+        assert!(
+            number >= 5,
+            "m{number} was acknowledged before the failover"
+        );
         redelivered += usize::from(delivery.redelivered);
         seen.insert(number);
         delivery.ack(BasicAckOptions::default()).await.unwrap();
     }
-    assert_eq!(seen, (5..100).collect(), "every message not acknowledged, once at least");
+    assert_eq!(
+        seen,
+        (5..100).collect(),
+        "every message not acknowledged, once at least"
+    );
     assert!(redelivered >= 5, "{redelivered} redelivered");
     drop(unacked);
 }

@@ -117,18 +117,30 @@ fn default_exchange_refused() -> Error {
     Error::access_refused("operation not permitted on the default exchange")
 }
 
-fn describe(value: Option<&FieldValue>) -> String {
-    match value {
-        None => "none".to_string(),
-        Some(v) => match v.as_str() {
-            Some(s) => s.to_string(),
-            None => format!("{v:?}"),
-        },
+/// An argument in an inequivalence refusal, as RabbitMQ words it: a value alone when
+/// both sides have one (`'20'`), else `none` or `the value '20' of type 'signedint'`.
+fn describe(value: Option<&FieldValue>, both: bool) -> String {
+    let Some(value) = value else {
+        return "none".to_string();
+    };
+    let shown = match (value.as_str(), value.as_i64()) {
+        (Some(text), _) => text.to_string(),
+        (None, Some(number)) => number.to_string(),
+        _ => format!("{value:?}"),
+    };
+    if both {
+        format!("'{shown}'")
+    } else {
+        format!(
+            "the value '{shown}' of type '{}'",
+            crate::queue_arguments::type_name(value)
+        )
     }
 }
 
 /// Queue and exchange arguments must match those of the existing object. RabbitMQ
-/// compares the arguments it understands; Wharf compares every `x-` argument the same way.
+/// compares the arguments it understands; Wharf compares every `x-` argument the same way
+/// (a queue type left out is the classic type, as in RabbitMQ).
 fn check_arguments(
     what: &str,
     name: &str,
@@ -141,16 +153,22 @@ fn check_arguments(
     let compared = |k: &&ByteString| k.starts_with("x-") || *k == ALTERNATE_EXCHANGE;
     for key in keys.filter(compared) {
         let (a, b) = (got.get(key), current.get(key));
-        if a != b {
-            return Err(inequivalent(
-                what,
-                name,
-                vhost,
-                key,
-                &describe(a),
-                &describe(b),
-            ));
+        if a == b {
+            continue;
         }
+        let classic = |v: Option<&FieldValue>| v.and_then(FieldValue::as_str) == Some("classic");
+        if &**key == crate::queue_arguments::QUEUE_TYPE
+            && ((a.is_none() && classic(b)) || (b.is_none() && classic(a)))
+        {
+            continue;
+        }
+        let both = a.is_some() && b.is_some();
+        return Err(Error::precondition(format_args!(
+            "inequivalent arg '{key}' for {what} '{name}' in vhost '{vhost}': received {} but \
+             current is {}",
+            describe(a, both),
+            describe(b, both)
+        )));
     }
     Ok(())
 }
