@@ -234,3 +234,43 @@ async fn a_redeclare_of_another_type_is_refused_as_inequivalent() {
             .unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quorum_queue_keeps_every_message_across_a_restart_whatever_its_delivery_mode() {
+    if std::env::var("WHARF_TEST_EXTERNAL").is_ok() {
+        return; // restarts an in-process broker
+    }
+    let dir = TempDir::new("quorum-restart");
+    {
+        let broker = wharf_integration::start_broker_in(&dir.0).await;
+        let (conn, ch) = lapin_channel(&broker).await;
+        within(ch.queue_declare("qq", durable(), quorum_with(&[])))
+            .await
+            .unwrap();
+        ch.confirm_select(Default::default()).await.unwrap();
+        for i in 0..10u8 {
+            // Transient and persistent alike.
+            let mode = if i % 2 == 0 { 1 } else { 2 };
+            ch.basic_publish(
+                "",
+                "qq",
+                Default::default(),
+                &[i],
+                lapin::BasicProperties::default().with_delivery_mode(mode),
+            )
+            .await
+            .unwrap();
+        }
+        ch.wait_for_confirms().await.unwrap();
+        conn.close(200, "restart").await.unwrap();
+        broker.stop().await;
+    }
+    let broker = wharf_integration::start_broker_in(&dir.0).await;
+    let (_conn, ch) = lapin_channel(&broker).await;
+    let mut back = Vec::new();
+    while let Some(got) = ch.basic_get("qq", Default::default()).await.unwrap() {
+        back.push(got.delivery.data[0]);
+        got.delivery.ack(Default::default()).await.unwrap();
+    }
+    assert_eq!(back, (0..10).collect::<Vec<u8>>());
+}

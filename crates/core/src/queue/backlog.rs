@@ -51,6 +51,9 @@ struct Level {
     /// The log could not be opened: persistent messages are refused rather than kept in
     /// memory under a promise the queue cannot keep.
     log_broken: bool,
+    /// Every message is kept as a persistent one is (a quorum queue's, on one node: it
+    /// keeps what it is given whatever its delivery mode, as RabbitMQ's do).
+    keep_all: bool,
     /// Ready messages that are only in the log, all of them after those in `ready`.
     spilled: u64,
     /// Their body bytes (kept for `x-max-length-bytes`; after a restart counted only for
@@ -75,7 +78,7 @@ impl Level {
     }
 
     fn lifetime(&self, message: &Message) -> Lifetime {
-        if self.log_durable && message.is_persistent() {
+        if self.log_durable && (message.is_persistent() || self.keep_all) {
             Lifetime::Persistent
         } else {
             Lifetime::Transient
@@ -181,7 +184,7 @@ impl Backlog {
         let window = self.window;
         let queue = &self.queue;
         let level = &mut self.levels[usize::from(level_index)];
-        let persistent = message.is_persistent();
+        let persistent = message.is_persistent() || level.keep_all;
         if level.log_broken && persistent {
             return Enqueued::Failed;
         }
@@ -242,6 +245,13 @@ impl Backlog {
             level: level_index,
         });
         outcome
+    }
+
+    /// Keeps every message as a persistent one (see `Level::keep_all`).
+    pub fn keep_every_message(&mut self) {
+        for level in &mut self.levels {
+            level.keep_all = true;
+        }
     }
 
     /// Whether this is a quorum queue leader's backlog.

@@ -172,12 +172,16 @@ impl Queue {
     ) -> Self {
         let settings = QueueSettings::from_arguments(&options.arguments).unwrap_or_default();
         let levels = settings.max_priority.map_or(1, |max| usize::from(max) + 1);
+        let mut backlog = Backlog::new(name.clone(), levels, window);
+        if settings.quorum && options.durable {
+            backlog.keep_every_message();
+        }
         let state = State {
             woken: Default::default(),
             counters: Default::default(),
             settings: settings.clone(),
             policy: None,
-            backlog: Backlog::new(name.clone(), levels, window),
+            backlog,
             unacked: HashMap::new(),
             consumers: Vec::new(),
             utilisation: Default::default(),

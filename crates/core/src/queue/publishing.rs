@@ -45,7 +45,7 @@ impl Queue {
                     // duplicates is (a persistent message in a durable queue waits for the
                     // queue's next sync).
                     let durable = self.options.durable && self.options.exclusive_owner.is_none();
-                    return if durable && message.is_persistent() {
+                    return if durable && (message.is_persistent() || state.settings.quorum) {
                         Enqueued::Appended
                     } else {
                         Enqueued::InMemory
