@@ -31,6 +31,7 @@ pub const QUEUE_KEYS: &[&str] = &[
     "state",
     "type",
     "leader",
+    "members",
 ];
 const QUEUE_DEFAULT: &[&str] = &["name", "messages"];
 
@@ -110,9 +111,14 @@ pub fn arguments_json(table: &FieldTable) -> String {
     wharf_core::definitions_json::table_to_json(table).to_string()
 }
 
-fn queue_cell(node: &str, queue: &Queue, stats: &QueueStats, key: &str) -> String {
+fn queue_cell(node: &str, vhost: &VHost, queue: &Queue, stats: &QueueStats, key: &str) -> String {
     match key {
         "leader" => node.to_string(),
+        // A quorum queue's replicas (shown by its leader); a classic queue's node.
+        "members" => match vhost.quorum_queue(&queue.name) {
+            Some(quorum) if queue.leads_quorum() => quorum.members().join(","),
+            _ => node.to_string(),
+        },
         "name" => queue.name.to_string(),
         "durable" => queue.options.durable.to_string(),
         "auto_delete" => queue.options.auto_delete.to_string(),
@@ -142,7 +148,7 @@ fn queue_cell(node: &str, queue: &Queue, stats: &QueueStats, key: &str) -> Strin
 
 /// `list_queues`: the vhost's queues of this node (`node`).
 pub fn queues(node: &str, vhost: &VHost, asked: &[String]) -> Response {
-    let mut queues = vhost.queues();
+    let mut queues = vhost.served_queues();
     queues.sort_by(|a, b| a.name.cmp(&b.name));
     let read: Vec<(Arc<Queue>, QueueStats)> = queues
         .into_iter()
@@ -156,7 +162,7 @@ pub fn queues(node: &str, vhost: &VHost, asked: &[String]) -> Response {
         asked,
         QUEUE_KEYS,
         QUEUE_DEFAULT,
-        |(q, stats), key| queue_cell(node, q, stats, key),
+        |(q, stats), key| queue_cell(node, vhost, q, stats, key),
     )
 }
 
@@ -260,7 +266,7 @@ pub fn status(broker: &wharf_core::Broker) -> Response {
     let (mut queues, mut consumers, mut ready, mut unacked) = (0u64, 0u64, 0u64, 0u64);
     let vhosts = broker.vhosts();
     for vhost in &vhosts {
-        for queue in vhost.queues() {
+        for queue in vhost.served_queues() {
             let stats = queue.stats();
             queues += 1;
             consumers += u64::from(stats.consumers);

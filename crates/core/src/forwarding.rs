@@ -127,10 +127,19 @@ impl Broker {
                 if_unused,
                 if_empty,
             } if vhost.quorum_queue(name).is_some() => {
-                // Checked by the leader; the asking node commits the deletion.
+                // Checked by the leader, which has the cluster delete it.
                 let queue = vhost.served_queue(name)?;
                 queue.check_deletable(if_unused, if_empty)?;
-                QueueAnswer::Count(queue.message_count())
+                let count = queue.message_count();
+                let cluster = self
+                    .cluster
+                    .get()
+                    .ok_or_else(|| Error::not_found("this node is not a cluster member"))?;
+                cluster.commit(wharf_store::Change::DeleteQueue {
+                    vhost: vhost.name.to_string(),
+                    name: name.to_string(),
+                })?;
+                QueueAnswer::Count(count)
             }
             QueueRequest::Delete {
                 if_unused,

@@ -154,6 +154,9 @@ impl QuorumQueue {
                     },
                     held,
                 );
+                if let Some(host) = self.host.upgrade() {
+                    host.queue_started(&engine);
+                }
                 tracing::info!(queue = %self.name, vhost = %self.vhost, term_start = last_log_index, "this node leads the quorum queue");
                 *leading = Some(Arc::new(Leading {
                     engine,

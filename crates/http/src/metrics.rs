@@ -590,7 +590,7 @@ pub fn render(broker: &Broker, per_object: bool) -> String {
         .iter()
         .flat_map(|vhost| {
             vhost
-                .queues()
+                .served_queues()
                 .into_iter()
                 .map(|q| (vhost.name.to_string(), q.name.to_string(), q.stats()))
                 .collect::<Vec<_>>()

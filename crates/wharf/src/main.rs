@@ -131,7 +131,14 @@ fn perf(args: &wharf_perf::PerfArgs) -> anyhow::Result<()> {
 /// NO_COLOR set), or as one JSON object a line.
 fn init_logging(level: &str, format: config::LogFormat) -> anyhow::Result<()> {
     use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_new(level)
+    // openraft narrates every election and vote at info: with a group per quorum queue
+    // that drowns the broker's own lines, so its info is not shown unless asked for.
+    let directives = if level.contains("openraft") {
+        level.to_string()
+    } else {
+        format!("{level},openraft=warn")
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&directives)
         .with_context(|| format!("invalid log level '{level}'"))?;
     let logs = tracing_subscriber::fmt().with_env_filter(filter);
     match format {

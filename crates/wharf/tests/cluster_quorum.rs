@@ -132,6 +132,37 @@ async fn a_quorum_queue_takes_messages_through_any_node_and_gives_them_through_a
         .await
         .unwrap();
     assert_eq!(passive.message_count(), 300);
+    // Every node's tools show it as its leader's node does: a quorum queue, led by the
+    // first node, on all three.
+    let names: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
+    for spec in &specs {
+        let (code, body) = http("GET", spec, "/api/queues/%2f/qq", None);
+        assert_eq!(code, 200, "{body}");
+        let queue: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(queue["type"], "quorum", "{body}");
+        assert_eq!(queue["leader"], names[0].as_str(), "{body}");
+        assert_eq!(queue["node"], names[0].as_str(), "{body}");
+        assert_eq!(queue["messages"], 300, "{body}");
+        let mut members: Vec<String> = serde_json::from_value(queue["members"].clone()).unwrap();
+        members.sort();
+        assert_eq!(members, names);
+    }
+    let listed = stdout(&_nodes[2].ctl(&[
+        "list_queues",
+        "name",
+        "type",
+        "leader",
+        "members",
+        "messages",
+    ]));
+    let row = listed
+        .lines()
+        .find(|line| line.starts_with("qq"))
+        .unwrap_or_else(|| panic!("no qq in:\n{listed}"));
+    let cells: Vec<&str> = row.split('\t').collect();
+    assert_eq!(cells[1..3], ["quorum", names[0].as_str()], "{row}");
+    assert_eq!(cells[3].split(',').count(), 3, "{row}");
+    assert_eq!(cells[4], "300", "{row}");
     // A consumer on the third node gets them all, in order.
     let consumer_channel = channel(&specs[2]).await;
     let mut consumer = consumer_channel
@@ -270,4 +301,91 @@ async fn a_consumer_keeps_consuming_across_a_leader_change_and_gets_what_it_had_
     );
     assert!(redelivered >= 5, "{redelivered} redelivered");
     drop(unacked);
+}
+
+fn walk(dir: &std::path::Path) -> Vec<String> {
+    let mut found = Vec::new();
+    for item in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        found.push(item.path().display().to_string());
+        if item.path().is_dir() {
+            found.extend(walk(&item.path()));
+        }
+    }
+    found
+}
+
+/// The group directories a node keeps.
+fn groups_on(spec: &NodeSpec) -> usize {
+    std::fs::read_dir(spec.data.join("quorum"))
+        .map(|items| items.count())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_quorum_queue_is_gone_from_every_replica_and_its_name_starts_afresh() {
+    let place = Place::new("quorum-delete");
+    let specs = specs(&place, 3);
+    let nodes = start_all(&specs);
+    declare_quorum(&specs[1], "doomed").await;
+    let publisher = confirming(&specs[0]).await;
+    assert_eq!(
+        publish_all(&publisher, "doomed", &numbered(0, 10))
+            .await
+            .len(),
+        10
+    );
+    // Deleted through a node that does not lead it, with its conditions checked there.
+    let ch = channel(&specs[2]).await;
+    let refused = ch
+        .queue_delete(
+            "doomed",
+            lapin::options::QueueDeleteOptions {
+                if_empty: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refusal(refused),
+        "406 - PRECONDITION_FAILED - queue 'doomed' in vhost '/' not empty"
+    );
+    let deleted = channel(&specs[2])
+        .await
+        .queue_delete("doomed", Default::default())
+        .await
+        .unwrap();
+    assert_eq!(deleted, 10);
+    nodes[0].wait_for_line("replica goes", Duration::from_secs(10));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while specs.iter().any(|s| groups_on(s) > 0) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for spec in &specs {
+        let left: Vec<String> = walk(&spec.data.join("quorum"));
+        assert_eq!(
+            groups_on(spec),
+            0,
+            "{} still holds a replica: {left:?}",
+            spec.name
+        );
+    }
+    // Declared again: a new, empty queue.
+    declare_quorum(&specs[0], "doomed").await;
+    let again = channel(&specs[1])
+        .await
+        .queue_declare("doomed", durable(), quorum())
+        .await
+        .unwrap();
+    assert_eq!(again.message_count(), 0);
+    assert_eq!(
+        publish_all(&publisher, "doomed", &numbered(0, 3))
+            .await
+            .len(),
+        3
+    );
+    assert_eq!(
+        get_until(&specs[2], "doomed", 3, Duration::from_secs(10)).await,
+        numbered(0, 3)
+    );
 }

@@ -136,6 +136,7 @@ impl QuorumGroups {
     pub async fn remove(&self, id: GroupId) {
         let replica = self.groups.write().remove(&id);
         self.watches.lock().remove(&id);
+        tracing::info!(group = %format!("{id:016x}"), open = replica.is_some(), "a quorum queue's replica goes");
         match replica {
             Some(replica) => match Arc::try_unwrap(replica) {
                 Ok(replica) => replica.destroy().await,

@@ -23,4 +23,8 @@ pub trait QueueHost: Send + Sync {
 
     /// `queue` went unused for its `x-expires`: remove it, as a delete would.
     fn queue_expired(&self, queue: &Arc<Queue>);
+
+    /// `queue` starts delivering outside a declare (a quorum queue's new leader): the
+    /// host gives it what a declared queue gets (its policy).
+    fn queue_started(&self, _queue: &Arc<Queue>) {}
 }

@@ -313,6 +313,11 @@ impl VHost {
         }
     }
 
+    /// Whether the vhost has a queue `name`, on any node.
+    pub fn has_queue(&self, name: &str) -> bool {
+        self.queues.read().contains_key(name) || self.remote_queues.read().contains_key(name)
+    }
+
     /// Another node's queue, on a cluster.
     pub fn remote_queue(&self, name: &str) -> Option<Arc<RemoteQueue>> {
         self.remote_queues.read().get(name).cloned()
@@ -344,6 +349,20 @@ impl VHost {
 
     pub fn exchanges(&self) -> Vec<Arc<Exchange>> {
         self.exchanges.read().values().cloned().collect()
+    }
+
+    /// The queues this node delivers from: its own, and the quorum queues it leads
+    /// (what its listings, figures and policies cover; a quorum queue is in
+    /// [`VHost::remote_queues`] too, as every node's record of it).
+    pub fn served_queues(&self) -> Vec<Arc<Queue>> {
+        let mut queues = self.queues();
+        queues.extend(
+            self.quorum_queues
+                .read()
+                .values()
+                .filter_map(|quorum| quorum.engine()),
+        );
+        queues
     }
 
     pub fn queues(&self) -> Vec<Arc<Queue>> {
@@ -406,6 +425,10 @@ impl QueueHost for VHost {
 
     fn queue_expired(&self, queue: &Arc<Queue>) {
         self.delete_queue_instance(queue);
+    }
+
+    fn queue_started(&self, queue: &Arc<Queue>) {
+        queue.apply_policy(self.policy_for_queue(&queue.name).as_ref());
     }
 }
 

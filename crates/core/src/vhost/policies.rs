@@ -81,7 +81,7 @@ impl VHost {
 
     /// Gives every queue and exchange the policy that applies to it now.
     pub(super) fn apply_policies(&self) {
-        for queue in self.queues() {
+        for queue in self.served_queues() {
             queue.apply_policy(self.policy_for_queue(&queue.name).as_ref());
         }
         for exchange in self.exchanges() {

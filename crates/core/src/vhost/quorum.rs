@@ -45,7 +45,7 @@ impl VHost {
 
     /// The queue of this node that serves another node's request for `name`: its own, or
     /// a quorum queue's while this node leads it.
-    pub(crate) fn served_queue(&self, name: &str) -> Result<Arc<Queue>> {
+    pub fn served_queue(&self, name: &str) -> Result<Arc<Queue>> {
         if let Ok(queue) = self.queue(name) {
             return Ok(queue);
         }

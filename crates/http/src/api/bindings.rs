@@ -175,7 +175,9 @@ pub async fn of_queue(
     Path((vhost, name)): Path<(String, String)>,
 ) -> ApiResult<Response> {
     let vhost = caller.vhost_to_read(&api, &vhost)?;
-    vhost.queue(&name).map_err(|_| ApiError::not_found())?;
+    if !vhost.has_queue(&name) {
+        return Err(ApiError::not_found());
+    }
     json(listed(&vhost, |b| {
         b.destination_type == "queue" && b.destination == name
     }))

@@ -207,7 +207,7 @@ impl OperatorAnswers for ApiAnswers {
 /// A queue of this node, in detail (without its consumers: the asking node lists those
 /// of every node).
 fn local_queue(api: &Arc<Api>, vhost: &str, name: &str, query: &ListQuery) -> Option<Value> {
-    let queue = api.broker.vhost(vhost)?.queue(name).ok()?;
+    let queue = api.broker.vhost(vhost)?.served_queue(name).ok()?;
     let windows = query
         .ranges()
         .ok()?
@@ -229,7 +229,7 @@ fn local(api: &Arc<Api>, kind: Kind, query: &ListQuery) -> Vec<Value> {
             .broker
             .vhosts()
             .iter()
-            .flat_map(|vhost| vhost.queues())
+            .flat_map(|vhost| vhost.served_queues())
             .map(|queue| QueueRow::read(api, queue).render(query))
             .collect(),
         Kind::Connections => api
@@ -277,7 +277,7 @@ fn local_totals(api: &Api) -> Value {
     for vhost in api.broker.vhosts() {
         vhosts.insert(vhost.name.to_string(), json!(vhost_values(&vhost)));
         let count: u64 = vhost
-            .queues()
+            .served_queues()
             .iter()
             .map(|q| u64::from(q.stats().consumers))
             .sum();

@@ -81,9 +81,10 @@ pub async fn overview(
     let (mut lengths, mut message_rates) = (Vec::new(), Vec::new());
     for vhost in &visible {
         exchanges += vhost.exchanges().len();
-        let queue_list = vhost.queues();
-        // Every node's queues: the others' are known here too.
-        queues += queue_list.len() + vhost.remote_queues().len();
+        let queue_list = vhost.served_queues();
+        // Every node's queues: the others' are known here too (a quorum queue is among
+        // them, wherever it leads).
+        queues += vhost.queues().len() + vhost.remote_queues().len();
         for (sum, v) in values.iter_mut().zip(render::vhost_values(vhost)) {
             *sum += v;
         }

@@ -25,7 +25,7 @@ pub const NO_CONNECTION: u64 = 0;
 
 fn rows(api: &Arc<Api>, vhost: &VHost) -> Vec<Row<QueueRow>> {
     vhost
-        .queues()
+        .served_queues()
         .into_iter()
         .map(|queue| Row::Here(QueueRow::read(api, queue)))
         .collect()
@@ -100,7 +100,7 @@ pub async fn show(
 ) -> ApiResult<Response> {
     let vhost = caller.vhost_to_read(&api, &vhost)?;
     // As RabbitMQ's: a missing queue is missing before bad ranges are refused.
-    let here = match vhost.queue(&name) {
+    let here = match vhost.served_queue(&name) {
         Ok(queue) => Ok(queue),
         Err(_) => Err(vhost.remote_queue(&name).ok_or_else(ApiError::not_found)?),
     };
@@ -148,7 +148,7 @@ pub async fn put(
         auto_delete: body.boolean("auto_delete", false)?,
         arguments: super::arguments(&body)?,
     };
-    let existed = vhost.queue(&name).is_ok();
+    let existed = vhost.has_queue(&name);
     let grant = api.broker.access.grant(caller.name(), &vhost.name);
     grant.declare_queue(&vhost, declare, NO_CONNECTION)?;
     Ok(done(put_status(!existed)))
@@ -164,7 +164,9 @@ pub async fn delete(
     uri: Uri,
 ) -> ApiResult<Response> {
     let vhost = caller.vhost(&api, &vhost)?;
-    vhost.queue(&name).map_err(|_| ApiError::not_found())?;
+    if !vhost.has_queue(&name) {
+        return Err(ApiError::not_found());
+    }
     let grant = api.broker.access.grant(caller.name(), &vhost.name);
     let if_unused = query_flag(uri.query(), "if-unused");
     let if_empty = query_flag(uri.query(), "if-empty");
@@ -182,7 +184,9 @@ pub async fn purge(
     Path((vhost, name)): Path<(String, String)>,
 ) -> ApiResult<Response> {
     let vhost = caller.vhost(&api, &vhost)?;
-    vhost.queue(&name).map_err(|_| ApiError::not_found())?;
+    if !vhost.has_queue(&name) {
+        return Err(ApiError::not_found());
+    }
     let grant = api.broker.access.grant(caller.name(), &vhost.name);
     // As queue.purge: read permission, and not another connection's exclusive queue.
     grant.purge_queue(&vhost, &name, NO_CONNECTION)?;
@@ -207,6 +211,8 @@ pub async fn action(
             Value::from(action),
         ]));
     }
-    vhost.queue(&name).map_err(|_| ApiError::not_found())?;
+    if !vhost.has_queue(&name) {
+        return Err(ApiError::not_found());
+    }
     Ok(done(StatusCode::NO_CONTENT))
 }

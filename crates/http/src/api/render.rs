@@ -154,6 +154,17 @@ pub fn queue_json(
         json!(wharf_core::queue_arguments::queue_type(&options.arguments)),
     );
     q.insert("vhost".into(), json!(queue.vhost.as_ref() as &str));
+    if queue.leads_quorum() {
+        // A quorum queue, shown by its leader: where its replicas are.
+        let members = api
+            .broker
+            .vhost(&queue.vhost)
+            .and_then(|vhost| vhost.quorum_queue(&queue.name))
+            .map(|quorum| quorum.members())
+            .unwrap_or_default();
+        q.insert("leader".into(), json!(api.broker.node.name()));
+        q.insert("members".into(), json!(members));
+    }
     let ram_unacked = stats.messages_unacknowledged;
     let key = Key::Queue {
         vhost: queue.vhost.to_string(),
@@ -550,7 +561,7 @@ pub fn sample_rates(api: &Arc<Api>) {
     let mut totals = vec![0.0; QUEUE_SAMPLED.len()];
     for vhost in api.broker.vhosts() {
         let mut in_vhost = vec![0.0; QUEUE_SAMPLED.len()];
-        for queue in vhost.queues() {
+        for queue in vhost.served_queues() {
             let values = queue_values(&queue.stats());
             for (sum, v) in in_vhost.iter_mut().zip(&values) {
                 *sum += v;
@@ -664,7 +675,7 @@ pub fn insert_depths(object: &mut Map<String, Value>, values: &[f64], sampled: &
 /// A vhost's queues' counters summed now (the values sampled for it).
 pub fn vhost_values(vhost: &VHost) -> Vec<f64> {
     let mut sums = vec![0.0; QUEUE_SAMPLED.len()];
-    for queue in vhost.queues() {
+    for queue in vhost.served_queues() {
         for (sum, v) in sums.iter_mut().zip(queue_values(&queue.stats())) {
             *sum += v;
         }
