@@ -112,11 +112,9 @@ impl ClusterNode {
             };
             match self.transport.deliver(address, &encode_batch(&batch)).await {
                 Ok(answer) => {
+                    let transport = self.transport.clone();
                     tokio::spawn(async move {
-                        let taken = match tokio::time::timeout(ANSWER_WAIT, answer).await {
-                            Ok(Ok(Response::Delivered(taken))) => taken,
-                            _ => Vec::new(),
-                        };
+                        let taken = await_taken(answer, &transport, address).await;
                         settle_all(&batch, &taken);
                     });
                 }
@@ -243,6 +241,37 @@ impl ClusterNode {
         async move { Response::Delivered(receiver.await.unwrap_or_default()) }
     }
 }
+
+/// What the node at `address` answered a batch: for each delivery, whether it took it.
+/// Given up (nothing taken, as far as the publishers know) after [`ANSWER_WAIT`], or
+/// sooner once the node went silent: its queues' publishers are nacked and republish
+/// (to a quorum queue's new leader) rather than wait for the connection to time out.
+async fn await_taken(
+    answer: oneshot::Receiver<Response>,
+    transport: &crate::transport::Transport,
+    address: SocketAddr,
+) -> Vec<bool> {
+    let deadline = tokio::time::Instant::now() + ANSWER_WAIT;
+    tokio::pin!(answer);
+    loop {
+        tokio::select! {
+            answered = &mut answer => {
+                return match answered {
+                    Ok(Response::Delivered(taken)) => taken,
+                    _ => Vec::new(),
+                };
+            }
+            _ = tokio::time::sleep(SILENCE_CHECK) => {
+                if tokio::time::Instant::now() >= deadline || !transport.heard_from(address) {
+                    return Vec::new();
+                }
+            }
+        }
+    }
+}
+
+/// How often a forward waiting for its answer looks whether the node went silent.
+const SILENCE_CHECK: Duration = Duration::from_millis(500);
 
 /// What a batch's deliveries answered, sent once the last answers.
 struct BatchAnswers {

@@ -231,6 +231,25 @@ impl Transport {
         }
     }
 
+    /// Whether the open connection to `address` brought anything within
+    /// [`PEER_SUSPECT_AFTER`] (a node that answers nothing for longer is suspected: what
+    /// waits on it gives up sooner than the connection's own timeout). Opens nothing;
+    /// true when it cannot tell.
+    pub fn heard_from(&self, address: SocketAddr) -> bool {
+        let link = self.link(address);
+        let Ok(slot) = link.connection.try_lock() else {
+            return true;
+        };
+        match slot.as_ref() {
+            Some(connection) => {
+                let heard = Duration::from_millis(connection.heard.load(Ordering::Acquire));
+                !connection.closed.load(Ordering::Acquire)
+                    && connection.opened.elapsed().saturating_sub(heard) < PEER_SUSPECT_AFTER
+            }
+            None => false,
+        }
+    }
+
     /// Sends a frame of `kind`; returns where its answer will come.
     pub async fn send(
         &self,

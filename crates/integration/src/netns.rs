@@ -138,6 +138,35 @@ impl Network {
             .expect("a link comes up");
     }
 
+    /// Cuts node `i` off from the other nodes only: the test's clients still reach it
+    /// (the routes between it and each other node lead nowhere, both ways).
+    pub fn isolate(&self, i: usize) {
+        self.blackholes(i, "add");
+    }
+
+    /// Undoes [`Network::isolate`].
+    pub fn rejoin(&self, i: usize) {
+        self.blackholes(i, "del");
+    }
+
+    fn blackholes(&self, i: usize, action: &str) {
+        for j in (0..self.nodes.len()).filter(|j| *j != i) {
+            for (from, to) in [(i, j), (j, i)] {
+                let target = format!("{}/32", self.address(to));
+                run(&[
+                    "ip",
+                    "-n",
+                    &self.nodes[from],
+                    "route",
+                    action,
+                    "blackhole",
+                    &target,
+                ])
+                .expect("a blackhole route changes");
+            }
+        }
+    }
+
     pub fn prefix(&self) -> &str {
         &self.prefix
     }

@@ -8,93 +8,10 @@ mod support;
 use std::time::{Duration, Instant};
 
 use futures_lite::StreamExt;
-use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicPublishOptions,
-    ConfirmSelectOptions, QueueDeclareOptions,
-};
-use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Channel};
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use support::quorum::*;
 use support::*;
-
-fn quorum() -> FieldTable {
-    let mut arguments = FieldTable::default();
-    arguments.insert(
-        "x-queue-type".into(),
-        AMQPValue::LongString("quorum".into()),
-    );
-    arguments
-}
-
-async fn declare_quorum(spec: &NodeSpec, queue: &str) {
-    channel(spec)
-        .await
-        .queue_declare(queue, durable(), quorum())
-        .await
-        .unwrap();
-}
-
-async fn confirming(spec: &NodeSpec) -> Channel {
-    let channel = channel(spec).await;
-    channel
-        .confirm_select(ConfirmSelectOptions::default())
-        .await
-        .unwrap();
-    channel
-}
-
-/// Publishes `bodies` persistent, then waits for every confirm; answers those acked.
-async fn publish_all(channel: &Channel, queue: &str, bodies: &[String]) -> Vec<String> {
-    let mut confirms = Vec::with_capacity(bodies.len());
-    for body in bodies {
-        let confirm = channel
-            .basic_publish(
-                "",
-                queue,
-                BasicPublishOptions::default(),
-                body.as_bytes(),
-                BasicProperties::default().with_delivery_mode(2),
-            )
-            .await
-            .unwrap();
-        confirms.push(confirm);
-    }
-    let mut acked = Vec::new();
-    for (body, confirm) in bodies.iter().zip(confirms) {
-        if confirm.await.unwrap().is_ack() {
-            acked.push(body.clone());
-        }
-    }
-    acked
-}
-
-fn numbered(from: usize, count: usize) -> Vec<String> {
-    (from..from + count).map(|i| format!("m{i}")).collect()
-}
-
-/// Takes messages with basic.get (acknowledged) until `count` came or `within` passed
-/// (a get during an election waits for the new leader, or fails: tried again).
-async fn get_until(spec: &NodeSpec, queue: &str, count: usize, within: Duration) -> Vec<String> {
-    let deadline = Instant::now() + within;
-    let mut bodies = Vec::new();
-    let mut channel = channel(spec).await;
-    while bodies.len() < count && Instant::now() < deadline {
-        match channel
-            .basic_get(queue, BasicGetOptions { no_ack: false })
-            .await
-        {
-            Ok(Some(message)) => {
-                bodies.push(String::from_utf8(message.delivery.data.clone()).unwrap());
-                message.ack(BasicAckOptions::default()).await.unwrap();
-            }
-            Ok(None) => tokio::time::sleep(Duration::from_millis(50)).await,
-            Err(_) => {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                channel = self::channel(spec).await;
-            }
-        }
-    }
-    bodies
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_quorum_queue_takes_messages_through_any_node_and_gives_them_through_any_other() {

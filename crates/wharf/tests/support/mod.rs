@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 use lapin::{Connection, ConnectionProperties};
 pub use wharf_integration::netns::Network;
 
+pub mod quorum;
+
 /// The cluster's default user: an administrator that may log in from anywhere (guest may
 /// not leave loopback, and fault tests reach nodes over their own network).
 pub const ADMIN: &str = "admin";
