@@ -142,3 +142,323 @@ async fn a_leader_paused_past_the_election_is_replaced_and_follows_when_resumed(
     unique.dedup();
     assert_eq!(unique, expected);
 }
+
+/// What the clients of the quorum nemesis saw: every body published (each unique),
+/// those confirmed, and every delivery (body, redelivered) in the order it came.
+#[derive(Default)]
+struct History {
+    published: std::collections::HashSet<String>,
+    confirmed: std::collections::HashSet<String>,
+    delivered: Vec<(String, bool)>,
+}
+
+/// The checker's verdict on a history.
+#[derive(Debug)]
+struct Verdict {
+    published: usize,
+    confirmed: usize,
+    delivered: usize,
+    /// Confirmed, never delivered.
+    lost: Vec<String>,
+    /// Delivered, never published.
+    unexpected: Vec<String>,
+    /// Deliveries of a body already delivered.
+    duplicates: usize,
+    /// Of those, deliveries not marked redelivered.
+    unmarked_duplicates: Vec<String>,
+}
+
+fn check(history: &History) -> Verdict {
+    let mut seen = std::collections::HashSet::new();
+    let mut duplicates = 0;
+    let mut unmarked_duplicates = Vec::new();
+    for (body, redelivered) in &history.delivered {
+        if !seen.insert(body.clone()) {
+            duplicates += 1;
+            if !redelivered {
+                unmarked_duplicates.push(body.clone());
+            }
+        }
+    }
+    let mut lost: Vec<String> = history
+        .confirmed
+        .iter()
+        .filter(|body| !seen.contains(*body))
+        .cloned()
+        .collect();
+    lost.sort();
+    let mut unexpected: Vec<String> = seen
+        .iter()
+        .filter(|body| !history.published.contains(*body))
+        .cloned()
+        .collect();
+    unexpected.sort();
+    Verdict {
+        published: history.published.len(),
+        confirmed: history.confirmed.len(),
+        delivered: history.delivered.len(),
+        lost,
+        unexpected,
+        duplicates,
+        unmarked_duplicates,
+    }
+}
+
+/// A producer on node `spec`: batches of ten unique bodies with confirms, until told to
+/// stop; a batch not confirmed in time (or nacked) is never sent again (new bodies go).
+async fn produce(
+    spec: NodeSpec,
+    tag: String,
+    history: std::sync::Arc<std::sync::Mutex<History>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    use std::sync::atomic::Ordering;
+    let mut sequence = 0usize;
+    while !stop.load(Ordering::Acquire) {
+        let publisher =
+            match tokio::time::timeout(Duration::from_secs(5), try_confirming(&spec)).await {
+                Ok(Some(publisher)) => publisher,
+                _ => {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    continue;
+                }
+            };
+        while !stop.load(Ordering::Acquire) {
+            let bodies: Vec<String> = (sequence..sequence + 10)
+                .map(|i| format!("{tag}-{i}"))
+                .collect();
+            sequence += 10;
+            history
+                .lock()
+                .unwrap()
+                .published
+                .extend(bodies.iter().cloned());
+            match tokio::time::timeout(
+                Duration::from_secs(20),
+                try_publish_all(&publisher, &bodies),
+            )
+            .await
+            {
+                Ok(Some(acked)) => history.lock().unwrap().confirmed.extend(acked),
+                // The channel or connection went, or no answer: a new one.
+                _ => break,
+            }
+        }
+    }
+}
+
+/// A consumer on node `spec`, manual acks, prefetch 50, reconnecting when its connection
+/// goes, until told to stop.
+async fn consume(
+    spec: NodeSpec,
+    history: std::sync::Arc<std::sync::Mutex<History>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    use futures_lite::StreamExt;
+    use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
+    use std::sync::atomic::Ordering;
+    while !stop.load(Ordering::Acquire) {
+        let setup = tokio::time::timeout(Duration::from_secs(10), async {
+            let connection = try_connect(&spec).await.ok()?;
+            let channel = connection.create_channel().await.ok()?;
+            channel
+                .basic_qos(50, BasicQosOptions::default())
+                .await
+                .ok()?;
+            let consumer = channel
+                .basic_consume(
+                    "qq",
+                    "",
+                    BasicConsumeOptions::default(),
+                    lapin::types::FieldTable::default(),
+                )
+                .await
+                .ok()?;
+            Some((connection, consumer))
+        })
+        .await;
+        let Ok(Some((_connection, mut consumer))) = setup else {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            continue;
+        };
+        while !stop.load(Ordering::Acquire) {
+            match tokio::time::timeout(Duration::from_millis(500), consumer.next()).await {
+                Err(_) => continue,
+                Ok(Some(Ok(delivery))) => {
+                    let body = String::from_utf8_lossy(&delivery.data).to_string();
+                    history
+                        .lock()
+                        .unwrap()
+                        .delivered
+                        .push((body, delivery.redelivered));
+                    if delivery.ack(BasicAckOptions::default()).await.is_err() {
+                        break;
+                    }
+                }
+                Ok(_) => break,
+            }
+        }
+    }
+}
+
+/// The quorum nemesis: for `WHARF_QUORUM_NEMESIS_SECONDS` (120 in CI, run by `.ci/run`;
+/// ignored by a plain `cargo test`), one fault at a time on a random node (killed and
+/// restarted, paused, cut off from everyone, or from the other nodes only, for 1 to 4 s)
+/// while a producer with confirms and a consumer with manual acks run on every node.
+/// Then every fault is undone, the consumers drain the queue, and the checker proves that
+/// every confirmed message was delivered (lost = 0), that nothing was delivered that was
+/// not published, and that a message delivered twice was marked redelivered the second
+/// time. The seed is printed (`WHARF_QUORUM_NEMESIS_SEED` replays its faults); the
+/// history and the verdict are written to a file named in the output.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "a long randomized run: .ci/run runs it with WHARF_QUORUM_NEMESIS_SECONDS=120"]
+async fn quorum_nemesis_loses_no_confirmed_message() {
+    use rand::{Rng, SeedableRng};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    let seconds: u64 = std::env::var("WHARF_QUORUM_NEMESIS_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(120);
+    let seed: u64 = std::env::var("WHARF_QUORUM_NEMESIS_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| rand::thread_rng().gen());
+    println!("quorum nemesis: {seconds} s, seed {seed}");
+    let mut random = rand::rngs::StdRng::seed_from_u64(seed);
+
+    let place = Place::new("quorum-nemesis");
+    let net = network(3);
+    let specs = specs_in(&place, &net, 3);
+    let seeds = seeds(&specs);
+    let mut nodes: Vec<Option<Node>> = start_all(&specs).into_iter().map(Some).collect();
+    declare_quorum(&specs[0], "qq").await;
+
+    let history = Arc::new(Mutex::new(History::default()));
+    let stop_producing = Arc::new(AtomicBool::new(false));
+    let stop_consuming = Arc::new(AtomicBool::new(false));
+    let mut producers = Vec::new();
+    let mut consumers = Vec::new();
+    for (i, spec) in specs.iter().enumerate() {
+        producers.push(tokio::spawn(produce(
+            spec.clone(),
+            format!("p{i}"),
+            history.clone(),
+            stop_producing.clone(),
+        )));
+        consumers.push(tokio::spawn(consume(
+            spec.clone(),
+            history.clone(),
+            stop_consuming.clone(),
+        )));
+    }
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let mut faults = Vec::new();
+    let mut restarted = vec![false; nodes.len()];
+    while Instant::now() < deadline {
+        let victim = random.gen_range(0..nodes.len());
+        let hold = Duration::from_millis(random.gen_range(1000..4000));
+        match random.gen_range(0..4) {
+            0 => {
+                faults.push(format!("kill n{victim} for {hold:?}"));
+                let spec = nodes[victim].take().unwrap().kill();
+                tokio::time::sleep(hold).await;
+                nodes[victim] = Some(Node::spawn(&spec, &seeds));
+                restarted[victim] = true;
+            }
+            1 => {
+                faults.push(format!("pause n{victim} for {hold:?}"));
+                nodes[victim].as_ref().unwrap().pause();
+                tokio::time::sleep(hold).await;
+                nodes[victim].as_ref().unwrap().resume();
+            }
+            2 => {
+                faults.push(format!("cut n{victim} for {hold:?}"));
+                net.cut(victim);
+                tokio::time::sleep(hold).await;
+                net.heal(victim);
+            }
+            _ => {
+                faults.push(format!("isolate n{victim} from the nodes for {hold:?}"));
+                net.isolate(victim);
+                tokio::time::sleep(hold).await;
+                net.rejoin(victim);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(random.gen_range(200..1500))).await;
+    }
+    stop_producing.store(true, Ordering::Release);
+    for producer in producers {
+        let _ = tokio::time::timeout(Duration::from_secs(30), producer).await;
+    }
+    let nodes: Vec<Node> = nodes.into_iter().flatten().collect();
+    for (node, restarted) in nodes.iter().zip(restarted) {
+        if restarted {
+            node.wait_for_line("wharf ready", Duration::from_secs(60));
+        }
+    }
+    // The consumers drain what is left: until every confirmed message came, or nothing
+    // new came for a while.
+    let drain_deadline = Instant::now() + Duration::from_secs(90);
+    let mut last = (0usize, Instant::now());
+    loop {
+        let verdict = check(&history.lock().unwrap());
+        if verdict.lost.is_empty() && last.1.elapsed() > Duration::from_secs(3) {
+            break;
+        }
+        if verdict.delivered != last.0 {
+            last = (verdict.delivered, Instant::now());
+        }
+        if Instant::now() > drain_deadline || last.1.elapsed() > Duration::from_secs(30) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    stop_consuming.store(true, Ordering::Release);
+    for consumer in consumers {
+        let _ = tokio::time::timeout(Duration::from_secs(10), consumer).await;
+    }
+    let history = history.lock().unwrap();
+    let verdict = check(&history);
+    let record = std::env::temp_dir().join(format!("wharf-quorum-nemesis-{seed}.txt"));
+    let mut text = format!("seed {seed}, {seconds} s\nfaults:\n");
+    for fault in &faults {
+        text.push_str(&format!("  {fault}\n"));
+    }
+    text.push_str(&format!("verdict: {verdict:#?}\ndeliveries:\n"));
+    for (body, redelivered) in &history.delivered {
+        text.push_str(&format!(
+            "  {body}{}\n",
+            if *redelivered { " (redelivered)" } else { "" }
+        ));
+    }
+    let _ = std::fs::write(&record, text);
+    println!(
+        "quorum nemesis: {} faults; {} published, {} confirmed, {} delivered ({} duplicates, all redelivered: {}); lost {}, unexpected {}; history in {}",
+        faults.len(),
+        verdict.published,
+        verdict.confirmed,
+        verdict.delivered,
+        verdict.duplicates,
+        verdict.unmarked_duplicates.is_empty(),
+        verdict.lost.len(),
+        verdict.unexpected.len(),
+        record.display()
+    );
+    assert!(
+        verdict.lost.is_empty(),
+        "seed {seed}: confirmed and lost: {:?}",
+        verdict.lost
+    );
+    assert!(
+        verdict.unexpected.is_empty(),
+        "seed {seed}: never published: {:?}",
+        verdict.unexpected
+    );
+    assert!(
+        verdict.unmarked_duplicates.is_empty(),
+        "seed {seed}: delivered twice without the redelivered flag: {:?}",
+        verdict.unmarked_duplicates
+    );
+    assert!(verdict.confirmed > 0, "seed {seed}: nothing was confirmed");
+}

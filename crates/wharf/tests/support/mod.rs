@@ -415,6 +415,11 @@ fn signal(pid: u32, which: &str) {
 
 /// An AMQP connection to a node, as the cluster's administrator, on vhost `/`.
 pub async fn connect(spec: &NodeSpec) -> lapin::Connection {
+    try_connect(spec).await.unwrap()
+}
+
+/// [`connect`], or the error (a node down, cut off or paused: the caller retries).
+pub async fn try_connect(spec: &NodeSpec) -> lapin::Result<lapin::Connection> {
     let properties = ConnectionProperties::default()
         .with_executor(tokio_executor_trait::Tokio::current())
         .with_reactor(tokio_reactor_trait::Tokio);
@@ -422,7 +427,7 @@ pub async fn connect(spec: &NodeSpec) -> lapin::Connection {
         "amqp://{ADMIN}:{ADMIN_PASSWORD}@{}:{}/%2f",
         spec.host, spec.amqp
     );
-    Connection::connect(&url, properties).await.unwrap()
+    Connection::connect(&url, properties).await
 }
 
 /// A channel on a connection of its own (a refused operation closes the channel, and

@@ -93,3 +93,39 @@ pub async fn get_until(
     }
     bodies
 }
+
+/// A channel in confirm mode on a connection of its own, or None.
+pub async fn try_confirming(spec: &NodeSpec) -> Option<Channel> {
+    let connection = super::try_connect(spec).await.ok()?;
+    let channel = connection.create_channel().await.ok()?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .ok()?;
+    Some(channel)
+}
+
+/// [`publish_all`] to queue `qq`, or None when the channel failed on the way.
+pub async fn try_publish_all(channel: &Channel, bodies: &[String]) -> Option<Vec<String>> {
+    let mut confirms = Vec::with_capacity(bodies.len());
+    for body in bodies {
+        let confirm = channel
+            .basic_publish(
+                "",
+                "qq",
+                BasicPublishOptions::default(),
+                body.as_bytes(),
+                BasicProperties::default().with_delivery_mode(2),
+            )
+            .await
+            .ok()?;
+        confirms.push(confirm);
+    }
+    let mut acked = Vec::new();
+    for (body, confirm) in bodies.iter().zip(confirms) {
+        if confirm.await.ok()?.is_ack() {
+            acked.push(body.clone());
+        }
+    }
+    Some(acked)
+}
