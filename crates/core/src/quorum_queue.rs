@@ -26,6 +26,9 @@ use crate::quorum::{
 
 /// The most record bytes one enqueue entry carries.
 const ENTRY_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// Enqueue entries on their way to the group at once: while the first waits for its
+/// fsyncs, the next ones are already written and sent.
+const PUBLISHES_IN_FLIGHT: usize = 4;
 
 pub struct QuorumQueue {
     pub name: ByteString,
@@ -274,7 +277,8 @@ struct Proposer {
 #[derive(Default)]
 struct Proposals {
     publishes: Vec<(Vec<u8>, u64, SyncDone)>,
-    publishing: bool,
+    /// Enqueue entries proposed and not yet answered.
+    publishing: usize,
     /// Body bytes of the publishes not yet committed (waiting and on their way).
     pending_bytes: u64,
     pending: u64,
@@ -322,10 +326,10 @@ impl Proposer {
             state.pending += 1;
             state.pending_bytes += body_bytes;
             state.publishes.push((record, body_bytes, done));
-            if state.publishing {
+            if state.publishing >= PUBLISHES_IN_FLIGHT {
                 return;
             }
-            state.publishing = true;
+            state.publishing += 1;
         }
         self.propose_publishes();
     }
@@ -347,7 +351,7 @@ impl Proposer {
                 .max(1)
                 .min(state.publishes.len());
             if count == 0 {
-                state.publishing = false;
+                state.publishing -= 1;
                 return;
             }
             state.publishes.drain(..count).collect()

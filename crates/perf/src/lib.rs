@@ -108,10 +108,18 @@ async fn declare(setup: &mut Client, args: &PerfArgs) -> anyhow::Result<()> {
     }
     for i in 0..args.queues {
         let queue = args.queue_name(i);
+        let mut arguments = FieldTable::default();
+        if args.quorum {
+            arguments.insert(
+                "x-queue-type",
+                wharf_amqp::FieldValue::LongStr("quorum".into()),
+            );
+        }
         setup
             .rpc(Method::QueueDeclare(wharf_amqp::QueueDeclare {
                 queue: queue.as_str().into(),
-                durable: args.persistent,
+                durable: args.persistent || args.quorum,
+                arguments,
                 ..Default::default()
             }))
             .await

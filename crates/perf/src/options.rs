@@ -66,6 +66,9 @@ pub struct PerfArgs {
     /// Persistent messages (delivery_mode 2) to durable queues.
     #[arg(long)]
     pub persistent: bool,
+    /// Quorum queues (`x-queue-type: quorum`, durable): replicated on a cluster.
+    #[arg(long)]
+    pub quorum: bool,
     /// Consumers do not acknowledge (no_ack); otherwise they ack manually.
     #[arg(short = 'a', long)]
     pub autoack: bool,

@@ -88,6 +88,8 @@ pub struct QuorumLog {
     recent_bytes_max: usize,
     vote: Option<Vec<u8>>,
     committed: Option<Vec<u8>>,
+    /// Where the commit mark is written, once it was.
+    committed_file: Option<File>,
     /// The last purged entry: its index, and its id as the caller encoded it.
     purged: Option<(u64, Vec<u8>)>,
 }
@@ -173,6 +175,7 @@ impl QuorumLog {
             recent_bytes_max,
             vote: read_small(&dir.join(VOTE_FILE))?,
             committed: read_small(&dir.join(COMMITTED_FILE))?,
+            committed_file: None,
             purged,
         })
     }
@@ -492,13 +495,25 @@ impl QuorumLog {
         self.vote.as_deref()
     }
 
-    /// Stores the last commit the replica heard of. Not fsynced: an older mark after a
-    /// crash only means fewer entries applied before a leader tells it more.
+    /// Stores the last commit the replica heard of, overwriting the previous one in
+    /// place: neither fsynced nor renamed (the group saves it at every commit, and a
+    /// rename over a file makes ext4 flush it). An older mark after a crash only means
+    /// fewer entries applied before a leader tells it more; one torn by the crash does
+    /// not read, and counts as none.
     pub fn save_committed(&mut self, committed: Vec<u8>) -> Result<()> {
         let path = self.dir.join(COMMITTED_FILE);
-        let temp = path.with_extension("tmp");
-        std::fs::write(&temp, &committed)
-            .and_then(|()| std::fs::rename(&temp, &path))
+        if self.committed_file.is_none() {
+            let file = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+                .map_err(StoreError::io(&path))?;
+            self.committed_file = Some(file);
+        }
+        let file = self.committed_file.as_ref().expect("opened above");
+        file.write_all_at(&committed, 0)
+            .and_then(|()| file.set_len(committed.len() as u64))
             .map_err(StoreError::io(&path))?;
         self.committed = Some(committed);
         Ok(())

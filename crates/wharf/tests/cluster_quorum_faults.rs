@@ -88,10 +88,9 @@ async fn a_leader_cut_off_from_the_majority_confirms_nothing_and_the_majority_go
     let failover = first.unwrap();
     println!("the majority's first confirm came {failover:?} after the cut");
     assert!(failover < Duration::from_secs(20), "{failover:?}");
-    match minority.await.unwrap() {
-        Ok(acked) => assert!(acked.is_empty(), "the cut-off leader confirmed {acked:?}"),
-        // No answer at all within the wait is no confirm either.
-        Err(_) => {}
+    // No answer at all within the wait is no confirm either.
+    if let Ok(acked) = minority.await.unwrap() {
+        assert!(acked.is_empty(), "the cut-off leader confirmed {acked:?}");
     }
     assert!(cut_at.elapsed() > Duration::from_secs(1));
 

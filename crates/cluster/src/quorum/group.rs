@@ -132,6 +132,46 @@ impl GroupReplica {
         }
     }
 
+    /// Hands `command` to the group, in the order of the calls, without waiting for it
+    /// to commit: what comes back answers when it applied (see [`GroupReplica::answer`]).
+    pub async fn submit(
+        &self,
+        command: &Command,
+    ) -> Result<
+        impl std::future::Future<Output = Result<Applied, ProposeError>> + Send + 'static,
+        ProposeError,
+    > {
+        let receiver = self
+            .raft
+            .client_write_ff(Proposal(command.encode()))
+            .await
+            .map_err(|error| ProposeError::Failed(error.to_string()))?;
+        Ok(async move { GroupReplica::answer(receiver.await) })
+    }
+
+    /// What a submitted command's receiver brought: what applying it did, or why it was
+    /// not committed.
+    fn answer(
+        received: Result<
+            Result<
+                openraft::raft::ClientWriteResponse<super::QueueConfig>,
+                ClientWriteError<NodeId, Member>,
+            >,
+            impl std::fmt::Display,
+        >,
+    ) -> Result<Applied, ProposeError> {
+        match received {
+            Ok(Ok(written)) => written
+                .data
+                .ok_or_else(|| ProposeError::Failed("the entry did not apply".to_string())),
+            Ok(Err(ClientWriteError::ForwardToLeader(forward))) => Err(ProposeError::NotLeader {
+                leader: forward.leader_id,
+            }),
+            Ok(Err(error)) => Err(ProposeError::Failed(error.to_string())),
+            Err(error) => Err(ProposeError::Failed(format!("the group stopped: {error}"))),
+        }
+    }
+
     /// The group's leader as this replica knows it.
     pub fn leader(&self) -> Option<NodeId> {
         self.raft.metrics().borrow().current_leader

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use openraft::ServerState;
-use tokio::runtime::Handle;
+use tokio::sync::mpsc;
 use wharf_core::quorum::{Applied, Command, Held, Ledger, Replica, ReplicatedQueue};
 use wharf_store::Change;
 
@@ -27,31 +27,63 @@ impl ReplicaEvents for QueueEvents {
     }
 }
 
+type Done = Box<dyn FnOnce(Result<Applied, String>) + Send>;
+
 /// A queue's way to its replica on this node.
 pub struct ReplicaHandle {
     replica: Arc<GroupReplica>,
-    runtime: Handle,
+    /// Proposals, handed to the group in the order they came by [`submit_in_order`].
+    proposals: mpsc::UnboundedSender<(Command, Done)>,
+}
+
+impl ReplicaHandle {
+    fn new(replica: Arc<GroupReplica>) -> ReplicaHandle {
+        let (proposals, waiting) = mpsc::unbounded_channel();
+        tokio::spawn(submit_in_order(replica.clone(), waiting));
+        ReplicaHandle { replica, proposals }
+    }
+}
+
+/// Hands a replica's proposals to its group one after another, in order (the queue's
+/// messages keep their publishers' order), each answered once it applied, many at once.
+async fn submit_in_order(
+    replica: Arc<GroupReplica>,
+    mut waiting: mpsc::UnboundedReceiver<(Command, Done)>,
+) {
+    while let Some((command, done)) = waiting.recv().await {
+        match replica.submit(&command).await {
+            Ok(answer) => {
+                tokio::spawn(async move {
+                    let answered =
+                        tokio::time::timeout(GroupReplica::PROPOSAL_TIMEOUT, answer).await;
+                    done(match answered {
+                        Ok(answer) => describe(answer),
+                        Err(_) => Err(format!(
+                            "not committed within {:?} (no majority reached)",
+                            GroupReplica::PROPOSAL_TIMEOUT
+                        )),
+                    });
+                });
+            }
+            Err(error) => done(describe(Err(error))),
+        }
+    }
+}
+
+fn describe(result: Result<Applied, ProposeError>) -> Result<Applied, String> {
+    match result {
+        Ok(applied) => Ok(applied),
+        Err(ProposeError::NotLeader { .. }) => Err("this node does not lead the queue".to_string()),
+        Err(ProposeError::Failed(reason)) => Err(reason),
+    }
 }
 
 impl Replica for ReplicaHandle {
-    fn propose(&self, command: Command, done: Box<dyn FnOnce(Result<Applied, String>) + Send>) {
-        let replica = self.replica.clone();
-        self.runtime.spawn(async move {
-            let proposed =
-                tokio::time::timeout(GroupReplica::PROPOSAL_TIMEOUT, replica.propose(&command))
-                    .await;
-            done(match proposed {
-                Ok(Ok(applied)) => Ok(applied),
-                Ok(Err(ProposeError::NotLeader { .. })) => {
-                    Err("this node does not lead the queue".to_string())
-                }
-                Ok(Err(ProposeError::Failed(reason))) => Err(reason),
-                Err(_) => Err(format!(
-                    "not committed within {:?} (no majority reached)",
-                    GroupReplica::PROPOSAL_TIMEOUT
-                )),
-            });
-        });
+    fn propose(&self, command: Command, done: Done) {
+        if let Err(refused) = self.proposals.send((command, done)) {
+            let (_, done) = refused.0;
+            done(Err("this node's replica is stopped".to_string()));
+        }
     }
 
     fn read(&self, offset: u64) -> Option<(Vec<u8>, Held)> {
@@ -96,10 +128,7 @@ impl ClusterNode {
         if already {
             return;
         }
-        queue.attach_replica(Arc::new(ReplicaHandle {
-            replica: replica.clone(),
-            runtime: Handle::current(),
-        }));
+        queue.attach_replica(Arc::new(ReplicaHandle::new(replica.clone())));
         let members = queue.members();
         if members.first().map(String::as_str) == Some(self.name()) {
             let mut group_members = BTreeMap::new();
