@@ -46,6 +46,17 @@ impl Applier for BrokerApplier {
         self.broker.take_forwarded(vhost, queues, record, done);
     }
 
+    fn take_forwarded_message(
+        &self,
+        vhost: &str,
+        queues: &[&str],
+        message: Message,
+        done: Box<dyn FnOnce(bool) + Send>,
+    ) {
+        self.broker
+            .take_forwarded_message(vhost, queues, message, done);
+    }
+
     fn serve_consume(&self, peer: &str, request: ConsumeRequest) -> Result<(), (String, String)> {
         self.broker
             .serve_consume(peer, request)

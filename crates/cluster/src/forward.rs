@@ -96,10 +96,10 @@ impl ClusterNode {
                 for delivery in batch {
                     let queues: Vec<&str> = delivery.queues.iter().map(|q| &**q).collect();
                     let forwarded = delivery.forwarded.clone();
-                    self.applier.take_forwarded(
+                    self.applier.take_forwarded_message(
                         &delivery.vhost,
                         &queues,
-                        delivery.message.encode_record(None),
+                        delivery.message.clone(),
                         Box::new(move |taken| forwarded.settle(taken)),
                     );
                 }

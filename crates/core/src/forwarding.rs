@@ -25,6 +25,18 @@ impl Broker {
             tracing::warn!("a forwarded message that does not read; refused");
             return done(false);
         };
+        self.take_forwarded_message(vhost, queues, message, done);
+    }
+
+    /// [`Broker::take_forwarded`] of a message already read (this node's own, handed
+    /// over without the wire: a quorum queue it leads).
+    pub fn take_forwarded_message(
+        &self,
+        vhost: &str,
+        queues: &[&str],
+        message: Message,
+        done: SyncDone,
+    ) {
         let Some(vhost) = self.vhost(vhost) else {
             return done(true);
         };

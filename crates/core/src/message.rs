@@ -180,7 +180,12 @@ impl Message {
     /// Reads a stored record back, with its expiry; None if it is not one this version
     /// wrote.
     pub fn decode_record(record: Vec<u8>) -> Option<(Message, Option<u64>)> {
-        let mut bytes = Bytes::from(record);
+        Message::decode_record_bytes(Bytes::from(record))
+    }
+
+    /// [`Message::decode_record`] of a record already in shared bytes: the message's
+    /// body and properties are slices of it, not copies.
+    pub fn decode_record_bytes(mut bytes: Bytes) -> Option<(Message, Option<u64>)> {
         let expires_at = match bytes.first() {
             Some(&RECORD_VERSION) => {
                 let _ = bytes.split_to(1);

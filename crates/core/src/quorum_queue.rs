@@ -204,7 +204,7 @@ impl QuorumQueue {
                     .iter()
                     .enumerate()
                     .filter_map(|(position, record)| {
-                        let (message, expires_at) = Message::decode_record(record.clone())?;
+                        let (message, expires_at) = Message::decode_record_bytes(record.clone())?;
                         Some(Committed {
                             offset: offset_of(index, position),
                             message: Arc::new(message),
@@ -235,7 +235,7 @@ impl QuorumQueue {
             return done(false);
         }
         let expires_at = leading.engine.expiry_of(&message);
-        let record = message.encode_record(expires_at);
+        let record = bytes::Bytes::from(message.encode_record(expires_at));
         leading
             .proposer
             .publish(record, message.body.len() as u64, done);
@@ -276,7 +276,7 @@ struct Proposer {
 
 #[derive(Default)]
 struct Proposals {
-    publishes: Vec<(Vec<u8>, u64, SyncDone)>,
+    publishes: Vec<(bytes::Bytes, u64, SyncDone)>,
     /// Enqueue entries proposed and not yet answered.
     publishing: usize,
     /// Body bytes of the publishes not yet committed (waiting and on their way).
@@ -316,7 +316,7 @@ impl Proposer {
         }
     }
 
-    fn publish(self: &Arc<Self>, record: Vec<u8>, body_bytes: u64, done: SyncDone) {
+    fn publish(self: &Arc<Self>, record: bytes::Bytes, body_bytes: u64, done: SyncDone) {
         {
             let mut state = self.state.lock();
             if state.stopped {
@@ -336,7 +336,7 @@ impl Proposer {
 
     /// Proposes what waits to be published, in one entry (up to its limits).
     fn propose_publishes(self: &Arc<Self>) {
-        let batch: Vec<(Vec<u8>, u64, SyncDone)> = {
+        let batch: Vec<(bytes::Bytes, u64, SyncDone)> = {
             let mut state = self.state.lock();
             let mut bytes = 0;
             let count = state

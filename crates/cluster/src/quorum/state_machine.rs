@@ -198,8 +198,8 @@ fn read_record(
         return Err(format!("entry {index} carries no messages"));
     };
     match Command::decode(&proposal.0).map_err(|e| e.to_string())? {
-        Command::Enqueue(mut records) if position < records.len() => {
-            Ok(Some(records.swap_remove(position)))
+        Command::Enqueue(records) if position < records.len() => {
+            Ok(Some(records[position].to_vec()))
         }
         _ => Err(format!("entry {index} has no message {position}")),
     }
@@ -338,18 +338,20 @@ impl RaftStateMachine<QueueConfig> for StateMachine {
             let log_id = entry.log_id;
             let answer = match entry.payload {
                 EntryPayload::Blank => None,
-                EntryPayload::Normal(proposal) => match Command::decode(&proposal.0) {
-                    Ok(command) => {
-                        let applied = self.machine.lock().ledger.apply(log_id.index, &command);
-                        self.events.applied(log_id.index, &command, applied);
-                        Some(applied)
+                EntryPayload::Normal(proposal) => {
+                    match Command::decode_shared(&bytes::Bytes::from(proposal.0)) {
+                        Ok(command) => {
+                            let applied = self.machine.lock().ledger.apply(log_id.index, &command);
+                            self.events.applied(log_id.index, &command, applied);
+                            Some(applied)
+                        }
+                        Err(error) => {
+                            // Every replica reads the same bytes, so every replica skips it.
+                            tracing::error!(dir = %self.dir.display(), index = log_id.index, %error, "a quorum queue entry that does not read; skipped");
+                            None
+                        }
                     }
-                    Err(error) => {
-                        // Every replica reads the same bytes, so every replica skips it.
-                        tracing::error!(dir = %self.dir.display(), index = log_id.index, %error, "a quorum queue entry that does not read; skipped");
-                        None
-                    }
-                },
+                }
                 EntryPayload::Membership(membership) => {
                     self.machine.lock().membership =
                         StoredMembership::new(Some(log_id), membership);

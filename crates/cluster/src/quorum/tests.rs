@@ -163,9 +163,9 @@ impl Trio {
     }
 }
 
-fn records(first: usize, n: usize) -> Vec<Vec<u8>> {
+fn records(first: usize, n: usize) -> Vec<bytes::Bytes> {
     (first..first + n)
-        .map(|i| format!("message {i}").into_bytes())
+        .map(|i| bytes::Bytes::from(format!("message {i}")))
         .collect()
 }
 

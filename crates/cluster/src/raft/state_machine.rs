@@ -51,6 +51,16 @@ pub trait Applier: Send + Sync + 'static {
     ) {
         done(false)
     }
+    /// [`Applier::take_forwarded`] of a message of this node's own (no wire between).
+    fn take_forwarded_message(
+        &self,
+        vhost: &str,
+        queues: &[&str],
+        message: wharf_core::message::Message,
+        done: Box<dyn FnOnce(bool) + Send>,
+    ) {
+        self.take_forwarded(vhost, queues, message.encode_record(None), done)
+    }
     /// A channel of node `peer` consumes from a queue of this node's.
     fn serve_consume(
         &self,

@@ -28,7 +28,7 @@ pub fn position_of(offset: u64) -> (u64, usize) {
 pub enum Command {
     /// Messages published, in order, as records (`Message::encode_record`, with the
     /// expiry the leader fixed): each becomes one of the queue's messages.
-    Enqueue(Vec<Vec<u8>>),
+    Enqueue(Vec<bytes::Bytes>),
     /// Messages gone for good: acknowledged, rejected, expired, dropped, dead-lettered.
     Settle(Vec<u64>),
     /// Messages a consumer gave back (a requeue, a cancelled or closed consumer): ready
@@ -81,6 +81,12 @@ impl Command {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Command, BadCommand> {
+        Command::decode_shared(&bytes::Bytes::copy_from_slice(bytes))
+    }
+
+    /// [`Command::decode`] of an entry in shared bytes: its records are slices of it.
+    pub fn decode_shared(shared: &bytes::Bytes) -> Result<Command, BadCommand> {
+        let bytes: &[u8] = shared;
         let mut reader = Reader { bytes, at: 0 };
         let kind = reader.u8()?;
         let count = reader.u32()? as usize;
@@ -92,7 +98,9 @@ impl Command {
                 let mut records = Vec::with_capacity(count);
                 for _ in 0..count {
                     let length = reader.u32()? as usize;
-                    records.push(reader.take(length)?.to_vec());
+                    let start = reader.at;
+                    reader.take(length)?;
+                    records.push(shared.slice(start..start + length));
                 }
                 Command::Enqueue(records)
             }
@@ -165,7 +173,11 @@ mod tests {
     #[test]
     fn commands_read_back_as_written() {
         for command in [
-            Command::Enqueue(vec![b"one".to_vec(), Vec::new(), vec![7; 1000]]),
+            Command::Enqueue(vec![
+                bytes::Bytes::from_static(b"one"),
+                bytes::Bytes::new(),
+                bytes::Bytes::from(vec![7; 1000]),
+            ]),
             Command::Enqueue(Vec::new()),
             Command::Settle(vec![1, u64::MAX, 4096]),
             Command::Return(vec![]),
@@ -183,7 +195,7 @@ mod tests {
 
     #[test]
     fn entries_that_do_not_read_are_refused_without_allocating_for_them() {
-        let whole = Command::Enqueue(vec![b"abc".to_vec()]).encode();
+        let whole = Command::Enqueue(vec![bytes::Bytes::from_static(b"abc")]).encode();
         for cut in 0..whole.len() {
             assert!(Command::decode(&whole[..cut]).is_err(), "cut at {cut}");
         }

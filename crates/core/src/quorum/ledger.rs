@@ -183,8 +183,10 @@ impl Ledger {
 mod tests {
     use super::*;
 
-    fn records(n: usize) -> Vec<Vec<u8>> {
-        (0..n).map(|i| vec![0u8; 10 + i]).collect()
+    fn records(n: usize) -> Vec<bytes::Bytes> {
+        (0..n)
+            .map(|i| bytes::Bytes::from(vec![0u8; 10 + i]))
+            .collect()
     }
 
     #[test]
