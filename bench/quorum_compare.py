@@ -11,6 +11,7 @@ quorum queue's leader on the node the client is connected to). Prints the median
 the Wharf/RabbitMQ ratios and writes them to bench/results/quorum-<timestamp>.json.
 
     python3 bench/quorum_compare.py [--runs 3] [--seconds 10] [--scenarios Q1,Q2,Q3]
+                                    [--wharf-only]
 
 Both clusters share the machine's two cores with the load generator: the figures are
 ratios measured side by side, not absolute capacities.
@@ -229,17 +230,21 @@ def main():
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--scenarios", default=",".join(SCENARIOS))
+    parser.add_argument("--wharf-only", action="store_true",
+                        help="measure the Wharf cluster alone (to compare two builds)")
     args = parser.parse_args()
     scenarios = [s.strip().upper() for s in args.scenarios.split(",")]
     subprocess.run(["cargo", "build", "--release", "-q", "-p", "wharf"], cwd=ROOT, check=True)
     work = Path(tempfile.mkdtemp(prefix="wharf-quorum-bench-"))
     wharf = WharfCluster(work)
-    try:
-        rabbit = RabbitCluster(work)
-    except BaseException:
-        wharf.stop()
-        raise
-    clusters = [wharf, rabbit]
+    rabbit = None
+    if not args.wharf_only:
+        try:
+            rabbit = RabbitCluster(work)
+        except BaseException:
+            wharf.stop()
+            raise
+    clusters = [c for c in (wharf, rabbit) if c]
     results = {s: {c.name: [] for c in clusters} for s in scenarios}
     try:
         for run in range(args.runs):
@@ -252,17 +257,25 @@ def main():
                           f"confirmed {result['confirmed_per_second']:,.0f} msg/s, received "
                           f"{result['consumed_per_second']:,.0f} msg/s, confirm p99 "
                           f"{result['confirm_latency']['p99_us']:,.0f} µs", flush=True)
-        versions = (wharf.version(), rabbit.version())
+        versions = (wharf.version(), rabbit.version() if rabbit else "no RabbitMQ")
     finally:
         wharf.stop()
-        rabbit.stop()
+        if rabbit:
+            rabbit.stop()
     summary = {s: {name: summarize(runs) for name, runs in by.items()}
                for s, by in results.items()}
     print()
     print(f"{versions[0]} vs {versions[1]}, 3 nodes each, {args.runs} runs of {args.seconds} s, "
           "medians:")
     for scenario, by in summary.items():
-        w, r = by["Wharf"], by["RabbitMQ"]
+        w = by["Wharf"]
+        if "RabbitMQ" not in by:
+            print(f"{scenario}: {SCENARIOS[scenario][0]}\n"
+                  f"    Wharf    confirmed {w['confirmed']:>9,.0f}  received "
+                  f"{w['received']:>9,.0f} msg/s  confirm p50/p99 "
+                  f"{w['confirm_p50_us']:,.0f}/{w['confirm_p99_us']:,.0f} µs")
+            continue
+        r = by["RabbitMQ"]
         ratio = (w["received"] / r["received"]) if r["received"] else float("nan")
         print(f"{scenario}: {SCENARIOS[scenario][0]}\n"
               f"    Wharf    confirmed {w['confirmed']:>9,.0f}  received {w['received']:>9,.0f} "
