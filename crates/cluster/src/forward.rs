@@ -191,19 +191,7 @@ impl ClusterNode {
 
     /// The cluster address of the member named `name`.
     pub(crate) fn address_of(&self, name: &str) -> Option<SocketAddr> {
-        let id = self
-            .names
-            .lock()
-            .iter()
-            .find(|(_, known)| known.as_str() == name)
-            .map(|(id, _)| *id)?;
-        let metrics = self.raft().metrics().borrow().clone();
-        let address = metrics
-            .membership_config
-            .membership()
-            .get_node(&id)
-            .map(|member| member.address.clone())?;
-        address.parse().ok()
+        self.member_named(name)?.1.address.parse().ok()
     }
 
     /// Takes a batch of deliveries another node sent: each enqueued now, in order; the

@@ -77,7 +77,7 @@ fn read_entry(reader: &mut Reader<'_>) -> Result<Entry, Unreadable> {
 
 /// Reads an entry as [`encode_entry`] wrote it, and nothing after it.
 pub fn decode_entry(bytes: &[u8]) -> Result<Entry, Unreadable> {
-    let mut reader = Reader { bytes, at: 0 };
+    let mut reader = Reader::new(bytes);
     let entry = read_entry(&mut reader)?;
     reader.end()?;
     Ok(entry)
@@ -159,7 +159,7 @@ pub fn encode_rpc(group: GroupId, rpc: &GroupRpc) -> Vec<u8> {
 }
 
 pub fn decode_rpc(bytes: &[u8]) -> Result<(GroupId, GroupRpc), Unreadable> {
-    let mut reader = Reader { bytes, at: 0 };
+    let mut reader = Reader::new(bytes);
     let group = reader.u64()?;
     let rpc = match reader.u8()? {
         APPEND_ENTRIES => {
@@ -215,61 +215,50 @@ fn put_json(out: &mut Vec<u8>, value: &impl Serialize) {
     out.extend_from_slice(&json);
 }
 
-struct Reader<'a> {
-    bytes: &'a [u8],
-    at: usize,
-}
+/// A reader of the entries' binary (the core's, whose refusals say what was cut short).
+struct Reader<'a>(wharf_core::quorum::Reader<'a>);
 
 impl<'a> Reader<'a> {
+    fn new(bytes: &'a [u8]) -> Reader<'a> {
+        Reader(wharf_core::quorum::Reader::new(bytes))
+    }
+
     fn left(&self) -> usize {
-        self.bytes.len() - self.at
+        self.0.left()
     }
 
     fn take(&mut self, n: usize) -> Result<&'a [u8], Unreadable> {
-        if n > self.left() {
-            return Err(Unreadable(format!(
-                "cut short: {n} bytes wanted, {} left",
-                self.left()
-            )));
-        }
-        let taken = &self.bytes[self.at..self.at + n];
-        self.at += n;
-        Ok(taken)
+        self.0.take(n).map_err(unreadable)
     }
 
     fn rest(&mut self) -> &'a [u8] {
-        let rest = &self.bytes[self.at..];
-        self.at = self.bytes.len();
-        rest
+        self.0.rest()
     }
 
     fn end(&self) -> Result<(), Unreadable> {
-        match self.left() {
-            0 => Ok(()),
-            n => Err(Unreadable(format!("{n} bytes after the end"))),
-        }
+        self.0.end().map_err(unreadable)
     }
 
     fn u8(&mut self) -> Result<u8, Unreadable> {
-        Ok(self.take(1)?[0])
+        self.0.u8().map_err(unreadable)
     }
 
     fn u32(&mut self) -> Result<u32, Unreadable> {
-        Ok(u32::from_le_bytes(
-            self.take(4)?.try_into().expect("4 bytes"),
-        ))
+        self.0.u32().map_err(unreadable)
     }
 
     fn u64(&mut self) -> Result<u64, Unreadable> {
-        Ok(u64::from_le_bytes(
-            self.take(8)?.try_into().expect("8 bytes"),
-        ))
+        self.0.u64().map_err(unreadable)
     }
 
     fn json<T: for<'de> Deserialize<'de>>(&mut self) -> Result<T, Unreadable> {
         let length = self.u32()? as usize;
         serde_json::from_slice(self.take(length)?).map_err(|e| Unreadable(e.to_string()))
     }
+}
+
+fn unreadable(error: wharf_core::quorum::BadCommand) -> Unreadable {
+    Unreadable(error.0)
 }
 
 #[cfg(test)]

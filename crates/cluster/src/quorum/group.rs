@@ -51,6 +51,18 @@ pub fn group_config() -> Result<Arc<Config>, String> {
     .map_err(|e| e.to_string())
 }
 
+/// Deletes a replica's directory (what it kept), off the runtime's threads.
+pub(super) async fn remove_dir(dir: PathBuf) {
+    let _ = tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => {
+            tracing::warn!(dir = %dir.display(), %error, "cannot remove a quorum queue's replica")
+        }
+    })
+    .await;
+}
+
 /// Why a proposal was not committed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProposeError {
@@ -235,14 +247,7 @@ impl GroupReplica {
         self.shutdown().await;
         let dir = self.dir.clone();
         drop(self);
-        let _ = tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(error) => {
-                tracing::warn!(dir = %dir.display(), %error, "cannot remove a quorum queue's replica")
-            }
-        })
-        .await;
+        remove_dir(dir).await;
     }
 
     /// How long a proposal may wait before its publisher is told it was not taken.

@@ -24,7 +24,7 @@ use rand::Rng;
 use tokio::sync::watch;
 
 use super::codec::{decode_answer, decode_rpc, encode_answer, GroupAnswer};
-use super::group::{group_config, GroupReplica};
+use super::group::{group_config, remove_dir, GroupReplica};
 use super::network::{GroupLink, LinkError};
 use super::state_machine::ReplicaEvents;
 use super::{GroupId, LogId};
@@ -307,15 +307,4 @@ fn address_of(
         .membership()
         .get_node(&node)
         .and_then(|member| member.address.parse().ok())
-}
-
-async fn remove_dir(dir: PathBuf) {
-    let _ = tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(error) => {
-            tracing::warn!(dir = %dir.display(), %error, "cannot remove a quorum queue's replica")
-        }
-    })
-    .await;
 }

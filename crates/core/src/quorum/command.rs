@@ -87,7 +87,7 @@ impl Command {
     /// [`Command::decode`] of an entry in shared bytes: its records are slices of it.
     pub fn decode_shared(shared: &bytes::Bytes) -> Result<Command, BadCommand> {
         let bytes: &[u8] = shared;
-        let mut reader = Reader { bytes, at: 0 };
+        let mut reader = Reader::new(bytes);
         let kind = reader.u8()?;
         let count = reader.u32()? as usize;
         let command = match kind {
@@ -120,24 +120,44 @@ impl Command {
             }
             other => return Err(BadCommand(format!("unknown kind {other}"))),
         };
-        if reader.left() > 0 {
-            return Err(BadCommand(format!("{} bytes after the end", reader.left())));
-        }
+        reader.end()?;
         Ok(command)
     }
 }
 
-struct Reader<'a> {
+/// Reads the little-endian binary of a quorum queue's entries and messages, each step
+/// refused (not panicking) when the bytes are cut short.
+pub struct Reader<'a> {
     bytes: &'a [u8],
     at: usize,
 }
 
 impl<'a> Reader<'a> {
-    fn left(&self) -> usize {
+    pub fn new(bytes: &'a [u8]) -> Reader<'a> {
+        Reader { bytes, at: 0 }
+    }
+
+    /// Bytes not read yet.
+    pub fn left(&self) -> usize {
         self.bytes.len() - self.at
     }
 
-    fn take(&mut self, n: usize) -> Result<&'a [u8], BadCommand> {
+    /// What is left, all of it.
+    pub fn rest(&mut self) -> &'a [u8] {
+        let rest = &self.bytes[self.at..];
+        self.at = self.bytes.len();
+        rest
+    }
+
+    /// Refuses bytes left after what was read.
+    pub fn end(&self) -> Result<(), BadCommand> {
+        match self.left() {
+            0 => Ok(()),
+            n => Err(BadCommand(format!("{n} bytes after the end"))),
+        }
+    }
+
+    pub fn take(&mut self, n: usize) -> Result<&'a [u8], BadCommand> {
         if n > self.left() {
             return Err(BadCommand(format!(
                 "cut short: {n} bytes wanted, {} left",
@@ -149,17 +169,17 @@ impl<'a> Reader<'a> {
         Ok(taken)
     }
 
-    fn u8(&mut self) -> Result<u8, BadCommand> {
+    pub fn u8(&mut self) -> Result<u8, BadCommand> {
         Ok(self.take(1)?[0])
     }
 
-    fn u32(&mut self) -> Result<u32, BadCommand> {
+    pub fn u32(&mut self) -> Result<u32, BadCommand> {
         Ok(u32::from_le_bytes(
             self.take(4)?.try_into().expect("4 bytes"),
         ))
     }
 
-    fn u64(&mut self) -> Result<u64, BadCommand> {
+    pub fn u64(&mut self) -> Result<u64, BadCommand> {
         Ok(u64::from_le_bytes(
             self.take(8)?.try_into().expect("8 bytes"),
         ))

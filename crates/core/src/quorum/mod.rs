@@ -17,7 +17,7 @@
 pub mod command;
 pub mod ledger;
 
-pub use command::{offset_of, position_of, Command, MESSAGES_PER_ENTRY_MAX};
+pub use command::{offset_of, position_of, BadCommand, Command, Reader, MESSAGES_PER_ENTRY_MAX};
 pub use ledger::{Applied, Held, Ledger};
 
 /// Where a quorum queue's leader sends what it decides about its messages: to the
