@@ -306,3 +306,48 @@ async fn a_deleted_quorum_queue_is_gone_from_every_replica_and_its_name_starts_a
         numbered(0, 3)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_node_restarted_in_turn_keeps_every_confirmed_message() {
+    let place = Place::new("quorum-rolling");
+    let specs = specs(&place, 3);
+    let seeds = seeds(&specs);
+    let mut nodes = start_all(&specs);
+    declare_quorum(&specs[0], "qq").await;
+    let mut confirmed = Vec::new();
+    let first = numbered(0, 100);
+    assert_eq!(
+        publish_all(&confirming(&specs[1]).await, "qq", &first).await,
+        first
+    );
+    confirmed.extend(first);
+    for i in 0..nodes.len() {
+        let spec = nodes.remove(i).stop();
+        nodes.insert(i, Node::spawn(&spec, &seeds).ready());
+        // Published through the next node, republished on nack until confirmed.
+        let through = &specs[(i + 1) % specs.len()];
+        let mut waiting = numbered(100 * (i + 1), 100);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !waiting.is_empty() && Instant::now() < deadline {
+            let acked = publish_all(&confirming(through).await, "qq", &waiting).await;
+            waiting.retain(|body| !acked.contains(body));
+            confirmed.extend(acked);
+            if !waiting.is_empty() {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        assert!(
+            waiting.is_empty(),
+            "after restarting {}: {waiting:?}",
+            spec.name
+        );
+    }
+    let got = get_until(&specs[2], "qq", confirmed.len(), Duration::from_secs(30)).await;
+    for body in &confirmed {
+        assert!(got.contains(body), "{body} was confirmed and is lost");
+    }
+    // The replicas agree: each holds the group's files and took part.
+    for spec in &specs {
+        assert_eq!(groups_on(spec), 1, "{}", spec.name);
+    }
+}
