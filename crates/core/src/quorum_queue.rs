@@ -479,11 +479,9 @@ impl ReplicatedQueue for QuorumQueue {
         if self.remote.home() == leader {
             return false;
         }
-        if !here {
-            // Known here before the cluster's record says so: this node's consumers go
-            // there now.
-            self.remote.set_home(&leader);
-        }
+        // Known here before the cluster's record says so: this node's clients go there
+        // now (a new leader's own publishes to itself, without waiting for the record).
+        self.remote.set_home(&leader);
         here
     }
 

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use openraft::ServerState;
 use tokio::sync::mpsc;
@@ -183,9 +184,23 @@ impl ClusterNode {
                         home: self.name().to_string(),
                     };
                     let node = self.clone();
+                    let replica = replica.clone();
                     tokio::spawn(async move {
-                        if let Err(error) = node.write(crate::raft::Command::Change(change)).await {
-                            tracing::warn!(%error, "a quorum queue's new leader is not recorded yet");
+                        // Tried until recorded, while this node leads (the metadata's own
+                        // leader may be the node that went).
+                        let mut pause = Duration::from_millis(200);
+                        while replica.is_leader() {
+                            match node
+                                .write(crate::raft::Command::Change(change.clone()))
+                                .await
+                            {
+                                Ok(_) => return,
+                                Err(error) => {
+                                    tracing::debug!(%error, "a quorum queue's new leader is not recorded yet");
+                                    tokio::time::sleep(pause).await;
+                                    pause = (pause * 2).min(Duration::from_secs(2));
+                                }
+                            }
                         }
                     });
                 }
